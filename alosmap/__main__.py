@@ -1,0 +1,5 @@
+"""``python -m alosmap``."""
+
+from alosmap.cli.main import run
+
+run()

@@ -1,0 +1,155 @@
+"""Class tables: JAXA's HRLULC legend, the 9-class LULC scheme and water.
+
+This module is the only place that knows class numbers. Everything else asks it.
+
+* **JAXA HRLULC v23.12** (JAXA's own legend, ``README_JAXA.txt`` of the
+  release): codes 1-14, 0 = no data.
+* **LULC-9** (paper Section III-A): the five forest classes (DBF, DNF, EBF, ENF,
+  bamboo) merge into *Forest* and paddy into *Cropland*. The model predicts indices
+  0-8; maps written to disk use codes 1-9 with 0 = no data.
+* **Water**: water vs not water from the same source. Model index 1 = water;
+  maps on disk: 1 water, 0 not water, 255 no data.
+
+Training labels use :data:`IGNORE_INDEX` (255) for pixels excluded from losses and
+metrics (no data in the reference).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Label value excluded from losses and metrics.
+IGNORE_INDEX = 255
+#: No-data value of JAXA LULC tiles.
+JAXA_NODATA = 0
+#: No-data value of LULC maps written by alosmap.
+LULC_NODATA = 0
+#: No-data value of water maps written by alosmap (0 and 1 are classes).
+WATER_NODATA = 255
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    """One class of a legend.
+
+    Attributes:
+        code: value stored in map files.
+        name: human-readable name.
+        color: RGB colour for colour tables and previews.
+    """
+
+    code: int
+    name: str
+    color: tuple[int, int, int]
+
+
+#: JAXA HRLULC v23.12 legend (code -> class).
+JAXA_CLASSES: tuple[ClassInfo, ...] = (
+    ClassInfo(1, "Water bodies", (0, 92, 230)),
+    ClassInfo(2, "Built-up", (220, 20, 60)),
+    ClassInfo(3, "Paddy field", (0, 200, 200)),
+    ClassInfo(4, "Cropland", (245, 222, 60)),
+    ClassInfo(5, "Grassland", (170, 220, 100)),
+    ClassInfo(6, "DBF (deciduous broad-leaf forest)", (60, 170, 60)),
+    ClassInfo(7, "DNF (deciduous needle-leaf forest)", (110, 150, 40)),
+    ClassInfo(8, "EBF (evergreen broad-leaf forest)", (0, 110, 40)),
+    ClassInfo(9, "ENF (evergreen needle-leaf forest)", (20, 80, 60)),
+    ClassInfo(10, "Bare", (180, 160, 130)),
+    ClassInfo(11, "Bamboo forest", (140, 200, 40)),
+    ClassInfo(12, "Solar panel", (120, 60, 200)),
+    ClassInfo(13, "Wetland", (80, 200, 200)),
+    ClassInfo(14, "Greenhouse", (250, 150, 220)),
+)
+
+#: JAXA codes of the five forest classes merged into LULC-9 Forest.
+JAXA_FOREST_CODES = (6, 7, 8, 9, 11)
+
+#: The paper's 9-class LULC scheme; model index i is written as code i + 1.
+LULC9_CLASSES: tuple[ClassInfo, ...] = (
+    ClassInfo(1, "Water", (0, 92, 230)),
+    ClassInfo(2, "Built-up", (220, 20, 60)),
+    ClassInfo(3, "Cropland", (245, 222, 60)),
+    ClassInfo(4, "Grassland", (170, 220, 100)),
+    ClassInfo(5, "Forest", (20, 120, 50)),
+    ClassInfo(6, "Bare", (180, 160, 130)),
+    ClassInfo(7, "Solar panel", (120, 60, 200)),
+    ClassInfo(8, "Wetland", (80, 200, 200)),
+    ClassInfo(9, "Greenhouse", (250, 150, 220)),
+)
+
+#: Water task: model index 0 = not water, 1 = water (codes on disk are the same).
+WATER_CLASSES: tuple[ClassInfo, ...] = (
+    ClassInfo(0, "Not water", (235, 235, 225)),
+    ClassInfo(1, "Water", (0, 92, 230)),
+)
+
+#: JAXA code -> LULC-9 model index (one entry per JAXA code 1-14).
+_JAXA_TO_LULC9_INDEX = {
+    1: 0,  # Water bodies -> Water
+    2: 1,  # Built-up
+    3: 2,  # Paddy field -> Cropland
+    4: 2,  # Cropland
+    5: 3,  # Grassland
+    6: 4,  # DBF -> Forest
+    7: 4,  # DNF -> Forest
+    8: 4,  # EBF -> Forest
+    9: 4,  # ENF -> Forest
+    10: 5,  # Bare
+    11: 4,  # Bamboo -> Forest
+    12: 6,  # Solar panel
+    13: 7,  # Wetland
+    14: 8,  # Greenhouse
+}
+
+TASKS = ("lulc", "water")
+
+
+def _lut(mapping: dict[int, int], default: int) -> np.ndarray:
+    lut = np.full(256, default, dtype=np.uint8)
+    for src, dst in mapping.items():
+        lut[src] = dst
+    return lut
+
+
+#: 256-entry lookup: JAXA code -> LULC-9 training index (255 = ignore).
+JAXA_TO_LULC9 = _lut(_JAXA_TO_LULC9_INDEX, IGNORE_INDEX)
+#: 256-entry lookup: JAXA code -> water training index (1 water, 0 not, 255 ignore).
+JAXA_TO_WATER = _lut({c.code: int(c.code == 1) for c in JAXA_CLASSES}, IGNORE_INDEX)
+
+
+def classes_for_task(task: str) -> tuple[ClassInfo, ...]:
+    """Return the output legend of a task (``"lulc"`` or ``"water"``)."""
+    if task == "lulc":
+        return LULC9_CLASSES
+    if task == "water":
+        return WATER_CLASSES
+    raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+
+
+def jaxa_to_training(labels: np.ndarray, task: str) -> np.ndarray:
+    """Map JAXA codes to training indices of ``task``; no data and unknown -> 255.
+
+    Args:
+        labels: uint8 array of JAXA codes, any shape.
+        task: ``"lulc"`` or ``"water"``.
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    lut = JAXA_TO_LULC9 if task == "lulc" else JAXA_TO_WATER
+    return lut[np.asarray(labels, dtype=np.uint8)]
+
+
+def jaxa_to_lulc9_codes(labels: np.ndarray) -> np.ndarray:
+    """Map JAXA codes to LULC-9 map codes (1-9, 0 = no data)."""
+    idx = jaxa_to_training(labels, "lulc")
+    return np.where(idx == IGNORE_INDEX, LULC_NODATA, idx + 1).astype(np.uint8)
+
+
+def colormap(classes: tuple[ClassInfo, ...]) -> dict[int, tuple[int, int, int, int]]:
+    """GDAL colour table (code -> RGBA) for ``classes``; other codes transparent."""
+    cmap = {i: (0, 0, 0, 0) for i in range(256)}
+    for c in classes:
+        cmap[c.code] = (*c.color, 255)
+    return cmap

@@ -1,0 +1,1 @@
+"""The ``alosmap`` command line (Typer); heavy imports happen inside commands."""

@@ -1,0 +1,93 @@
+"""Entry point of the ``alosmap`` command.
+
+Exit codes: 0 success, 1 failure (an :class:`~alosmap.errors.AlosmapError`, reported
+as one line on stderr; traceback with ``-vv``), 2 usage error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from alosmap._version import __version__
+from alosmap.export.cli import app as export_app
+from alosmap.train.cli import app as train_app
+
+from . import _common
+from .info import info
+from .synth import app as synth_app
+
+app = typer.Typer(
+    name="alosmap",
+    help=(
+        "Land-use/land-cover and water maps from ALOS-2 PALSAR-2 HH SAR scenes, "
+        "with the refined UPerNet-Swin model (SAR-W-MixMAE pretraining)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"alosmap {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "--verbose",
+            "-v",
+            count=True,
+            help="More log output on stderr (-v info, -vv debug and tracebacks).",
+        ),
+    ] = 0,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="Only errors; no progress bars."),
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version_callback,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Map ALOS-2 HH scenes to LULC and water GeoTIFFs; train and export the model."""
+    _common.configure_logging(-1 if quiet else verbose)
+
+
+app.command("info")(info)
+app.add_typer(synth_app, name="synth")
+app.add_typer(train_app, name="train")
+app.add_typer(export_app, name="export")
+
+
+def run() -> None:
+    """Console-script entry point: run the app and map errors to exit codes."""
+    from alosmap.errors import AlosmapError
+
+    try:
+        app()
+    except AlosmapError as exc:
+        _common.error_line(str(exc))
+        if _common.VERBOSITY >= 2:
+            raise
+        sys.exit(1)
+    except KeyboardInterrupt:
+        _common.error_line("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()

@@ -1,0 +1,41 @@
+"""Exceptions and warnings raised by alosmap.
+
+Library code raises these typed errors; only the command-line layer turns them into
+exit codes (1 for an :class:`AlosmapError`, 2 for usage errors). Where it helps, an
+error also derives from the matching builtin so ``except OSError`` / ``except
+ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+
+class AlosmapError(Exception):
+    """Root of every error alosmap raises on purpose."""
+
+
+class InputRasterError(AlosmapError, OSError):
+    """A scene or label raster is missing, unreadable or unusable."""
+
+
+class ModelFileError(AlosmapError, OSError):
+    """A model file is missing, malformed, or not an alosmap model."""
+
+
+class SpecError(AlosmapError, ValueError):
+    """A model spec is invalid; the message names the bad field."""
+
+
+class SpecMismatchError(AlosmapError, ValueError):
+    """A model's spec does not fit the input (bands, units, tile size)."""
+
+
+class OutputExistsError(AlosmapError, FileExistsError):
+    """The output exists and ``--overwrite`` was not given."""
+
+
+class BackendUnavailableError(AlosmapError, ImportError):
+    """An optional runtime (ONNX Runtime, TensorRT, CUDA) is not installed."""
+
+
+class AlosmapWarning(UserWarning):
+    """Recoverable data problems (no CRS, odd metadata, …)."""

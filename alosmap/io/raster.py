@@ -1,0 +1,105 @@
+"""Reading scenes and describing rasters."""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+
+from alosmap.errors import InputRasterError
+
+#: ALOS-2 Level 2.1 file name (METHOD_NOTES §6.1), e.g.
+#: ``IMG-HH-ALOS2237752900-181018-UBSR2.1GUD.tif``.
+L21_NAME = re.compile(
+    r"IMG-(?P<pol>HH|HV|VH|VV)-ALOS2(?P<orbit>\d{5})(?P<frame>\d{4})-"
+    r"(?P<date>\d{6})-(?P<mode>[A-Z]{3})(?P<look>[LR])(?P<level>\d\.\d)"
+    r"(?P<proc>[GR_])(?P<proj>[UPML_])(?P<dir>[AD])"
+)
+_DATE_TAGS = ("ACQUISITION_DATE", "ACQUISITION_DATETIME", "TIFFTAG_DATETIME")
+
+
+def open_raster(path: str | os.PathLike[str]) -> rasterio.io.DatasetReader:
+    """Open a raster; every failure becomes an :class:`InputRasterError`."""
+    p = Path(path)
+    if not p.exists():
+        raise InputRasterError(f"input not found: {p}")
+    if p.is_dir():
+        raise InputRasterError(f"input is a directory, not a raster: {p}")
+    try:
+        return rasterio.open(p)
+    except (RasterioError, OSError) as exc:
+        raise InputRasterError(f"cannot read {p} as a raster: {exc}") from exc
+
+
+def acquisition_date(path: str | os.PathLike[str], tags: dict[str, str]) -> date | None:
+    """Acquisition date from the metadata tags, else from an L2.1 file name."""
+    for key in _DATE_TAGS:
+        value = tags.get(key)
+        if value:
+            m = re.match(r"(\d{4})[-:]?(\d{2})[-:]?(\d{2})", value)
+            if m:
+                try:
+                    return date(int(m[1]), int(m[2]), int(m[3]))
+                except ValueError:
+                    pass
+    m = L21_NAME.search(Path(path).name)
+    if m:
+        d = m["date"]
+        try:
+            return date(2000 + int(d[:2]), int(d[2:4]), int(d[4:]))
+        except ValueError:
+            return None
+    return None
+
+
+def describe_raster(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Summarise a raster: size, bands, CRS, pixel size, no-data, units guess, date.
+
+    Reads only a decimated overview of the first band for the units guess.
+    """
+    from alosmap.radiometry import guess_units
+
+    with open_raster(path) as ds:
+        tags = ds.tags()
+        t = ds.transform
+        out: dict[str, Any] = {
+            "path": str(path),
+            "driver": ds.driver,
+            "size": f"{ds.width} x {ds.height} px",
+            "bands": ds.count,
+            "dtype": ds.dtypes[0],
+            "crs": ds.crs.to_string() if ds.crs else None,
+            "pixel_size": (abs(t.a), abs(t.e)) if ds.crs else None,
+            "bounds": tuple(round(v, 6) for v in ds.bounds),
+            "nodata": ds.nodata,
+            "band_descriptions": [d for d in ds.descriptions],
+        }
+        f = max(1, max(ds.width, ds.height) // 1024)
+        h, w = max(1, ds.height // f), max(1, ds.width // f)
+        try:
+            sample = ds.read(
+                1, out_shape=(h, w), window=Window(0, 0, ds.width, ds.height)
+            )
+        except (RasterioError, OSError) as exc:
+            raise InputRasterError(f"cannot read pixels of {path}: {exc}") from exc
+        valid = (
+            np.isfinite(sample)
+            if sample.dtype.kind == "f"
+            else np.ones_like(sample, dtype=bool)
+        )
+        if ds.nodata is not None:
+            valid &= sample != ds.nodata
+        out["valid_fraction"] = round(float(valid.mean()), 4)
+        out["units_guess"] = (
+            guess_units(sample[valid], ds.dtypes[0]) if valid.any() else None
+        )
+        d = acquisition_date(path, tags)
+        out["acquisition_date"] = d.isoformat() if d else None
+    return out

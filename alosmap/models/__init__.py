@@ -1,0 +1,26 @@
+"""The refined UPerNet-Swin segmentation model (``alosmap.models``).
+
+A timm Swin encoder (MixMIM-style: no shifted windows, fixed sin-cos APE), a UPerNet
+decoder with the optional high-resolution injection, and the plain or progressive
+refine-up head. Build it with :func:`build_model` from an
+:class:`~alosmap.arch.ArchConfig`.
+"""
+
+from __future__ import annotations
+
+from .builder import SegmentationModel, build_model, count_parameters
+from .decoder import UPerNetDecoder, adaptive_avg_pool2d_static
+from .encoder import SwinEncoder, sincos_pos_embed_2d
+from .heads import PlainHead, RefineUpHead
+
+__all__ = [
+    "PlainHead",
+    "RefineUpHead",
+    "SegmentationModel",
+    "SwinEncoder",
+    "UPerNetDecoder",
+    "adaptive_avg_pool2d_static",
+    "build_model",
+    "count_parameters",
+    "sincos_pos_embed_2d",
+]

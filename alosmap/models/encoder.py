@@ -1,0 +1,303 @@
+"""Swin encoder of the segmentation model (timm modules, MixMIM-style forward).
+
+The encoder is the one SAR-W-MixMAE pretrains (a MixMIM encoder), rebuilt from
+timm's :class:`~timm.models.swin_transformer.SwinTransformer` parts:
+
+* **No shifted windows.** MixMIM has no shift or roll in any block. timm shifts every
+  odd block by ``window // 2``; :func:`_disable_shifts` zeroes every block's
+  ``shift_size`` and ``target_shift_size`` (so a later ``set_input_size`` cannot bring
+  the shift back), drops the ``attn_mask`` buffer and turns ``dynamic_mask`` off. On
+  top of that the encoder runs the blocks with its own :func:`window_block_forward`,
+  which never rolls, so the result does not depend on timm's block ``forward``.
+* **Fixed 2-D sin-cos absolute position embedding** added right after patch
+  embedding (MixMIM/MAE layout, see :func:`sincos_pos_embed_2d`). It is a
+  *non-persistent buffer*: it is a deterministic function of ``embed_dim`` and the
+  token grid, so it is not stored in ``state_dict`` (MixMIM's ``absolute_pos_embed``
+  key is dropped on load), it is never seen by an optimiser or its weight-decay
+  groups, it follows ``.to(device, dtype)``, and it becomes a constant in ONNX.
+* **timm parameter names.** ``self.patch_embed`` and ``self.layers`` are timm's own
+  modules, so the encoder's ``state_dict`` keys (``patch_embed.proj.weight``,
+  ``layers.2.blocks.17.attn.qkv.weight``, ...) are timm's and a MixMIM /
+  SAR-W-MixMAE checkpoint passed through
+  ``timm.models.swin_transformer.checkpoint_filter_fn(state_dict, encoder)`` loads
+  with ``absolute_pos_embed`` as the only unexpected key (plus MixMIM's final
+  ``norm.*``, which a loader may copy into ``out_norms.3``).
+* **Per-output LayerNorm** on each stage output (``out_norms.i``), as mmseg's Swin
+  backbone does (``norm0``..``norm3``) before handing features to UPerHead.
+
+Hook for MixMAE pretraining: :meth:`SwinEncoder.forward` accepts ``attn_bias``, one
+optional additive attention bias per stage of shape ``[num_windows, N, N]`` (``N`` =
+window area, shared by the batch, since MixMIM draws one mask per batch). Each
+stage's bias is passed to every block's timm ``WindowAttention(x, mask=...)``.
+Building it from MixMIM's per-token source mask is the pretraining code's job:
+window-partition the stage mask ``m`` [1, H_s, W_s] to ``[nW, N]`` and use
+``-big * (1 - (m mᵀ + (1-m)(1-m)ᵀ))``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from alosmap.arch import ArchConfig
+from alosmap.errors import SpecError
+
+
+def sincos_pos_embed_2d(
+    embed_dim: int, grid_h: int, grid_w: int, *, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position table in the MAE/MixMIM layout.
+
+    For the token at row ``i`` and column ``j`` (row-major order, as the tokens are
+    flattened), with ``D = embed_dim`` and ``q = D // 4``, ``ω_k = 10000^(-k/q)``::
+
+        emb[0 : q]      = sin(j·ω)      emb[q : 2q]   = cos(j·ω)     # column
+        emb[2q : 3q]    = sin(i·ω)      emb[3q : 4q]  = cos(i·ω)     # row
+
+    The first half encodes the column: MAE's ``np.meshgrid(grid_w, grid_h)`` puts the
+    ``w`` coordinate first. Computed in float64 and cast, as MixMIM does in numpy.
+
+    Args:
+        embed_dim: channels ``D``, a multiple of 4.
+        grid_h: token rows.
+        grid_w: token columns.
+        dtype: output dtype.
+
+    Returns:
+        Table of shape [grid_h, grid_w, D] (NHWC, ready to add to timm tokens).
+
+    Raises:
+        SpecError: if ``embed_dim`` is not a multiple of 4.
+    """
+    if embed_dim % 4:
+        raise SpecError(
+            f"arch.embed_dim: the sin-cos position embedding needs a multiple of 4, "
+            f"got {embed_dim}"
+        )
+    quarter = embed_dim // 4
+    omega = 1.0 / 10000.0 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+    rows = torch.arange(grid_h, dtype=torch.float64)[:, None] * omega  # [H, q]
+    cols = torch.arange(grid_w, dtype=torch.float64)[:, None] * omega  # [W, q]
+    col_emb = torch.cat([cols.sin(), cols.cos()], dim=1)  # [W, D/2]
+    row_emb = torch.cat([rows.sin(), rows.cos()], dim=1)  # [H, D/2]
+    table = torch.cat(
+        [
+            col_emb[None, :, :].expand(grid_h, grid_w, embed_dim // 2),
+            row_emb[:, None, :].expand(grid_h, grid_w, embed_dim // 2),
+        ],
+        dim=2,
+    )
+    return table.to(dtype)
+
+
+def _disable_shifts(layers: nn.Module) -> None:
+    """Turn every timm Swin block into a plain (non-shifted) W-MSA block, in place.
+
+    timm 1.0.x keeps the shift in ``shift_size`` (used by ``_attn``) and
+    ``target_shift_size`` (used to recompute it in ``set_input_size``), and the
+    shifted-window mask in the ``attn_mask`` buffer (or recomputes it per forward
+    when ``dynamic_mask``). All four are neutralised.
+    """
+    for module in layers.modules():
+        if hasattr(module, "shift_size") and hasattr(module, "attn"):
+            module.shift_size = (0, 0)
+            module.target_shift_size = (0, 0)
+            module.dynamic_mask = False
+            module.always_partition = False
+            module.register_buffer("attn_mask", None, persistent=False)
+
+
+def window_block_forward(
+    block: nn.Module, x: torch.Tensor, attn_bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Run one timm ``SwinTransformerBlock`` without any window shift.
+
+    Same maths as timm's block with ``shift_size == 0``: pre-norm window attention
+    (with timm's relative position bias) and a pre-norm MLP, each with a residual.
+    The token grid must be divisible by the block's window (checked at build time).
+
+    Args:
+        block: a timm ``SwinTransformerBlock`` (uses ``norm1``, ``attn``,
+            ``drop_path1``, ``norm2``, ``mlp``, ``drop_path2``, ``window_size``).
+        x: tokens [B, H, W, C].
+        attn_bias: optional additive attention bias [num_windows, N, N] shared by
+            the batch (``N`` = window area); MixMAE's source-image restriction.
+
+    Returns:
+        Tokens [B, H, W, C].
+    """
+    b, h, w, c = x.shape
+    wh, ww = block.window_size
+    y = block.norm1(x)
+    # [B, H, W, C] -> [B·nW, wh·ww, C], windows in row-major order per image
+    y = y.view(b, h // wh, wh, w // ww, ww, c).permute(0, 1, 3, 2, 4, 5)
+    y = y.reshape(-1, wh * ww, c)
+    y = block.attn(y, mask=attn_bias)
+    # [B·nW, wh·ww, C] -> [B, H, W, C]
+    y = y.view(b, h // wh, w // ww, wh, ww, c).permute(0, 1, 3, 2, 4, 5)
+    y = y.reshape(b, h, w, c)
+    x = x + block.drop_path1(y)
+    x = x + block.drop_path2(block.mlp(block.norm2(x)))
+    return x
+
+
+def patch_merging_forward(merge: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Run timm's ``PatchMerging`` (2×2 token merge, LayerNorm, linear 4C → 2C).
+
+    Same channel order as timm 1.0.x (and MixMIM's ``cat[x0, x1, x2, x3]``): for each
+    2×2 cell the tokens are ordered (0,0), (1,0), (0,1), (1,1). Written out here
+    because timm's version pads odd sizes with ``F.pad``, which leaves no-op ``Pad``
+    nodes in an ONNX graph; our grids are always even.
+
+    Args:
+        merge: a timm ``PatchMerging`` (uses ``norm`` and ``reduction``).
+        x: tokens [B, H, W, C], H and W even.
+
+    Returns:
+        Tokens [B, H/2, W/2, 2C].
+    """
+    b, h, w, c = x.shape
+    x = x.reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).flatten(3)
+    return merge.reduction(merge.norm(x))
+
+
+class SwinEncoder(nn.Module):
+    """Hierarchical Swin encoder returning five NCHW feature maps.
+
+    For an input [B, in_chans, H, W] (H, W multiples of :attr:`size_multiple`; the
+    paper preset at 256×256 gives 64/32/16/8-token stage grids), ``forward`` returns:
+
+    ===  =====================================  ======  ============
+    idx  map                                    stride  channels
+    ===  =====================================  ======  ============
+    0    patch embedding (conv 4×4 + LN), the   4       embed_dim
+         high-resolution map, before the APE
+    1    stage 1 output, LayerNorm'ed           4       C
+    2    stage 2 output, LayerNorm'ed           8       2C
+    3    stage 3 output, LayerNorm'ed           16      4C
+    4    stage 4 output, LayerNorm'ed           32      8C
+    ===  =====================================  ======  ============
+
+    Map 0 is taken *before* the position embedding so that the decoder's
+    high-resolution injection stays a purely local, translation-equivariant feature;
+    the stages see ``patch_embed(x) + APE`` as MixMIM does.
+
+    Attributes:
+        patch_embed: timm ``PatchEmbed`` (NHWC output).
+        layers: timm ``SwinTransformerStage`` list (``layers.0`` has no downsample).
+        out_norms: one LayerNorm per stage output.
+        out_channels: channels of the five outputs.
+        out_strides: strides of the five outputs.
+        window_sizes: effective (h, w) window per stage after clamping to the grid.
+        size_multiple: H and W must be multiples of this (every stage grid divisible
+            by its window); equals ``img_size`` for the presets.
+    """
+
+    def __init__(self, arch: ArchConfig) -> None:
+        """Build the encoder for ``arch``.
+
+        Args:
+            arch: architecture; uses in_chans, img_size, patch_size, embed_dim,
+                depths, num_heads, window_size, mlp_ratio, drop_path_rate.
+
+        Raises:
+            SpecError: if a window does not tile its stage grid.
+        """
+        super().__init__()
+        from timm.models.swin_transformer import SwinTransformer
+
+        self.arch = arch
+        swin = SwinTransformer(
+            img_size=arch.img_size,
+            patch_size=arch.patch_size,
+            in_chans=arch.in_chans,
+            num_classes=0,
+            embed_dim=arch.embed_dim,
+            depths=arch.depths,
+            num_heads=arch.num_heads,
+            # one window per stage; timm clamps a window to a smaller stage grid
+            window_size=tuple((w, w) for w in arch.window_size),
+            mlp_ratio=arch.mlp_ratio,
+            qkv_bias=True,
+            drop_path_rate=arch.drop_path_rate,
+            # sizes are checked by SegmentationModel; the forward here is ours
+            strict_img_size=False,
+        )
+        # keep timm's modules (and so timm's parameter names); drop norm and head
+        self.patch_embed = swin.patch_embed
+        self.layers = swin.layers
+        _disable_shifts(self.layers)
+        del swin
+
+        chans = arch.stage_channels
+        self.out_norms = nn.ModuleList(nn.LayerNorm(c) for c in chans)
+        self.out_channels: tuple[int, ...] = (arch.embed_dim, *chans)
+        self.out_strides: tuple[int, ...] = (
+            arch.patch_size,
+            *(arch.patch_size * 2**i for i in range(arch.num_stages)),
+        )
+        self.window_sizes: tuple[tuple[int, int], ...] = tuple(
+            tuple(stage.blocks[0].window_size) for stage in self.layers
+        )
+
+        grid = arch.img_size // arch.patch_size
+        multiple = arch.stride
+        for i, (wh, ww) in enumerate(self.window_sizes):
+            g = grid // 2**i
+            if g % wh or g % ww:
+                raise SpecError(
+                    f"arch.window_size: stage {i + 1} has a {g}×{g} token grid at "
+                    f"img_size {arch.img_size}, which window {wh} does not tile; "
+                    f"use a divisor of {g}"
+                )
+            cell = arch.patch_size * 2**i
+            multiple = math.lcm(multiple, cell * wh, cell * ww)
+        self.size_multiple = multiple
+
+        self.register_buffer(
+            "absolute_pos_embed",
+            sincos_pos_embed_2d(arch.embed_dim, grid, grid)[None],  # [1, h, w, C]
+            persistent=False,
+        )
+
+    def _pos_embed(self, h: int, w: int, x: torch.Tensor) -> torch.Tensor:
+        """APE for an [h, w] token grid: the buffer, or a fresh table if it differs."""
+        table = self.absolute_pos_embed
+        if table.shape[1] == h and table.shape[2] == w:
+            return table
+        return sincos_pos_embed_2d(self.arch.embed_dim, h, w, dtype=x.dtype)[None].to(
+            x.device
+        )
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_bias: Sequence[torch.Tensor | None] | None = None,
+    ) -> list[torch.Tensor]:
+        """Encode an image batch.
+
+        Args:
+            x: images [B, in_chans, H, W].
+            attn_bias: optional per-stage additive attention bias, each
+                [num_windows_s, N_s, N_s] or None (MixMAE pretraining); see the
+                module docstring.
+
+        Returns:
+            Five maps [B, C_k, H / s_k, W / s_k] with ``C_k = out_channels[k]`` and
+            ``s_k = out_strides[k]``.
+        """
+        tokens = self.patch_embed(x)  # [B, H/4, W/4, C1]
+        outs = [tokens.permute(0, 3, 1, 2).contiguous()]  # stride 4, before APE
+        tokens = tokens + self._pos_embed(tokens.shape[1], tokens.shape[2], tokens)
+        for i, stage in enumerate(self.layers):
+            bias = attn_bias[i] if attn_bias is not None else None
+            if i > 0:  # stage 1 has no downsample; later ones halve H, W, double C
+                tokens = patch_merging_forward(stage.downsample, tokens)
+            for block in stage.blocks:
+                tokens = window_block_forward(block, tokens, bias)
+            # stage i+1: [B, H/(4·2^i), W/(4·2^i), C·2^i] -> NCHW after LayerNorm
+            outs.append(self.out_norms[i](tokens).permute(0, 3, 1, 2).contiguous())
+        return outs

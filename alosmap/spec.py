@@ -1,0 +1,420 @@
+"""The model spec that travels with every model file, and ``.safetensors`` model I/O.
+
+A :class:`ModelSpec` says everything inference needs to use a model without the code
+or configuration that trained it: the task, the classes (codes, names, colours), the
+architecture (:class:`~alosmap.arch.ArchConfig`), the input radiometry (band, units,
+calibration factor, clip range), the training-set normalisation and where the weights
+came from. It is serialised as JSON:
+
+* ``.safetensors``: in the file header's ``__metadata__`` under ``alosmap.spec``;
+* ``.onnx``: in ``metadata_props`` under the same key;
+* TensorRT ``.engine``: in a ``.engine.json`` sidecar.
+
+Reading a spec never imports torch, and loading weights never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import struct
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+from .arch import ArchConfig
+from .classes import TASKS, ClassInfo, classes_for_task
+from .errors import ModelFileError, OutputExistsError, SpecError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+#: Key of the spec JSON in model file metadata.
+SPEC_KEY = "alosmap.spec"
+#: Version of the spec layout; bumped on incompatible changes.
+SPEC_FORMAT_VERSION = 1
+_MAX_HEADER = 100 * 1024 * 1024
+
+INPUT_UNITS = ("dn", "db", "linear")
+
+
+@dataclass(frozen=True)
+class Radiometry:
+    """How scene values become model input.
+
+    The model always works on σ0 in dB, normalised as ``(db - mean) / std`` and
+    clipped to ``clip_db`` first. Level 2.1 amplitude DN convert as
+    ``σ0 = 10·log10(DN²) + calibration_factor_db``.
+
+    Attributes:
+        band: 1-based band of the scene that holds HH.
+        units: units the model expects scenes in by default (``dn``, ``db``,
+            ``linear``); ``--input-units`` overrides per scene.
+        calibration_factor_db: CF of the DN → σ0 conversion (−83.0 dB for ALOS-2).
+        clip_db: σ0 range (dB) values are clipped to before normalising.
+        mean_db: training-set mean of σ0 (dB).
+        std_db: training-set standard deviation of σ0 (dB).
+    """
+
+    band: int = 1
+    units: str = "dn"
+    calibration_factor_db: float = -83.0
+    clip_db: tuple[float, float] = (-40.0, 20.0)
+    mean_db: float = -10.0
+    std_db: float = 6.0
+
+    def __post_init__(self) -> None:
+        """Validate; raise :class:`SpecError` naming the field."""
+        object.__setattr__(self, "clip_db", tuple(float(v) for v in self.clip_db))
+        if (
+            not isinstance(self.band, int)
+            or isinstance(self.band, bool)
+            or self.band < 1
+        ):
+            raise SpecError(
+                f"radiometry.band: expected an integer >= 1, got {self.band!r}"
+            )
+        if self.units not in INPUT_UNITS:
+            raise SpecError(
+                f"radiometry.units: expected one of {', '.join(INPUT_UNITS)}, "
+                f"got {self.units!r}"
+            )
+        if len(self.clip_db) != 2 or not self.clip_db[0] < self.clip_db[1]:
+            raise SpecError(
+                f"radiometry.clip_db: expected (low, high), got {self.clip_db}"
+            )
+        if not (isinstance(self.std_db, (int, float)) and self.std_db > 0):
+            raise SpecError(f"radiometry.std_db: expected > 0, got {self.std_db!r}")
+        for name in ("mean_db", "calibration_factor_db"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or v != v or abs(v) == float("inf"):
+                raise SpecError(
+                    f"radiometry.{name}: expected a finite number, got {v!r}"
+                )
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything inference needs to know about a model.
+
+    Attributes:
+        task: ``"lulc"`` (9 classes) or ``"water"`` (1 logit, water vs not).
+        arch: the architecture.
+        classes: output legend (code, name, colour) of the maps.
+        radiometry: input conversion and normalisation.
+        threshold: probability threshold for the water task (0.5 in the paper).
+        name: short model name.
+        provenance: free-form strings: what data, which command, when, version.
+        format_version: layout version of the spec.
+    """
+
+    task: str
+    arch: ArchConfig
+    classes: tuple[ClassInfo, ...] = ()
+    radiometry: Radiometry = field(default_factory=Radiometry)
+    threshold: float | None = None
+    name: str = "alosmap-model"
+    provenance: dict[str, str] = field(default_factory=dict)
+    format_version: int = SPEC_FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        """Fill defaults from the task and validate consistency."""
+        if self.task not in TASKS:
+            raise SpecError(
+                f"task: expected one of {', '.join(TASKS)}, got {self.task!r}"
+            )
+        if not self.classes:
+            object.__setattr__(self, "classes", classes_for_task(self.task))
+        object.__setattr__(self, "classes", tuple(self.classes))
+        if self.task == "water" and self.threshold is None:
+            object.__setattr__(self, "threshold", 0.5)
+        if self.format_version != SPEC_FORMAT_VERSION:
+            raise SpecError(
+                f"format_version: this alosmap ({__version__}) reads spec format "
+                f"{SPEC_FORMAT_VERSION}, the file has {self.format_version}; "
+                "upgrade alosmap or re-export the model"
+            )
+        k = self.arch.num_classes
+        if self.task == "lulc" and k != len(self.classes):
+            raise SpecError(
+                f"arch.num_classes: {k} outputs but {len(self.classes)} classes"
+            )
+        if self.task == "water" and (k != 1 or len(self.classes) != 2):
+            raise SpecError(
+                "arch.num_classes: the water task needs 1 output (a water logit) and "
+                f"2 classes; got {k} outputs and {len(self.classes)} classes"
+            )
+        if self.threshold is not None and not 0.0 < self.threshold < 1.0:
+            raise SpecError(
+                f"threshold: expected a value in (0, 1), got {self.threshold}"
+            )
+        codes = [c.code for c in self.classes]
+        if len(set(codes)) != len(codes) or any(not 0 <= c <= 254 for c in codes):
+            raise SpecError(f"classes: codes must be unique and in 0..254, got {codes}")
+        if self.arch.in_chans != 1:
+            raise SpecError(
+                "arch.in_chans: alosmap models take one HH band, "
+                f"got {self.arch.in_chans}"
+            )
+
+    @property
+    def num_outputs(self) -> int:
+        """Number of model output channels."""
+        return self.arch.num_classes
+
+    @property
+    def tile_size(self) -> int:
+        """Tile size (pixels) the model runs on."""
+        return self.arch.img_size
+
+    def replace(self, **changes: Any) -> ModelSpec:
+        """Return a copy with ``changes`` applied (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dictionary."""
+        return {
+            "format_version": self.format_version,
+            "name": self.name,
+            "task": self.task,
+            "arch": self.arch.to_dict(),
+            "classes": [
+                {"code": c.code, "name": c.name, "color": list(c.color)}
+                for c in self.classes
+            ],
+            "radiometry": {
+                **dataclasses.asdict(self.radiometry),
+                "clip_db": list(self.radiometry.clip_db),
+            },
+            "threshold": self.threshold,
+            "provenance": dict(self.provenance),
+        }
+
+    def to_json(self) -> str:
+        """Serialise to compact, key-sorted JSON."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ModelSpec:
+        """Build and validate a spec from :meth:`to_dict` output.
+
+        Raises:
+            SpecError: naming the first bad or missing field.
+        """
+        if not isinstance(data, dict):
+            raise SpecError(f"spec: expected a JSON object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SpecError(f"spec: unknown field(s) {', '.join(unknown)}")
+        for required in ("task", "arch", "format_version"):
+            if required not in data:
+                raise SpecError(f"{required}: missing from the spec")
+        try:
+            classes = tuple(
+                ClassInfo(
+                    int(c["code"]), str(c["name"]), tuple(int(v) for v in c["color"])
+                )
+                for c in data.get("classes", [])
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SpecError(f"classes: malformed entry ({exc})") from exc
+        if any(len(c.color) != 3 for c in classes):
+            raise SpecError("classes: every colour needs three values (R, G, B)")
+        rad = data.get("radiometry", {})
+        if not isinstance(rad, dict):
+            raise SpecError("radiometry: expected an object")
+        rad_fields = {f.name for f in dataclasses.fields(Radiometry)}
+        bad = sorted(set(rad) - rad_fields)
+        if bad:
+            raise SpecError(f"radiometry: unknown field(s) {', '.join(bad)}")
+        provenance = data.get("provenance", {})
+        if not isinstance(provenance, dict):
+            raise SpecError("provenance: expected an object of strings")
+        try:
+            return cls(
+                task=data["task"],
+                arch=ArchConfig.from_dict(data["arch"]),
+                classes=classes,
+                radiometry=Radiometry(**rad),
+                threshold=data.get("threshold"),
+                name=str(data.get("name", "alosmap-model")),
+                provenance={str(k): str(v) for k, v in provenance.items()},
+                format_version=data["format_version"],
+            )
+        except TypeError as exc:
+            raise SpecError(f"spec: {exc}") from exc
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelSpec:
+        """Parse and validate a spec from JSON text."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SpecError(f"spec: not valid JSON ({exc})") from exc
+        return cls.from_dict(data)
+
+
+def default_spec(task: str, arch: ArchConfig, **kwargs: Any) -> ModelSpec:
+    """A spec for ``task`` with ``arch``'s output count set to match the task."""
+    k = 1 if task == "water" else len(classes_for_task(task))
+    if arch.num_classes != k:
+        arch = arch.replace(num_classes=k)
+    kwargs.setdefault("provenance", {"alosmap_version": __version__})
+    return ModelSpec(task=task, arch=arch, **kwargs)
+
+
+# --------------------------------------------------------------------------------------
+# .safetensors model files
+# --------------------------------------------------------------------------------------
+
+
+def read_safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Read the ``__metadata__`` of a safetensors file without loading tensors.
+
+    Raises:
+        ModelFileError: when the file is missing or not a safetensors file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ModelFileError(f"model file not found: {p}")
+    try:
+        with p.open("rb") as f:
+            raw = f.read(8)
+            if len(raw) != 8:
+                raise ModelFileError(f"{p}: too short to be a .safetensors file")
+            (n,) = struct.unpack("<Q", raw)
+            if n <= 1 or n > _MAX_HEADER or n > p.stat().st_size - 8:
+                raise ModelFileError(f"{p}: not a .safetensors file (bad header size)")
+            header = json.loads(f.read(n))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        if isinstance(exc, ModelFileError):
+            raise
+        raise ModelFileError(f"{p}: not a readable .safetensors file ({exc})") from exc
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{p}: not a .safetensors file (header is not an object)")
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{p}: malformed __metadata__")
+    return {str(k): str(v) for k, v in meta.items()}
+
+
+def load_spec(path: str | os.PathLike[str]) -> ModelSpec:
+    """Read the spec of a model file (``.safetensors``, ``.onnx`` or ``.engine``).
+
+    Raises:
+        ModelFileError: the file is missing, unreadable or carries no alosmap spec.
+        SpecError: the spec is present but invalid (the message names the field).
+    """
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix == ".onnx":
+        text = _onnx_spec_text(p)
+    elif suffix in (".engine", ".plan", ".trt"):
+        side = p.with_name(p.name + ".json")
+        if not side.is_file():
+            raise ModelFileError(
+                f"{p}: TensorRT engine without its spec sidecar {side}"
+            )
+        text = side.read_text(encoding="utf-8")
+    else:
+        meta = read_safetensors_metadata(p)
+        if SPEC_KEY not in meta:
+            raise ModelFileError(
+                f"{p}: a .safetensors file without an alosmap spec; is it an alosmap "
+                "model? (encoder checkpoints go to "
+                "`alosmap train finetune --pretrained`)"
+            )
+        text = meta[SPEC_KEY]
+    return ModelSpec.from_json(text)
+
+
+def _onnx_spec_text(path: Path) -> str:
+    if not path.is_file():
+        raise ModelFileError(f"model file not found: {path}")
+    from ._imports import lazy_import
+
+    onnx = lazy_import("onnx")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise ModelFileError(f"{path}: not a readable ONNX model ({exc})") from exc
+    for prop in model.metadata_props:
+        if prop.key == SPEC_KEY:
+            return str(prop.value)
+    raise ModelFileError(f"{path}: an ONNX model without an alosmap spec")
+
+
+def _atomic_target(path: Path, overwrite: bool) -> Path:
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} exists; use --overwrite to replace it")
+    if not path.parent.is_dir():
+        raise ModelFileError(f"output directory does not exist: {path.parent}")
+    return path
+
+
+def save_model(
+    model: torch.nn.Module,
+    spec: ModelSpec,
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``model``'s weights and ``spec`` as one ``.safetensors`` file, atomically.
+
+    Args:
+        model: a :class:`~alosmap.models.SegmentationModel` (or anything whose
+            state dict matches ``spec.arch``).
+        spec: the spec stored in the header.
+        path: destination; written to a temporary file beside it, then renamed.
+        overwrite: replace an existing file.
+    """
+    from safetensors.torch import save_file
+
+    out = _atomic_target(Path(path), overwrite)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata={SPEC_KEY: spec.to_json(), "format": "pt"})
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def load_model(
+    path: str | os.PathLike[str], *, device: str = "cpu"
+) -> tuple[torch.nn.Module, ModelSpec]:
+    """Build the model a ``.safetensors`` file describes and load its weights.
+
+    The weights are read with safetensors (no pickle); every parameter and buffer
+    must match the spec's architecture.
+
+    Returns:
+        ``(model, spec)`` with the model in eval mode on ``device``.
+    """
+    from safetensors.torch import load_file
+
+    from .models import build_model
+
+    spec = load_spec(path)
+    model = build_model(spec.arch)
+    try:
+        state = load_file(str(path), device="cpu")
+    except Exception as exc:
+        raise ModelFileError(f"{path}: cannot read tensors ({exc})") from exc
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        missing = ", ".join(result.missing_keys[:5])
+        unexpected = ", ".join(result.unexpected_keys[:5])
+        raise ModelFileError(
+            f"{path}: weights do not match the spec's architecture "
+            f"({len(result.missing_keys)} missing: {missing}; "
+            f"{len(result.unexpected_keys)} unexpected: {unexpected})"
+        )
+    return model.to(device).eval(), spec

@@ -1,0 +1,226 @@
+"""Atomic GeoTIFF writing and JAXA-style label tiles for the synthetic generators."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from affine import Affine
+
+from alosmap.classes import JAXA_CLASSES, JAXA_NODATA, colormap
+from alosmap.errors import OutputExistsError
+
+from ._world import LABEL_PIXEL_DEG, LABEL_PIXELS_PER_DEG, LabelWorld
+
+#: Creation options shared by every synthetic GeoTIFF (small and byte-stable).
+GTIFF_OPTIONS: dict[str, Any] = {
+    "driver": "GTiff",
+    "tiled": True,
+    "blockxsize": 256,
+    "blockysize": 256,
+    "compress": "deflate",
+    "predictor": 2,
+    "interleave": "band",
+}
+
+
+def check_writable(paths: list[Path], overwrite: bool) -> None:
+    """Raise :class:`OutputExistsError` if any of ``paths`` exists and not overwrite.
+
+    Args:
+        paths: output files about to be written.
+        overwrite: whether existing files may be replaced.
+    """
+    if overwrite:
+        return
+    existing = [str(p) for p in paths if p.exists()]
+    if existing:
+        raise OutputExistsError(
+            f"output exists and won't be overwritten: {', '.join(existing)}; "
+            "pass --overwrite (overwrite=True) or choose another output directory"
+        )
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it onto ``path`` on success.
+
+    On any exception the temporary file is removed, so nothing half-written stays.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; use the usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_geotiff(
+    path: Path,
+    array: np.ndarray,
+    *,
+    crs: str,
+    transform: Affine,
+    nodata: float,
+    tags: Mapping[str, str],
+    description: str,
+    cmap: Mapping[int, tuple[int, int, int, int]] | None = None,
+) -> Path:
+    """Write a one-band GeoTIFF atomically (tiled 256, DEFLATE, predictor 2).
+
+    Args:
+        path: output file.
+        array: ``[rows, cols]`` pixels.
+        crs: CRS, e.g. ``"EPSG:32654"``.
+        transform: affine transform of the grid.
+        nodata: no-data value.
+        tags: dataset-level GeoTIFF metadata.
+        description: band description.
+        cmap: optional colour table (uint8 only).
+
+    Returns:
+        ``path``.
+    """
+    import rasterio
+
+    profile = dict(
+        GTIFF_OPTIONS,
+        width=int(array.shape[1]),
+        height=int(array.shape[0]),
+        count=1,
+        dtype=array.dtype.name,
+        crs=crs,
+        transform=transform,
+        nodata=nodata,
+    )
+    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(array, 1)
+        dst.update_tags(**dict(tags))
+        dst.set_band_description(1, description)
+        if cmap is not None:
+            dst.write_colormap(1, dict(cmap))
+    return path
+
+
+def tile_name(lat: int, lon: int) -> str:
+    """JAXA tile name of the 1°×1° tile whose south-west corner is (lat, lon).
+
+    Example: ``tile_name(35, 139) == "LC_N35E139.tif"``.
+    """
+    ns = "N" if lat >= 0 else "S"
+    ew = "E" if lon >= 0 else "W"
+    return f"LC_{ns}{abs(lat):02d}{ew}{abs(lon):03d}.tif"
+
+
+def tiles_for_bounds(
+    bounds: tuple[float, float, float, float],
+) -> list[tuple[int, int]]:
+    """South-west corners ``(lat, lon)`` of the 1° tiles that ``bounds`` touches."""
+    west, south, east, north = bounds
+    n = LABEL_PIXELS_PER_DEG
+    # Work on the pixel grid so that a box ending exactly on a tile edge does not
+    # pull in the neighbour.
+    lat0 = math.floor(round(south * n) / n)
+    lat1 = math.ceil(round(north * n) / n)
+    lon0 = math.floor(round(west * n) / n)
+    lon1 = math.ceil(round(east * n) / n)
+    return [(la, lo) for la in range(lat0, lat1) for lo in range(lon0, lon1)]
+
+
+def write_label_tiles(
+    world: LabelWorld,
+    out_dir: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Write ``world`` as JAXA HRLULC-style tiles (one per 1° tile it touches).
+
+    Each tile is a full 12000 × 12000 uint8 GeoTIFF on EPSG:4326 with 1/12000°
+    pixels, named by its south-west corner (``LC_N35E139.tif``), no data 0 outside
+    the world, with the JAXA colour table.
+
+    Args:
+        world: the label world.
+        out_dir: output directory (created if needed).
+        overwrite: replace existing tiles.
+
+    Returns:
+        Paths of the tiles written.
+
+    Raises:
+        OutputExistsError: a tile exists and ``overwrite`` is False.
+    """
+    out = Path(out_dir)
+    tiles = tiles_for_bounds(world.bounds)
+    paths = [out / tile_name(la, lo) for la, lo in tiles]
+    check_writable(paths, overwrite)
+    for (lat, lon), path in zip(tiles, paths, strict=True):
+        _write_one_tile(world, lat, lon, path)
+    return paths
+
+
+def _write_one_tile(world: LabelWorld, lat: int, lon: int, path: Path) -> None:
+    import rasterio
+    from rasterio.windows import Window
+
+    n = LABEL_PIXELS_PER_DEG
+    t_row0 = (90 - (lat + 1)) * n  # global row of the tile's first row
+    t_col0 = (lon + 180) * n
+    transform = Affine(
+        LABEL_PIXEL_DEG, 0.0, float(lon), 0.0, -LABEL_PIXEL_DEG, lat + 1.0
+    )
+    profile = dict(
+        GTIFF_OPTIONS,
+        width=n,
+        height=n,
+        count=1,
+        dtype="uint8",
+        crs="EPSG:4326",
+        transform=transform,
+        nodata=JAXA_NODATA,
+    )
+    rows, cols = world.shape
+    wr0, wc0 = world.row0 - t_row0, world.col0 - t_col0  # world offset in the tile
+    strip_h = 1024
+    strip = np.zeros((strip_h, n), dtype=np.uint8)
+    legend = "; ".join(f"{c.code}={c.name}" for c in JAXA_CLASSES)
+    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        for r in range(0, n, strip_h):
+            h = min(strip_h, n - r)
+            strip[:] = JAXA_NODATA
+            a0, a1 = max(r, wr0), min(r + h, wr0 + rows)
+            b0, b1 = max(0, wc0), min(n, wc0 + cols)
+            if a0 < a1 and b0 < b1:
+                strip[a0 - r : a1 - r, b0:b1] = world.labels[
+                    a0 - wr0 : a1 - wr0, b0 - wc0 : b1 - wc0
+                ]
+            dst.write(strip[:h], 1, window=Window(0, r, n, h))
+        dst.update_tags(
+            SYNTHETIC="true",
+            DESCRIPTION=(
+                "Synthetic JAXA HRLULC-style land-use/land-cover labels made by "
+                "alosmap.synthetic; not real JAXA data"
+            ),
+            LEGEND=f"JAXA HRLULC v23.12: 0=no data; {legend}",
+            SEED=str(world.seed),
+        )
+        dst.set_band_description(1, "LULC (synthetic, JAXA HRLULC v23.12 codes)")
+        dst.write_colormap(1, colormap(JAXA_CLASSES))

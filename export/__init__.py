@@ -1,0 +1,1 @@
+"""Model export for alosmap (``alosmap.export``): ONNX and TensorRT."""

@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alosmap.tiling import axis_starts, blend_weights, window_grid
+
+sizes = st.integers(min_value=1, max_value=700)
+tiles = st.sampled_from([24, 32, 64, 256])
+
+
+@st.composite
+def grids(draw):
+    tile = draw(tiles)
+    overlap = draw(st.integers(min_value=0, max_value=tile - 1))
+    return draw(sizes), draw(sizes), tile, overlap
+
+
+@settings(max_examples=300, deadline=None)
+@given(grids())
+def test_windows_cover_raster_inside_bounds(args):
+    h, w, tile, overlap = args
+    cover = np.zeros((h, w), dtype=np.int32)
+    for row in window_grid(h, w, tile, overlap):
+        for t in row:
+            assert t.row >= 0 and t.col >= 0
+            assert t.row + t.height <= h and t.col + t.width <= w
+            assert t.height == min(tile, h) and t.width == min(tile, w)
+            cover[t.slices] += 1
+    assert cover.min() >= 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(sizes, tiles, st.data())
+def test_axis_starts_edge_aligned_and_strided(length, tile, data):
+    overlap = data.draw(st.integers(min_value=0, max_value=tile - 1))
+    starts = axis_starts(length, tile, overlap)
+    assert starts[0] == 0
+    assert starts == sorted(set(starts))
+    if length > tile:
+        assert starts[-1] + tile == length
+        gaps = np.diff(starts)
+        # every step is at most the stride, so neighbours overlap by >= overlap
+        assert gaps.max() <= tile - overlap
+    else:
+        assert starts == [0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(grids())
+def test_blending_constant_tiles_returns_constant(args):
+    h, w, tile, overlap = args
+    wt = blend_weights(tile, overlap).astype(np.float64)
+    acc = np.zeros((h, w))
+    wsum = np.zeros((h, w))
+    for row in window_grid(h, w, tile, overlap):
+        for t in row:
+            acc[t.slices] += 7.5 * wt[: t.height, : t.width]
+            wsum[t.slices] += wt[: t.height, : t.width]
+    assert wsum.min() > 0
+    np.testing.assert_allclose(acc / wsum, 7.5, rtol=1e-12)
+
+
+@settings(max_examples=100, deadline=None)
+@given(tiles, st.data())
+def test_blend_weights_shape_range_symmetry(tile, data):
+    overlap = data.draw(st.integers(min_value=0, max_value=tile - 1))
+    wt = blend_weights(tile, overlap)
+    assert wt.shape == (tile, tile) and wt.dtype == np.float32
+    assert wt.min() > 0 and wt.max() == pytest.approx(1.0)
+    np.testing.assert_array_equal(wt, wt.T)
+    np.testing.assert_array_equal(wt, wt[::-1, ::-1])
+    c = tile // 2
+    assert wt[c, c] == wt.max()
+
+
+def test_known_grid():
+    assert axis_starts(600, 256, 64) == [0, 192, 344]
+    assert axis_starts(256, 256, 64) == [0]
+    assert axis_starts(100, 256, 0) == [0]
+    assert axis_starts(512, 256, 0) == [0, 256]
+
+
+@pytest.mark.parametrize("bad", [(0, 256, 0), (10, 0, 0), (10, 16, 16), (10, 16, -1)])
+def test_bad_arguments(bad):
+    with pytest.raises(ValueError):
+        axis_starts(*bad)

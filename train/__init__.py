@@ -1,0 +1,1 @@
+"""Training (``alosmap.train``): losses, datasets, finetuning, pretraining."""
