@@ -5,11 +5,14 @@ top-left corner, and the last window of each row/column is shifted inward so it 
 exactly at the raster edge (no invented pixels). A raster smaller than a tile gets one
 window that is padded at read time and cropped afterwards.
 
-Overlapping windows are blended with a separable weight that is highest in the tile
-centre and ramps down (raised cosine) across the ``overlap`` margin, so there are no
-seams. Weights are strictly positive, so every pixel — including the raster border,
-covered by a single window's ramp — gets a defined value; dividing by the accumulated
-weight makes the blend exact: blending identical tiles returns the tile.
+Overlapping windows are blended with a separable weight that is 1 in the tile and
+ramps down (raised cosine) across the ``overlap`` margin of every side that faces
+another window. The outermost ``overlap // 4`` pixels of such a side get weight **0**:
+predictions right at a tile edge (where the model saw padding instead of context) are
+discarded, so a model whose receptive field fits in that margin gives exactly the map
+it would give on the whole scene at once. Sides on the raster border keep weight 1 up
+to the edge, so every pixel gets a defined value; dividing by the accumulated weight
+makes the blend exact (blending identical tiles returns the tile).
 
 Overlap rule of thumb (TorchGeo's ``GridGeoSampler``): about the model's effective
 receptive field; for the UPerNet-Swin models 1/4 of the tile (64 px at 256) is ample.
@@ -21,9 +24,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-
-#: Smallest blend weight (at the outermost pixel of a ramp).
-MIN_WEIGHT = 1e-3
 
 
 @dataclass(frozen=True)
@@ -80,25 +80,68 @@ def window_grid(height: int, width: int, tile: int, overlap: int) -> list[list[T
     return [[Tile(r, c, h, w) for c in cols] for r in rows]
 
 
-@lru_cache(maxsize=16)
-def _ramp(tile: int, overlap: int) -> np.ndarray:
+def discard_margin(overlap: int) -> int:
+    """Pixels at an interior tile edge whose predictions get weight 0."""
+    return overlap // 4
+
+
+@lru_cache(maxsize=64)
+def _ramp(tile: int, overlap: int, start: bool, end: bool) -> np.ndarray:
+    """1-D weights: ramps at the start and/or end of the tile (interior sides)."""
     w = np.ones(tile, dtype=np.float64)
-    n = min(overlap, tile // 2)
-    if n > 0:
-        # raised cosine rising to exactly 1 across the (at most half-tile) margin
-        t = np.arange(1, n + 1, dtype=np.float64) / n
-        ramp = MIN_WEIGHT + (1 - MIN_WEIGHT) * 0.5 * (1 - np.cos(np.pi * t))
-        w[:n] = ramp
-        w[tile - n :] = np.minimum(w[tile - n :], ramp[::-1])
+    if overlap > 0:
+        m = discard_margin(overlap)
+        n = overlap - m  # ramp region [0, n): zeros for d < m, then a raised cosine
+        d = np.arange(min(n, tile), dtype=np.float64)
+        rise = 0.5 * (1 - np.cos(np.pi * (d - m + 1) / (n - m + 1)))
+        ramp = np.where(d < m, 0.0, rise)
+        if start:
+            w[: ramp.size] = np.minimum(w[: ramp.size], ramp)
+        if end:
+            w[tile - ramp.size :] = np.minimum(w[tile - ramp.size :], ramp[::-1])
     w.setflags(write=False)
     return w
 
 
-def blend_weights(tile: int, overlap: int) -> np.ndarray:
-    """2-D blend weights ``[tile, tile]``: float32 in (0, 1], maximal in the centre."""
+def blend_weights(
+    tile: int,
+    overlap: int,
+    *,
+    top: bool = True,
+    bottom: bool = True,
+    left: bool = True,
+    right: bool = True,
+) -> np.ndarray:
+    """2-D blend weights ``[tile, tile]``, float32 in [0, 1].
+
+    Args:
+        tile: tile size.
+        overlap: overlap between neighbouring windows.
+        top: whether the top side faces another window (ramped, with a zero
+            margin) rather than the raster border (weight 1 up to the edge).
+        bottom: the same for the bottom side.
+        left: the same for the left side.
+        right: the same for the right side.
+    """
     _check(tile, tile, overlap)
-    r = _ramp(tile, overlap)
-    return np.outer(r, r).astype(np.float32)
+    r = _ramp(tile, overlap, top, bottom)
+    c = _ramp(tile, overlap, left, right)
+    return np.outer(r, c).astype(np.float32)
+
+
+def tile_weights(
+    t: Tile, height: int, width: int, tile: int, overlap: int
+) -> np.ndarray:
+    """Blend weights of window ``t`` of a ``height × width`` raster (cropped to it)."""
+    w = blend_weights(
+        tile,
+        overlap,
+        top=t.row > 0,
+        bottom=t.row + t.height < height,
+        left=t.col > 0,
+        right=t.col + t.width < width,
+    )
+    return w[: t.height, : t.width]
 
 
 def _check(length: int, tile: int, overlap: int) -> None:

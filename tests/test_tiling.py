@@ -3,7 +3,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alosmap.tiling import axis_starts, blend_weights, window_grid
+from alosmap.tiling import (
+    axis_starts,
+    blend_weights,
+    discard_margin,
+    tile_weights,
+    window_grid,
+)
 
 sizes = st.integers(min_value=1, max_value=700)
 tiles = st.sampled_from([24, 32, 64, 256])
@@ -46,19 +52,49 @@ def test_axis_starts_edge_aligned_and_strided(length, tile, data):
         assert starts == [0]
 
 
-@settings(max_examples=200, deadline=None)
-@given(grids())
-def test_blending_constant_tiles_returns_constant(args):
-    h, w, tile, overlap = args
-    wt = blend_weights(tile, overlap).astype(np.float64)
+def _blend(h, w, tile, overlap, values):
     acc = np.zeros((h, w))
     wsum = np.zeros((h, w))
     for row in window_grid(h, w, tile, overlap):
         for t in row:
-            acc[t.slices] += 7.5 * wt[: t.height, : t.width]
-            wsum[t.slices] += wt[: t.height, : t.width]
-    assert wsum.min() > 0
+            wt = tile_weights(t, h, w, tile, overlap).astype(np.float64)
+            acc[t.slices] += values(t) * wt
+            wsum[t.slices] += wt
+    return acc, wsum
+
+
+@settings(max_examples=200, deadline=None)
+@given(grids())
+def test_weights_positive_everywhere_and_constant_blend_is_exact(args):
+    h, w, tile, overlap = args
+    acc, wsum = _blend(h, w, tile, overlap, lambda t: 7.5)
+    assert wsum.min() > 0  # every pixel gets a defined value
     np.testing.assert_allclose(acc / wsum, 7.5, rtol=1e-12)
+
+
+@settings(max_examples=100, deadline=None)
+@given(grids())
+def test_blend_ignores_tile_edge_margins(args):
+    """Values a window holds within the discard margin of an interior edge get no
+    weight: poison them and the blend is unaffected."""
+    h, w, tile, overlap = args
+    m = discard_margin(overlap)
+
+    def poisoned(t):
+        v = np.ones((t.height, t.width))
+        if m:
+            if t.row > 0:
+                v[:m] = 1e6
+            if t.row + t.height < h:
+                v[-m:] = 1e6
+            if t.col > 0:
+                v[:, :m] = 1e6
+            if t.col + t.width < w:
+                v[:, -m:] = 1e6
+        return v
+
+    acc, wsum = _blend(h, w, tile, overlap, poisoned)
+    np.testing.assert_allclose(acc / wsum, 1.0, rtol=1e-9)
 
 
 @settings(max_examples=100, deadline=None)
@@ -67,11 +103,18 @@ def test_blend_weights_shape_range_symmetry(tile, data):
     overlap = data.draw(st.integers(min_value=0, max_value=tile - 1))
     wt = blend_weights(tile, overlap)
     assert wt.shape == (tile, tile) and wt.dtype == np.float32
-    assert wt.min() > 0 and wt.max() == pytest.approx(1.0)
+    assert wt.min() >= 0 and wt.max() > 0
+    if 2 * (overlap - discard_margin(overlap)) < tile:
+        assert wt.max() == pytest.approx(1.0)
     np.testing.assert_array_equal(wt, wt.T)
     np.testing.assert_array_equal(wt, wt[::-1, ::-1])
     c = tile // 2
     assert wt[c, c] == wt.max()
+    # border sides are not ramped
+    full = blend_weights(
+        tile, overlap, top=False, bottom=False, left=False, right=False
+    )
+    assert np.all(full == 1)
 
 
 def test_known_grid():

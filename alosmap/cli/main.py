@@ -17,6 +17,7 @@ from alosmap.train.cli import app as train_app
 
 from . import _common
 from .info import info
+from .predict import predict, water
 from .synth import app as synth_app
 
 app = typer.Typer(
@@ -67,6 +68,8 @@ def main(
     _common.configure_logging(-1 if quiet else verbose)
 
 
+app.command("predict")(predict)
+app.command("water")(water)
 app.command("info")(info)
 app.add_typer(synth_app, name="synth")
 app.add_typer(train_app, name="train")

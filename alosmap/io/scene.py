@@ -1,0 +1,295 @@
+"""Opening a SAR scene for prediction: validation, units, no-data and strip reads.
+
+A :class:`Scene` wraps one band of a raster and turns row strips of it into σ0 in dB
+plus a validity mask. A pixel is **no data** when any of these says so:
+
+* the file's no-data tag (e.g. ``0`` for ALOS-2 L2.1, ``1`` for the 25 m mosaic);
+* DN ≤ 0 for amplitude DN, power ≤ 0 for linear power (σ0 undefined);
+* NaN or ±inf (±inf is counted and reported as a warning);
+* the GDAL mask band (internal/external mask or alpha), when the file has one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import MaskFlags
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+
+from alosmap.errors import AlosmapWarning, InputRasterError
+from alosmap.radiometry import CALIBRATION_FACTOR_DB, guess_units
+from alosmap.spec import INPUT_UNITS, ModelSpec
+
+from .raster import acquisition_date, open_raster
+
+logger = logging.getLogger(__name__)
+
+_UNIT_TAGS = {
+    "dn": "dn",
+    "db": "db",
+    "decibel": "db",
+    "linear": "linear",
+    "power": "linear",
+}
+#: Plausible σ0 range (dB) for the sanity check of declared/guessed units.
+PLAUSIBLE_DB = (-80.0, 40.0)
+
+
+@dataclass
+class SceneInfo:
+    """What the pipeline and the outputs need to know about a scene."""
+
+    path: Path
+    width: int
+    height: int
+    band: int
+    dtype: str
+    crs: rasterio.crs.CRS | None
+    transform: rasterio.Affine
+    nodata: float | None
+    units: str
+    units_source: str
+    masked: bool
+    date: date | None
+
+
+class Scene:
+    """One band of a scene, read in full-width strips as σ0 [dB] + validity mask.
+
+    Args:
+        path: the raster (GeoTIFF or anything GDAL reads).
+        spec: the model spec (band default, calibration factor).
+        band: 1-based band; required when the file has several bands.
+        input_units: ``auto``, ``dn``, ``db`` or ``linear``.
+
+    Raises:
+        InputRasterError: missing/unreadable file, truncated data, wrong band,
+            implausible values for the units, nothing valid.
+        SpecMismatchError: the scene does not fit the model.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        spec: ModelSpec,
+        *,
+        band: int | None = None,
+        input_units: str = "auto",
+    ) -> None:
+        self.path = Path(path)
+        self.spec = spec
+        self.ds = open_raster(self.path)
+        try:
+            self._setup(band, input_units)
+        except BaseException:
+            self.ds.close()
+            raise
+        self.inf_pixels = 0
+
+    # ------------------------------------------------------------------ setup
+    def _setup(self, band: int | None, input_units: str) -> None:
+        ds = self.ds
+        if ds.count < 1:
+            raise InputRasterError(f"{self.path}: the raster has no bands")
+        if band is None:
+            if ds.count > 1:
+                raise InputRasterError(
+                    f"{self.path} has {ds.count} bands; choose the HH band with "
+                    "--band N"
+                )
+            band = 1
+        if not 1 <= band <= ds.count:
+            raise InputRasterError(
+                f"--band {band}: {self.path} has {ds.count} band(s) (1..{ds.count})"
+            )
+        self.band = band
+        dtype = np.dtype(ds.dtypes[band - 1])
+        if dtype.kind not in "uif":
+            raise InputRasterError(
+                f"{self.path}: band {band} has data type {dtype}, not a real number"
+            )
+        if ds.crs is None:
+            warnings.warn(
+                f"{self.path} has no CRS: the map will be written on the same pixel "
+                "grid without georeferencing",
+                AlosmapWarning,
+                stacklevel=3,
+            )
+        flags = ds.mask_flag_enums[band - 1]
+        self.masked = MaskFlags.per_dataset in flags or MaskFlags.alpha in flags
+        self.nodata = ds.nodatavals[band - 1]
+        sample = self._sample()
+        units, source = self._units(input_units, dtype, sample)
+        self.units = units
+        self.units_source = source
+        self._check_plausible(sample, units)
+        tags = ds.tags()
+        self.info = SceneInfo(
+            path=self.path,
+            width=ds.width,
+            height=ds.height,
+            band=band,
+            dtype=str(dtype),
+            crs=ds.crs,
+            transform=ds.transform,
+            nodata=self.nodata,
+            units=units,
+            units_source=source,
+            masked=self.masked,
+            date=acquisition_date(self.path, tags),
+        )
+        cf = tags.get("CALIBRATION_FACTOR")
+        self.cf = self.spec.radiometry.calibration_factor_db
+        if cf is not None:
+            try:
+                self.cf = float(cf)
+            except ValueError:
+                logger.warning("ignoring unreadable CALIBRATION_FACTOR tag %r", cf)
+        if units == "dn" and self.cf != CALIBRATION_FACTOR_DB:
+            logger.info("calibration factor from the file: %s dB", self.cf)
+
+    def _sample(self) -> np.ndarray:
+        """A decimated read (≤ ~1024 px a side) of valid values, for checks."""
+        ds = self.ds
+        f = max(1, max(ds.width, ds.height) // 1024)
+        shape = (max(1, ds.height // f), max(1, ds.width // f))
+        try:
+            arr = ds.read(self.band, out_shape=shape, masked=False)
+        except (RasterioError, OSError) as exc:
+            raise InputRasterError(f"cannot read pixels of {self.path}: {exc}") from exc
+        arr = arr.astype(np.float64)
+        keep = np.isfinite(arr)
+        if self.nodata is not None and not np.isnan(self.nodata):
+            keep &= arr != self.nodata
+        return arr[keep]
+
+    def _units(
+        self, requested: str, dtype: np.dtype, sample: np.ndarray
+    ) -> tuple[str, str]:
+        if requested not in ("auto", *INPUT_UNITS):
+            raise InputRasterError(
+                f"--input-units {requested!r}: choose auto, {', '.join(INPUT_UNITS)}"
+            )
+        if requested != "auto":
+            return requested, "--input-units"
+        tag = self.ds.tags().get("UNITS") or self.ds.tags(self.band).get("UNITS")
+        if tag and tag.strip().lower() in _UNIT_TAGS:
+            return _UNIT_TAGS[tag.strip().lower()], "UNITS tag"
+        if sample.size == 0:
+            return ("dn" if dtype.kind in "ui" else "db"), "data type"
+        return guess_units(sample, dtype), "guessed from the values"
+
+    def _check_plausible(self, sample: np.ndarray, units: str) -> None:
+        hint = "; if the units are wrong, set --input-units"
+        if sample.size and units in ("dn", "linear") and (sample < 0).mean() > 0.01:
+            what = "amplitude DN" if units == "dn" else "linear power"
+            raise InputRasterError(
+                f"{self.path}: negative values (min {sample.min():g}) cannot be "
+                f"{what}{hint} db"
+            )
+        v = sample
+        if units in ("dn", "linear"):
+            v = v[v > 0]
+        if v.size == 0:
+            raise InputRasterError(
+                f"{self.path}: no valid pixels (everything is no data"
+                + (f" = {self.nodata:g}" if self.nodata is not None else "")
+                + ")"
+            )
+        if units == "dn":
+            if v.max() > 65535:
+                raise InputRasterError(
+                    f"{self.path}: values up to {v.max():g} exceed the uint16 DN range"
+                    f"{hint}"
+                )
+            db = 20 * np.log10(v) + self.spec.radiometry.calibration_factor_db
+        elif units == "linear":
+            db = 10 * np.log10(v)
+        else:
+            db = v
+        med = float(np.median(db))
+        lo, hi = PLAUSIBLE_DB
+        if units == "db" and float(np.mean(v >= 0)) > 0.95 and med < 10:
+            raise InputRasterError(
+                f"{self.path}: values are almost all in 0..{v.max():.3g}, which looks "
+                f"like linear power rather than σ0 in dB{hint} linear"
+            )
+        if not lo <= med <= hi or np.mean((db < lo) | (db > hi)) > 0.05:
+            raise InputRasterError(
+                f"{self.path}: implausible σ0 for units {units!r} "
+                f"(median {med:.1f} dB, expected {lo:g}..{hi:g} dB){hint}"
+            )
+
+    # ------------------------------------------------------------------ reads
+    def read_strip(self, row: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+        """σ0 [dB] (float32, NaN at no data) and validity (bool) of a full-width strip.
+
+        Args:
+            row: first row.
+            height: number of rows (clipped to the raster).
+        """
+        ds = self.ds
+        height = min(height, ds.height - row)
+        win = Window(0, row, ds.width, height)
+        try:
+            raw = ds.read(self.band, window=win)
+            mask = ds.read_masks(self.band, window=win) if self.masked else None
+        except (RasterioError, OSError) as exc:
+            raise InputRasterError(
+                f"cannot read rows {row}..{row + height} of {self.path} "
+                f"(truncated or corrupt file?): {exc}"
+            ) from exc
+        valid = np.ones(raw.shape, dtype=bool)
+        if self.nodata is not None:
+            valid &= ~np.isnan(raw) if np.isnan(self.nodata) else raw != self.nodata
+        if mask is not None:
+            valid &= mask > 0
+        x = raw.astype(np.float32, copy=False)
+        if raw.dtype.kind == "f":
+            finite = np.isfinite(x)
+            self.inf_pixels += int(np.isinf(x[valid]).sum())
+            valid &= finite
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if self.units == "dn":
+                valid &= x > 0
+                db = 20.0 * np.log10(x) + np.float32(self.cf)
+            elif self.units == "linear":
+                valid &= x > 0
+                db = 10.0 * np.log10(x)
+            else:
+                db = x.copy() if x is raw else x
+        db = db.astype(np.float32, copy=False)
+        db[~valid] = np.nan
+        return db, valid
+
+    def close(self) -> None:
+        """Close the dataset."""
+        self.ds.close()
+
+    def __enter__(self) -> Scene:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def normalize(db: np.ndarray, valid: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """Model input from σ0 dB: clip, ``(x - mean) / std``, 0 at no data.
+
+    The mean and std are the training set's (from the spec), never per tile.
+    """
+    r = spec.radiometry
+    lo, hi = r.clip_db
+    x = np.clip(db, lo, hi)
+    x -= np.float32(r.mean_db)
+    x /= np.float32(r.std_db)
+    x[~valid] = 0.0
+    return x.astype(np.float32, copy=False)

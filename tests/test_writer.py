@@ -1,0 +1,492 @@
+import json
+import os
+import warnings
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp
+from rasterio.errors import NotGeoreferencedWarning
+
+from alosmap._version import __version__
+from alosmap.arch import get_preset
+from alosmap.classes import LULC9_CLASSES, LULC_NODATA, WATER_NODATA, colormap
+from alosmap.errors import AlosmapError, OutputExistsError
+from alosmap.io.writer import (
+    PROBABILITY_NODATA,
+    MapWriter,
+    OutputPathError,
+    class_names_from_file,
+    encode_probabilities,
+    probabilities_path,
+    sidecar_path,
+    validate_cog,
+)
+from alosmap.spec import default_spec
+
+W, H = 777, 513  # odd size, > 512 wide so that the COG gets one overview level
+CRS_UTM = CRS.from_epsg(32654)
+TRANSFORM = Affine(10.0, 0.0, 350_000.0, 0.0, -10.0, 3_910_000.0)
+
+
+@pytest.fixture(scope="module")
+def lulc_spec():
+    return default_spec("lulc", get_preset("tiny"), name="test-lulc")
+
+
+@pytest.fixture(scope="module")
+def water_spec():
+    return default_spec("water", get_preset("tiny"), name="test-water")
+
+
+def lulc_grid(seed=0):
+    """Codes 1-9 in 16-px blocks, no data (0) in the top-left triangle."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(1, 10, size=(H // 16 + 1, W // 16 + 1), dtype=np.uint8)
+    codes = np.kron(blocks, np.ones((16, 16), np.uint8))[:H, :W]
+    rr, cc = np.mgrid[:H, :W]
+    codes[rr + cc < 200] = LULC_NODATA
+    return codes
+
+
+def lulc_probs(codes, seed=0):
+    rng = np.random.default_rng(seed)
+    p = rng.random((9, H, W), dtype=np.float32)
+    p /= p.sum(0)
+    return p
+
+
+def write_strips(writer, codes, conf=None, probs=None, step=100, rows=None):
+    for r0 in range(0, H, step) if rows is None else rows:
+        r1 = min(r0 + step, H)
+        writer.write_rows(
+            r0,
+            codes[r0:r1],
+            None if conf is None else conf[r0:r1],
+            None if probs is None else probs[:, r0:r1],
+        )
+
+
+def listing(d):
+    return sorted(os.listdir(d))
+
+
+def make_writer(tmp_path, spec, name="map.tif", **kw):
+    kw.setdefault("crs", CRS_UTM)
+    kw.setdefault("transform", TRANSFORM)
+    return MapWriter(tmp_path / name, width=W, height=H, spec=spec, **kw)
+
+
+@pytest.fixture(scope="module")
+def lulc_outputs(tmp_path_factory, lulc_spec):
+    """A finished LULC map with confidence and probabilities (built once)."""
+    d = tmp_path_factory.mktemp("lulc")
+    codes = lulc_grid()
+    p = lulc_probs(codes)
+    conf = encode_probabilities(p.max(0))
+    pu8 = encode_probabilities(p)
+    with make_writer(
+        d,
+        lulc_spec,
+        name="scene_lulc.tif",
+        confidence=True,
+        probabilities=True,
+        tags={"EXTRA": "yes", "NUMBERS": [1, 2]},
+        params={"tile": 256, "overlap": 64},
+        source_scene="/data/IMG-HH-ALOS2448452890-220912-UBSR2.1GUD.tif",
+    ) as mw:
+        # strips out of tile alignment, in increasing order
+        write_strips(mw, codes, conf, pu8, step=97)
+        path = mw.finalize()
+    return d, path, codes, conf, pu8
+
+
+def test_outputs_are_exactly_the_expected_files(lulc_outputs):
+    d, path, *_ = lulc_outputs
+    assert path == d / "scene_lulc.tif"
+    assert listing(d) == [
+        "scene_lulc.tif",
+        "scene_lulc.tif.aux.xml",
+        "scene_lulc_probabilities.tif",
+    ]
+
+
+def test_georeferencing_and_values_round_trip(lulc_outputs):
+    _, path, codes, conf, _ = lulc_outputs
+    with rasterio.open(path) as ds:
+        assert (ds.width, ds.height, ds.count) == (W, H, 2)
+        assert ds.crs == CRS_UTM
+        assert ds.transform == TRANSFORM
+        assert ds.dtypes == ("uint8", "uint8")
+        assert ds.nodata == LULC_NODATA
+        assert ds.descriptions == ("class", "confidence")
+        # GDAL would mark band 2 of a paletted image as alpha; the writer must not
+        assert ds.colorinterp == (ColorInterp.palette, ColorInterp.undefined)
+        np.testing.assert_array_equal(ds.read(1), codes)
+        expected_conf = np.where(codes == LULC_NODATA, LULC_NODATA, conf)
+        np.testing.assert_array_equal(ds.read(2), expected_conf)
+        mask = ds.read_masks(1)
+        np.testing.assert_array_equal(mask == 0, codes == LULC_NODATA)
+        np.testing.assert_array_equal(ds.read_masks(2), mask)
+
+
+def test_confidence_is_percent_and_never_nodata_where_valid(lulc_outputs):
+    _, path, codes, *_ = lulc_outputs
+    with rasterio.open(path) as ds:
+        c = ds.read(2)
+    valid = codes != LULC_NODATA
+    assert c[valid].min() >= 11  # max of 9 probabilities >= 1/9
+    assert c[valid].max() <= 100
+
+
+def test_colour_table_and_class_names(lulc_outputs, lulc_spec):
+    _, path, *_ = lulc_outputs
+    with rasterio.open(path) as ds:
+        cmap = ds.colormap(1)
+        tags = ds.tags()
+        band_tags = ds.tags(1)
+    expected = colormap(lulc_spec.classes)
+    for c in LULC9_CLASSES:
+        assert cmap[c.code] == expected[c.code]
+    assert cmap[0][3] == 0  # no data transparent
+    names = {c.code: c.name for c in LULC9_CLASSES}
+    assert {int(k): v for k, v in json.loads(tags["CLASS_NAMES"]).items()} == names
+    assert band_tags["CLASS_5"] == "Forest"
+    assert class_names_from_file(path) == names
+
+
+def test_pam_sidecar_has_category_names(lulc_outputs):
+    _, path, *_ = lulc_outputs
+    root = ET.parse(sidecar_path(path)).getroot()
+    cats = [c.text or "" for c in root.find("PAMRasterBand[@band='1']/CategoryNames")]
+    assert cats == ["", *[c.name for c in LULC9_CLASSES]]
+
+
+def test_class_names_fall_back_to_sidecar(tmp_path):
+    p = tmp_path / "plain.tif"
+    with rasterio.open(
+        p,
+        "w",
+        driver="GTiff",
+        width=4,
+        height=4,
+        count=1,
+        dtype="uint8",
+        crs=CRS_UTM,
+        transform=TRANSFORM,
+    ) as ds:
+        ds.write(np.zeros((1, 4, 4), np.uint8))
+    (tmp_path / "plain.tif.aux.xml").write_text(
+        '<PAMDataset><PAMRasterBand band="1"><CategoryNames>'
+        "<Category></Category><Category>A &amp; B</Category>"
+        "</CategoryNames></PAMRasterBand></PAMDataset>"
+    )
+    assert class_names_from_file(p) == {1: "A & B"}
+
+
+def test_provenance_tags(lulc_outputs, lulc_spec):
+    _, path, *_ = lulc_outputs
+    for p in (path, probabilities_path(path)):
+        with rasterio.open(p) as ds:
+            tags = ds.tags()
+        assert tags["ALOSMAP_VERSION"] == __version__
+        assert tags["ALOSMAP_MODEL"] == "test-lulc"
+        assert tags["ALOSMAP_TASK"] == "lulc"
+        assert json.loads(tags["ALOSMAP_SPEC"]) == json.loads(lulc_spec.to_json())
+        assert json.loads(tags["ALOSMAP_PARAMS"]) == {"tile": 256, "overlap": 64}
+        assert tags["SOURCE_SCENE"] == "IMG-HH-ALOS2448452890-220912-UBSR2.1GUD.tif"
+        assert tags["EXTRA"] == "yes"
+        assert json.loads(tags["NUMBERS"]) == [1, 2]
+    with rasterio.open(probabilities_path(path)) as ds:
+        assert ds.tags()["ALOSMAP_PRODUCT"] == "probabilities"
+
+
+def test_is_valid_cog_with_nearest_overviews(lulc_outputs):
+    _, path, codes, *_ = lulc_outputs
+    ok, messages = validate_cog(path)
+    assert ok, messages
+    assert messages == []
+    with rasterio.open(path) as ds:
+        assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        assert ds.compression.name.lower() == "deflate"
+        assert ds.block_shapes[0] == (512, 512)
+        assert ds.overviews(1) == [2]
+        ovr = ds.read(1, out_shape=(ds.height // 2, ds.width // 2))
+        # nearest: overview pixels are values of the full-resolution pixels
+        np.testing.assert_array_equal(ovr, codes[::2, ::2][: H // 2, : W // 2])
+
+
+def test_checkerboard_overview_never_averages(tmp_path, lulc_spec):
+    rr, cc = np.mgrid[:H, :W]
+    codes = np.where((rr + cc) % 2 == 0, 1, 3).astype(np.uint8)
+    with make_writer(tmp_path, lulc_spec, confidence=True) as mw:
+        conf = np.full((H, W), 60, np.uint8)
+        write_strips(mw, codes, conf, step=H)
+        path = mw.finalize()
+    with rasterio.open(path) as ds:
+        for factor in ds.overviews(1):
+            ovr = ds.read(
+                1, out_shape=(-(-ds.height // factor), -(-ds.width // factor))
+            )
+            assert set(np.unique(ovr)) <= {1, 3}
+
+
+def test_probabilities_file_layout(lulc_outputs):
+    _, path, codes, _, pu8 = lulc_outputs
+    ppath = probabilities_path(path)
+    assert ppath.name == "scene_lulc_probabilities.tif"
+    ok, messages = validate_cog(ppath)
+    assert ok, messages
+    with rasterio.open(ppath) as ds:
+        assert ds.count == 9
+        assert ds.dtypes == ("uint8",) * 9
+        assert ds.nodata == PROBABILITY_NODATA
+        assert ds.descriptions == tuple(c.name for c in LULC9_CLASSES)
+        assert ds.scales == (0.01,) * 9
+        assert ds.crs == CRS_UTM and ds.transform == TRANSFORM
+        assert ds.overviews(1) == [2]
+        data = ds.read()
+    nd = codes == LULC_NODATA
+    assert (data[:, nd] == PROBABILITY_NODATA).all()
+    np.testing.assert_array_equal(data[:, ~nd], pu8[:, ~nd])
+    assert data[:, ~nd].max() <= 100
+
+
+def test_probability_overviews_average(tmp_path, water_spec):
+    codes = np.zeros((H, W), np.uint8)
+    p = np.where(np.arange(W) % 2 == 0, 0, 100).astype(np.uint8)
+    probs = np.broadcast_to(p, (1, H, W)).copy()
+    conf = np.full((H, W), 100, np.uint8)
+    with make_writer(tmp_path, water_spec, confidence=True, probabilities=True) as mw:
+        write_strips(mw, codes, conf, probs, step=256)
+        mw.finalize()
+    with rasterio.open(probabilities_path(tmp_path / "map.tif")) as ds:
+        assert ds.descriptions == ("Water",)
+        ovr = ds.read(1, out_shape=(ds.height // 2, ds.width // 2))
+    assert set(np.unique(ovr[:, :-1])) == {50}
+
+
+def test_water_map_encoding(tmp_path, water_spec):
+    codes = np.zeros((H, W), np.uint8)
+    codes[:, 300:400] = 1
+    codes[:50] = WATER_NODATA
+    conf = np.full((H, W), 90, np.uint8)
+    conf[:50] = 17  # must be replaced with no data where the class is no data
+    with make_writer(tmp_path, water_spec, confidence=True) as mw:
+        write_strips(mw, codes, conf, step=200)
+        path = mw.finalize()
+    with rasterio.open(path) as ds:
+        assert ds.nodata == WATER_NODATA
+        np.testing.assert_array_equal(ds.read(1), codes)
+        c = ds.read(2)
+        assert (c[:50] == WATER_NODATA).all() and (c[50:] == 90).all()
+        assert ds.colormap(1)[1] == (0, 92, 230, 255)
+    assert class_names_from_file(path) == {0: "Not water", 1: "Water"}
+    assert validate_cog(path)[0]
+
+
+def test_rows_in_any_order(tmp_path, lulc_spec):
+    codes = lulc_grid(3)
+    with make_writer(tmp_path, lulc_spec) as mw:
+        write_strips(
+            mw, codes, step=60, rows=[480, 0, 240, 60, 420, 120, 360, 180, 300]
+        )
+        path = mw.finalize()
+    with rasterio.open(path) as ds:
+        np.testing.assert_array_equal(ds.read(1), codes)
+
+
+def test_crs_none(tmp_path, lulc_spec):
+    codes = lulc_grid(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NotGeoreferencedWarning)
+        with make_writer(
+            tmp_path, lulc_spec, crs=None, transform=Affine.identity()
+        ) as mw:
+            write_strips(mw, codes)
+            path = mw.finalize()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path) as ds:
+            assert ds.crs is None
+            assert ds.transform == Affine.identity()
+            np.testing.assert_array_equal(ds.read(1), codes)
+    assert validate_cog(path)[0]
+
+
+def test_missing_rows_raise_and_leave_nothing(tmp_path, lulc_spec):
+    codes = lulc_grid()
+    mw = make_writer(tmp_path, lulc_spec, probabilities=True)
+    missing = r"rows 100-199, 300-512 were never written"
+    with pytest.raises(AlosmapError, match=missing), mw:
+        write_strips(mw, codes, probs=np.zeros((9, H, W), np.uint8), rows=[0, 200])
+        assert len(listing(tmp_path)) == 2  # the two hidden temporaries
+        mw.finalize()
+    assert listing(tmp_path) == []
+
+
+def test_exception_inside_with_leaves_nothing(tmp_path, lulc_spec):
+    codes = lulc_grid()
+    with (
+        pytest.raises(KeyboardInterrupt),
+        make_writer(tmp_path, lulc_spec, confidence=True, probabilities=True) as mw,
+    ):
+        write_strips(
+            mw,
+            codes,
+            np.full((H, W), 50, np.uint8),
+            np.zeros((9, H, W), np.uint8),
+            rows=[0],
+        )
+        raise KeyboardInterrupt
+    assert listing(tmp_path) == []
+    mw.abort()  # idempotent
+    with pytest.raises(AlosmapError, match="aborted"):
+        mw.write_rows(100, codes[100:200])
+
+
+def test_leaving_with_without_finalize_discards(tmp_path, lulc_spec):
+    with make_writer(tmp_path, lulc_spec) as mw:
+        write_strips(mw, lulc_grid())
+    assert listing(tmp_path) == []
+
+
+def test_abort_keeps_existing_output(tmp_path, lulc_spec):
+    (tmp_path / "map.tif").write_bytes(b"old")
+    mw = make_writer(tmp_path, lulc_spec, overwrite=True)
+    write_strips(mw, lulc_grid())
+    mw.abort()
+    assert listing(tmp_path) == ["map.tif"]
+    assert (tmp_path / "map.tif").read_bytes() == b"old"
+
+
+def test_existing_output_raises_before_writing(tmp_path, lulc_spec):
+    (tmp_path / "map.tif").write_bytes(b"old")
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        make_writer(tmp_path, lulc_spec)
+    assert listing(tmp_path) == ["map.tif"]
+    (tmp_path / "map.tif").unlink()
+    (tmp_path / "map_probabilities.tif").write_bytes(b"old")
+    with pytest.raises(OutputExistsError, match=r"map_probabilities\.tif"):
+        make_writer(tmp_path, lulc_spec, probabilities=True)
+    assert listing(tmp_path) == ["map_probabilities.tif"]
+
+
+def test_overwrite_replaces_outputs_and_stale_sidecars(tmp_path, lulc_spec):
+    for name in ("map.tif", "map.tif.aux.xml", "map_probabilities.tif.aux.xml"):
+        (tmp_path / name).write_bytes(b"old")
+    (tmp_path / "map_probabilities.tif").write_bytes(b"old")
+    codes = lulc_grid()
+    with make_writer(tmp_path, lulc_spec, probabilities=True, overwrite=True) as mw:
+        write_strips(mw, codes, probs=np.full((9, H, W), 11, np.uint8))
+        mw.finalize()
+    assert listing(tmp_path) == ["map.tif", "map.tif.aux.xml", "map_probabilities.tif"]
+    with rasterio.open(tmp_path / "map.tif") as ds:
+        np.testing.assert_array_equal(ds.read(1), codes)
+    assert class_names_from_file(tmp_path / "map.tif")[1] == "Water"
+
+
+def test_missing_directory(tmp_path, lulc_spec):
+    with pytest.raises(OutputPathError, match="does not exist"):
+        make_writer(tmp_path / "nope", lulc_spec)
+
+
+def test_unwritable_directory(tmp_path, lulc_spec):
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o500)
+    try:
+        if os.access(d, os.W_OK):
+            pytest.skip("running as root: chmod does not restrict writing")
+        with pytest.raises(OutputPathError, match="not writable"):
+            make_writer(d, lulc_spec)
+    finally:
+        d.chmod(0o700)
+
+
+def test_unwritable_directory_message(tmp_path, lulc_spec, monkeypatch):
+    # the same check where chmod cannot be used (root): os.access says no
+    real_access = os.access
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: False if p == tmp_path else real_access(p, mode)
+    )
+    with pytest.raises(OutputPathError, match="not writable"):
+        make_writer(tmp_path, lulc_spec)
+    assert listing(tmp_path) == []
+
+
+def test_bad_suffix(tmp_path, lulc_spec):
+    with pytest.raises(OutputPathError, match=r"\.tif"):
+        make_writer(tmp_path, lulc_spec, name="map.png")
+
+
+def test_write_rows_validation(tmp_path, lulc_spec):
+    codes = lulc_grid()
+    with make_writer(tmp_path, lulc_spec, confidence=True) as mw:
+        conf = np.full((10, W), 50, np.uint8)
+        with pytest.raises(ValueError, match="confidence=True"):
+            mw.write_rows(0, codes[:10])
+        with pytest.raises(ValueError, match="shape"):
+            mw.write_rows(0, codes[:10, :-1], conf)
+        with pytest.raises(ValueError, match="uint8"):
+            mw.write_rows(0, codes[:10].astype(np.int32), conf)
+        with pytest.raises(ValueError, match="outside"):
+            mw.write_rows(H - 5, codes[:10], conf)
+        with pytest.raises(ValueError, match="code 12"):
+            mw.write_rows(0, np.full((10, W), 12, np.uint8), conf)
+        with pytest.raises(ValueError, match="percent"):
+            mw.write_rows(0, codes[:10], np.full((10, W), 101, np.uint8))
+        with pytest.raises(ValueError, match="without it"):
+            mw.write_rows(0, codes[:10], conf, np.zeros((9, 10, W), np.uint8))
+        mw.write_rows(0, codes[:10], conf)
+        with pytest.raises(ValueError, match="already written"):
+            mw.write_rows(5, codes[5:15], conf)
+
+
+def test_encode_probabilities():
+    p = np.array([0.0, 0.004, 0.005, 0.125, 0.5, 0.994, 0.995, 1.0, np.nan, 1.2])
+    np.testing.assert_array_equal(
+        encode_probabilities(p), [0, 0, 1, 13, 50, 99, 100, 100, 255, 100]
+    )
+    assert encode_probabilities(np.zeros((2, 3, 4))).dtype == np.uint8
+
+
+def test_validate_cog_rejects_plain_geotiff(tmp_path):
+    p = tmp_path / "striped.tif"
+    with rasterio.open(
+        p,
+        "w",
+        driver="GTiff",
+        width=W,
+        height=H,
+        count=1,
+        dtype="uint8",
+        crs=CRS_UTM,
+        transform=TRANSFORM,
+    ) as ds:
+        ds.write(np.ones((1, H, W), np.uint8))
+    ok, messages = validate_cog(p)
+    assert not ok and any("tiled" in m for m in messages)
+    p2 = tmp_path / "tiled.tif"
+    with rasterio.open(
+        p2,
+        "w",
+        driver="GTiff",
+        width=W,
+        height=H,
+        count=1,
+        dtype="uint8",
+        crs=CRS_UTM,
+        transform=TRANSFORM,
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+    ) as ds:
+        ds.write(np.ones((1, H, W), np.uint8))
+    ok, messages = validate_cog(p2)
+    assert not ok and any("overviews" in m for m in messages)
+    ok, messages = validate_cog(tmp_path / "missing.tif")
+    assert not ok
