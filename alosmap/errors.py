@@ -33,6 +33,10 @@ class OutputExistsError(AlosmapError, FileExistsError):
     """The output exists and ``--overwrite`` was not given."""
 
 
+class OutputPathError(AlosmapError, OSError):
+    """An output path cannot be written (missing or read-only directory, bad suffix)."""
+
+
 class BackendUnavailableError(AlosmapError, ImportError):
     """An optional runtime (ONNX Runtime, TensorRT, CUDA) is not installed."""
 

@@ -54,6 +54,7 @@ class PredictResult:
 
     Attributes:
         output: the map GeoTIFF.
+        task: the model's task.
         probabilities: the per-class probability GeoTIFF, when requested.
         preview: the PNG quicklook, when requested.
         tiles_total: windows in the grid.
@@ -65,6 +66,7 @@ class PredictResult:
     """
 
     output: Path
+    task: str
     probabilities: Path | None
     preview: Path | None
     tiles_total: int
@@ -468,6 +470,7 @@ def predict_scene(
     tiles_total, tiles_run, model_s, class_pixels = result
     return PredictResult(
         output=final,
+        task=spec.task,
         probabilities=Path(probs_path) if probs_path else None,
         preview=preview_path,
         tiles_total=tiles_total,

@@ -212,7 +212,10 @@ def write_preview(
     total_w = 2 * w + legend_w
     top = 1.0 - title_h / (max(h, 250) + title_h)
     for i, (img, label) in enumerate(
-        ((sar_img, "σ0 HH (dB, 2–98 % stretch)"), (map_img, f"{spec.task} map"))
+        (
+            (sar_img, "σ0 HH (dB, 2–98 % stretch)"),
+            (map_img, "LULC map" if spec.task == "lulc" else "Water map"),
+        )
     ):
         ax = fig.add_axes((i * w / total_w, 0.0, w / total_w, top * 0.94))
         ax.imshow(img, interpolation="nearest")

@@ -124,7 +124,7 @@ def _predict(task: str | None, **kw: object) -> None:
     from alosmap.pipeline import predict_scene
 
     res = predict_scene(task=task, progress=_common.show_progress(), **kw)  # type: ignore[arg-type]
-    names = {c.code: c.name for c in classes_for_task(task or "lulc")}
+    names = {c.code: c.name for c in classes_for_task(res.task)}
     total = max(1, res.valid_pixels)
     shares = ", ".join(
         f"{names.get(code, code)} {100 * n / total:.1f}%"
@@ -142,7 +142,13 @@ def _predict(task: str | None, **kw: object) -> None:
 
 def predict(
     scene: SceneArg,
-    task: Annotated[Task, typer.Option(help="lulc (9 classes) or water.")] = Task.lulc,
+    task: Annotated[
+        Task | None,
+        typer.Option(
+            help="lulc (9 classes) or water. Default: the model's task (lulc without "
+            "--model)."
+        ),
+    ] = None,
     model: ModelOpt = None,
     output: OutputOpt = None,
     tile: TileOpt = None,
@@ -164,7 +170,7 @@ def predict(
     with a colour table and class names; water 1 / not water 0 / no data 255.
     """
     _predict(
-        task.value,
+        task.value if task is not None else None,
         scene=scene,
         model=model,
         output=output,

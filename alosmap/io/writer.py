@@ -83,7 +83,7 @@ from rasterio.windows import Window
 
 from alosmap._version import __version__
 from alosmap.classes import LULC_NODATA, WATER_NODATA, ClassInfo, colormap
-from alosmap.errors import AlosmapError, OutputExistsError
+from alosmap.errors import AlosmapError, OutputExistsError, OutputPathError
 from alosmap.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -120,10 +120,6 @@ _TMP_PROFILE: dict[str, Any] = {
     "zlevel": 1,
     "bigtiff": "if_safer",
 }
-
-
-class OutputPathError(AlosmapError, OSError):
-    """The output path cannot be written (missing or read-only directory, bad name)."""
 
 
 def map_nodata(task: str) -> int:
@@ -809,9 +805,11 @@ def _check_cog(ds: Any, errors: list[str], warns: list[str]) -> None:
         value = ds.get_tag_item(name, "TIFF", bidx=1, ovr=ovr)
         return int(value) if value not in (None, "") else None
 
-    ifds = [item("IFD_OFFSET", lvl) for lvl in levels]
+    raw_ifds = [item("IFD_OFFSET", lvl) for lvl in levels]
     data = [item("BLOCK_OFFSET_0_0", lvl) for lvl in levels]
-    if any(v is None for v in ifds):
+    known = [d for d in data if d]  # 0 / None: empty (sparse) first tile
+    ifds = [v for v in raw_ifds if v is not None]
+    if len(ifds) != len(raw_ifds):
         warns.append("cannot read IFD offsets; IFD ordering not checked")
     else:
         if ifds != sorted(ifds):
@@ -819,10 +817,8 @@ def _check_cog(ds: Any, errors: list[str], warns: list[str]) -> None:
                 "image file directories are not ordered full resolution first, "
                 "then overviews from largest to smallest"
             )
-        first_data = min((d for d in data if d), default=None)
-        if first_data is not None and max(ifds) > first_data:  # type: ignore[type-var]
+        if known and max(ifds) > min(known):
             errors.append("image file directories are not all before the tile data")
-    known = [d for d in data if d]
     if len(known) == len(data) and known != sorted(known, reverse=True):
         errors.append(
             "tile data is not ordered smallest overview first, full resolution last"

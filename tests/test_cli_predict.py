@@ -1,0 +1,228 @@
+"""`alosmap predict` / `alosmap water` through the real entry point: exit codes,
+one-line errors and no output left behind on bad input."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+
+from alosmap.cli.main import run
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    def invoke(*args):
+        monkeypatch.setattr(sys, "argv", ["alosmap", *map(str, args)])
+        try:
+            run()
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else int(e.code is not None)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return invoke
+
+
+@pytest.fixture
+def outdir(tmp_path):
+    d = tmp_path / "out"
+    d.mkdir()
+    return d
+
+
+def _one_error_line(err):
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("alosmap: error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_predict_and_water_succeed(
+    cli, small_scene, tiny_lulc_model, tiny_water_model, outdir
+):
+    code, out, err = cli(
+        "-q",
+        "predict",
+        small_scene,
+        "-m",
+        tiny_lulc_model,
+        "-o",
+        outdir / "lulc.tif",
+        "--confidence",
+    )
+    assert code == 0, err
+    assert out.strip() == str(outdir / "lulc.tif")
+    assert err == ""  # -q: no progress bar, no summary
+    code, out, err = cli(
+        "water", small_scene, "-m", tiny_water_model, "-o", outdir / "water.tif"
+    )
+    assert code == 0, err
+    assert "tiles in" in err  # the summary line goes to stderr
+    with rasterio.open(outdir / "water.tif") as ds:
+        assert ds.nodata == 255
+    # task follows the model when not given
+    code, out, err = cli(
+        "-q", "predict", small_scene, "-m", tiny_water_model, "-o", outdir / "w2.tif"
+    )
+    assert code == 0, err
+
+
+def test_usage_errors_exit_2(cli, small_scene, tiny_lulc_model, outdir):
+    assert cli("predict")[0] == 2
+    assert cli("predict", outdir / "missing.tif")[0] == 2
+    assert cli("predict", small_scene, "--task", "forest")[0] == 2
+    assert cli("predict", small_scene, "--batch-size", "0")[0] == 2
+    assert cli("predict", small_scene, "--backend", "tpu")[0] == 2
+    assert list(outdir.iterdir()) == []
+
+
+def _bad_inputs(tmp_path, make_geotiff, small_scene):
+    rng = np.random.default_rng(0)
+    dn = rng.integers(500, 4000, size=(64, 64), dtype=np.uint16)
+    txt = tmp_path / "notes.tif"
+    txt.write_text("this is not a raster\n")
+    trunc = tmp_path / "truncated.tif"
+    data = small_scene.read_bytes()
+    trunc.write_bytes(data[: len(data) // 3])
+    return {
+        "not a raster": (txt, [], "cannot read"),
+        "truncated": (trunc, [], "truncated|cannot read"),
+        "multi-band": (make_geotiff(np.stack([dn, dn]), name="two.tif"), [], "--band"),
+        "bad band": (make_geotiff(dn, name="one.tif"), ["--band", "3"], "band"),
+        "all no data": (
+            make_geotiff(np.zeros((64, 64), np.uint16), name="empty.tif"),
+            [],
+            "no valid pixels",
+        ),
+        "all NaN": (
+            make_geotiff(
+                np.full((64, 64), np.nan, np.float32), name="nan.tif", nodata=None
+            ),
+            [],
+            "no valid pixels",
+        ),
+        "implausible dB": (
+            make_geotiff(dn, name="dn_as_db.tif"),
+            ["--input-units", "db"],
+            "implausible",
+        ),
+        "negative DN": (
+            make_geotiff(
+                -np.abs(rng.normal(10, 3, (64, 64))).astype(np.float32),
+                name="neg.tif",
+                nodata=None,
+            ),
+            ["--input-units", "dn"],
+            "negative",
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "not a raster",
+        "truncated",
+        "multi-band",
+        "bad band",
+        "all no data",
+        "all NaN",
+        "implausible dB",
+        "negative DN",
+    ],
+)
+def test_bad_scene_one_line_exit_1_no_output(
+    cli, case, tmp_path, make_geotiff, small_scene, tiny_lulc_model, outdir
+):
+    scene, extra, pattern = _bad_inputs(tmp_path, make_geotiff, small_scene)[case]
+    code, out, err = cli(
+        "predict", scene, "-m", tiny_lulc_model, "-o", outdir / "m.tif", *extra
+    )
+    assert code == 1, (case, err)
+    line = _one_error_line(err)
+    assert any(p in line for p in pattern.split("|")), line
+    assert out == ""
+    assert list(outdir.iterdir()) == [], case
+
+
+def test_model_spec_mismatch(cli, small_scene, tiny_water_model, outdir):
+    code, _, err = cli(
+        "predict",
+        small_scene,
+        "--task",
+        "lulc",
+        "-m",
+        tiny_water_model,
+        "-o",
+        outdir / "m.tif",
+    )
+    assert code == 1 and "water model" in _one_error_line(err)
+    code, _, err = cli(
+        "water",
+        small_scene,
+        "-m",
+        tiny_water_model,
+        "--tile",
+        "512",
+        "-o",
+        outdir / "m.tif",
+    )
+    assert code == 1 and "--tile 512" in _one_error_line(err)
+    not_model = outdir.parent / "weights.safetensors"
+    not_model.write_bytes(b"\x00" * 16)
+    code, _, err = cli("predict", small_scene, "-m", not_model, "-o", outdir / "m.tif")
+    assert code == 1
+    _one_error_line(err)
+    assert list(outdir.iterdir()) == []
+
+
+def test_output_path_problems(cli, small_scene, tiny_lulc_model, outdir):
+    existing = outdir / "m.tif"
+    existing.write_bytes(b"keep me")
+    code, _, err = cli("predict", small_scene, "-m", tiny_lulc_model, "-o", existing)
+    assert code == 1 and "--overwrite" in _one_error_line(err)
+    assert existing.read_bytes() == b"keep me"
+    code, _, err = cli(
+        "predict",
+        small_scene,
+        "-m",
+        tiny_lulc_model,
+        "-o",
+        outdir / "no" / "such" / "dir.tif",
+    )
+    assert code == 1
+    _one_error_line(err)
+    code, _, err = cli(
+        "-q",
+        "predict",
+        small_scene,
+        "-m",
+        tiny_lulc_model,
+        "-o",
+        existing,
+        "--overwrite",
+    )
+    assert code == 0, err
+    assert existing.read_bytes()[:2] in (b"II", b"MM")
+
+
+def test_no_crs_warns_and_writes_ungeoreferenced(
+    cli, make_geotiff, tiny_lulc_model, outdir
+):
+    from alosmap.errors import AlosmapWarning
+
+    rng = np.random.default_rng(4)
+    dn = rng.integers(500, 4000, size=(80, 90), dtype=np.uint16)
+    scene = make_geotiff(dn, name="nocrs.tif", crs=None)
+    with pytest.warns(AlosmapWarning, match="no CRS"):
+        code, _, err = cli(
+            "-q", "predict", scene, "-m", tiny_lulc_model, "-o", outdir / "m.tif"
+        )
+    assert code == 0, err
+    with rasterio.open(outdir / "m.tif") as ds:
+        assert ds.crs is None
+        assert ds.shape == (80, 90)
