@@ -356,6 +356,12 @@ def _atomic_target(path: Path, overwrite: bool) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_model(
     model: torch.nn.Module,
     spec: ModelSpec,
@@ -380,6 +386,7 @@ def save_model(
     os.close(fd)
     try:
         save_file(state, tmp, metadata={SPEC_KEY: spec.to_json(), "format": "pt"})
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; use the usual mode
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -96,3 +96,85 @@ def small_scene(tmp_path_factory) -> Path:
     return generate_scene(
         out, seed=5, width=600, height=520, write_label_tiles=False
     ).path
+
+
+#: σ0 (dB) per JAXA code in :func:`write_training_data` (distinct, so learnable).
+TRAINING_SIGMA0 = {1: -24.0, 2: 0.0, 4: -12.0, 5: -16.0, 8: -7.0}
+
+
+def write_training_data(
+    root: Path,
+    *,
+    splits=(("train", 16), ("val", 4), ("test", 4)),
+    size: int = 64,
+    seed: int = 0,
+    noise_db: float = 1.0,
+    mean_db: float | None = None,
+    std_db: float | None = None,
+) -> Path:
+    """A tiny dataset in the ``train/data.py`` format (``alosmap-dataset/1``).
+
+    Each patch is a 4×4 grid of blocks of JAXA codes from :data:`TRAINING_SIGMA0`
+    (water, built-up, cropland, grassland, EBF), σ0 = the code's dB + Gaussian
+    noise; some patches have a no-data corner (NaN σ0, label 0). Statistics in
+    ``dataset.json`` come from the train split unless ``mean_db``/``std_db`` are
+    given.
+    """
+    import json
+
+    from alosmap.classes import jaxa_to_training
+    from alosmap.train.data import FORMAT, PatchRecord, write_manifest
+
+    rng = np.random.default_rng(seed)
+    codes = np.array(sorted(TRAINING_SIGMA0))
+    n = sum(k for _, k in splits)
+    labels = np.zeros((n, size, size), np.uint8)
+    sar = np.zeros((n, size, size), np.float32)
+    records = []
+    i = 0
+    for split, count in splits:
+        for _ in range(count):
+            blocks = rng.choice(codes, size=(4, 4))
+            lab = np.kron(blocks, np.ones((size // 4, size // 4), np.uint8))
+            db = np.vectorize(TRAINING_SIGMA0.get)(lab).astype(np.float32)
+            db += rng.normal(0.0, noise_db, db.shape).astype(np.float32)
+            if i % 5 == 3:  # a no-data corner
+                lab[: size // 4, : size // 4] = 0
+                db[: size // 4, : size // 4] = np.nan
+            labels[i], sar[i] = lab, db
+            hist = np.bincount(lab.ravel(), minlength=15).tolist()
+            valid = float(np.isfinite(db).mean())
+            records.append(
+                PatchRecord(i, split, "synthetic", "2024-09-01", 0, 0, valid, hist)
+            )
+            i += 1
+    root.mkdir(parents=True, exist_ok=True)
+    np.save(root / "sar_db.npy", sar.astype(np.float16))
+    np.save(root / "labels.npy", labels)
+    write_manifest(root / "manifest.csv", records)
+    train = [r.index for r in records if r.split == "train"]
+    tr_db = sar[train][np.isfinite(sar[train])]
+    counts = {}
+    for task, k in (("lulc", 9), ("water", 2)):
+        y = jaxa_to_training(labels[train], task)
+        counts[task] = np.bincount(y[y != 255].ravel(), minlength=k)[:k].tolist()
+    meta = {
+        "format": FORMAT,
+        "normalization": {
+            "mean_db": float(tr_db.mean()) if mean_db is None else mean_db,
+            "std_db": float(tr_db.std()) if std_db is None else std_db,
+        },
+        "class_counts": counts,
+    }
+    (root / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def make_training_data(tmp_path):
+    """Factory: ``make_training_data(name="data", **kw)`` → a tiny dataset dir."""
+
+    def make(name: str = "data", **kw) -> Path:
+        return write_training_data(tmp_path / name, **kw)
+
+    return make

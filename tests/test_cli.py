@@ -114,3 +114,22 @@ def test_init_info_export_round_trip(tmp_path, task):
     # existing output is kept without --overwrite
     res = runner.invoke(app, ["train", "init", "--preset", "tiny", "-o", str(model)])
     assert res.exit_code != 0
+
+
+def test_info_describes_a_scene():
+    import json
+
+    from conftest import SAMPLE_SCENES
+
+    if not SAMPLE_SCENES:
+        pytest.skip("sample_data missing")
+    res = runner.invoke(app, ["info", "--json", str(SAMPLE_SCENES[0])])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.stdout[res.stdout.index("{") :])
+    assert d["crs"] == "EPSG:32654"
+    assert d["size"] == "1280 x 1280 px"
+    assert d["nodata"] == 0
+    assert d["units_guess"] == "dn"
+    assert d["acquisition_date"] == "2022-09-12"
+    assert d["footprint_wgs84"].startswith("POLYGON ((139.")
+    assert 0.6 < d["valid_fraction"] < 0.9

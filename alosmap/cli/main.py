@@ -16,6 +16,7 @@ from alosmap.export.cli import app as export_app
 from alosmap.train.cli import app as train_app
 
 from . import _common
+from .bench import bench
 from .info import info
 from .predict import predict, water
 from .synth import app as synth_app
@@ -71,6 +72,7 @@ def main(
 app.command("predict")(predict)
 app.command("water")(water)
 app.command("info")(info)
+app.command("bench")(bench)
 app.add_typer(synth_app, name="synth")
 app.add_typer(train_app, name="train")
 app.add_typer(export_app, name="export")

@@ -102,4 +102,27 @@ def describe_raster(path: str | os.PathLike[str]) -> dict[str, Any]:
         )
         d = acquisition_date(path, tags)
         out["acquisition_date"] = d.isoformat() if d else None
+        if ds.crs is not None and valid.any():
+            out["footprint_wgs84"] = _footprint_wkt(valid, ds, f)
     return out
+
+
+def _footprint_wkt(valid: np.ndarray, ds: Any, factor: int) -> str:
+    """Outline of the valid pixels (decimated mask) as WKT in EPSG:4326."""
+    from rasterio.features import shapes
+    from rasterio.warp import transform_geom
+    from shapely.geometry import mapping, shape
+    from shapely.ops import unary_union
+
+    h, w = valid.shape
+    t = ds.transform * ds.transform.scale(ds.width / w, ds.height / h)
+    polys = [
+        shape(geom)
+        for geom, v in shapes(valid.astype(np.uint8), mask=valid, transform=t)
+        if v == 1
+    ]
+    outline = unary_union(polys).convex_hull
+    geom = transform_geom(ds.crs, "EPSG:4326", mapping(outline))
+    from shapely import wkt
+
+    return wkt.dumps(shape(geom).simplify(2e-4), rounding_precision=5)

@@ -1,0 +1,89 @@
+"""DDP: two gloo processes on CPU take the same step as one process on the same data.
+
+Under torchrun each rank gets 2 of the 4 training patches. On CPU the decoder's
+BatchNorm cannot be synchronised (SyncBatchNorm needs a GPU), so each rank
+normalises with its own 2 patches and DDP averages the two ranks' gradients: the
+single-process reference therefore runs the two halves separately and optimises
+the mean of their losses. Adam's first step is ``lr·g/(|g|+ε)``, which magnifies
+float reduction-order differences where ``|g| ≈ ε``, so parameters agree to a
+fraction of the LR (measured ≈ 0.08·lr); a wrong gradient (e.g. rank 0's data only)
+is off by ≈ 2·lr.
+"""
+
+import os
+import subprocess
+import sys
+
+import torch
+from torch.utils.data import DistributedSampler
+
+from alosmap.arch import get_preset
+from alosmap.models import build_model
+from alosmap.train.data import PatchDataset, TrainingData
+from alosmap.train.losses import build_loss
+from alosmap.train.optim import build_optimizer, set_lr
+
+LR = 1e-4
+
+
+def test_two_process_step_matches_single_process(make_training_data, tmp_path):
+    data_dir = make_training_data(splits=(("train", 4), ("val", 3)))
+    out = tmp_path / "run"
+    args = [
+        *("--data", str(data_dir), "--task", "lulc", "-o", str(out)),
+        *("--preset", "tiny", "--epochs", "1", "--warmup-epochs", "0"),
+        *("--batch-size", "2", "--lr", str(LR), "--drop-path", "0", "--dropout", "0"),
+        *("--no-augment", "--workers", "0", "--device", "cpu", "--seed", "0"),
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    res = subprocess.run(
+        [
+            *(sys.executable, "-m", "torch.distributed.run", "--standalone"),
+            *("--nproc_per_node", "2", "-m", "alosmap", "train", "finetune"),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    # only rank 0 prints the model path and writes files
+    assert res.stdout.strip().splitlines() == [str(out / "model.safetensors")]
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    assert len(ckpt["rng"]) == 2 and ckpt["step"] == 1
+    assert ckpt["config"]["global_batch"] == 4
+
+    # single-process reference on the same 4 patches
+    data = TrainingData(data_dir)
+    torch.manual_seed(0)
+    model = build_model(
+        get_preset("tiny", img_size=64, drop_path_rate=0.0, dropout=0.0)
+    ).train()
+    opt = build_optimizer(
+        model, lr=LR, weight_decay=0.05, layer_decay=0.7, depths=model.arch.depths
+    )
+    set_lr(opt, LR)  # warm-up 0: step 0 is the top of the cosine
+    loss_fn = build_loss("lulc", class_counts=data.class_counts("lulc"))
+    ds = PatchDataset(data, "train", "lulc")
+    total = 0.0
+    for rank in range(2):
+        sampler = DistributedSampler(
+            ds, num_replicas=2, rank=rank, shuffle=True, seed=0, drop_last=True
+        )
+        sampler.set_epoch(0)
+        idx = list(sampler)
+        x = torch.stack([ds[i][0] for i in idx])
+        y = torch.stack([ds[i][1] for i in idx])
+        total = total + loss_fn(model(x), y) / 2
+    opt.zero_grad()
+    total.backward()
+    opt.step()
+
+    diffs = {
+        k: (ckpt["model"][k] - p.detach()).abs().max().item()
+        for k, p in model.named_parameters()
+    }
+    worst = max(diffs, key=diffs.get)
+    print(f"DDP parity: max |Δw| = {diffs[worst]:.3g} ({worst})")
+    assert diffs[worst] < 0.2 * LR, (worst, diffs[worst])

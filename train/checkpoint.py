@@ -1,0 +1,356 @@
+"""Pretrained encoder loading, encoder files, and exact-resume checkpoints.
+
+**Encoder checkpoints accepted by** ``--pretrained``:
+
+(a) *alosmap encoder files* (what ``alosmap train pretrain`` writes, see
+    :func:`save_encoder`): a ``.safetensors`` file whose tensors are the
+    :class:`~alosmap.models.SwinEncoder` state dict in timm names
+    (``patch_embed.proj.weight``, ``layers.2.blocks.5.attn.qkv.weight``,
+    ``out_norms.3.weight`` …), optionally prefixed ``encoder.``, with the header
+    metadata ``{"alosmap.encoder": <ArchConfig JSON>, "format": "pt"}``. The
+    metadata is informative (the loader matches by key and shape).
+(b) *MixMIM / SAR-W-MixMAE* ``.pth`` files: a dict with a ``"model"`` state dict,
+    read with ``torch.load(weights_only=True)`` only (a file that needs arbitrary
+    unpickling is refused). Mapping: drop ``absolute_pos_embed`` (ours is a fixed
+    sin-cos buffer), ``mask_token``, ``decoder*`` and ``head.*`` keys; the final
+    ``norm.*`` becomes ``out_norms.{last}.*``; a multi-channel patch embedding
+    (SAR-W-MixMAE's VH+VV) is **summed over its input channels** to take the one HH
+    band (what timm's ``adapt_input_conv`` does for RGB → grey: a single normalised
+    band fed to both of two correlated, similarly normalised inputs gives the same
+    pre-activation, whereas the mean would halve it); then timm's
+    ``checkpoint_filter_fn`` renames ``layers.i.downsample`` →
+    ``layers.(i+1).downsample`` and resizes relative position bias tables to our
+    windows.
+
+A full alosmap model file (``alosmap.spec`` metadata) or a file with no encoder key
+is refused with :class:`CheckpointError`; a shape mismatch (another preset) names
+the first mismatching key.
+
+**Resume checkpoints** (``OUT_DIR/last.pt``) are written with :func:`torch.save`
+through a temporary file and :func:`os.replace`, and read back with
+``weights_only=True``: RNG states are stored as tensors and plain lists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from alosmap.arch import ArchConfig
+from alosmap.errors import AlosmapError
+
+__all__ = [
+    "ENCODER_KEY",
+    "CheckpointError",
+    "LoadReport",
+    "atomic_torch_save",
+    "capture_rng",
+    "load_pretrained_encoder",
+    "load_resume",
+    "make_readable",
+    "restore_rng",
+    "save_encoder",
+]
+
+#: Metadata key of an alosmap encoder file (value: the ArchConfig JSON).
+ENCODER_KEY = "alosmap.encoder"
+
+_DROP = re.compile(
+    r"^(absolute_pos_embed|mask_token|decoder|head\.|fc_norm\.)"
+    r"|relative_position_index|attn_mask"
+)
+_PREFIXES = ("module.", "encoder.", "backbone.")
+_ENCODER_ROOTS = ("patch_embed", "layers", "out_norms")
+
+
+class CheckpointError(AlosmapError, ValueError):
+    """A checkpoint that cannot be used: wrong kind, unsafe, or another shape."""
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_pretrained_encoder` did.
+
+    Attributes:
+        source: ``"alosmap-encoder"`` or ``"mixmim"``.
+        matched: encoder keys loaded from the file.
+        missing: encoder keys the file did not provide (left at initialisation).
+        unexpected: file keys with no place in the encoder (ignored).
+        dropped: file keys discarded on purpose (APE, decoder, mask token, head).
+        notes: adaptations made (channel sum, renamed norm, resized tables).
+    """
+
+    source: str
+    matched: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """A few human-readable lines."""
+
+        def head(keys: list[str]) -> str:
+            more = f", … (+{len(keys) - 5})" if len(keys) > 5 else ""
+            return ", ".join(keys[:5]) + more
+
+        lines = [
+            f"pretrained encoder ({self.source}): {len(self.matched)} keys matched, "
+            f"{len(self.missing)} missing, {len(self.unexpected)} unexpected, "
+            f"{len(self.dropped)} dropped"
+        ]
+        if self.missing:
+            lines.append(f"  missing (left at initialisation): {head(self.missing)}")
+        if self.unexpected:
+            lines.append(f"  unexpected (ignored): {head(self.unexpected)}")
+        lines.extend(f"  {n}" for n in self.notes)
+        return "\n".join(lines)
+
+
+def save_encoder(
+    encoder: nn.Module, arch: ArchConfig, path: str | os.PathLike[str]
+) -> Path:
+    """Write an alosmap encoder file (layout (a) of the module docs), atomically.
+
+    Args:
+        encoder: a :class:`~alosmap.models.SwinEncoder`.
+        arch: its architecture (stored as metadata).
+        path: destination ``.safetensors``.
+    """
+    from safetensors.torch import save_file
+
+    out = Path(path)
+    state = {k: v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        meta = {ENCODER_KEY: json.dumps(arch.to_dict(), sort_keys=True), "format": "pt"}
+        save_file(state, tmp, metadata=meta)
+        make_readable(tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def _read_state(path: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """Tensors of ``path`` and the source kind, refusing anything unsafe."""
+    if not path.is_file():
+        raise CheckpointError(f"pretrained checkpoint not found: {path}")
+    if path.suffix.lower() == ".safetensors":
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+            state = load_file(str(path), device="cpu")
+        except Exception as exc:
+            raise CheckpointError(
+                f"{path}: not a readable .safetensors file ({exc})"
+            ) from exc
+        if "alosmap.spec" in meta:
+            raise CheckpointError(
+                f"{path} is a complete alosmap model, not an encoder checkpoint; "
+                "--pretrained takes an encoder from `alosmap train pretrain` or a "
+                "MixMIM/SAR-W-MixMAE .pth"
+            )
+        return state, "alosmap-encoder"
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path} cannot be loaded safely (it needs arbitrary unpickling: "
+            f"{str(exc).splitlines()[0]}); re-save its state dict with plain tensors "
+            "(torch.save({'model': model.state_dict()}, ...)) and try again"
+        ) from exc
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({exc})") from exc
+    if isinstance(obj, dict):
+        for key in ("model", "state_dict"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a state dict, got {type(obj)}")
+    state = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    return state, "mixmim"
+
+
+def _strip_prefix(key: str) -> str:
+    for p in _PREFIXES:
+        if key.startswith(p):
+            return key[len(p) :]
+    return key
+
+
+def load_pretrained_encoder(
+    encoder: nn.Module, path: str | os.PathLike[str]
+) -> LoadReport:
+    """Load an encoder checkpoint into ``encoder`` (non-strict, reported).
+
+    Args:
+        encoder: the model's :class:`~alosmap.models.SwinEncoder`.
+        path: an alosmap encoder ``.safetensors`` or a MixMIM-layout ``.pth``.
+
+    Returns:
+        What matched, what was missing, unexpected or dropped.
+
+    Raises:
+        CheckpointError: unsafe or unreadable file, a full model file, no encoder
+            key at all, or a shape mismatch (naming the first mismatching key).
+    """
+    from timm.models.swin_transformer import checkpoint_filter_fn
+
+    p = Path(path)
+    raw, source = _read_state(p)
+    report = LoadReport(source=source)
+    state: dict[str, torch.Tensor] = {}
+    for key, value in raw.items():
+        k = _strip_prefix(key)
+        if _DROP.search(k):
+            report.dropped.append(key)
+        else:
+            state[k] = value
+
+    own = encoder.state_dict()
+    last = len(encoder.layers) - 1
+    if "norm.weight" in state and f"out_norms.{last}.weight" not in state:
+        for suffix in ("weight", "bias"):
+            if f"norm.{suffix}" in state:
+                state[f"out_norms.{last}.{suffix}"] = state.pop(f"norm.{suffix}")
+        report.notes.append(f"final norm.* loaded into out_norms.{last}.*")
+    w = state.get("patch_embed.proj.weight")
+    want = own["patch_embed.proj.weight"]
+    if w is not None and w.ndim == 4 and w.shape[1] != want.shape[1] == 1:
+        state["patch_embed.proj.weight"] = w.sum(dim=1, keepdim=True)
+        report.notes.append(
+            f"patch embedding summed over its {w.shape[1]} input channels → 1 (HH)"
+        )
+
+    # only Swin-shaped keys go through timm's filter; the rest are reported
+    swin = {k: v for k, v in state.items() if k.split(".")[0] in _ENCODER_ROOTS}
+    other = [k for k in state if k not in swin]
+    try:
+        mapped = checkpoint_filter_fn(swin, encoder)
+    except Exception as exc:
+        raise CheckpointError(f"{p}: cannot map onto the encoder ({exc})") from exc
+    resized = [
+        k
+        for k, v in swin.items()
+        if k.endswith("relative_position_bias_table")
+        and tuple(mapped.get(k, v).shape) != tuple(v.shape)
+    ]
+    if resized:
+        report.notes.append(f"{len(resized)} relative position bias tables resized")
+    if not any(k in own for k in mapped):
+        raise CheckpointError(
+            f"{p} holds no Swin encoder weights (none of its {len(raw)} keys, e.g. "
+            f"{', '.join(list(raw)[:3]) or 'none'}, is an encoder key); --pretrained "
+            "takes an encoder from `alosmap train pretrain` or a MixMIM/"
+            "SAR-W-MixMAE checkpoint"
+        )
+    state = mapped
+
+    for key in own:  # in model order, so the first mismatch is the earliest
+        value = state.get(key)
+        if value is not None and tuple(value.shape) != tuple(own[key].shape):
+            raise CheckpointError(
+                f"{p}: {key} has shape {tuple(value.shape)} in the checkpoint but "
+                f"{tuple(own[key].shape)} in this model; was it pretrained with "
+                "another --preset?"
+            )
+    result = encoder.load_state_dict(state, strict=False)
+    report.missing = list(result.missing_keys)
+    report.unexpected = [*other, *result.unexpected_keys]
+    report.matched = [k for k in state if k in own]
+    return report
+
+
+# --------------------------------------------------------------------------------------
+# Exact-resume checkpoints
+# --------------------------------------------------------------------------------------
+
+
+def capture_rng() -> dict[str, Any]:
+    """Python, numpy and torch RNG states in a ``weights_only``-loadable form."""
+    version, mt, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [version, list(mt), gauss],
+        "numpy": [
+            name,
+            torch.from_numpy(keys.astype(np.int64)),
+            pos,
+            has_gauss,
+            cached,
+        ],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Undo :func:`capture_rng`."""
+    version, mt, gauss = state["python"]
+    random.setstate((int(version), tuple(int(v) for v in mt), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state(
+        (name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached))
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def make_readable(path: str | os.PathLike[str]) -> None:
+    """Give a ``mkstemp`` file (mode 0600) the usual mode for new files (umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then rename over it."""
+    out = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        make_readable(tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def load_resume(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a resume checkpoint written by the training loop (``weights_only``).
+
+    Raises:
+        CheckpointError: unreadable or not one of ours.
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path}: cannot read the resume checkpoint ({exc})"
+        ) from exc
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != "alosmap-finetune":
+        raise CheckpointError(f"{path}: not an alosmap finetuning checkpoint")
+    return ckpt
