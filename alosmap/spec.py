@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._fileio import make_readable
 from ._version import __version__
 from .arch import ArchConfig
 from .classes import TASKS, ClassInfo, classes_for_task
@@ -356,12 +357,6 @@ def _atomic_target(path: Path, overwrite: bool) -> Path:
     return path
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def save_model(
     model: torch.nn.Module,
     spec: ModelSpec,
@@ -386,7 +381,7 @@ def save_model(
     os.close(fd)
     try:
         save_file(state, tmp, metadata={SPEC_KEY: spec.to_json(), "format": "pt"})
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; use the usual mode
+        make_readable(tmp)  # mkstemp makes 0600
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,16 +1,15 @@
 #!/usr/bin/env bash
-# The README's main command (`make demo`): run alosmap on sample_data/.
+# The README's main command (`make demo`): map sample_data/ with the bundled demo models.
 set -euo pipefail
 VENV=${1:-.venv}
 A="$VENV/bin/alosmap"
 OUT=demo_out
 mkdir -p "$OUT"
 for scene in sample_data/IMG-HH-*.tif; do
-  "$A" info "$scene"
-  echo
+  stem=$(basename "$scene" .tif)
+  "$A" predict "$scene" -o "$OUT/${stem}_lulc.tif" --confidence \
+      --preview "$OUT/${stem}_lulc.png" --overwrite
+  "$A" water "$scene" -o "$OUT/${stem}_water.tif" \
+      --preview "$OUT/${stem}_water.png" --overwrite
 done
-# Until the inference and training issues land: a (random, untrained) model file with
-# its full spec, exported to ONNX and checked against PyTorch.
-"$A" train init --preset small --task lulc -o "$OUT/small-lulc-untrained.safetensors" --overwrite
-"$A" info "$OUT/small-lulc-untrained.safetensors"
-"$A" export onnx "$OUT/small-lulc-untrained.safetensors" -o "$OUT/small-lulc-untrained.onnx" --overwrite
+echo "maps and previews in $OUT/" >&2

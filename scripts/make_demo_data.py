@@ -37,7 +37,8 @@ def main() -> None:
         lat = CENTRE[1] + rng.uniform(-0.10, 0.10)
         month = 9 if i % 10 < 7 else (10 if i % 2 else 11)
         heading = 190.0 if i % 2 else 350.0
-        specs.append((lon, lat, f"2022-{month:02d}-{3 + 2 * i:02d}", heading, 100 + i))
+        day = 1 + (3 * i) % 28
+        specs.append((lon, lat, f"2022-{month:02d}-{day:02d}", heading, 100 + i))
     grids = [
         make_scene_grid(lon, lat, args.size, args.size, args.pixel_size, h)
         for lon, lat, _, h, _ in specs

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from alosmap._fileio import make_readable
 from alosmap.arch import ArchConfig
 from alosmap.errors import AlosmapError
 
@@ -315,13 +316,6 @@ def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def make_readable(path: str | os.PathLike[str]) -> None:
-    """Give a ``mkstemp`` file (mode 0600) the usual mode for new files (umask)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -244,8 +245,11 @@ def finetune_cmd(
         typer.Option("--augment/--no-augment", help="Random flips/rot90 of patches."),
     ] = True,
     workers: Annotated[
-        int, typer.Option(min=0, help="Data-loading workers per process.")
-    ] = 4,
+        int | None,
+        typer.Option(
+            min=0, help="Data-loading workers per process (default: min(4, CPUs))."
+        ),
+    ] = None,
     device: Annotated[
         str, typer.Option(help="auto, cpu or cuda (torchrun: one GPU per process).")
     ] = "auto",
@@ -306,7 +310,7 @@ def finetune_cmd(
         drop_path=drop_path,
         dropout=dropout,
         augment=augment,
-        workers=workers,
+        workers=workers if workers is not None else min(4, os.cpu_count() or 1),
         device=device,
         amp=amp,
         seed=seed,

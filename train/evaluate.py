@@ -19,7 +19,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from alosmap._fileio import atomic_write_bytes
 from alosmap.metrics import (
     ConfusionMatrix,
     jsonable,
@@ -36,7 +36,6 @@ from alosmap.metrics import (
 )
 from alosmap.spec import ModelSpec, load_model
 
-from .checkpoint import make_readable
 from .data import DatasetFormatError, PatchDataset, TrainingData
 
 __all__ = [
@@ -171,18 +170,6 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        make_readable(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def plot_confusion(
     matrix: Any, names: list[str], path: str | os.PathLike[str], title: str = ""
 ) -> Path:
@@ -212,7 +199,7 @@ def plot_confusion(
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     out = Path(path)
-    _atomic_bytes(out, buf.getvalue())
+    atomic_write_bytes(out, buf.getvalue())
     return out
 
 
@@ -221,7 +208,7 @@ def write_report(report: dict[str, Any], out_dir: str | os.PathLike[str]) -> Pat
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(report, indent=2, sort_keys=True) + "\n"
-    _atomic_bytes(out / "report.json", text.encode("utf-8"))
+    atomic_write_bytes(out / "report.json", text.encode("utf-8"))
     plot_confusion(
         report["confusion_matrix"],
         report["classes"],

@@ -31,8 +31,6 @@ import datetime as dt
 import io
 import logging
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -42,6 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from alosmap._fileio import atomic_write_bytes
 from alosmap._version import __version__
 from alosmap.arch import get_preset
 from alosmap.errors import AlosmapError, OutputExistsError
@@ -56,7 +55,6 @@ from .checkpoint import (
     capture_rng,
     load_pretrained_encoder,
     load_resume,
-    make_readable,
     restore_rng,
 )
 from .data import DatasetFormatError, PatchDataset, TrainingData
@@ -193,18 +191,6 @@ def _amp_dtype(cfg: FinetuneConfig, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        make_readable(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     """Write the per-epoch log atomically (the whole file from ``rows``)."""
     if not rows:
@@ -213,7 +199,7 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
-    _atomic_write(path, buf.getvalue().encode("utf-8"))
+    atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
 
 
 def plot_curve(path: Path, rows: list[dict[str, Any]], metric: str) -> None:
@@ -241,7 +227,7 @@ def plot_curve(path: Path, rows: list[dict[str, Any]], metric: str) -> None:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    _atomic_write(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _check_data(data: TrainingData, cfg: FinetuneConfig, world: int) -> None:
