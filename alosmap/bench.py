@@ -186,6 +186,6 @@ def temp_workdir() -> tempfile.TemporaryDirectory:
 
 
 if __name__ == "__main__":  # the child process
-    os.environ.setdefault("GDAL_CACHEMAX", "256")  # as the CLI does
+    os.environ.setdefault("GDAL_CACHEMAX", "64")  # as the CLI does
     result = run_child(json.loads(sys.argv[1]))
     print(json.dumps(asdict(result)))

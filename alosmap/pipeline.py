@@ -179,7 +179,10 @@ class StripAccumulator:
             return
         keep = self.rows - n
         if keep > 0:
-            self.acc[:, :keep] = self.acc[:, n:]
+            # move the still-open rows up, one row at a time: a single overlapping
+            # slice assignment would make numpy copy the whole buffer first
+            for r in range(keep):
+                self.acc[:, r] = self.acc[:, r + n]
             self.wsum[:keep] = self.wsum[n:]
         self.acc[:, max(keep, 0) :] = 0
         self.wsum[max(keep, 0) :] = 0
@@ -207,15 +210,18 @@ class StripAccumulator:
         valid = valid_band[:n]
         wsum = self.wsum[b0 : b0 + n]
         valid = valid & (wsum > 0)
-        probs = self.acc[:, b0 : b0 + n] / np.maximum(wsum, 1e-12)
+        acc = self.acc[:, b0 : b0 + n]
+        inv = 1.0 / np.maximum(wsum, 1e-12)
         if self.k == 1:
-            p = probs[0]
+            p = acc[0] * inv
             thr = self.spec.threshold if self.spec.threshold is not None else 0.5
             idx = (p >= thr).astype(np.uint8)
             top = np.maximum(p, 1.0 - p)
         else:
-            idx = probs.argmax(axis=0).astype(np.uint8)
-            top = probs.max(axis=0)
+            # the weight sum is one positive number per pixel: classes and the top
+            # probability need no [K, rows, width] division
+            idx = acc.argmax(axis=0).astype(np.uint8)
+            top = acc.max(axis=0) * inv
         classes = np.where(valid, self.codes[idx], self.nodata).astype(np.uint8)
         self.class_pixels += np.bincount(classes[valid], minlength=256)
         conf = None
@@ -223,7 +229,7 @@ class StripAccumulator:
             conf = np.where(valid, _percent(top), self.nodata).astype(np.uint8)
         prob_out = None
         if self.want_probabilities:
-            prob_out = np.where(valid[None], _percent(probs), 255).astype(np.uint8)
+            prob_out = np.where(valid[None], _percent(acc * inv), 255).astype(np.uint8)
         self.emit(r0, classes, conf, prob_out)
 
 

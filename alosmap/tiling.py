@@ -103,6 +103,7 @@ def _ramp(tile: int, overlap: int, start: bool, end: bool) -> np.ndarray:
     return w
 
 
+@lru_cache(maxsize=64)
 def blend_weights(
     tile: int,
     overlap: int,
@@ -112,7 +113,7 @@ def blend_weights(
     left: bool = True,
     right: bool = True,
 ) -> np.ndarray:
-    """2-D blend weights ``[tile, tile]``, float32 in [0, 1].
+    """2-D blend weights ``[tile, tile]``, float32 in [0, 1] (cached, read-only).
 
     Args:
         tile: tile size.
@@ -126,7 +127,9 @@ def blend_weights(
     _check(tile, tile, overlap)
     r = _ramp(tile, overlap, top, bottom)
     c = _ramp(tile, overlap, left, right)
-    return np.outer(r, c).astype(np.float32)
+    w = np.outer(r, c).astype(np.float32)
+    w.setflags(write=False)  # cached and shared: never modified in place
+    return w
 
 
 def tile_weights(
