@@ -19,12 +19,11 @@ import dataclasses
 import json
 import os
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._fileio import make_readable
+from ._fileio import atomic_write
 from ._version import __version__
 from .arch import ArchConfig
 from .classes import TASKS, ClassInfo, classes_for_task
@@ -377,16 +376,8 @@ def save_model(
 
     out = _atomic_target(Path(path), overwrite)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={SPEC_KEY: spec.to_json(), "format": "pt"})
-        make_readable(tmp)  # mkstemp makes 0600
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    meta = {SPEC_KEY: spec.to_json(), "format": "pt"}
+    return atomic_write(out, lambda tmp: save_file(state, str(tmp), metadata=meta))
 
 
 def load_model(

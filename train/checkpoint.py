@@ -38,7 +38,6 @@ import os
 import pickle
 import random
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from alosmap._fileio import make_readable
+from alosmap._fileio import atomic_write, make_readable
 from alosmap.arch import ArchConfig
 from alosmap.errors import AlosmapError
 
@@ -131,19 +130,9 @@ def save_encoder(
     """
     from safetensors.torch import save_file
 
-    out = Path(path)
     state = {k: v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        meta = {ENCODER_KEY: json.dumps(arch.to_dict(), sort_keys=True), "format": "pt"}
-        save_file(state, tmp, metadata=meta)
-        make_readable(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    meta = {ENCODER_KEY: json.dumps(arch.to_dict(), sort_keys=True), "format": "pt"}
+    return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=meta))
 
 
 def _read_state(path: Path) -> tuple[dict[str, torch.Tensor], str]:
@@ -320,17 +309,7 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     """``torch.save`` to a temporary file beside ``path``, then rename over it."""
-    out = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        make_readable(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def load_resume(path: str | os.PathLike[str]) -> dict[str, Any]:
