@@ -119,10 +119,12 @@ ThreadsOpt = Annotated[
 ]
 
 
-def _predict(task: str | None, **kw: object) -> None:
+def _predict(task: str | None, options: dict[str, object]) -> None:
+    """Run predict_scene with the command's options (enums turned into values)."""
     from alosmap.classes import classes_for_task
     from alosmap.pipeline import predict_scene
 
+    kw = {k: v.value if isinstance(v, Enum) else v for k, v in options.items()}
     res = predict_scene(task=task, progress=_common.show_progress(), **kw)  # type: ignore[arg-type]
     names = {c.code: c.name for c in classes_for_task(res.task)}
     total = max(1, res.valid_pixels)
@@ -169,24 +171,9 @@ def predict(
     The map has the scene's CRS, transform and size: LULC codes 1-9 (0 = no data)
     with a colour table and class names; water 1 / not water 0 / no data 255.
     """
-    _predict(
-        task.value if task is not None else None,
-        scene=scene,
-        model=model,
-        output=output,
-        tile=tile,
-        overlap=overlap,
-        batch_size=batch_size,
-        backend=backend.value,
-        device=device,
-        confidence=confidence,
-        probabilities=probabilities,
-        preview=preview,
-        input_units=input_units.value,
-        band=band,
-        threads=threads,
-        overwrite=overwrite,
-    )
+    options = dict(locals())
+    options.pop("task")
+    _predict(task.value if task is not None else None, options)
 
 
 def water(
@@ -210,21 +197,4 @@ def water(
 
     The same as `alosmap predict --task water`.
     """
-    _predict(
-        "water",
-        scene=scene,
-        model=model,
-        output=output,
-        tile=tile,
-        overlap=overlap,
-        batch_size=batch_size,
-        backend=backend.value,
-        device=device,
-        confidence=confidence,
-        probabilities=probabilities,
-        preview=preview,
-        input_units=input_units.value,
-        band=band,
-        threads=threads,
-        overwrite=overwrite,
-    )
+    _predict("water", dict(locals()))
