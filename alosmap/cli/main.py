@@ -17,10 +17,15 @@ from alosmap.export.cli import app as export_app
 from alosmap.train.cli import app as train_app
 
 from . import _common
+from .batch import batch
 from .bench import bench
+from .evaluate import evaluate
 from .info import info
+from .mosaic import mosaic
 from .predict import predict, water
+from .stats import stats
 from .synth import app as synth_app
+from .vectorize import vectorize
 
 app = typer.Typer(
     name="alosmap",
@@ -76,6 +81,11 @@ def main(
 
 app.command("predict")(predict)
 app.command("water")(water)
+app.command("batch")(batch)
+app.command("mosaic")(mosaic)
+app.command("evaluate")(evaluate)
+app.command("stats")(stats)
+app.command("vectorize")(vectorize)
 app.command("info")(info)
 app.command("bench")(bench)
 app.add_typer(synth_app, name="synth")

@@ -1,0 +1,10 @@
+"""``alosmap evaluate``: placeholder being written in this session (issue 7)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def evaluate() -> None:
+    """Not yet available (issue 7, in progress)."""
+    raise typer.Exit(1)
