@@ -41,5 +41,29 @@ class BackendUnavailableError(AlosmapError, ImportError):
     """An optional runtime (ONNX Runtime, TensorRT, CUDA) is not installed."""
 
 
+class BackendOptionError(AlosmapError, ValueError):
+    """A runtime option the backend cannot honour (precision, compile, device)."""
+
+
 class AlosmapWarning(UserWarning):
     """Recoverable data problems (no CRS, odd metadata, …)."""
+
+
+class AoiError(AlosmapError, ValueError):
+    """An area-of-interest file is unreadable, holds no polygons, or misses the map."""
+
+
+class MosaicInputError(AlosmapError, ValueError):
+    """The maps given to ``mosaic`` cannot be mosaicked together as they are."""
+
+
+class BatchError(AlosmapError):
+    """A batch cannot start (bad manifest, clashing outputs, records of another run)."""
+
+
+class ExportError(AlosmapError, ValueError):
+    """A model cannot be exported as asked (bad optimisation profile, unusable ONNX)."""
+
+
+class ParityError(ExportError):
+    """An exported model's output differs from its reference beyond the tolerance."""

@@ -334,6 +334,8 @@ def predict_scene(
     progress: bool = False,
     threads: int | None = None,
     runtime: Any = None,
+    precision: str | None = None,
+    compile: bool = False,
 ) -> PredictResult:
     """Map a whole scene with a model; write a COG map (and optional extras).
 
@@ -343,12 +345,14 @@ def predict_scene(
             the current directory.
         task: ``lulc`` or ``water``; default the model's task (``lulc`` without a
             model). Must match the model's task.
-        model: ``.safetensors`` or ``.onnx`` model file; default the bundled model.
+        model: ``.safetensors``, ``.onnx`` or TensorRT ``.engine`` model file;
+            default the bundled model.
         tile: window size; must equal the model's tile size (default).
         overlap: pixels shared by neighbouring windows, blended smoothly.
         batch_size: tiles per model call (does not change the result).
-        backend: ``auto``, ``torch`` or ``onnx``.
-        device: ``cpu`` or ``cuda``.
+        backend: ``auto`` (by the model file), ``torch``, ``onnx`` or ``tensorrt``
+            (see :mod:`alosmap.runtime.base`).
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
         confidence: add a band with the top class probability (percent).
         probabilities: also write ``<output stem>_probabilities.tif``.
         preview: also write a PNG quicklook here.
@@ -358,6 +362,9 @@ def predict_scene(
         progress: draw a progress bar on stderr.
         threads: CPU threads for the runtime.
         runtime: an already opened runtime (reused across scenes by batch mode).
+        precision: ``fp32``, ``bf16`` or ``fp16``; None for the backend's default
+            (torch fp32, ONNX the file's, TensorRT the engine's).
+        compile: ``torch.compile`` the model (torch backend only).
 
     Returns:
         A :class:`PredictResult`.
@@ -368,6 +375,7 @@ def predict_scene(
     from .io.scene import Scene
     from .io.writer import MapWriter
     from .runtime import load_runtime
+    from .runtime.base import check_device, check_precision, resolve_backend
 
     t_start = time.perf_counter()
     scene_path = Path(scene)
@@ -381,6 +389,11 @@ def predict_scene(
         )
         from .spec import load_spec
 
+        # backend, device and precision first: "TensorRT is not installed" is a more
+        # useful first error for an .engine than a missing spec sidecar
+        resolve_backend(model_path, backend)
+        check_device(device)
+        check_precision(precision)
         spec = load_spec(model_path)
     else:
         model_path = Path(getattr(runtime, "path", "runtime"))
@@ -415,6 +428,7 @@ def predict_scene(
             "batch_size": batch_size,
             "backend": backend,
             "device": device,
+            "precision": precision or getattr(runtime, "precision", None),
             "input_units": info.units,
             "input_units_source": info.units_source,
             "band": info.band,
@@ -438,7 +452,13 @@ def predict_scene(
         )
         with writer:
             rt = runtime or load_runtime(
-                model_path, backend=backend, device=device, threads=threads
+                model_path,
+                backend=backend,
+                device=device,
+                threads=threads,
+                precision=precision,
+                compile=compile,
+                batch_size=batch_size,
             )
             result = _run(
                 sc,

@@ -8,7 +8,8 @@ came from. It is serialised as JSON:
 
 * ``.safetensors``: in the file header's ``__metadata__`` under ``alosmap.spec``;
 * ``.onnx``: in ``metadata_props`` under the same key;
-* TensorRT ``.engine``: in a ``.engine.json`` sidecar.
+* TensorRT ``.engine``: in a ``.engine.json`` sidecar (:func:`read_engine_sidecar`),
+  beside the TensorRT build record.
 
 Reading a spec never imports torch, and loading weights never unpickles anything.
 """
@@ -37,6 +38,10 @@ SPEC_KEY = "alosmap.spec"
 #: Version of the spec layout; bumped on incompatible changes.
 SPEC_FORMAT_VERSION = 1
 _MAX_HEADER = 100 * 1024 * 1024
+#: Suffixes of TensorRT engine files (their spec is in ``<engine>.json``).
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+#: ``format`` of the engine sidecar written by ``alosmap export tensorrt``.
+ENGINE_SIDECAR_FORMAT = "alosmap-engine/1"
 
 INPUT_UNITS = ("dn", "db", "linear")
 
@@ -313,13 +318,11 @@ def load_spec(path: str | os.PathLike[str]) -> ModelSpec:
     suffix = p.suffix.lower()
     if suffix == ".onnx":
         text = _onnx_spec_text(p)
-    elif suffix in (".engine", ".plan", ".trt"):
-        side = p.with_name(p.name + ".json")
-        if not side.is_file():
-            raise ModelFileError(
-                f"{p}: TensorRT engine without its spec sidecar {side}"
-            )
-        text = side.read_text(encoding="utf-8")
+    elif suffix in ENGINE_SUFFIXES:
+        data = read_engine_sidecar(p)
+        # a sidecar written by `alosmap export tensorrt` nests the spec; a bare spec
+        # JSON (hand-made sidecar) is accepted too
+        return ModelSpec.from_dict(data.get("spec", data))
     else:
         meta = read_safetensors_metadata(p)
         if SPEC_KEY not in meta:
@@ -330,6 +333,45 @@ def load_spec(path: str | os.PathLike[str]) -> ModelSpec:
             )
         text = meta[SPEC_KEY]
     return ModelSpec.from_json(text)
+
+
+def engine_sidecar_path(path: str | os.PathLike[str]) -> Path:
+    """The JSON sidecar of an engine: ``model.engine`` → ``model.engine.json``."""
+    p = Path(path)
+    return p.with_name(p.name + ".json")
+
+
+def read_engine_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read the JSON sidecar of a TensorRT engine (not the engine itself).
+
+    The sidecar written by ``alosmap export tensorrt`` is an object with
+    ``format`` (:data:`ENGINE_SIDECAR_FORMAT`), ``spec`` (the model spec),
+    ``tensorrt`` (TensorRT version, GPU name and compute capability, precision,
+    optimisation profile, build time) and ``parity``.
+
+    Args:
+        path: the engine (``.engine``, ``.plan`` or ``.trt``).
+
+    Raises:
+        ModelFileError: the engine or its sidecar is missing, or the sidecar is not
+            a JSON object.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ModelFileError(f"model file not found: {p}")
+    side = engine_sidecar_path(p)
+    if not side.is_file():
+        raise ModelFileError(
+            f"{p}: TensorRT engine without its spec sidecar {side.name}; rebuild it "
+            "with `alosmap export tensorrt`"
+        )
+    try:
+        data = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{side}: not a readable engine sidecar ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ModelFileError(f"{side}: not an engine sidecar (expected a JSON object)")
+    return data
 
 
 def _onnx_spec_text(path: Path) -> str:

@@ -20,6 +20,19 @@ works (converted by onnxscript).
 
 :func:`check_parity` runs the file in ONNX Runtime (CPU execution provider) and
 compares probabilities (softmax for K > 1, sigmoid for K = 1) with eager PyTorch.
+
+FP16 (``fp16=True``): the exported fp32 graph is converted with ONNX Runtime's
+``onnxruntime.transformers.float16`` converter (it ships with every ONNX Runtime
+wheel), keeping the graph input and output float32 (so every runtime still sees
+``float32 in → float32 out``) and the nodes :func:`fp32_sensitive_nodes` selects in
+fp32: LayerNormalization, Softmax and the ReduceMean/Sub/Pow/Add/Sqrt/Div chain of a
+decomposed LayerNorm. Reductions over a 32-768-channel axis and ``exp`` are where
+fp16 loses Swin's accuracy (the same trap as TensorRT FP16, which uses the same
+selection). Casting the PyTorch model to half before export was not chosen: it gives
+fp16 graph I/O and cannot keep individual ops in fp32. ONNX Runtime's CPU provider
+runs fp16 graphs by casting around ops that lack fp16 kernels, so the CPU parity
+check measures fp16 weights and fp16 activations between ops, not the fp16
+arithmetic of a GPU.
 """
 
 from __future__ import annotations
@@ -29,7 +42,8 @@ import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -46,6 +60,16 @@ logger = logging.getLogger(__name__)
 DEFAULT_OPSET = 18
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+#: Metadata key recording the weight/compute precision of the file (fp32 or fp16).
+PRECISION_KEY = "alosmap.precision"
+#: Largest max |Δprob| (vs eager PyTorch fp32) ``alosmap export onnx`` accepts by
+#: default. fp32 differences are float rounding (measured ≤ 1.1e-6 on 24
+#: sample_data tiles with the bundled models); fp16 ones come from fp16 weights and
+#: activations (measured ≤ 1.2e-3, argmax agreement ≥ 99.994 %), so fp16 gets a
+#: looser bound with ~8x headroom.
+DEFAULT_TOLERANCE = {"fp32": 1e-3, "fp16": 1e-2}
+#: ONNX ops that are always kept in fp32 in FP16 models (ONNX and TensorRT).
+FP32_OPS = ("LayerNormalization", "Softmax", "LogSoftmax")
 
 
 def _model_arch(model: torch.nn.Module) -> Any:
@@ -66,27 +90,31 @@ def export_onnx(
     metadata: Mapping[str, str] | None = None,
     dynamic_batch: bool = True,
     exporter: Literal["dynamo", "torchscript"] = "dynamo",
+    fp16: bool = False,
 ) -> Path:
     """Export ``model`` to ONNX with a fixed tile and a dynamic batch axis.
 
     The model is exported in eval mode on CPU (a copy is not made: the caller's model
-    is switched to eval and back).
+    is switched to eval and back). Unnamed nodes get unique names (the FP16 and
+    TensorRT precision rules address nodes by name).
 
     Args:
         model: a :class:`~alosmap.models.SegmentationModel`.
         path: output ``.onnx`` file; replaced atomically if it exists.
         opset: ONNX opset.
         metadata: string pairs written to ``metadata_props`` (e.g. the model spec
-            JSON under one key).
+            JSON under one key); :data:`PRECISION_KEY` is added.
         dynamic_batch: make the batch axis ``N`` dynamic (otherwise fixed at 1).
-        exporter: ``"torchscript"`` (default) or ``"dynamo"``.
+        exporter: ``"dynamo"`` (default) or ``"torchscript"``.
+        fp16: store weights and compute in float16, except the nodes of
+            :func:`fp32_sensitive_nodes`; input and output stay float32.
 
     Returns:
         The written path.
 
     Raises:
         SpecError: for a model without ``arch`` or non-string metadata.
-        ModelFileError: if the export or the ONNX checker fails.
+        ModelFileError: if the export, the FP16 conversion or the ONNX checker fails.
     """
     import onnx
     import torch
@@ -100,6 +128,7 @@ def export_onnx(
             raise SpecError(
                 f"ONNX metadata must map str to str; got {k!r}: {type(v).__name__}"
             )
+    meta[PRECISION_KEY] = "fp16" if fp16 else "fp32"
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     dummy = torch.zeros(
@@ -156,6 +185,9 @@ def export_onnx(
         out_dims = proto.graph.output[0].type.tensor_type.shape.dim
         for dim, value in zip(out_dims[1:], static, strict=True):
             dim.dim_value = value
+        _name_nodes(proto.graph)
+        if fp16:
+            proto = convert_fp16(proto)
         del proto.metadata_props[:]
         for key, value in meta.items():
             entry = proto.metadata_props.add()
@@ -171,8 +203,184 @@ def export_onnx(
         model.train(was_training)
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-    logger.info("wrote %s (opset %d, exporter %s)", path, opset, exporter)
+    precision = meta[PRECISION_KEY]
+    logger.info("wrote %s (opset %d, %s, %s)", path, opset, exporter, precision)
     return path
+
+
+def _name_nodes(graph: Any) -> None:
+    """Give every unnamed node of ``graph`` a unique name (``<op>_<index>``)."""
+    used = {n.name for n in graph.node if n.name}
+    for i, node in enumerate(graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{i}"
+            while name in used:
+                name += "_"
+            node.name = name
+            used.add(name)
+
+
+def fp32_sensitive_nodes(model: Any) -> list[str]:
+    """Names of the nodes an FP16 build must keep in fp32, in graph order.
+
+    These are the ops of :data:`FP32_OPS` (LayerNormalization, Softmax, LogSoftmax)
+    and every decomposed LayerNorm, as older opsets and some exporters write it::
+
+        m = ReduceMean(x); d = Sub(x, m); v = ReduceMean(Pow(d, 2))   (or Mul(d, d))
+        y = Div(d, Sqrt(Add(v, eps)))
+
+    of which ReduceMean, Sub, Pow/Mul, ReduceMean, Add, Sqrt and Div are selected (the
+    affine Mul/Add that follows is safe in fp16: its input is normalised). The match
+    walks producer links back from each ``Sqrt``, so unrelated Pow or ReduceMean
+    nodes stay fp16.
+
+    Args:
+        model: an ``onnx.ModelProto`` (or its ``GraphProto``); nodes need names
+            (:func:`export_onnx` guarantees them).
+
+    Returns:
+        Node names.
+    """
+    graph = getattr(model, "graph", model)
+    nodes = list(graph.node)
+    producer = {out: n for n in nodes for out in n.output if out}
+    consumers: dict[str, list[Any]] = {}
+    for n in nodes:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+
+    def made_by(tensor: str, *ops: str) -> Any:
+        node = producer.get(tensor)
+        return node if node is not None and node.op_type in ops else None
+
+    keep = {id(n) for n in nodes if n.op_type in FP32_OPS}
+    for sqrt in (n for n in nodes if n.op_type == "Sqrt"):
+        add = made_by(sqrt.input[0], "Add")
+        var = add and (
+            made_by(add.input[0], "ReduceMean") or made_by(add.input[1], "ReduceMean")
+        )
+        sq = var and made_by(var.input[0], "Pow", "Mul")
+        if not sq or (sq.op_type == "Mul" and sq.input[0] != sq.input[1]):
+            continue
+        sub = made_by(sq.input[0], "Sub")
+        mean = sub and made_by(sub.input[1], "ReduceMean")
+        if not mean or mean.input[0] != sub.input[0]:
+            continue
+        divs = [
+            d
+            for d in consumers.get(sqrt.output[0], [])
+            if d.op_type == "Div" and d.input[0] == sub.output[0]
+        ]
+        keep.update(id(n) for n in (mean, sub, sq, var, add, sqrt, *divs))
+    return [n.name for n in nodes if id(n) in keep]
+
+
+def convert_fp16(model: Any) -> Any:
+    """Convert an fp32 ``ModelProto`` to fp16, keeping sensitive nodes and I/O fp32.
+
+    Uses ``onnxruntime.transformers.float16.convert_float_to_float16`` with
+    ``keep_io_types=True`` and :func:`fp32_sensitive_nodes` as the node block list,
+    then repairs what the converter leaves behind: identical Cast nodes written
+    twice when two fp32 nodes read the same fp16 tensor (a decomposed LayerNorm's
+    ReduceMean and Sub), Cast nodes appended after their consumers, and stale fp32
+    ``value_info``.
+
+    Args:
+        model: the fp32 model (modified in place).
+
+    Returns:
+        The fp16 model.
+
+    Raises:
+        BackendUnavailableError: if ONNX Runtime is not installed.
+    """
+    from alosmap._imports import lazy_import
+
+    float16 = lazy_import("onnxruntime.transformers.float16")
+    _name_nodes(model.graph)
+    keep = fp32_sensitive_nodes(model)
+    # the converter logs one warning per initializer value it clips to fp16 range
+    conv_log = logging.getLogger("onnxruntime.transformers.float16")
+    level = conv_log.level
+    conv_log.setLevel(logging.ERROR)
+    try:
+        out = float16.convert_float_to_float16(
+            model,
+            keep_io_types=True,
+            op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST),
+            node_block_list=keep,
+        )
+    finally:
+        conv_log.setLevel(level)
+    _drop_duplicate_nodes(out.graph)
+    _toposort(out.graph)
+    del out.graph.value_info[:]
+    logger.info("fp16: %d nodes kept in fp32", len(keep))
+    return out
+
+
+def _drop_duplicate_nodes(graph: Any) -> None:
+    """Remove exact copies of a node that writes an already-written tensor.
+
+    Raises:
+        ModelFileError: two different nodes write the same tensor.
+    """
+    writers: dict[str, bytes] = {}
+    kept = []
+    for node in graph.node:
+        blob = node.SerializeToString()
+        seen = [writers.get(o) for o in node.output if o in writers]
+        if seen and all(b == blob for b in seen):
+            continue  # a duplicate of an earlier node
+        if seen:
+            raise ModelFileError(
+                f"ONNX graph: node {node.name!r} writes a tensor another node writes"
+            )
+        writers.update((o, blob) for o in node.output if o)
+        kept.append(node)
+    if len(kept) != len(graph.node):
+        del graph.node[:]
+        graph.node.extend(kept)
+
+
+def _toposort(graph: Any) -> None:
+    """Reorder ``graph.node`` so every input is produced before it is used.
+
+    Kahn's algorithm; among ready nodes the original order wins, so an already
+    sorted graph is left as it is.
+    """
+    import heapq
+
+    nodes = list(graph.node)
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    available.add("")  # an omitted optional input
+    producer = {out: i for i, n in enumerate(nodes) for out in n.output}
+    missing = [0] * len(nodes)
+    users: dict[int, list[int]] = {}
+    for i, node in enumerate(nodes):
+        for name in set(node.input):
+            if name in available:
+                continue
+            if name not in producer:
+                raise ModelFileError(
+                    f"ONNX graph: input {name!r} of node {node.name!r} is not produced"
+                )
+            missing[i] += 1
+            users.setdefault(producer[name], []).append(i)
+    heap = [i for i, m in enumerate(missing) if m == 0]
+    heapq.heapify(heap)
+    order = []
+    while heap:
+        i = heapq.heappop(heap)
+        order.append(i)
+        for j in users.get(i, []):
+            missing[j] -= 1
+            if missing[j] == 0:
+                heapq.heappush(heap, j)
+    if len(order) != len(nodes):
+        raise ModelFileError("ONNX graph has a cycle; cannot order its nodes")
+    del graph.node[:]
+    graph.node.extend(nodes[i] for i in order)
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -202,6 +410,49 @@ def _probs(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def compare_probs(p_ref: np.ndarray, p_test: np.ndarray) -> dict[str, float]:
+    """Agreement of two probability batches ``[N, K, H, W]``.
+
+    Returns:
+        ``max_abs_prob_diff`` (max |Δprob| over all pixels and classes) and
+        ``argmax_agreement`` (fraction of pixels with the same class; for K = 1 the
+        same side of 0.5).
+    """
+    import numpy as np
+
+    if p_ref.shape != p_test.shape:
+        raise ValueError(f"shape mismatch: {p_ref.shape} vs {p_test.shape}")
+    a, b = p_ref.astype(np.float64), p_test.astype(np.float64)
+    if a.shape[1] == 1:
+        agree = (a[:, 0] > 0.5) == (b[:, 0] > 0.5)
+    else:
+        agree = a.argmax(axis=1) == b.argmax(axis=1)
+    return {
+        "max_abs_prob_diff": float(np.abs(a - b).max()),
+        "argmax_agreement": float(agree.mean()),
+    }
+
+
+def onnx_logits(onnx_path: str | os.PathLike[str], inputs: np.ndarray) -> np.ndarray:
+    """Logits of ``inputs`` from ONNX Runtime's CPU execution provider (the reference).
+
+    Raises:
+        BackendUnavailableError: if ONNX Runtime is not installed.
+    """
+    import numpy as np
+
+    from alosmap._imports import lazy_import
+
+    ort = lazy_import("onnxruntime")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(
+        str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"]
+    )
+    x = np.ascontiguousarray(inputs, dtype=np.float32)
+    return np.asarray(session.run([OUTPUT_NAME], {INPUT_NAME: x})[0], np.float32)
+
+
 def check_parity(
     model: torch.nn.Module,
     onnx_path: str | os.PathLike[str],
@@ -210,14 +461,13 @@ def check_parity(
     """Compare ONNX Runtime (CPU EP) with eager PyTorch on ``inputs``.
 
     Args:
-        model: the PyTorch model that was exported (run in eval mode, on CPU).
-        onnx_path: the exported file.
+        model: the PyTorch model that was exported (run in eval mode, fp32).
+        onnx_path: the exported file (fp32 or fp16; its I/O is float32).
         inputs: batch [N, in_chans, H, W] (cast to float32).
 
     Returns:
-        ``max_abs_prob_diff`` (max |Δprob| over all pixels and classes),
-        ``argmax_agreement`` (fraction of pixels with the same class; for K = 1 the
-        same side of 0.5), ``max_abs_logit_diff``, ``batch``.
+        ``max_abs_prob_diff``, ``argmax_agreement`` (see :func:`compare_probs`),
+        ``max_abs_logit_diff``, ``batch``.
 
     Raises:
         BackendUnavailableError: if ONNX Runtime is not installed.
@@ -225,13 +475,8 @@ def check_parity(
     import numpy as np
     import torch
 
-    from alosmap._imports import lazy_import
-
-    ort = lazy_import("onnxruntime")
     x = np.ascontiguousarray(inputs, dtype=np.float32)
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    ort_logits = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
-
+    ort_logits = onnx_logits(onnx_path, x)
     was_training = model.training
     model.eval()
     try:
@@ -241,15 +486,111 @@ def check_parity(
             ref_logits = model(torch.from_numpy(x).to(device)).float().cpu().numpy()
     finally:
         model.train(was_training)
-
-    p_ref, p_ort = _probs(ref_logits), _probs(ort_logits)
-    if ref_logits.shape[1] == 1:
-        agree = (p_ref[:, 0] > 0.5) == (p_ort[:, 0] > 0.5)
-    else:
-        agree = p_ref.argmax(axis=1) == p_ort.argmax(axis=1)
     return {
-        "max_abs_prob_diff": float(np.abs(p_ref - p_ort).max()),
-        "argmax_agreement": float(agree.mean()),
+        **compare_probs(_probs(ref_logits), _probs(ort_logits)),
         "max_abs_logit_diff": float(np.abs(ref_logits - ort_logits).max()),
         "batch": float(x.shape[0]),
     }
+
+
+@dataclass
+class OnnxExport:
+    """What :func:`export_onnx_file` wrote and how it compared with PyTorch.
+
+    Attributes:
+        path: the ONNX file.
+        precision: ``fp32`` or ``fp16``.
+        seconds: export time (without the parity check).
+        parity: :func:`check_parity` result, or None when not checked.
+        parity_source: where the parity tiles came from.
+        tolerance: the max |Δprob| that was accepted.
+    """
+
+    path: Path
+    precision: str
+    seconds: float
+    parity: dict[str, float] | None = None
+    parity_source: str = ""
+    tolerance: float | None = None
+
+
+def export_onnx_file(
+    model_path: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    opset: int = DEFAULT_OPSET,
+    fp16: bool = False,
+    check: bool = True,
+    tolerance: float | None = None,
+    parity_scenes: Sequence[str | os.PathLike[str]] | None = None,
+    parity_tiles: int | None = None,
+    overwrite: bool = False,
+) -> OnnxExport:
+    """``alosmap export onnx``: model file → checked ONNX file, all or nothing.
+
+    The ONNX file is written under a temporary name beside ``output``, checked for
+    parity against eager PyTorch (fp32) on real tiles
+    (:func:`alosmap.export.parity.parity_tiles`) and only then renamed to
+    ``output``; a failed check leaves ``output`` as it was.
+
+    Args:
+        model_path: an alosmap ``.safetensors`` model.
+        output: the ``.onnx`` file to write.
+        opset: ONNX opset (>= 17).
+        fp16: fp16 weights and compute (see :func:`convert_fp16`).
+        check: run the parity check.
+        tolerance: largest accepted max |Δprob|; :data:`DEFAULT_TOLERANCE` by
+            precision when None.
+        parity_scenes: scenes to cut parity tiles from (default ``sample_data/``).
+        parity_tiles: number of parity tiles (default
+            :data:`~alosmap.export.parity.DEFAULT_PARITY_TILES`).
+        overwrite: replace an existing ``output``.
+
+    Raises:
+        OutputExistsError: ``output`` exists and ``overwrite`` is False.
+        OutputPathError: ``output`` does not end in ``.onnx``.
+        ModelFileError: ``model_path`` is not an alosmap model, or the export fails.
+        ParityError: the parity check fails (nothing is written).
+    """
+    import time
+
+    from alosmap._fileio import atomic_write
+    from alosmap.errors import OutputExistsError, OutputPathError, ParityError
+    from alosmap.spec import SPEC_KEY, load_model
+
+    from .parity import DEFAULT_PARITY_TILES
+    from .parity import parity_tiles as make_tiles
+
+    out = Path(output)
+    if out.suffix.lower() != ".onnx":
+        raise OutputPathError(f"--output {out}: expected a .onnx file name")
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"{out} exists; use --overwrite to replace it")
+    if opset < 17:
+        raise SpecError(f"--opset {opset}: alosmap exports need opset 17 or later")
+    precision = "fp16" if fp16 else "fp32"
+    tol = DEFAULT_TOLERANCE[precision] if tolerance is None else tolerance
+    net, spec = load_model(model_path)
+    count = parity_tiles or DEFAULT_PARITY_TILES
+    tiles = make_tiles(spec, parity_scenes, count=count) if check else None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = OnnxExport(out, precision, 0.0, tolerance=tol if check else None)
+    meta = {SPEC_KEY: spec.to_json()}
+
+    def write(tmp: Path) -> None:
+        t0 = time.perf_counter()
+        export_onnx(net, tmp, opset=opset, metadata=meta, fp16=fp16)
+        report.seconds = time.perf_counter() - t0
+        if tiles is None:
+            return
+        report.parity = check_parity(net, tmp, tiles.tiles)
+        report.parity_source = tiles.source
+        diff = report.parity["max_abs_prob_diff"]
+        if not diff <= tol:  # also catches NaN
+            raise ParityError(
+                f"ONNX parity check failed ({precision}, {tiles.source}): max "
+                f"|Δprob| {diff:.2e} > tolerance {tol:.1e}; nothing was written"
+            )
+
+    atomic_write(out, write)
+    return report

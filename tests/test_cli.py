@@ -77,7 +77,8 @@ def test_exit_codes():
     assert res.returncode == 0 and "info" in res.stdout
     assert time.perf_counter() - t0 < 60  # generous: only catches pathological imports
     assert _alosmap("no-such-command").returncode == 2
-    assert _alosmap("info").returncode == 2
+    # without a path, info lists this machine's backends (see tests/test_runtime.py)
+    assert _alosmap("info").returncode == 0
     assert _alosmap("info", "/no/such/file.tif").returncode == 2
 
 

@@ -1,4 +1,4 @@
-"""``alosmap info``: describe a model file or a raster."""
+"""``alosmap info``: describe a model file or a raster, or list the backends."""
 
 from __future__ import annotations
 
@@ -9,53 +9,55 @@ from typing import Annotated, Any
 import typer
 
 MODEL_SUFFIXES = (".safetensors", ".onnx", ".engine", ".plan", ".trt")
+_SUFFIX_BACKEND = {
+    ".safetensors": "torch",
+    ".onnx": "onnx",
+    ".engine": "tensorrt",
+    ".plan": "tensorrt",
+    ".trt": "tensorrt",
+}
 
 
 def info(
     path: Annotated[
-        Path,
+        Path | None,
         typer.Argument(
             exists=True,
             dir_okay=False,
             readable=True,
-            help="A model file (.safetensors, .onnx, .engine) or a raster (GeoTIFF).",
+            help="A model file (.safetensors, .onnx, .engine) or a raster (GeoTIFF). "
+            "Without it: the backends available on this machine.",
         ),
-    ],
+    ] = None,
+    backends: Annotated[
+        bool,
+        typer.Option(
+            "--backends",
+            help="List the inference backends, ONNX Runtime execution providers "
+            "(checked by loading each), devices and versions of this machine.",
+        ),
+    ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print JSON on stdout instead of text.")
     ] = False,
 ) -> None:
-    """Describe a model file (its spec) or a raster (size, CRS, pixels, no-data)."""
-    if path.suffix.lower() in MODEL_SUFFIXES:
-        from alosmap.spec import load_spec
+    """Describe a model file, a raster, or (without PATH) this machine's backends.
 
-        spec = load_spec(path)
-        data: dict[str, Any] = {"path": str(path), "kind": "model", **spec.to_dict()}
-        if as_json:
-            typer.echo(json.dumps(data, indent=2))
-            return
-        a = spec.arch
-        lines = [
-            f"model       {path}",
-            f"name        {spec.name}",
-            f"task        {spec.task} ({spec.num_outputs} output(s))",
-            f"encoder     Swin C={a.embed_dim} depths={list(a.depths)} "
-            f"heads={list(a.num_heads)} windows={list(a.window_size)}",
-            f"decoder     UPerNet {a.decoder_channels} ch, "
-            f"high-res={'on' if a.highres else 'off'}, "
-            f"refine-up={'on' if a.refine_up else 'off'}",
-            f"tile        {a.img_size}x{a.img_size} px, {a.in_chans} band",
-            f"radiometry  band {spec.radiometry.band}, units {spec.radiometry.units}, "
-            f"CF {spec.radiometry.calibration_factor_db} dB, clip "
-            f"{list(spec.radiometry.clip_db)} dB, mean {spec.radiometry.mean_db:.3f} "
-            f"std {spec.radiometry.std_db:.3f} dB",
-            "classes     " + ", ".join(f"{c.code}={c.name}" for c in spec.classes),
-        ]
-        if spec.threshold is not None:
-            lines.append(f"threshold   {spec.threshold}")
-        for k, v in sorted(spec.provenance.items()):
-            lines.append(f"provenance  {k}: {v}")
-        typer.echo("\n".join(lines))
+    A model: its spec and the backend that runs it here. A raster: size, CRS, pixels,
+    no-data. The backends: PyTorch, ONNX Runtime (each execution provider checked by
+    loading it) and TensorRT, with devices, precisions and versions.
+    """
+    if path is None or backends:
+        if path is not None:
+            _describe_path(path, as_json)
+        _describe_backends(as_json)
+        return
+    _describe_path(path, as_json)
+
+
+def _describe_path(path: Path, as_json: bool) -> None:
+    if path.suffix.lower() in MODEL_SUFFIXES:
+        _describe_model(path, as_json)
         return
     from alosmap.io.raster import describe_raster
 
@@ -66,3 +68,120 @@ def info(
     width = max(len(k) for k in desc)
     for k, v in desc.items():
         typer.echo(f"{k.ljust(width)}  {v}")
+
+
+def _describe_model(path: Path, as_json: bool) -> None:
+    from alosmap.runtime.probe import describe_backend
+    from alosmap.spec import load_spec
+
+    spec = load_spec(path)
+    backend = _SUFFIX_BACKEND[path.suffix.lower()]
+    runs = _runs_here(describe_backend(backend))
+    if as_json:
+        data: dict[str, Any] = {"path": str(path), "kind": "model", **spec.to_dict()}
+        data["backend"] = {"name": backend, "runs_here": runs}
+        typer.echo(json.dumps(data, indent=2))
+        return
+    a = spec.arch
+    lines = [
+        f"model       {path}",
+        f"name        {spec.name}",
+        f"task        {spec.task} ({spec.num_outputs} output(s))",
+        f"encoder     Swin C={a.embed_dim} depths={list(a.depths)} "
+        f"heads={list(a.num_heads)} windows={list(a.window_size)}",
+        f"decoder     UPerNet {a.decoder_channels} ch, "
+        f"high-res={'on' if a.highres else 'off'}, "
+        f"refine-up={'on' if a.refine_up else 'off'}",
+        f"tile        {a.img_size}x{a.img_size} px, {a.in_chans} band",
+        f"radiometry  band {spec.radiometry.band}, units {spec.radiometry.units}, "
+        f"CF {spec.radiometry.calibration_factor_db} dB, clip "
+        f"{list(spec.radiometry.clip_db)} dB, mean {spec.radiometry.mean_db:.3f} "
+        f"std {spec.radiometry.std_db:.3f} dB",
+        "classes     " + ", ".join(f"{c.code}={c.name}" for c in spec.classes),
+    ]
+    if spec.threshold is not None:
+        lines.append(f"threshold   {spec.threshold}")
+    for k, v in sorted(spec.provenance.items()):
+        lines.append(f"provenance  {k}: {v}")
+    where = ", ".join(runs["devices"]) if runs["devices"] else "nowhere on this machine"
+    lines.append(f"backend     {backend}: runs here on {where}")
+    lines.extend(f"            {note}" for note in runs["notes"])
+    typer.echo("\n".join(lines))
+
+
+def _runs_here(entry: dict[str, Any]) -> dict[str, Any]:
+    """Devices one backend entry can use here, and why not the others."""
+    if not entry.get("installed"):
+        return {"devices": [], "notes": [entry["install"]]}
+    if entry.get("error"):
+        return {
+            "devices": [],
+            "notes": [f"{entry['name']} is broken: {entry['error']}"],
+        }
+    notes = [
+        f"{p['name']}: {p['reason']}"
+        for p in entry.get("providers", [])
+        if not p.get("loads") and p.get("reason")
+    ]
+    if entry.get("note"):
+        notes.append(entry["note"])
+    return {"devices": list(entry.get("devices", [])), "notes": notes}
+
+
+def _describe_backends(as_json: bool) -> None:
+    from alosmap.runtime.probe import describe_backends
+
+    report = describe_backends(probe=True)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    lines = []
+    for b in report["backends"]:
+        name = b["name"].ljust(9)
+        if not b.get("installed"):
+            lines.append(f"{name} not installed: {b['install'].split(': ', 1)[-1]}")
+            continue
+        if b.get("error"):
+            lines.append(f"{name} installed but broken: {b['error']}")
+            continue
+        devices = ", ".join(b["devices"]) or "no device"
+        if b["name"] == "torch":
+            cuda = f", CUDA {b['cuda_build']} build" if b["cuda_build"] else ""
+            prec = "; ".join(f"{d} {'/'.join(p)}" for d, p in b["precisions"].items())
+            lines.append(
+                f"{name} PyTorch {b['version']}{cuda}; devices: {devices}; "
+                f"precision: {prec}; torch.compile: {'yes' if b['compile'] else 'no'}"
+            )
+        elif b["name"] == "onnx":
+            cuda = f", CUDA {b['cuda_build']} build" if b["cuda_build"] else ""
+            lines.append(
+                f"{name} {b['package']} {b['version']}{cuda}; devices: {devices}"
+            )
+            for p in b["providers"]:
+                state = "loads" if p.get("loads") else f"no: {p.get('reason')}"
+                lines.append(f"{'':10}{p['name']:<27} {state}")
+        else:
+            note = f" ({b['note']})" if b.get("note") else ""
+            lines.append(
+                f"{name} TensorRT {b['version'] or '?'}; devices: {devices}{note}"
+            )
+    c = report["cpu"]
+    lines.append(
+        f"{'cpu':<9} {c['model']}: {c['physical']} physical cores "
+        f"({c['logical']} logical); "
+        f"default threads {c['default_threads']}; native bf16: "
+        f"{'yes' if c['native_bf16'] else 'no'}"
+    )
+    if report["gpus"]:
+        for g in report["gpus"]:
+            lines.append(
+                f"{'gpu':<9} {g['device']} {g['name']} (sm {g['capability']}, "
+                f"{g['memory_gb']} GB, bf16 {'yes' if g['bf16'] else 'no'})"
+            )
+    else:
+        lines.append(f"{'gpu':<9} none visible to PyTorch")
+    lines.append(
+        f"{'auto':<9} .safetensors → torch, .onnx → onnx (TensorRT EP → CUDA EP → "
+        "CPU EP on --device cuda), .engine → tensorrt"
+    )
+    typer.echo("\n".join(lines))

@@ -3,17 +3,30 @@
 Every backend turns a batch of normalised tiles ``[B, 1, H, W]`` (float32) into class
 probabilities ``[B, K, H, W]`` (float32): softmax over the 9 LULC classes, or the
 sigmoid water probability (K = 1). :func:`load_runtime` picks the backend from the
-model file and what is installed.
+model file and checks it is installed; :func:`describe_backends` says what can run on
+this machine.
 """
 
 from __future__ import annotations
 
-from .base import BACKENDS, Runtime, available_backends, load_runtime, logits_to_probs
+from .base import (
+    BACKENDS,
+    PRECISIONS,
+    Runtime,
+    available_backends,
+    load_runtime,
+    logits_to_probs,
+    resolve_backend,
+)
+from .probe import describe_backends
 
 __all__ = [
     "BACKENDS",
+    "PRECISIONS",
     "Runtime",
     "available_backends",
+    "describe_backends",
     "load_runtime",
     "logits_to_probs",
+    "resolve_backend",
 ]

@@ -1,7 +1,27 @@
-"""The runtime protocol, backend selection and shared helpers."""
+"""The runtime protocol, backend selection and shared helpers.
+
+Selection (:func:`resolve_backend`): each model file type runs on exactly one backend,
+so ``--backend auto`` goes by the file: ``.engine``/``.plan``/``.trt`` → TensorRT,
+``.onnx`` → ONNX Runtime (which on ``--device cuda`` itself tries its TensorRT
+execution provider, then CUDA, then CPU), ``.safetensors`` → PyTorch. The order of
+DESIGN.md (TensorRT, then ONNX Runtime, then torch) is the order in which to *export*
+a model for speed; for a given file only the backend that reads it applies. Naming a
+backend that cannot read the file, or one that is not installed, is an error that says
+what to run instead.
+
+Precision (``precision=None`` means the backend's natural one):
+
+* torch: ``fp32`` (default), ``bf16`` or ``fp16`` through ``torch.autocast``;
+  ``fp16`` only on CUDA. ``bf16`` also works on the CPU, where it is fast only on
+  CPUs with native bf16 (AVX512-BF16/AMX). Softmax is always computed in fp32.
+* onnx: the file decides (``alosmap export onnx`` writes fp32 or fp16 graphs);
+  ``fp16`` with an fp32 file asks the TensorRT execution provider to build in fp16.
+* tensorrt: fixed when the engine is built; only ``None`` is accepted.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 from pathlib import Path
@@ -9,12 +29,35 @@ from typing import Protocol
 
 import numpy as np
 
-from alosmap.errors import BackendUnavailableError, ModelFileError
+from alosmap.errors import BackendOptionError, BackendUnavailableError, ModelFileError
 from alosmap.spec import ModelSpec
 
-#: Backends ``--backend`` accepts (``auto`` picks one).
-BACKENDS = ("auto", "torch", "onnx")
-_SUFFIX_BACKEND = {".safetensors": "torch", ".onnx": "onnx"}
+#: Backends ``--backend`` accepts (``auto`` picks one by the model file).
+BACKENDS = ("auto", "torch", "onnx", "tensorrt")
+#: Compute precisions ``--precision`` accepts.
+PRECISIONS = ("fp32", "bf16", "fp16")
+#: The backend that reads each model file type.
+SUFFIX_BACKEND = {
+    ".safetensors": "torch",
+    ".onnx": "onnx",
+    ".engine": "tensorrt",
+    ".plan": "tensorrt",
+    ".trt": "tensorrt",
+}
+#: The Python module each backend needs.
+BACKEND_MODULES = {"torch": "torch", "onnx": "onnxruntime", "tensorrt": "tensorrt"}
+#: The one line a user sees when a backend is missing.
+INSTALL_HINTS = {
+    "torch": "PyTorch is not installed: pip install torch",
+    "onnx": "ONNX Runtime is not installed: pip install onnxruntime-gpu (Linux and "
+    "Windows x86-64; it also runs on the CPU) or pip install onnxruntime (elsewhere)",
+    "tensorrt": "TensorRT is not installed: pip install 'alosmap[tensorrt]'",
+}
+_FILE_KIND = {
+    "torch": ".safetensors files",
+    "onnx": ".onnx files",
+    "tensorrt": ".engine files",
+}
 
 
 class Runtime(Protocol):
@@ -44,44 +87,158 @@ def logits_to_probs(logits: np.ndarray) -> np.ndarray:
     return x
 
 
+def backend_installed(name: str) -> bool:
+    """Whether the module ``name`` (a backend) needs can be found (nothing imported)."""
+    try:
+        return importlib.util.find_spec(BACKEND_MODULES[name]) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def require_backend(name: str) -> None:
+    """Raise the one-line install hint if backend ``name`` is not installed.
+
+    Raises:
+        BackendUnavailableError: naming the package or pip extra to install.
+    """
+    if not backend_installed(name):
+        raise BackendUnavailableError(INSTALL_HINTS[name])
+
+
 def available_backends() -> dict[str, str]:
-    """Backends usable here, with a short description of each."""
+    """Installed backends, with their version (nothing is probed or loaded)."""
+    from importlib import metadata
+
     out: dict[str, str] = {}
-    if importlib.util.find_spec("torch") is not None:
-        import torch
-
-        cuda = torch.cuda.is_available()
-        out["torch"] = f"PyTorch {torch.__version__} (CUDA {'yes' if cuda else 'no'})"
-    if importlib.util.find_spec("onnxruntime") is not None:
-        import onnxruntime as ort
-
-        out["onnx"] = (
-            f"ONNX Runtime {ort.__version__} "
-            f"({', '.join(ort.get_available_providers())})"
-        )
+    for name, dists in (
+        ("torch", ("torch",)),
+        ("onnx", ("onnxruntime-gpu", "onnxruntime")),
+        ("tensorrt", ("tensorrt", "tensorrt-cu12", "tensorrt-cu13")),
+    ):
+        if not backend_installed(name):
+            continue
+        for dist in dists:
+            try:
+                out[name] = f"{dist} {metadata.version(dist)}"
+                break
+            except metadata.PackageNotFoundError:
+                continue
+        else:
+            out[name] = BACKEND_MODULES[name]
     return out
 
 
 def resolve_backend(model_path: Path, backend: str) -> str:
-    """The backend to use for ``model_path`` (``auto`` goes by the file type)."""
+    """The backend that runs ``model_path`` (``auto`` goes by the file type).
+
+    Also checks that the backend is installed.
+
+    Raises:
+        BackendOptionError: an unknown backend name.
+        ModelFileError: an unknown file type, or a backend that cannot read it.
+        BackendUnavailableError: the backend is not installed (one line naming the
+            pip package or extra).
+    """
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+        raise BackendOptionError(
+            f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}"
+        )
     suffix = model_path.suffix.lower()
-    by_file = _SUFFIX_BACKEND.get(suffix)
+    by_file = SUFFIX_BACKEND.get(suffix)
     if by_file is None:
         raise ModelFileError(
             f"{model_path}: unknown model file type {suffix!r}; expected .safetensors "
-            "(PyTorch) or .onnx (ONNX Runtime)"
+            "(PyTorch), .onnx (ONNX Runtime) or .engine (TensorRT)"
         )
-    if backend == "auto":
-        return by_file
-    if backend != by_file:
+    if backend not in ("auto", by_file):
+        hint = {
+            "onnx": " (export one with `alosmap export onnx`)",
+            "tensorrt": " (build one with `alosmap export tensorrt`; to use TensorRT "
+            "through ONNX Runtime, pass the .onnx file with --device cuda)",
+            "torch": " (PyTorch needs the .safetensors model file)",
+        }[backend]
         raise ModelFileError(
-            f"--backend {backend} cannot run {model_path.name}: "
-            f"{suffix} files run with --backend {by_file}"
-            + (" (export one with `alosmap export onnx`)" if backend == "onnx" else "")
+            f"--backend {backend} cannot run {model_path.name}: {suffix} files run "
+            f"with --backend {by_file}; --backend {backend} runs "
+            f"{_FILE_KIND[backend]}{hint}"
         )
-    return backend
+    require_backend(by_file)
+    return by_file
+
+
+def check_device(device: str) -> str:
+    """Validate a ``--device`` value (``cpu``, ``cuda`` or ``cuda:N``).
+
+    Raises:
+        BackendOptionError: for anything else.
+    """
+    if (
+        device == "cpu"
+        or device == "cuda"
+        or (device.startswith("cuda:") and device[5:].isdigit())
+    ):
+        return device
+    raise BackendOptionError(f"unknown device {device!r}; use cpu, cuda or cuda:N")
+
+
+def device_index(device: str) -> int:
+    """The GPU index of ``cuda:N`` (0 for ``cuda``)."""
+    return int(device.split(":", 1)[1]) if ":" in device else 0
+
+
+def check_precision(precision: str | None) -> str | None:
+    """Validate a ``--precision`` value (None means the backend's default).
+
+    Raises:
+        BackendOptionError: for an unknown precision.
+    """
+    if precision is None or precision in PRECISIONS:
+        return precision
+    raise BackendOptionError(
+        f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}"
+    )
+
+
+def physical_cores() -> int:
+    """CPU cores this process may use, counting SMT siblings once.
+
+    Honours the CPU affinity mask (``taskset``, cgroup cpusets); falls back to the
+    logical count where the topology is not readable.
+    """
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = list(range(os.cpu_count() or 1))
+    cores = set()
+    for cpu in cpus:
+        topo = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list")
+        try:
+            cores.add(topo.read_text().strip())
+        except OSError:
+            return max(1, len(cpus))
+    return max(1, len(cores))
+
+
+def cache_dir() -> Path:
+    """The cache folder of alosmap (TensorRT EP engines, ...), not created here.
+
+    ``$ALOSMAP_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/alosmap``, else
+    ``~/.cache/alosmap``.
+    """
+    if os.environ.get("ALOSMAP_CACHE_DIR"):
+        return Path(os.environ["ALOSMAP_CACHE_DIR"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "alosmap"
+
+
+def file_sha256(path: Path, length: int = 16) -> str:
+    """The first ``length`` hex digits of the SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:length]
 
 
 def load_runtime(
@@ -90,38 +247,86 @@ def load_runtime(
     backend: str = "auto",
     device: str = "cpu",
     threads: int | None = None,
+    precision: str | None = None,
+    compile: bool = False,
+    batch_size: int | None = None,
 ) -> Runtime:
     """Open a model file with the chosen backend.
 
     Args:
-        model_path: ``.safetensors`` (torch) or ``.onnx`` (ONNX Runtime).
-        backend: ``auto``, ``torch`` or ``onnx``.
-        device: ``cpu`` or ``cuda`` (``cuda:N`` for torch).
-        threads: intra-op threads on the CPU (default: the library's choice).
+        model_path: ``.safetensors`` (torch), ``.onnx`` (ONNX Runtime) or
+            ``.engine`` (TensorRT).
+        backend: ``auto`` (by the file type), ``torch``, ``onnx`` or ``tensorrt``.
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        threads: intra-op CPU threads (default: the physical cores).
+        precision: ``fp32``, ``bf16`` or ``fp16``; None for the backend's default
+            (see the module docstring).
+        compile: ``torch.compile`` the model (torch only). The first batch of each
+            new size compiles (minutes on a CPU); smaller batches are padded.
+        batch_size: the batch size that will be used; sets the optimisation profile
+            of ONNX Runtime's TensorRT execution provider (batches up to
+            ``max(64, batch_size)``, optimised for ``batch_size``). A TensorRT
+            engine runs larger batches in chunks of its profile's maximum.
 
     Raises:
         ModelFileError: unknown or unreadable model file, or a backend/file mismatch.
         BackendUnavailableError: the backend or the device is not available here.
+        BackendOptionError: a precision, device or ``compile`` the backend cannot
+            honour.
     """
     path = Path(model_path)
     if not path.is_file():
         raise ModelFileError(f"model file not found: {path}")
+    device = check_device(device)
+    precision = check_precision(precision)
     name = resolve_backend(path, backend)
+    if compile and name != "torch":
+        raise BackendOptionError(
+            f"--compile is for the torch backend (torch.compile); {path.name} runs "
+            f"with {name}"
+        )
     if name == "torch":
         from .torch_backend import TorchRuntime
 
-        return TorchRuntime(path, device=device, threads=threads)
-    from .onnx_backend import OnnxRuntime
+        return TorchRuntime(
+            path, device=device, threads=threads, precision=precision, compile=compile
+        )
+    if name == "onnx":
+        from .onnx_backend import OnnxRuntime
 
-    return OnnxRuntime(path, device=device, threads=threads)
+        return OnnxRuntime(
+            path,
+            device=device,
+            threads=threads,
+            precision=precision,
+            batch_size=batch_size,
+        )
+    return _tensorrt_runtime(path, device, threads, precision)
 
 
-def check_device(device: str) -> str:
-    """Validate a ``--device`` value (``cpu``, ``cuda`` or ``cuda:N``)."""
-    if (
-        device == "cpu"
-        or device == "cuda"
-        or (device.startswith("cuda:") and device[5:].isdigit())
-    ):
-        return device
-    raise BackendUnavailableError(f"unknown device {device!r}; use cpu, cuda or cuda:N")
+def _tensorrt_runtime(
+    path: Path, device: str, threads: int | None, precision: str | None
+) -> Runtime:
+    if precision is not None:
+        raise BackendOptionError(
+            f"--precision {precision}: a TensorRT engine's precision is fixed when it "
+            "is built (`alosmap export tensorrt`); leave --precision unset"
+        )
+    if device == "cpu":
+        raise BackendOptionError(
+            f"{path.name} is a TensorRT engine, which runs only on a GPU; use "
+            "--device cuda, or the .onnx/.safetensors model on the CPU"
+        )
+    try:
+        from .tensorrt_backend import TensorRTRuntime
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] == "tensorrt":
+            raise BackendUnavailableError(INSTALL_HINTS["tensorrt"]) from exc
+        raise BackendUnavailableError(
+            f"this alosmap has no TensorRT runtime ({exc}); use the .onnx model with "
+            "--backend onnx --device cuda"
+        ) from exc
+    # the engine's sidecar is checked against this GPU and TensorRT first (a clear
+    # error for an engine built elsewhere); batches beyond its profile are chunked
+    rt: Runtime = TensorRTRuntime(path, device=device, threads=threads)
+    return rt

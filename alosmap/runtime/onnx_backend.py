@@ -1,62 +1,576 @@
-"""ONNX Runtime backend for ``.onnx`` files written by ``alosmap export onnx``."""
+"""ONNX Runtime backend for ``.onnx`` files written by ``alosmap export onnx``.
+
+Execution providers, in order of preference:
+
+* ``--device cpu``: the CPU EP, with ``intra_op_num_threads`` = the physical cores
+  (or ``threads``), ``inter_op_num_threads`` = 1 (the graph is one chain) and every
+  graph optimisation (``ORT_ENABLE_ALL``).
+* ``--device cuda[:N]``: the TensorRT EP (when TensorRT's libraries are installed),
+  then the CUDA EP, then the CPU EP for any node the GPU providers do not take. The
+  TensorRT EP gets an optimisation profile over batches ``1..max(64, batch_size)``
+  and an engine and timing cache under ``<cache>/ort-trt/<model sha>/<key>``
+  (:func:`~alosmap.runtime.base.cache_dir`; the key names the GPU, the TensorRT and
+  ONNX Runtime versions, the precision and the profile), so the engine is built once,
+  not at every start. Input and output are bound on the GPU (IO binding), and the
+  softmax/sigmoid runs there too, in a second one-node session fed by the first's
+  output without a round trip through host memory.
+
+If ``--device cuda`` is asked for and neither GPU provider loads (no GPU, or the
+CUDA/cuDNN libraries are missing), that is an error naming the reason, never a silent
+fall-back to the CPU; a TensorRT EP that does not load only gives a warning (the CUDA
+EP then runs the model).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import io
+import logging
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from alosmap._imports import lazy_import
-from alosmap.errors import BackendUnavailableError, ModelFileError
-from alosmap.spec import load_spec
+from alosmap.errors import BackendOptionError, BackendUnavailableError, ModelFileError
+from alosmap.spec import SPEC_KEY, ModelSpec
 
-from .base import check_device, logits_to_probs
+from .base import (
+    cache_dir,
+    check_device,
+    check_precision,
+    device_index,
+    file_sha256,
+    logits_to_probs,
+    physical_cores,
+)
+
+logger = logging.getLogger(__name__)
+
+TRT_EP = "TensorrtExecutionProvider"
+CUDA_EP = "CUDAExecutionProvider"
+CPU_EP = "CPUExecutionProvider"
+#: Metadata key of the file's compute precision (written by ``alosmap export onnx``).
+PRECISION_KEY = "alosmap.precision"
+#: Largest batch of the TensorRT EP's optimisation profile unless a larger batch
+#: size is given.
+DEFAULT_MAX_BATCH = 64
+
+
+def session_options(ort: Any, threads: int | None = None) -> Any:
+    """``SessionOptions`` for alosmap models: all graph optimisations, CPU threads.
+
+    Args:
+        ort: the ``onnxruntime`` module.
+        threads: intra-op threads; default the physical cores.
+    """
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.intra_op_num_threads = threads or physical_cores()
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # errors only
+    return opts
+
+
+def tensorrt_libraries_present() -> bool:
+    """Whether TensorRT's Python package (which ships its libraries) is installed."""
+    return any(
+        importlib.util.find_spec(m) is not None for m in ("tensorrt", "tensorrt_libs")
+    )
+
+
+def trt_cache_path(
+    model_sha: str,
+    *,
+    precision: str,
+    batch_range: tuple[int, int, int],
+    gpu: str,
+    trt_version: str,
+    ort_version: str,
+    root: Path | None = None,
+) -> Path:
+    """Where the TensorRT EP keeps the engine (and timing cache) of one model.
+
+    An engine is valid only for one GPU model, TensorRT version, precision and
+    profile, so each combination gets its own folder and a change never reuses a
+    stale engine.
+
+    Args:
+        model_sha: :func:`~alosmap.runtime.base.file_sha256` of the ``.onnx`` file.
+        precision: ``fp32`` or ``fp16``.
+        batch_range: the profile's (min, opt, max) batch.
+        gpu: the GPU's name (``NVIDIA H100 80GB HBM3``).
+        trt_version: TensorRT version.
+        ort_version: ONNX Runtime version.
+        root: the cache root (default :func:`~alosmap.runtime.base.cache_dir`).
+    """
+    lo, opt, hi = batch_range
+    key = "-".join(
+        [
+            re.sub(r"[^A-Za-z0-9.]+", "_", gpu).strip("_") or "gpu",
+            f"trt{trt_version}",
+            f"ort{ort_version}",
+            precision,
+            f"b{lo}-{opt}-{hi}",
+        ]
+    )
+    return (root or cache_dir()) / "ort-trt" / model_sha / key
+
+
+def build_providers(
+    device: str,
+    available: Sequence[str],
+    *,
+    input_name: str = "input",
+    input_chw: tuple[int, int, int] = (1, 256, 256),
+    batch_range: tuple[int, int, int] = (1, 8, DEFAULT_MAX_BATCH),
+    precision: str = "fp32",
+    trt_cache: Path | None = None,
+    use_tensorrt: bool = True,
+) -> list[tuple[str, dict[str, Any]]]:
+    """The execution providers (with options) to ask ONNX Runtime for, in order.
+
+    Args:
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        available: ``onnxruntime.get_available_providers()``.
+        input_name: the graph input (for the TensorRT profile).
+        input_chw: channels, height and width of one tile.
+        batch_range: (min, opt, max) batch of the TensorRT profile.
+        precision: ``fp16`` enables TensorRT's fp16 kernels (LayerNorm kept fp32).
+        trt_cache: engine cache folder of the TensorRT EP (no cache if None).
+        use_tensorrt: offer the TensorRT EP when it is available.
+
+    Returns:
+        ``[(name, options), ...]``, ending with the CPU EP.
+
+    Raises:
+        BackendUnavailableError: ``cuda`` with an ONNX Runtime built without CUDA.
+    """
+    cpu = (CPU_EP, {})
+    if device == "cpu":
+        return [cpu]
+    if CUDA_EP not in available:
+        raise BackendUnavailableError(
+            "--device cuda: this ONNX Runtime has no CUDA execution provider "
+            f"(available: {', '.join(available)}); install onnxruntime-gpu in place "
+            "of onnxruntime (pip uninstall onnxruntime; pip install "
+            "'alosmap[gpu]'), or use --device cpu"
+        )
+    dev = str(device_index(device))
+    out: list[tuple[str, dict[str, Any]]] = []
+    if use_tensorrt and TRT_EP in available:
+        c, h, w = input_chw
+        shapes = [f"{input_name}:{b}x{c}x{h}x{w}" for b in batch_range]
+        trt: dict[str, Any] = {
+            "device_id": dev,
+            "trt_profile_min_shapes": shapes[0],
+            "trt_profile_opt_shapes": shapes[1],
+            "trt_profile_max_shapes": shapes[2],
+            "trt_fp16_enable": "True" if precision == "fp16" else "False",
+        }
+        if precision == "fp16":
+            trt["trt_layer_norm_fp32_fallback"] = "True"
+        if trt_cache is not None:
+            trt.update(
+                trt_engine_cache_enable="True",
+                trt_engine_cache_path=str(trt_cache),
+                trt_timing_cache_enable="True",
+                trt_timing_cache_path=str(trt_cache),
+            )
+        out.append((TRT_EP, trt))
+    out.append((CUDA_EP, {"device_id": dev}))
+    out.append(cpu)
+    return out
+
+
+def probs_graph_bytes(num_outputs: int, opset: int = 17) -> bytes:
+    """A one-node ONNX graph ``logits [N, K, H, W] → probs``.
+
+    Softmax over K, or the sigmoid for K = 1 (run on the GPU after the model, see the
+    module docstring).
+    """
+    from onnx import TensorProto, helper
+
+    op = (
+        helper.make_node("Sigmoid", ["logits"], ["probs"])
+        if num_outputs == 1
+        else helper.make_node("Softmax", ["logits"], ["probs"], axis=1)
+    )
+    shape = ["N", num_outputs, "H", "W"]
+    graph = helper.make_graph(
+        [op],
+        "alosmap_probs",
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, shape)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
+@contextlib.contextmanager
+def capture_native_output(sink: list[str]) -> Iterator[None]:
+    """Collect what native code writes to stderr (fd 2) and Python prints on stdout.
+
+    ONNX Runtime reports a provider library it cannot load with multi-line messages on
+    stderr (and its Python layer prints fall-back notices on stdout, which carries
+    results). They are gathered into ``sink`` instead, so the caller can turn them
+    into one clear line. Only used while a session is being created.
+    """
+    buf = io.StringIO()
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable fd 2
+        with contextlib.redirect_stdout(buf):
+            yield
+        sink.append(buf.getvalue())
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(buf):
+                yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            sink.append(tmp.read().decode("utf-8", "replace") + buf.getvalue())
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def provider_failure_reason(text: str) -> str | None:
+    """The short reason in ONNX Runtime's provider-loading messages, if any."""
+    text = _ANSI.sub("", text)
+    for pattern in (
+        r"with error: ([^\n]+?)\s*$",
+        r"(CUDA failure \d+: [^;\n]+)",
+        r"(Require cuDNN [^.]+\.\* and CUDA [^.]+\.\*)",
+        r"(Please install TensorRT libraries)",
+    ):
+        m = re.search(pattern, text, re.MULTILINE)
+        if m:
+            return m.group(1).strip()
+    return None
+
+
+def prepare_gpu_libraries(ort: Any, tensorrt: bool) -> None:
+    """Make the CUDA/cuDNN (and TensorRT) libraries of pip wheels loadable.
+
+    ``onnxruntime.preload_dlls()`` (ONNX Runtime >= 1.21) loads CUDA and cuDNN from the
+    ``nvidia-*`` wheels, and importing ``tensorrt`` loads ``libnvinfer`` from its
+    wheel, so the providers find them without ``LD_LIBRARY_PATH``. Failures are left
+    to the session, which reports them.
+    """
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        try:
+            preload()
+        except Exception as exc:  # best effort; the session reports what is missing
+            logger.debug("onnxruntime.preload_dlls failed: %s", exc)
+    if tensorrt:
+        try:
+            import tensorrt
+        except Exception as exc:  # best effort, as above
+            logger.debug("import tensorrt failed: %s", exc)
+
+
+def read_onnx_metadata(path: Path) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file and its graph input name/shape.
+
+    Returns:
+        The string pairs, plus ``"__input__"`` (the first graph input's name).
+
+    Raises:
+        ModelFileError: not a readable ONNX file.
+    """
+    onnx = lazy_import("onnx")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise ModelFileError(f"{path}: not a readable ONNX model ({exc})") from exc
+    meta = {p.key: p.value for p in model.metadata_props}
+    meta["__input__"] = model.graph.input[0].name if model.graph.input else "input"
+    return meta
 
 
 class OnnxRuntime:
-    """An ONNX Runtime session; CUDA EP then CPU EP on ``cuda``, CPU EP otherwise."""
+    """An ONNX Runtime session for one ``.onnx`` model (see the module docstring).
+
+    Args:
+        path: the ``.onnx`` file (with the alosmap spec in its metadata).
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        threads: intra-op CPU threads (default: the physical cores).
+        precision: None (the file's own), ``fp32`` or ``fp16``; see
+            :mod:`alosmap.runtime.base`.
+        batch_size: the batch size to be used; the TensorRT EP profile covers
+            ``1..max(64, batch_size)``, optimised for ``batch_size`` (default 8).
+        providers: execution provider names to use instead of the default order.
+        io_binding: bind input and output to the device (default: on GPU only).
+        cache_root: root of the TensorRT EP engine cache (default
+            :func:`~alosmap.runtime.base.cache_dir`).
+
+    Raises:
+        ModelFileError: the file is not a readable alosmap ONNX model.
+        BackendUnavailableError: ``cuda`` asked for and no GPU provider loads.
+        BackendOptionError: a precision the file and providers cannot give.
+    """
 
     name = "onnx"
 
-    def __init__(self, path: Path, *, device: str = "cpu", threads: int | None = None):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        device: str = "cpu",
+        threads: int | None = None,
+        precision: str | None = None,
+        batch_size: int | None = None,
+        providers: Sequence[str] | None = None,
+        io_binding: bool | None = None,
+        cache_root: Path | None = None,
+    ):
         ort = lazy_import("onnxruntime")
-        device = check_device(device)
-        self.spec = load_spec(path)
+        self.path = Path(path)
+        self.device = check_device(device)
+        meta = read_onnx_metadata(self.path)
+        if SPEC_KEY not in meta:
+            raise ModelFileError(f"{self.path}: an ONNX model without an alosmap spec")
+        self.spec = ModelSpec.from_json(meta[SPEC_KEY])
+        self.file_precision = meta.get(PRECISION_KEY, "fp32")
+        self.precision = self._precision(
+            check_precision(precision), self.file_precision
+        )
+        self.threads = threads or physical_cores()
+        gpu = self.device.startswith("cuda")
         available = ort.get_available_providers()
-        if device.startswith("cuda"):
-            if "CUDAExecutionProvider" not in available:
-                raise BackendUnavailableError(
-                    "--device cuda: this ONNX Runtime has no CUDA provider "
-                    f"(available: {', '.join(available)}); install onnxruntime-gpu"
+        opt = batch_size or 8
+        batch_range = (1, opt, max(DEFAULT_MAX_BATCH, opt))
+        use_trt = gpu and TRT_EP in available and tensorrt_libraries_present()
+        if gpu and TRT_EP in available and not use_trt:
+            logger.info(
+                "TensorRT EP skipped: TensorRT is not installed "
+                "(pip install 'alosmap[tensorrt]')"
+            )
+        trt_cache = None
+        if use_trt:
+            trt_cache = trt_cache_path(
+                file_sha256(self.path),
+                precision=self.precision,
+                batch_range=batch_range,
+                gpu=_gpu_name(self.device),
+                trt_version=_tensorrt_version(),
+                ort_version=ort.__version__,
+                root=cache_root,
+            )
+            trt_cache.mkdir(parents=True, exist_ok=True)
+        a = self.spec.arch
+        wanted = build_providers(
+            self.device,
+            available,
+            input_name=meta["__input__"],
+            input_chw=(a.in_chans, a.img_size, a.img_size),
+            batch_range=batch_range,
+            precision=self.precision,
+            trt_cache=trt_cache,
+            use_tensorrt=use_trt,
+        )
+        if providers is not None:
+            names = list(providers)
+            if not gpu and set(names) - {CPU_EP}:
+                raise BackendOptionError(
+                    f"execution providers {', '.join(names)} need --device cuda"
                 )
-            dev_id = int(device.split(":")[1]) if ":" in device else 0
-            providers: list = [
-                ("CUDAExecutionProvider", {"device_id": dev_id}),
-                "CPUExecutionProvider",
-            ]
-        else:
-            providers = ["CPUExecutionProvider"]
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        opts.log_severity_level = 3
+            wanted = [p for p in wanted if p[0] in names] or [(n, {}) for n in names]
+        self.session, notes = self._create(ort, wanted, gpu, use_trt)
+        self.providers: list[str] = list(self.session.get_providers())
+        self._check_active(wanted, notes)
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+        self._io_device = "cuda" if gpu else "cpu"
+        self._device_id = device_index(self.device)
+        self._io = gpu if io_binding is None else io_binding
+        self._post = self._post_session(ort) if self._io else None
+        logger.info(
+            "ONNX Runtime %s: %s (%s, %d threads)",
+            ort.__version__,
+            ", ".join(self.providers),
+            self.precision,
+            self.threads,
+        )
+
+    def _precision(self, asked: str | None, in_file: str) -> str:
+        if asked is None or asked == in_file:
+            return in_file
+        if asked == "bf16":
+            raise BackendOptionError(
+                "--precision bf16 is not supported with ONNX Runtime; use fp16 (an "
+                "fp16 export, or the TensorRT EP) or the torch backend for bf16"
+            )
+        if in_file == "fp16":
+            raise BackendOptionError(
+                f"--precision {asked}: {self.path.name} is an fp16 export; use the "
+                "fp32 .onnx file for fp32"
+            )
+        # fp16 asked for an fp32 graph: only TensorRT can build that
+        if not self.device.startswith("cuda"):
+            raise BackendOptionError(
+                f"--precision fp16: {self.path.name} is an fp32 graph; on the CPU use "
+                "an fp16 export (`alosmap export onnx --fp16`) or fp32"
+            )
+        return "fp16"
+
+    def _create(
+        self, ort: Any, wanted: list[tuple[str, dict[str, Any]]], gpu: bool, trt: bool
+    ) -> tuple[Any, str]:
+        opts = session_options(ort, self.threads)
+        names = [p[0] for p in wanted]
+        options = [p[1] for p in wanted]
+        if not gpu:
+            return self._session(ort, opts, names, options), ""
+        sink: list[str] = []
+        with capture_native_output(sink):
+            prepare_gpu_libraries(ort, trt)
+            try:
+                session = self._session(ort, opts, names, options)
+            except BackendUnavailableError:
+                if TRT_EP not in names:
+                    raise
+                # the TensorRT EP failed to register: go on with CUDA (and CPU)
+                i = names.index(TRT_EP)
+                session = self._session(
+                    ort,
+                    opts,
+                    names[:i] + names[i + 1 :],
+                    options[:i] + options[i + 1 :],
+                )
+        notes = "".join(sink)
+        if notes.strip():
+            logger.debug("ONNX Runtime while loading providers:\n%s", notes.strip())
+        return session, notes
+
+    def _session(
+        self, ort: Any, opts: Any, names: list[str], options: list[dict[str, Any]]
+    ) -> Any:
         try:
-            self.session = ort.InferenceSession(
-                str(path), sess_options=opts, providers=providers
+            return ort.InferenceSession(
+                str(self.path),
+                sess_options=opts,
+                providers=names,
+                provider_options=options,
+                enable_fallback=0,  # our own fall-back keeps the provider options
             )
         except Exception as exc:  # onnxruntime raises its own exception types
-            msg = f"{path}: ONNX Runtime cannot load it ({exc})"
-            raise ModelFileError(msg) from exc
-        self.input_name = self.session.get_inputs()[0].name
-        self.device = device
-        self.path = path
+            text = str(exc)
+            if "ExecutionProvider" in text or "TensorRT" in text:
+                raise BackendUnavailableError(
+                    f"ONNX Runtime cannot use {', '.join(names[:-1])} "
+                    f"({' '.join(text.split())[:300]})"
+                ) from exc
+            raise ModelFileError(
+                f"{self.path}: ONNX Runtime cannot load it ({exc})"
+            ) from exc
+
+    def _check_active(
+        self, wanted: list[tuple[str, dict[str, Any]]], notes: str
+    ) -> None:
+        asked = [p[0] for p in wanted]
+        if not self.device.startswith("cuda"):
+            return
+        reason = provider_failure_reason(notes)
+        why = f" ({reason})" if reason else ""
+        if CUDA_EP in asked and not ({CUDA_EP, TRT_EP} & set(self.providers)):
+            from onnxruntime.capi import build_and_package_info as build
+
+            cuda = getattr(build, "cuda_version", None) or "12"
+            raise BackendUnavailableError(
+                f"--device {self.device}: ONNX Runtime's CUDA execution provider did "
+                f"not load{why}; it needs an NVIDIA GPU and the CUDA {cuda} / cuDNN 9 "
+                "libraries (pip install 'alosmap[gpu]'); or use --device cpu"
+            )
+        if TRT_EP in self.providers:
+            return
+        if self.precision == "fp16" and self.file_precision == "fp32":
+            state = "did not load" + why if TRT_EP in asked else "is not installed"
+            raise BackendOptionError(
+                f"--precision fp16: ONNX Runtime's TensorRT EP {state}, and the CUDA "
+                f"EP runs {self.path.name} (an fp32 graph) in fp32; use an fp16 "
+                "export (`alosmap export onnx --fp16`) for fp16 on the CUDA EP"
+            )
+        if TRT_EP in asked:
+            logger.warning(
+                "ONNX Runtime's TensorRT EP did not load%s; using the CUDA EP", why
+            )
+
+    def _post_session(self, ort: Any) -> Any:
+        """The softmax/sigmoid session on the model's device (None: use NumPy)."""
+        ep = CUDA_EP if self._io_device == "cuda" else CPU_EP
+        try:
+            post = ort.InferenceSession(
+                probs_graph_bytes(self.spec.num_outputs),
+                sess_options=session_options(ort, self.threads),
+                providers=[ep],
+                provider_options=[
+                    {"device_id": str(self._device_id)} if ep == CUDA_EP else {}
+                ],
+            )
+        except Exception as exc:  # fall back to NumPy probabilities
+            logger.debug("no on-device softmax session: %s", exc)
+            return None
+        return post if ep in post.get_providers() else None
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities ``[B, K, H, W]`` for normalised tiles ``[B, 1, H, W]``."""
         x = np.ascontiguousarray(batch, dtype=np.float32)
-        (logits,) = self.session.run(None, {self.input_name: x})
-        return logits_to_probs(logits)
+        if not self._io:
+            (logits,) = self.session.run([self.output_name], {self.input_name: x})
+            return logits_to_probs(logits)
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(self.input_name, x)
+        binding.bind_output(self.output_name, self._io_device, self._device_id)
+        self.session.run_with_iobinding(binding)
+        if self._post is None:
+            return logits_to_probs(binding.copy_outputs_to_cpu()[0])
+        post = self._post.io_binding()
+        post.bind_ortvalue_input("logits", binding.get_outputs()[0])
+        post.bind_output("probs", self._io_device, self._device_id)
+        self._post.run_with_iobinding(post)
+        out: np.ndarray = post.copy_outputs_to_cpu()[0]
+        return out
 
     def close(self) -> None:
-        """Drop the session."""
+        """Drop the sessions."""
         self.session = None
+        self._post = None
+
+
+def _gpu_name(device: str) -> str:
+    """The GPU's name through PyTorch when it sees the GPU, else ``gpuN``."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return str(torch.cuda.get_device_name(device_index(device)))
+    except Exception as exc:  # any failure only makes the cache key less specific
+        logger.debug("GPU name unavailable: %s", exc)
+    return f"gpu{device_index(device)}"
+
+
+def _tensorrt_version() -> str:
+    from importlib import metadata
+
+    for dist in ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt_libs"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"
