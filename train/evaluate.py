@@ -16,14 +16,12 @@ and ``std_db``.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -34,6 +32,8 @@ from alosmap.metrics import (
     threshold_probabilities,
     water_metrics,
 )
+from alosmap.report import format_table as _format_table
+from alosmap.report import plot_confusion
 from alosmap.spec import ModelSpec, load_model
 
 from .data import DatasetFormatError, PatchDataset, TrainingData
@@ -137,70 +137,16 @@ def evaluate_file(
     return report
 
 
-def _pct(v: float | None) -> str:
-    return "  n/a" if v is None else f"{100.0 * v:5.2f}"
-
-
 def format_table(report: dict[str, Any]) -> str:
     """The paper's table layout as text (Table II for LULC, Table III for water)."""
-    m = report["metrics"]
     title = f"{report['model']} on {report['split']} ({report['patches']} patches)"
-    if report["task"] == "water":
-        head = f"{'IoU_water':>10} {'Precision':>10} {'Recall':>10}"
-        row = " ".join(
-            f"{_pct(m[k]):>10}" for k in ("iou_water", "precision", "recall")
-        )
-        return f"{title}\n{head}\n{row}\n(percent; threshold {report['threshold']})"
-    names = report["classes"]
-    width = max(9, *(len(n) for n in names))
-    per = m["per_class"]
-    lines = [
+    return _format_table(
+        report["task"],
+        report["metrics"],
+        report["classes"],
         title,
-        " " * 10 + " ".join(f"{n:>{width}}" for n in names) + f" {'mean':>7}",
-        f"{'IoU':<10}"
-        + " ".join(f"{_pct(per[n]['iou']):>{width}}" for n in names)
-        + f" {_pct(m['miou']):>7}",
-        f"{'Acc':<10}"
-        + " ".join(f"{_pct(per[n]['accuracy']):>{width}}" for n in names)
-        + f" {_pct(m['macc']):>7}",
-        f"(percent; mIoU {_pct(m['miou']).strip()}, mAcc {_pct(m['macc']).strip()}, "
-        f"overall accuracy {_pct(m['overall_accuracy']).strip()}; n/a = class "
-        "absent)",
-    ]
-    return "\n".join(lines)
-
-
-def plot_confusion(
-    matrix: Any, names: list[str], path: str | os.PathLike[str], title: str = ""
-) -> Path:
-    """Row-normalised confusion matrix as a PNG (rows = truth), written atomically."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    m = np.asarray(matrix, dtype=np.float64)
-    rows = m.sum(axis=1, keepdims=True)
-    frac = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
-    k = len(names)
-    size = 2.5 + 0.7 * k
-    fig = Figure(figsize=(size, size), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    im = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0)
-    for i in range(k):
-        for j in range(k):
-            color = "white" if frac[i, j] > 0.5 else "black"
-            ax.text(j, i, f"{100 * frac[i, j]:.0f}", ha="center", va="center",
-                    fontsize=8, color=color)  # fmt: skip
-    ax.set_xticks(range(k), names, rotation=45, ha="right")
-    ax.set_yticks(range(k), names)
-    ax.set(xlabel="predicted", ylabel="true", title=title or "Confusion matrix (%)")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    out = Path(path)
-    atomic_write_bytes(out, buf.getvalue())
-    return out
+        threshold=report.get("threshold"),
+    )
 
 
 def write_report(report: dict[str, Any], out_dir: str | os.PathLike[str]) -> Path:

@@ -1,10 +1,190 @@
-"""``alosmap batch``: placeholder being written in this session (issue 7)."""
+"""``alosmap batch``: map many scenes, resumable and sharded (see alosmap.batch)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
+from . import _common
+from .predict import (
+    Backend,
+    BackendOpt,
+    BandOpt,
+    BatchOpt,
+    DeviceOpt,
+    ModelOpt,
+    OverlapOpt,
+    ProbOpt,
+    Task,
+    ThreadsOpt,
+    TileOpt,
+    Units,
+    UnitsOpt,
+)
 
-def batch() -> None:
-    """Not yet available (issue 7, in progress)."""
-    raise typer.Exit(1)
+
+def _parse_shard(value: str | None) -> str | None:
+    if value is None:
+        return None
+    from alosmap.batch import Shard
+
+    try:
+        Shard.parse(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    return value
+
+
+def batch(
+    scenes: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            dir_okay=False,
+            show_default=False,
+            metavar="SCENES...",
+            help="Scenes to map; a quoted glob ('data/**/IMG-HH-*.tif') is expanded "
+            "here. Missing files are reported as failed scenes.",
+        ),
+    ] = None,
+    manifest: Annotated[
+        Path | None,
+        typer.Option(
+            "--manifest",
+            "-f",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="Text file of scenes, one path per line (relative to the file; "
+            "blank lines and # comments skipped).",
+        ),
+    ] = None,
+    output_dir: Annotated[
+        Path,
+        typer.Option(
+            "--output-dir",
+            "-o",
+            file_okay=False,
+            show_default=False,
+            help="Directory for the maps <scene>_<task>.tif, the records "
+            "(_alosmap/) and the STAC catalog (stac/).",
+        ),
+    ] = ...,  # type: ignore[assignment]
+    task: Annotated[
+        Task | None,
+        typer.Option(
+            help="lulc (9 classes) or water. Default: the model's task (lulc without "
+            "--model)."
+        ),
+    ] = None,
+    model: ModelOpt = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            callback=_parse_shard,
+            metavar="I/N",
+            help="Map only shard I of N (0-based; e.g. $SLURM_ARRAY_TASK_ID/10). "
+            "Under torchrun each rank also takes its share.",
+        ),
+    ] = None,
+    tile: TileOpt = None,
+    overlap: OverlapOpt = 64,
+    batch_size: BatchOpt = 8,
+    backend: BackendOpt = Backend.auto,
+    device: DeviceOpt = "cpu",
+    confidence: Annotated[
+        bool,
+        typer.Option(
+            "--confidence/--no-confidence",
+            help="Band 2: top class probability (percent); `mosaic --merge "
+            "confidence` needs it.",
+        ),
+    ] = True,
+    probabilities: ProbOpt = False,
+    previews: Annotated[
+        bool,
+        typer.Option("--previews", help="Also write a PNG quicklook per scene."),
+    ] = False,
+    input_units: UnitsOpt = Units.auto,
+    band: BandOpt = None,
+    threads: ThreadsOpt = None,
+    stac: Annotated[
+        bool,
+        typer.Option(
+            "--stac/--no-stac",
+            help="Write a STAC catalog of the maps (stac/catalog.json; needs "
+            "pystac, the stac extra of alosmap).",
+        ),
+    ] = True,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Remap scenes already mapped here with another model or options "
+            "(otherwise the batch refuses to start).",
+        ),
+    ] = False,
+) -> None:
+    """Map many scenes into one directory: resumable, sharded, fault tolerant.
+
+    Scenes already mapped with the same model and options are skipped, so
+    re-running the command resumes an interrupted batch. Under torchrun every rank
+    (one per GPU, --device cuda) maps its share; --shard I/N splits the list for
+    array jobs. A scene that fails is reported and the batch goes on; the exit code
+    is 1 when any scene failed.
+    """
+    from alosmap.batch import Shard, expand_scenes, read_manifest, run_batch
+
+    if not scenes and manifest is None:
+        raise typer.BadParameter(
+            "give SCENES and/or --manifest FILE", param_hint="SCENES"
+        )
+    all_scenes = expand_scenes(scenes or [])
+    if manifest is not None:
+        all_scenes += read_manifest(manifest)
+    res = run_batch(
+        all_scenes,
+        output_dir,
+        task=task.value if task is not None else None,
+        model=model,
+        tile=tile,
+        overlap=overlap,
+        batch_size=batch_size,
+        backend=backend.value,
+        device=device,
+        confidence=confidence,
+        probabilities=probabilities,
+        previews=previews,
+        input_units=input_units.value,
+        band=band,
+        threads=threads,
+        shard=Shard.parse(shard) if shard else None,
+        overwrite=overwrite,
+        stac=stac,
+        progress=_common.show_progress(),
+    )
+    if not res.primary:
+        if res.failed:
+            raise typer.Exit(1)
+        return
+    for note in res.notes:
+        _common.info_line(note)
+    for scene, error in res.failed[:10]:
+        _common.info_line(f"failed: {scene}: {error}")
+    if len(res.failed) > 10:
+        _common.info_line(f"failed: … and {len(res.failed) - 10} more (see the report)")
+    _common.info_line(res.summary())
+    if res.report is not None:
+        _common.info_line(f"report: {res.report}")
+    if res.catalog is not None:
+        _common.info_line(f"STAC catalog: {res.catalog}")
+    for path in res.outputs:
+        typer.echo(str(path))
+    if res.failed:
+        from alosmap.errors import BatchError
+
+        total = len(res.done) + len(res.skipped) + len(res.failed)
+        raise BatchError(
+            f"{len(res.failed)} of {total} scenes failed; see {res.report}"
+        )

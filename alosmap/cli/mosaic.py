@@ -1,10 +1,95 @@
-"""``alosmap mosaic``: placeholder being written in this session (issue 7)."""
+"""``alosmap mosaic``: per-scene maps onto the JAXA 1° grid (see alosmap.mosaic)."""
 
 from __future__ import annotations
 
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
+from . import _common
+from .predict import Task
 
-def mosaic() -> None:
-    """Not yet available (issue 7, in progress)."""
-    raise typer.Exit(1)
+
+class Grid(str, Enum):
+    """Target grid of the mosaic."""
+
+    jaxa = "jaxa"
+
+
+class Merge(str, Enum):
+    """How overlapping maps are resolved."""
+
+    confidence = "confidence"
+    latest = "latest"
+    first = "first"
+
+
+def mosaic(
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(
+            exists=True,
+            show_default=False,
+            metavar="OUT_DIR...",
+            help="Batch output directories and/or map files (alosmap maps only).",
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            file_okay=False,
+            show_default=False,
+            help="Directory for the cell COGs and the VRT (created if missing).",
+        ),
+    ] = ...,  # type: ignore[assignment]
+    grid: Annotated[
+        Grid,
+        typer.Option(
+            help="jaxa: JAXA's LULC grid, EPSG:4326, 1°×1° cells of 12000×12000 "
+            "pixels (1/12000°), named by the south-west corner (LC_N35E139.tif)."
+        ),
+    ] = Grid.jaxa,
+    merge: Annotated[
+        Merge,
+        typer.Option(
+            help="Where maps overlap: confidence = the most confident pixel (ties: "
+            "the later scene; needs band 2), latest / first = by acquisition date."
+        ),
+    ] = Merge.confidence,
+    task: Annotated[
+        Task | None,
+        typer.Option(
+            help="Mosaic only maps of this task (needed when the inputs hold both)."
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing cells and VRT.")
+    ] = False,
+) -> None:
+    """Mosaic per-scene maps onto the JAXA 1° grid: one COG per cell plus a VRT.
+
+    Each map is reprojected from its own CRS (nearest neighbour) so that the cells
+    line up pixel for pixel with JAXA's LULC tiles. Cells are named like JAXA's
+    (LC_N35E139.tif; WATER_N35E139.tif for water maps); lulc.vrt (water.vrt) covers
+    them all. Pixels no map covers stay no data.
+    """
+    from alosmap.mosaic import mosaic_maps
+
+    res = mosaic_maps(
+        inputs,
+        output,
+        merge=merge.value,
+        task=task.value if task is not None else None,
+        overwrite=overwrite,
+        progress=_common.show_progress(),
+    )
+    _common.info_line(
+        f"mosaic: {len(res.maps)} {res.task} maps -> {len(res.cells)} cell(s) "
+        f"(merge {res.merge}) in {res.seconds:.1f} s"
+    )
+    for path in [*res.cells, res.vrt]:
+        typer.echo(str(path))

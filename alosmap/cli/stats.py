@@ -1,10 +1,99 @@
-"""``alosmap stats``: placeholder being written in this session (issue 7)."""
+"""``alosmap stats``: area per class of a map in km², optionally inside an AOI."""
 
 from __future__ import annotations
 
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
+from . import _common
+from .evaluate import AoiOpt, OverwriteOpt, check_outputs
 
-def stats() -> None:
-    """Not yet available (issue 7, in progress)."""
-    raise typer.Exit(1)
+
+class Format(str, Enum):
+    """Output format."""
+
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+class Legend(str, Enum):
+    """Codes of a map without an ``ALOSMAP_TASK`` tag."""
+
+    lulc = "lulc"
+    water = "water"
+    jaxa = "jaxa"
+
+
+def stats(
+    map_path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="MAP",
+            exists=True,
+            dir_okay=False,
+            help="LULC or water map of alosmap, or a JAXA HRLULC tile (--task jaxa).",
+        ),
+    ],
+    aoi: AoiOpt = None,
+    fmt: Annotated[
+        Format | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="table, csv or json. Default: from the -o suffix, else table.",
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            dir_okay=False,
+            help="Write to this file (.csv, .json, .txt) instead of stdout.",
+        ),
+    ] = None,
+    task: Annotated[
+        Legend | None,
+        typer.Option(
+            help="Codes of a map without the ALOSMAP_TASK tag: lulc, water, or "
+            "jaxa (JAXA's 14 classes)."
+        ),
+    ] = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Area per class in km² (and % of the mapped area); no data excluded.
+
+    Pixel areas are exact: per row on the ellipsoid for lon/lat grids
+    (pixels shrink towards the poles), |det(transform)| in m² for
+    projected grids. With --aoi, pixels whose centre is inside count.
+    """
+    from alosmap.areas import class_areas
+
+    if output is not None:
+        check_outputs([output], (".csv", ".json", ".txt"), overwrite)
+    chosen = fmt.value if fmt else None
+    if chosen is None and output is not None:
+        chosen = {".csv": "csv", ".json": "json"}.get(output.suffix.lower())
+    chosen = chosen or "table"
+    result = class_areas(map_path, legend=task.value if task else None, aoi=aoi)
+    if chosen == "csv":
+        text = result.to_csv()
+    elif chosen == "json":
+        text = result.to_json()
+    else:
+        text = result.format_table() + "\n"
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    from alosmap._fileio import atomic_write_bytes
+
+    atomic_write_bytes(output, text.encode("utf-8"))
+    _common.info_line(
+        f"wrote {output}: {result.mapped_m2 / 1e6:.4f} km² mapped in "
+        f"{len(result.classes)} classes"
+    )
+    typer.echo(str(output))

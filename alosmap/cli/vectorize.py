@@ -1,10 +1,107 @@
-"""``alosmap vectorize``: placeholder being written in this session (issue 7)."""
+"""``alosmap vectorize``: water (or any class) polygons of a map."""
 
 from __future__ import annotations
 
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
+from . import _common
+from .evaluate import OverwriteOpt
+from .stats import Legend
 
-def vectorize() -> None:
-    """Not yet available (issue 7, in progress)."""
-    raise typer.Exit(1)
+
+class OutCrs(str, Enum):
+    """CRS of the output coordinates."""
+
+    auto = "auto"
+    wgs84 = "wgs84"
+    map = "map"
+
+
+def vectorize(
+    map_path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="MAP",
+            exists=True,
+            dir_okay=False,
+            help="Water map of alosmap water (or a LULC map, or a JAXA tile).",
+        ),
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            dir_okay=False,
+            help="Polygons to write: .geojson or .gpkg (needs alosmap\\[vector]). "
+            "Default: <map>.geojson here.",
+        ),
+    ] = None,
+    min_area: Annotated[
+        float,
+        typer.Option(
+            "--min-area",
+            min=0.0,
+            help="Drop polygons smaller than this many m² (their pixels' area; "
+            "holes are kept).",
+        ),
+    ] = 0.0,
+    simplify: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Simplify outlines with this tolerance in pixels (0 = exact pixel "
+            "edges; 1 = one pixel).",
+        ),
+    ] = 0.0,
+    crs: Annotated[
+        OutCrs,
+        typer.Option(
+            "--crs",
+            help="Output coordinates: wgs84 (lon/lat), map (the map's CRS; in GeoJSON "
+            "a non-standard 'crs' member names it), auto = wgs84 for GeoJSON, map "
+            "for GeoPackage.",
+        ),
+    ] = OutCrs.auto,
+    class_: Annotated[
+        str | None,
+        typer.Option(
+            "--class",
+            help="Class to trace, by name or code (default Water, code 1).",
+        ),
+    ] = None,
+    task: Annotated[
+        Legend | None,
+        typer.Option(help="Codes of a map without the ALOSMAP_TASK tag."),
+    ] = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Polygons of the water pixels of a map, as GeoJSON or GeoPackage.
+
+    Whole polygons (no tiling seams), valid geometries, with id, class,
+    code and area_m2 per feature. GeoJSON is WGS 84 lon/lat (RFC 7946)
+    unless --crs map.
+    """
+    from alosmap.vectorize import vectorize_map
+
+    out = output if output is not None else Path(f"{map_path.stem}.geojson")
+    res = vectorize_map(
+        map_path,
+        out,
+        legend=task.value if task else None,
+        class_=class_,
+        min_area_m2=min_area,
+        simplify=simplify,
+        crs=crs.value,
+        overwrite=overwrite,
+    )
+    dropped = f" ({res.dropped} under {min_area:g} m² dropped)" if res.dropped else ""
+    _common.info_line(
+        f"{res.path.name}: {res.polygons} polygons{dropped}, "
+        f"{res.area_m2 / 1e6:.4f} km²; CRS {res.crs or 'none'}"
+    )
+    typer.echo(str(res.path))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -15,6 +14,7 @@ from affine import Affine
 
 from alosmap.classes import JAXA_CLASSES, JAXA_NODATA, colormap
 from alosmap.errors import OutputExistsError
+from alosmap.grid import cell_name, cells_for_bounds
 
 from ._world import LABEL_PIXEL_DEG, LABEL_PIXELS_PER_DEG, LabelWorld
 
@@ -123,26 +123,20 @@ def write_geotiff(
 def tile_name(lat: int, lon: int) -> str:
     """JAXA tile name of the 1°×1° tile whose south-west corner is (lat, lon).
 
-    Example: ``tile_name(35, 139) == "LC_N35E139.tif"``.
+    Example: ``tile_name(35, 139) == "LC_N35E139.tif"`` (see
+    :func:`alosmap.grid.cell_name`).
     """
-    ns = "N" if lat >= 0 else "S"
-    ew = "E" if lon >= 0 else "W"
-    return f"LC_{ns}{abs(lat):02d}{ew}{abs(lon):03d}.tif"
+    return cell_name(lat, lon)
 
 
 def tiles_for_bounds(
     bounds: tuple[float, float, float, float],
 ) -> list[tuple[int, int]]:
-    """South-west corners ``(lat, lon)`` of the 1° tiles that ``bounds`` touches."""
-    west, south, east, north = bounds
-    n = LABEL_PIXELS_PER_DEG
-    # Work on the pixel grid so that a box ending exactly on a tile edge does not
-    # pull in the neighbour.
-    lat0 = math.floor(round(south * n) / n)
-    lat1 = math.ceil(round(north * n) / n)
-    lon0 = math.floor(round(west * n) / n)
-    lon1 = math.ceil(round(east * n) / n)
-    return [(la, lo) for la in range(lat0, lat1) for lo in range(lon0, lon1)]
+    """South-west corners ``(lat, lon)`` of the 1° tiles that ``bounds`` touches.
+
+    South to north, then west to east (see :func:`alosmap.grid.cells_for_bounds`).
+    """
+    return sorted(cells_for_bounds(bounds, LABEL_PIXELS_PER_DEG))
 
 
 def write_label_tiles(

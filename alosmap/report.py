@@ -1,0 +1,126 @@
+"""Metric reports in the paper's layout: text tables and confusion-matrix PNGs.
+
+Shared by ``alosmap evaluate`` (a map against a reference raster) and
+``alosmap train evaluate`` (a model on a dataset split). Both describe their result
+with the metric dicts of :mod:`alosmap.metrics`: for LULC
+:meth:`~alosmap.metrics.ConfusionMatrix.summary` (Table II: per-class IoU, mIoU, plus
+per-class accuracy and mAcc), for water :func:`~alosmap.metrics.water_metrics`
+(Table III: IoU_water, precision, recall). Values are fractions in [0, 1]; the
+tables print percent, ``n/a`` where a value is undefined (``None``).
+
+matplotlib is optional (``pip install 'alosmap[plot]'``) and imported only by
+:func:`plot_confusion`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._fileio import atomic_write_bytes
+from ._imports import lazy_import
+
+__all__ = ["format_confusion", "format_table", "pct", "plot_confusion"]
+
+
+def pct(v: float | None) -> str:
+    """A fraction as percent with two decimals (``"  n/a"`` for ``None``)."""
+    return "  n/a" if v is None else f"{100.0 * v:5.2f}"
+
+
+def format_table(
+    task: str,
+    metrics: dict[str, Any],
+    classes: Sequence[str],
+    title: str,
+    threshold: float | None = None,
+) -> str:
+    """The paper's table layout as text: Table II for LULC, Table III for water.
+
+    Args:
+        task: ``"lulc"`` or ``"water"``.
+        metrics: for LULC the dict of :meth:`ConfusionMatrix.summary`, for water
+            the dict of :func:`water_metrics` (values may be ``None``).
+        classes: class names in index order (LULC columns).
+        title: first line.
+        threshold: water probability threshold, printed when given.
+    """
+    m = metrics
+    if task == "water":
+        head = f"{'IoU_water':>10} {'Precision':>10} {'Recall':>10}"
+        row = " ".join(f"{pct(m[k]):>10}" for k in ("iou_water", "precision", "recall"))
+        note = "(percent)" if threshold is None else f"(percent; threshold {threshold})"
+        return f"{title}\n{head}\n{row}\n{note}"
+    names = list(classes)
+    width = max(9, *(len(n) for n in names))
+    per = m["per_class"]
+    lines = [
+        title,
+        " " * 10 + " ".join(f"{n:>{width}}" for n in names) + f" {'mean':>7}",
+        f"{'IoU':<10}"
+        + " ".join(f"{pct(per[n]['iou']):>{width}}" for n in names)
+        + f" {pct(m['miou']):>7}",
+        f"{'Acc':<10}"
+        + " ".join(f"{pct(per[n]['accuracy']):>{width}}" for n in names)
+        + f" {pct(m['macc']):>7}",
+        f"(percent; mIoU {pct(m['miou']).strip()}, mAcc {pct(m['macc']).strip()}, "
+        f"overall accuracy {pct(m['overall_accuracy']).strip()}; n/a = class "
+        "absent)",
+    ]
+    return "\n".join(lines)
+
+
+def format_confusion(matrix: Any, classes: Sequence[str]) -> str:
+    """Confusion matrix of pixel counts as text: rows = reference, columns = map."""
+    m = np.asarray(matrix, dtype=np.int64)
+    names = list(classes)
+    corner = "reference \\ map"
+    label = max(len(corner), *(len(n) for n in names))
+    width = max(max(len(n) for n in names), len(str(int(m.max(initial=0)))))
+    lines = [f"{corner:<{label}} " + " ".join(f"{n:>{width}}" for n in names)]
+    for name, row in zip(names, m, strict=True):
+        lines.append(f"{name:<{label}} " + " ".join(f"{v:>{width}}" for v in row))
+    return "\n".join(lines)
+
+
+def plot_confusion(
+    matrix: Any, names: Sequence[str], path: str | os.PathLike[str], title: str = ""
+) -> Path:
+    """Row-normalised confusion matrix as a PNG (rows = truth), written atomically.
+
+    Raises:
+        BackendUnavailableError: matplotlib is not installed.
+    """
+    lazy_import("matplotlib")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    m = np.asarray(matrix, dtype=np.float64)
+    rows = m.sum(axis=1, keepdims=True)
+    frac = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
+    k = len(names)
+    size = 2.5 + 0.7 * k
+    fig = Figure(figsize=(size, size), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    im = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0)
+    for i in range(k):
+        for j in range(k):
+            color = "white" if frac[i, j] > 0.5 else "black"
+            ax.text(j, i, f"{100 * frac[i, j]:.0f}", ha="center", va="center",
+                    fontsize=8, color=color)  # fmt: skip
+    ax.set_xticks(range(k), list(names), rotation=45, ha="right")
+    ax.set_yticks(range(k), list(names))
+    ax.set(xlabel="predicted", ylabel="true", title=title or "Confusion matrix (%)")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    out = Path(path)
+    atomic_write_bytes(out, buf.getvalue())
+    return out
