@@ -312,11 +312,18 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def load_resume(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a resume checkpoint written by the training loop (``weights_only``).
+def load_resume(
+    path: str | os.PathLike[str], kind: str = "alosmap-finetune"
+) -> dict[str, Any]:
+    """Read a resume checkpoint written by a training loop (``weights_only``).
+
+    Args:
+        path: the ``last.pt`` file.
+        kind: the checkpoint's expected ``kind`` (``alosmap-finetune`` or
+            ``alosmap-pretrain``).
 
     Raises:
-        CheckpointError: unreadable or not one of ours.
+        CheckpointError: unreadable, not one of ours, or of another kind.
     """
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -324,6 +331,12 @@ def load_resume(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: cannot read the resume checkpoint ({exc})"
         ) from exc
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != "alosmap-finetune":
-        raise CheckpointError(f"{path}: not an alosmap finetuning checkpoint")
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != kind:
+        found = ckpt.get("kind") if isinstance(ckpt, dict) else None
+        what = kind.removeprefix("alosmap-")
+        raise CheckpointError(
+            f"{path}: not an alosmap {what} checkpoint"
+            + (f" (it is {found!r})" if found else "")
+            + "; choose another -o"
+        )
     return ckpt

@@ -165,6 +165,178 @@ class Preset(str, Enum):
     tiny = "tiny"
 
 
+@app.command("pretrain")
+def pretrain_cmd(
+    data: Annotated[
+        Path,
+        typer.Option(
+            file_okay=False,
+            help="Dataset directory (from build-dataset) with a pretrain split.",
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            file_okay=False,
+            help="Run directory: encoder.safetensors, last.pt, log.csv, "
+            "reconstruction.png.",
+        ),
+    ],
+    preset: Annotated[
+        Preset,
+        typer.Option(help="Encoder preset; finetune with the same --preset."),
+    ] = Preset.paper,
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs (the paper: 600).")] = 600,
+    warmup_epochs: Annotated[
+        int, typer.Option(min=0, help="Linear warm-up epochs (then cosine to 0).")
+    ] = 40,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Patches per process (GPU), even (images are mixed in pairs); "
+            "global batch = this × processes.",
+        ),
+    ] = 256,
+    blr: Annotated[
+        float,
+        typer.Option(help="Base LR: lr = blr × global batch / 256 (MixMAE rule)."),
+    ] = 1.5e-4,
+    lr: Annotated[
+        float | None,
+        typer.Option(help="Absolute learning rate; overrides --blr and batch scaling."),
+    ] = None,
+    min_lr: Annotated[float, typer.Option(help="LR at the end of the cosine.")] = 0.0,
+    weight_decay: Annotated[
+        float, typer.Option(help="AdamW weight decay (none on norms/biases/tables).")
+    ] = 0.05,
+    mask_ratio: Annotated[
+        float,
+        typer.Option(
+            help="Share of each image's 32×32-pixel cells replaced by its partner's."
+        ),
+    ] = 0.5,
+    sar_w: Annotated[
+        bool,
+        typer.Option(
+            "--sar-w/--no-sar-w",
+            help="Weight the reconstruction error by backscatter power (SAR-W); "
+            "--no-sar-w gives plain MixMAE.",
+        ),
+    ] = True,
+    sar_w_scale: Annotated[
+        float,
+        typer.Option(help="SAR-W exponent scale s: w = exp(s·(1 − min-max power))."),
+    ] = 1.0,
+    norm_pix: Annotated[
+        bool,
+        typer.Option(
+            "--norm-pix/--no-norm-pix",
+            help="Normalise each 32×32 target patch by its own mean and std.",
+        ),
+    ] = True,
+    decoder_dim: Annotated[
+        int | None,
+        typer.Option(
+            min=4, help="Decoder width (default: 512 paper, 128 small, 32 tiny)."
+        ),
+    ] = None,
+    decoder_depth: Annotated[
+        int | None,
+        typer.Option(min=1, help="Decoder blocks (default: 8 paper, 2 small, 1 tiny)."),
+    ] = None,
+    decoder_heads: Annotated[
+        int | None,
+        typer.Option(min=1, help="Decoder heads (default: 16 paper, 4 small, 2 tiny)."),
+    ] = None,
+    augment: Annotated[
+        bool,
+        typer.Option("--augment/--no-augment", help="Random flips/rot90 of patches."),
+    ] = True,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="Data-loading workers per process (default: min(4, CPUs))."
+        ),
+    ] = None,
+    device: Annotated[
+        str, typer.Option(help="auto, cpu or cuda (torchrun: one GPU per process).")
+    ] = "auto",
+    amp: Annotated[
+        bool,
+        typer.Option(
+            "--amp/--no-amp", help="Mixed precision on CUDA (bf16, else fp16)."
+        ),
+    ] = True,
+    seed: Annotated[
+        int,
+        typer.Option(help="Seed of initialisation, shuffling, augmentation, masks."),
+    ] = 0,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume/--no-resume",
+            help="Continue from OUTPUT/last.pt when present (--no-resume refuses "
+            "an existing run).",
+        ),
+    ] = True,
+    stop_after: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Stop after this many epochs in this call (resume later)."
+        ),
+    ] = None,
+) -> None:
+    """Pretrain the Swin encoder with SAR-W-MixMAE on the unlabelled pretrain split.
+
+    MixMAE: pairs of patches are mixed with complementary masks on 32×32-pixel
+    cells, attention is kept inside each source image in every window of every
+    stage, and a decoder un-mixes and reconstructs both patches (per-patch
+    normalised targets). SAR-W: the squared error is weighted per pixel by
+    exp(1 − min-max normalised linear σ0), so dark pixels (water) weigh most.
+    AdamW (betas 0.9/0.95), warm-up then cosine to --min-lr, AMP on CUDA. After
+    every epoch OUTPUT/encoder.safetensors is what `alosmap train finetune
+    --pretrained` takes (same --preset). Runs under `torchrun --nproc_per_node N -m
+    alosmap train pretrain ...` for DDP. Prints the encoder path.
+    """
+    from alosmap.cli import _common
+    from alosmap.train.distributed import dist_info
+    from alosmap.train.pretrain import pretrain
+
+    result = pretrain(
+        data,
+        output,
+        log=_common.info_line,
+        preset=preset.value,
+        epochs=epochs,
+        warmup_epochs=warmup_epochs,
+        batch_size=batch_size,
+        blr=blr,
+        lr=lr,
+        min_lr=min_lr,
+        weight_decay=weight_decay,
+        mask_ratio=mask_ratio,
+        sar_w=sar_w,
+        sar_w_scale=sar_w_scale,
+        norm_pix=norm_pix,
+        decoder_dim=decoder_dim,
+        decoder_depth=decoder_depth,
+        decoder_heads=decoder_heads,
+        augment=augment,
+        workers=workers if workers is not None else min(4, os.cpu_count() or 1),
+        device=device,
+        amp=amp,
+        seed=seed,
+        resume=resume,
+        stop_after=stop_after,
+        progress=_common.show_progress(),
+    )
+    if dist_info().primary:
+        typer.echo(str(result.encoder_path))
+
+
 @app.command("finetune")
 def finetune_cmd(
     data: Annotated[
@@ -204,7 +376,7 @@ def finetune_cmd(
     ] = 2.25,
     epochs: Annotated[
         int | None,
-        typer.Option(min=1, help="Epochs [default: 200 for lulc, 100 for water]."),
+        typer.Option(min=1, help="Epochs (default: 200 for lulc, 100 for water)."),
     ] = None,
     warmup_epochs: Annotated[
         int, typer.Option(min=0, help="Linear warm-up epochs (then cosine).")

@@ -26,12 +26,17 @@ timm's :class:`~timm.models.swin_transformer.SwinTransformer` parts:
   backbone does (``norm0``..``norm3``) before handing features to UPerHead.
 
 Hook for MixMAE pretraining: :meth:`SwinEncoder.forward` accepts ``attn_bias``, one
-optional additive attention bias per stage of shape ``[num_windows, N, N]`` (``N`` =
-window area, shared by the batch, since MixMIM draws one mask per batch). Each
-stage's bias is passed to every block's timm ``WindowAttention(x, mask=...)``.
-Building it from MixMIM's per-token source mask is the pretraining code's job:
-window-partition the stage mask ``m`` [1, H_s, W_s] to ``[nW, N]`` and use
-``-big * (1 - (m mᵀ + (1-m)(1-m)ᵀ))``.
+optional additive attention bias per stage (``N`` = window area, ``nW`` = windows per
+image), passed to every block's timm ``WindowAttention(x, mask=...)``:
+
+* ``[nW, N, N]``: shared by the batch (MixMIM draws one mask per batch);
+* ``[B·nW, N, N]``: one per window of every image, in the order the windows are
+  partitioned (image, window row, window column), for masks that differ per sample.
+  timm reads the leading dimension as its window count, so both shapes work unchanged.
+
+Building it from the per-token source mask is the pretraining code's job
+(:func:`alosmap.train.mixmae.attention_bias`): window-partition the stage mask ``m``
+to ``[·, N]`` and put a large negative value where ``m_i != m_j``.
 """
 
 from __future__ import annotations
@@ -123,8 +128,9 @@ def window_block_forward(
         block: a timm ``SwinTransformerBlock`` (uses ``norm1``, ``attn``,
             ``drop_path1``, ``norm2``, ``mlp``, ``drop_path2``, ``window_size``).
         x: tokens [B, H, W, C].
-        attn_bias: optional additive attention bias [num_windows, N, N] shared by
-            the batch (``N`` = window area); MixMAE's source-image restriction.
+        attn_bias: optional additive attention bias, [nW, N, N] shared by the batch
+            or [B·nW, N, N] per image (``N`` = window area); MixMAE's source-image
+            restriction.
 
     Returns:
         Tokens [B, H, W, C].
@@ -282,8 +288,8 @@ class SwinEncoder(nn.Module):
         Args:
             x: images [B, in_chans, H, W].
             attn_bias: optional per-stage additive attention bias, each
-                [num_windows_s, N_s, N_s] or None (MixMAE pretraining); see the
-                module docstring.
+                [nW_s, N_s, N_s] (shared) or [B·nW_s, N_s, N_s] (per image) or None
+                (MixMAE pretraining); see the module docstring.
 
         Returns:
             Five maps [B, C_k, H / s_k, W / s_k] with ``C_k = out_channels[k]`` and
