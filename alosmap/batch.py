@@ -397,6 +397,8 @@ def run_batch(
     input_units: str = "auto",
     band: int | None = None,
     threads: int | None = None,
+    precision: str | None = None,
+    compile: bool = False,
     shard: Shard | None = None,
     overwrite: bool = False,
     stac: bool = True,
@@ -418,6 +420,9 @@ def run_batch(
         input_units: ``auto``, ``dn``, ``db`` or ``linear``.
         band: 1-based band of multi-band scenes.
         threads: CPU threads for the runtime.
+        precision: ``fp32``, ``bf16`` or ``fp16`` (None: the backend's default);
+            part of the fingerprint, since it changes the maps.
+        compile: ``torch.compile`` the model (torch backend).
         confidence: write band 2 (confidence), which ``mosaic --merge confidence``
             needs.
         probabilities: also write ``<map>_probabilities.tif``.
@@ -478,6 +483,7 @@ def run_batch(
         "band": band,
         "confidence": bool(confidence),
         "probabilities": bool(probabilities),
+        "precision": precision,
     }
     jobs = plan_jobs(scenes, out, task)
     eff = effective_shard(shard, rank, world)
@@ -540,7 +546,13 @@ def run_batch(
             from .runtime import load_runtime
 
             runtime = load_runtime(
-                model_path, backend=backend, device=device, threads=threads
+                model_path,
+                backend=backend,
+                device=device,
+                threads=threads,
+                precision=precision,
+                compile=compile,
+                batch_size=batch_size,
             )
         for job in todo:
             bar.set_postfix_str(job.scene.name[:40], refresh=False)

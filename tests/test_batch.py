@@ -247,6 +247,25 @@ def test_other_model_options_are_not_mixed(
     assert cli("batch", *small_scenes, "-o", out, "--shard", "2/2")[0] == 2
 
 
+def test_precision_reaches_the_runtime_and_the_fingerprint(
+    small_scenes, tiny_lulc_model, tmp_path, cli
+):
+    out = tmp_path / "out"
+    args = ("-q", "batch", *small_scenes, "-o", out, "-m", tiny_lulc_model)
+    code, _, err = cli(*args, "--precision", "bf16", "--no-stac")
+    assert code == 0, err
+    recs = read_records(out)
+    assert len(recs) == 2
+    assert all(r["fingerprint"]["precision"] == "bf16" for r in recs)
+    for path in sorted(out.glob("*.tif")):
+        with rasterio.open(path) as ds:
+            assert json.loads(ds.tags()["ALOSMAP_PARAMS"])["precision"] == "bf16"
+    # the same batch in fp32 would mix precisions in one directory: refused
+    code, _, err = cli(*args, "--precision", "fp32", "--no-stac")
+    lines = _error_lines(err)
+    assert code == 1 and len(lines) == 1 and "precision bf16 -> fp32" in lines[0]
+
+
 def test_without_pystac_the_batch_still_works(
     small_scenes, tiny_water_model, tmp_path, cli, monkeypatch
 ):
