@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import hashlib
 import json
 import logging
 import math
@@ -72,7 +71,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from ._fileio import atomic_write_bytes
+from ._fileio import atomic_write_bytes, sha256_file
 from ._version import __version__
 from .classes import TASKS, classes_for_task
 from .errors import BackendUnavailableError, BatchError, SpecMismatchError
@@ -279,15 +278,6 @@ def read_records(out_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
         if rec is not None and (Path(out_dir) / rec.get("output", "")).is_file():
             out.append(rec)
     return out
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _output_stat(path: Path) -> tuple[int, int] | None:

@@ -1,7 +1,8 @@
-"""Shared fixtures: tiny GeoTIFF factory and small model files."""
+"""Shared fixtures: the CLI runner, tiny GeoTIFF factory and small model files."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,24 @@ SAMPLE_SCENES = sorted((REPO / "sample_data").glob("IMG-HH-*.tif"))
 
 UTM54 = CRS.from_epsg(32654)
 DEFAULT_TRANSFORM = Affine(10.0, 0.0, 350000.0, 0.0, -10.0, 3910000.0)
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """Run ``alosmap ARGS…`` through the real entry point; return (code, out, err)."""
+    from alosmap.cli.main import run
+
+    def invoke(*args):
+        monkeypatch.setattr(sys, "argv", ["alosmap", *map(str, args)])
+        try:
+            run()
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else int(e.code is not None)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return invoke
 
 
 @pytest.fixture

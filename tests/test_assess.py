@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,6 @@ from rasterio.warp import transform as warp_transform
 from rasterio.windows import Window
 
 from alosmap.assess import evaluate_map
-from alosmap.cli.main import run
 from alosmap.errors import InputRasterError
 
 JAXA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -93,21 +91,6 @@ def jaxa_ref(tmp_path):
     rng = np.random.default_rng(7)
     ref = rng.integers(0, 15, (90, 120)).astype(np.uint8)  # 0 = no data
     return write(tmp_path / "LC_ref.tif", ref), ref
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    def invoke(*args):
-        monkeypatch.setattr(sys, "argv", ["alosmap", *map(str, args)])
-        try:
-            run()
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else int(e.code is not None)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
 
 
 def one_error(err):

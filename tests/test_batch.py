@@ -28,23 +28,7 @@ from alosmap.batch import (
     run_batch,
     shard_jobs,
 )
-from alosmap.cli.main import run
 from alosmap.errors import BatchError
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    def invoke(*args):
-        monkeypatch.setattr(sys, "argv", ["alosmap", *map(str, args)])
-        try:
-            run()
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else int(e.code is not None)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
 
 
 @pytest.fixture(scope="module")

@@ -3,28 +3,9 @@ one-line errors and no output left behind on bad input."""
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 import rasterio
-
-from alosmap.cli.main import run
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    def invoke(*args):
-        monkeypatch.setattr(sys, "argv", ["alosmap", *map(str, args)])
-        try:
-            run()
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else int(e.code is not None)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ independent reprojection of each map.
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -19,7 +18,6 @@ from conftest import REPO, SAMPLE_SCENES
 
 from alosmap.arch import get_preset
 from alosmap.batch import run_batch
-from alosmap.cli.main import run
 from alosmap.errors import MosaicInputError, OutputExistsError
 from alosmap.grid import (
     cell_name,
@@ -33,21 +31,6 @@ from alosmap.spec import default_spec
 
 JAXA_TILE = REPO / "sample_data" / "LC_N35E139.tif"
 PPD = 120  # coarse grid for the hand-made maps: 1/120° pixels, 120 × 120 cells
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    def invoke(*args):
-        monkeypatch.setattr(sys, "argv", ["alosmap", *map(str, args)])
-        try:
-            run()
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else int(e.code is not None)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
 
 
 def write_map(path, classes, conf, *, transform, date, crs="EPSG:4326", task="lulc"):

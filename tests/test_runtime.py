@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,6 @@ import pytest
 import rasterio
 from conftest import SAMPLE_SCENES
 
-from alosmap.cli.main import run
 from alosmap.errors import BackendOptionError, BackendUnavailableError, ModelFileError
 from alosmap.runtime import base, load_runtime, resolve_backend
 from alosmap.runtime.onnx_backend import (
@@ -35,21 +33,6 @@ def _gpu() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    def invoke(*args):
-        monkeypatch.setattr(sys, "argv", ["alosmap", *map(str, args)])
-        try:
-            run()
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else int(e.code is not None)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
 
 
 def _export(model_path: Path, out: Path, **kw) -> Path:

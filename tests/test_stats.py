@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,6 @@ from rasterio.crs import CRS
 from scipy.integrate import quad
 
 from alosmap.areas import class_areas, pixel_areas
-from alosmap.cli.main import run
 
 JAXA_TILE = (
     Path(__file__).resolve().parents[1].parent
@@ -76,21 +74,6 @@ def write(path, array, *, crs=WGS84, transform=None, nodata=0, tags=None):
 
 def lulc(path, codes, **kw):
     return write(path, codes, tags={"ALOSMAP_TASK": "lulc"}, **kw)
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    def invoke(*args):
-        monkeypatch.setattr(sys, "argv", ["alosmap", *map(str, args)])
-        try:
-            run()
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else int(e.code is not None)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
 
 
 def one_error(err):

@@ -16,7 +16,6 @@ from rasterio.warp import transform_geom
 from shapely.geometry import shape
 
 from alosmap.areas import class_areas
-from alosmap.cli.main import run
 from alosmap.vectorize import vectorize_map
 
 UTM54 = CRS.from_epsg(32654)
@@ -67,21 +66,6 @@ def burn(geoms, shape_, transform):
     return rasterize(
         [(g, 1) for g in geoms], out_shape=shape_, transform=transform, dtype="uint8"
     )
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    def invoke(*args):
-        monkeypatch.setattr(sys, "argv", ["alosmap", *map(str, args)])
-        try:
-            run()
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else int(e.code is not None)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
 
 
 def one_error(err):

@@ -48,7 +48,7 @@ from torch import nn
 
 from alosmap._fileio import atomic_write, make_readable
 from alosmap.arch import ArchConfig
-from alosmap.errors import AlosmapError
+from alosmap.errors import AlosmapError, OutputExistsError
 
 __all__ = [
     "ENCODER_KEY",
@@ -59,6 +59,7 @@ __all__ = [
     "load_pretrained_encoder",
     "load_resume",
     "make_readable",
+    "open_run",
     "restore_rng",
     "save_encoder",
 ]
@@ -338,5 +339,54 @@ def load_resume(
             f"{path}: not an alosmap {what} checkpoint"
             + (f" (it is {found!r})" if found else "")
             + "; choose another -o"
+        )
+    return ckpt
+
+
+def open_run(
+    out: Path,
+    *,
+    resume: bool,
+    product: str,
+    kind: str,
+    now: dict[str, Any],
+) -> dict[str, Any] | None:
+    """The resume checkpoint of the run in ``out``, or None for a fresh run.
+
+    Args:
+        out: the run directory.
+        resume: whether the user asked to resume (``--resume``).
+        product: the file a finished run leaves (``model.safetensors``,
+            ``encoder.safetensors``): present without ``last.pt``, the directory is
+            someone else's result and is refused.
+        kind: the checkpoint kind :func:`load_resume` expects.
+        now: the options that must equal the checkpoint's ``config`` to resume.
+
+    Raises:
+        OutputExistsError: ``out`` holds a run or a result and may not be reused.
+        CheckpointError: the checkpoint was written with other options (named).
+    """
+    last = out / "last.pt"
+    if not last.is_file():
+        if (out / product).exists():
+            raise OutputExistsError(
+                f"{out} already holds {product} but no last.pt to resume from; "
+                "choose another -o"
+            )
+        return None
+    if not resume:
+        raise OutputExistsError(
+            f"{out} already holds a run (last.pt); resume it with --resume "
+            "or choose another -o"
+        )
+    ckpt = load_resume(last, kind=kind)
+    old = ckpt["config"]
+    diff = [
+        f"{k}={old.get(k)!r} (now {v!r})" for k, v in now.items() if old.get(k) != v
+    ]
+    if diff:
+        raise CheckpointError(
+            f"{last} was written with other options: {'; '.join(diff)}; resume "
+            "with the same options or choose another -o"
         )
     return ckpt

@@ -43,18 +43,17 @@ from torch import nn
 from alosmap._fileio import atomic_write_bytes
 from alosmap._version import __version__
 from alosmap.arch import get_preset
-from alosmap.errors import AlosmapError, OutputExistsError
+from alosmap.errors import AlosmapError
 from alosmap.metrics import ConfusionMatrix, threshold_probabilities, water_metrics
 from alosmap.models import build_model
 from alosmap.spec import Radiometry, default_spec, save_model
 
 from . import distributed as ddp
 from .checkpoint import (
-    CheckpointError,
     atomic_torch_save,
     capture_rng,
     load_pretrained_encoder,
-    load_resume,
+    open_run,
     restore_rng,
 )
 from .data import DatasetFormatError, PatchDataset, TrainingData
@@ -292,32 +291,14 @@ class _Run:
 
     # -- setup ---------------------------------------------------------------------
     def _resume_checkpoint(self) -> dict[str, Any] | None:
-        last = self.out / "last.pt"
-        if not last.is_file():
-            if (self.out / "model.safetensors").exists():
-                raise OutputExistsError(
-                    f"{self.out} already holds a model.safetensors but no last.pt to "
-                    "resume from; choose another -o"
-                )
-            return None
-        if not self.cfg.resume:
-            raise OutputExistsError(
-                f"{self.out} already holds a run (last.pt); resume it with --resume "
-                "or choose another -o"
-            )
-        ckpt = load_resume(last)
         now = _resume_fields(self.cfg, self.global_batch)
-        diff = [
-            f"{k}={ckpt['config'].get(k)!r} (now {now[k]!r})"
-            for k in _RESUME_KEYS
-            if ckpt["config"].get(k) != now[k]
-        ]
-        if diff:
-            raise CheckpointError(
-                f"{last} was written with other options: {'; '.join(diff)}; resume "
-                "with the same options or choose another -o"
-            )
-        return ckpt
+        return open_run(
+            self.out,
+            resume=self.cfg.resume,
+            product="model.safetensors",
+            kind="alosmap-finetune",
+            now={k: now[k] for k in _RESUME_KEYS},
+        )
 
     def setup(self) -> None:
         cfg = self.cfg

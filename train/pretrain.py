@@ -39,14 +39,12 @@ from torch import nn
 from alosmap._fileio import atomic_write_bytes
 from alosmap._version import __version__
 from alosmap.arch import ArchConfig, get_preset
-from alosmap.errors import OutputExistsError
 
 from . import distributed as ddp
 from .checkpoint import (
-    CheckpointError,
     atomic_torch_save,
     capture_rng,
-    load_resume,
+    open_run,
     restore_rng,
     save_encoder,
 )
@@ -341,32 +339,14 @@ class _Run:
 
     # -- setup ---------------------------------------------------------------------
     def _resume_checkpoint(self) -> dict[str, Any] | None:
-        last = self.out / "last.pt"
-        if not last.is_file():
-            if (self.out / "encoder.safetensors").exists():
-                raise OutputExistsError(
-                    f"{self.out} already holds an encoder.safetensors but no last.pt "
-                    "to resume from; choose another -o"
-                )
-            return None
-        if not self.cfg.resume:
-            raise OutputExistsError(
-                f"{self.out} already holds a run (last.pt); resume it with --resume "
-                "or choose another -o"
-            )
-        ckpt = load_resume(last, kind=RESUME_KIND)
         now = _resume_fields(self.cfg, self.global_batch)
-        diff = [
-            f"{k}={ckpt['config'].get(k)!r} (now {now[k]!r})"
-            for k in _RESUME_KEYS
-            if ckpt["config"].get(k) != now[k]
-        ]
-        if diff:
-            raise CheckpointError(
-                f"{last} was written with other options: {'; '.join(diff)}; resume "
-                "with the same options or choose another -o"
-            )
-        return ckpt
+        return open_run(
+            self.out,
+            resume=self.cfg.resume,
+            product="encoder.safetensors",
+            kind=RESUME_KIND,
+            now={k: now[k] for k in _RESUME_KEYS},
+        )
 
     def setup(self) -> None:
         cfg = self.cfg

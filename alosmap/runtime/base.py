@@ -21,7 +21,6 @@ Precision (``precision=None`` means the backend's natural one):
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Protocol
 
 import numpy as np
 
+from alosmap._fileio import sha256_file
 from alosmap.errors import BackendOptionError, BackendUnavailableError, ModelFileError
 from alosmap.spec import ModelSpec
 
@@ -234,11 +234,7 @@ def cache_dir() -> Path:
 
 def file_sha256(path: Path, length: int = 16) -> str:
     """The first ``length`` hex digits of the SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:length]
+    return sha256_file(path)[:length]
 
 
 def load_runtime(

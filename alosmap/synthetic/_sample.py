@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from alosmap._fileio import sha256_file
 
 from ._io import check_writable, tile_name, tiles_for_bounds
 from ._io import write_label_tiles as _write_label_tiles
@@ -132,12 +133,3 @@ def make_sample_data(
         encoding="utf-8",
     )
     return [*paths, sums]
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """SHA-256 hex digest of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
