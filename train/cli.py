@@ -22,6 +22,40 @@ class Task(str, Enum):
     water = "water"
 
 
+# Options shared by `pretrain` and `finetune`.
+AugmentOpt = Annotated[
+    bool,
+    typer.Option("--augment/--no-augment", help="Random flips/rot90 of patches."),
+]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=0, help="Data-loading workers per process (default: min(4, CPUs))."
+    ),
+]
+TrainDeviceOpt = Annotated[
+    str, typer.Option(help="auto, cpu or cuda (torchrun: one GPU per process).")
+]
+AmpOpt = Annotated[
+    bool,
+    typer.Option("--amp/--no-amp", help="Mixed precision on CUDA (bf16, else fp16)."),
+]
+ResumeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--resume/--no-resume",
+        help="Continue from OUTPUT/last.pt when present (--no-resume refuses "
+        "an existing run).",
+    ),
+]
+StopAfterOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1, help="Stop after this many epochs in this call (resume later)."
+    ),
+]
+
+
 @app.command("init")
 def init_model(
     output: Annotated[
@@ -251,43 +285,16 @@ def pretrain_cmd(
         int | None,
         typer.Option(min=1, help="Decoder heads (default: 16 paper, 4 small, 2 tiny)."),
     ] = None,
-    augment: Annotated[
-        bool,
-        typer.Option("--augment/--no-augment", help="Random flips/rot90 of patches."),
-    ] = True,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            min=0, help="Data-loading workers per process (default: min(4, CPUs))."
-        ),
-    ] = None,
-    device: Annotated[
-        str, typer.Option(help="auto, cpu or cuda (torchrun: one GPU per process).")
-    ] = "auto",
-    amp: Annotated[
-        bool,
-        typer.Option(
-            "--amp/--no-amp", help="Mixed precision on CUDA (bf16, else fp16)."
-        ),
-    ] = True,
+    augment: AugmentOpt = True,
+    workers: WorkersOpt = None,
+    device: TrainDeviceOpt = "auto",
+    amp: AmpOpt = True,
     seed: Annotated[
         int,
         typer.Option(help="Seed of initialisation, shuffling, augmentation, masks."),
     ] = 0,
-    resume: Annotated[
-        bool,
-        typer.Option(
-            "--resume/--no-resume",
-            help="Continue from OUTPUT/last.pt when present (--no-resume refuses "
-            "an existing run).",
-        ),
-    ] = True,
-    stop_after: Annotated[
-        int | None,
-        typer.Option(
-            min=1, help="Stop after this many epochs in this call (resume later)."
-        ),
-    ] = None,
+    resume: ResumeOpt = True,
+    stop_after: StopAfterOpt = None,
 ) -> None:
     """Pretrain the Swin encoder with SAR-W-MixMAE on the unlabelled pretrain split.
 
@@ -412,42 +419,15 @@ def finetune_cmd(
     dropout: Annotated[
         float, typer.Option(help="Dropout before the classifier while training.")
     ] = 0.1,
-    augment: Annotated[
-        bool,
-        typer.Option("--augment/--no-augment", help="Random flips/rot90 of patches."),
-    ] = True,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            min=0, help="Data-loading workers per process (default: min(4, CPUs))."
-        ),
-    ] = None,
-    device: Annotated[
-        str, typer.Option(help="auto, cpu or cuda (torchrun: one GPU per process).")
-    ] = "auto",
-    amp: Annotated[
-        bool,
-        typer.Option(
-            "--amp/--no-amp", help="Mixed precision on CUDA (bf16, else fp16)."
-        ),
-    ] = True,
+    augment: AugmentOpt = True,
+    workers: WorkersOpt = None,
+    device: TrainDeviceOpt = "auto",
+    amp: AmpOpt = True,
     seed: Annotated[
         int, typer.Option(help="Seed of initialisation, shuffling, augmentation.")
     ] = 0,
-    resume: Annotated[
-        bool,
-        typer.Option(
-            "--resume/--no-resume",
-            help="Continue from OUTPUT/last.pt when present (--no-resume refuses "
-            "an existing run).",
-        ),
-    ] = True,
-    stop_after: Annotated[
-        int | None,
-        typer.Option(
-            min=1, help="Stop after this many epochs in this call (resume later)."
-        ),
-    ] = None,
+    resume: ResumeOpt = True,
+    stop_after: StopAfterOpt = None,
 ) -> None:
     """Finetune the segmentation model (paper Section III-B) on a dataset.
 
