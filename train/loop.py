@@ -260,7 +260,38 @@ def _val_score(task: str, cm: ConfusionMatrix) -> dict[str, float]:
     return {"miou": cm.miou(), "macc": cm.macc()}
 
 
-class _Run:
+class RunCommon:
+    """What the finetuning and pretraining processes share (both ``_Run``).
+
+    Subclasses set ``info``, ``out``, ``device``, ``amp_dtype`` and ``epoch``.
+    """
+
+    info: ddp.DistInfo
+    out: Path
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    epoch: int
+
+    def _tensorboard(self) -> Any:
+        """A TensorBoard writer on the primary process (None elsewhere / absent)."""
+        if not self.info.primary:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return None
+        return SummaryWriter(str(self.out / "tb"), purge_step=self.epoch + 1)
+
+    def _autocast(self) -> Any:
+        """Autocast to the AMP dtype on CUDA; a no-op context otherwise."""
+        return torch.autocast(
+            self.device.type,
+            dtype=self.amp_dtype or torch.float32,
+            enabled=self.amp_dtype is not None,
+        )
+
+
+class _Run(RunCommon):
     """State of one finetuning process (kept small; see :func:`run_finetune`)."""
 
     def __init__(
@@ -394,23 +425,7 @@ class _Run:
             write_csv(self.out / "log.csv", self.rows)  # drop rows after the ckpt
         self.log(f"resumed from {self.out / 'last.pt'} after epoch {self.epoch}")
 
-    def _tensorboard(self) -> Any:
-        if not self.info.primary:
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            return None
-        return SummaryWriter(str(self.out / "tb"), purge_step=self.epoch + 1)
-
     # -- one epoch -----------------------------------------------------------------
-    def _autocast(self) -> Any:
-        return torch.autocast(
-            self.device.type,
-            dtype=self.amp_dtype or torch.float32,
-            enabled=self.amp_dtype is not None,
-        )
-
     def train_epoch(self) -> dict[str, float]:
         self.ddp_model.train()
         self.sampler.set_epoch(self.epoch)

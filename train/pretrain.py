@@ -49,7 +49,14 @@ from .checkpoint import (
     save_encoder,
 )
 from .data import DatasetFormatError, PatchDataset, TrainingData
-from .loop import TrainingError, _amp_dtype, _device, _wants_cuda, write_csv
+from .loop import (
+    RunCommon,
+    TrainingError,
+    _amp_dtype,
+    _device,
+    _wants_cuda,
+    write_csv,
+)
 from .mixmae import (
     DECODER_PRESETS,
     DecoderConfig,
@@ -316,7 +323,7 @@ def plot_reconstructions(
     atomic_write_bytes(path, buf.getvalue())
 
 
-class _Run:
+class _Run(RunCommon):
     """State of one pretraining process (see :func:`run_pretrain`)."""
 
     def __init__(
@@ -431,23 +438,7 @@ class _Run:
             write_csv(self.out / "log.csv", self.rows)  # drop rows after the ckpt
         self.log(f"resumed from {self.out / 'last.pt'} after epoch {self.epoch}")
 
-    def _tensorboard(self) -> Any:
-        if not self.info.primary:
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            return None
-        return SummaryWriter(str(self.out / "tb"), purge_step=self.epoch + 1)
-
     # -- one epoch -----------------------------------------------------------------
-    def _autocast(self) -> Any:
-        return torch.autocast(
-            self.device.type,
-            dtype=self.amp_dtype or torch.float32,
-            enabled=self.amp_dtype is not None,
-        )
-
     def _batch(
         self, x: torch.Tensor, db: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
