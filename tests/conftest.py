@@ -19,6 +19,30 @@ UTM54 = CRS.from_epsg(32654)
 DEFAULT_TRANSFORM = Affine(10.0, 0.0, 350000.0, 0.0, -10.0, 3910000.0)
 
 
+def write_raster(path, array, *, crs, transform, nodata, tags=None):
+    """Write ``array`` ([H, W] or [C, H, W]) as a GeoTIFF (no CRS when None)."""
+    a = np.asarray(array)
+    if a.ndim == 2:
+        a = a[None]
+    count, h, w = a.shape
+    profile = {
+        "driver": "GTiff",
+        "width": w,
+        "height": h,
+        "count": count,
+        "dtype": a.dtype,
+        "nodata": nodata,
+        "transform": transform,
+    }
+    if crs is not None:
+        profile["crs"] = crs
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(a)
+        if tags:
+            ds.update_tags(**tags)
+    return path
+
+
 @pytest.fixture
 def cli(monkeypatch, capsys):
     """Run ``alosmap ARGS…`` through the real entry point; return (code, out, err)."""
@@ -50,28 +74,14 @@ def make_geotiff(tmp_path):
         nodata=0,
         tags=None,
     ):
-        a = np.asarray(array)
-        if a.ndim == 2:
-            a = a[None]
-        count, h, w = a.shape
-        path = tmp_path / name
-        profile = {
-            "driver": "GTiff",
-            "width": w,
-            "height": h,
-            "count": count,
-            "dtype": a.dtype,
-            "nodata": nodata,
-            "transform": transform
-            or Affine(10.0, 0.0, 350000.0, 0.0, -10.0, 3910000.0),
-        }
-        if crs is not None:
-            profile["crs"] = crs
-        with rasterio.open(path, "w", **profile) as ds:
-            ds.write(a)
-            if tags:
-                ds.update_tags(**tags)
-        return path
+        return write_raster(
+            tmp_path / name,
+            array,
+            crs=crs,
+            transform=transform or DEFAULT_TRANSFORM,
+            nodata=nodata,
+            tags=tags,
+        )
 
     return make
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from conftest import write_raster
 from rasterio.crs import CRS
 from rasterio.warp import transform as warp_transform
 from rasterio.windows import Window
@@ -57,23 +58,9 @@ def hand_lulc(jaxa: np.ndarray) -> np.ndarray:
 
 
 def write(path, array, *, crs=WGS84, transform=JAXA_T, nodata=0, tags=None):
-    a = np.asarray(array)
-    profile = {
-        "driver": "GTiff",
-        "width": a.shape[1],
-        "height": a.shape[0],
-        "count": 1,
-        "dtype": a.dtype,
-        "nodata": nodata,
-        "transform": transform,
-    }
-    if crs is not None:
-        profile["crs"] = crs
-    with rasterio.open(path, "w", **profile) as ds:
-        ds.write(a, 1)
-        if tags:
-            ds.update_tags(**tags)
-    return path
+    return write_raster(
+        path, array, crs=crs, transform=transform, nodata=nodata, tags=tags
+    )
 
 
 def lulc_map(path, codes, **kw):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from conftest import write_raster
 from rasterio.crs import CRS
 from scipy.integrate import quad
 
@@ -54,22 +55,7 @@ def cell_area_by_integration(lat0: float, lat1: float, dlon_deg: float) -> float
 
 def write(path, array, *, crs=WGS84, transform=None, nodata=0, tags=None):
     a = np.asarray(array, dtype=np.uint8)
-    profile = {
-        "driver": "GTiff",
-        "width": a.shape[1],
-        "height": a.shape[0],
-        "count": 1,
-        "dtype": "uint8",
-        "nodata": nodata,
-        "transform": transform,
-    }
-    if crs is not None:
-        profile["crs"] = crs
-    with rasterio.open(path, "w", **profile) as ds:
-        ds.write(a, 1)
-        if tags:
-            ds.update_tags(**tags)
-    return path
+    return write_raster(path, a, crs=crs, transform=transform, nodata=nodata, tags=tags)
 
 
 def lulc(path, codes, **kw):

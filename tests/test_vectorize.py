@@ -7,9 +7,9 @@ import sys
 
 import numpy as np
 import pytest
-import rasterio
 import shapely
 from affine import Affine
+from conftest import write_raster
 from rasterio.crs import CRS
 from rasterio.features import rasterize
 from rasterio.warp import transform_geom
@@ -25,22 +25,8 @@ UTM_T = Affine(10.0, 0, 350000.0, 0, -10.0, 3910000.0)
 
 def write(path, array, *, crs=UTM54, transform=UTM_T, nodata=255, task="water"):
     a = np.asarray(array, dtype=np.uint8)
-    profile = {
-        "driver": "GTiff",
-        "width": a.shape[1],
-        "height": a.shape[0],
-        "count": 1,
-        "dtype": "uint8",
-        "nodata": nodata,
-        "transform": transform,
-    }
-    if crs is not None:
-        profile["crs"] = crs
-    with rasterio.open(path, "w", **profile) as ds:
-        ds.write(a, 1)
-        if task:
-            ds.update_tags(ALOSMAP_TASK=task)
-    return path
+    tags = {"ALOSMAP_TASK": task} if task else None
+    return write_raster(path, a, crs=crs, transform=transform, nodata=nodata, tags=tags)
 
 
 @pytest.fixture
