@@ -10,17 +10,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._version import __version__
+from alosmap._version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .pipeline import PredictResult, predict_scene
+    from alosmap.predict.pipeline import PredictResult, predict_scene
 
 __all__ = ["PredictResult", "__version__", "predict_scene"]
 
 
 def __getattr__(name: str) -> Any:
     if name in ("predict_scene", "PredictResult"):
-        from . import pipeline
+        from alosmap.predict import pipeline
 
         return getattr(pipeline, name)
     raise AttributeError(f"module 'alosmap' has no attribute {name!r}")

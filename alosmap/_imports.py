@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from .errors import BackendUnavailableError
+from alosmap.errors import BackendUnavailableError
 
 #: pip extra that provides each optional module.
 _EXTRAS = {

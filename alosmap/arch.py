@@ -20,7 +20,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import SpecError
+from alosmap.errors import SpecError
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .classes import IGNORE_INDEX
+from alosmap.classes import IGNORE_INDEX
 
 __all__ = [
     "WATER_THRESHOLD",

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from ._fileio import atomic_write_bytes
-from ._imports import lazy_import
+from alosmap._fileio import atomic_write_bytes
+from alosmap._imports import lazy_import
 
 __all__ = ["format_confusion", "format_table", "pct", "plot_confusion"]
 

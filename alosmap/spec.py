@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._fileio import atomic_write
-from ._version import __version__
-from .arch import ArchConfig
-from .classes import TASKS, ClassInfo, classes_for_task
-from .errors import ModelFileError, OutputExistsError, SpecError
+from alosmap._fileio import atomic_write
+from alosmap._version import __version__
+from alosmap.arch import ArchConfig
+from alosmap.classes import TASKS, ClassInfo, classes_for_task
+from alosmap.errors import ModelFileError, OutputExistsError, SpecError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -377,7 +377,7 @@ def read_engine_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
 def _onnx_spec_text(path: Path) -> str:
     if not path.is_file():
         raise ModelFileError(f"model file not found: {path}")
-    from ._imports import lazy_import
+    from alosmap._imports import lazy_import
 
     onnx = lazy_import("onnx")
     try:
@@ -435,7 +435,7 @@ def load_model(
     """
     from safetensors.torch import load_file
 
-    from .models import build_model
+    from alosmap.models import build_model
 
     spec = load_spec(path)
     model = build_model(spec.arch)

@@ -556,10 +556,9 @@ def export_onnx_file(
 
     from alosmap._fileio import atomic_write
     from alosmap.errors import OutputExistsError, OutputPathError, ParityError
+    from alosmap.export.parity import DEFAULT_PARITY_TILES
+    from alosmap.export.parity import parity_tiles as make_tiles
     from alosmap.spec import SPEC_KEY, load_model
-
-    from .parity import DEFAULT_PARITY_TILES
-    from .parity import parity_tiles as make_tiles
 
     out = Path(output)
     if out.suffix.lower() != ".onnx":

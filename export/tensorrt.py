@@ -130,8 +130,7 @@ def inspect_onnx(path: str | os.PathLike[str]) -> OnnxModelInfo:
             or input/output shapes that do not match the spec.
     """
     from alosmap._imports import lazy_import
-
-    from .onnx import PRECISION_KEY, fp32_sensitive_nodes
+    from alosmap.export.onnx import PRECISION_KEY, fp32_sensitive_nodes
 
     onnx = lazy_import("onnx")
     p = Path(path)
@@ -399,6 +398,9 @@ def build_engine(
         BackendUnavailableError: TensorRT or a CUDA GPU is missing.
         ParityError: the engine fails the parity check (nothing is written).
     """
+    from alosmap.export.onnx import _probs, compare_probs, onnx_logits
+    from alosmap.export.parity import DEFAULT_PARITY_TILES
+    from alosmap.export.parity import parity_tiles as make_tiles
     from alosmap.runtime.tensorrt_backend import (
         TensorRTRuntime,
         check_gpu_device,
@@ -406,10 +408,6 @@ def build_engine(
         gpu_identity,
         import_tensorrt,
     )
-
-    from .onnx import _probs, compare_probs, onnx_logits
-    from .parity import DEFAULT_PARITY_TILES
-    from .parity import parity_tiles as make_tiles
 
     out = check_output(output, overwrite=overwrite)
     if opt_batch is None:

@@ -35,8 +35,7 @@ from alosmap.metrics import (
 from alosmap.report import format_table as _format_table
 from alosmap.report import plot_confusion
 from alosmap.spec import ModelSpec, load_model
-
-from .data import DatasetFormatError, PatchDataset, TrainingData
+from alosmap.train.data import DatasetFormatError, PatchDataset, TrainingData
 
 __all__ = [
     "evaluate",

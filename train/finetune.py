@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from .loop import FinetuneConfig, FinetuneResult, run_finetune
+from alosmap.train.loop import FinetuneConfig, FinetuneResult, run_finetune
 
 __all__ = ["DEFAULT_EPOCHS", "finetune", "make_config"]
 

@@ -47,18 +47,17 @@ from alosmap.errors import AlosmapError
 from alosmap.metrics import ConfusionMatrix, threshold_probabilities, water_metrics
 from alosmap.models import build_model
 from alosmap.spec import Radiometry, default_spec, save_model
-
-from . import distributed as ddp
-from .checkpoint import (
+from alosmap.train import distributed as ddp
+from alosmap.train.checkpoint import (
     atomic_torch_save,
     capture_rng,
     load_pretrained_encoder,
     open_run,
     restore_rng,
 )
-from .data import DatasetFormatError, PatchDataset, TrainingData
-from .losses import build_loss
-from .optim import build_optimizer, lr_at, scaled_lr, set_lr
+from alosmap.train.data import DatasetFormatError, PatchDataset, TrainingData
+from alosmap.train.losses import build_loss
+from alosmap.train.optim import build_optimizer, lr_at, scaled_lr, set_lr
 
 logger = logging.getLogger(__name__)
 

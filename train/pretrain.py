@@ -39,17 +39,16 @@ from torch import nn
 from alosmap._fileio import atomic_write_bytes
 from alosmap._version import __version__
 from alosmap.arch import ArchConfig, get_preset
-
-from . import distributed as ddp
-from .checkpoint import (
+from alosmap.train import distributed as ddp
+from alosmap.train.checkpoint import (
     atomic_torch_save,
     capture_rng,
     open_run,
     restore_rng,
     save_encoder,
 )
-from .data import DatasetFormatError, PatchDataset, TrainingData
-from .loop import (
+from alosmap.train.data import DatasetFormatError, PatchDataset, TrainingData
+from alosmap.train.loop import (
     RunCommon,
     TrainingError,
     _amp_dtype,
@@ -57,7 +56,7 @@ from .loop import (
     _wants_cuda,
     write_csv,
 )
-from .mixmae import (
+from alosmap.train.mixmae import (
     DECODER_PRESETS,
     DecoderConfig,
     MixMAE,
@@ -69,7 +68,7 @@ from .mixmae import (
     sar_w_weights,
     unpatchify,
 )
-from .optim import build_optimizer, lr_at, scaled_lr, set_lr
+from alosmap.train.optim import build_optimizer, lr_at, scaled_lr, set_lr
 
 logger = logging.getLogger(__name__)
 

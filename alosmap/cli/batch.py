@@ -1,4 +1,4 @@
-"""``alosmap batch``: map many scenes, resumable and sharded (see alosmap.batch)."""
+"""``alosmap batch``: map many scenes, resumable and sharded."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from . import _common
-from .predict import (
+from alosmap.cli import _common
+from alosmap.cli.predict import (
     Backend,
     BackendOpt,
     BandOpt,
@@ -30,7 +30,7 @@ from .predict import (
 def _parse_shard(value: str | None) -> str | None:
     if value is None:
         return None
-    from alosmap.batch import Shard
+    from alosmap.national.batch import Shard
 
     try:
         Shard.parse(value)
@@ -138,7 +138,7 @@ def batch(
     array jobs. A scene that fails is reported and the batch goes on; the exit code
     is 1 when any scene failed.
     """
-    from alosmap.batch import Shard, expand_scenes, read_manifest, run_batch
+    from alosmap.national.batch import Shard, expand_scenes, read_manifest, run_batch
 
     if not scenes and manifest is None:
         raise typer.BadParameter(

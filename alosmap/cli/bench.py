@@ -127,8 +127,8 @@ def bench(
     """
     import time
 
-    from alosmap.bench import compare, measure, parse_variants, temp_workdir
     from alosmap.errors import AlosmapError, BackendOptionError
+    from alosmap.predict.bench import compare, measure, parse_variants, temp_workdir
 
     try:
         variants = parse_variants(backends)

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from . import _common
+from alosmap.cli import _common
 
 #: Report suffixes of ``-o``.
 REPORT_SUFFIXES = (".json", ".csv", ".png")
@@ -135,7 +135,7 @@ def evaluate(
     counted. LULC: per-class IoU and accuracy, mIoU, mAcc (paper Table
     II); water: IoU_water, precision, recall (Table III), on stdout.
     """
-    from alosmap.assess import evaluate_map, format_report, report_csv
+    from alosmap.national.evaluate import evaluate_map, format_report, report_csv
 
     outputs = check_outputs(list(output or []), REPORT_SUFFIXES, overwrite)
     if any(p.suffix.lower() == ".png" for p in outputs):

@@ -13,19 +13,18 @@ from typing import Annotated
 import typer
 
 from alosmap._version import __version__
-from alosmap.export.cli import app as export_app
-from alosmap.train.cli import app as train_app
-
-from . import _common
-from .batch import batch
-from .bench import bench
-from .evaluate import evaluate
-from .info import info
-from .mosaic import mosaic
-from .predict import predict, water
-from .stats import stats
-from .synth import app as synth_app
-from .vectorize import vectorize
+from alosmap.cli import _common
+from alosmap.cli.batch import batch
+from alosmap.cli.bench import bench
+from alosmap.cli.evaluate import evaluate
+from alosmap.cli.export import app as export_app
+from alosmap.cli.info import info
+from alosmap.cli.mosaic import mosaic
+from alosmap.cli.predict import predict, water
+from alosmap.cli.stats import stats
+from alosmap.cli.synth import app as synth_app
+from alosmap.cli.train import app as train_app
+from alosmap.cli.vectorize import vectorize
 
 app = typer.Typer(
     name="alosmap",

@@ -1,4 +1,4 @@
-"""``alosmap mosaic``: per-scene maps onto the JAXA 1° grid (see alosmap.mosaic)."""
+"""``alosmap mosaic``: per-scene maps onto the JAXA 1° grid."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from . import _common
-from .predict import Task
+from alosmap.cli import _common
+from alosmap.cli.predict import Task
 
 
 class Grid(str, Enum):
@@ -77,7 +77,7 @@ def mosaic(
     (LC_N35E139.tif; WATER_N35E139.tif for water maps); lulc.vrt (water.vrt) covers
     them all. Pixels no map covers stay no data.
     """
-    from alosmap.mosaic import mosaic_maps
+    from alosmap.national.mosaic import mosaic_maps
 
     res = mosaic_maps(
         inputs,

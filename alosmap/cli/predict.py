@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from . import _common
+from alosmap.cli import _common
 
 
 class Task(str, Enum):
@@ -157,7 +157,7 @@ ThreadsOpt = Annotated[
 def _predict(task: str | None, options: dict[str, object]) -> None:
     """Run predict_scene with the command's options (enums turned into values)."""
     from alosmap.classes import classes_for_task
-    from alosmap.pipeline import predict_scene
+    from alosmap.predict.pipeline import predict_scene
 
     kw = {k: v.value if isinstance(v, Enum) else v for k, v in options.items()}
     res = predict_scene(task=task, progress=_common.show_progress(), **kw)  # type: ignore[arg-type]

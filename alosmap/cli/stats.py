@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from . import _common
-from .evaluate import AoiOpt, OverwriteOpt, check_outputs
+from alosmap.cli import _common
+from alosmap.cli.evaluate import AoiOpt, OverwriteOpt, check_outputs
 
 
 class Format(str, Enum):
@@ -71,7 +71,7 @@ def stats(
     (pixels shrink towards the poles), |det(transform)| in m² for
     projected grids. With --aoi, pixels whose centre is inside count.
     """
-    from alosmap.areas import class_areas
+    from alosmap.national.stats import class_areas
 
     if output is not None:
         check_outputs([output], (".csv", ".json", ".txt"), overwrite)

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from . import _common
-from .evaluate import OverwriteOpt
-from .stats import Legend
+from alosmap.cli import _common
+from alosmap.cli.evaluate import OverwriteOpt
+from alosmap.cli.stats import Legend
 
 
 class OutCrs(str, Enum):
@@ -86,7 +86,7 @@ def vectorize(
     code and area_m2 per feature. GeoJSON is WGS 84 lon/lat (RFC 7946)
     unless --crs map.
     """
-    from alosmap.vectorize import vectorize_map
+    from alosmap.national.vectorize import vectorize_map
 
     out = output if output is not None else Path(f"{map_path.stem}.geojson")
     res = vectorize_map(

@@ -25,10 +25,9 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from alosmap.errors import AlosmapWarning, InputRasterError
+from alosmap.io.raster import acquisition_date, open_raster
 from alosmap.radiometry import CALIBRATION_FACTOR_DB, guess_units
 from alosmap.spec import INPUT_UNITS, ModelSpec
-
-from .raster import acquisition_date, open_raster
 
 logger = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ refine-up head. Build it with :func:`build_model` from an
 
 from __future__ import annotations
 
-from .builder import SegmentationModel, build_model, count_parameters
-from .decoder import UPerNetDecoder, adaptive_avg_pool2d_static
-from .encoder import SwinEncoder, sincos_pos_embed_2d
-from .heads import PlainHead, RefineUpHead
+from alosmap.models.builder import SegmentationModel, build_model, count_parameters
+from alosmap.models.decoder import UPerNetDecoder, adaptive_avg_pool2d_static
+from alosmap.models.encoder import SwinEncoder, sincos_pos_embed_2d
+from alosmap.models.heads import PlainHead, RefineUpHead
 
 __all__ = [
     "PlainHead",

@@ -12,10 +12,9 @@ from torch import nn
 
 from alosmap.arch import ArchConfig
 from alosmap.errors import SpecMismatchError
-
-from .decoder import UPerNetDecoder
-from .encoder import SwinEncoder
-from .heads import PlainHead, RefineUpHead
+from alosmap.models.decoder import UPerNetDecoder
+from alosmap.models.encoder import SwinEncoder
+from alosmap.models.heads import PlainHead, RefineUpHead
 
 
 def _is_exporting() -> bool:

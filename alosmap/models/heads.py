@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .decoder import ConvBNReLU
+from alosmap.models.decoder import ConvBNReLU
 
 
 def _upsample(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

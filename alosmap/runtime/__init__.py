@@ -9,7 +9,7 @@ this machine.
 
 from __future__ import annotations
 
-from .base import (
+from alosmap.runtime.base import (
     BACKENDS,
     PRECISIONS,
     Runtime,
@@ -18,7 +18,7 @@ from .base import (
     logits_to_probs,
     resolve_backend,
 )
-from .probe import describe_backends
+from alosmap.runtime.probe import describe_backends
 
 __all__ = [
     "BACKENDS",

@@ -282,13 +282,13 @@ def load_runtime(
             f"with {name}"
         )
     if name == "torch":
-        from .torch_backend import TorchRuntime
+        from alosmap.runtime.torch_backend import TorchRuntime
 
         return TorchRuntime(
             path, device=device, threads=threads, precision=precision, compile=compile
         )
     if name == "onnx":
-        from .onnx_backend import OnnxRuntime
+        from alosmap.runtime.onnx_backend import OnnxRuntime
 
         return OnnxRuntime(
             path,
@@ -314,7 +314,7 @@ def _tensorrt_runtime(
             "--device cuda, or the .onnx/.safetensors model on the CPU"
         )
     try:
-        from .tensorrt_backend import TensorRTRuntime
+        from alosmap.runtime.tensorrt_backend import TensorRTRuntime
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.split(".")[0] == "tensorrt":
             raise BackendUnavailableError(INSTALL_HINTS["tensorrt"]) from exc

@@ -39,9 +39,7 @@ import numpy as np
 
 from alosmap._imports import lazy_import
 from alosmap.errors import BackendOptionError, BackendUnavailableError, ModelFileError
-from alosmap.spec import SPEC_KEY, ModelSpec
-
-from .base import (
+from alosmap.runtime.base import (
     cache_dir,
     check_device,
     check_precision,
@@ -50,6 +48,7 @@ from .base import (
     logits_to_probs,
     physical_cores,
 )
+from alosmap.spec import SPEC_KEY, ModelSpec
 
 logger = logging.getLogger(__name__)
 

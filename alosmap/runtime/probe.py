@@ -14,7 +14,7 @@ import shutil
 from importlib import metadata
 from typing import Any
 
-from .base import INSTALL_HINTS, backend_installed, physical_cores
+from alosmap.runtime.base import INSTALL_HINTS, backend_installed, physical_cores
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def _torch_info() -> dict[str, Any]:
 
 def _probe_provider(ort: Any, provider: str) -> tuple[bool, str | None]:
     """Open a one-node session with ``provider``; (loads, reason if not)."""
-    from .onnx_backend import (
+    from alosmap.runtime.onnx_backend import (
         CPU_EP,
         TRT_EP,
         capture_native_output,
@@ -153,7 +153,7 @@ def _onnx_info(probe: bool) -> dict[str, Any]:
 def _tensorrt_info(gpus: list[dict[str, Any]]) -> dict[str, Any]:
     version = None
     try:
-        from .tensorrt_backend import tensorrt_version
+        from alosmap.runtime.tensorrt_backend import tensorrt_version
 
         version = tensorrt_version()
     except Exception as exc:  # the TensorRT runtime module may be absent

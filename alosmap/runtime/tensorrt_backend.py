@@ -78,7 +78,7 @@ def check_gpu_device(device: str, *, purpose: str = "TensorRT") -> str:
     Raises:
         BackendUnavailableError: a malformed device or the CPU.
     """
-    from .base import check_device
+    from alosmap.runtime.base import check_device
 
     device = check_device(device)
     if not device.startswith("cuda"):
@@ -353,7 +353,7 @@ class TensorRTRuntime:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities ``[B, K, H, W]`` for normalised tiles ``[B, 1, H, W]``."""
-        from .base import logits_to_probs
+        from alosmap.runtime.base import logits_to_probs
 
         if self.context is None:
             raise AlosmapError("this TensorRT runtime was closed")

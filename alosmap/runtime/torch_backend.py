@@ -24,9 +24,8 @@ import numpy as np
 import torch
 
 from alosmap.errors import BackendOptionError, BackendUnavailableError
+from alosmap.runtime.base import check_device, check_precision
 from alosmap.spec import load_model
-
-from .base import check_device, check_precision
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -25,9 +25,14 @@ Example:
 
 from __future__ import annotations
 
-from ._io import tile_name, tiles_for_bounds, write_label_tiles
-from ._sample import SAMPLE_SCENES, make_sample_data, sample_file_names, sha256_file
-from ._scene import (
+from alosmap.synthetic._io import tile_name, tiles_for_bounds, write_label_tiles
+from alosmap.synthetic._sample import (
+    SAMPLE_SCENES,
+    make_sample_data,
+    sample_file_names,
+    sha256_file,
+)
+from alosmap.synthetic._scene import (
     SCENE_NAME_RE,
     SIGMA0_DB,
     SceneGrid,
@@ -41,7 +46,7 @@ from ._scene import (
     simulate_dn,
     utm_epsg,
 )
-from ._world import (
+from alosmap.synthetic._world import (
     FOREST_SHARES,
     LABEL_PIXEL_DEG,
     LABEL_PIXELS_PER_DEG,

@@ -15,8 +15,7 @@ from affine import Affine
 from alosmap.classes import JAXA_CLASSES, JAXA_NODATA, colormap
 from alosmap.errors import OutputExistsError
 from alosmap.grid import cell_name, cells_for_bounds
-
-from ._world import LABEL_PIXEL_DEG, LABEL_PIXELS_PER_DEG, LabelWorld
+from alosmap.synthetic._world import LABEL_PIXEL_DEG, LABEL_PIXELS_PER_DEG, LabelWorld
 
 #: Creation options shared by every synthetic GeoTIFF (small and byte-stable).
 GTIFF_OPTIONS: dict[str, Any] = {

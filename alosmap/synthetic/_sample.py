@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alosmap._fileio import sha256_file
-
-from ._io import check_writable, tile_name, tiles_for_bounds
-from ._io import write_label_tiles as _write_label_tiles
-from ._scene import (
+from alosmap.synthetic._io import check_writable, tile_name, tiles_for_bounds
+from alosmap.synthetic._io import write_label_tiles as _write_label_tiles
+from alosmap.synthetic._scene import (
     SyntheticScene,
     generate_scene,
     make_scene_grid,
@@ -20,7 +19,7 @@ from ._scene import (
     scene_focus_box,
     world_bounds_for,
 )
-from ._world import generate_label_world
+from alosmap.synthetic._world import generate_label_world
 
 #: Seed of the sample label world.
 SAMPLE_WORLD_SEED = 3539

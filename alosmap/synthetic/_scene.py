@@ -14,11 +14,15 @@ from affine import Affine
 
 from alosmap.classes import JAXA_NODATA
 from alosmap.radiometry import CALIBRATION_FACTOR_DB, DN_MAX, DN_MIN, DN_NODATA
-
-from ._io import check_writable, tile_name, tiles_for_bounds, write_geotiff
-from ._io import write_label_tiles as _write_label_tiles
-from ._noise import smooth_field
-from ._world import (
+from alosmap.synthetic._io import (
+    check_writable,
+    tile_name,
+    tiles_for_bounds,
+    write_geotiff,
+)
+from alosmap.synthetic._io import write_label_tiles as _write_label_tiles
+from alosmap.synthetic._noise import smooth_field
+from alosmap.synthetic._world import (
     BAMBOO,
     BARE,
     BUILT,

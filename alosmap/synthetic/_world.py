@@ -20,8 +20,7 @@ from affine import Affine
 from scipy import ndimage
 
 from alosmap.classes import JAXA_CLASSES, JAXA_NODATA
-
-from ._noise import (
+from alosmap.synthetic._noise import (
     blob,
     block_max,
     block_upsample,

@@ -1,0 +1,237 @@
+"""``alosmap export``: ONNX files and TensorRT engines, checked for parity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="Export models to ONNX and TensorRT, checked against the original.",
+    no_args_is_help=True,
+)
+
+ParityScenes = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--parity-scene",
+        metavar="SCENE",
+        exists=True,
+        dir_okay=False,
+        help=(
+            "Scene to cut the parity tiles from, read like `alosmap predict` reads "
+            "it (repeatable). Default: the sample_data/ scenes of a source checkout; "
+            "random tiles, with a warning, when there are none."
+        ),
+    ),
+]
+ParityTiles = Annotated[
+    int,
+    typer.Option(min=1, help="Number of tiles in the parity check."),
+]
+Check = Annotated[
+    bool,
+    typer.Option(help="Run the parity check; without it nothing is compared."),
+]
+Overwrite = Annotated[
+    bool,
+    typer.Option("--overwrite", help="Replace existing output files."),
+]
+
+
+def _report(prefix: str, parity: dict | None, source: str, tol: float | None) -> None:
+    if parity is None:
+        typer.echo(f"{prefix}: parity not checked (--no-check)", err=True)
+        return
+    typer.echo(
+        f"parity: max |Δprob| = {parity['max_abs_prob_diff']:.2e} "
+        f"(tolerance {tol:.1e}), argmax agreement = "
+        f"{100 * parity['argmax_agreement']:.3f} % on {source}",
+        err=True,
+    )
+
+
+@app.command("onnx")
+def onnx_cmd(
+    model: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, help="alosmap model file (.safetensors)."
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", dir_okay=False, help="ONNX file to write."),
+    ],
+    opset: Annotated[
+        int, typer.Option(min=17, help="ONNX opset (17 or later; 18 is native).")
+    ] = 18,
+    fp16: Annotated[
+        bool,
+        typer.Option(
+            "--fp16",
+            help=(
+                "fp16 weights and compute (half the file size); LayerNorm and "
+                "softmax stay fp32, input and output stay float32."
+            ),
+        ),
+    ] = False,
+    check: Check = True,
+    tolerance: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help=(
+                "Largest max |Δprob| against PyTorch accepted by the parity check "
+                "(default 1e-3; 1e-2 with --fp16)."
+            ),
+            show_default=False,
+        ),
+    ] = None,
+    parity_scene: ParityScenes = None,
+    parity_tiles: ParityTiles = 12,
+    overwrite: Overwrite = False,
+) -> None:
+    """Export a model to ONNX: fixed tile, dynamic batch, spec in the metadata.
+
+    The file is checked with onnx.checker, then real SAR tiles run through
+    PyTorch and ONNX Runtime (CPU); the export fails, writing nothing, when the
+    class probabilities differ by more than --tolerance. The parity line goes
+    to stderr, the written path to stdout.
+    """
+    from alosmap.export.onnx import export_onnx_file
+
+    res = export_onnx_file(
+        model,
+        output,
+        opset=opset,
+        fp16=fp16,
+        check=check,
+        tolerance=tolerance,
+        parity_scenes=parity_scene,
+        parity_tiles=parity_tiles,
+        overwrite=overwrite,
+    )
+    _report("onnx", res.parity, res.parity_source, res.tolerance)
+    typer.echo(
+        f"{res.precision} ONNX, opset {opset}, {res.path.stat().st_size / 2**20:.1f} "
+        f"MiB, exported in {res.seconds:.1f} s",
+        err=True,
+    )
+    typer.echo(str(res.path))
+
+
+@app.command("tensorrt")
+def tensorrt_cmd(
+    onnx_model: Annotated[
+        Path,
+        typer.Argument(
+            exists=True,
+            dir_okay=False,
+            help="ONNX file written by `alosmap export onnx`.",
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            dir_okay=False,
+            help="Engine file to write (.engine); its spec goes to <engine>.json.",
+        ),
+    ],
+    fp16: Annotated[
+        bool,
+        typer.Option(
+            "--fp16",
+            help="Allow FP16 kernels; LayerNorm and softmax layers stay FP32.",
+        ),
+    ] = False,
+    min_batch: Annotated[
+        int, typer.Option(min=1, help="Smallest batch the engine accepts.")
+    ] = 1,
+    opt_batch: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Batch the kernels are tuned for (default 8, kept within min..max).",
+            show_default=False,
+        ),
+    ] = None,
+    max_batch: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Largest batch (bigger ones are split when predicting)."
+        ),
+    ] = 32,
+    workspace: Annotated[
+        int,
+        typer.Option(min=64, help="Builder workspace limit in MiB."),
+    ] = 4096,
+    device: Annotated[
+        str, typer.Option(help="CUDA device to build on (cuda or cuda:N).")
+    ] = "cuda",
+    check: Check = True,
+    tolerance: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help=(
+                "Largest max |Δprob| against ONNX Runtime accepted by the parity "
+                "check (default 1e-2; 2e-2 with --fp16)."
+            ),
+            show_default=False,
+        ),
+    ] = None,
+    parity_scene: ParityScenes = None,
+    parity_tiles: ParityTiles = 12,
+    overwrite: Overwrite = False,
+) -> None:
+    """Build a TensorRT engine (needs TensorRT and an NVIDIA GPU).
+
+    An engine runs only with the TensorRT version and on the GPU architecture
+    that built it; both are recorded in the <engine>.json sidecar next to the
+    model spec, and checked when the engine is loaded. After the build, real SAR
+    tiles run through the engine and ONNX Runtime (CPU); the build fails,
+    writing nothing, when the probabilities differ by more than --tolerance.
+    """
+    from alosmap.errors import ExportError
+    from alosmap.export.tensorrt import build_engine, check_profile, default_opt_batch
+
+    if opt_batch is None:
+        opt_batch = default_opt_batch(min_batch, max_batch)
+    try:
+        check_profile(min_batch, opt_batch, max_batch)
+    except ExportError as exc:
+        raise typer.BadParameter(str(exc), param_hint="batch profile") from exc
+    res = build_engine(
+        onnx_model,
+        output,
+        fp16=fp16,
+        min_batch=min_batch,
+        opt_batch=opt_batch,
+        max_batch=max_batch,
+        workspace_mib=workspace,
+        device=device,
+        check=check,
+        tolerance=tolerance,
+        parity_scenes=parity_scene,
+        parity_tiles=parity_tiles,
+        overwrite=overwrite,
+    )
+    parity = res.sidecar.get("parity")
+    _report(
+        "tensorrt",
+        parity,
+        parity["tiles"] if parity else "",
+        parity["tolerance"] if parity else None,
+    )
+    trt = res.sidecar["tensorrt"]
+    typer.echo(
+        f"TensorRT {trt['version']} {trt['precision']} engine for {trt['gpu_name']} "
+        f"(batch {min_batch}..{max_batch}), {res.size / 2**20:.1f} MiB, built in "
+        f"{res.seconds:.1f} s",
+        err=True,
+    )
+    typer.echo(str(res.path))

@@ -1,0 +1,868 @@
+"""Map many scenes: resumable, sharded across ranks and array jobs, fault tolerant.
+
+:func:`run_batch` maps every scene with :func:`~alosmap.predict.pipeline.predict_scene`,
+opening the model once per process, into ``OUT_DIR/<scene stem>_<task>.tif`` (with
+the confidence band by default, which ``alosmap mosaic --merge confidence`` uses).
+
+Resume
+------
+Each finished scene gets a record ``OUT_DIR/_alosmap/records/<scene stem>_<task>.json``
+(format ``alosmap-batch-record/1``), written atomically *after* the map is in place.
+It holds what produced the map (model file name and SHA-256, alosmap version, the
+options), the map's size, modification time and SHA-256, and what the STAC catalog
+needs (footprint, acquisition time, classes and their pixel counts, km²). A scene is
+skipped when its record matches the current run, i.e. the same task, model SHA-256
+and output-changing options (tile, overlap, input units, band, confidence,
+probabilities), and the map is still there with the recorded size and modification
+time. Batch size, backend, device and threads are recorded but do not force a
+re-run, nor does a newer alosmap version.
+
+A scene interrupted mid-way (crash, Ctrl-C, killed job) leaves no map at the output
+path: the map writer builds it in a hidden temporary file and renames it into place
+once complete. With no record it is redone from scratch, and its leftover hidden
+temporary files are removed first. A map with no record (e.g. killed between the
+rename and the record) is redone too. A record from *another* model or other
+options stops the batch before any work, unless ``--overwrite`` is given: the
+existing maps are then remapped (each replaced only once its new map is complete).
+
+Sharding
+--------
+The scene list (SCENES and/or a manifest, duplicates removed) is sorted by output
+name; scene ``k`` belongs to shard ``k mod N``. Under ``torchrun`` the ranks
+(``RANK``, ``WORLD_SIZE`` from the environment; the model runs on
+``cuda:LOCAL_RANK`` for ``--device cuda``) are the shards; an array job passes
+``--shard i/n``; both together make ``n × WORLD_SIZE`` shards, shard ``i·WORLD_SIZE +
+RANK``. Every process computes the same list, so every scene is mapped exactly once
+and no process writes another's files. Under torchrun a gloo process group (CPU,
+whatever the device) gathers the ranks' results at the end, so that rank 0 writes one
+report and catalog and prints one summary; every rank exits with the same code.
+
+Failures
+--------
+A scene that fails (missing or unreadable file, every pixel no data, …) is logged,
+listed in the run's report with its error, and the batch goes on; the exit code is 1
+when any scene failed. The report ``OUT_DIR/_alosmap/reports/<UTC time>[-shard-i-of-
+n].json`` (format ``alosmap-batch-report/1``) counts done / skipped / failed scenes
+(with the errors), km² mapped and tiles per second.
+
+Catalog
+-------
+With pystac installed (``pip install 'alosmap[stac]'``) a STAC catalog of every
+recorded map is written to ``OUT_DIR/stac/catalog.json`` (see
+:mod:`alosmap.national.stac`) from the records, so it also lists maps of earlier
+runs and other shards. Separate array-job shards each rewrite it from the records
+present when they finish (and again if more appeared meanwhile), so the last shard
+to finish leaves it complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import logging
+import math
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from alosmap._fileio import atomic_write_bytes, sha256_file
+from alosmap._version import __version__
+from alosmap.classes import TASKS, classes_for_task
+from alosmap.errors import BackendUnavailableError, BatchError, SpecMismatchError
+
+logger = logging.getLogger(__name__)
+
+RECORD_FORMAT = "alosmap-batch-record/1"
+REPORT_FORMAT = "alosmap-batch-report/1"
+#: Batch bookkeeping inside OUT_DIR.
+STATE_DIR = "_alosmap"
+
+
+# -- scene lists, shards --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count`` (0-based)."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        """Check ``0 <= index < count``."""
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ValueError(
+                f"shard {self.index}/{self.count}: expected i/n with 0 <= i < n"
+            )
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """Parse ``"i/n"`` (e.g. ``"3/10"``, 0-based), as ``--shard`` takes it.
+
+        Raises:
+            ValueError: for anything else.
+        """
+        parts = text.strip().split("/")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise ValueError(f"{text!r}: expected i/n, e.g. 0/4 (0 <= i < n)")
+        return cls(int(parts[0]), int(parts[1]))
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def dist_env() -> tuple[int, int, int]:
+    """``(RANK, WORLD_SIZE, LOCAL_RANK)`` from the environment (torchrun sets them)."""
+    env = os.environ
+    try:
+        rank = int(env.get("RANK", "0"))
+        world = int(env.get("WORLD_SIZE", "1"))
+        local = int(env.get("LOCAL_RANK", "0"))
+    except ValueError as exc:
+        raise BatchError(
+            f"bad RANK/WORLD_SIZE/LOCAL_RANK in the environment: {exc}"
+        ) from exc
+    if world < 1 or not 0 <= rank < world:
+        raise BatchError(f"RANK={rank} is not in 0..WORLD_SIZE-1 (WORLD_SIZE={world})")
+    return rank, world, local
+
+
+def effective_shard(shard: Shard | None, rank: int = 0, world_size: int = 1) -> Shard:
+    """Combine an array-job shard ``i/n`` with the torchrun rank.
+
+    The result is shard ``i·W + rank`` of ``n·W`` (``W`` = world size).
+    """
+    s = shard or Shard(0, 1)
+    return Shard(s.index * world_size + rank, s.count * world_size)
+
+
+def expand_scenes(items: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Scene paths, with glob patterns (``*``, ``?``, ``[``, ``**``) expanded.
+
+    A pattern is expanded only when no file has that very name; a pattern that
+    matches nothing is kept as it is (and reported as a missing scene), so a
+    quoted ``'data/**/IMG-HH-*.tif'`` works where the shell's expansion would be
+    too long.
+    """
+    out: list[Path] = []
+    for item in items:
+        text = os.fspath(item)
+        if not os.path.exists(text) and any(ch in text for ch in "*?["):
+            matches = sorted(glob.glob(text, recursive=True))
+            if matches:
+                out += [Path(m) for m in matches if os.path.isfile(m)]
+                continue
+        out.append(Path(text))
+    return out
+
+
+def read_manifest(path: str | os.PathLike[str]) -> list[Path]:
+    """Scene paths of a manifest: one per line; blank lines and ``#`` comments skipped.
+
+    Relative paths are relative to the manifest's directory. Missing files are kept
+    (batch reports them as failed scenes).
+
+    Raises:
+        BatchError: the manifest cannot be read.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BatchError(f"cannot read manifest {p}: {exc}") from exc
+    out = []
+    for line in text.splitlines():
+        item = line.strip()
+        if not item or item.startswith("#"):
+            continue
+        scene = Path(item).expanduser()
+        out.append(scene if scene.is_absolute() else p.parent / scene)
+    return out
+
+
+@dataclass(frozen=True)
+class Job:
+    """One scene of the batch.
+
+    Attributes:
+        scene: the input scene.
+        output: its map, ``OUT_DIR/<scene stem>_<task>.tif``.
+    """
+
+    scene: Path
+    output: Path
+
+    @property
+    def key(self) -> str:
+        """Identifier of the scene's map (its file stem); names its record."""
+        return self.output.stem
+
+
+def plan_jobs(
+    scenes: Iterable[str | os.PathLike[str]], out_dir: Path, task: str
+) -> list[Job]:
+    """One job per distinct scene, sorted by output name (the sharding order).
+
+    Raises:
+        BatchError: no scenes, or two different scenes with the same file stem
+            (their maps would collide).
+    """
+    by_key: dict[str, Job] = {}
+    for s in scenes:
+        scene = Path(s)
+        job = Job(scene, out_dir / f"{scene.stem}_{task}.tif")
+        seen = by_key.get(job.key)
+        if seen is None:
+            by_key[job.key] = job
+        elif _same_file(seen.scene, scene):
+            logger.info("%s is listed twice; mapped once", scene)
+        else:
+            raise BatchError(
+                f"{seen.scene} and {scene} would both write {job.output.name}; "
+                "rename one or map them into different output directories"
+            )
+    if not by_key:
+        raise BatchError("no scenes to map: give SCENES and/or --manifest FILE")
+    return [by_key[k] for k in sorted(by_key)]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return str(a) == str(b)
+
+
+def shard_jobs(jobs: Sequence[Job], shard: Shard) -> list[Job]:
+    """The jobs of ``shard``: job ``k`` belongs to shard ``k mod count``."""
+    return [j for k, j in enumerate(jobs) if k % shard.count == shard.index]
+
+
+# -- records ------------------------------------------------------------------------
+
+
+def state_dir(out_dir: str | os.PathLike[str]) -> Path:
+    """``OUT_DIR/_alosmap``: records and reports."""
+    return Path(out_dir) / STATE_DIR
+
+
+def record_path(out_dir: str | os.PathLike[str], key: str) -> Path:
+    """The record of map ``key`` (``<scene stem>_<task>``)."""
+    return state_dir(out_dir) / "records" / f"{key}.json"
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """A record, or None when missing or unreadable (then the scene is redone)."""
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        logger.warning("unreadable record %s (%s); its scene is redone", path, exc)
+        return None
+    return rec if isinstance(rec, dict) and rec.get("format") == RECORD_FORMAT else None
+
+
+def read_records(out_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every valid record in ``OUT_DIR`` whose map still exists, sorted by key."""
+    folder = state_dir(out_dir) / "records"
+    out = []
+    for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        rec = read_record(p)
+        if rec is not None and (Path(out_dir) / rec.get("output", "")).is_file():
+            out.append(rec)
+    return out
+
+
+def _output_stat(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _mismatch(rec: dict[str, Any], fingerprint: dict[str, Any]) -> list[str]:
+    """Names of the fingerprint fields in which ``rec`` differs."""
+    old = rec.get("fingerprint", {})
+    return [k for k, v in fingerprint.items() if old.get(k) != v]
+
+
+def _is_done(rec: dict[str, Any] | None, job: Job, fingerprint: dict[str, Any]) -> bool:
+    """Whether ``rec`` shows the job finished with this fingerprint, map intact."""
+    if rec is None or _mismatch(rec, fingerprint):
+        return False
+    stat = _output_stat(job.output)
+    if stat is None or list(stat) != [rec.get("size"), rec.get("mtime_ns")]:
+        return False
+    extra = [rec.get(k) for k in ("probabilities", "preview") if rec.get(k)]
+    return all((job.output.parent / name).is_file() for name in extra)
+
+
+def _remove_leftovers(output: Path) -> None:
+    """Remove hidden temporary files an interrupted run left for ``output``."""
+    from alosmap.io.writer import probabilities_path
+
+    for target in (output, probabilities_path(output), output.with_suffix(".png")):
+        for tmp in target.parent.glob(glob.escape(f".{target.name}") + ".*"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                logger.info("removed leftover %s", tmp)
+
+
+# -- the batch ------------------------------------------------------------------------
+
+
+@dataclass
+class BatchResult:
+    """Outcome of :func:`run_batch` (merged over ranks on rank 0 under torchrun).
+
+    Attributes:
+        out_dir: the output directory.
+        task: the task mapped.
+        done: keys of the scenes mapped in this run.
+        skipped: keys of the scenes already done.
+        failed: ``(scene, error)`` of the scenes that failed.
+        outputs: maps of the done and skipped scenes.
+        km2: area mapped in this run (valid pixels, km²).
+        tiles: tiles run through the model in this run.
+        seconds: wall-clock time (the slowest rank's).
+        report: the report written (None on ranks other than 0).
+        catalog: the STAC catalog written, if any.
+        primary: whether this process reports (rank 0).
+        world_size: processes of the torchrun job.
+        notes: things the user should hear about (e.g. no catalog without pystac).
+    """
+
+    out_dir: Path
+    task: str
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    outputs: list[Path] = field(default_factory=list)
+    km2: float = 0.0
+    tiles: int = 0
+    seconds: float = 0.0
+    report: Path | None = None
+    catalog: Path | None = None
+    primary: bool = True
+    world_size: int = 1
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def tiles_per_second(self) -> float:
+        """Tiles run per wall-clock second (0 when nothing ran)."""
+        return self.tiles / self.seconds if self.seconds > 0 and self.tiles else 0.0
+
+    def summary(self) -> str:
+        """One line: done / skipped / failed, km², tiles/s, time."""
+        return (
+            f"batch: {len(self.done)} done, {len(self.skipped)} skipped, "
+            f"{len(self.failed)} failed; {self.km2:,.1f} km² mapped, "
+            f"{self.tiles} tiles in {self.seconds:.1f} s "
+            f"({self.tiles_per_second:.2f} tiles/s)"
+        )
+
+
+def run_batch(
+    scenes: Iterable[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    *,
+    task: str | None = None,
+    model: str | os.PathLike[str] | None = None,
+    tile: int | None = None,
+    overlap: int = 64,
+    batch_size: int = 8,
+    backend: str = "auto",
+    device: str = "cpu",
+    confidence: bool = True,
+    probabilities: bool = False,
+    previews: bool = False,
+    input_units: str = "auto",
+    band: int | None = None,
+    threads: int | None = None,
+    precision: str | None = None,
+    compile: bool = False,
+    shard: Shard | None = None,
+    overwrite: bool = False,
+    stac: bool = True,
+    progress: bool = False,
+) -> BatchResult:
+    """Map many scenes into ``out_dir``; see the module docstring for the rules.
+
+    Args:
+        scenes: scene files (missing ones are reported as failed scenes).
+        out_dir: output directory (created if missing).
+        task: ``lulc`` or ``water``; default the model's task (``lulc`` without one).
+        model: model file; default the bundled model of the task.
+        tile: window size (the model's by default).
+        overlap: pixels shared by neighbouring windows.
+        batch_size: tiles per model call.
+        backend: ``auto``, ``torch`` or ``onnx``.
+        device: ``cpu``, ``cuda`` (``cuda:LOCAL_RANK`` under torchrun) or
+            ``cuda:N``.
+        input_units: ``auto``, ``dn``, ``db`` or ``linear``.
+        band: 1-based band of multi-band scenes.
+        threads: CPU threads for the runtime.
+        precision: ``fp32``, ``bf16`` or ``fp16`` (None: the backend's default);
+            part of the fingerprint, since it changes the maps.
+        compile: ``torch.compile`` the model (torch backend).
+        confidence: write band 2 (confidence), which ``mosaic --merge confidence``
+            needs.
+        probabilities: also write ``<map>_probabilities.tif``.
+        previews: also write ``<map stem>.png`` quicklooks.
+        shard: this array job's shard (combined with the torchrun rank).
+        overwrite: remap scenes recorded with another model or options.
+        stac: write the STAC catalog (when pystac is installed).
+        progress: draw the overall progress bar on stderr (rank 0 only).
+
+    Returns:
+        A :class:`BatchResult`; scenes that failed are in ``failed``.
+
+    Raises:
+        BatchError: the batch cannot start (no scenes, clashing names, records of
+            another model or options without ``overwrite``).
+        AlosmapError: the model cannot be loaded.
+    """
+    from tqdm import tqdm
+
+    from alosmap.predict.pipeline import default_model_path
+    from alosmap.spec import load_spec
+
+    t0 = time.perf_counter()
+    started = datetime.now(timezone.utc)
+    rank, world, local_rank = dist_env()
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise BatchError(f"-o {out}: exists and is not a directory")
+    if task is not None and task not in TASKS:
+        raise SpecMismatchError(f"--task {task!r}: choose one of {', '.join(TASKS)}")
+    model_path = (
+        Path(model) if model is not None else default_model_path(task or "lulc")
+    )
+    spec = load_spec(model_path)
+    if task is not None and spec.task != task:
+        raise SpecMismatchError(
+            f"the model {model_path.name} is a {spec.task} model, not {task}; "
+            f"pass a {task} model with --model"
+        )
+    task = spec.task
+    # checked here once rather than failing every scene alike
+    if tile is not None and tile != spec.tile_size:
+        raise SpecMismatchError(
+            f"--tile {tile}: this model runs on {spec.tile_size}×{spec.tile_size} "
+            "tiles (its position embedding is fixed); leave --tile unset"
+        )
+    if not 0 <= overlap < spec.tile_size:
+        raise SpecMismatchError(
+            f"--overlap {overlap}: must be in 0..{spec.tile_size - 1}"
+        )
+    model_sha = sha256_file(model_path)
+    fingerprint = {
+        "task": task,
+        "model_sha256": model_sha,
+        "tile": spec.tile_size if tile is None else tile,
+        "overlap": overlap,
+        "input_units": input_units,
+        "band": band,
+        "confidence": bool(confidence),
+        "probabilities": bool(probabilities),
+        "precision": precision,
+    }
+    jobs = plan_jobs(scenes, out, task)
+    eff = effective_shard(shard, rank, world)
+    mine = shard_jobs(jobs, eff)
+    records = {j.key: read_record(record_path(out, j.key)) for j in jobs}
+    stale = {
+        k: _mismatch(r, fingerprint)
+        for k, r in records.items()
+        if r is not None and _mismatch(r, fingerprint)
+    }
+    if stale and not overwrite:
+        k = sorted(stale)[0]
+        old = records[k]["fingerprint"]  # type: ignore[index]
+        diff = ", ".join(
+            f"{f} {_short(old.get(f))} -> {_short(fingerprint[f])}" for f in stale[k]
+        )
+        raise BatchError(
+            f"{len(stale)} scene(s) in {out} were mapped with another model or other "
+            f"options (e.g. {k}: {diff}); pass --overwrite to remap them, or choose "
+            "another output directory (nothing was changed)"
+        )
+    if device.startswith("cuda") and ":" not in device and world > 1:
+        device = f"cuda:{local_rank}"
+    gathered, owned = _init_group(world)
+    (state_dir(out) / "records").mkdir(parents=True, exist_ok=True)
+
+    res = BatchResult(out_dir=out, task=task, primary=rank == 0, world_size=world)
+    todo = []
+    for job in mine:
+        if _is_done(records[job.key], job, fingerprint):
+            res.skipped.append(job.key)
+            res.outputs.append(job.output)
+        else:
+            todo.append(job)
+    if res.skipped:
+        logger.info("%d scene(s) already done; skipped", len(res.skipped))
+    bar = tqdm(
+        total=len(mine),
+        initial=len(res.skipped),
+        unit="scene",
+        desc=f"batch {eff}" if eff.count > 1 else "batch",
+        disable=not (progress and rank == 0),
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+    runtime = None
+    options = {
+        "tile": tile,
+        "overlap": overlap,
+        "batch_size": batch_size,
+        "backend": backend,
+        "device": device,
+        "confidence": confidence,
+        "probabilities": probabilities,
+        "input_units": input_units,
+        "band": band,
+    }
+    try:
+        if todo:
+            from alosmap.runtime import load_runtime
+
+            runtime = load_runtime(
+                model_path,
+                backend=backend,
+                device=device,
+                threads=threads,
+                precision=precision,
+                compile=compile,
+                batch_size=batch_size,
+            )
+        for job in todo:
+            bar.set_postfix_str(job.scene.name[:40], refresh=False)
+            try:
+                rec = _map_one(job, runtime, options, previews, fingerprint, rank)
+            except Exception as exc:  # one bad scene is reported, not fatal
+                msg = _one_line(exc)
+                logger.warning("%s failed: %s", job.scene, msg)
+                res.failed.append((str(job.scene), msg))
+            else:
+                res.done.append(job.key)
+                res.outputs.append(job.output)
+                res.km2 += rec["area_km2"]
+                res.tiles += rec["tiles_run"]
+            bar.update(1)
+    finally:
+        bar.close()
+        if runtime is not None:
+            runtime.close()
+    res.seconds = time.perf_counter() - t0
+    try:
+        _finish(res, gathered, eff, started, model_path, model_sha, fingerprint, stac)
+    finally:
+        if owned:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    return res
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text[:12] + "…" if len(text) > 16 else text
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    from alosmap.errors import AlosmapError
+
+    return text if isinstance(exc, AlosmapError) else f"{type(exc).__name__}: {text}"
+
+
+def _map_one(
+    job: Job,
+    runtime: Any,
+    options: dict[str, Any],
+    previews: bool,
+    fingerprint: dict[str, Any],
+    rank: int,
+) -> dict[str, Any]:
+    """Map one scene and write its record; return the record."""
+    from alosmap.errors import InputRasterError
+    from alosmap.predict.pipeline import predict_scene
+
+    if not job.scene.is_file():
+        raise InputRasterError(f"scene not found: {job.scene}")
+    _remove_leftovers(job.output)
+    preview = job.output.with_suffix(".png") if previews else None
+    result = predict_scene(
+        job.scene,
+        job.output,
+        task=fingerprint["task"],
+        runtime=runtime,
+        preview=preview,
+        overwrite=True,
+        progress=False,
+        **{k: v for k, v in options.items()},
+    )
+    rec = _record(job, result, runtime, options, fingerprint, rank)
+    atomic_write_bytes(
+        record_path(job.output.parent, job.key),
+        (json.dumps(rec, indent=1, sort_keys=True) + "\n").encode(),
+    )
+    return rec
+
+
+def _record(
+    job: Job,
+    result: Any,
+    runtime: Any,
+    options: dict[str, Any],
+    fingerprint: dict[str, Any],
+    rank: int,
+) -> dict[str, Any]:
+    """The record of a finished scene (see the module docstring)."""
+    import rasterio
+
+    from alosmap.io.raster import describe_raster
+    from alosmap.national.mosaic import acquisition_datetime
+
+    out = job.output
+    with rasterio.open(job.scene) as ds:
+        scene_tags = ds.tags()
+    with rasterio.open(out) as ds:
+        crs = ds.crs
+        transform = ds.transform
+        shape = [ds.height, ds.width]
+        bounds = ds.bounds
+    acquired = acquisition_datetime(job.scene.name, scene_tags)
+    footprint = None
+    with contextlib.suppress(Exception):  # optional: the map is complete without it
+        wkt = describe_raster(out).get("footprint_wgs84")
+        if wkt:
+            from shapely import wkt as shapely_wkt
+            from shapely.geometry import mapping
+
+            footprint = mapping(shapely_wkt.loads(wkt))
+    px_km2 = _pixel_area_km2(crs, transform, bounds)
+    names = {c.code: c.name for c in classes_for_task(fingerprint["task"])}
+    size, mtime_ns = _output_stat(out) or (0, 0)
+    extras = {}
+    if result.probabilities is not None:
+        extras["probabilities"] = result.probabilities.name
+    if result.preview is not None:
+        extras["preview"] = result.preview.name
+    return {
+        "format": RECORD_FORMAT,
+        "key": job.key,
+        "scene": str(job.scene.resolve()),
+        "scene_name": job.scene.name,
+        "scene_size": job.scene.stat().st_size,
+        "output": out.name,
+        **extras,
+        "size": size,
+        "mtime_ns": mtime_ns,
+        "sha256": sha256_file(out),
+        "task": fingerprint["task"],
+        "model": Path(getattr(runtime, "path", "")).name,
+        "model_sha256": fingerprint["model_sha256"],
+        "model_name": runtime.spec.name,
+        "alosmap_version": __version__,
+        "fingerprint": fingerprint,
+        "options": {k: v for k, v in options.items()},
+        "acquired": acquired.isoformat() if acquired else None,
+        "crs": crs.to_string() if crs else None,
+        "transform": list(transform)[:6],
+        "shape": shape,
+        "footprint": footprint,
+        "classes": [
+            {"code": c, "name": names.get(c, str(c)), "pixels": n}
+            for c, n in sorted(result.class_pixels.items())
+        ],
+        "valid_pixels": result.valid_pixels,
+        "area_km2": round(result.valid_pixels * px_km2, 6),
+        "tiles_total": result.tiles_total,
+        "tiles_run": result.tiles_run,
+        "seconds": round(result.seconds, 3),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "rank": rank,
+        "host": socket.gethostname(),
+    }
+
+
+def _pixel_area_km2(crs: Any, transform: Any, bounds: Any) -> float:
+    """Area of one pixel in km² (at the centre latitude for geographic CRSs)."""
+    det = abs(transform.a * transform.e - transform.b * transform.d)
+    if crs is None:
+        return float("nan")
+    if crs.is_geographic:
+        lat = math.radians((bounds.top + bounds.bottom) / 2)
+        # metres per degree on WGS 84 at this latitude (series expansion)
+        m_lat = 111132.92 - 559.82 * math.cos(2 * lat) + 1.175 * math.cos(4 * lat)
+        m_lon = 111412.84 * math.cos(lat) - 93.5 * math.cos(3 * lat)
+        return det * m_lat * m_lon / 1e6
+    factor = crs.linear_units_factor[1] if crs.linear_units_factor else 1.0
+    return det * factor * factor / 1e6
+
+
+# -- end of the run: gather, report, catalog ----------------------------------------
+
+
+def _init_group(world: int) -> tuple[bool, bool]:
+    """Join a gloo process group under torchrun, for the final gather.
+
+    Returns:
+        ``(active, owned)``: whether a process group is there to gather over, and
+        whether this call created it (and so must destroy it).
+    """
+    if world < 2 or "MASTER_ADDR" not in os.environ:
+        return False, False
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        return False, False
+    if dist.is_initialized():
+        return True, False  # the caller's group: used, not destroyed
+    # Ranks may finish hours apart (torchrun stops the others if one dies), so the
+    # gather at the end must not time out.
+    dist.init_process_group("gloo", timeout=timedelta(days=7))
+    return True, True
+
+
+def _finish(
+    res: BatchResult,
+    gathered: bool,
+    shard: Shard,
+    started: datetime,
+    model_path: Path,
+    model_sha: str,
+    fingerprint: dict[str, Any],
+    stac: bool,
+) -> None:
+    """Merge the ranks' results; rank 0 writes the report and the catalog."""
+    if gathered:
+        _gather(res)
+    if res.primary:
+        res.done.sort()
+        res.skipped.sort()
+        res.failed.sort()
+        res.outputs.sort()
+        res.report = _write_report(
+            res, shard, started, model_path, model_sha, fingerprint
+        )
+        if stac:
+            res.catalog = _write_catalog_until_stable(res)
+    if gathered:
+        import torch.distributed as dist
+
+        dist.barrier()  # the others wait for rank 0's report and catalog
+
+
+def _gather(res: BatchResult) -> None:
+    """Merge every rank's results into ``res`` (every rank calls it)."""
+    import torch.distributed as dist
+
+    mine = {
+        "done": res.done,
+        "skipped": res.skipped,
+        "failed": res.failed,
+        "outputs": [str(p) for p in res.outputs],
+        "km2": res.km2,
+        "tiles": res.tiles,
+        "seconds": res.seconds,
+    }
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, mine)
+    res.done = [k for p in parts for k in p["done"]]
+    res.skipped = [k for p in parts for k in p["skipped"]]
+    res.failed = [(str(s), str(e)) for p in parts for s, e in p["failed"]]
+    res.outputs = [Path(o) for p in parts for o in p["outputs"]]
+    res.km2 = sum(p["km2"] for p in parts)
+    res.tiles = sum(p["tiles"] for p in parts)
+    res.seconds = max(p["seconds"] for p in parts)
+
+
+def _write_report(
+    res: BatchResult,
+    shard: Shard,
+    started: datetime,
+    model_path: Path,
+    model_sha: str,
+    fingerprint: dict[str, Any],
+) -> Path:
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    world = res.world_size
+    array = Shard(shard.index // world, shard.count // world)
+    suffix = f"-shard-{array.index}-of-{array.count}" if array.count > 1 else ""
+    folder = state_dir(res.out_dir) / "reports"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{stamp}{suffix}.json"
+    report = {
+        "format": REPORT_FORMAT,
+        "started": started.isoformat(timespec="seconds"),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "alosmap_version": __version__,
+        "out_dir": str(res.out_dir.resolve()),
+        "task": res.task,
+        "model": model_path.name,
+        "model_sha256": model_sha,
+        "fingerprint": fingerprint,
+        "shard": str(array) if array.count > 1 else None,
+        "world_size": world,
+        "done": len(res.done),
+        "skipped": len(res.skipped),
+        "failed": len(res.failed),
+        "km2_mapped": round(res.km2, 3),
+        "tiles": res.tiles,
+        "seconds": round(res.seconds, 3),
+        "tiles_per_second": round(res.tiles_per_second, 3),
+        "failures": [{"scene": s, "error": e} for s, e in res.failed],
+        "mapped": res.done,
+        "skipped_scenes": res.skipped,
+    }
+    atomic_write_bytes(path, (json.dumps(report, indent=1) + "\n").encode())
+    return path
+
+
+def _write_catalog_until_stable(res: BatchResult) -> Path | None:
+    """Write the STAC catalog from the records; again while records keep arriving."""
+    from alosmap.national.stac import write_catalog
+
+    last: list[str] | None = None
+    path = None
+    for _ in range(10):
+        records = read_records(res.out_dir)
+        state = [f"{r['key']}:{r.get('mtime_ns')}" for r in records]
+        if state == last:
+            break
+        try:
+            path = write_catalog(res.out_dir, records)
+        except BackendUnavailableError:
+            res.notes.append(
+                "no STAC catalog: it needs pystac (pip install 'alosmap[stac]')"
+            )
+            return None
+        last = state
+    return path
+
+
+__all__ = [
+    "BatchResult",
+    "Job",
+    "Shard",
+    "effective_shard",
+    "expand_scenes",
+    "plan_jobs",
+    "read_manifest",
+    "read_records",
+    "record_path",
+    "run_batch",
+    "shard_jobs",
+]

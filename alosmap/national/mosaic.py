@@ -1,0 +1,749 @@
+"""Mosaic per-scene maps onto the JAXA 1° grid: one COG per cell plus a VRT.
+
+:func:`mosaic_maps` takes the maps written by ``alosmap predict``/``batch`` (any
+CRS: each map is reprojected from its own CRS) and writes
+
+* one Cloud-Optimized GeoTIFF per 1° × 1° cell of the JAXA grid
+  (:mod:`alosmap.grid`: EPSG:4326, 12000 × 12000 pixels of 1/12000°, origin on the
+  cell's north-west corner), named like JAXA's tiles by the south-west corner:
+  ``LC_N35E139.tif`` for LULC maps (so they line up pixel for pixel, and name for
+  name, with JAXA's LULC tiles) and ``WATER_N35E139.tif`` for water maps;
+* ``lulc.vrt`` (or ``water.vrt``), a GDAL VRT over every cell written.
+
+Cells get the encoding of the per-scene maps (:mod:`alosmap.io.writer`): LULC codes
+1-9 with 0 = no data (water 1/0 with 255 = no data), the colour table and class
+names, and band 2 ``confidence`` (percent) when every input map has one. Pixels of
+a cell that no map covers stay no data; cells no map has a valid pixel in are not
+written.
+
+Resampling is nearest neighbour (class codes are never averaged): a mosaic pixel
+takes the map pixel under its centre (to within :data:`WARP_TOLERANCE` of a pixel,
+GDAL's coordinate approximation), and its class and confidence come from the same
+map pixel.
+
+Merge rules, where maps overlap (maps are ordered by acquisition time, from the
+``ACQUISITION_DATETIME``/``ACQUISITION_DATE`` tags or the ALOS-2 file name of the
+source scene, then by file name; a map without a date counts as the oldest):
+
+* ``confidence`` (default): the pixel of the map with the highest confidence
+  (band 2) wins; ties go to the later acquisition. Needs band 2 in every map.
+* ``latest``: the most recent acquisition with data wins.
+* ``first``: the earliest acquisition with data wins.
+
+Memory is bounded: cells are processed one at a time and each cell in bands of
+``block_rows`` rows (1024 by default). For every band, each map that overlaps it is
+warped onto the cell's grid (a GDAL ``WarpedVRT`` read over the map's rows and
+columns of the band only; GDAL reads just the source window it needs) and merged,
+oldest map first, into one class (and confidence) strip, which the
+:class:`~alosmap.io.writer.MapWriter` writes to a temporary GeoTIFF; the COG is built
+from it at the end of the cell and moved into place atomically. Peak memory is a few
+strips of ``block_rows × 12000`` bytes plus GDAL's caches, whatever the number of
+maps or cells.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alosmap._fileio import atomic_write_bytes
+from alosmap.classes import TASKS, classes_for_task, colormap
+from alosmap.errors import MosaicInputError, OutputExistsError, OutputPathError
+from alosmap.grid import JAXA_CRS, JAXA_PIXELS_PER_DEGREE, Cell, cells_for_bounds
+
+logger = logging.getLogger(__name__)
+
+#: Merge rules for overlapping maps.
+MERGE_RULES = ("confidence", "latest", "first")
+#: Cell file name prefix per task (``LC_N35E139.tif`` as JAXA's LULC tiles).
+CELL_PREFIX = {"lulc": "LC", "water": "WATER"}
+#: Rows of a cell processed at a time.
+DEFAULT_BLOCK_ROWS = 1024
+#: Error allowed in GDAL's approximate coordinate transformation (source pixels).
+#: GDAL's default (0.125, also rasterio's ``reproject``) put mosaic pixels up to
+#: 0.1 px off the exact source pixel (measured, UTM 54 -> EPSG:4326 at 35° N); at
+#: 0.001 px each pixel takes the source pixel under its centre except within 1/1000
+#: of a pixel of its edge, for about twice the (small) warp time.
+WARP_TOLERANCE = 1e-3
+_OLDEST = datetime.min.replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class MapInfo:
+    """A per-scene map, as :func:`find_maps` found it.
+
+    Attributes:
+        path: the map GeoTIFF.
+        task: ``lulc`` or ``water`` (``ALOSMAP_TASK`` tag).
+        nodata: its no-data value.
+        confidence: whether band 2 holds the confidence (percent).
+        bounds_wgs84: ``(west, south, east, north)`` in degrees.
+        acquired: acquisition time of the source scene, if known.
+        spec_json: the model spec (``ALOSMAP_SPEC`` tag).
+        model: the model name (``ALOSMAP_MODEL`` tag).
+        source_scene: the source scene's file name (``SOURCE_SCENE`` tag).
+    """
+
+    path: Path
+    task: str
+    nodata: int
+    confidence: bool
+    bounds_wgs84: tuple[float, float, float, float]
+    acquired: datetime | None
+    spec_json: str
+    model: str
+    source_scene: str
+
+    @property
+    def order(self) -> tuple[datetime, str]:
+        """Sort key: acquisition time (unknown = oldest), then file name."""
+        return (self.acquired or _OLDEST, self.path.name)
+
+
+@dataclass
+class MosaicResult:
+    """What :func:`mosaic_maps` wrote.
+
+    Attributes:
+        cells: the cell COGs, north to south, west to east.
+        vrt: the VRT over all cells.
+        maps: the maps that went in, oldest first.
+        task: their task.
+        merge: the merge rule used.
+        seconds: wall-clock time.
+        valid_pixels: pixels with data per cell file name.
+    """
+
+    cells: list[Path]
+    vrt: Path
+    maps: list[MapInfo]
+    task: str
+    merge: str
+    seconds: float
+    valid_pixels: dict[str, int] = field(default_factory=dict)
+
+
+def acquisition_datetime(
+    path: str | os.PathLike[str], tags: dict[str, str]
+) -> datetime | None:
+    """Acquisition time from the tags, else from an ALOS-2 L2.1 file name (UTC).
+
+    ``ACQUISITION_DATETIME`` (ISO 8601) gives the time of day; a date alone
+    (``ACQUISITION_DATE`` or the ``YYMMDD`` of the file name) gives midnight UTC.
+    """
+    from alosmap.io.raster import acquisition_date
+
+    text = tags.get("ACQUISITION_DATETIME", "")
+    if text:
+        try:
+            t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+        except ValueError:
+            pass
+    d = acquisition_date(path, tags)
+    if d is None:
+        return None
+    return datetime(d.year, d.month, d.day, tzinfo=timezone.utc)
+
+
+def _read_map(path: Path) -> MapInfo | None:
+    """Describe an alosmap map; None for a GeoTIFF that is not one."""
+    import rasterio
+    from rasterio.errors import RasterioError
+    from rasterio.warp import transform_bounds
+
+    try:
+        with rasterio.open(path) as ds:
+            tags = ds.tags()
+            task = tags.get("ALOSMAP_TASK")
+            product = tags.get("ALOSMAP_PRODUCT", "map")
+            if task not in TASKS or product != "map":
+                return None
+            if ds.crs is None:
+                raise MosaicInputError(
+                    f"{path} has no CRS, so it cannot be placed on the grid; "
+                    "re-map its scene from a georeferenced file"
+                )
+            bounds = transform_bounds(ds.crs, JAXA_CRS, *ds.bounds, densify_pts=21)
+            desc = ds.descriptions
+            confidence = ds.count >= 2 and (desc[1] or "").lower() == "confidence"
+            nodata = int(ds.nodata) if ds.nodata is not None else -1
+    except (RasterioError, OSError) as exc:
+        raise MosaicInputError(f"cannot read map {path}: {exc}") from exc
+    source = tags.get("SOURCE_SCENE", "")
+    if nodata < 0:
+        raise MosaicInputError(f"{path} has no no-data value; it is not an alosmap map")
+    return MapInfo(
+        path=path,
+        task=str(task),
+        nodata=nodata,
+        confidence=confidence,
+        bounds_wgs84=tuple(float(v) for v in bounds),  # type: ignore[arg-type]
+        acquired=acquisition_datetime(source or path.name, tags),
+        spec_json=tags.get("ALOSMAP_SPEC", ""),
+        model=tags.get("ALOSMAP_MODEL", ""),
+        source_scene=source,
+    )
+
+
+def find_maps(
+    inputs: Sequence[str | os.PathLike[str]], task: str | None = None
+) -> list[MapInfo]:
+    """Find the alosmap maps in ``inputs`` (directories are scanned, not recursed).
+
+    In a directory every ``*.tif``/``*.tiff`` whose tags say it is an alosmap map
+    (``ALOSMAP_TASK``, product ``map``) is taken; probability files, mosaics,
+    hidden temporary files and other GeoTIFFs are passed over (the last with a
+    warning). A file named explicitly must be a map.
+
+    Args:
+        inputs: map files and/or directories holding them (e.g. a batch OUT_DIR).
+        task: keep only maps of this task; without it all maps must share one task.
+
+    Returns:
+        The maps, oldest acquisition first.
+
+    Raises:
+        MosaicInputError: no maps, unreadable maps, maps of both tasks without
+            ``task``, or a named file that is not a map.
+    """
+    if task is not None and task not in TASKS:
+        raise MosaicInputError(f"--task {task!r}: choose one of {', '.join(TASKS)}")
+    found: dict[Path, MapInfo] = {}
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files = sorted(
+                f
+                for f in p.iterdir()
+                if f.suffix.lower() in (".tif", ".tiff")
+                and not f.name.startswith(".")
+                and f.is_file()
+            )
+            for f in files:
+                info = _read_map(f)
+                if info is None:
+                    if not _is_alosmap_by_product(f):
+                        logger.warning("%s is not an alosmap map; left out", f)
+                    continue
+                found.setdefault(f.resolve(), info)
+        elif p.is_file():
+            info = _read_map(p)
+            if info is None:
+                raise MosaicInputError(
+                    f"{p} is not an alosmap map (no ALOSMAP_TASK tag, or a "
+                    "probabilities file or mosaic); pass maps written by "
+                    "`alosmap predict` or `alosmap batch`"
+                )
+            found.setdefault(p.resolve(), info)
+        else:
+            raise MosaicInputError(f"input not found: {p}")
+    maps = list(found.values())
+    where = ", ".join(str(Path(i)) for i in inputs)
+    if not maps:
+        raise MosaicInputError(f"no alosmap maps in {where}")
+    tasks = sorted({m.task for m in maps})
+    if task is None and len(tasks) > 1:
+        listing = "; ".join(
+            f"{t}: {_names([m for m in maps if m.task == t])}" for t in tasks
+        )
+        raise MosaicInputError(
+            f"{where} holds maps of different tasks ({listing}); a mosaic takes one "
+            "task: pass --task lulc or --task water (nothing was written)"
+        )
+    if task is not None:
+        maps = [m for m in maps if m.task == task]
+        if not maps:
+            raise MosaicInputError(
+                f"no {task} maps in {where} (found {', '.join(tasks)} maps)"
+            )
+    return sorted(maps, key=lambda m: m.order)
+
+
+def _is_alosmap_by_product(path: Path) -> bool:
+    """True for alosmap files that are not maps (probabilities, mosaic cells)."""
+    import rasterio
+
+    with rasterio.open(path) as ds:
+        return "ALOSMAP_PRODUCT" in ds.tags()
+
+
+def _names(maps: Sequence[MapInfo], limit: int = 3) -> str:
+    names = [m.path.name for m in maps]
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def _intersects(
+    a: tuple[float, float, float, float], b: tuple[float, float, float, float]
+) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def plan_cells(
+    maps: Sequence[MapInfo], pixels_per_degree: int = JAXA_PIXELS_PER_DEGREE
+) -> list[tuple[Cell, list[MapInfo]]]:
+    """The cells the maps touch, each with its maps (oldest first).
+
+    Cells are sorted north to south, then west to east.
+    """
+    per_cell: dict[tuple[int, int], list[MapInfo]] = {}
+    for m in maps:
+        for lat, lon in cells_for_bounds(m.bounds_wgs84, pixels_per_degree):
+            per_cell.setdefault((lat, lon), []).append(m)
+    keys = sorted(per_cell, key=lambda k: (-k[0], k[1]))
+    return [
+        (Cell(lat, lon, pixels_per_degree), sorted(per_cell[(lat, lon)], key=_order))
+        for lat, lon in keys
+    ]
+
+
+def _order(m: MapInfo) -> tuple[datetime, str]:
+    return m.order
+
+
+def merge_into(
+    classes: np.ndarray,
+    conf: np.ndarray | None,
+    new_classes: np.ndarray,
+    new_conf: np.ndarray | None,
+    nodata: int,
+    rule: str,
+) -> None:
+    """Merge one map's pixels into the mosaic strip, in place.
+
+    Maps must be merged oldest first: ``latest`` lets each map overwrite,
+    ``first`` fills only empty pixels, ``confidence`` takes a pixel whose
+    confidence is at least the current one (so ties go to the later map).
+
+    Args:
+        classes: mosaic class codes ``[H, W]`` (uint8), no data = ``nodata``.
+        conf: mosaic confidence ``[H, W]`` (percent), or None.
+        new_classes: the map's class codes ``[H, W]``.
+        new_conf: the map's confidence ``[H, W]``, or None.
+        nodata: no-data value of class codes and confidence.
+        rule: ``confidence``, ``latest`` or ``first``.
+    """
+    valid = new_classes != nodata
+    if rule == "latest":
+        take = valid
+    elif rule == "first":
+        take = valid & (classes == nodata)
+    elif rule == "confidence":
+        if conf is None or new_conf is None:
+            raise MosaicInputError("--merge confidence needs the confidence band")
+        take = valid & ((classes == nodata) | (new_conf >= conf))
+    else:
+        raise ValueError(f"unknown merge rule {rule!r}; choose one of {MERGE_RULES}")
+    classes[take] = new_classes[take]
+    if conf is not None and new_conf is not None:
+        conf[take] = new_conf[take]
+
+
+def mosaic_maps(
+    inputs: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    *,
+    merge: str = "confidence",
+    task: str | None = None,
+    overwrite: bool = False,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+    pixels_per_degree: int = JAXA_PIXELS_PER_DEGREE,
+    progress: bool = False,
+) -> MosaicResult:
+    """Mosaic per-scene maps onto the JAXA grid (one COG per 1° cell, plus a VRT).
+
+    Args:
+        inputs: maps and/or directories of maps (e.g. a batch OUT_DIR).
+        out_dir: directory for the cells and the VRT (created if missing).
+        merge: ``confidence``, ``latest`` or ``first`` (see the module docstring).
+        task: mosaic only the maps of this task (needed when both are present).
+        overwrite: replace existing cells and VRT.
+        block_rows: rows of a cell processed at a time (bounds memory).
+        pixels_per_degree: grid resolution; 12000 is JAXA's (tests use less).
+        progress: draw a progress bar on stderr.
+
+    Returns:
+        A :class:`MosaicResult`.
+
+    Raises:
+        MosaicInputError: see :func:`find_maps`; or ``merge=confidence`` with maps
+            lacking the confidence band.
+        OutputExistsError: outputs exist and ``overwrite`` is False.
+    """
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    if merge not in MERGE_RULES:
+        raise MosaicInputError(
+            f"--merge {merge!r}: choose one of {', '.join(MERGE_RULES)}"
+        )
+    if block_rows < 1:
+        raise ValueError(f"block_rows must be >= 1, got {block_rows}")
+    maps = find_maps(inputs, task)
+    task = maps[0].task
+    missing = [m for m in maps if not m.confidence]
+    if merge == "confidence" and missing:
+        raise MosaicInputError(
+            f"--merge confidence needs band 2 (confidence) in every map, but "
+            f"{len(missing)} of {len(maps)} lack it ({_names(missing)}); map them "
+            "with --confidence (batch does by default) or use --merge latest"
+        )
+    undated = [m for m in maps if m.acquired is None]
+    if undated and len(maps) > 1:
+        logger.warning(
+            "no acquisition date for %s; counted as the oldest", _names(undated)
+        )
+    with_conf = not missing
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputPathError(f"-o {out}: exists and is not a directory")
+    plan = plan_cells(maps, pixels_per_degree)
+    prefix = CELL_PREFIX[task]
+    vrt_path = out / f"{task}.vrt"
+    targets = [out / cell.name(prefix) for cell, _ in plan] + [vrt_path]
+    existing = [str(p) for p in targets if p.exists()]
+    if existing and not overwrite:
+        raise OutputExistsError(
+            f"output exists and won't be overwritten: {_short_list(existing)}; "
+            "pass --overwrite or choose another directory"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    spec = _mosaic_spec(maps)
+    models = sorted({m.model for m in maps if m.model})
+    blocks_per_cell = math.ceil(pixels_per_degree / block_rows)
+    bar = tqdm(
+        total=len(plan) * blocks_per_cell,
+        unit="block",
+        desc="mosaic",
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+    written: list[Path] = []
+    written_cells: list[Cell] = []
+    valid_pixels: dict[str, int] = {}
+    try:
+        for cell, cell_maps in plan:
+            path = out / cell.name(prefix)
+            tags = {
+                "ALOSMAP_PRODUCT": "mosaic",
+                "ALOSMAP_MODEL": ", ".join(models),
+                "MOSAIC_MERGE": merge,
+                "MOSAIC_GRID": f"JAXA 1 degree, {pixels_per_degree} px per degree",
+                "SOURCE_SCENE": json.dumps([m.source_scene for m in cell_maps]),
+                "SOURCE_MAPS": json.dumps([m.path.name for m in cell_maps]),
+            }
+            n = _mosaic_cell(
+                cell,
+                cell_maps,
+                path,
+                spec=spec,
+                merge=merge,
+                with_conf=with_conf,
+                block_rows=block_rows,
+                tags=tags,
+                overwrite=overwrite,
+                bar=bar,
+            )
+            if n:
+                written.append(path)
+                written_cells.append(cell)
+                valid_pixels[path.name] = n
+            else:
+                logger.info("%s: no valid pixel from any map; not written", path.name)
+    finally:
+        bar.close()
+    if not written:
+        raise MosaicInputError(
+            "no map has a valid pixel on the grid; nothing was written"
+        )
+    write_vrt(
+        vrt_path,
+        list(zip(written_cells, written, strict=True)),
+        task=task,
+        confidence=with_conf,
+        pixels_per_degree=pixels_per_degree,
+    )
+    return MosaicResult(
+        cells=written,
+        vrt=vrt_path,
+        maps=list(maps),
+        task=task,
+        merge=merge,
+        seconds=time.perf_counter() - t0,
+        valid_pixels=valid_pixels,
+    )
+
+
+def _short_list(items: Sequence[str], limit: int = 3) -> str:
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def _mosaic_spec(maps: Sequence[MapInfo]) -> Any:
+    """The model spec the mosaic's cells carry: that of the most recent map."""
+    from alosmap.errors import SpecError
+    from alosmap.spec import ModelSpec
+
+    for m in reversed(maps):
+        if m.spec_json:
+            try:
+                return ModelSpec.from_json(m.spec_json)
+            except (SpecError, ValueError) as exc:
+                logger.debug("%s: unreadable ALOSMAP_SPEC (%s)", m.path, exc)
+    raise MosaicInputError(
+        f"none of the maps carries a readable model spec (ALOSMAP_SPEC tag), e.g. "
+        f"{maps[0].path}; mosaic maps written by `alosmap predict` or `batch`"
+    )
+
+
+def _pixel_span(
+    lo: float, hi: float, origin: float, n: int, size: int
+) -> tuple[int, int]:
+    """Pixels ``[a, b)`` of a cell axis that ``lo..hi`` degrees reach (1 px margin)."""
+    a = max(0, math.floor((lo - origin) * n) - 1)
+    b = min(size, math.ceil((hi - origin) * n) + 1)
+    return a, max(a, b)
+
+
+def _mosaic_cell(
+    cell: Cell,
+    maps: Sequence[MapInfo],
+    path: Path,
+    *,
+    spec: Any,
+    merge: str,
+    with_conf: bool,
+    block_rows: int,
+    tags: dict[str, str],
+    overwrite: bool,
+    bar: Any,
+) -> int:
+    """Write one cell; return its count of valid pixels (0: nothing written)."""
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+    from rasterio.windows import Window
+
+    from alosmap.io.writer import MapWriter
+
+    n = cell.size
+    nodata = maps[0].nodata
+    west, _, _, north = cell.bounds
+    bands = (1, 2) if with_conf else (1,)
+    valid_total = 0
+    opened: list[Any] = []
+    warped: dict[Path, Any] = {}
+
+    def warp(m: MapInfo) -> Any:
+        """The map warped onto the cell's grid (opened on first use)."""
+        if m.path not in warped:
+            ds = rasterio.open(m.path)
+            opened.append(ds)
+            warped[m.path] = WarpedVRT(
+                ds,
+                crs=JAXA_CRS,
+                transform=cell.transform,
+                width=n,
+                height=n,
+                resampling=Resampling.nearest,
+                nodata=nodata,
+                tolerance=WARP_TOLERANCE,
+            )
+            opened.append(warped[m.path])
+        return warped[m.path]
+
+    writer = MapWriter(
+        path,
+        width=n,
+        height=n,
+        crs=JAXA_CRS,
+        transform=cell.transform,
+        spec=spec,
+        confidence=with_conf,
+        tags=tags,
+        overwrite=overwrite,
+    )
+    try:
+        with writer:
+            for r0 in range(0, n, block_rows):
+                h = min(block_rows, n - r0)
+                classes = np.full((h, n), nodata, dtype=np.uint8)
+                conf = np.full((h, n), nodata, dtype=np.uint8) if with_conf else None
+                for m in maps:  # oldest first
+                    w, s, e, nn = m.bounds_wgs84
+                    # rows and columns of this block the map can reach
+                    a, b = _pixel_span(north - nn, north - s, r0 / n, n, h)
+                    c0, c1 = _pixel_span(w, e, west, n, n)
+                    if a >= b or c0 >= c1:
+                        continue
+                    buf = warp(m).read(bands, window=Window(c0, r0 + a, c1 - c0, b - a))
+                    merge_into(
+                        classes[a:b, c0:c1],
+                        conf[a:b, c0:c1] if conf is not None else None,
+                        buf[0],
+                        buf[1] if with_conf else None,
+                        nodata,
+                        merge,
+                    )
+                valid_total += int(np.count_nonzero(classes != nodata))
+                writer.write_rows(r0, classes, conf)
+                bar.update(1)
+            if valid_total == 0:
+                writer.abort()
+                return 0
+            writer.finalize()
+    finally:
+        for ds in reversed(opened):
+            ds.close()
+    return valid_total
+
+
+# -- VRT --------------------------------------------------------------------------
+
+
+def write_vrt(
+    path: str | os.PathLike[str],
+    cells: Sequence[tuple[Cell, Path]],
+    *,
+    task: str,
+    confidence: bool,
+    pixels_per_degree: int = JAXA_PIXELS_PER_DEGREE,
+) -> Path:
+    """Write a GDAL VRT mosaic over grid cells (atomically).
+
+    The VRT spans the bounding box of the cells on the same grid; areas no cell
+    covers read as no data. Band 1 carries the colour table and class names, band
+    2 (when ``confidence``) the confidence. Cell paths are stored relative to the
+    VRT when they sit in its directory tree.
+
+    Args:
+        path: the ``.vrt`` file.
+        cells: ``(cell, file)`` pairs; every file is a ``cell.size``² GeoTIFF.
+        task: ``lulc`` or ``water`` (legend and no-data value).
+        confidence: whether the cells have band 2 (confidence).
+        pixels_per_degree: grid resolution of the cells.
+
+    Returns:
+        ``path``.
+    """
+    from rasterio.crs import CRS
+
+    from alosmap.io.writer import BLOCKSIZE, map_nodata
+
+    if not cells:
+        raise ValueError("write_vrt: no cells")
+    out = Path(path)
+    n = pixels_per_degree
+    west = min(c.lon for c, _ in cells)
+    east = max(c.lon for c, _ in cells) + 1
+    south = min(c.lat for c, _ in cells)
+    north = max(c.lat for c, _ in cells) + 1
+    nodata = map_nodata(task)
+    classes = classes_for_task(task)
+    names = {c.code: c.name for c in classes}
+    cmap = colormap(classes)
+
+    root = ET.Element(
+        "VRTDataset",
+        rasterXSize=str((east - west) * n),
+        rasterYSize=str((north - south) * n),
+    )
+    ET.SubElement(root, "SRS", dataAxisToSRSAxisMapping="2,1").text = CRS.from_string(
+        JAXA_CRS
+    ).to_wkt()
+    px = 1.0 / n
+    ET.SubElement(
+        root, "GeoTransform"
+    ).text = f"{west!r}, {px!r}, 0.0, {float(north)!r}, 0.0, {-px!r}"
+    meta = ET.SubElement(root, "Metadata")
+    for key, value in (
+        ("ALOSMAP_TASK", task),
+        ("ALOSMAP_PRODUCT", "mosaic"),
+        ("CLASS_NAMES", json.dumps({str(k): v for k, v in names.items()})),
+    ):
+        ET.SubElement(meta, "MDI", key=key).text = value
+    bands = [("class", 1), *([("confidence", 2)] if confidence else [])]
+    for desc, bidx in bands:
+        band = ET.SubElement(root, "VRTRasterBand", dataType="Byte", band=str(bidx))
+        ET.SubElement(band, "Description").text = desc
+        ET.SubElement(band, "NoDataValue").text = str(nodata)
+        if bidx == 1:
+            ET.SubElement(band, "ColorInterp").text = "Palette"
+            cats = ET.SubElement(band, "CategoryNames")
+            for code in range(max(names) + 1):
+                ET.SubElement(cats, "Category").text = names.get(code, "")
+            table = ET.SubElement(band, "ColorTable")
+            for i in range(256):
+                r, g, b, a = cmap[i]
+                ET.SubElement(
+                    table, "Entry", c1=str(r), c2=str(g), c3=str(b), c4=str(a)
+                )
+        else:
+            ET.SubElement(band, "ColorInterp").text = "Gray"
+        for cell, file in sorted(cells, key=lambda cf: (-cf[0].lat, cf[0].lon)):
+            src = ET.SubElement(band, "SimpleSource")
+            rel = _relative(Path(file), out.parent)
+            ET.SubElement(
+                src, "SourceFilename", relativeToVRT="1" if rel else "0"
+            ).text = rel or str(Path(file).resolve())
+            ET.SubElement(src, "SourceBand").text = str(bidx)
+            ET.SubElement(
+                src,
+                "SourceProperties",
+                RasterXSize=str(n),
+                RasterYSize=str(n),
+                DataType="Byte",
+                BlockXSize=str(min(BLOCKSIZE, n)),
+                BlockYSize=str(min(BLOCKSIZE, n)),
+            )
+            ET.SubElement(
+                src, "SrcRect", xOff="0", yOff="0", xSize=str(n), ySize=str(n)
+            )
+            ET.SubElement(
+                src,
+                "DstRect",
+                xOff=str((cell.lon - west) * n),
+                yOff=str((north - cell.lat - 1) * n),
+                xSize=str(n),
+                ySize=str(n),
+            )
+    ET.indent(root)
+    atomic_write_bytes(out, ET.tostring(root, encoding="utf-8") + b"\n")
+    return out
+
+
+def _relative(file: Path, base: Path) -> str | None:
+    """``file`` relative to ``base`` (POSIX separators), or None if outside it."""
+    try:
+        return file.resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return None
+
+
+__all__ = [
+    "CELL_PREFIX",
+    "MERGE_RULES",
+    "MapInfo",
+    "MosaicInputError",
+    "MosaicResult",
+    "acquisition_datetime",
+    "find_maps",
+    "merge_into",
+    "mosaic_maps",
+    "plan_cells",
+    "write_vrt",
+]

@@ -1,0 +1,225 @@
+"""A STAC catalog of the maps of a batch (needs ``pip install 'alosmap[stac]'``).
+
+:func:`write_catalog` turns batch records (:mod:`alosmap.national.batch`) into a static,
+self-contained STAC catalog inside the batch's output directory::
+
+    OUT_DIR/stac/catalog.json                      root catalog
+    OUT_DIR/stac/alosmap-<task>/collection.json    one collection per task
+    OUT_DIR/stac/alosmap-<task>/<item>/<item>.json one item per map
+
+An item (id = the map's stem, ``<scene stem>_<task>``) has the footprint of the
+map's valid pixels (EPSG:4326) as geometry, the source scene's acquisition time as
+``datetime``, and assets ``map`` (COG; classification extension with the class codes,
+names and colours; projection extension; file size and SHA-256 multihash) and, when
+written, ``probabilities`` and ``preview``. Asset links are relative (``../../../``),
+so the output directory can be moved or served as it is. Properties in the
+``alosmap:`` namespace give the task, model, its SHA-256, the alosmap version, the
+source scene, the km² mapped and the pixel count of every class.
+
+Each JSON file is written atomically, so readers never see half a file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from alosmap._fileio import atomic_write_bytes
+from alosmap._imports import lazy_import
+from alosmap.classes import classes_for_task
+
+logger = logging.getLogger(__name__)
+
+#: Directory of the catalog inside the batch output directory.
+STAC_DIR = "stac"
+
+
+def _stac_io() -> Any:
+    """A pystac StacIO that writes every file atomically."""
+    pystac = lazy_import("pystac")
+
+    class AtomicStacIO(pystac.stac_io.DefaultStacIO):  # type: ignore[name-defined,misc]
+        def write_text_to_href(self, href: str, txt: str) -> None:
+            path = Path(href)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, txt.encode("utf-8"))
+
+    return AtomicStacIO()
+
+
+def _hex(rgb: tuple[int, int, int]) -> str:
+    return "".join(f"{v:02X}" for v in rgb)
+
+
+def _datetime(rec: dict[str, Any]) -> tuple[datetime, bool]:
+    """Acquisition time of a record (processing time when unknown) and whether known."""
+    for key, known in (("acquired", True), ("finished", False)):
+        value = rec.get(key)
+        if value:
+            t = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+            return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)), known
+    return datetime.now(timezone.utc), False
+
+
+def make_item(rec: dict[str, Any], out_dir: Path) -> Any:
+    """A pystac Item for one batch record (asset hrefs absolute until saved)."""
+    pystac = lazy_import("pystac")
+    from pystac.extensions.classification import Classification, ClassificationExtension
+    from pystac.extensions.file import FileExtension
+    from pystac.extensions.projection import ProjectionExtension
+
+    from alosmap.io.raster import L21_NAME
+
+    when, known = _datetime(rec)
+    geometry = rec.get("footprint")
+    if geometry:
+        from shapely.geometry import shape
+
+        bbox = [round(v, 6) for v in shape(geometry).bounds]
+    else:
+        bbox = None
+    task = rec["task"]
+    props: dict[str, Any] = {
+        "alosmap:task": task,
+        "alosmap:model": rec.get("model"),
+        "alosmap:model_name": rec.get("model_name"),
+        "alosmap:model_sha256": rec.get("model_sha256"),
+        "alosmap:version": rec.get("alosmap_version"),
+        "alosmap:source_scene": rec.get("scene_name"),
+        "alosmap:area_km2": round(float(rec.get("area_km2", 0.0)), 3),
+        "alosmap:class_pixels": {
+            str(c["code"]): c["pixels"] for c in rec.get("classes", [])
+        },
+        "created": rec.get("finished"),
+    }
+    if not known:
+        props["alosmap:datetime_is_processing_time"] = True
+    if L21_NAME.search(rec.get("scene_name", "")):
+        props.update(
+            {
+                "constellation": "alos",
+                "platform": "alos-2",
+                "instruments": ["palsar-2"],
+            }
+        )
+    item = pystac.Item(
+        id=rec["key"],
+        geometry=geometry,
+        bbox=bbox,
+        datetime=when,
+        properties=props,
+    )
+    asset = pystac.Asset(
+        href=str((out_dir / rec["output"]).resolve()),
+        media_type=pystac.MediaType.COG,
+        roles=["data"],
+        title=f"{task} map" + (" with confidence (band 2)" if _conf(rec) else ""),
+    )
+    item.add_asset("map", asset)
+    from alosmap.io.writer import map_nodata
+
+    ClassificationExtension.ext(asset, add_if_missing=True).classes = [
+        *(
+            Classification.create(
+                value=c.code,
+                description=c.name,
+                name=_slug(c.name),
+                color_hint=_hex(c.color),
+            )
+            for c in classes_for_task(task)
+        ),
+        Classification.create(
+            value=map_nodata(task), description="No data", name="no_data", nodata=True
+        ),
+    ]
+    FileExtension.ext(asset, add_if_missing=True).apply(
+        size=rec.get("size"),
+        checksum="1220" + rec["sha256"] if rec.get("sha256") else None,
+    )
+    crs = rec.get("crs")
+    ProjectionExtension.ext(item, add_if_missing=True).apply(
+        code=crs if crs and ":" in crs else None,
+        wkt2=None if crs and ":" in crs else crs,
+        shape=rec.get("shape"),
+        transform=rec.get("transform"),
+    )
+    for name, role, media, title in (
+        ("probabilities", "data", pystac.MediaType.COG, "class probabilities (%)"),
+        ("preview", "overview", pystac.MediaType.PNG, "quicklook"),
+    ):
+        if rec.get(name):
+            item.add_asset(
+                name,
+                pystac.Asset(
+                    href=str((out_dir / rec[name]).resolve()),
+                    media_type=media,
+                    roles=[role],
+                    title=title,
+                ),
+            )
+    return item
+
+
+def _conf(rec: dict[str, Any]) -> bool:
+    return bool(rec.get("fingerprint", {}).get("confidence"))
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name.lower()).strip("_")
+
+
+def write_catalog(
+    out_dir: str | os.PathLike[str], records: list[dict[str, Any]]
+) -> Path:
+    """Write the STAC catalog of ``records`` into ``OUT_DIR/stac``.
+
+    Args:
+        out_dir: the batch output directory (the maps are there).
+        records: batch records (:func:`alosmap.national.batch.read_records`).
+
+    Returns:
+        The root ``catalog.json``.
+
+    Raises:
+        BackendUnavailableError: pystac is not installed.
+    """
+    pystac = lazy_import("pystac")
+    out = Path(out_dir).resolve()
+    root_dir = out / STAC_DIR
+    catalog = pystac.Catalog(
+        id="alosmap",
+        title="alosmap maps",
+        description=(
+            f"Land-use/land-cover and water maps made by alosmap from ALOS-2 "
+            f"PALSAR-2 HH scenes in {out.name}"
+        ),
+    )
+    by_task: dict[str, list[Any]] = {}
+    for rec in records:
+        by_task.setdefault(rec["task"], []).append(make_item(rec, out))
+    for task, items in sorted(by_task.items()):
+        collection = pystac.Collection(
+            id=f"alosmap-{task}",
+            title=f"alosmap {task} maps",
+            description=(
+                "9-class LULC maps (JAXA HRLULC-derived legend), codes 1-9, 0 = no data"
+                if task == "lulc"
+                else "Water maps: 1 water, 0 not water, 255 no data"
+            ),
+            extent=pystac.Extent.from_items(items),
+            license="other",
+        )
+        collection.add_items(items)
+        catalog.add_child(collection)
+    catalog.normalize_hrefs(str(root_dir))
+    catalog.make_all_asset_hrefs_relative()
+    catalog.save(pystac.CatalogType.SELF_CONTAINED, stac_io=_stac_io())
+    path = root_dir / "catalog.json"
+    logger.info("wrote %s (%d items)", path, len(records))
+    return path
+
+
+__all__ = ["STAC_DIR", "make_item", "write_catalog"]

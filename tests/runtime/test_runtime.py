@@ -1,0 +1,397 @@
+"""Runtimes: backend selection and its errors, ONNX Runtime sessions and providers,
+torch precision, `alosmap info` backends, and onnx == torch on sample_data."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from conftest import SAMPLE_SCENES
+
+from alosmap.errors import BackendOptionError, BackendUnavailableError, ModelFileError
+from alosmap.runtime import base, load_runtime, resolve_backend
+from alosmap.runtime.onnx_backend import (
+    CPU_EP,
+    CUDA_EP,
+    TRT_EP,
+    OnnxRuntime,
+    build_providers,
+    provider_failure_reason,
+    trt_cache_path,
+)
+
+ort = pytest.importorskip("onnxruntime")
+REPO = Path(__file__).resolve().parents[2]
+TRT_INSTALLED = base.backend_installed("tensorrt")
+
+
+def _gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _export(model_path: Path, out: Path, **kw) -> Path:
+    from alosmap.export.onnx import export_onnx
+    from alosmap.spec import SPEC_KEY, load_model
+
+    net, spec = load_model(model_path)
+    return export_onnx(net, out, metadata={SPEC_KEY: spec.to_json()}, **kw)
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tiny_lulc_model, tmp_path_factory):
+    """The tiny LULC model as ONNX (TorchScript exporter: fast, same numerics)."""
+    out = tmp_path_factory.mktemp("onnx") / "tiny-lulc.onnx"
+    return _export(tiny_lulc_model, out, exporter="torchscript")
+
+
+@pytest.fixture(scope="module")
+def tiny_water_onnx(tiny_water_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx") / "tiny-water.onnx"
+    return _export(tiny_water_model, out, exporter="torchscript")
+
+
+@pytest.fixture(scope="session")
+def demo_lulc_onnx(tmp_path_factory):
+    """The bundled demo LULC model (small preset) exported to ONNX once."""
+    src = REPO / "alosmap" / "weights" / "lulc.safetensors"
+    return _export(src, tmp_path_factory.mktemp("demo") / "lulc.onnx")
+
+
+def _tiles(n=3, size=256, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, 1, size, size), np.float32)
+
+
+def _one_error_line(err: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("alosmap: error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+# --- selection -------------------------------------------------------------------
+
+
+def test_auto_goes_by_file_type():
+    assert resolve_backend(Path("m.safetensors"), "auto") == "torch"
+    assert resolve_backend(Path("m.ONNX"), "auto") == "onnx"
+    assert resolve_backend(Path("m.onnx"), "onnx") == "onnx"
+    if TRT_INSTALLED:
+        assert resolve_backend(Path("m.engine"), "auto") == "tensorrt"
+        assert resolve_backend(Path("m.plan"), "tensorrt") == "tensorrt"
+
+
+def test_backend_file_mismatch_says_what_to_do():
+    with pytest.raises(ModelFileError, match=r"alosmap export onnx"):
+        resolve_backend(Path("m.safetensors"), "onnx")
+    with pytest.raises(ModelFileError, match=r"--backend onnx.*--device cuda"):
+        resolve_backend(Path("m.onnx"), "tensorrt")
+    with pytest.raises(ModelFileError, match=r"\.safetensors"):
+        resolve_backend(Path("m.onnx"), "torch")
+    with pytest.raises(ModelFileError, match=r"unknown model file type '\.pt'"):
+        resolve_backend(Path("m.pt"), "auto")
+    with pytest.raises(BackendOptionError, match=r"auto, torch, onnx, tensorrt"):
+        resolve_backend(Path("m.onnx"), "tpu")
+
+
+@pytest.mark.skipif(TRT_INSTALLED, reason="TensorRT is installed here")
+def test_missing_tensorrt_is_one_line_with_the_extra(tmp_path):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"\0" * 16)
+    with pytest.raises(BackendUnavailableError) as info:
+        load_runtime(engine)
+    assert str(info.value) == (
+        "TensorRT is not installed: pip install 'alosmap[tensorrt]'"
+    )
+    with pytest.raises(BackendUnavailableError, match="alosmap\\[tensorrt\\]"):
+        resolve_backend(engine, "tensorrt")
+
+
+def test_missing_onnxruntime_names_the_package(monkeypatch, tiny_onnx):
+    # as if onnxruntime were not installed: its module cannot be found
+    monkeypatch.setitem(base.BACKEND_MODULES, "onnx", "onnxruntime_absent_for_test")
+    with pytest.raises(BackendUnavailableError) as info:
+        load_runtime(tiny_onnx)
+    msg = str(info.value)
+    assert msg.startswith("ONNX Runtime is not installed: pip install onnxruntime")
+    assert "\n" not in msg
+
+
+def test_options_a_backend_cannot_honour(tiny_lulc_model, tiny_onnx):
+    with pytest.raises(BackendOptionError, match=r"--compile is for the torch"):
+        load_runtime(tiny_onnx, compile=True)
+    with pytest.raises(BackendOptionError, match=r"bf16 is not supported with ONNX"):
+        load_runtime(tiny_onnx, precision="bf16")
+    with pytest.raises(BackendOptionError, match=r"fp32 graph; on the CPU"):
+        load_runtime(tiny_onnx, precision="fp16")
+    with pytest.raises(BackendOptionError, match=r"fp16 needs --device cuda"):
+        load_runtime(tiny_lulc_model, precision="fp16")
+    with pytest.raises(BackendOptionError, match=r"unknown precision 'fp8'"):
+        load_runtime(tiny_lulc_model, precision="fp8")
+    with pytest.raises(BackendOptionError, match=r"use cpu, cuda or cuda:N"):
+        load_runtime(tiny_lulc_model, device="gpu")
+    with pytest.raises(ModelFileError, match="not found"):
+        load_runtime(tiny_onnx.with_name("absent.onnx"))
+
+
+@pytest.mark.skipif(_gpu(), reason="a GPU is present")
+def test_cuda_without_gpu_is_a_clear_error(tiny_lulc_model, tiny_onnx, capfd):
+    with pytest.raises(BackendUnavailableError, match=r"PyTorch sees no CUDA GPU"):
+        load_runtime(tiny_lulc_model, device="cuda")
+    with pytest.raises(BackendUnavailableError) as info:
+        load_runtime(tiny_onnx, device="cuda:0")
+    msg = str(info.value)
+    assert msg.startswith("--device cuda:0: ") and "use --device cpu" in msg
+    assert "\n" not in msg
+    out, err = capfd.readouterr()
+    # ONNX Runtime's multi-line provider messages are turned into that one line
+    assert "EP Error" not in out and "provider_bridge" not in err, (out, err)
+
+
+# --- ONNX Runtime ------------------------------------------------------------------
+
+
+def test_onnx_cpu_session_settings(tiny_onnx):
+    rt = load_runtime(tiny_onnx)
+    assert rt.providers == [CPU_EP]
+    opts = rt.session.get_session_options()
+    assert opts.intra_op_num_threads == base.physical_cores()
+    assert opts.inter_op_num_threads == 1
+    assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert (
+        load_runtime(tiny_onnx, threads=1)
+        .session.get_session_options()
+        .intra_op_num_threads
+        == 1
+    )
+    assert 1 <= base.physical_cores() <= (os.cpu_count() or 1)
+
+
+@pytest.mark.parametrize("task", ["lulc", "water"])
+def test_onnx_matches_torch_with_and_without_io_binding(
+    task, tiny_lulc_model, tiny_water_model, tiny_onnx, tiny_water_onnx
+):
+    model, onnx_path = {
+        "lulc": (tiny_lulc_model, tiny_onnx),
+        "water": (tiny_water_model, tiny_water_onnx),
+    }[task]
+    x = _tiles()
+    ref = load_runtime(model).run(x)
+    plain = OnnxRuntime(onnx_path)
+    bound = OnnxRuntime(onnx_path, io_binding=True)  # the GPU code path, on the CPU
+    assert bound._post is not None  # softmax/sigmoid session behind the model
+    for rt in (plain, bound):
+        p = rt.run(x)
+        assert p.dtype == np.float32 and p.shape == ref.shape
+        assert np.abs(p - ref).max() < 1e-4
+    # a batch of another size through the same bindings
+    assert np.abs(bound.run(x[:1]) - ref[:1]).max() < 1e-4
+
+
+def test_onnx_fp16_file_runs_as_fp16(tiny_lulc_model, tiny_onnx, tmp_path):
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    # an fp16 graph with float32 I/O and the precision in its metadata, as
+    # `alosmap export onnx --fp16` writes it
+    m16 = convert_float_to_float16(onnx.load(tiny_onnx), keep_io_types=True)
+    entry = m16.metadata_props.add()
+    entry.key, entry.value = "alosmap.precision", "fp16"
+    path = tmp_path / "m16.onnx"
+    onnx.save(m16, path)
+    rt = load_runtime(path)
+    assert rt.precision == "fp16"
+    x = _tiles(2)
+    ref = load_runtime(tiny_lulc_model).run(x)
+    p = rt.run(x)
+    assert p.dtype == np.float32
+    assert np.abs(p - ref).max() < 0.05
+    assert (p.argmax(1) == ref.argmax(1)).mean() > 0.99
+    with pytest.raises(BackendOptionError, match=r"is an fp16 export"):
+        load_runtime(path, precision="fp32")
+    assert load_runtime(tiny_onnx).precision == "fp32"
+
+
+def test_provider_order_and_options(tmp_path):
+    assert build_providers("cpu", [TRT_EP, CUDA_EP, CPU_EP]) == [(CPU_EP, {})]
+    provs = build_providers(
+        "cuda:1",
+        [TRT_EP, CUDA_EP, CPU_EP],
+        input_name="input",
+        input_chw=(1, 256, 256),
+        batch_range=(1, 16, 64),
+        precision="fp16",
+        trt_cache=tmp_path / "c",
+    )
+    assert [p[0] for p in provs] == [TRT_EP, CUDA_EP, CPU_EP]
+    trt, cuda = provs[0][1], provs[1][1]
+    assert trt["device_id"] == "1" and cuda == {"device_id": "1"}
+    assert trt["trt_profile_min_shapes"] == "input:1x1x256x256"
+    assert trt["trt_profile_opt_shapes"] == "input:16x1x256x256"
+    assert trt["trt_profile_max_shapes"] == "input:64x1x256x256"
+    assert trt["trt_fp16_enable"] == "True"
+    assert trt["trt_layer_norm_fp32_fallback"] == "True"
+    assert trt["trt_engine_cache_enable"] == "True"
+    assert trt["trt_engine_cache_path"] == str(tmp_path / "c")
+    assert trt["trt_timing_cache_path"] == str(tmp_path / "c")
+    fp32 = build_providers("cuda", [TRT_EP, CUDA_EP, CPU_EP])[0][1]
+    assert fp32["trt_fp16_enable"] == "False" and "trt_engine_cache_path" not in fp32
+    no_trt = build_providers("cuda", [TRT_EP, CUDA_EP, CPU_EP], use_tensorrt=False)
+    assert [p[0] for p in no_trt] == [CUDA_EP, CPU_EP]
+    assert [p[0] for p in build_providers("cuda", [CUDA_EP, CPU_EP])] == [
+        CUDA_EP,
+        CPU_EP,
+    ]
+    with pytest.raises(BackendUnavailableError, match=r"onnxruntime-gpu"):
+        build_providers("cuda", [CPU_EP])
+
+
+def test_engine_cache_location(monkeypatch, tmp_path):
+    monkeypatch.delenv("ALOSMAP_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert base.cache_dir() == tmp_path / "xdg" / "alosmap"
+    kw = dict(
+        precision="fp16",
+        batch_range=(1, 8, 64),
+        gpu="NVIDIA H100 80GB HBM3",
+        trt_version="10.9.0",
+        ort_version="1.31.1",
+    )
+    p = trt_cache_path("0123abcd", **kw)
+    assert p.parent == tmp_path / "xdg" / "alosmap" / "ort-trt" / "0123abcd"
+    assert p.name == "NVIDIA_H100_80GB_HBM3-trt10.9.0-ort1.31.1-fp16-b1-8-64"
+    # anything that invalidates an engine gives another folder
+    for change in (
+        {"precision": "fp32"},
+        {"gpu": "NVIDIA A100"},
+        {"trt_version": "10.10"},
+        {"batch_range": (1, 8, 128)},
+    ):
+        assert trt_cache_path("0123abcd", **{**kw, **change}) != p
+    monkeypatch.setenv("ALOSMAP_CACHE_DIR", str(tmp_path / "own"))
+    assert base.cache_dir() == tmp_path / "own"
+    assert len(base.file_sha256(Path(__file__))) == 16
+
+
+def test_provider_failure_reason():
+    text = (
+        "\x1b[1;31m2026-11-24 [E:onnxruntime:Default, provider_bridge_ort.cc:2458] "
+        "Failed to load library libonnxruntime_providers_cuda.so with error: "
+        "libcublasLt.so.13: cannot open shared object file: No such file or "
+        "directory\n\x1b[m\n"
+    )
+    assert provider_failure_reason(text) == (
+        "libcublasLt.so.13: cannot open shared object file: No such file or directory"
+    )
+    assert provider_failure_reason(
+        "CUDA failure 100: no CUDA-capable device is detected ; GPU=0"
+    ) == ("CUDA failure 100: no CUDA-capable device is detected")
+    assert provider_failure_reason("all fine") is None
+
+
+# --- torch -------------------------------------------------------------------------
+
+
+def test_torch_bf16_on_cpu_is_close_to_fp32(tiny_lulc_model):
+    x = _tiles(2)
+    ref = load_runtime(tiny_lulc_model).run(x)
+    rt = load_runtime(tiny_lulc_model, precision="bf16")
+    assert rt.precision == "bf16"
+    p = rt.run(x)
+    assert p.dtype == np.float32
+    assert np.abs(p - ref).max() < 0.05
+    assert (p.argmax(1) == ref.argmax(1)).mean() > 0.99
+
+
+@pytest.mark.slow
+def test_torch_compile_pads_partial_batches(tiny_lulc_model):
+    x = _tiles(3)
+    ref = load_runtime(tiny_lulc_model).run(x)
+    rt = load_runtime(tiny_lulc_model, compile=True)
+    assert np.abs(rt.run(x) - ref).max() < 1e-4
+    p = rt.run(x[:2])  # padded to 3: no second compilation
+    assert p.shape[0] == 2 and np.abs(p - ref[:2]).max() < 1e-4
+
+
+# --- command line ------------------------------------------------------------------
+
+
+def test_predict_backend_errors_are_one_line(cli, small_scene, tiny_onnx, tmp_path):
+    out = tmp_path / "m.tif"
+    code, _, err = cli("predict", small_scene, "-m", tiny_onnx, "--backend", "torch")
+    assert code == 1 and "cannot run tiny-lulc.onnx" in _one_error_line(err)
+    code, _, err = cli("predict", small_scene, "-m", tiny_onnx, "--compile", "-o", out)
+    assert code == 1 and "--compile is for the torch" in _one_error_line(err)
+    code, _, err = cli("predict", small_scene, "--precision", "fp16", "-o", out)
+    assert code == 1 and "fp16 needs --device cuda" in _one_error_line(err)
+    assert cli("predict", small_scene, "--precision", "fp8")[0] == 2
+    if not TRT_INSTALLED:
+        engine = tmp_path / "m.engine"
+        engine.write_bytes(b"\0")
+        code, _, err = cli("predict", small_scene, "-m", engine, "-o", out)
+        assert code == 1
+        assert _one_error_line(err).endswith(
+            "TensorRT is not installed: pip install 'alosmap[tensorrt]'"
+        )
+    assert not out.exists()
+
+
+def test_info_lists_backends(cli, tiny_onnx):
+    code, out, err = cli("info")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("torch ") and "devices: cpu" in lines[0]
+    assert any(ln.startswith("onnx ") for ln in lines)
+    assert any("CPUExecutionProvider" in ln and ln.endswith("loads") for ln in lines)
+    trt = next(ln for ln in lines if ln.startswith("tensorrt "))
+    if not TRT_INSTALLED:
+        assert trt == "tensorrt  not installed: pip install 'alosmap[tensorrt]'"
+    code, out, _ = cli("info", "--backends", "--json")
+    report = json.loads(out)
+    onnx = next(b for b in report["backends"] if b["name"] == "onnx")
+    cpu_ep = next(p for p in onnx["providers"] if p["name"] == CPU_EP)
+    assert cpu_ep["loads"] is True and onnx["version"] == ort.__version__
+    assert report["cpu"]["physical"] == base.physical_cores()
+    code, out, _ = cli("info", tiny_onnx)
+    assert code == 0 and "backend     onnx: runs here on cpu" in out
+    code, out, _ = cli("info", "--json", tiny_onnx)
+    assert json.loads(out)["backend"]["runs_here"]["devices"][:1] == ["cpu"]
+
+
+# --- onnx == torch on sample_data ----------------------------------------------------
+
+
+def _agree(a: Path, b: Path) -> float:
+    with rasterio.open(a) as da, rasterio.open(b) as db:
+        x, y = da.read(1), db.read(1)
+    return float((x == y).mean())
+
+
+@pytest.mark.skipif(not SAMPLE_SCENES, reason="sample_data missing")
+def test_predict_onnx_equals_torch_on_sample_data(cli, demo_lulc_onnx, tmp_path):
+    scene = SAMPLE_SCENES[0]
+    a, b = tmp_path / "torch.tif", tmp_path / "onnx.tif"
+    code, _, err = cli("-q", "predict", scene, "--backend", "torch", "-o", a)
+    assert code == 0, err
+    code, _, err = cli(
+        "-q", "predict", scene, "-m", demo_lulc_onnx, "--backend", "onnx", "-o", b
+    )
+    assert code == 0, err
+    assert _agree(a, b) >= 0.999
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SAMPLE_SCENES, reason="sample_data missing")
+def test_predict_onnx_equals_torch_on_every_sample_scene(demo_lulc_onnx, tmp_path):
+    from alosmap.predict.pipeline import predict_scene
+
+    for i, scene in enumerate(SAMPLE_SCENES):
+        a, b = tmp_path / f"t{i}.tif", tmp_path / f"o{i}.tif"
+        predict_scene(scene, a, backend="torch")
+        predict_scene(scene, b, model=demo_lulc_onnx, backend="onnx")
+        assert _agree(a, b) >= 0.999, scene.name

@@ -1,0 +1,1054 @@
+"""``build-dataset``: label-guided sampling of SAR patches (paper Section III-A).
+
+The builder turns ALOS-2 HH scenes and JAXA HRLULC label tiles into the on-disk
+dataset that :mod:`alosmap.train.data` reads. The steps:
+
+1. **Class frequencies.** Pixels of every JAXA code are counted over *all* label
+   tiles (``LC_*.tif``), read in windows of :attr:`BuildConfig.block_rows` rows
+   (``np.bincount`` per window). Codes 1-14 are classes; 0 and anything above 14
+   are no data.
+2. **Anchors.** ``N`` pixel positions are drawn independently (with replacement),
+   each labelled pixel with weight ``1 / f(class)``. The total weight of class ``k``
+   is then ``n_k · (1 / f_k) ∝ 1``: every present class gets the same expected
+   number of anchors. This is done exactly without listing pixels: the number per
+   class is a multinomial draw with equal probabilities over the present classes,
+   then each class's anchors get uniform ranks in ``[0, n_k)`` and a second
+   window-wise pass finds the pixel of each rank (raster order over the tiles,
+   sorted by name). Anchors are stored as lon/lat of pixel centres (EPSG:4326).
+3. **Patches.** Each scene is cut into non-overlapping ``P × P`` patches aligned
+   on its own grid from the top-left corner (patch ``(r, c)`` covers rows
+   ``r·P … (r+1)·P``); only complete patches are used (a remainder narrower than
+   ``P`` at the right or bottom edge is not). A patch is a candidate when at least
+   one anchor falls inside it. Its label patch is the label tiles resampled by
+   nearest neighbour onto the patch's grid (every intersecting tile is warped into
+   the same array, so scenes that straddle tiles work).
+4. **No-data rule.** A candidate is dropped when less than ``1 − max_nodata`` of
+   its pixels hold valid SAR (reason ``sar_nodata``), or, in the labelled months
+   only, when fewer than ``min_label_fraction`` of its SAR-valid pixels carry a
+   label (reason ``label_nodata``). Pretraining patches need no labels.
+5. **Splits by month.** Scenes acquired in a pretraining month give ``pretrain``
+   patches; scenes of a finetuning month give ``train`` / ``val`` / ``test``,
+   assigned *per patch* (a seeded shuffle cut at the fractions), as the paper's
+   patch counts imply. Scenes of other months are skipped with a note.
+6. **Output.** Written into a temporary sibling directory that is renamed onto the
+   destination at the end, so an error never leaves a half-written dataset.
+   Normalisation and class counts come from the training split only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alosmap._version import __version__
+from alosmap.classes import (
+    JAXA_TO_LULC9,
+    JAXA_TO_WATER,
+    LULC9_CLASSES,
+    WATER_CLASSES,
+)
+from alosmap.errors import AlosmapError, InputRasterError, OutputExistsError
+from alosmap.train.data import FORMAT, PatchRecord, write_manifest
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ANCHOR_DTYPE",
+    "BuildConfig",
+    "BuildResult",
+    "DatasetBuildError",
+    "build_dataset",
+    "count_classes",
+    "find_label_tiles",
+    "format_summary",
+    "parse_months",
+    "parse_split",
+    "sample_anchors",
+]
+
+#: Number of JAXA codes kept (0 = no data, 1-14 classes).
+N_CODES = 15
+#: Record of one anchor in ``anchors.npy``: pixel centre and JAXA code.
+ANCHOR_DTYPE = np.dtype([("lon", "<f8"), ("lat", "<f8"), ("code", "u1")])
+#: σ0 range (dB) clipped before the normalisation statistics (the spec's default).
+CLIP_DB = (-40.0, 20.0)
+#: Split names of the finetuning month, in the order of ``BuildConfig.split``.
+LABELLED_SPLITS = ("train", "val", "test")
+
+
+class DatasetBuildError(AlosmapError, ValueError):
+    """Bad build parameters, or inputs that give no usable dataset."""
+
+
+# --------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class BuildConfig:
+    """Parameters of a dataset build.
+
+    Attributes:
+        anchors: number of anchor points drawn (the paper uses 1,000,000).
+        pretrain_months: months (1-12) whose scenes give ``pretrain`` patches.
+        finetune_months: months whose scenes give ``train``/``val``/``test``.
+        split: train / val / test fractions of the finetuning patches.
+        patch_size: patch side ``P`` in pixels.
+        max_nodata: largest tolerated fraction of SAR no-data pixels in a patch.
+        min_label_fraction: smallest fraction of SAR-valid pixels that must carry
+            a label (finetuning months only).
+        seed: seed of every random choice (anchors and splits).
+        block_rows: rows per window when scanning label tiles.
+
+    Raises:
+        DatasetBuildError: on any invalid value (the message names it).
+    """
+
+    anchors: int = 1_000_000
+    pretrain_months: tuple[int, ...] = (10, 11)
+    finetune_months: tuple[int, ...] = (9,)
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    patch_size: int = 256
+    max_nodata: float = 0.5
+    min_label_fraction: float = 0.5
+    seed: int = 0
+    block_rows: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.anchors < 1:
+            raise DatasetBuildError(f"--anchors {self.anchors}: must be at least 1")
+        for name in ("pretrain_months", "finetune_months"):
+            months = getattr(self, name)
+            bad = [m for m in months if not 1 <= m <= 12]
+            if bad:
+                raise DatasetBuildError(
+                    f"--{name.replace('_', '-')}: month(s) {bad} outside 1..12"
+                )
+        both = sorted(set(self.pretrain_months) & set(self.finetune_months))
+        if both:
+            raise DatasetBuildError(
+                f"month(s) {both} are in both --pretrain-months and "
+                "--finetune-months; a month must go to one side only (no temporal "
+                "leakage)"
+            )
+        if not self.pretrain_months and not self.finetune_months:
+            raise DatasetBuildError("no pretraining or finetuning months given")
+        if len(self.split) != 3 or any(
+            not math.isfinite(f) or f <= 0 for f in self.split
+        ):
+            raise DatasetBuildError(
+                f"--split {self.split}: expected 3 positive fractions "
+                "train/val/test, e.g. 0.7/0.15/0.15"
+            )
+        if abs(sum(self.split) - 1.0) > 1e-6:
+            raise DatasetBuildError(
+                f"--split {'/'.join(f'{f:g}' for f in self.split)}: the fractions "
+                f"sum to {sum(self.split):g}, not 1"
+            )
+        if self.patch_size < 8:
+            raise DatasetBuildError(f"--patch-size {self.patch_size}: must be ≥ 8")
+        if not 0.0 <= self.max_nodata < 1.0:
+            raise DatasetBuildError(
+                f"--max-nodata {self.max_nodata:g}: must be in [0, 1)"
+            )
+        if not 0.0 <= self.min_label_fraction <= 1.0:
+            raise DatasetBuildError(
+                f"min_label_fraction {self.min_label_fraction:g}: must be in [0, 1]"
+            )
+        if self.block_rows < 1:
+            raise DatasetBuildError(f"block_rows {self.block_rows}: must be ≥ 1")
+
+
+def parse_months(text: str, option: str = "--months") -> tuple[int, ...]:
+    """Parse a comma-separated month list such as ``"10,11"`` (empty: none).
+
+    Raises:
+        DatasetBuildError: a value that is not an integer in 1..12.
+    """
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            m = int(part)
+        except ValueError:
+            raise DatasetBuildError(
+                f"{option} {text!r}: {part!r} is not a month number (1..12)"
+            ) from None
+        if not 1 <= m <= 12:
+            raise DatasetBuildError(f"{option} {text!r}: month {m} outside 1..12")
+        out.append(m)
+    return tuple(sorted(set(out)))
+
+
+def parse_split(text: str) -> tuple[float, float, float]:
+    """Parse ``"0.7/0.15/0.15"`` (``/`` or ``,`` separated) into 3 fractions.
+
+    Raises:
+        DatasetBuildError: not three positive numbers that sum to 1.
+    """
+    parts = [p for p in text.replace(",", "/").split("/") if p.strip()]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        raise DatasetBuildError(
+            f"--split {text!r}: expected three numbers train/val/test, "
+            "e.g. 0.7/0.15/0.15"
+        ) from None
+    if len(values) != 3 or any(not math.isfinite(v) or v <= 0 for v in values):
+        raise DatasetBuildError(
+            f"--split {text!r}: expected 3 positive fractions train/val/test, "
+            "e.g. 0.7/0.15/0.15"
+        )
+    if abs(sum(values) - 1.0) > 1e-6:
+        raise DatasetBuildError(
+            f"--split {text!r}: the fractions sum to {sum(values):g}, not 1"
+        )
+    return values[0], values[1], values[2]
+
+
+# ------------------------------------------------------------- label tiles
+def find_label_tiles(tile_dir: str | os.PathLike[str]) -> list[Path]:
+    """The ``LC_*.tif`` tiles of a directory, sorted by name.
+
+    Raises:
+        InputRasterError: the directory is missing or holds no ``LC_*.tif``.
+    """
+    d = Path(tile_dir)
+    if not d.is_dir():
+        raise InputRasterError(f"--lulc {d}: label tile directory not found")
+    tiles = sorted(p for p in d.glob("LC_*.tif") if p.is_file())
+    if not tiles:
+        raise InputRasterError(
+            f"--lulc {d}: no JAXA label tiles (LC_*.tif) in the directory"
+        )
+    return tiles
+
+
+def _open(path: Path) -> Any:
+    from alosmap.io.raster import open_raster
+
+    return open_raster(path)
+
+
+def _blocks(
+    tiles: Sequence[Path], block_rows: int, progress: bool, desc: str
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Yield ``(tile index, first row, window)`` over all tiles in row windows."""
+    from rasterio.errors import RasterioError
+    from rasterio.windows import Window
+    from tqdm import tqdm
+
+    heights = []
+    for t in tiles:
+        with _open(t) as ds:
+            if ds.count < 1:
+                raise InputRasterError(f"{t}: the label tile has no bands")
+            heights.append(ds.height)
+    total = sum(math.ceil(h / block_rows) for h in heights)
+    with tqdm(
+        total=total, desc=desc, unit="win", disable=not progress, leave=False
+    ) as bar:
+        for i, t in enumerate(tiles):
+            with _open(t) as ds:
+                for r0 in range(0, ds.height, block_rows):
+                    h = min(block_rows, ds.height - r0)
+                    try:
+                        a = ds.read(1, window=Window(0, r0, ds.width, h))
+                    except (RasterioError, OSError) as exc:
+                        raise InputRasterError(
+                            f"cannot read rows {r0}..{r0 + h} of {t}: {exc}"
+                        ) from exc
+                    if a.dtype != np.uint8:
+                        a = np.where((a >= 0) & (a < N_CODES), a, 0).astype(np.uint8)
+                    yield i, r0, a
+                    bar.update(1)
+
+
+def count_classes(
+    tiles: Sequence[str | os.PathLike[str]],
+    *,
+    block_rows: int = 1000,
+    progress: bool = False,
+) -> np.ndarray:
+    """Pixel count of every JAXA code over the label tiles.
+
+    Args:
+        tiles: label tiles (read in windows of ``block_rows`` full rows).
+        block_rows: rows per window.
+        progress: draw a progress bar on stderr.
+
+    Returns:
+        int64 [15]: index ``c`` = pixels of code ``c`` (index 0 = no data, which
+        also absorbs codes above 14).
+    """
+    counts = np.zeros(256, dtype=np.int64)
+    for _, _, a in _blocks([Path(t) for t in tiles], block_rows, progress, "count"):
+        counts += np.bincount(a.ravel(), minlength=256)
+    out = counts[:N_CODES].copy()
+    out[0] += counts[N_CODES:].sum()
+    return out
+
+
+def sample_anchors(
+    tiles: Sequence[str | os.PathLike[str]],
+    counts: np.ndarray,
+    n: int,
+    rng: np.random.Generator,
+    *,
+    block_rows: int = 1000,
+    progress: bool = False,
+) -> np.ndarray:
+    """Draw ``n`` anchors, each pixel weighted by 1 / frequency of its class.
+
+    Every class present in ``counts`` gets the same expected number of anchors;
+    within a class, pixels are drawn uniformly and independently (with
+    replacement). Tiles are scanned window by window; no pixel list is built.
+
+    Args:
+        tiles: the label tiles ``counts`` was computed over, in the same order.
+        counts: int [15] pixel counts per JAXA code (from :func:`count_classes`).
+        n: number of anchors.
+        rng: random generator.
+        block_rows: rows per window (any value; the result does not depend on it).
+        progress: draw a progress bar on stderr.
+
+    Returns:
+        Structured [n] array of :data:`ANCHOR_DTYPE` (lon/lat of pixel centres in
+        EPSG:4326, JAXA code), grouped by class and in raster order within one.
+
+    Raises:
+        DatasetBuildError: the tiles hold no labelled pixel.
+    """
+    from rasterio.warp import transform as warp_transform
+
+    counts = np.asarray(counts, dtype=np.int64)
+    present = np.flatnonzero(counts[1:N_CODES] > 0) + 1
+    if present.size == 0:
+        raise DatasetBuildError(
+            "the label tiles hold no labelled pixel (codes 1-14); nothing to sample"
+        )
+    per_class = np.zeros(N_CODES, dtype=np.int64)
+    per_class[present] = rng.multinomial(n, np.full(present.size, 1.0 / present.size))
+    # Sorted ranks among each class's pixels, in raster order over all tiles.
+    ranks = {
+        int(k): np.sort(rng.integers(0, counts[k], size=per_class[k]))
+        for k in present
+        if per_class[k] > 0
+    }
+    seen = np.zeros(N_CODES, dtype=np.int64)  # class pixels before this window
+    done = dict.fromkeys(ranks, 0)  # anchors of each class already placed
+    tiles = [Path(t) for t in tiles]
+    found: list[tuple[int, np.ndarray, np.ndarray, int]] = []  # tile, rows, cols, k
+    for i, r0, a in _blocks(tiles, block_rows, progress, "anchors"):
+        flat = a.ravel()
+        bc = np.bincount(flat, minlength=256)
+        order: np.ndarray | None = None
+        for k, rk in ranks.items():
+            j0 = done[k]
+            j1 = int(np.searchsorted(rk, seen[k] + bc[k], side="left"))
+            if j1 > j0:
+                if order is None:
+                    # stable: pixels of one code stay in raster order
+                    order = np.argsort(flat, kind="stable")
+                    starts = np.concatenate([[0], np.cumsum(bc)])
+                local = rk[j0:j1] - seen[k]
+                idx = order[starts[k] + local]
+                found.append((i, r0 + idx // a.shape[1], idx % a.shape[1], k))
+                done[k] = j1
+        seen += bc[:N_CODES]
+    out = np.empty(sum(len(f[1]) for f in found), dtype=ANCHOR_DTYPE)
+    pos = 0
+    for i in range(len(tiles)):
+        parts = [f for f in found if f[0] == i]
+        if not parts:
+            continue
+        rows = np.concatenate([f[1] for f in parts])
+        cols = np.concatenate([f[2] for f in parts])
+        with _open(tiles[i]) as ds:
+            t, crs = ds.transform, ds.crs
+        x = t.c + (cols + 0.5) * t.a + (rows + 0.5) * t.b
+        y = t.f + (cols + 0.5) * t.d + (rows + 0.5) * t.e
+        if crs is not None and not crs.is_geographic:
+            x, y = (np.asarray(v) for v in warp_transform(crs, "EPSG:4326", x, y))
+        m = len(rows)
+        out["lon"][pos : pos + m] = x
+        out["lat"][pos : pos + m] = y
+        out["code"][pos : pos + m] = np.concatenate(
+            [np.full(len(f[1]), f[3]) for f in parts]
+        )
+        pos += m
+    # grouped by class, raster order within a class (tiles sorted by name)
+    return out[np.argsort(out["code"], kind="stable")]
+
+
+# ------------------------------------------------------------------ scenes
+@dataclass
+class _SceneInput:
+    path: Path
+    date: date
+    group: str  # "pretrain", "finetune" or "skip"
+    crs: Any
+    transform: Any
+    width: int
+    height: int
+    bounds_lonlat: tuple[float, float, float, float]
+
+
+@dataclass
+class BuildResult:
+    """What :func:`build_dataset` made.
+
+    Attributes:
+        path: the dataset directory.
+        summary: the summary stored in ``dataset.json``.
+        summary_text: the same as a readable table (also in ``summary.txt``).
+    """
+
+    path: Path
+    summary: dict[str, Any]
+    summary_text: str
+
+
+def _inspect_scenes(
+    scenes: Sequence[str | os.PathLike[str]], config: BuildConfig
+) -> list[_SceneInput]:
+    from rasterio.warp import transform_bounds
+
+    from alosmap.io.raster import acquisition_date
+
+    if not scenes:
+        raise DatasetBuildError("no SAR scenes given (--sar)")
+    out = []
+    for s in scenes:
+        p = Path(s)
+        with _open(p) as ds:
+            d = acquisition_date(p, ds.tags())
+            if d is None:
+                raise InputRasterError(
+                    f"{p}: no acquisition date (no ACQUISITION_DATE tag and not an "
+                    "ALOS-2 L2.1 file name); the month decides the split"
+                )
+            if ds.crs is None:
+                raise InputRasterError(
+                    f"{p}: no CRS; anchors cannot be placed on the scene"
+                )
+            lonlat = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds, densify_pts=21)
+            if d.month in config.pretrain_months:
+                group = "pretrain"
+            elif d.month in config.finetune_months:
+                group = "finetune"
+            else:
+                group = "skip"
+            out.append(
+                _SceneInput(
+                    p, d, group, ds.crs, ds.transform, ds.width, ds.height, lonlat
+                )
+            )
+    return out
+
+
+def _tile_bounds(tiles: Sequence[Path]) -> list[tuple[float, float, float, float]]:
+    from rasterio.warp import transform_bounds
+
+    out = []
+    for t in tiles:
+        with _open(t) as ds:
+            if ds.crs is None:
+                raise InputRasterError(f"{t}: the label tile has no CRS")
+            out.append(transform_bounds(ds.crs, "EPSG:4326", *ds.bounds))
+    return out
+
+
+def _intersects(a: Sequence[float], b: Sequence[float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _anchor_cells(
+    scene: _SceneInput, anchors: np.ndarray, p: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Anchors inside the scene's complete patches and the patch of each.
+
+    Returns:
+        ``(anchor indices [M], patch cells [M])`` with cell ``= row · n_cols + col``
+        in patch units (``n_cols = width // p``).
+    """
+    from rasterio.warp import transform as warp_transform
+
+    w, s, e, n = scene.bounds_lonlat
+    idx = np.flatnonzero(
+        (anchors["lon"] >= w)
+        & (anchors["lon"] <= e)
+        & (anchors["lat"] >= s)
+        & (anchors["lat"] <= n)
+    )
+    if idx.size == 0:
+        return idx, idx.copy()
+    xs, ys = warp_transform(
+        "EPSG:4326", scene.crs, anchors["lon"][idx], anchors["lat"][idx]
+    )
+    cols, rows = ~scene.transform @ (np.asarray(xs), np.asarray(ys))
+    cols = np.floor(np.asarray(cols)).astype(np.int64)
+    rows = np.floor(np.asarray(rows)).astype(np.int64)
+    n_rows, n_cols = scene.height // p, scene.width // p
+    inside = (rows >= 0) & (cols >= 0) & (rows < n_rows * p) & (cols < n_cols * p)
+    cells = (rows[inside] // p) * n_cols + cols[inside] // p
+    return idx[inside], cells
+
+
+def _label_patch(
+    tiles: Sequence[Any],
+    tile_bounds: Sequence[tuple[float, float, float, float]],
+    crs: Any,
+    transform: Any,
+    p: int,
+) -> np.ndarray:
+    """Label tiles resampled (nearest) onto a ``p × p`` grid; codes > 14 → 0."""
+    from rasterio import band
+    from rasterio.enums import Resampling
+    from rasterio.warp import reproject, transform_bounds
+
+    dst = np.zeros((p, p), dtype=np.uint8)
+    x0, y0 = transform.c, transform.f
+    x1, y1 = transform @ (p, p)
+    box = transform_bounds(
+        crs, "EPSG:4326", min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
+    )
+    for ds, tb in zip(tiles, tile_bounds, strict=True):
+        if not _intersects(box, tb):
+            continue
+        # init_dest_nodata=False: each tile only fills where it has labels, so
+        # a patch that straddles tiles gets labels from all of them.
+        reproject(
+            source=band(ds, 1),
+            destination=dst,
+            src_nodata=0,
+            dst_nodata=0,
+            dst_transform=transform,
+            dst_crs=crs,
+            resampling=Resampling.nearest,
+            init_dest_nodata=False,
+            num_threads=1,
+        )
+    dst[dst >= N_CODES] = 0
+    return dst
+
+
+# ---------------------------------------------------------------- writing
+def _shrink_npy(path: Path, n: int) -> None:
+    """Keep the first ``n`` rows of a C-order ``.npy`` file, in place if possible."""
+    with path.open("rb") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, fortran, dtype = read_header(f)
+        offset = f.tell()
+    if shape[0] == n:
+        return
+    new_shape = (n, *shape[1:])
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": fortran}
+    header["shape"] = new_shape
+    import io
+
+    buf = io.BytesIO()
+    if version == (1, 0):
+        np.lib.format.write_array_header_1_0(buf, header)
+    else:
+        np.lib.format.write_array_header_2_0(buf, header)
+    if buf.tell() == offset:
+        with path.open("r+b") as f:
+            f.write(buf.getvalue())
+            f.truncate(offset + n * int(np.prod(shape[1:])) * dtype.itemsize)
+        return
+    # header length changed: copy (rare)
+    src = np.load(path, mmap_mode="r")
+    tmp = path.with_suffix(".shrink.npy")
+    dst = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=new_shape)
+    for i in range(0, n, 256):
+        dst[i : i + 256] = src[i : min(n, i + 256)]
+    dst.flush()
+    del dst, src
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _atomic_dir(out_dir: Path, overwrite: bool) -> Iterator[Path]:
+    """Yield a temporary sibling directory renamed onto ``out_dir`` on success."""
+    if out_dir.exists() or out_dir.is_symlink():
+        if not overwrite:
+            raise OutputExistsError(
+                f"{out_dir} exists and won't be overwritten; pass --overwrite or "
+                "choose another output directory"
+            )
+        if not out_dir.is_dir():
+            raise OutputExistsError(f"{out_dir} exists and is not a directory")
+        if any(out_dir.iterdir()) and not (out_dir / "dataset.json").is_file():
+            raise OutputExistsError(
+                f"{out_dir} is not an alosmap dataset (no dataset.json); refusing "
+                "to replace it even with --overwrite"
+            )
+    parent = out_dir.parent
+    if not parent.is_dir():
+        from alosmap.errors import OutputPathError
+
+        raise OutputPathError(f"{parent}: output parent directory does not exist")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=parent))
+            os.replace(out_dir, old / "d")
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# ---------------------------------------------------------------- summary
+def _shares(counts: np.ndarray, lut: np.ndarray, k: int) -> list[float]:
+    """Shares (0..1) of ``k`` training classes from JAXA code counts [15]."""
+    out = np.zeros(k, dtype=np.float64)
+    for code in range(1, N_CODES):
+        idx = int(lut[code])
+        if idx < k:
+            out[idx] += counts[code]
+    total = out.sum()
+    return (out / total).tolist() if total else out.tolist()
+
+
+def _remap_counts(counts: np.ndarray, lut: np.ndarray, k: int) -> list[int]:
+    out = np.zeros(k, dtype=np.int64)
+    for code in range(1, N_CODES):
+        idx = int(lut[code])
+        if idx < k:
+            out[idx] += counts[code]
+    return [int(v) for v in out]
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The build summary as a readable plain-text table."""
+    lines = [f"alosmap dataset {summary['path']} ({FORMAT})", ""]
+    lines.append(
+        f"{'scene':<48} {'date':<10} {'group':<8} {'cand.':>6} {'kept':>6} "
+        f"{'sar-nd':>6} {'lab-nd':>6}"
+    )
+    for s in summary["scenes"]:
+        lines.append(
+            f"{s['name'][:48]:<48} {s['date']:<10} {s['group']:<8} "
+            f"{s['candidates']:>6} {s['kept']:>6} {s['dropped_sar_nodata']:>6} "
+            f"{s['dropped_label_nodata']:>6}"
+        )
+    for note in summary["notes"]:
+        lines.append(f"note: {note}")
+    lines.append("")
+    sp = summary["patches"]
+    lines.append(
+        "patches: "
+        + "  ".join(f"{k} {sp[k]}" for k in sp)
+        + f"  (total {sum(sp.values())})"
+    )
+    d = summary["dropped"]
+    rule = summary["rule"]
+    lines.append(
+        f"dropped: {d['sar_nodata']} with SAR valid < {rule['min_sar_valid']:.0%}, "
+        f"{d['label_nodata']} with labels on < {rule['min_label_fraction']:.0%} of "
+        "the SAR-valid pixels"
+    )
+    a = summary["anchors"]
+    lines.append(
+        f"anchors: {a['drawn']} drawn over {a['tiles']} tile(s); "
+        f"{a['in_kept_patches']} inside kept patches"
+    )
+    n = summary["normalization"]
+    lines.append(
+        f"normalisation ({n['split']} split, σ0 clipped to "
+        f"{CLIP_DB[0]:g}..{CLIP_DB[1]:g} dB): mean {n['mean_db']:.3f} dB, "
+        f"std {n['std_db']:.3f} dB"
+    )
+    lines.append("")
+    sh = summary["class_shares"]
+    lines.append(f"{'class share (%)':<18} {'tiles':>8} {'anchors':>8} {'train':>8}")
+    for scheme, names in (
+        ("lulc", [c.name for c in LULC9_CLASSES]),
+        ("water", [c.name for c in WATER_CLASSES]),
+    ):
+        lines.append(f"[{'LULC-9' if scheme == 'lulc' else 'water'}]")
+        for i, name in enumerate(names):
+            lines.append(
+                f"  {name[:16]:<16} {100 * sh[scheme]['tiles'][i]:>8.2f} "
+                f"{100 * sh[scheme]['anchors'][i]:>8.2f} "
+                f"{100 * sh[scheme]['train'][i]:>8.2f}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------ build
+@dataclass
+class _Patches:
+    """Kept patches: the memory-mapped arrays being filled and per-patch results."""
+
+    sar: np.ndarray  # float16 [N_candidates, P, P] (memmap)
+    labels: np.ndarray  # uint8 [N_candidates, P, P] (memmap)
+    records: list[PatchRecord] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
+    sums: list[tuple[float, float, int]] = field(default_factory=list)
+
+    def add(
+        self,
+        record: PatchRecord,
+        group: str,
+        sar: np.ndarray,
+        labels: np.ndarray,
+        valid: np.ndarray,
+    ) -> None:
+        """Store one patch (σ0 dB as float16) and its normalisation sums."""
+        n = len(self.records)
+        record.index = n
+        x = sar.astype(np.float16)
+        self.sar[n] = x
+        self.labels[n] = labels
+        # sums over the stored (float16) values, clipped like the model input
+        xv = np.clip(x[valid].astype(np.float64), *CLIP_DB)
+        self.sums.append((float(xv.sum()), float((xv * xv).sum()), int(xv.size)))
+        self.records.append(record)
+        self.groups.append(group)
+
+
+def _extract_scene(
+    scene: _SceneInput,
+    cand: np.ndarray,
+    out: _Patches,
+    tiles: Sequence[Any],
+    tile_bounds: Sequence[tuple[float, float, float, float]],
+    config: BuildConfig,
+    bar: Any,
+) -> tuple[dict[str, Any], list[int]]:
+    """Read, check and store a scene's candidate patches.
+
+    Returns:
+        The scene's summary row and the cells (``row · n_cols + col``) kept.
+    """
+    from affine import Affine
+
+    from alosmap.arch import get_preset
+    from alosmap.io.scene import Scene
+    from alosmap.spec import default_spec
+
+    p = config.patch_size
+    n_cols = scene.width // p
+    info: dict[str, Any] = {
+        "name": scene.path.name,
+        "path": str(scene.path),
+        "date": scene.date.isoformat(),
+        "group": scene.group,
+        "candidates": len(cand),
+        "kept": 0,
+        "dropped_sar_nodata": 0,
+        "dropped_label_nodata": 0,
+    }
+    kept: list[int] = []
+    if len(cand) == 0:
+        return info, kept
+    min_valid = 1.0 - config.max_nodata
+    spec = default_spec("lulc", get_preset("tiny"))  # radiometry defaults only
+    with Scene(scene.path, spec) as sc:
+        for pr in np.unique(cand[:, 0]):
+            r = int(pr) * p
+            db, valid = sc.read_strip(r, p)  # one read per patch row
+            for pc in cand[cand[:, 0] == pr, 1]:
+                bar.update(1)
+                c = int(pc) * p
+                v = valid[:, c : c + p]
+                vf = float(v.mean())
+                if vf < min_valid or not v.any():
+                    info["dropped_sar_nodata"] += 1
+                    continue
+                t = scene.transform @ Affine.translation(c, r)
+                labels = _label_patch(tiles, tile_bounds, scene.crs, t, p)
+                hist = np.bincount(labels[v], minlength=N_CODES)[:N_CODES]
+                labelled = 1.0 - hist[0] / int(v.sum())
+                if scene.group == "finetune" and labelled < config.min_label_fraction:
+                    info["dropped_label_nodata"] += 1
+                    continue
+                record = PatchRecord(
+                    index=-1,
+                    split="",
+                    scene=scene.path.name,
+                    date=scene.date.isoformat(),
+                    row=r,
+                    col=c,
+                    valid_fraction=vf,
+                    histogram=[int(h) for h in hist],
+                )
+                out.add(record, scene.group, db[:, c : c + p], labels, v)
+                info["kept"] += 1
+                kept.append(int(pr) * n_cols + int(pc))
+    return info, kept
+
+
+def _assign_splits(
+    groups: Sequence[str],
+    fractions: tuple[float, float, float],
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Split names per patch: pretrain, or train/val/test by a seeded shuffle."""
+    g = np.asarray(groups)
+    splits = np.where(g == "pretrain", "pretrain", "test").astype(object)
+    fine = rng.permutation(np.flatnonzero(g == "finetune"))
+    n_train = round(fractions[0] * len(fine))
+    n_val = min(len(fine) - n_train, round(fractions[1] * len(fine)))
+    splits[fine[:n_train]] = "train"
+    splits[fine[n_train : n_train + n_val]] = "val"
+    return splits
+
+
+def build_dataset(
+    scenes: Sequence[str | os.PathLike[str]],
+    tile_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    config: BuildConfig | None = None,
+    *,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> BuildResult:
+    """Build a training dataset by label-guided sampling (see the module docs).
+
+    Args:
+        scenes: ALOS-2 HH scenes (any raster :class:`~alosmap.io.scene.Scene`
+            reads, with a CRS and an acquisition date).
+        tile_dir: directory of JAXA HRLULC tiles ``LC_*.tif``.
+        out_dir: dataset directory to create.
+        config: build parameters (defaults: :class:`BuildConfig`).
+        overwrite: replace an existing dataset directory (only one that holds a
+            ``dataset.json`` or is empty).
+        progress: draw progress bars on stderr.
+
+    Returns:
+        The dataset path and its summary.
+
+    Raises:
+        InputRasterError: a missing or unreadable scene or tile, a scene without a
+            date or CRS, no tiles, tiles that overlap no scene.
+        OutputExistsError: ``out_dir`` exists and ``overwrite`` is False.
+        DatasetBuildError: bad parameters, or no patch survives.
+    """
+    from tqdm import tqdm
+
+    config = config or BuildConfig()
+    out_dir = Path(out_dir)
+    p = config.patch_size
+    # ---- validate everything cheap before the long passes
+    tiles = find_label_tiles(tile_dir)
+    inputs = _inspect_scenes(scenes, config)
+    tile_bounds = _tile_bounds(tiles)
+    if not any(_intersects(s.bounds_lonlat, tb) for s in inputs for tb in tile_bounds):
+        raise InputRasterError(
+            f"--lulc {tile_dir}: none of the {len(tiles)} label tile(s) overlaps any "
+            "of the scenes; give the tiles that cover the scenes"
+        )
+    notes = []
+    for s in inputs:
+        if s.group == "skip":
+            notes.append(
+                f"{s.path.name}: month {s.date.month} is neither a pretraining "
+                f"{list(config.pretrain_months)} nor a finetuning "
+                f"{list(config.finetune_months)} month; skipped"
+            )
+        elif s.width < p or s.height < p:
+            notes.append(f"{s.path.name}: smaller than one {p}×{p} patch; no patches")
+    for note in notes:
+        logger.warning(note)
+    used = [s for s in inputs if s.group != "skip"]
+    if not used:
+        raise DatasetBuildError(
+            "no scene was acquired in a pretraining or finetuning month: "
+            + "; ".join(notes)
+        )
+    anchor_rng, split_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(2)
+    )
+
+    with _atomic_dir(out_dir, overwrite) as tmp:
+        counts = count_classes(tiles, block_rows=config.block_rows, progress=progress)
+        anchors = sample_anchors(
+            tiles,
+            counts,
+            config.anchors,
+            anchor_rng,
+            block_rows=config.block_rows,
+            progress=progress,
+        )
+        np.save(tmp / "anchors.npy", anchors)
+        # ---- candidate patches: those that hold ≥ 1 anchor
+        cells = [_anchor_cells(s, anchors, p) for s in used]
+        cands = []
+        for s, (_, cell) in zip(used, cells, strict=True):
+            u = np.unique(cell)
+            cands.append(
+                np.stack([u // max(1, s.width // p), u % max(1, s.width // p)], 1)
+            )
+        n_cand = sum(len(c) for c in cands)
+        if n_cand == 0:
+            raise DatasetBuildError(
+                f"no {p}×{p} patch of the scenes contains any of the "
+                f"{config.anchors} anchors; use more --anchors or scenes inside the "
+                "labelled area"
+            )
+        # ---- extract into arrays sized for all candidates, shrunk at the end
+        out = _Patches(
+            sar=np.lib.format.open_memmap(
+                tmp / "sar_db.npy", mode="w+", dtype=np.float16, shape=(n_cand, p, p)
+            ),
+            labels=np.lib.format.open_memmap(
+                tmp / "labels.npy", mode="w+", dtype=np.uint8, shape=(n_cand, p, p)
+            ),
+        )
+        hit = np.zeros(len(anchors), dtype=bool)  # anchors inside kept patches
+        scene_rows = []
+        with contextlib.ExitStack() as stack:
+            tile_ds = [stack.enter_context(_open(t)) for t in tiles]
+            bar = stack.enter_context(
+                tqdm(total=n_cand, desc="patches", disable=not progress, leave=False)
+            )
+            for s, cand, (a_idx, a_cell) in zip(used, cands, cells, strict=True):
+                info, kept = _extract_scene(
+                    s, cand, out, tile_ds, tile_bounds, config, bar
+                )
+                scene_rows.append(info)
+                hit[a_idx[np.isin(a_cell, kept)]] = True
+        out.sar.flush()
+        out.labels.flush()
+        n = len(out.records)
+        out.sar = out.labels = np.empty(0)  # release the memmaps
+        if n == 0:
+            raise DatasetBuildError(
+                f"all {n_cand} candidate patches were dropped for no data (SAR valid "
+                f"< {1 - config.max_nodata:.0%} or labels < "
+                f"{config.min_label_fraction:.0%}); raise --max-nodata or check the "
+                "scenes"
+            )
+        _shrink_npy(tmp / "sar_db.npy", n)
+        _shrink_npy(tmp / "labels.npy", n)
+
+        splits = _assign_splits(out.groups, config.split, split_rng)
+        for rec, sp in zip(out.records, splits, strict=True):
+            rec.split = str(sp)
+        write_manifest(tmp / "manifest.csv", out.records)
+
+        # ---- normalisation and class counts from the training split
+        train = splits == "train"
+        norm_split = "train" if train.any() else "pretrain"
+        if not train.any():
+            notes.append("no training patches: normalisation from the pretrain split")
+        sums = np.array(out.sums, dtype=np.float64)[
+            train if train.any() else splits == "pretrain"
+        ]
+        mean = sums[:, 0].sum() / sums[:, 2].sum()
+        std = math.sqrt(max(0.0, sums[:, 1].sum() / sums[:, 2].sum() - mean * mean))
+        hist = np.array([r.histogram for r in out.records], dtype=np.int64)
+        train_hist = hist[train].sum(axis=0)
+        anchor_hist = np.bincount(anchors["code"], minlength=N_CODES)[:N_CODES]
+
+        scene_rows += [
+            {
+                "name": s.path.name,
+                "path": str(s.path),
+                "date": s.date.isoformat(),
+                "group": "skipped",
+                "candidates": 0,
+                "kept": 0,
+                "dropped_sar_nodata": 0,
+                "dropped_label_nodata": 0,
+            }
+            for s in inputs
+            if s.group == "skip"
+        ]
+        summary: dict[str, Any] = {
+            "path": str(out_dir),
+            "scenes": scene_rows,
+            "notes": notes,
+            "patches": {
+                k: int((splits == k).sum()) for k in ("pretrain", *LABELLED_SPLITS)
+            },
+            "candidates": n_cand,
+            "dropped": {
+                "sar_nodata": sum(r["dropped_sar_nodata"] for r in scene_rows),
+                "label_nodata": sum(r["dropped_label_nodata"] for r in scene_rows),
+            },
+            "rule": {
+                "min_sar_valid": 1.0 - config.max_nodata,
+                "min_label_fraction": config.min_label_fraction,
+                "label_rule_applies_to": "finetuning months (train/val/test)",
+            },
+            "anchors": {
+                "drawn": len(anchors),
+                "tiles": len(tiles),
+                "in_kept_patches": int(hit.sum()),
+            },
+            "normalization": {"split": norm_split, "mean_db": mean, "std_db": std},
+            "tile_pixel_counts": [int(v) for v in counts],
+            "class_shares": {
+                scheme: {
+                    "tiles": _shares(counts, lut, k),
+                    "anchors": _shares(anchor_hist, lut, k),
+                    "train": _shares(train_hist, lut, k),
+                }
+                for scheme, lut, k in (
+                    ("lulc", JAXA_TO_LULC9, len(LULC9_CLASSES)),
+                    ("water", JAXA_TO_WATER, len(WATER_CLASSES)),
+                )
+            },
+        }
+        meta = {
+            "format": FORMAT,
+            "alosmap_version": __version__,
+            "patch_size": p,
+            "normalization": {
+                "mean_db": mean,
+                "std_db": std,
+                "clip_db": list(CLIP_DB),
+                "split": norm_split,
+            },
+            "class_counts": {
+                "lulc": _remap_counts(train_hist, JAXA_TO_LULC9, len(LULC9_CLASSES)),
+                "water": _remap_counts(train_hist, JAXA_TO_WATER, len(WATER_CLASSES)),
+            },
+            "build": {
+                **asdict(config),
+                "scenes": [str(s.path) for s in inputs],
+                "tiles": [str(t) for t in tiles],
+                "label_dir": str(tile_dir),
+                "anchors_file": "anchors.npy",
+                "split_unit": "patch",
+            },
+            "summary": summary,
+        }
+        (tmp / "dataset.json").write_text(
+            json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        text = format_summary(summary)
+        (tmp / "summary.txt").write_text(text, encoding="utf-8")
+    return BuildResult(out_dir, summary, text)
