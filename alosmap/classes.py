@@ -16,7 +16,7 @@ metrics (no data in the reference).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -103,7 +103,45 @@ _JAXA_TO_LULC9_INDEX = {
     14: 8,  # Greenhouse
 }
 
-TASKS = ("lulc", "water")
+
+@dataclass(frozen=True)
+class Task:
+    """What a mapping task means for models, maps and metrics.
+
+    Code asks a task's record instead of comparing task names.
+
+    Attributes:
+        name: ``"lulc"`` or ``"water"`` (the ``--task`` value, the spec's task).
+        title: human-readable name of its maps (previews, reports).
+        classes: the legend of its maps (codes on disk, names, colours).
+        nodata: the no-data code of its maps.
+        binary: one model output thresholded (water) instead of an argmax over
+            one output per class.
+        metric: the model-selection metric (``"miou"`` or ``"iou_water"``).
+        jaxa_lut: 256-entry lookup from JAXA HRLULC codes to training indices.
+    """
+
+    name: str
+    title: str
+    classes: tuple[ClassInfo, ...]
+    nodata: int
+    binary: bool
+    metric: str
+    jaxa_lut: np.ndarray = field(repr=False, compare=False)
+
+    @property
+    def num_outputs(self) -> int:
+        """Channels the model outputs (1 for a binary task, else one per class)."""
+        return 1 if self.binary else len(self.classes)
+
+    @property
+    def num_train_classes(self) -> int:
+        """Classes of the training labels and confusion matrices (2 for binary)."""
+        return len(self.classes)
+
+    def default_threshold(self) -> float | None:
+        """Probability threshold of a binary task (0.5); None for argmax tasks."""
+        return 0.5 if self.binary else None
 
 
 def _lut(mapping: dict[int, int], default: int) -> np.ndarray:
@@ -119,13 +157,36 @@ JAXA_TO_LULC9 = _lut(_JAXA_TO_LULC9_INDEX, IGNORE_INDEX)
 JAXA_TO_WATER = _lut({c.code: int(c.code == 1) for c in JAXA_CLASSES}, IGNORE_INDEX)
 
 
+#: The tasks, by name.
+LULC = Task(
+    "lulc", "LULC map", LULC9_CLASSES, LULC_NODATA, False, "miou", JAXA_TO_LULC9
+)
+WATER = Task(
+    "water", "Water map", WATER_CLASSES, WATER_NODATA, True, "iou_water", JAXA_TO_WATER
+)
+TASK_RECORDS: dict[str, Task] = {t.name: t for t in (LULC, WATER)}
+TASKS = tuple(TASK_RECORDS)
+
+
+def get_task(task: str | Task) -> Task:
+    """The :class:`Task` record of ``task`` (a name or already a record).
+
+    Raises:
+        ValueError: for an unknown task name.
+    """
+    if isinstance(task, Task):
+        return task
+    try:
+        return TASK_RECORDS[task]
+    except KeyError:
+        raise ValueError(
+            f"unknown task {task!r}; expected one of {', '.join(TASK_RECORDS)}"
+        ) from None
+
+
 def classes_for_task(task: str) -> tuple[ClassInfo, ...]:
     """Return the output legend of a task (``"lulc"`` or ``"water"``)."""
-    if task == "lulc":
-        return LULC9_CLASSES
-    if task == "water":
-        return WATER_CLASSES
-    raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    return get_task(task).classes
 
 
 def jaxa_to_training(labels: np.ndarray, task: str) -> np.ndarray:
@@ -135,10 +196,7 @@ def jaxa_to_training(labels: np.ndarray, task: str) -> np.ndarray:
         labels: uint8 array of JAXA codes, any shape.
         task: ``"lulc"`` or ``"water"``.
     """
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
-    lut = JAXA_TO_LULC9 if task == "lulc" else JAXA_TO_WATER
-    return lut[np.asarray(labels, dtype=np.uint8)]
+    return get_task(task).jaxa_lut[np.asarray(labels, dtype=np.uint8)]
 
 
 def jaxa_to_lulc9_codes(labels: np.ndarray) -> np.ndarray:
