@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ALOSMAP := $(VENV)/bin/alosmap
 
-.PHONY: install test test-all lint demo sample-data clean
+.PHONY: install test test-fast test-all test-gpu lint demo sample-data clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,17 +14,28 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-## run the test suite (what CI runs)
+## run every test but the GPU ones, slow ones included (what CI runs)
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
-
-## include slow tests
-test-all: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not gpu"
 
+## the quick loop: neither the slow end-to-end runs nor the GPU tests
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow and not gpu"
+
+## the same as `make test`
+test-all: test
+
+## the GPU tests (each skips, saying why, without a CUDA GPU or TensorRT)
+test-gpu: $(VENV)/.installed
+	$(PY) -m pytest -q -m gpu
+
+## ruff, the import contracts of pyproject.toml, mypy on alosmap/, function lengths
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	bash scripts/lint_imports.sh $(VENV)
+	$(VENV)/bin/mypy
+	$(PY) scripts/check_function_length.py
 
 ## the main job on sample_data/ (see README)
 demo: $(VENV)/.installed
@@ -35,4 +46,4 @@ sample-data: $(VENV)/.installed
 	$(ALOSMAP) synth sample-data sample_data --overwrite
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info demo_out
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build *.egg-info demo_out

@@ -29,6 +29,10 @@ class SpecMismatchError(AlosmapError, ValueError):
     """A model's spec does not fit the input (bands, units, tile size)."""
 
 
+class InferenceOptionError(SpecMismatchError):
+    """An inference option is out of range or does not fit the model (names it)."""
+
+
 class OutputExistsError(AlosmapError, FileExistsError):
     """The output exists and ``--overwrite`` was not given."""
 

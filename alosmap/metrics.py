@@ -88,11 +88,7 @@ def iou_per_class(cm: ConfusionMatrix | np.ndarray) -> np.ndarray:
 def accuracy_per_class(cm: ConfusionMatrix | np.ndarray) -> np.ndarray:
     """Per-class ``Acc_k = TP_k / (TP_k + FN_k)`` (recall); NaN if absent from truth.
 
-    Args:
-        cm: a :class:`ConfusionMatrix` or a ``[K, K]`` matrix (rows = truth).
-
-    Returns:
-        float64 array ``[K]``.
+    ``cm`` and the result are as for :func:`iou_per_class` (float64 ``[K]``).
     """
     m = _as_matrix(cm)
     return _ratio(np.diag(m), m.sum(axis=1))

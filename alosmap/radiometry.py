@@ -14,22 +14,33 @@ floating-point warnings: undefined results (no data, zero or negative power) are
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
+from alosmap.errors import SpecError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
 __all__ = [
     "CALIBRATION_FACTOR_DB",
+    "DEFAULT_CLIP_DB",
     "DN_MAX",
     "DN_MIN",
     "DN_NODATA",
+    "INPUT_UNITS",
+    "Radiometry",
     "Units",
     "db_to_dn",
     "db_to_linear",
     "dn_to_db",
     "guess_units",
     "linear_to_db",
+    "normalize",
+    "to_db",
 ]
 
 #: JAXA calibration factor CF of PALSAR-2 L1.5/L2.1/L3.1 amplitude products, in dB.
@@ -43,6 +54,124 @@ DN_MAX = 65535
 
 #: Units of a backscatter raster: amplitude DN, σ0 in dB, or σ0 as linear power.
 Units = Literal["dn", "db", "linear"]
+#: The units a scene may be declared in.
+INPUT_UNITS: tuple[str, ...] = ("dn", "db", "linear")
+#: σ0 range (dB) model inputs are clipped to before normalising, unless a model's
+#: spec or a dataset's record says otherwise.
+DEFAULT_CLIP_DB: tuple[float, float] = (-40.0, 20.0)
+
+_A = TypeVar("_A", np.ndarray, "torch.Tensor")
+
+
+@dataclass(frozen=True)
+class Radiometry:
+    """How scene values become model input.
+
+    The model always works on σ0 in dB, normalised as ``(db - mean) / std`` and
+    clipped to ``clip_db`` first. Level 2.1 amplitude DN convert as
+    ``σ0 = 10·log10(DN²) + calibration_factor_db``.
+
+    Attributes:
+        band: 1-based band of the scene that holds HH.
+        units: units the model expects scenes in by default (``dn``, ``db``,
+            ``linear``); ``--input-units`` overrides per scene.
+        calibration_factor_db: CF of the DN → σ0 conversion (−83.0 dB for ALOS-2).
+        clip_db: σ0 range (dB) values are clipped to before normalising.
+        mean_db: training-set mean of σ0 (dB).
+        std_db: training-set standard deviation of σ0 (dB).
+    """
+
+    band: int = 1
+    units: str = "dn"
+    calibration_factor_db: float = CALIBRATION_FACTOR_DB
+    clip_db: tuple[float, float] = DEFAULT_CLIP_DB
+    mean_db: float = -10.0
+    std_db: float = 6.0
+
+    def __post_init__(self) -> None:
+        """Validate; raise :class:`SpecError` naming the field."""
+        object.__setattr__(self, "clip_db", tuple(float(v) for v in self.clip_db))
+        if (
+            not isinstance(self.band, int)
+            or isinstance(self.band, bool)
+            or self.band < 1
+        ):
+            raise SpecError(
+                f"radiometry.band: expected an integer >= 1, got {self.band!r}"
+            )
+        if self.units not in INPUT_UNITS:
+            raise SpecError(
+                f"radiometry.units: expected one of {', '.join(INPUT_UNITS)}, "
+                f"got {self.units!r}"
+            )
+        if len(self.clip_db) != 2 or not self.clip_db[0] < self.clip_db[1]:
+            raise SpecError(
+                f"radiometry.clip_db: expected (low, high), got {self.clip_db}"
+            )
+        if not (isinstance(self.std_db, (int, float)) and self.std_db > 0):
+            raise SpecError(f"radiometry.std_db: expected > 0, got {self.std_db!r}")
+        for name in ("mean_db", "calibration_factor_db"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or v != v or abs(v) == float("inf"):
+                raise SpecError(
+                    f"radiometry.{name}: expected a finite number, got {v!r}"
+                )
+
+
+def to_db(
+    values: np.ndarray, units: str, cf: float = CALIBRATION_FACTOR_DB
+) -> np.ndarray:
+    """σ0 in dB from values in ``units``, computed in the values' float precision.
+
+    ``dn``: ``20·log10(DN) + cf`` (= ``10·log10(DN²) + cf``); ``linear``:
+    ``10·log10(power)``; ``db``: the values themselves (a float32 copy for integer
+    input). Non-positive DN or power give -inf or NaN without a warning; callers keep
+    their own validity mask.
+
+    Args:
+        values: raw values of a scene (float32 strips, or any numeric array; integer
+            input is computed in float64).
+        units: ``"dn"``, ``"db"`` or ``"linear"``.
+        cf: calibration factor of the DN conversion, in dB.
+
+    Raises:
+        ValueError: for other units.
+    """
+    x = np.asarray(values)
+    if x.dtype.kind != "f":
+        x = x.astype(np.float64)
+    if units == "db":
+        return x
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if units == "dn":
+            return 20.0 * np.log10(x) + x.dtype.type(cf)
+        if units == "linear":
+            return 10.0 * np.log10(x)
+    raise ValueError(f"units: expected one of {', '.join(INPUT_UNITS)}, got {units!r}")
+
+
+def normalize(db: _A, radiometry: Radiometry, valid: Any = None) -> _A:
+    """Model input from σ0 dB: clip, ``(x - mean) / std``, 0 where not ``valid``.
+
+    The mean and std are the training set's (a model's spec or a dataset's record),
+    never per tile. Works on numpy arrays (float32 arithmetic, a new array) and on
+    torch tensors (on their device).
+
+    Args:
+        db: σ0 in dB (NaN allowed where ``valid`` is False).
+        radiometry: the clip range and statistics.
+        valid: boolean mask of the same shape; None keeps every value.
+    """
+    lo, hi = radiometry.clip_db
+    if isinstance(db, np.ndarray):
+        x = np.clip(db, lo, hi)
+        x -= np.float32(radiometry.mean_db)
+        x /= np.float32(radiometry.std_db)
+    else:
+        x = (db.clamp(lo, hi) - radiometry.mean_db) / radiometry.std_db
+    if valid is not None:
+        x[~valid] = 0.0
+    return x
 
 
 def dn_to_db(
@@ -65,10 +194,7 @@ def dn_to_db(
     valid = np.isfinite(a) & (a > 0)
     if nodata is not None:
         valid &= a != nodata
-    out = np.full(a.shape, np.nan, dtype=np.float64)
-    np.log10(a, out=out, where=valid)
-    out = np.where(valid, 20.0 * out + cf, np.nan)
-    return out.astype(np.float32)
+    return np.where(valid, to_db(a, "dn", cf), np.nan).astype(np.float32)
 
 
 def db_to_dn(db: ArrayLike, cf: float = CALIBRATION_FACTOR_DB) -> np.ndarray:
@@ -120,10 +246,7 @@ def linear_to_db(linear: ArrayLike) -> np.ndarray:
         float32 values in dB, same shape as ``linear``.
     """
     a = np.asarray(linear, dtype=np.float64)
-    valid = a > 0
-    out = np.full(a.shape, np.nan, dtype=np.float64)
-    np.log10(a, out=out, where=valid)
-    return np.where(valid, 10.0 * out, np.nan).astype(np.float32)
+    return np.where(a > 0, to_db(a, "linear"), np.nan).astype(np.float32)
 
 
 def guess_units(

@@ -24,6 +24,7 @@ import numpy as np
 
 from alosmap._fileio import atomic_write_bytes
 from alosmap._imports import lazy_import
+from alosmap.classes import get_task
 
 __all__ = ["format_confusion", "format_table", "pct", "plot_confusion"]
 
@@ -51,7 +52,7 @@ def format_table(
         threshold: water probability threshold, printed when given.
     """
     m = metrics
-    if task == "water":
+    if get_task(task).binary:
         head = f"{'IoU_water':>10} {'Precision':>10} {'Recall':>10}"
         row = " ".join(f"{pct(m[k]):>10}" for k in ("iou_water", "precision", "recall"))
         note = "(percent)" if threshold is None else f"(percent; threshold {threshold})"

@@ -22,13 +22,14 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from alosmap._fileio import atomic_write
+from alosmap._fileio import atomic_write, check_overwrite
 from alosmap._version import __version__
-from alosmap.arch import ArchConfig
-from alosmap.classes import TASKS, ClassInfo, classes_for_task
-from alosmap.errors import ModelFileError, OutputExistsError, SpecError
+from alosmap.arch import ArchConfig, check_fields
+from alosmap.classes import TASKS, ClassInfo, classes_for_task, get_task
+from alosmap.errors import ModelFileError, SpecError
+from alosmap.radiometry import Radiometry
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -42,63 +43,6 @@ _MAX_HEADER = 100 * 1024 * 1024
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 #: ``format`` of the engine sidecar written by ``alosmap export tensorrt``.
 ENGINE_SIDECAR_FORMAT = "alosmap-engine/1"
-
-INPUT_UNITS = ("dn", "db", "linear")
-
-
-@dataclass(frozen=True)
-class Radiometry:
-    """How scene values become model input.
-
-    The model always works on σ0 in dB, normalised as ``(db - mean) / std`` and
-    clipped to ``clip_db`` first. Level 2.1 amplitude DN convert as
-    ``σ0 = 10·log10(DN²) + calibration_factor_db``.
-
-    Attributes:
-        band: 1-based band of the scene that holds HH.
-        units: units the model expects scenes in by default (``dn``, ``db``,
-            ``linear``); ``--input-units`` overrides per scene.
-        calibration_factor_db: CF of the DN → σ0 conversion (−83.0 dB for ALOS-2).
-        clip_db: σ0 range (dB) values are clipped to before normalising.
-        mean_db: training-set mean of σ0 (dB).
-        std_db: training-set standard deviation of σ0 (dB).
-    """
-
-    band: int = 1
-    units: str = "dn"
-    calibration_factor_db: float = -83.0
-    clip_db: tuple[float, float] = (-40.0, 20.0)
-    mean_db: float = -10.0
-    std_db: float = 6.0
-
-    def __post_init__(self) -> None:
-        """Validate; raise :class:`SpecError` naming the field."""
-        object.__setattr__(self, "clip_db", tuple(float(v) for v in self.clip_db))
-        if (
-            not isinstance(self.band, int)
-            or isinstance(self.band, bool)
-            or self.band < 1
-        ):
-            raise SpecError(
-                f"radiometry.band: expected an integer >= 1, got {self.band!r}"
-            )
-        if self.units not in INPUT_UNITS:
-            raise SpecError(
-                f"radiometry.units: expected one of {', '.join(INPUT_UNITS)}, "
-                f"got {self.units!r}"
-            )
-        if len(self.clip_db) != 2 or not self.clip_db[0] < self.clip_db[1]:
-            raise SpecError(
-                f"radiometry.clip_db: expected (low, high), got {self.clip_db}"
-            )
-        if not (isinstance(self.std_db, (int, float)) and self.std_db > 0):
-            raise SpecError(f"radiometry.std_db: expected > 0, got {self.std_db!r}")
-        for name in ("mean_db", "calibration_factor_db"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or v != v or abs(v) == float("inf"):
-                raise SpecError(
-                    f"radiometry.{name}: expected a finite number, got {v!r}"
-                )
 
 
 @dataclass(frozen=True)
@@ -134,8 +78,9 @@ class ModelSpec:
         if not self.classes:
             object.__setattr__(self, "classes", classes_for_task(self.task))
         object.__setattr__(self, "classes", tuple(self.classes))
-        if self.task == "water" and self.threshold is None:
-            object.__setattr__(self, "threshold", 0.5)
+        task = get_task(self.task)
+        if self.threshold is None:
+            object.__setattr__(self, "threshold", task.default_threshold())
         if self.format_version != SPEC_FORMAT_VERSION:
             raise SpecError(
                 f"format_version: this alosmap ({__version__}) reads spec format "
@@ -143,11 +88,11 @@ class ModelSpec:
                 "upgrade alosmap or re-export the model"
             )
         k = self.arch.num_classes
-        if self.task == "lulc" and k != len(self.classes):
+        if not task.binary and k != len(self.classes):
             raise SpecError(
                 f"arch.num_classes: {k} outputs but {len(self.classes)} classes"
             )
-        if self.task == "water" and (k != 1 or len(self.classes) != 2):
+        if task.binary and (k != 1 or len(self.classes) != 2):
             raise SpecError(
                 "arch.num_classes: the water task needs 1 output (a water logit) and "
                 f"2 classes; got {k} outputs and {len(self.classes)} classes"
@@ -209,19 +154,16 @@ class ModelSpec:
         Raises:
             SpecError: naming the first bad or missing field.
         """
-        if not isinstance(data, dict):
-            raise SpecError(f"spec: expected a JSON object, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise SpecError(f"spec: unknown field(s) {', '.join(unknown)}")
+        data = check_fields(data, cls, "spec", "a JSON object")
         for required in ("task", "arch", "format_version"):
             if required not in data:
                 raise SpecError(f"{required}: missing from the spec")
         try:
             classes = tuple(
                 ClassInfo(
-                    int(c["code"]), str(c["name"]), tuple(int(v) for v in c["color"])
+                    int(c["code"]),
+                    str(c["name"]),
+                    cast("tuple[int, int, int]", tuple(int(v) for v in c["color"])),
                 )
                 for c in data.get("classes", [])
             )
@@ -265,7 +207,7 @@ class ModelSpec:
 
 def default_spec(task: str, arch: ArchConfig, **kwargs: Any) -> ModelSpec:
     """A spec for ``task`` with ``arch``'s output count set to match the task."""
-    k = 1 if task == "water" else len(classes_for_task(task))
+    k = get_task(task).num_outputs
     if arch.num_classes != k:
         arch = arch.replace(num_classes=k)
     kwargs.setdefault("provenance", {"alosmap_version": __version__})
@@ -391,8 +333,7 @@ def _onnx_spec_text(path: Path) -> str:
 
 
 def _atomic_target(path: Path, overwrite: bool) -> Path:
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} exists; use --overwrite to replace it")
+    check_overwrite([path], overwrite)
     if not path.parent.is_dir():
         raise ModelFileError(f"output directory does not exist: {path.parent}")
     return path

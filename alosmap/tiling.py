@@ -1,4 +1,4 @@
-"""Sliding-window geometry and blend weights (pure functions: no I/O, no torch).
+"""Sliding-window geometry, tile cutting and blend weights (pure: no I/O, no torch).
 
 The window grid is **edge-aligned**: windows step by ``tile - overlap`` from the
 top-left corner, and the last window of each row/column is shifted inward so it ends
@@ -20,6 +20,7 @@ receptive field; for the UPerNet-Swin models 1/4 of the tile (64 px at 256) is a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -78,6 +79,40 @@ def window_grid(height: int, width: int, tile: int, overlap: int) -> list[list[T
     cols = axis_starts(width, tile, overlap)
     h, w = min(tile, height), min(tile, width)
     return [[Tile(r, c, h, w) for c in cols] for r in rows]
+
+
+def cut_tiles(
+    strip: np.ndarray, valid: np.ndarray, row: int, cols: Sequence[int], tile: int
+) -> tuple[list[tuple[Tile, np.ndarray]], int]:
+    """The model tiles of one strip of windows (the windows starting at ``row``).
+
+    Each window ``strip[:, col : col + tile]`` becomes a zero-padded ``tile × tile``
+    float32 array (padding only where the raster is smaller than a tile); windows
+    without a single valid pixel are skipped.
+
+    Args:
+        strip: model input of the strip's rows, ``[min(tile, height), width]``
+            (already normalised).
+        valid: validity of the same pixels (bool, same shape).
+        row: raster row of the strip's first row.
+        cols: window start columns (:func:`axis_starts` of the width).
+        tile: window size.
+
+    Returns:
+        ``(tiles, skipped)``: ``(Tile, array)`` pairs in column order, and how many
+        windows were skipped as all no data.
+    """
+    th, tw = strip.shape[0], min(tile, strip.shape[1])
+    tiles: list[tuple[Tile, np.ndarray]] = []
+    skipped = 0
+    for col in cols:
+        if not valid[:, col : col + tw].any():
+            skipped += 1
+            continue
+        arr = np.zeros((tile, tile), dtype=np.float32)
+        arr[:th, :tw] = strip[:, col : col + tw]
+        tiles.append((Tile(row, col, th, tw), arr))
+    return tiles, skipped
 
 
 def discard_margin(overlap: int) -> int:

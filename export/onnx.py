@@ -21,26 +21,15 @@ works (converted by onnxscript).
 :func:`check_parity` runs the file in ONNX Runtime (CPU execution provider) and
 compares probabilities (softmax for K > 1, sigmoid for K = 1) with eager PyTorch.
 
-FP16 (``fp16=True``): the exported fp32 graph is converted with ONNX Runtime's
-``onnxruntime.transformers.float16`` converter (it ships with every ONNX Runtime
-wheel), keeping the graph input and output float32 (so every runtime still sees
-``float32 in → float32 out``) and the nodes :func:`fp32_sensitive_nodes` selects in
-fp32: LayerNormalization, Softmax and the ReduceMean/Sub/Pow/Add/Sqrt/Div chain of a
-decomposed LayerNorm. Reductions over a 32-768-channel axis and ``exp`` are where
-fp16 loses Swin's accuracy (the same trap as TensorRT FP16, which uses the same
-selection). Casting the PyTorch model to half before export was not chosen: it gives
-fp16 graph I/O and cannot keep individual ops in fp32. ONNX Runtime's CPU provider
-runs fp16 graphs by casting around ops that lack fp16 kernels, so the CPU parity
-check measures fp16 weights and fp16 activations between ops, not the fp16
-arithmetic of a GPU.
+FP16 (``fp16=True``): the fp32 graph is converted by
+:func:`alosmap.export.fp16.convert_fp16`, which keeps the graph input and output
+float32 and LayerNorm/Softmax (and decomposed LayerNorm chains) in fp32.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -48,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from alosmap.errors import ModelFileError, SpecError
+from alosmap.export.fp16 import convert_fp16, name_nodes
 
 if TYPE_CHECKING:
     import numpy as np
@@ -68,8 +58,6 @@ PRECISION_KEY = "alosmap.precision"
 #: activations (measured ≤ 1.2e-3, argmax agreement ≥ 99.994 %), so fp16 gets a
 #: looser bound with ~8x headroom.
 DEFAULT_TOLERANCE = {"fp32": 1e-3, "fp16": 1e-2}
-#: ONNX ops that are always kept in fp32 in FP16 models (ONNX and TensorRT).
-FP32_OPS = ("LayerNormalization", "Softmax", "LogSoftmax")
 
 
 def _model_arch(model: torch.nn.Module) -> Any:
@@ -107,7 +95,8 @@ def export_onnx(
         dynamic_batch: make the batch axis ``N`` dynamic (otherwise fixed at 1).
         exporter: ``"dynamo"`` (default) or ``"torchscript"``.
         fp16: store weights and compute in float16, except the nodes of
-            :func:`fp32_sensitive_nodes`; input and output stay float32.
+            :func:`~alosmap.export.fp16.fp32_sensitive_nodes`; input and output
+            stay float32.
 
     Returns:
         The written path.
@@ -116,12 +105,40 @@ def export_onnx(
         SpecError: for a model without ``arch`` or non-string metadata.
         ModelFileError: if the export, the FP16 conversion or the ONNX checker fails.
     """
-    import onnx
-    import torch
+    from alosmap._fileio import atomic_write
 
     arch = _model_arch(model)
     if exporter not in ("dynamo", "torchscript"):
         raise SpecError(f"exporter must be 'dynamo' or 'torchscript', got {exporter!r}")
+    meta = _checked_metadata(metadata, fp16)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(tmp: Path) -> None:
+        _run_exporter(model, arch, tmp, opset, exporter, dynamic_batch)
+        _finish_graph(tmp, arch, meta, fp16)
+
+    was_training = model.training
+    model.eval()
+    try:
+        atomic_write(path, write)
+    except (SpecError, ModelFileError):
+        raise
+    except Exception as exc:
+        raise ModelFileError(f"ONNX export to {path} failed: {exc}") from exc
+    finally:
+        model.train(was_training)
+    precision = meta[PRECISION_KEY]
+    logger.info("wrote %s (opset %d, %s, %s)", path, opset, exporter, precision)
+    return path
+
+
+def _checked_metadata(metadata: Mapping[str, str] | None, fp16: bool) -> dict[str, str]:
+    """``metadata`` as a dict plus :data:`PRECISION_KEY`.
+
+    Raises:
+        SpecError: a key or value that is not a string.
+    """
     meta = dict(metadata or {})
     for k, v in meta.items():
         if not isinstance(k, str) or not isinstance(v, str):
@@ -129,258 +146,90 @@ def export_onnx(
                 f"ONNX metadata must map str to str; got {k!r}: {type(v).__name__}"
             )
     meta[PRECISION_KEY] = "fp16" if fp16 else "fp32"
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    return meta
+
+
+def _run_exporter(
+    model: torch.nn.Module,
+    arch: Any,
+    path: Path,
+    opset: int,
+    exporter: str,
+    dynamic_batch: bool,
+) -> None:
+    """Trace the model (in eval mode) with one exporter and write ``path``.
+
+    The dummy input has the model's tile and channels (``arch``), a batch of 2 for a
+    dynamic batch axis (1 otherwise), on the model's device.
+    """
+    import torch
+
     dummy = torch.zeros(
         2 if dynamic_batch else 1, arch.in_chans, arch.img_size, arch.img_size
     )
     param = next(model.parameters(), None)
     if param is not None:
         dummy = dummy.to(param.device)
-
-    was_training = model.training
-    model.eval()
-    fd, tmp_name = tempfile.mkstemp(suffix=".onnx.tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        with torch.no_grad():
-            if exporter == "dynamo":
-                dyn = (
-                    {"x": {0: torch.export.Dim("N", min=1)}} if dynamic_batch else None
-                )
-                program = torch.onnx.export(
-                    model,
-                    (dummy,),
-                    dynamo=True,
-                    opset_version=opset,
-                    input_names=[INPUT_NAME],
-                    output_names=[OUTPUT_NAME],
-                    dynamic_shapes=dyn,
-                    optimize=True,
-                    verbose=False,
-                )
-                program.save(str(tmp))
-            else:
-                axes = {INPUT_NAME: {0: "N"}, OUTPUT_NAME: {0: "N"}}
-                # the trace sees static tile sizes on purpose: silence its warnings
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                    warnings.simplefilter("ignore", FutureWarning)
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    torch.onnx.export(
-                        model,
-                        (dummy,),
-                        str(tmp),
-                        dynamo=False,
-                        opset_version=opset,
-                        input_names=[INPUT_NAME],
-                        output_names=[OUTPUT_NAME],
-                        dynamic_axes=axes if dynamic_batch else None,
-                        do_constant_folding=True,
-                    )
-        proto = onnx.load(str(tmp))
-        # the TorchScript exporter can mislabel static output dims (H as "N")
-        static = (arch.num_classes, arch.img_size, arch.img_size)
-        out_dims = proto.graph.output[0].type.tensor_type.shape.dim
-        for dim, value in zip(out_dims[1:], static, strict=True):
-            dim.dim_value = value
-        _name_nodes(proto.graph)
-        if fp16:
-            proto = convert_fp16(proto)
-        del proto.metadata_props[:]
-        for key, value in meta.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
-        onnx.save(proto, str(tmp))
-        onnx.checker.check_model(str(tmp), full_check=True)
-        os.replace(tmp, path)
-    except (SpecError, ModelFileError):
-        raise
-    except Exception as exc:
-        raise ModelFileError(f"ONNX export to {path} failed: {exc}") from exc
-    finally:
-        model.train(was_training)
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    precision = meta[PRECISION_KEY]
-    logger.info("wrote %s (opset %d, %s, %s)", path, opset, exporter, precision)
-    return path
-
-
-def _name_nodes(graph: Any) -> None:
-    """Give every unnamed node of ``graph`` a unique name (``<op>_<index>``)."""
-    used = {n.name for n in graph.node if n.name}
-    for i, node in enumerate(graph.node):
-        if not node.name:
-            name = f"{node.op_type}_{i}"
-            while name in used:
-                name += "_"
-            node.name = name
-            used.add(name)
-
-
-def fp32_sensitive_nodes(model: Any) -> list[str]:
-    """Names of the nodes an FP16 build must keep in fp32, in graph order.
-
-    These are the ops of :data:`FP32_OPS` (LayerNormalization, Softmax, LogSoftmax)
-    and every decomposed LayerNorm, as older opsets and some exporters write it::
-
-        m = ReduceMean(x); d = Sub(x, m); v = ReduceMean(Pow(d, 2))   (or Mul(d, d))
-        y = Div(d, Sqrt(Add(v, eps)))
-
-    of which ReduceMean, Sub, Pow/Mul, ReduceMean, Add, Sqrt and Div are selected (the
-    affine Mul/Add that follows is safe in fp16: its input is normalised). The match
-    walks producer links back from each ``Sqrt``, so unrelated Pow or ReduceMean
-    nodes stay fp16.
-
-    Args:
-        model: an ``onnx.ModelProto`` (or its ``GraphProto``); nodes need names
-            (:func:`export_onnx` guarantees them).
-
-    Returns:
-        Node names.
-    """
-    graph = getattr(model, "graph", model)
-    nodes = list(graph.node)
-    producer = {out: n for n in nodes for out in n.output if out}
-    consumers: dict[str, list[Any]] = {}
-    for n in nodes:
-        for name in n.input:
-            consumers.setdefault(name, []).append(n)
-
-    def made_by(tensor: str, *ops: str) -> Any:
-        node = producer.get(tensor)
-        return node if node is not None and node.op_type in ops else None
-
-    keep = {id(n) for n in nodes if n.op_type in FP32_OPS}
-    for sqrt in (n for n in nodes if n.op_type == "Sqrt"):
-        add = made_by(sqrt.input[0], "Add")
-        var = add and (
-            made_by(add.input[0], "ReduceMean") or made_by(add.input[1], "ReduceMean")
-        )
-        sq = var and made_by(var.input[0], "Pow", "Mul")
-        if not sq or (sq.op_type == "Mul" and sq.input[0] != sq.input[1]):
-            continue
-        sub = made_by(sq.input[0], "Sub")
-        mean = sub and made_by(sub.input[1], "ReduceMean")
-        if not mean or mean.input[0] != sub.input[0]:
-            continue
-        divs = [
-            d
-            for d in consumers.get(sqrt.output[0], [])
-            if d.op_type == "Div" and d.input[0] == sub.output[0]
-        ]
-        keep.update(id(n) for n in (mean, sub, sq, var, add, sqrt, *divs))
-    return [n.name for n in nodes if id(n) in keep]
-
-
-def convert_fp16(model: Any) -> Any:
-    """Convert an fp32 ``ModelProto`` to fp16, keeping sensitive nodes and I/O fp32.
-
-    Uses ``onnxruntime.transformers.float16.convert_float_to_float16`` with
-    ``keep_io_types=True`` and :func:`fp32_sensitive_nodes` as the node block list,
-    then repairs what the converter leaves behind: identical Cast nodes written
-    twice when two fp32 nodes read the same fp16 tensor (a decomposed LayerNorm's
-    ReduceMean and Sub), Cast nodes appended after their consumers, and stale fp32
-    ``value_info``.
-
-    Args:
-        model: the fp32 model (modified in place).
-
-    Returns:
-        The fp16 model.
-
-    Raises:
-        BackendUnavailableError: if ONNX Runtime is not installed.
-    """
-    from alosmap._imports import lazy_import
-
-    float16 = lazy_import("onnxruntime.transformers.float16")
-    _name_nodes(model.graph)
-    keep = fp32_sensitive_nodes(model)
-    # the converter logs one warning per initializer value it clips to fp16 range
-    conv_log = logging.getLogger("onnxruntime.transformers.float16")
-    level = conv_log.level
-    conv_log.setLevel(logging.ERROR)
-    try:
-        out = float16.convert_float_to_float16(
-            model,
-            keep_io_types=True,
-            op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST),
-            node_block_list=keep,
-        )
-    finally:
-        conv_log.setLevel(level)
-    _drop_duplicate_nodes(out.graph)
-    _toposort(out.graph)
-    del out.graph.value_info[:]
-    logger.info("fp16: %d nodes kept in fp32", len(keep))
-    return out
-
-
-def _drop_duplicate_nodes(graph: Any) -> None:
-    """Remove exact copies of a node that writes an already-written tensor.
-
-    Raises:
-        ModelFileError: two different nodes write the same tensor.
-    """
-    writers: dict[str, bytes] = {}
-    kept = []
-    for node in graph.node:
-        blob = node.SerializeToString()
-        seen = [writers.get(o) for o in node.output if o in writers]
-        if seen and all(b == blob for b in seen):
-            continue  # a duplicate of an earlier node
-        if seen:
-            raise ModelFileError(
-                f"ONNX graph: node {node.name!r} writes a tensor another node writes"
+    with torch.no_grad():
+        if exporter == "dynamo":
+            dyn = {"x": {0: torch.export.Dim("N", min=1)}} if dynamic_batch else None
+            program = torch.onnx.export(
+                model,
+                (dummy,),
+                dynamo=True,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=dyn,
+                optimize=True,
+                verbose=False,
             )
-        writers.update((o, blob) for o in node.output if o)
-        kept.append(node)
-    if len(kept) != len(graph.node):
-        del graph.node[:]
-        graph.node.extend(kept)
+            if program is None:
+                raise ModelFileError("the dynamo exporter returned no ONNX program")
+            program.save(str(path))
+            return
+        axes = {INPUT_NAME: {0: "N"}, OUTPUT_NAME: {0: "N"}}
+        # the trace sees static tile sizes on purpose: silence its warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(
+                model,
+                (dummy,),
+                str(path),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes=axes if dynamic_batch else None,
+                do_constant_folding=True,
+            )
 
 
-def _toposort(graph: Any) -> None:
-    """Reorder ``graph.node`` so every input is produced before it is used.
+def _finish_graph(path: Path, arch: Any, meta: dict[str, str], fp16: bool) -> None:
+    """Fix the output signature, name the nodes, convert to fp16, set the metadata.
 
-    Kahn's algorithm; among ready nodes the original order wins, so an already
-    sorted graph is left as it is.
+    The file is rewritten in place and checked with ``onnx.checker``
+    (``full_check=True``).
     """
-    import heapq
+    import onnx
 
-    nodes = list(graph.node)
-    available = {i.name for i in graph.input} | {t.name for t in graph.initializer}
-    available.add("")  # an omitted optional input
-    producer = {out: i for i, n in enumerate(nodes) for out in n.output}
-    missing = [0] * len(nodes)
-    users: dict[int, list[int]] = {}
-    for i, node in enumerate(nodes):
-        for name in set(node.input):
-            if name in available:
-                continue
-            if name not in producer:
-                raise ModelFileError(
-                    f"ONNX graph: input {name!r} of node {node.name!r} is not produced"
-                )
-            missing[i] += 1
-            users.setdefault(producer[name], []).append(i)
-    heap = [i for i, m in enumerate(missing) if m == 0]
-    heapq.heapify(heap)
-    order = []
-    while heap:
-        i = heapq.heappop(heap)
-        order.append(i)
-        for j in users.get(i, []):
-            missing[j] -= 1
-            if missing[j] == 0:
-                heapq.heappush(heap, j)
-    if len(order) != len(nodes):
-        raise ModelFileError("ONNX graph has a cycle; cannot order its nodes")
-    del graph.node[:]
-    graph.node.extend(nodes[i] for i in order)
+    proto = onnx.load(str(path))
+    # the TorchScript exporter can mislabel static output dims (H as "N")
+    static = (arch.num_classes, arch.img_size, arch.img_size)
+    out_dims = proto.graph.output[0].type.tensor_type.shape.dim
+    for dim, value in zip(out_dims[1:], static, strict=True):
+        dim.dim_value = value
+    name_nodes(proto.graph)
+    if fp16:
+        proto = convert_fp16(proto)
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(path))
+    onnx.checker.check_model(str(path), full_check=True)
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -398,7 +247,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     return {p.key: p.value for p in proto.metadata_props}
 
 
-def _probs(logits: np.ndarray) -> np.ndarray:
+def probabilities(logits: np.ndarray) -> np.ndarray:
     """Softmax over axis 1 for K > 1, sigmoid for K = 1 (float64)."""
     import numpy as np
 
@@ -487,7 +336,7 @@ def check_parity(
     finally:
         model.train(was_training)
     return {
-        **compare_probs(_probs(ref_logits), _probs(ort_logits)),
+        **compare_probs(probabilities(ref_logits), probabilities(ort_logits)),
         "max_abs_logit_diff": float(np.abs(ref_logits - ort_logits).max()),
         "batch": float(x.shape[0]),
     }
@@ -537,7 +386,7 @@ def export_onnx_file(
         model_path: an alosmap ``.safetensors`` model.
         output: the ``.onnx`` file to write.
         opset: ONNX opset (>= 17).
-        fp16: fp16 weights and compute (see :func:`convert_fp16`).
+        fp16: fp16 weights and compute (see :func:`~alosmap.export.fp16.convert_fp16`).
         check: run the parity check.
         tolerance: largest accepted max |Δprob|; :data:`DEFAULT_TOLERANCE` by
             precision when None.
@@ -554,24 +403,21 @@ def export_onnx_file(
     """
     import time
 
-    from alosmap._fileio import atomic_write
-    from alosmap.errors import OutputExistsError, OutputPathError, ParityError
-    from alosmap.export.parity import DEFAULT_PARITY_TILES
-    from alosmap.export.parity import parity_tiles as make_tiles
+    from alosmap._fileio import atomic_write, check_overwrite
+    from alosmap.errors import OutputPathError
+    from alosmap.export.parity import enforce_tolerance, export_parity_tiles
     from alosmap.spec import SPEC_KEY, load_model
 
     out = Path(output)
     if out.suffix.lower() != ".onnx":
         raise OutputPathError(f"--output {out}: expected a .onnx file name")
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out} exists; use --overwrite to replace it")
+    check_overwrite([out], overwrite)
     if opset < 17:
         raise SpecError(f"--opset {opset}: alosmap exports need opset 17 or later")
     precision = "fp16" if fp16 else "fp32"
     tol = DEFAULT_TOLERANCE[precision] if tolerance is None else tolerance
     net, spec = load_model(model_path)
-    count = parity_tiles or DEFAULT_PARITY_TILES
-    tiles = make_tiles(spec, parity_scenes, count=count) if check else None
+    tiles = export_parity_tiles(spec, check, parity_scenes, parity_tiles)
     out.parent.mkdir(parents=True, exist_ok=True)
     report = OnnxExport(out, precision, 0.0, tolerance=tol if check else None)
     meta = {SPEC_KEY: spec.to_json()}
@@ -584,12 +430,7 @@ def export_onnx_file(
             return
         report.parity = check_parity(net, tmp, tiles.tiles)
         report.parity_source = tiles.source
-        diff = report.parity["max_abs_prob_diff"]
-        if not diff <= tol:  # also catches NaN
-            raise ParityError(
-                f"ONNX parity check failed ({precision}, {tiles.source}): max "
-                f"|Δprob| {diff:.2e} > tolerance {tol:.1e}; nothing was written"
-            )
+        enforce_tolerance("ONNX", precision, report.parity, tol, tiles.source)
 
     atomic_write(out, write)
     return report

@@ -3,12 +3,13 @@
 A parity check is only as good as its inputs: random normal noise never produces the
 bright built-up blocks, dark water and swath edges (no data set to 0 after
 normalisation) that a deployed model sees. :func:`parity_tiles` therefore cuts
-windows from real scenes through the same code path as the pipeline
-(:class:`~alosmap.io.scene.Scene` strip reads → σ0 dB → validity →
-:func:`~alosmap.io.scene.normalize` with the model's radiometry → zero-padded
-``tile × tile`` windows on the pipeline's grid). By default the scenes are the three
-``sample_data/IMG-HH-*.tif`` of the source checkout; an installed package without
-the repository falls back to random tiles with an :class:`AlosmapWarning`.
+windows from real scenes with the pipeline's own reader
+(:func:`~alosmap.predict.tiles.read_strip_tiles`: :class:`~alosmap.io.scene.Scene`
+strip reads → σ0 dB → validity → :func:`~alosmap.radiometry.normalize` with the
+model's radiometry → zero-padded ``tile × tile`` windows on the pipeline's grid).
+By default the scenes are the three ``sample_data/IMG-HH-*.tif`` of the source
+checkout; an installed package without the repository falls back to random tiles
+with an :class:`AlosmapWarning`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alosmap.errors import AlosmapWarning, InputRasterError
+from alosmap.errors import AlosmapWarning, InputRasterError, ParityError
 from alosmap.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -88,40 +89,33 @@ def scene_tiles(
     Raises:
         InputRasterError: unreadable scene, or no valid pixel at all.
     """
-    from alosmap.io.scene import Scene, normalize
+    from alosmap.io.scene import Scene
+    from alosmap.predict.tiles import read_strip_tiles
     from alosmap.tiling import axis_starts
 
     tile = spec.tile_size
-    with Scene(path, spec) as scene:
-        h, w = scene.info.height, scene.info.width
-        th, tw = min(tile, h), min(tile, w)
+    with Scene(path, spec.radiometry) as scene:
+        info = scene.info
         ov = min(overlap, tile - 1)
-        rows, cols = axis_starts(h, tile, ov), axis_starts(w, tile, ov)
-        rng = np.random.default_rng(seed)
-        order = rng.permutation(len(rows) * len(cols))
-        wanted: dict[int, list[int]] = {}
-        strips: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        picked = 0
+        rows, cols = (
+            axis_starts(info.height, tile, ov),
+            axis_starts(info.width, tile, ov),
+        )
+        order = np.random.default_rng(seed).permutation(len(rows) * len(cols))
+        strips: dict[int, dict[int, np.ndarray]] = {}
+        picked: list[tuple[int, int]] = []
         for idx in order:
-            if picked >= count:
+            if len(picked) >= count:
                 break
             r, c = rows[idx // len(cols)], cols[idx % len(cols)]
             if r not in strips:
-                strips[r] = scene.read_strip(r, th)
-            if strips[r][1][:, c : c + tw].any():
-                wanted.setdefault(r, []).append(c)
-                picked += 1
-        out = []
-        for r in sorted(wanted):
-            db, valid = strips[r]
-            x = normalize(db, valid, spec)
-            for c in sorted(wanted[r]):
-                arr = np.zeros((tile, tile), dtype=np.float32)
-                arr[:th, :tw] = x[:, c : c + tw]
-                out.append(arr)
-    if not out:
+                strip = read_strip_tiles(scene, spec.radiometry, r, tile, cols)
+                strips[r] = {t.col: x for t, x in strip.tiles}
+            if c in strips[r]:
+                picked.append((r, c))
+    if not picked:
         raise InputRasterError(f"{path}: no window with valid pixels for parity")
-    return np.stack(out)[:, None]
+    return np.stack([strips[r][c] for r, c in sorted(picked)])[:, None]
 
 
 def parity_tiles(
@@ -169,3 +163,55 @@ def parity_tiles(
     where = paths[0].name if used == 1 else f"{used} scenes in {paths[0].parent}"
     logger.info("parity tiles: %d from %s", len(tiles), where)
     return ParityTiles(tiles, f"{len(tiles)} tiles from {where}", real=True)
+
+
+def export_parity_tiles(
+    spec: ModelSpec,
+    check: bool,
+    scenes: Sequence[str | os.PathLike[str]] | None,
+    count: int | None,
+) -> ParityTiles | None:
+    """The tiles of an exporter's parity check, or None when the check is off.
+
+    Args:
+        spec: the model spec.
+        check: whether the check runs (``--check/--no-check``).
+        scenes: ``--parity-scene`` files (None: ``sample_data/``).
+        count: ``--parity-tiles`` (None: :data:`DEFAULT_PARITY_TILES`).
+    """
+    if not check:
+        return None
+    return parity_tiles(spec, scenes, count=count or DEFAULT_PARITY_TILES)
+
+
+def enforce_tolerance(
+    what: str,
+    precision: str,
+    parity: dict[str, float],
+    tolerance: float,
+    source: str,
+    *,
+    reference: str = "",
+) -> None:
+    """Fail an export whose max |Δprob| exceeds ``tolerance`` (NaN fails too).
+
+    Args:
+        what: the exported format, e.g. ``ONNX`` or ``TensorRT``.
+        precision: ``fp32`` or ``fp16``.
+        parity: a comparison with ``max_abs_prob_diff``.
+        tolerance: the largest accepted max |Δprob|.
+        source: where the tiles came from (:attr:`ParityTiles.source`).
+        reference: what the export was compared with, for the message (e.g.
+            ``ONNX Runtime``); empty when it goes without saying.
+
+    Raises:
+        ParityError: the check failed; the message says nothing was written.
+    """
+    diff = parity["max_abs_prob_diff"]
+    if not diff <= tolerance:
+        against = f" against {reference}" if reference else ""
+        raise ParityError(
+            f"{what} parity check failed ({precision}, {source}): max "
+            f"|Δprob| {diff:.2e} > tolerance {tolerance:.1e}{against}; nothing was "
+            "written"
+        )

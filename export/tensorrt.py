@@ -10,7 +10,7 @@ build time, source ONNX hash) and the parity result.
 FP16 and Swin: TensorRT warns that LayerNorm after self-attention can overflow in
 FP16, and Softmax over 64-element windows loses accuracy too. With ``fp16=True`` the
 layers that come from the ONNX nodes of
-:func:`~alosmap.export.onnx.fp32_sensitive_nodes` (LayerNormalization, Softmax, the
+:func:`~alosmap.export.fp16.fp32_sensitive_nodes` (LayerNormalization, Softmax, the
 ReduceMean/Sub/Pow/Add/Sqrt/Div chain of a decomposed LayerNorm), plus every
 ``NORMALIZATION`` and ``SOFTMAX`` layer, are pinned to FP32 with
 ``OBEY_PRECISION_CONSTRAINTS``. A network layer is traced to its ONNX node by the
@@ -22,29 +22,25 @@ tests (see the module docstring of :mod:`alosmap.runtime.tensorrt_backend`).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alosmap._fileio import make_readable
+from alosmap._fileio import atomic_write, atomic_write_bytes, check_overwrite
 from alosmap._version import __version__
 from alosmap.errors import (
     ExportError,
     ModelFileError,
-    OutputExistsError,
     OutputPathError,
-    ParityError,
 )
 from alosmap.spec import (
     ENGINE_SIDECAR_FORMAT,
@@ -53,6 +49,9 @@ from alosmap.spec import (
     ModelSpec,
     engine_sidecar_path,
 )
+
+if TYPE_CHECKING:
+    from alosmap.export.parity import ParityTiles
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +129,8 @@ def inspect_onnx(path: str | os.PathLike[str]) -> OnnxModelInfo:
             or input/output shapes that do not match the spec.
     """
     from alosmap._imports import lazy_import
-    from alosmap.export.onnx import PRECISION_KEY, fp32_sensitive_nodes
+    from alosmap.export.fp16 import fp32_sensitive_nodes
+    from alosmap.export.onnx import PRECISION_KEY
 
     onnx = lazy_import("onnx")
     p = Path(path)
@@ -204,7 +204,7 @@ def keep_layer_fp32(
             the node).
         metadata: the layer's metadata (``[ONNX Layer: node]`` in TensorRT 10).
         fp32_nodes: ONNX node names to keep in FP32
-            (:func:`~alosmap.export.onnx.fp32_sensitive_nodes`).
+            (:func:`~alosmap.export.fp16.fp32_sensitive_nodes`).
     """
     if layer_type in FP32_LAYER_TYPES:
         return True
@@ -269,10 +269,7 @@ def check_output(output: str | os.PathLike[str], *, overwrite: bool) -> Path:
             f"{', '.join(ENGINE_SUFFIXES)}"
         )
     side = engine_sidecar_path(out)
-    if not overwrite:
-        for p in (out, side):
-            if p.exists():
-                raise OutputExistsError(f"{p} exists; use --overwrite to replace it")
+    check_overwrite([out, side], overwrite)
     return out
 
 
@@ -282,29 +279,18 @@ def write_engine(
     """Write the engine and its sidecar, both or neither.
 
     Both go to temporary files beside ``output`` first; the sidecar is renamed into
-    place, then the engine. A failure before the renames leaves the old pair as it
-    was and no temporary file behind.
+    place, then the engine. A failure before the renames (e.g. a sidecar that is not
+    JSON) leaves the old pair as it was and no temporary file behind.
     """
     out = Path(output)
     side = engine_sidecar_path(out)
     text = json.dumps(sidecar, indent=2, sort_keys=True) + "\n"
-    temps: list[Path] = []
-    try:
-        for target, payload in ((side, text.encode("utf-8")), (out, engine)):
-            fd, name = tempfile.mkstemp(
-                prefix=f".{target.name}.", suffix=".tmp", dir=out.parent
-            )
-            temps.append(Path(name))
-            with os.fdopen(fd, "wb") as f:
-                f.write(payload)
-            make_readable(name)
-        os.replace(temps[0], side)
-        os.replace(temps[1], out)
-    finally:
-        for tmp in temps:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-    return out
+
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(engine)
+        atomic_write_bytes(side, text.encode("utf-8"))
+
+    return atomic_write(out, write)
 
 
 # --------------------------------------------------------------------------------------
@@ -398,11 +384,8 @@ def build_engine(
         BackendUnavailableError: TensorRT or a CUDA GPU is missing.
         ParityError: the engine fails the parity check (nothing is written).
     """
-    from alosmap.export.onnx import _probs, compare_probs, onnx_logits
-    from alosmap.export.parity import DEFAULT_PARITY_TILES
-    from alosmap.export.parity import parity_tiles as make_tiles
+    from alosmap.export.parity import export_parity_tiles
     from alosmap.runtime.tensorrt_backend import (
-        TensorRTRuntime,
         check_gpu_device,
         cuda_device,
         gpu_identity,
@@ -410,38 +393,55 @@ def build_engine(
     )
 
     out = check_output(output, overwrite=overwrite)
-    if opt_batch is None:
-        opt_batch = default_opt_batch(min_batch, max_batch)
-    check_profile(min_batch, opt_batch, max_batch)
-    if workspace_mib < 64:
-        raise ExportError(f"--workspace {workspace_mib}: expected at least 64 MiB")
+    profile = _checked_profile(min_batch, opt_batch, max_batch, workspace_mib)
     onnx_path = Path(onnx_path)
     info = inspect_onnx(onnx_path)
-    if info.batch is not None and not min_batch == max_batch == info.batch:
-        raise ExportError(
-            f"{onnx_path} has a fixed batch of {info.batch}; use --min-batch, "
-            f"--opt-batch and --max-batch {info.batch}, or re-export it (alosmap "
-            "export onnx writes a dynamic batch)"
-        )
-    if info.precision == "fp16" and not fp16:
-        logger.warning(
-            "%s stores fp16 weights: building an FP16 engine (export an fp32 ONNX "
-            "file for an FP32 engine)",
-            onnx_path,
-        )
-        fp16 = True
+    _check_fixed_batch(onnx_path, info, profile)
+    fp16 = _build_fp16(onnx_path, info, fp16)
     precision = "fp16" if fp16 else "fp32"
     tol = DEFAULT_TOLERANCE[precision] if tolerance is None else tolerance
     check_gpu_device(device)
     trt = import_tensorrt()
     dev = cuda_device(device)
-    gpu_name, cc = gpu_identity(dev)
-    tiles = None
-    if check:
-        count = parity_tiles or DEFAULT_PARITY_TILES
-        tiles = make_tiles(info.spec, parity_scenes, count=count)
+    gpu = gpu_identity(dev)
+    tiles = export_parity_tiles(info.spec, check, parity_scenes, parity_tiles)
     out.parent.mkdir(parents=True, exist_ok=True)
 
+    data, sidecar, seconds = _build_with_sidecar(
+        trt,
+        dev,
+        gpu,
+        onnx_path,
+        info,
+        fp16=fp16,
+        profile=profile,
+        workspace_mib=workspace_mib,
+    )
+    if tiles is not None:
+        sidecar["parity"] = _engine_parity(
+            data, sidecar, onnx_path, tiles, str(dev), tol
+        )
+    write_engine(out, data, sidecar)
+    return EngineBuild(out, sidecar, seconds, len(data))
+
+
+def _build_with_sidecar(
+    trt: ModuleType,
+    dev: Any,
+    gpu: tuple[str, Sequence[int]],
+    onnx_path: Path,
+    info: OnnxModelInfo,
+    *,
+    fp16: bool,
+    profile: tuple[int, int, int],
+    workspace_mib: int,
+) -> tuple[bytes, dict[str, Any], float]:
+    """Build the engine; return it, its sidecar (no parity yet) and the build time.
+
+    ``gpu`` is the device's name and compute capability, for the sidecar.
+    """
+    gpu_name, cc = gpu
+    precision = "fp16" if fp16 else "fp32"
     t0 = time.perf_counter()
     data, fp32_layers = _build_serialized(
         trt,
@@ -449,7 +449,7 @@ def build_engine(
         onnx_path,
         info,
         fp16=fp16,
-        profile=(min_batch, opt_batch, max_batch),
+        profile=profile,
         workspace_mib=workspace_mib,
     )
     seconds = time.perf_counter() - t0
@@ -460,35 +460,94 @@ def build_engine(
         gpu_name=gpu_name,
         compute_capability=cc,
         precision=precision,
-        profile=(min_batch, opt_batch, max_batch),
+        profile=profile,
         workspace_mib=workspace_mib,
         build_seconds=seconds,
         fp32_layers=fp32_layers,
         onnx_name=onnx_path.name,
         onnx_sha256=info.sha256,
     )
-    if tiles is not None:
-        ref = _probs(onnx_logits(onnx_path, tiles.tiles))
-        rt = TensorRTRuntime.from_serialized(data, sidecar, device=str(dev))
-        try:
-            res = compare_probs(ref, rt.run(tiles.tiles))
-        finally:
-            rt.close()
-        sidecar["parity"] = {
-            "reference": "onnxruntime CPUExecutionProvider",
-            "tiles": tiles.source,
-            "tolerance": tol,
-            **res,
-        }
-        diff = res["max_abs_prob_diff"]
-        if not diff <= tol:
-            raise ParityError(
-                f"TensorRT parity check failed ({precision}, {tiles.source}): max "
-                f"|Δprob| {diff:.2e} > tolerance {tol:.1e} against ONNX Runtime; "
-                "nothing was written"
-            )
-    write_engine(out, data, sidecar)
-    return EngineBuild(out, sidecar, seconds, len(data))
+    return data, sidecar, seconds
+
+
+def _checked_profile(
+    min_batch: int, opt_batch: int | None, max_batch: int, workspace_mib: int
+) -> tuple[int, int, int]:
+    """The batch profile ``(min, opt, max)`` with ``opt`` defaulted, checked.
+
+    Raises:
+        ExportError: a bad profile or a workspace under 64 MiB.
+    """
+    if opt_batch is None:
+        opt_batch = default_opt_batch(min_batch, max_batch)
+    check_profile(min_batch, opt_batch, max_batch)
+    if workspace_mib < 64:
+        raise ExportError(f"--workspace {workspace_mib}: expected at least 64 MiB")
+    return min_batch, opt_batch, max_batch
+
+
+def _check_fixed_batch(
+    onnx_path: Path, info: OnnxModelInfo, profile: tuple[int, int, int]
+) -> None:
+    """A file with a fixed batch needs a profile of exactly that batch.
+
+    Raises:
+        ExportError: the profile does not match the file's fixed batch.
+    """
+    min_batch, _, max_batch = profile
+    if info.batch is not None and not min_batch == max_batch == info.batch:
+        raise ExportError(
+            f"{onnx_path} has a fixed batch of {info.batch}; use --min-batch, "
+            f"--opt-batch and --max-batch {info.batch}, or re-export it (alosmap "
+            "export onnx writes a dynamic batch)"
+        )
+
+
+def _build_fp16(onnx_path: Path, info: OnnxModelInfo, fp16: bool) -> bool:
+    """Whether the build is FP16: asked for, or forced by fp16 weights in the file."""
+    if info.precision == "fp16" and not fp16:
+        logger.warning(
+            "%s stores fp16 weights: building an FP16 engine (export an fp32 ONNX "
+            "file for an FP32 engine)",
+            onnx_path,
+        )
+        return True
+    return fp16
+
+
+def _engine_parity(
+    data: bytes,
+    sidecar: dict[str, Any],
+    onnx_path: Path,
+    tiles: ParityTiles,
+    device: str,
+    tolerance: float,
+) -> dict[str, Any]:
+    """Run the built engine on ``tiles`` against ONNX Runtime (CPU); the result.
+
+    Raises:
+        ParityError: max |Δprob| above ``tolerance`` (nothing is written).
+    """
+    from alosmap.export.onnx import compare_probs, onnx_logits, probabilities
+    from alosmap.export.parity import enforce_tolerance
+    from alosmap.runtime.tensorrt_backend import TensorRTRuntime
+
+    ref = probabilities(onnx_logits(onnx_path, tiles.tiles))
+    rt = TensorRTRuntime.from_serialized(data, sidecar, device=device)
+    try:
+        res = compare_probs(ref, rt.run(tiles.tiles))
+    finally:
+        rt.close()
+    precision = sidecar["tensorrt"]["precision"]
+    enforce_tolerance(
+        "TensorRT", precision, res, tolerance, tiles.source, reference="ONNX Runtime"
+    )
+    return {
+        "reference": "onnxruntime CPUExecutionProvider",
+        "tiles": tiles.source,
+        "tolerance": tolerance,
+        **res,
+    }
 
 
 def _build_serialized(

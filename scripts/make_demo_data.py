@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alosmap.synthetic import generate_label_world, generate_scene, write_label_tiles
-from alosmap.synthetic._scene import make_scene_grid, scene_focus_box, world_bounds_for
+from alosmap.synthetic import SceneSpec, generate_scenes
 
 WORLD_SEED = 20221
 CENTRE = (139.95, 35.55)  # an invented coast, sea to the east
@@ -38,35 +37,21 @@ def main() -> None:
         month = 9 if i % 10 < 7 else (10 if i % 2 else 11)
         heading = 190.0 if i % 2 else 350.0
         day = 1 + (3 * i) % 28
-        specs.append((lon, lat, f"2022-{month:02d}-{day:02d}", heading, 100 + i))
-    grids = [
-        make_scene_grid(lon, lat, args.size, args.size, args.pixel_size, h)
-        for lon, lat, _, h, _ in specs
-    ]
-    world = generate_label_world(
-        world_bounds_for(grids),
-        seed=WORLD_SEED,
+        date = f"2022-{month:02d}-{day:02d}"
+        specs.append(
+            SceneSpec(date, lon, lat, heading, 100 + i, args.size, args.pixel_size)
+        )
+    scenes, tiles = generate_scenes(
+        args.out,
+        specs,
+        world_seed=WORLD_SEED,
         sea_side="east",
         sea_fraction=0.25,
         min_class_pixels=300,
-        focus=[scene_focus_box(g) for g in grids],
     )
-    for lon, lat, date, heading, seed in specs:
-        s = generate_scene(
-            args.out,
-            seed=seed,
-            width=args.size,
-            pixel_size=args.pixel_size,
-            center_lon=lon,
-            center_lat=lat,
-            date=date,
-            heading_deg=heading,
-            world=world,
-            write_label_tiles=False,
-            overwrite=True,
-        )
+    for s in scenes:
         print(s.path)
-    for t in write_label_tiles(world, args.out, overwrite=True):
+    for t in tiles:
         print(t)
 
 

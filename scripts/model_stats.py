@@ -19,6 +19,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from alosmap.arch import get_preset
+from alosmap.classes import LULC, WATER
 from alosmap.models import build_model, count_parameters
 
 VARIANTS = [
@@ -27,7 +28,8 @@ VARIANTS = [
     ("+refine_up", False, True),
     ("+both", True, True),
 ]
-TASKS = [("LULC", 9), ("water", 1)]
+#: (label, model outputs) per task.
+TASKS = [("LULC", LULC.num_outputs), ("water", WATER.num_outputs)]
 
 
 def measure(preset: str, tile: int, highres: bool, refine_up: bool, k: int):

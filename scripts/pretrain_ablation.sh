@@ -36,8 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alosmap.synthetic import generate_label_world, generate_scene, write_label_tiles
-from alosmap.synthetic._scene import make_scene_grid, scene_focus_box, world_bounds_for
+from alosmap.synthetic import SceneSpec, generate_scenes
 
 out = Path(sys.argv[1])
 out.mkdir(parents=True, exist_ok=True)
@@ -49,19 +48,12 @@ for i in range(48):
     lat = CENTRE[1] + rng.uniform(-0.10, 0.10)
     month = 9 if i < 18 else (10 if i % 2 else 11)
     day = 1 + (3 * i) % 28
-    specs.append((lon, lat, f"2022-{month:02d}-{day:02d}", 190.0 if i % 2 else 350.0))
-grids = [make_scene_grid(lon, lat, 1024, 1024, 8.0, h) for lon, lat, _, h in specs]
-world = generate_label_world(
-    world_bounds_for(grids), seed=SEED, sea_side="east", sea_fraction=0.25,
-    min_class_pixels=300, focus=[scene_focus_box(g) for g in grids],
+    heading = 190.0 if i % 2 else 350.0
+    specs.append(SceneSpec(f"2022-{month:02d}-{day:02d}", lon, lat, heading, 500 + i))
+generate_scenes(
+    out, specs, world_seed=SEED, sea_side="east", sea_fraction=0.25,
+    min_class_pixels=300,
 )
-for i, (lon, lat, date, heading) in enumerate(specs):
-    generate_scene(
-        out, seed=500 + i, width=1024, pixel_size=8.0, center_lon=lon,
-        center_lat=lat, date=date, heading_deg=heading, world=world,
-        write_label_tiles=False, overwrite=True,
-    )
-write_label_tiles(world, out, overwrite=True)
 (out / ".done").write_text("ok\n")
 EOF
 fi

@@ -1,1 +1,9 @@
-"""Training (``alosmap.train``): losses, datasets, finetuning, pretraining."""
+"""Training (``alosmap.train``): datasets, losses, pretraining and finetuning.
+
+* ``build_dataset`` writes a dataset directory from scenes and label tiles;
+  ``data`` reads it (:class:`~alosmap.train.data.TrainingData`, the torch dataset).
+* ``engine`` is the run skeleton (device, AMP, DDP, resume, epoch loop, logs);
+  ``finetune`` and ``pretrain`` are its two runs, ``losses``, ``mixmae``, ``optim``
+  and ``checkpoint`` their parts; ``distributed`` the process-group helpers.
+* ``evaluate`` scores a model file on a dataset split; ``errors`` holds the errors.
+"""

@@ -42,8 +42,6 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date
@@ -52,15 +50,13 @@ from typing import Any
 
 import numpy as np
 
+from alosmap._fileio import atomic_dir
 from alosmap._version import __version__
-from alosmap.classes import (
-    JAXA_TO_LULC9,
-    JAXA_TO_WATER,
-    LULC9_CLASSES,
-    WATER_CLASSES,
-)
-from alosmap.errors import AlosmapError, InputRasterError, OutputExistsError
+from alosmap.classes import TASK_RECORDS, Task
+from alosmap.errors import InputRasterError
+from alosmap.radiometry import DEFAULT_CLIP_DB
 from alosmap.train.data import FORMAT, PatchRecord, write_manifest
+from alosmap.train.errors import DatasetBuildError
 
 logger = logging.getLogger(__name__)
 
@@ -76,20 +72,17 @@ __all__ = [
     "parse_months",
     "parse_split",
     "sample_anchors",
+    "scene_files",
 ]
 
 #: Number of JAXA codes kept (0 = no data, 1-14 classes).
 N_CODES = 15
 #: Record of one anchor in ``anchors.npy``: pixel centre and JAXA code.
 ANCHOR_DTYPE = np.dtype([("lon", "<f8"), ("lat", "<f8"), ("code", "u1")])
-#: σ0 range (dB) clipped before the normalisation statistics (the spec's default).
-CLIP_DB = (-40.0, 20.0)
 #: Split names of the finetuning month, in the order of ``BuildConfig.split``.
 LABELLED_SPLITS = ("train", "val", "test")
-
-
-class DatasetBuildError(AlosmapError, ValueError):
-    """Bad build parameters, or inputs that give no usable dataset."""
+#: How the summary table names each task's classes.
+_SCHEME_LABELS = {"lulc": "LULC-9", "water": "water"}
 
 
 # --------------------------------------------------------------------- config
@@ -217,7 +210,27 @@ def parse_split(text: str) -> tuple[float, float, float]:
     return values[0], values[1], values[2]
 
 
-# ------------------------------------------------------------- label tiles
+# ------------------------------------------------------------- inputs
+def scene_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """The scenes that ``--sar`` names: files as given, directories expanded.
+
+    A directory stands for its ``*.tif``/``*.tiff`` files (sorted by name), except
+    JAXA label tiles (``LC_*``).
+    """
+    scenes: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            scenes += sorted(
+                q
+                for q in p.iterdir()
+                if q.suffix.lower() in (".tif", ".tiff")
+                and not q.name.startswith("LC_")
+            )
+        else:
+            scenes.append(p)
+    return scenes
+
+
 def find_label_tiles(tile_dir: str | os.PathLike[str]) -> list[Path]:
     """The ``LC_*.tif`` tiles of a directory, sorted by name.
 
@@ -348,9 +361,9 @@ def sample_anchors(
     }
     seen = np.zeros(N_CODES, dtype=np.int64)  # class pixels before this window
     done = dict.fromkeys(ranks, 0)  # anchors of each class already placed
-    tiles = [Path(t) for t in tiles]
+    paths = [Path(t) for t in tiles]
     found: list[tuple[int, np.ndarray, np.ndarray, int]] = []  # tile, rows, cols, k
-    for i, r0, a in _blocks(tiles, block_rows, progress, "anchors"):
+    for i, r0, a in _blocks(paths, block_rows, progress, "anchors"):
         flat = a.ravel()
         bc = np.bincount(flat, minlength=256)
         order: np.ndarray | None = None
@@ -369,13 +382,13 @@ def sample_anchors(
         seen += bc[:N_CODES]
     out = np.empty(sum(len(f[1]) for f in found), dtype=ANCHOR_DTYPE)
     pos = 0
-    for i in range(len(tiles)):
+    for i in range(len(paths)):
         parts = [f for f in found if f[0] == i]
         if not parts:
             continue
         rows = np.concatenate([f[1] for f in parts])
         cols = np.concatenate([f[2] for f in parts])
-        with _open(tiles[i]) as ds:
+        with _open(paths[i]) as ds:
             t, crs = ds.transform, ds.crs
         x = t.c + (cols + 0.5) * t.a + (rows + 0.5) * t.b
         y = t.f + (cols + 0.5) * t.d + (rows + 0.5) * t.e
@@ -559,7 +572,10 @@ def _shrink_npy(path: Path, n: int) -> None:
     if shape[0] == n:
         return
     new_shape = (n, *shape[1:])
-    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": fortran}
+    header: dict[str, Any] = {
+        "descr": np.lib.format.dtype_to_descr(dtype),
+        "fortran_order": fortran,
+    }
     header["shape"] = new_shape
     import io
 
@@ -584,68 +600,23 @@ def _shrink_npy(path: Path, n: int) -> None:
     os.replace(tmp, path)
 
 
-@contextlib.contextmanager
-def _atomic_dir(out_dir: Path, overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary sibling directory renamed onto ``out_dir`` on success."""
-    if out_dir.exists() or out_dir.is_symlink():
-        if not overwrite:
-            raise OutputExistsError(
-                f"{out_dir} exists and won't be overwritten; pass --overwrite or "
-                "choose another output directory"
-            )
-        if not out_dir.is_dir():
-            raise OutputExistsError(f"{out_dir} exists and is not a directory")
-        if any(out_dir.iterdir()) and not (out_dir / "dataset.json").is_file():
-            raise OutputExistsError(
-                f"{out_dir} is not an alosmap dataset (no dataset.json); refusing "
-                "to replace it even with --overwrite"
-            )
-    parent = out_dir.parent
-    if not parent.is_dir():
-        from alosmap.errors import OutputPathError
-
-        raise OutputPathError(f"{parent}: output parent directory does not exist")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=parent))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=parent))
-            os.replace(out_dir, old / "d")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 # ---------------------------------------------------------------- summary
-def _shares(counts: np.ndarray, lut: np.ndarray, k: int) -> list[float]:
-    """Shares (0..1) of ``k`` training classes from JAXA code counts [15]."""
-    out = np.zeros(k, dtype=np.float64)
-    for code in range(1, N_CODES):
-        idx = int(lut[code])
-        if idx < k:
-            out[idx] += counts[code]
-    total = out.sum()
-    return (out / total).tolist() if total else out.tolist()
-
-
-def _remap_counts(counts: np.ndarray, lut: np.ndarray, k: int) -> list[int]:
+def _task_counts(counts: np.ndarray, task: Task) -> np.ndarray:
+    """Pixel counts [K] of ``task``'s training classes from JAXA code counts [15]."""
+    k = task.num_train_classes
     out = np.zeros(k, dtype=np.int64)
     for code in range(1, N_CODES):
-        idx = int(lut[code])
+        idx = int(task.jaxa_lut[code])
         if idx < k:
             out[idx] += counts[code]
-    return [int(v) for v in out]
+    return out
+
+
+def _shares(counts: np.ndarray, task: Task) -> list[float]:
+    """Shares (0..1) of ``task``'s training classes from JAXA code counts [15]."""
+    out = _task_counts(counts, task).astype(np.float64)
+    total = out.sum()
+    return (out / total).tolist() if total else out.tolist()
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -683,24 +654,22 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"{a['in_kept_patches']} inside kept patches"
     )
     n = summary["normalization"]
+    lo, hi = DEFAULT_CLIP_DB
     lines.append(
-        f"normalisation ({n['split']} split, σ0 clipped to "
-        f"{CLIP_DB[0]:g}..{CLIP_DB[1]:g} dB): mean {n['mean_db']:.3f} dB, "
-        f"std {n['std_db']:.3f} dB"
+        f"normalisation ({n['split']} split, σ0 clipped to {lo:g}..{hi:g} dB): "
+        f"mean {n['mean_db']:.3f} dB, std {n['std_db']:.3f} dB"
     )
     lines.append("")
     sh = summary["class_shares"]
     lines.append(f"{'class share (%)':<18} {'tiles':>8} {'anchors':>8} {'train':>8}")
-    for scheme, names in (
-        ("lulc", [c.name for c in LULC9_CLASSES]),
-        ("water", [c.name for c in WATER_CLASSES]),
-    ):
-        lines.append(f"[{'LULC-9' if scheme == 'lulc' else 'water'}]")
-        for i, name in enumerate(names):
+    for task in TASK_RECORDS.values():
+        shares = sh[task.name]
+        lines.append(f"[{_SCHEME_LABELS[task.name]}]")
+        for i, c in enumerate(task.classes):
             lines.append(
-                f"  {name[:16]:<16} {100 * sh[scheme]['tiles'][i]:>8.2f} "
-                f"{100 * sh[scheme]['anchors'][i]:>8.2f} "
-                f"{100 * sh[scheme]['train'][i]:>8.2f}"
+                f"  {c.name[:16]:<16} {100 * shares['tiles'][i]:>8.2f} "
+                f"{100 * shares['anchors'][i]:>8.2f} "
+                f"{100 * shares['train'][i]:>8.2f}"
             )
     return "\n".join(lines) + "\n"
 
@@ -731,7 +700,7 @@ class _Patches:
         self.sar[n] = x
         self.labels[n] = labels
         # sums over the stored (float16) values, clipped like the model input
-        xv = np.clip(x[valid].astype(np.float64), *CLIP_DB)
+        xv = np.clip(x[valid].astype(np.float64), *DEFAULT_CLIP_DB)
         self.sums.append((float(xv.sum()), float((xv * xv).sum()), int(xv.size)))
         self.records.append(record)
         self.groups.append(group)
@@ -753,28 +722,17 @@ def _extract_scene(
     """
     from affine import Affine
 
-    from alosmap.arch import get_preset
     from alosmap.io.scene import Scene
-    from alosmap.spec import default_spec
+    from alosmap.radiometry import Radiometry
 
     p = config.patch_size
     n_cols = scene.width // p
-    info: dict[str, Any] = {
-        "name": scene.path.name,
-        "path": str(scene.path),
-        "date": scene.date.isoformat(),
-        "group": scene.group,
-        "candidates": len(cand),
-        "kept": 0,
-        "dropped_sar_nodata": 0,
-        "dropped_label_nodata": 0,
-    }
+    info = _scene_row(scene, scene.group, len(cand))
     kept: list[int] = []
     if len(cand) == 0:
         return info, kept
     min_valid = 1.0 - config.max_nodata
-    spec = default_spec("lulc", get_preset("tiny"))  # radiometry defaults only
-    with Scene(scene.path, spec) as sc:
+    with Scene(scene.path, Radiometry()) as sc:  # ALOS-2 DN, the default CF
         for pr in np.unique(cand[:, 0]):
             r = int(pr) * p
             db, valid = sc.read_strip(r, p)  # one read per patch row
@@ -825,6 +783,273 @@ def _assign_splits(
     return splits
 
 
+def _scene_row(scene: _SceneInput, group: str, candidates: int = 0) -> dict[str, Any]:
+    """A scene's row of the summary, before its patches are cut."""
+    return {
+        "name": scene.path.name,
+        "path": str(scene.path),
+        "date": scene.date.isoformat(),
+        "group": group,
+        "candidates": candidates,
+        "kept": 0,
+        "dropped_sar_nodata": 0,
+        "dropped_label_nodata": 0,
+    }
+
+
+@dataclass
+class _Inputs:
+    """The checked inputs of a build."""
+
+    tiles: list[Path]
+    tile_bounds: list[tuple[float, float, float, float]]
+    scenes: list[_SceneInput]  # every scene, skipped ones too
+    notes: list[str]  # for the summary (grows during the build)
+
+    @property
+    def used(self) -> list[_SceneInput]:
+        """The scenes of a pretraining or finetuning month."""
+        return [s for s in self.scenes if s.group != "skip"]
+
+
+def _check_inputs(
+    scenes: Sequence[str | os.PathLike[str]],
+    tile_dir: str | os.PathLike[str],
+    config: BuildConfig,
+) -> _Inputs:
+    """Validate everything cheap before the long passes; note skipped scenes."""
+    p = config.patch_size
+    tiles = find_label_tiles(tile_dir)
+    inputs = _inspect_scenes(scenes, config)
+    tile_bounds = _tile_bounds(tiles)
+    if not any(_intersects(s.bounds_lonlat, tb) for s in inputs for tb in tile_bounds):
+        raise InputRasterError(
+            f"--lulc {tile_dir}: none of the {len(tiles)} label tile(s) overlaps any "
+            "of the scenes; give the tiles that cover the scenes"
+        )
+    notes = []
+    for s in inputs:
+        if s.group == "skip":
+            notes.append(
+                f"{s.path.name}: month {s.date.month} is neither a pretraining "
+                f"{list(config.pretrain_months)} nor a finetuning "
+                f"{list(config.finetune_months)} month; skipped"
+            )
+        elif s.width < p or s.height < p:
+            notes.append(f"{s.path.name}: smaller than one {p}×{p} patch; no patches")
+    for note in notes:
+        logger.warning(note)
+    checked = _Inputs(tiles, tile_bounds, inputs, notes)
+    if not checked.used:
+        raise DatasetBuildError(
+            "no scene was acquired in a pretraining or finetuning month: "
+            + "; ".join(notes)
+        )
+    return checked
+
+
+def _candidate_patches(
+    used: Sequence[_SceneInput], anchors: np.ndarray, config: BuildConfig
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[np.ndarray]]:
+    """Each scene's anchor cells and its candidates: the patches with ≥ 1 anchor.
+
+    Returns:
+        Per scene, the ``(anchor indices, cells)`` of :func:`_anchor_cells` and the
+        candidate patches as ``[M, 2]`` (patch row, patch column).
+
+    Raises:
+        DatasetBuildError: no patch holds an anchor.
+    """
+    p = config.patch_size
+    cells = [_anchor_cells(s, anchors, p) for s in used]
+    cands = []
+    for s, (_, cell) in zip(used, cells, strict=True):
+        u = np.unique(cell)
+        cands.append(np.stack([u // max(1, s.width // p), u % max(1, s.width // p)], 1))
+    if sum(len(c) for c in cands) == 0:
+        raise DatasetBuildError(
+            f"no {p}×{p} patch of the scenes contains any of the "
+            f"{config.anchors} anchors; use more --anchors or scenes inside the "
+            "labelled area"
+        )
+    return cells, cands
+
+
+def _extract_patches(
+    tmp: Path,
+    inputs: _Inputs,
+    n_anchors: int,
+    cells: Sequence[tuple[np.ndarray, np.ndarray]],
+    cands: Sequence[np.ndarray],
+    config: BuildConfig,
+    progress: bool,
+) -> tuple[_Patches, list[dict[str, Any]], np.ndarray]:
+    """Cut, check and store the candidates into ``sar_db.npy`` and ``labels.npy``.
+
+    The arrays are sized for all candidates, then shrunk to the kept patches.
+
+    Returns:
+        The kept patches, one summary row per used scene, and which anchors lie
+        inside kept patches.
+
+    Raises:
+        DatasetBuildError: every candidate was dropped for no data.
+    """
+    from tqdm import tqdm
+
+    p = config.patch_size
+    n_cand = sum(len(c) for c in cands)
+    sar = np.lib.format.open_memmap(
+        tmp / "sar_db.npy", mode="w+", dtype=np.float16, shape=(n_cand, p, p)
+    )
+    labels = np.lib.format.open_memmap(
+        tmp / "labels.npy", mode="w+", dtype=np.uint8, shape=(n_cand, p, p)
+    )
+    out = _Patches(sar=sar, labels=labels)
+    hit = np.zeros(n_anchors, dtype=bool)
+    scene_rows = []
+    with contextlib.ExitStack() as stack:
+        tile_ds = [stack.enter_context(_open(t)) for t in inputs.tiles]
+        bar = stack.enter_context(
+            tqdm(total=n_cand, desc="patches", disable=not progress, leave=False)
+        )
+        for s, cand, (a_idx, a_cell) in zip(inputs.used, cands, cells, strict=True):
+            info, kept = _extract_scene(
+                s, cand, out, tile_ds, inputs.tile_bounds, config, bar
+            )
+            scene_rows.append(info)
+            hit[a_idx[np.isin(a_cell, kept)]] = True
+    sar.flush()
+    labels.flush()
+    n = len(out.records)
+    out.sar = out.labels = np.empty(0)  # release the memmaps
+    del sar, labels
+    if n == 0:
+        raise DatasetBuildError(
+            f"all {n_cand} candidate patches were dropped for no data (SAR valid "
+            f"< {1 - config.max_nodata:.0%} or labels < "
+            f"{config.min_label_fraction:.0%}); raise --max-nodata or check the "
+            "scenes"
+        )
+    _shrink_npy(tmp / "sar_db.npy", n)
+    _shrink_npy(tmp / "labels.npy", n)
+    return out, scene_rows, hit
+
+
+@dataclass(frozen=True)
+class _Normalization:
+    """σ0 statistics (dB, clipped) of the split they come from."""
+
+    split: str
+    mean_db: float
+    std_db: float
+
+
+def _normalization(
+    sums: Sequence[tuple[float, float, int]], splits: np.ndarray, notes: list[str]
+) -> _Normalization:
+    """Mean and std over the training split (else the pretrain split, noted)."""
+    train = splits == "train"
+    norm_split = "train" if train.any() else "pretrain"
+    if not train.any():
+        notes.append("no training patches: normalisation from the pretrain split")
+    s = np.array(sums, dtype=np.float64)[train if train.any() else splits == "pretrain"]
+    mean = s[:, 0].sum() / s[:, 2].sum()
+    std = math.sqrt(max(0.0, s[:, 1].sum() / s[:, 2].sum() - mean * mean))
+    return _Normalization(norm_split, mean, std)
+
+
+def _summary(
+    out_dir: Path,
+    config: BuildConfig,
+    inputs: _Inputs,
+    scene_rows: list[dict[str, Any]],
+    splits: np.ndarray,
+    anchors: np.ndarray,
+    hit: np.ndarray,
+    norm: _Normalization,
+    counts: np.ndarray,
+    train_hist: np.ndarray,
+) -> dict[str, Any]:
+    """The build summary (``dataset.json``'s ``summary``, ``summary.txt``)."""
+    anchor_hist = np.bincount(anchors["code"], minlength=N_CODES)[:N_CODES]
+    scene_rows = scene_rows + [
+        _scene_row(s, "skipped") for s in inputs.scenes if s.group == "skip"
+    ]
+    return {
+        "path": str(out_dir),
+        "scenes": scene_rows,
+        "notes": inputs.notes,
+        "patches": {
+            k: int((splits == k).sum()) for k in ("pretrain", *LABELLED_SPLITS)
+        },
+        "candidates": sum(r["candidates"] for r in scene_rows),
+        "dropped": {
+            "sar_nodata": sum(r["dropped_sar_nodata"] for r in scene_rows),
+            "label_nodata": sum(r["dropped_label_nodata"] for r in scene_rows),
+        },
+        "rule": {
+            "min_sar_valid": 1.0 - config.max_nodata,
+            "min_label_fraction": config.min_label_fraction,
+            "label_rule_applies_to": "finetuning months (train/val/test)",
+        },
+        "anchors": {
+            "drawn": len(anchors),
+            "tiles": len(inputs.tiles),
+            "in_kept_patches": int(hit.sum()),
+        },
+        "normalization": {
+            "split": norm.split,
+            "mean_db": norm.mean_db,
+            "std_db": norm.std_db,
+        },
+        "tile_pixel_counts": [int(v) for v in counts],
+        "class_shares": {
+            task.name: {
+                "tiles": _shares(counts, task),
+                "anchors": _shares(anchor_hist, task),
+                "train": _shares(train_hist, task),
+            }
+            for task in TASK_RECORDS.values()
+        },
+    }
+
+
+def _metadata(
+    config: BuildConfig,
+    inputs: _Inputs,
+    tile_dir: str | os.PathLike[str],
+    norm: _Normalization,
+    train_hist: np.ndarray,
+    summary: dict[str, Any],
+) -> dict[str, Any]:
+    """``dataset.json``: what :class:`~alosmap.train.data.TrainingData` reads."""
+    return {
+        "format": FORMAT,
+        "alosmap_version": __version__,
+        "patch_size": config.patch_size,
+        "normalization": {
+            "mean_db": norm.mean_db,
+            "std_db": norm.std_db,
+            "clip_db": list(DEFAULT_CLIP_DB),
+            "split": norm.split,
+        },
+        "class_counts": {
+            task.name: [int(v) for v in _task_counts(train_hist, task)]
+            for task in TASK_RECORDS.values()
+        },
+        "build": {
+            **asdict(config),
+            "scenes": [str(s.path) for s in inputs.scenes],
+            "tiles": [str(t) for t in inputs.tiles],
+            "label_dir": str(tile_dir),
+            "anchors_file": "anchors.npy",
+            "split_unit": "patch",
+        },
+        "summary": summary,
+    }
+
+
 def build_dataset(
     scenes: Sequence[str | os.PathLike[str]],
     tile_dir: str | os.PathLike[str],
@@ -855,197 +1080,48 @@ def build_dataset(
         OutputExistsError: ``out_dir`` exists and ``overwrite`` is False.
         DatasetBuildError: bad parameters, or no patch survives.
     """
-    from tqdm import tqdm
-
     config = config or BuildConfig()
     out_dir = Path(out_dir)
-    p = config.patch_size
-    # ---- validate everything cheap before the long passes
-    tiles = find_label_tiles(tile_dir)
-    inputs = _inspect_scenes(scenes, config)
-    tile_bounds = _tile_bounds(tiles)
-    if not any(_intersects(s.bounds_lonlat, tb) for s in inputs for tb in tile_bounds):
-        raise InputRasterError(
-            f"--lulc {tile_dir}: none of the {len(tiles)} label tile(s) overlaps any "
-            "of the scenes; give the tiles that cover the scenes"
-        )
-    notes = []
-    for s in inputs:
-        if s.group == "skip":
-            notes.append(
-                f"{s.path.name}: month {s.date.month} is neither a pretraining "
-                f"{list(config.pretrain_months)} nor a finetuning "
-                f"{list(config.finetune_months)} month; skipped"
-            )
-        elif s.width < p or s.height < p:
-            notes.append(f"{s.path.name}: smaller than one {p}×{p} patch; no patches")
-    for note in notes:
-        logger.warning(note)
-    used = [s for s in inputs if s.group != "skip"]
-    if not used:
-        raise DatasetBuildError(
-            "no scene was acquired in a pretraining or finetuning month: "
-            + "; ".join(notes)
-        )
+    inputs = _check_inputs(scenes, tile_dir, config)
     anchor_rng, split_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(2)
     )
-
-    with _atomic_dir(out_dir, overwrite) as tmp:
-        counts = count_classes(tiles, block_rows=config.block_rows, progress=progress)
+    rows = config.block_rows
+    with atomic_dir(out_dir, overwrite, "dataset.json") as tmp:
+        counts = count_classes(inputs.tiles, block_rows=rows, progress=progress)
         anchors = sample_anchors(
-            tiles,
+            inputs.tiles,
             counts,
             config.anchors,
             anchor_rng,
-            block_rows=config.block_rows,
+            block_rows=rows,
             progress=progress,
         )
         np.save(tmp / "anchors.npy", anchors)
-        # ---- candidate patches: those that hold ≥ 1 anchor
-        cells = [_anchor_cells(s, anchors, p) for s in used]
-        cands = []
-        for s, (_, cell) in zip(used, cells, strict=True):
-            u = np.unique(cell)
-            cands.append(
-                np.stack([u // max(1, s.width // p), u % max(1, s.width // p)], 1)
-            )
-        n_cand = sum(len(c) for c in cands)
-        if n_cand == 0:
-            raise DatasetBuildError(
-                f"no {p}×{p} patch of the scenes contains any of the "
-                f"{config.anchors} anchors; use more --anchors or scenes inside the "
-                "labelled area"
-            )
-        # ---- extract into arrays sized for all candidates, shrunk at the end
-        out = _Patches(
-            sar=np.lib.format.open_memmap(
-                tmp / "sar_db.npy", mode="w+", dtype=np.float16, shape=(n_cand, p, p)
-            ),
-            labels=np.lib.format.open_memmap(
-                tmp / "labels.npy", mode="w+", dtype=np.uint8, shape=(n_cand, p, p)
-            ),
+        cells, cands = _candidate_patches(inputs.used, anchors, config)
+        out, scene_rows, hit = _extract_patches(
+            tmp, inputs, len(anchors), cells, cands, config, progress
         )
-        hit = np.zeros(len(anchors), dtype=bool)  # anchors inside kept patches
-        scene_rows = []
-        with contextlib.ExitStack() as stack:
-            tile_ds = [stack.enter_context(_open(t)) for t in tiles]
-            bar = stack.enter_context(
-                tqdm(total=n_cand, desc="patches", disable=not progress, leave=False)
-            )
-            for s, cand, (a_idx, a_cell) in zip(used, cands, cells, strict=True):
-                info, kept = _extract_scene(
-                    s, cand, out, tile_ds, tile_bounds, config, bar
-                )
-                scene_rows.append(info)
-                hit[a_idx[np.isin(a_cell, kept)]] = True
-        out.sar.flush()
-        out.labels.flush()
-        n = len(out.records)
-        out.sar = out.labels = np.empty(0)  # release the memmaps
-        if n == 0:
-            raise DatasetBuildError(
-                f"all {n_cand} candidate patches were dropped for no data (SAR valid "
-                f"< {1 - config.max_nodata:.0%} or labels < "
-                f"{config.min_label_fraction:.0%}); raise --max-nodata or check the "
-                "scenes"
-            )
-        _shrink_npy(tmp / "sar_db.npy", n)
-        _shrink_npy(tmp / "labels.npy", n)
-
         splits = _assign_splits(out.groups, config.split, split_rng)
         for rec, sp in zip(out.records, splits, strict=True):
             rec.split = str(sp)
         write_manifest(tmp / "manifest.csv", out.records)
-
-        # ---- normalisation and class counts from the training split
-        train = splits == "train"
-        norm_split = "train" if train.any() else "pretrain"
-        if not train.any():
-            notes.append("no training patches: normalisation from the pretrain split")
-        sums = np.array(out.sums, dtype=np.float64)[
-            train if train.any() else splits == "pretrain"
-        ]
-        mean = sums[:, 0].sum() / sums[:, 2].sum()
-        std = math.sqrt(max(0.0, sums[:, 1].sum() / sums[:, 2].sum() - mean * mean))
+        norm = _normalization(out.sums, splits, inputs.notes)
         hist = np.array([r.histogram for r in out.records], dtype=np.int64)
-        train_hist = hist[train].sum(axis=0)
-        anchor_hist = np.bincount(anchors["code"], minlength=N_CODES)[:N_CODES]
-
-        scene_rows += [
-            {
-                "name": s.path.name,
-                "path": str(s.path),
-                "date": s.date.isoformat(),
-                "group": "skipped",
-                "candidates": 0,
-                "kept": 0,
-                "dropped_sar_nodata": 0,
-                "dropped_label_nodata": 0,
-            }
-            for s in inputs
-            if s.group == "skip"
-        ]
-        summary: dict[str, Any] = {
-            "path": str(out_dir),
-            "scenes": scene_rows,
-            "notes": notes,
-            "patches": {
-                k: int((splits == k).sum()) for k in ("pretrain", *LABELLED_SPLITS)
-            },
-            "candidates": n_cand,
-            "dropped": {
-                "sar_nodata": sum(r["dropped_sar_nodata"] for r in scene_rows),
-                "label_nodata": sum(r["dropped_label_nodata"] for r in scene_rows),
-            },
-            "rule": {
-                "min_sar_valid": 1.0 - config.max_nodata,
-                "min_label_fraction": config.min_label_fraction,
-                "label_rule_applies_to": "finetuning months (train/val/test)",
-            },
-            "anchors": {
-                "drawn": len(anchors),
-                "tiles": len(tiles),
-                "in_kept_patches": int(hit.sum()),
-            },
-            "normalization": {"split": norm_split, "mean_db": mean, "std_db": std},
-            "tile_pixel_counts": [int(v) for v in counts],
-            "class_shares": {
-                scheme: {
-                    "tiles": _shares(counts, lut, k),
-                    "anchors": _shares(anchor_hist, lut, k),
-                    "train": _shares(train_hist, lut, k),
-                }
-                for scheme, lut, k in (
-                    ("lulc", JAXA_TO_LULC9, len(LULC9_CLASSES)),
-                    ("water", JAXA_TO_WATER, len(WATER_CLASSES)),
-                )
-            },
-        }
-        meta = {
-            "format": FORMAT,
-            "alosmap_version": __version__,
-            "patch_size": p,
-            "normalization": {
-                "mean_db": mean,
-                "std_db": std,
-                "clip_db": list(CLIP_DB),
-                "split": norm_split,
-            },
-            "class_counts": {
-                "lulc": _remap_counts(train_hist, JAXA_TO_LULC9, len(LULC9_CLASSES)),
-                "water": _remap_counts(train_hist, JAXA_TO_WATER, len(WATER_CLASSES)),
-            },
-            "build": {
-                **asdict(config),
-                "scenes": [str(s.path) for s in inputs],
-                "tiles": [str(t) for t in tiles],
-                "label_dir": str(tile_dir),
-                "anchors_file": "anchors.npy",
-                "split_unit": "patch",
-            },
-            "summary": summary,
-        }
+        train_hist = hist[splits == "train"].sum(axis=0)
+        summary = _summary(
+            out_dir,
+            config,
+            inputs,
+            scene_rows,
+            splits,
+            anchors,
+            hit,
+            norm,
+            counts,
+            train_hist,
+        )
+        meta = _metadata(config, inputs, tile_dir, norm, train_hist, summary)
         (tmp / "dataset.json").write_text(
             json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )

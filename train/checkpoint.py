@@ -40,7 +40,7 @@ import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -48,7 +48,8 @@ from torch import nn
 
 from alosmap._fileio import atomic_write, make_readable
 from alosmap.arch import ArchConfig
-from alosmap.errors import AlosmapError, OutputExistsError
+from alosmap.errors import OutputExistsError
+from alosmap.train.errors import CheckpointError
 
 __all__ = [
     "ENCODER_KEY",
@@ -73,10 +74,6 @@ _DROP = re.compile(
 )
 _PREFIXES = ("module.", "encoder.", "backbone.")
 _ENCODER_ROOTS = ("patch_embed", "layers", "out_norms")
-
-
-class CheckpointError(AlosmapError, ValueError):
-    """A checkpoint that cannot be used: wrong kind, unsafe, or another shape."""
 
 
 @dataclass
@@ -217,7 +214,7 @@ def load_pretrained_encoder(
             state[k] = value
 
     own = encoder.state_dict()
-    last = len(encoder.layers) - 1
+    last = len(cast(nn.ModuleList, encoder.layers)) - 1
     if "norm.weight" in state and f"out_norms.{last}.weight" not in state:
         for suffix in ("weight", "bias"):
             if f"norm.{suffix}" in state:
@@ -256,10 +253,10 @@ def load_pretrained_encoder(
     state = mapped
 
     for key in own:  # in model order, so the first mismatch is the earliest
-        value = state.get(key)
-        if value is not None and tuple(value.shape) != tuple(own[key].shape):
+        found = state.get(key)
+        if found is not None and tuple(found.shape) != tuple(own[key].shape):
             raise CheckpointError(
-                f"{p}: {key} has shape {tuple(value.shape)} in the checkpoint but "
+                f"{p}: {key} has shape {tuple(found.shape)} in the checkpoint but "
                 f"{tuple(own[key].shape)} in this model; was it pretrained with "
                 "another --preset?"
             )
@@ -278,7 +275,8 @@ def load_pretrained_encoder(
 def capture_rng() -> dict[str, Any]:
     """Python, numpy and torch RNG states in a ``weights_only``-loadable form."""
     version, mt, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    np_state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
+    name, keys, pos, has_gauss, cached = np_state
     state: dict[str, Any] = {
         "python": [version, list(mt), gauss],
         "numpy": [

@@ -29,14 +29,15 @@ import csv
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from alosmap.classes import IGNORE_INDEX, jaxa_to_training
-from alosmap.errors import AlosmapError
+from alosmap.radiometry import DEFAULT_CLIP_DB, Radiometry, normalize
+from alosmap.train.errors import DatasetFormatError
 
 FORMAT = "alosmap-dataset/1"
 SPLITS = ("pretrain", "train", "val", "test")
@@ -50,10 +51,6 @@ MANIFEST_FIELDS = (
     "valid_fraction",
     *[f"h{c}" for c in range(15)],
 )
-
-
-class DatasetFormatError(AlosmapError, ValueError):
-    """A directory that is not an alosmap dataset, or of another format version."""
 
 
 @dataclass
@@ -163,6 +160,22 @@ class TrainingData:
         """Training-split σ0 standard deviation (dB)."""
         return float(self.meta["normalization"]["std_db"])
 
+    @property
+    def clip_db(self) -> tuple[float, float]:
+        """σ0 range (dB) clipped before normalising, as the build recorded it.
+
+        A record without one (hand-made datasets) means the default range.
+        """
+        lo, hi = self.meta["normalization"].get("clip_db", DEFAULT_CLIP_DB)
+        return float(lo), float(hi)
+
+    @property
+    def radiometry(self) -> Radiometry:
+        """How σ0 dB becomes model input: the clip range and training statistics."""
+        return Radiometry(
+            clip_db=self.clip_db, mean_db=self.mean_db, std_db=self.std_db
+        )
+
     def class_counts(self, task: str) -> list[int]:
         """Training-split pixel counts per training class of ``task``."""
         return [int(n) for n in self.meta["class_counts"][task]]
@@ -192,12 +205,14 @@ def _augment(arrays: list[np.ndarray], rng: np.random.Generator) -> list[np.ndar
 class PatchDataset:
     """A torch-style dataset over one split.
 
-    Items are ``(x, y)``: ``x`` float32 [1, P, P] normalised with the training-split
-    statistics (0 at no data), ``y`` int64 [P, P] training indices of ``task``
+    Items are ``(x, y)``: ``x`` float32 [1, P, P] normalised with the dataset's
+    :attr:`~TrainingData.radiometry` (its clip range and training-split statistics;
+    0 at no data), ``y`` int64 [P, P] training indices of ``task``
     (:data:`~alosmap.classes.IGNORE_INDEX` at no data, and wherever the SAR is no
     data). With ``return_db=True`` a third item, σ0 dB float32 [1, P, P] (NaN at no
     data), is returned for SAR-W weighting. Augmentation (random rot90 + flip, the
-    same for all items) is seeded per (epoch, index) for exact resumes.
+    same for all items) is seeded per (epoch, index) for exact resumes. ``clip_db``
+    overrides the record's clip range.
     """
 
     def __init__(
@@ -207,7 +222,7 @@ class PatchDataset:
         task: str = "lulc",
         *,
         augment: bool = False,
-        clip_db: tuple[float, float] = (-40.0, 20.0),
+        clip_db: tuple[float, float] | None = None,
         return_db: bool = False,
         seed: int = 0,
     ) -> None:
@@ -216,7 +231,10 @@ class PatchDataset:
         self.task = task
         self.idx = data.indices(split)
         self.augment = augment
-        self.clip_db = clip_db
+        self.radiometry = data.radiometry
+        if clip_db is not None:
+            self.radiometry = replace(self.radiometry, clip_db=clip_db)
+        self.clip_db = self.radiometry.clip_db
         self.return_db = return_db
         self.seed = seed
         self.epoch = 0
@@ -236,8 +254,7 @@ class PatchDataset:
         valid = np.isfinite(db)
         y = jaxa_to_training(np.asarray(self.data.labels[j]), self.task)
         y = np.where(valid, y, IGNORE_INDEX).astype(np.int64)
-        x = (np.clip(db, *self.clip_db) - self.data.mean_db) / self.data.std_db
-        x = np.where(valid, x, 0.0).astype(np.float32)
+        x = normalize(db, self.radiometry, valid)
         arrays = [x, y, db]
         if self.augment:
             rng = np.random.default_rng((self.seed, self.epoch, j))

@@ -1,66 +1,30 @@
-"""Small, explicit DDP helpers: rank and world size from the environment.
+"""Small, explicit DDP helpers: the process group, barriers, sums over ranks.
 
-``torchrun --nproc_per_node N`` (or SLURM through it) sets ``RANK``, ``WORLD_SIZE``
-and ``LOCAL_RANK``; without them the run is a single process and every helper here
-is a no-op. The process group uses NCCL when the run is on CUDA and gloo otherwise
-(CPU, e.g. the tests). Only the primary rank (0) logs and writes files; nothing
-here touches ``print``.
+Where this process stands (rank, world size, local rank) comes from
+:func:`alosmap._dist.dist_info`, the one reader of torchrun's ``RANK``,
+``WORLD_SIZE`` and ``LOCAL_RANK``; without them the run is a single process and
+every helper here is a no-op. The process group uses NCCL when the run is on CUDA
+and gloo otherwise (CPU, e.g. the tests). Only the primary rank (0) logs and writes
+files; nothing here touches ``print``.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
+from alosmap._dist import DistInfo, dist_info
+
 __all__ = [
-    "DistInfo",
     "all_gather_objects",
     "barrier",
     "cleanup",
-    "dist_info",
     "init_distributed",
     "is_primary",
     "reduce_sums",
 ]
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    """Where this process sits in the job.
-
-    Attributes:
-        rank: global rank.
-        world_size: number of processes.
-        local_rank: rank on this node (selects the GPU).
-    """
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def distributed(self) -> bool:
-        """True when more than one process takes part."""
-        return self.world_size > 1
-
-    @property
-    def primary(self) -> bool:
-        """True on rank 0, the only rank that logs and writes files."""
-        return self.rank == 0
-
-
-def dist_info() -> DistInfo:
-    """Read ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` (defaults 0, 1, 0)."""
-    env = os.environ
-    return DistInfo(
-        rank=int(env.get("RANK", "0")),
-        world_size=int(env.get("WORLD_SIZE", "1")),
-        local_rank=int(env.get("LOCAL_RANK", "0")),
-    )
 
 
 def init_distributed(device_type: str) -> DistInfo:

@@ -26,16 +26,19 @@ import torch
 from torch import nn
 
 from alosmap._fileio import atomic_write_bytes
+from alosmap.classes import get_task
 from alosmap.metrics import (
     ConfusionMatrix,
     jsonable,
     threshold_probabilities,
     water_metrics,
 )
+from alosmap.radiometry import normalize
 from alosmap.report import format_table as _format_table
 from alosmap.report import plot_confusion
 from alosmap.spec import ModelSpec, load_model
-from alosmap.train.data import DatasetFormatError, PatchDataset, TrainingData
+from alosmap.train.data import PatchDataset, TrainingData
+from alosmap.train.errors import DatasetFormatError
 
 __all__ = [
     "evaluate",
@@ -49,9 +52,7 @@ __all__ = [
 
 def normalise_db(db: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
     """σ0 dB patches → model input with the spec's radiometry (0 at no data)."""
-    r = spec.radiometry
-    x = (db.clamp(*r.clip_db) - r.mean_db) / r.std_db
-    return torch.where(torch.isfinite(db), x, torch.zeros_like(x)).float()
+    return normalize(db, spec.radiometry, torch.isfinite(db)).float()
 
 
 def _batches(ds: PatchDataset, batch_size: int) -> Iterable[tuple[torch.Tensor, ...]]:
@@ -88,7 +89,8 @@ def evaluate(
     Raises:
         DatasetFormatError: the split has no patches.
     """
-    ds = PatchDataset(data, split, spec.task, return_db=True)
+    task = get_task(spec.task)
+    ds = PatchDataset(data, split, task.name, return_db=True)
     if len(ds) == 0:
         raise DatasetFormatError(f"{data.root}: no {split!r} patches to evaluate")
     names = [c.name for c in spec.classes]
@@ -96,7 +98,7 @@ def evaluate(
     model = model.to(device).eval()
     for _x, y, db in _batches(ds, batch_size):
         logits = model(normalise_db(db, spec).to(device))
-        if spec.task == "water":
+        if task.binary:
             prob = torch.sigmoid(logits[:, 0].float())
             pred = threshold_probabilities(prob, spec.threshold or 0.5)
         else:
@@ -111,7 +113,7 @@ def evaluate(
         "classes": names,
         "confusion_matrix": cm.matrix.tolist(),
     }
-    if spec.task == "water":
+    if task.binary:
         report["metrics"] = {**water_metrics(cm), "pixels": cm.total}
         report["threshold"] = spec.threshold
     else:

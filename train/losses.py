@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alosmap.classes import IGNORE_INDEX, TASKS
+from alosmap.classes import IGNORE_INDEX, Task, get_task
 
 __all__ = [
     "DEFAULT_EPS",
@@ -134,7 +134,49 @@ def _upcast(logits: torch.Tensor) -> torch.Tensor:
     return logits.float()
 
 
-class FocalDiceLoss(nn.Module):
+class _PartsLoss(nn.Module):
+    """A loss computed by :meth:`parts`; ``forward`` returns its total or the parts."""
+
+    @overload
+    def forward(
+        self,
+        logits: torch.Tensor,
+        target: torch.Tensor,
+        return_parts: Literal[False] = ...,
+    ) -> torch.Tensor: ...
+
+    @overload
+    def forward(
+        self, logits: torch.Tensor, target: torch.Tensor, return_parts: Literal[True]
+    ) -> LossParts: ...
+
+    def forward(
+        self, logits: torch.Tensor, target: torch.Tensor, return_parts: bool = False
+    ) -> torch.Tensor | LossParts:
+        """Compute the loss (see :meth:`parts` for the shapes).
+
+        Args:
+            logits: raw scores, any float dtype.
+            target: integer labels or ``ignore_index``.
+            return_parts: also return the unweighted terms.
+
+        Returns:
+            The scalar total (float32; float64 for float64 logits), or a
+            :class:`LossParts` if ``return_parts``.
+
+        Raises:
+            ValueError: on mismatched shapes or labels outside the classes that are
+                not ``ignore_index`` (see :meth:`parts`).
+        """
+        parts = self.parts(logits, target)
+        return parts if return_parts else parts.total
+
+    def parts(self, logits: torch.Tensor, target: torch.Tensor) -> LossParts:
+        """Total loss and its unweighted terms."""
+        raise NotImplementedError
+
+
+class FocalDiceLoss(_PartsLoss):
     """α-scaled focal + dice loss for K-class segmentation, eqs. (1)-(4).
 
     ``L = λ_focal · L_focal + λ_dice · L_dice`` where, over the valid pixels ``Ω`` of
@@ -211,46 +253,16 @@ class FocalDiceLoss(nn.Module):
             f"eps={self.eps}, ignore_index={self.ignore_index}"
         )
 
-    @overload
-    def forward(
-        self,
-        logits: torch.Tensor,
-        target: torch.Tensor,
-        return_parts: Literal[False] = ...,
-    ) -> torch.Tensor: ...
-
-    @overload
-    def forward(
-        self, logits: torch.Tensor, target: torch.Tensor, return_parts: Literal[True]
-    ) -> LossParts: ...
-
-    def forward(
-        self, logits: torch.Tensor, target: torch.Tensor, return_parts: bool = False
-    ) -> torch.Tensor | LossParts:
-        """Compute the total loss of eq. (4).
+    def parts(self, logits: torch.Tensor, target: torch.Tensor) -> LossParts:
+        """Total loss of eq. (4) and its unweighted ``"focal"`` and ``"dice"`` terms.
 
         Args:
             logits: ``[B, K, H, W]`` raw scores, any float dtype.
             target: ``[B, H, W]`` integer labels in ``[0, K)`` or ``ignore_index``.
-            return_parts: also return the unweighted focal and dice terms.
-
-        Returns:
-            The scalar total (float32; float64 for float64 logits), or a
-            :class:`LossParts` if ``return_parts``.
 
         Raises:
             ValueError: on mismatched shapes, a wrong number of classes in ``alpha``,
                 or labels outside ``[0, K)`` that are not ``ignore_index``.
-        """
-        parts = self.parts(logits, target)
-        return parts if return_parts else parts.total
-
-    def parts(self, logits: torch.Tensor, target: torch.Tensor) -> LossParts:
-        """Total loss and its unweighted ``"focal"`` and ``"dice"`` terms.
-
-        Args:
-            logits: ``[B, K, H, W]`` raw scores, any float dtype.
-            target: ``[B, H, W]`` integer labels in ``[0, K)`` or ``ignore_index``.
         """
         if logits.ndim != 4:
             raise ValueError(
@@ -305,7 +317,7 @@ class FocalDiceLoss(nn.Module):
         return LossParts(total, {"focal": focal, "dice": dice})
 
 
-class BCEDiceLoss(nn.Module):
+class BCEDiceLoss(_PartsLoss):
     """Binary water loss: BCE-with-logits plus soft dice of the water class.
 
     Over the valid pixels ``Ω`` of the batch (``N = |Ω|``, ``p = σ(z)``, labels
@@ -348,47 +360,17 @@ class BCEDiceLoss(nn.Module):
             f"ignore_index={self.ignore_index}"
         )
 
-    @overload
-    def forward(
-        self,
-        logits: torch.Tensor,
-        target: torch.Tensor,
-        return_parts: Literal[False] = ...,
-    ) -> torch.Tensor: ...
-
-    @overload
-    def forward(
-        self, logits: torch.Tensor, target: torch.Tensor, return_parts: Literal[True]
-    ) -> LossParts: ...
-
-    def forward(
-        self, logits: torch.Tensor, target: torch.Tensor, return_parts: bool = False
-    ) -> torch.Tensor | LossParts:
-        """Compute ``L_bce + λ_dice · L_dice``.
+    def parts(self, logits: torch.Tensor, target: torch.Tensor) -> LossParts:
+        """``L_bce + λ_dice · L_dice`` and its unweighted ``"bce"`` and ``"dice"``.
 
         Args:
             logits: ``[B, 1, H, W]`` or ``[B, H, W]`` water logits, any float dtype.
-            target: ``[B, H, W]`` (or ``[B, 1, H, W]``) labels: 1 water, 0 not
-                water, ``ignore_index`` excluded.
-            return_parts: also return the unweighted ``"bce"`` and ``"dice"`` terms.
-
-        Returns:
-            The scalar total (float32; float64 for float64 logits), or a
-            :class:`LossParts` if ``return_parts``.
+            target: ``[B, H, W]`` or ``[B, 1, H, W]`` labels: 1 water, 0 not water,
+                ``ignore_index`` excluded.
 
         Raises:
             ValueError: on mismatched shapes or labels other than 0, 1 and
                 ``ignore_index``.
-        """
-        parts = self.parts(logits, target)
-        return parts if return_parts else parts.total
-
-    def parts(self, logits: torch.Tensor, target: torch.Tensor) -> LossParts:
-        """Total loss and its unweighted ``"bce"`` and ``"dice"`` terms.
-
-        Args:
-            logits: ``[B, 1, H, W]`` or ``[B, H, W]`` water logits.
-            target: ``[B, H, W]`` or ``[B, 1, H, W]`` labels in ``{0, 1, ignore}``.
         """
         if logits.ndim == 4 and logits.shape[1] == 1:
             logits = logits[:, 0]
@@ -433,15 +415,15 @@ _WATER_OPTIONS = ("lambda_dice", "eps", "ignore_index")
 
 
 def build_loss(
-    task: str,
+    task: str | Task,
     class_counts: Sequence[float] | np.ndarray | torch.Tensor | None = None,
     **overrides: Any,
 ) -> FocalDiceLoss | BCEDiceLoss:
     """Build the paper's loss for a task, with the paper's hyper-parameters.
 
     Args:
-        task: ``"lulc"`` (:class:`FocalDiceLoss`) or ``"water"``
-            (:class:`BCEDiceLoss`).
+        task: ``"lulc"`` or its record (:class:`FocalDiceLoss`), or ``"water"``
+            (binary: :class:`BCEDiceLoss`).
         class_counts: LULC only: per-class training pixel counts, turned into ``α``
             by :func:`class_weights_from_counts`. ``None`` gives uniform ``α``.
         **overrides: constructor arguments of the chosen loss, e.g.
@@ -451,18 +433,17 @@ def build_loss(
         ValueError: for an unknown task, an unknown override, ``class_counts`` with
             the water task, or both ``class_counts`` and ``alpha``.
     """
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
-    allowed = _LULC_OPTIONS if task == "lulc" else _WATER_OPTIONS
+    t = get_task(task)
+    allowed = _WATER_OPTIONS if t.binary else _LULC_OPTIONS
     unknown = sorted(set(overrides) - set(allowed))
     if unknown:
         raise ValueError(
-            f"unknown {task} loss option(s) {unknown}; valid: {', '.join(allowed)}"
+            f"unknown {t.name} loss option(s) {unknown}; valid: {', '.join(allowed)}"
         )
-    if task == "water":
+    if t.binary:
         if class_counts is not None:
             raise ValueError(
-                "class_counts apply to the lulc loss only; the water loss "
+                f"class_counts apply to the lulc loss only; the {t.name} loss "
                 "(BCE + dice) has no class weights"
             )
         return BCEDiceLoss(**overrides)

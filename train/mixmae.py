@@ -53,10 +53,11 @@ pixels, ``lin_n = (lin − min)/(max − min + 1e-6)``, weight ``w = exp(s·(1 �
 in ``[1, e]`` for ``s = 1``: the darkest pixels (water, shadow) weigh most. It is
 pixel-wise and multiplies the squared error of the normalised target:
 ``loss = Σ w·(pred − target)² / #valid``, MixMIM's plain mean when all pixels are
-valid. The reference computes it after its ``Normalize`` transform (a quirk, see
-METHOD_NOTES §2.3); here it is computed from the σ0 dB patch before normalisation,
-clipped to the model's input range, and after the flips/rot90 that were applied to
-the image (a pixel permutation, so it equals weighting first and augmenting jointly).
+valid. The reference computes it after its ``Normalize`` transform (on already
+normalised values, a quirk); here it is computed from the σ0 dB patch before
+normalisation, clipped to the model's input range, and after the flips/rot90 that
+were applied to the image (a pixel permutation, so it equals weighting first and
+augmenting jointly).
 """
 
 from __future__ import annotations
@@ -365,6 +366,8 @@ class MixMAE(nn.Module):
         patch: cell size in pixels (the encoder stride).
         grid: last-stage token grid ``(gh, gw)`` at ``arch.img_size``.
     """
+
+    decoder_pos_embed: torch.Tensor
 
     def __init__(self, arch: ArchConfig, decoder: DecoderConfig) -> None:
         """Build the model.

@@ -24,58 +24,30 @@ scaler, per-rank RNG states including the mask generators), all atomically and
 from __future__ import annotations
 
 import io
-import logging
 import math
-import sys
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
+from alosmap._dist import DistInfo
 from alosmap._fileio import atomic_write_bytes
-from alosmap._version import __version__
 from alosmap.arch import ArchConfig, get_preset
-from alosmap.train import distributed as ddp
-from alosmap.train.checkpoint import (
-    atomic_torch_save,
-    capture_rng,
-    open_run,
-    restore_rng,
-    save_encoder,
-)
-from alosmap.train.data import DatasetFormatError, PatchDataset, TrainingData
-from alosmap.train.loop import (
-    RunCommon,
-    TrainingError,
-    _amp_dtype,
-    _device,
-    _wants_cuda,
-    write_csv,
-)
-from alosmap.train.mixmae import (
-    DECODER_PRESETS,
-    DecoderConfig,
-    MixMAE,
-    mix_images,
-    normalize_patches,
-    patchify,
-    random_pair_masks,
-    reconstruction_loss,
-    sar_w_weights,
-    unpatchify,
-)
-from alosmap.train.optim import build_optimizer, lr_at, scaled_lr, set_lr
-
-logger = logging.getLogger(__name__)
+from alosmap.train import mixmae
+from alosmap.train.checkpoint import save_encoder
+from alosmap.train.data import PatchDataset, TrainingData
+from alosmap.train.engine import Log, TrainingRun
+from alosmap.train.errors import DatasetFormatError, TrainingError
+from alosmap.train.mixmae import DECODER_PRESETS, DecoderConfig, MixMAE
 
 __all__ = [
     "RESUME_KIND",
     "PretrainConfig",
     "PretrainResult",
+    "PretrainRun",
     "build_pretrain_model",
     "mask_generator",
     "pretrain",
@@ -251,15 +223,6 @@ def _check(data: TrainingData, cfg: PretrainConfig, world: int) -> int:
     return n
 
 
-def _resume_fields(cfg: PretrainConfig, global_batch: int) -> dict[str, Any]:
-    d = {k: v for k, v in asdict(cfg).items() if k in _RESUME_KEYS}
-    d["data"] = str(Path(cfg.data).resolve())
-    dec = cfg.decoder()
-    d.update(decoder_dim=dec.dim, decoder_depth=dec.depth, decoder_heads=dec.heads)
-    d["global_batch"] = global_batch
-    return d
-
-
 def plot_reconstructions(
     path: Path,
     images: torch.Tensor,
@@ -284,12 +247,12 @@ def plot_reconstructions(
     size = (images.shape[-2], images.shape[-1])
     rec = pred.float()
     if norm_pix:
-        _, mean, scale = normalize_patches(
-            patchify(images, patch), patchify(valid, patch)
+        _, mean, scale = mixmae.normalize_patches(
+            mixmae.patchify(images, patch), mixmae.patchify(valid, patch)
         )
         rec = rec * scale + mean
-    rec = unpatchify(rec, patch, size)
-    mixed = mix_images(images, mask)
+    rec = mixmae.unpatchify(rec, patch, size)
+    mixed = mixmae.mix_images(images, mask)
     cols = [("input (normalised σ0)", images), ("mixed with partner", mixed)]
     cols.append(("reconstruction (un-mixed)", rec))
     if weights is not None:
@@ -322,122 +285,84 @@ def plot_reconstructions(
     atomic_write_bytes(path, buf.getvalue())
 
 
-class _Run(RunCommon):
-    """State of one pretraining process (see :func:`run_pretrain`)."""
+class PretrainRun(TrainingRun[PretrainConfig, PretrainResult]):
+    """One pretraining process (see :func:`pretrain`).
 
-    def __init__(
-        self, cfg: PretrainConfig, info: ddp.DistInfo, log: Callable[[str], None]
-    ):
-        self.cfg = cfg
-        self.info = info
-        self.log = log if info.primary else (lambda _msg: None)
-        self.out = Path(cfg.out_dir)
-        self.device = _device(cfg.device, info.local_rank)
-        self.amp_dtype = _amp_dtype(cfg, self.device)  # type: ignore[arg-type]
-        self.data = TrainingData(cfg.data)
-        self.n_patches = _check(self.data, cfg, info.world_size)
-        self.global_batch = cfg.batch_size * info.world_size
-        self.base_lr = (
-            cfg.lr if cfg.lr is not None else scaled_lr(cfg.blr, self.global_batch)
-        )
+    AdamW with betas (0.9, 0.95) and no layer-wise decay; no weight decay on norms,
+    biases, relative position tables and the mask token
+    (:func:`~alosmap.train.optim.no_weight_decay`).
+    """
+
+    kind = RESUME_KIND
+    product = "encoder.safetensors"
+    resume_keys = _RESUME_KEYS
+    betas = (0.9, 0.95)
+
+    def __init__(self, cfg: PretrainConfig, info: DistInfo, log: Log) -> None:
+        super().__init__(cfg, info, log)
         self.arch = get_preset(cfg.preset, img_size=self.data.patch_size)
-        self.clip_db = (-40.0, 20.0)
+        self.clip_db = self.data.clip_db  # as the dataset was normalised
 
-    # -- setup ---------------------------------------------------------------------
-    def _resume_checkpoint(self) -> dict[str, Any] | None:
-        now = _resume_fields(self.cfg, self.global_batch)
-        return open_run(
-            self.out,
-            resume=self.cfg.resume,
-            product="encoder.safetensors",
-            kind=RESUME_KIND,
-            now={k: now[k] for k in _RESUME_KEYS},
-        )
+    @property
+    def mae(self) -> MixMAE:
+        """The model (not its DDP wrapper)."""
+        return cast(MixMAE, self.model)
 
-    def setup(self) -> None:
+    # -- setup -----------------------------------------------------------------------
+    def check_data(self) -> None:
+        """A ``pretrain`` split, an even batch that fits, a valid mask ratio."""
+        self.n_patches = _check(self.data, self.cfg, self.info.world_size)
+
+    def create_model(self, fresh: bool) -> nn.Module:
+        """Encoder and un-mixing decoder (:func:`build_pretrain_model`)."""
+        return build_pretrain_model(self.arch, self.cfg.decoder())
+
+    def prepare(self) -> None:
+        """This rank's mask generator."""
+        self.mask_gen = mask_generator(self.cfg.seed, self.info.rank)
+
+    def train_dataset(self) -> PatchDataset:
+        """The ``pretrain`` split with σ0 dB for the SAR-W weights."""
         cfg = self.cfg
-        if self.info.primary:
-            self.out.mkdir(parents=True, exist_ok=True)
-        ddp.barrier()
-        self.ckpt = self._resume_checkpoint()
-        torch.manual_seed(cfg.seed)
-        model = build_pretrain_model(self.arch, cfg.decoder()).to(self.device)
-        self.model = model
-        self.ddp_model: nn.Module = model
-        if self.info.distributed:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        torch.manual_seed(cfg.seed + self.info.rank)
-        self.mask_gen = mask_generator(cfg.seed, self.info.rank)
-        # no layer-wise decay in pretraining; no weight decay on norms, biases,
-        # relative position tables and the mask token (optim.no_weight_decay)
-        self.optimizer = build_optimizer(
-            model,
-            lr=self.base_lr,
-            weight_decay=cfg.weight_decay,
-            layer_decay=1.0,
-            depths=self.arch.depths,
-            betas=(0.9, 0.95),
-        )
-        use_scaler = self.amp_dtype == torch.float16
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
-        self._loader()
-        self.epoch = 0
-        self.step = 0
-        self.rows: list[dict[str, Any]] = []
-        if self.ckpt is not None:
-            self._restore(self.ckpt)
-        self.tb = self._tensorboard()
-
-    def _loader(self) -> None:
-        from torch.utils.data import DataLoader, DistributedSampler
-
-        cfg, info = self.cfg, self.info
-        self.ds = PatchDataset(
+        return PatchDataset(
             self.data,
             "pretrain",
             augment=cfg.augment,
-            clip_db=self.clip_db,
             return_db=True,
             seed=cfg.seed,
         )
-        self.sampler = DistributedSampler(
-            self.ds,
-            num_replicas=info.world_size,
-            rank=info.rank,
-            shuffle=True,
-            seed=cfg.seed,
-            drop_last=True,
-        )
-        self.loader = DataLoader(
-            self.ds,
-            batch_size=cfg.batch_size,
-            sampler=self.sampler,
-            num_workers=cfg.workers,
-            drop_last=True,
-            pin_memory=self.device.type == "cuda",
-        )
-        self.iters = len(self.loader)
-        self.total_steps = cfg.epochs * self.iters
-        self.warmup_steps = cfg.warmup_epochs * self.iters
 
-    def _restore(self, ckpt: dict[str, Any]) -> None:
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        if ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
-        self.epoch = int(ckpt["epoch"])
-        self.step = int(ckpt["step"])
-        self.rows = [dict(r) for r in ckpt["history"]]
-        rngs = ckpt["rng"]
-        rng = rngs[min(self.info.rank, len(rngs) - 1)]
-        restore_rng(rng)
+    def resume_fields(self) -> dict[str, Any]:
+        """The options, with the decoder size resolved from the preset."""
+        d = super().resume_fields()
+        dec = self.cfg.decoder()
+        d.update(decoder_dim=dec.dim, decoder_depth=dec.depth, decoder_heads=dec.heads)
+        return d
+
+    def rng_state(self) -> dict[str, Any]:
+        """The random states and the mask generator's."""
+        state = super().rng_state()
+        state["mask"] = self.mask_gen.get_state()
+        return state
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The architecture, then progress."""
+        return {"arch": self.arch.to_dict(), **super().checkpoint_state()}
+
+    def restore_state(self, ckpt: dict[str, Any], rng: dict[str, Any]) -> None:
+        """The mask generator's state."""
         self.mask_gen.set_state(rng["mask"])
-        if self.info.primary:
-            write_csv(self.out / "log.csv", self.rows)  # drop rows after the ckpt
-        self.log(f"resumed from {self.out / 'last.pt'} after epoch {self.epoch}")
 
-    # -- one epoch -----------------------------------------------------------------
+    def on_start(self) -> None:
+        """Say what a fresh run does."""
+        if not self.resumed:
+            self.log(
+                f"pretraining {self.cfg.preset} encoder ({self.arch.img_size} px) on "
+                f"{self.n_patches} patches: {self.iters} steps/epoch, global batch "
+                f"{self.global_batch}, lr {self.base_lr:.3g}"
+            )
+
+    # -- one epoch -------------------------------------------------------------------
     def _batch(
         self, x: torch.Tensor, db: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
@@ -447,97 +372,60 @@ class _Run(RunCommon):
         valid = torch.isfinite(db).float()
         w = None
         if self.cfg.sar_w:
-            w = sar_w_weights(db, scale=self.cfg.sar_w_scale, clip_db=self.clip_db)
+            w = mixmae.sar_w_weights(
+                db, scale=self.cfg.sar_w_scale, clip_db=self.clip_db
+            )
         return x, w, valid
 
-    def train_epoch(self) -> dict[str, float]:
-        from tqdm import tqdm
-
-        cfg = self.cfg
-        self.ddp_model.train()
-        self.sampler.set_epoch(self.epoch)
-        self.ds.set_epoch(self.epoch)
-        sums = {"loss": 0.0, "mse": 0.0}
-        batches = 0
-        bar = tqdm(
-            total=self.iters,
-            desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
-            unit="batch",
-            leave=False,
-            file=sys.stderr,
-            disable=not (cfg.progress and self.info.primary),
+    def _loss(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        w: torch.Tensor | None,
+        valid: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Prediction of ``model`` on the mixed pairs, loss and unweighted MSE."""
+        with self.autocast():
+            pred = model(x, mask)
+        loss, mse = mixmae.reconstruction_loss(
+            pred,
+            x,
+            patch=self.mae.patch,
+            weight=w,
+            valid=valid,
+            norm_pix=self.cfg.norm_pix,
         )
-        with bar:
-            for x, _y, db in self.loader:
-                lr = lr_at(
-                    self.step,
-                    base_lr=self.base_lr,
-                    min_lr=cfg.min_lr,
-                    warmup_steps=self.warmup_steps,
-                    total_steps=self.total_steps,
-                )
-                set_lr(self.optimizer, lr)
-                x, w, valid = self._batch(x, db)
-                mask = random_pair_masks(
-                    x.shape[0],
-                    self.model.grid,
-                    cfg.mask_ratio,
-                    generator=self.mask_gen,
-                ).to(self.device)
-                with self._autocast():
-                    pred = self.ddp_model(x, mask)
-                loss, mse = reconstruction_loss(
-                    pred,
-                    x,
-                    patch=self.model.patch,
-                    weight=w,
-                    valid=valid,
-                    norm_pix=cfg.norm_pix,
-                )
-                if not self.scaler.is_enabled() and not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"the loss became {float(loss)} at epoch {self.epoch + 1}, "
-                        f"step {self.step}; lower the learning rate (--lr/--blr)"
-                    )
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(loss).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.step += 1
-                batches += 1
-                sums["loss"] += float(loss.detach())
-                sums["mse"] += float(mse)
-                bar.set_postfix(loss=f"{sums['loss'] / batches:.4f}", refresh=False)
-                bar.update()
-        sums["_batches"] = float(batches)
-        total = ddp.reduce_sums(sums)
-        n = max(1.0, total.pop("_batches"))
-        return {k: v / n for k, v in total.items()}
+        return pred, loss, mse
 
-    # -- bookkeeping (rank 0) ------------------------------------------------------
+    def training_step(
+        self, batch: Any
+    ) -> tuple[torch.Tensor, Mapping[str, float | torch.Tensor]]:
+        """Mix pairs with fresh masks, reconstruct; logs loss and MSE."""
+        x, _y, db = batch
+        x, w, valid = self._batch(x, db)
+        mask = mixmae.random_pair_masks(
+            x.shape[0], self.mae.grid, self.cfg.mask_ratio, generator=self.mask_gen
+        ).to(self.device)
+        _, loss, mse = self._loss(self.ddp_model, x, mask, w, valid)
+        return loss, {"loss": loss.detach(), "mse": mse}
+
+    # -- bookkeeping (rank 0) --------------------------------------------------------
     @torch.no_grad()
-    def visualise(self) -> None:
+    def draw(self) -> None:
         """Redraw ``reconstruction.png`` on fixed patches with a fixed mask."""
         n = min(_VIS_PATCHES, self.n_patches) // 2 * 2
-        ds = PatchDataset(self.data, "pretrain", clip_db=self.clip_db, return_db=True)
+        ds = PatchDataset(self.data, "pretrain", return_db=True)
         items = [ds[i] for i in range(n)]
         x = torch.stack([it[0] for it in items])
         db = torch.stack([it[2] for it in items])
         x, w, valid = self._batch(x, db)
         gen = torch.Generator().manual_seed(self.cfg.seed)
-        mask = random_pair_masks(n, self.model.grid, self.cfg.mask_ratio, generator=gen)
-        mask = mask.to(self.device)
-        model = self.model.eval()
-        with self._autocast():
-            pred = model(x, mask)
-        loss, _ = reconstruction_loss(
-            pred,
-            x,
-            patch=model.patch,
-            weight=w,
-            valid=valid,
-            norm_pix=self.cfg.norm_pix,
+        mask = mixmae.random_pair_masks(
+            n, self.mae.grid, self.cfg.mask_ratio, generator=gen
         )
+        mask = mask.to(self.device)
+        pred, loss, _ = self._loss(self.mae.eval(), x, mask, w, valid)
         plot_reconstructions(
             self.out / "reconstruction.png",
             x.cpu(),
@@ -545,78 +433,34 @@ class _Run(RunCommon):
             pred.float().cpu(),
             None if w is None else w.cpu(),
             valid.cpu(),
-            patch=model.patch,
+            patch=self.mae.patch,
             norm_pix=self.cfg.norm_pix,
             title=f"epoch {self.epoch}: loss {float(loss):.4f} on these patches",
         )
 
-    def save_checkpoint(self) -> None:
-        state = capture_rng()
-        state["mask"] = self.mask_gen.get_state()
-        rng = ddp.all_gather_objects(state)
-        if not self.info.primary:
-            return
-        ckpt = {
-            "kind": RESUME_KIND,
-            "alosmap_version": __version__,
-            "config": _resume_fields(self.cfg, self.global_batch),
-            "arch": self.arch.to_dict(),
-            "epoch": self.epoch,
-            "step": self.step,
-            "history": self.rows,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
-            "rng": rng,
-        }
-        atomic_torch_save(ckpt, self.out / "last.pt")
+    def log_columns(
+        self, train: dict[str, float], val: dict[str, float]
+    ) -> dict[str, Any]:
+        """``loss`` and ``mse``."""
+        return {"loss": train["loss"], "mse": train["mse"]}
 
-    def end_epoch(self, train: dict[str, float], secs: float) -> None:
-        self.epoch += 1
-        row: dict[str, Any] = {
-            "epoch": self.epoch,
-            "lr": self.optimizer.param_groups[0]["lr"],
-            "loss": train["loss"],
-            "mse": train["mse"],
-            "seconds": round(secs, 3),
-        }
-        self.rows.append(row)
-        if self.info.primary:
-            save_encoder(
-                self.model.encoder, self.arch, self.out / "encoder.safetensors"
-            )
-            write_csv(self.out / "log.csv", self.rows)
-            self.visualise()
-            if self.tb is not None:
-                for k in ("lr", "loss", "mse"):
-                    self.tb.add_scalar(f"pretrain/{k}", row[k], self.epoch)
-                self.tb.flush()
-            self.log(
-                f"epoch {self.epoch}/{self.cfg.epochs}  loss {train['loss']:.4f}  "
-                f"mse {train['mse']:.4f}  lr {row['lr']:.3g}  {secs:.1f}s"
-            )
-        self.save_checkpoint()
+    def save_products(self) -> None:
+        """``encoder.safetensors`` (what ``finetune --pretrained`` loads)."""
+        save_encoder(self.mae.encoder, self.arch, self.out / "encoder.safetensors")
 
-    def run(self) -> PretrainResult:
-        self.setup()
-        if self.ckpt is None:
-            self.log(
-                f"pretraining {self.cfg.preset} encoder ({self.arch.img_size} px) on "
-                f"{self.n_patches} patches: {self.iters} steps/epoch, global batch "
-                f"{self.global_batch}, lr {self.base_lr:.3g}"
-            )
-        done_now = 0
-        try:
-            while self.epoch < self.cfg.epochs:
-                if self.cfg.stop_after is not None and done_now >= self.cfg.stop_after:
-                    break
-                t0 = time.perf_counter()
-                train = self.train_epoch()
-                self.end_epoch(train, time.perf_counter() - t0)
-                done_now += 1
-        finally:
-            if self.tb is not None:
-                self.tb.close()
+    def scalars(self, row: dict[str, Any]) -> dict[str, float]:
+        """``pretrain/lr``, ``pretrain/loss``, ``pretrain/mse``."""
+        return {f"pretrain/{k}": row[k] for k in ("lr", "loss", "mse")}
+
+    def epoch_message(self, row: dict[str, Any], secs: float) -> str:
+        """Loss, MSE, LR, time."""
+        return (
+            f"epoch {self.epoch}/{self.cfg.epochs}  loss {row['loss']:.4f}  "
+            f"mse {row['mse']:.4f}  lr {row['lr']:.3g}  {secs:.1f}s"
+        )
+
+    def result(self) -> PretrainResult:
+        """The encoder's path and how far the run got."""
         last = float(self.rows[-1]["loss"]) if self.rows else math.nan
         return PretrainResult(
             encoder_path=self.out / "encoder.safetensors",
@@ -626,17 +470,24 @@ class _Run(RunCommon):
         )
 
 
-def run_pretrain(
-    cfg: PretrainConfig, log: Callable[[str], None] | None = None
-) -> PretrainResult:
-    """Pretrain an encoder (one process of a torchrun job, or the only one).
+#: Run one process of a torchrun job (or the only one); see :func:`pretrain`.
+run_pretrain = PretrainRun.launch
 
-    Args:
-        cfg: the run.
-        log: receives progress lines on rank 0 (default: ``logger.info``).
+
+def pretrain(
+    data: str | Path,
+    out_dir: str | Path,
+    *,
+    log: Log | None = None,
+    **options: Any,
+) -> PretrainResult:
+    """Pretrain with SAR-W-MixMAE; ``options`` are :class:`PretrainConfig` fields.
+
+    Each torchrun process runs its share (see :meth:`PretrainRun.launch`); progress
+    lines go to ``log`` on rank 0.
 
     Returns:
-        Where the encoder is and how far the run got.
+        Where the encoder is and how far the run got (meaningful on rank 0).
 
     Raises:
         DatasetFormatError: not a dataset, or no ``pretrain`` split.
@@ -645,20 +496,5 @@ def run_pretrain(
             (another preset, say).
         OutputExistsError: ``out_dir`` holds another run.
     """
-    info = ddp.init_distributed("cuda" if _wants_cuda(cfg.device) else "cpu")
-    try:
-        return _Run(cfg, info, log or logger.info).run()
-    finally:
-        ddp.cleanup()
-
-
-def pretrain(
-    data: str | Path,
-    out_dir: str | Path,
-    *,
-    log: Callable[[str], None] | None = None,
-    **options: Any,
-) -> PretrainResult:
-    """Pretrain with SAR-W-MixMAE; ``options`` are :class:`PretrainConfig` fields."""
     cfg = PretrainConfig(data=Path(data), out_dir=Path(out_dir), **options)
     return run_pretrain(cfg, log=log)

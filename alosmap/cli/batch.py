@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from alosmap.cli import _common
-from alosmap.cli.predict import (
-    Backend,
-    BackendOpt,
-    BandOpt,
-    BatchOpt,
-    CompileOpt,
-    DeviceOpt,
-    ModelOpt,
-    OverlapOpt,
-    PrecisionOpt,
-    ProbOpt,
-    Task,
-    ThreadsOpt,
-    TileOpt,
-    Units,
-    UnitsOpt,
-)
+from alosmap.cli import options as opt
+
+if TYPE_CHECKING:  # pragma: no cover
+    from alosmap.national.batch import BatchResult
 
 
 def _parse_shard(value: str | None) -> str | None:
@@ -73,14 +60,8 @@ def batch(
             "(_alosmap/) and the STAC catalog (stac/).",
         ),
     ] = ...,  # type: ignore[assignment]
-    task: Annotated[
-        Task | None,
-        typer.Option(
-            help="lulc (9 classes) or water. Default: the model's task (lulc without "
-            "--model)."
-        ),
-    ] = None,
-    model: ModelOpt = None,
+    task: opt.TaskOpt = None,
+    model: opt.ModelOpt = None,
     shard: Annotated[
         str | None,
         typer.Option(
@@ -90,11 +71,11 @@ def batch(
             "Under torchrun each rank also takes its share.",
         ),
     ] = None,
-    tile: TileOpt = None,
-    overlap: OverlapOpt = 64,
-    batch_size: BatchOpt = 8,
-    backend: BackendOpt = Backend.auto,
-    device: DeviceOpt = "cpu",
+    tile: opt.TileOpt = None,
+    overlap: opt.OverlapOpt = 64,
+    batch_size: opt.BatchOpt = 8,
+    backend: opt.BackendOpt = opt.Backend.auto,
+    device: opt.DeviceOpt = "cpu",
     confidence: Annotated[
         bool,
         typer.Option(
@@ -103,16 +84,16 @@ def batch(
             "confidence` needs it.",
         ),
     ] = True,
-    probabilities: ProbOpt = False,
+    probabilities: opt.ProbOpt = False,
     previews: Annotated[
         bool,
         typer.Option("--previews", help="Also write a PNG quicklook per scene."),
     ] = False,
-    input_units: UnitsOpt = Units.auto,
-    band: BandOpt = None,
-    threads: ThreadsOpt = None,
-    precision: PrecisionOpt = None,
-    compile: CompileOpt = False,
+    input_units: opt.UnitsOpt = opt.Units.auto,
+    band: opt.BandOpt = None,
+    threads: opt.ThreadsOpt = None,
+    precision: opt.PrecisionOpt = None,
+    compile: opt.CompileOpt = False,
     stac: Annotated[
         bool,
         typer.Option(
@@ -140,6 +121,8 @@ def batch(
     """
     from alosmap.national.batch import Shard, expand_scenes, read_manifest, run_batch
 
+    params = dict(locals())
+
     if not scenes and manifest is None:
         raise typer.BadParameter(
             "give SCENES and/or --manifest FILE", param_hint="SCENES"
@@ -150,26 +133,17 @@ def batch(
     res = run_batch(
         all_scenes,
         output_dir,
-        task=task.value if task is not None else None,
-        model=model,
-        tile=tile,
-        overlap=overlap,
-        batch_size=batch_size,
-        backend=backend.value,
-        device=device,
-        confidence=confidence,
-        probabilities=probabilities,
-        previews=previews,
-        input_units=input_units.value,
-        band=band,
-        threads=threads,
-        precision=precision.value if precision is not None else None,
-        compile=compile,
+        opt.inference_options(params),
         shard=Shard.parse(shard) if shard else None,
-        overwrite=overwrite,
+        previews=previews,
         stac=stac,
         progress=_common.show_progress(),
     )
+    _report(res)
+
+
+def _report(res: BatchResult) -> None:
+    """Print the batch's outcome (rank 0); exit 1 when any scene failed."""
     if not res.primary:
         if res.failed:
             raise typer.Exit(1)

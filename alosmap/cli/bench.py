@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-import platform
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from alosmap.cli.options import DeviceOpt, ThreadsOpt
+
 
 def _ints(text: str, what: str, minimum: int) -> list[int]:
+    """Comma-separated integers ``>= minimum`` (a usage error otherwise)."""
     try:
         values = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
@@ -22,99 +24,104 @@ def _ints(text: str, what: str, minimum: int) -> list[int]:
     return values
 
 
+def _existing_file(*names: str, help_text: str) -> Any:
+    """An option naming an existing file."""
+    return typer.Option(*names, exists=True, dir_okay=False, help=help_text)
+
+
+ModelFile = Annotated[
+    Path | None,
+    _existing_file(
+        "--model",
+        "-m",
+        help_text="Model file to measure: .safetensors (torch; exported to ONNX on "
+        "the fly for onnx), .onnx or .engine. Default: a random model of "
+        "--preset.",
+    ),
+]
+OnnxFile = Annotated[
+    Path | None,
+    _existing_file(
+        "--onnx",
+        help_text="ONNX export of --model to use (instead of exporting on the fly).",
+    ),
+]
+EngineFile = Annotated[
+    Path | None,
+    _existing_file(
+        "--engine", help_text="TensorRT engine of --model, for the tensorrt variant."
+    ),
+]
+PresetOpt = Annotated[
+    str, typer.Option(help="Architecture when no --model: paper, small or tiny.")
+]
+BackendsOpt = Annotated[
+    str,
+    typer.Option(
+        help="Variants to compare, comma-separated: backend[-options] with "
+        "backend torch, onnx or tensorrt and options fp32/bf16/fp16, compile "
+        "(torch) and cpu/cuda/trt (onnx execution providers). E.g. "
+        "torch,torch-bf16,torch-compile,onnx,onnx-cuda-fp16,tensorrt.",
+    ),
+]
+BatchSizesOpt = Annotated[
+    str,
+    typer.Option(
+        help="Batch sizes timed model-only, e.g. 1,8,64 (default: --batch-size)."
+    ),
+]
+E2EBatchOpt = Annotated[
+    int,
+    typer.Option("--batch-size", "-b", min=1, help="Batch size of the end-to-end run."),
+]
+BatchesOpt = Annotated[
+    int, typer.Option(min=1, help="Timed batches per batch size (after warm-up).")
+]
+AgreeTilesOpt = Annotated[
+    int, typer.Option(min=1, help="Tiles compared with PyTorch fp32 (agreement).")
+]
+SceneSizeOpt = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        help="Side (px) of the generated scene run end to end through predict; "
+        "0 skips it.",
+    ),
+]
+TileOverlapOpt = Annotated[int, typer.Option(min=0, help="Tile overlap (px).")]
+RssSizesOpt = Annotated[
+    str,
+    typer.Option(
+        help="Also measure the pipeline's peak RSS at these scene sizes (e.g. "
+        "2000,6000,12000) with the first variant; empty to skip."
+    ),
+]
+NodataCheckOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Also time the first variant on a --size scene whose top 30 % is no data."
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
 def bench(
-    model: Annotated[
-        Path | None,
-        typer.Option(
-            "--model",
-            "-m",
-            exists=True,
-            dir_okay=False,
-            help="Model file to measure: .safetensors (torch; exported to ONNX on "
-            "the fly for onnx), .onnx or .engine. Default: a random model of "
-            "--preset.",
-        ),
-    ] = None,
-    preset: Annotated[
-        str, typer.Option(help="Architecture when no --model: paper, small or tiny.")
-    ] = "paper",
-    backends: Annotated[
-        str,
-        typer.Option(
-            help="Variants to compare, comma-separated: backend[-options] with "
-            "backend torch, onnx or tensorrt and options fp32/bf16/fp16, compile "
-            "(torch) and cpu/cuda/trt (onnx execution providers). E.g. "
-            "torch,torch-bf16,torch-compile,onnx,onnx-cuda-fp16,tensorrt.",
-        ),
-    ] = "torch,onnx",
-    batch_sizes: Annotated[
-        str,
-        typer.Option(
-            help="Batch sizes timed model-only, e.g. 1,8,64 (default: --batch-size)."
-        ),
-    ] = "",
-    batch_size: Annotated[
-        int,
-        typer.Option(
-            "--batch-size", "-b", min=1, help="Batch size of the end-to-end run."
-        ),
-    ] = 8,
-    batches: Annotated[
-        int, typer.Option(min=1, help="Timed batches per batch size (after warm-up).")
-    ] = 3,
-    agree_tiles: Annotated[
-        int,
-        typer.Option(min=1, help="Tiles compared with PyTorch fp32 (agreement)."),
-    ] = 8,
-    size: Annotated[
-        int,
-        typer.Option(
-            min=0,
-            help="Side (px) of the generated scene run end to end through predict; "
-            "0 skips it.",
-        ),
-    ] = 2000,
-    onnx: Annotated[
-        Path | None,
-        typer.Option(
-            "--onnx",
-            exists=True,
-            dir_okay=False,
-            help="ONNX export of --model to use (instead of exporting on the fly).",
-        ),
-    ] = None,
-    engine: Annotated[
-        Path | None,
-        typer.Option(
-            "--engine",
-            exists=True,
-            dir_okay=False,
-            help="TensorRT engine of --model, for the tensorrt variant.",
-        ),
-    ] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
-    overlap: Annotated[int, typer.Option(min=0, help="Tile overlap (px).")] = 64,
-    threads: Annotated[
-        int | None,
-        typer.Option(
-            min=1, help="CPU threads for the model (default: the physical cores)."
-        ),
-    ] = None,
-    rss_sizes: Annotated[
-        str,
-        typer.Option(
-            help="Also measure the pipeline's peak RSS at these scene sizes (e.g. "
-            "2000,6000,12000) with the first variant; empty to skip."
-        ),
-    ] = "",
-    nodata_check: Annotated[
-        bool,
-        typer.Option(
-            help="Also time the first variant on a --size scene whose top 30 % is "
-            "no data."
-        ),
-    ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    model: ModelFile = None,
+    preset: PresetOpt = "paper",
+    backends: BackendsOpt = "torch,onnx",
+    batch_sizes: BatchSizesOpt = "",
+    batch_size: E2EBatchOpt = 8,
+    batches: BatchesOpt = 3,
+    agree_tiles: AgreeTilesOpt = 8,
+    size: SceneSizeOpt = 2000,
+    onnx: OnnxFile = None,
+    engine: EngineFile = None,
+    device: DeviceOpt = "cpu",
+    overlap: TileOverlapOpt = 64,
+    threads: ThreadsOpt = None,
+    rss_sizes: RssSizesOpt = "",
+    nodata_check: NodataCheckOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Compare backends on the same model and tiles, and time predict end to end.
 
@@ -125,129 +132,47 @@ def bench(
     (3.8·10⁹ px at 10 m). Every variant runs in its own process. Random weights are
     used without --model: speed does not depend on the weights.
     """
-    import time
-
-    from alosmap.errors import AlosmapError, BackendOptionError
-    from alosmap.predict.bench import compare, measure, parse_variants, temp_workdir
+    from alosmap.errors import BackendOptionError
+    from alosmap.export.onnx import export_onnx
+    from alosmap.predict.bench import BenchRequest, parse_variants, run_bench
 
     try:
         variants = parse_variants(backends)
     except BackendOptionError as exc:
         raise typer.BadParameter(str(exc), param_hint="--backends") from None
-    sizes = _ints(batch_sizes, "batch sizes", 1) if batch_sizes else [batch_size]
-    extra = _ints(rss_sizes, "sizes", 64) if rss_sizes else []
-    notes: list[str] = []
-    with temp_workdir() as tmp:
-        work = Path(tmp)
-        files: dict[str, Path | None] = {
-            "model": None,
-            "onnx": onnx,
-            "onnx_fp16": None,
-            "engine": engine,
-        }
-        if model is None:
-            import torch
-
-            from alosmap.arch import get_preset
-            from alosmap.models import build_model
-            from alosmap.spec import default_spec, save_model
-
-            spec = default_spec("lulc", get_preset(preset), name=f"{preset}-bench")
-            torch.manual_seed(0)
-            model = save_model(
-                build_model(spec.arch).eval(), spec, work / f"{preset}.safetensors"
-            )
-            notes.append(f"{preset} preset, random weights")
-        suffix = model.suffix.lower()
-        key = {".safetensors": "model", ".onnx": "onnx"}.get(suffix, "engine")
-        files[key] = model
-        wants = {v.backend for v in variants}
-        fp16 = any(v.backend == "onnx" and v.precision == "fp16" for v in variants)
-        if files["model"] is not None and "onnx" in wants:
-            from alosmap.export.onnx import export_onnx
-            from alosmap.spec import SPEC_KEY, load_model
-
-            net, spec = load_model(files["model"])
-            meta = {SPEC_KEY: spec.to_json()}
-            if files["onnx"] is None:
-                t0 = time.perf_counter()
-                files["onnx"] = export_onnx(net, work / "model.onnx", metadata=meta)
-                notes.append(f"ONNX export {time.perf_counter() - t0:.0f} s")
-            if fp16:
-                try:
-                    files["onnx_fp16"] = export_onnx(
-                        net, work / "model_fp16.onnx", metadata=meta, fp16=True
-                    )
-                except AlosmapError as exc:  # the fp16 variants then report it
-                    notes.append(f"fp16 ONNX export failed: {exc}")
-        if "tensorrt" in wants and files["engine"] is None:
-            raise BackendOptionError(
-                "--backends tensorrt needs an engine: pass --engine (build one with "
-                "`alosmap export tensorrt`)"
-            )
-        report = compare(
-            variants,
-            workdir=work,
-            model=files["model"],
-            onnx=files["onnx"],
-            onnx_fp16=files["onnx_fp16"],
-            engine=files["engine"],
-            device=device,
-            batch_sizes=tuple(sizes),
-            batches=batches,
-            agree_tiles=agree_tiles,
-            size=size,
-            e2e_batch=batch_size,
-            overlap=overlap,
-            threads=threads,
-        )
-        pipeline = []
-        first = next((v for v in variants if v.providers is None), None)
-        if first is not None and (nodata_check or extra):
-            path = {"torch": files["model"], "onnx": files["onnx"]}.get(
-                first.backend, files["engine"]
-            )
-            kw: dict[str, Any] = dict(
-                workdir=work,
-                backend=first.backend,
-                device=device,
-                batch_size=batch_size,
-                batches=batches,
-                overlap=overlap,
-                threads=threads,
-                precision=first.precision,
-                compile=first.compile,
-            )
-            if path is not None:
-                if nodata_check and size:
-                    pipeline.append(measure(path, size, **kw))
-                    pipeline.append(measure(path, size, nodata_fraction=0.3, **kw))
-                pipeline.extend(measure(path, s, **kw) for s in extra)
-    from alosmap.runtime.probe import cpu_info
-
-    cpu = cpu_info()
-    threads = {v["threads"] for v in report["variants"] if v.get("threads")}
-    machine = (
-        f"{cpu['model']} ({platform.machine()}), {cpu['physical']} physical cores "
-        f"({cpu['logical']} logical); CPU threads used: "
-        + (", ".join(map(str, sorted(threads))) or "-")
+    request = BenchRequest(
+        variants=tuple(variants),
+        model=model,
+        preset=preset,
+        batch_sizes=tuple(
+            _ints(batch_sizes, "batch sizes", 1) if batch_sizes else [batch_size]
+        ),
+        batch_size=batch_size,
+        batches=batches,
+        agree_tiles=agree_tiles,
+        size=size,
+        onnx=onnx,
+        engine=engine,
+        device=device,
+        overlap=overlap,
+        threads=threads,
+        rss_sizes=tuple(_ints(rss_sizes, "sizes", 64)),
+        nodata_check=nodata_check,
     )
-    report.update(model=model.name, machine=machine, notes=notes)
-    if pipeline:
-        from dataclasses import asdict
-
-        report["pipeline"] = [asdict(r) for r in pipeline]
+    report = run_bench(request, export_onnx=export_onnx)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
-        return
-    _print_report(report, pipeline)
+    else:
+        _print_report(report)
 
 
 def _fmt(value: float | None, spec: str, missing: str = "-") -> str:
+    """``value`` formatted with ``spec``; ``missing`` for None."""
     return missing if value is None else format(value, spec)
 
 
-def _print_report(report: dict[str, Any], pipeline: list[Any]) -> None:
+def _print_report(report: dict[str, Any]) -> None:
+    """The report as tables: model only, end to end, then the pipeline runs."""
     ref = report["reference"]
     head = " · ".join(
         [f"model {report['model']}", *report["notes"], f"device {report['device']}"]
@@ -263,57 +188,77 @@ def _print_report(report: dict[str, Any], pipeline: list[Any]) -> None:
         f"{'x ref':>6} {mem:>11} {'argmax %':>9} {'max|Δp|':>8} {'load s':>6} "
         f"{'1st s':>6}"
     )
-    ref_tps = {}
+    ref_tps: dict[int, float] = {}
     for v in report["variants"]:
         if v["variant"] == ref:
-            ref_tps = {r["batch_size"]: r["tiles_per_s"] for r in v["rows"]}
+            ref_tps = _tiles_per_s(v)
     for v in report["variants"]:
-        if v["error"]:
-            typer.echo(f"{v['variant']:<20} failed: {v['error']}")
-            continue
-        where = _runs_on(v)
-        label = v["variant"] + (f" ({v['precision']})" if v["precision"] else "")
-        for i, r in enumerate(v["rows"]):
-            a = v["agreement"]
-            if v["variant"] == ref:
-                agree, dprob = "ref", "ref"
-            elif a:
-                agree, dprob = f"{a['argmax_pct']:.3f}", f"{a['max_abs_dprob']:.1e}"
-            else:
-                agree, dprob = "-", "-"
-            base = ref_tps.get(r["batch_size"])
-            speed = _fmt(r["tiles_per_s"] / base if base else None, ".2f")
-            typer.echo(
-                f"{label if i == 0 else '':<20} {where if i == 0 else '':<10} "
-                f"{r['batch_size']:>5} {r['tiles_per_s']:>8.3f} "
-                f"{r['ms_per_tile']:>8.1f} {speed:>6} {r['peak_mb']:>11.0f} "
-                f"{agree if i == 0 else '':>9} {dprob if i == 0 else '':>8} "
-                f"{_fmt(v['load_s'], '.1f') if i == 0 else '':>6} "
-                f"{r['warmup_s']:>6.1f}"
-            )
+        _print_variant(v, ref, ref_tps)
     e2e = [v for v in report["variants"] if v.get("e2e")]
     if e2e:
-        s = e2e[0]["e2e"]
+        _print_e2e(e2e, mem)
+    if report.get("pipeline"):
+        _print_pipeline(report["pipeline"])
+
+
+def _tiles_per_s(variant: dict[str, Any]) -> dict[int, float]:
+    """A variant's model-only tiles/s by batch size."""
+    return {r["batch_size"]: r["tiles_per_s"] for r in variant["rows"]}
+
+
+def _ratio(value: float, base: dict[int, float], batch: int) -> str:
+    """``value`` over ``base[batch]`` (2 decimals), ``-`` without a base."""
+    b = base.get(batch)
+    return _fmt(value / b if b else None, ".2f")
+
+
+def _print_variant(
+    v: dict[str, Any], ref: str | None, ref_tps: dict[int, float]
+) -> None:
+    """A variant's model-only rows (its error line if it failed)."""
+    if v["error"]:
+        typer.echo(f"{v['variant']:<20} failed: {v['error']}")
+        return
+    where = _runs_on(v)
+    label = v["variant"] + (f" ({v['precision']})" if v["precision"] else "")
+    a = v["agreement"]
+    if v["variant"] == ref:
+        agree, dprob = "ref", "ref"
+    elif a:
+        agree, dprob = f"{a['argmax_pct']:.3f}", f"{a['max_abs_dprob']:.1e}"
+    else:
+        agree, dprob = "-", "-"
+    for i, r in enumerate(v["rows"]):
+        speed = _ratio(r["tiles_per_s"], ref_tps, r["batch_size"])
         typer.echo(
-            f"end to end: predict on a generated {s['size']}x{s['size']} scene "
-            f"(batch {s['batch_size']}); Japan = 3.8e9 px at 10 m"
+            f"{label if i == 0 else '':<20} {where if i == 0 else '':<10} "
+            f"{r['batch_size']:>5} {r['tiles_per_s']:>8.3f} "
+            f"{r['ms_per_tile']:>8.1f} {speed:>6} {r['peak_mb']:>11.0f} "
+            f"{agree if i == 0 else '':>9} {dprob if i == 0 else '':>8} "
+            f"{_fmt(v['load_s'], '.1f') if i == 0 else '':>6} "
+            f"{r['warmup_s']:>6.1f}"
         )
+
+
+def _print_e2e(variants: list[dict[str, Any]], mem: str) -> None:
+    """The end-to-end table: predict on the generated scene, per variant."""
+    s = variants[0]["e2e"]
+    typer.echo(
+        f"end to end: predict on a generated {s['size']}x{s['size']} scene "
+        f"(batch {s['batch_size']}); Japan = 3.8e9 px at 10 m"
+    )
+    typer.echo(
+        f"{'variant':<20} {'tiles':>11} {'seconds':>8} {'tiles/s':>8} "
+        f"{'effic.':>6} {mem:>11} {'Japan h':>9}"
+    )
+    for v in variants:
+        s = v["e2e"]
+        eff = _ratio(s["tiles_per_s"], _tiles_per_s(v), s["batch_size"])
         typer.echo(
-            f"{'variant':<20} {'tiles':>11} {'seconds':>8} {'tiles/s':>8} "
-            f"{'effic.':>6} {mem:>11} {'Japan h':>9}"
+            f"{v['variant']:<20} {s['tiles_run']:>5}/{s['tiles_total']:<5} "
+            f"{s['seconds']:>8.1f} {s['tiles_per_s']:>8.3f} {eff:>6} "
+            f"{s['peak_mb']:>11.0f} {s['japan_hours']:>9.1f}"
         )
-        for v in e2e:
-            s = v["e2e"]
-            model_tps = {r["batch_size"]: r["tiles_per_s"] for r in v["rows"]}
-            base = model_tps.get(s["batch_size"])
-            eff = _fmt(s["tiles_per_s"] / base if base else None, ".2f")
-            typer.echo(
-                f"{v['variant']:<20} {s['tiles_run']:>5}/{s['tiles_total']:<5} "
-                f"{s['seconds']:>8.1f} {s['tiles_per_s']:>8.3f} {eff:>6} "
-                f"{s['peak_mb']:>11.0f} {s['japan_hours']:>9.1f}"
-            )
-    if pipeline:
-        _print_pipeline(pipeline)
 
 
 def _runs_on(v: dict[str, Any]) -> str:
@@ -327,7 +272,8 @@ def _runs_on(v: dict[str, Any]) -> str:
     return "gpu" if v["memory"] == "gpu" else "cpu"
 
 
-def _print_pipeline(results: list[Any]) -> None:
+def _print_pipeline(results: list[dict[str, Any]]) -> None:
+    """Model-only vs end-to-end throughput, the no-data and the peak RSS ratios."""
     typer.echo("pipeline (first variant): model-only vs end-to-end throughput")
     typer.echo(
         f"{'scene':>12} {'no-data':>7} {'backend':>8} {'model t/s':>9} "
@@ -336,19 +282,20 @@ def _print_pipeline(results: list[Any]) -> None:
     )
     for r in results:
         typer.echo(
-            f"{r.size:>5}x{r.size:<6} {r.nodata_fraction:>7.0%} {r.backend:>8} "
-            f"{r.model_tiles_per_s:>9.3f} {r.e2e_tiles_per_s:>8.3f} "
-            f"{r.efficiency:>6.3f} {r.tiles_run:>5}/{r.tiles_total:<5} "
-            f"{r.e2e_seconds:>8.1f} {r.peak_rss_mb:>11.0f}"
+            f"{r['size']:>5}x{r['size']:<6} {r['nodata_fraction']:>7.0%} "
+            f"{r['backend']:>8} {r['model_tiles_per_s']:>9.3f} "
+            f"{r['e2e_tiles_per_s']:>8.3f} {r['efficiency']:>6.3f} "
+            f"{r['tiles_run']:>5}/{r['tiles_total']:<5} "
+            f"{r['e2e_seconds']:>8.1f} {r['peak_rss_mb']:>11.0f}"
         )
-    full = [r for r in results if r.nodata_fraction == 0]
-    nd = [r for r in results if r.nodata_fraction > 0]
+    full = [r for r in results if r["nodata_fraction"] == 0]
+    nd = [r for r in results if r["nodata_fraction"] > 0]
     if full and nd:
         typer.echo(
             f"time(30 % no data) / time(full) = "
-            f"{nd[0].e2e_seconds / full[0].e2e_seconds:.3f}"
+            f"{nd[0]['e2e_seconds'] / full[0]['e2e_seconds']:.3f}"
         )
-    rss = {r.size: r.peak_rss_mb for r in full}
+    rss = {r["size"]: r["peak_rss_mb"] for r in full}
     if len(rss) > 1:
         lo = min(rss)
         for s in sorted(rss):

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import json
-import os
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from alosmap.cli import _common
+from alosmap.cli._maps import (
+    AoiOpt,
+    OverwriteOpt,
+    check_outputs,
+    map_argument,
+    output_option,
+)
+from alosmap.cli.options import Task
 
 #: Report suffixes of ``-o``.
 REPORT_SUFFIXES = (".json", ".csv", ".png")
-
-
-class MapTask(str, Enum):
-    """Task of a map without an ``ALOSMAP_TASK`` tag."""
-
-    lulc = "lulc"
-    water = "water"
 
 
 class ReferenceLegend(str, Enum):
@@ -32,64 +32,13 @@ class ReferenceLegend(str, Enum):
     water = "water"
 
 
-AoiOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--aoi",
-        exists=True,
-        dir_okay=False,
-        help="Polygons (GeoJSON in WGS 84; .gpkg/.shp with alosmap\\[vector]): only "
-        "pixels whose centre is inside count.",
-    ),
+MapArg = Annotated[
+    Path, map_argument("LULC or water map written by alosmap predict / water.")
 ]
-OverwriteOpt = Annotated[
-    bool, typer.Option("--overwrite", help="Replace existing output files.")
-]
-
-
-def check_outputs(
-    paths: list[Path], suffixes: tuple[str, ...], overwrite: bool
-) -> list[Path]:
-    """Validate output paths before any work: suffix, duplicates, directory, exists.
-
-    Raises:
-        typer.BadParameter: an unknown suffix or a path given twice.
-        OutputPathError: the directory does not exist.
-        OutputExistsError: a file exists and ``overwrite`` is false.
-    """
-    from alosmap.errors import OutputExistsError, OutputPathError
-
-    seen: set[Path] = set()
-    for p in paths:
-        if p.suffix.lower() not in suffixes:
-            raise typer.BadParameter(
-                f"{p}: use a {', '.join(suffixes)} file name", param_hint="-o"
-            )
-        key = p.resolve()
-        if key in seen:
-            raise typer.BadParameter(f"{p} given twice", param_hint="-o")
-        seen.add(key)
-        if not p.parent.is_dir():
-            raise OutputPathError(f"output directory {p.parent} does not exist")
-        if not os.access(p.parent, os.W_OK):
-            raise OutputPathError(f"output directory {p.parent} is not writable")
-        if p.exists() and not overwrite:
-            raise OutputExistsError(
-                f"{p} exists; use --overwrite to replace it (it is kept as it is)"
-            )
-    return paths
 
 
 def evaluate(
-    map_path: Annotated[
-        Path,
-        typer.Argument(
-            metavar="MAP",
-            exists=True,
-            dir_okay=False,
-            help="LULC or water map written by alosmap predict / water.",
-        ),
-    ],
+    map_path: MapArg,
     reference: Annotated[
         Path,
         typer.Argument(
@@ -103,21 +52,18 @@ def evaluate(
     aoi: AoiOpt = None,
     output: Annotated[
         list[Path] | None,
-        typer.Option(
-            "--output",
-            "-o",
-            dir_okay=False,
-            metavar="FILE",
-            help="Also write the report: .json (everything), .csv (per-class "
+        output_option(
+            "Also write the report: .json (everything), .csv (per-class "
             "metrics and confusion matrix), .png (confusion matrix; needs "
             "alosmap\\[plot]). Repeat for several.",
+            metavar="FILE",
         ),
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the JSON report instead of tables.")
     ] = False,
     task: Annotated[
-        MapTask | None,
+        Task | None,
         typer.Option(help="Task of a map without the ALOSMAP_TASK tag."),
     ] = None,
     reference_legend: Annotated[
@@ -135,7 +81,7 @@ def evaluate(
     counted. LULC: per-class IoU and accuracy, mIoU, mAcc (paper Table
     II); water: IoU_water, precision, recall (Table III), on stdout.
     """
-    from alosmap.national.evaluate import evaluate_map, format_report, report_csv
+    from alosmap.national.evaluate import evaluate_map, format_report
 
     outputs = check_outputs(list(output or []), REPORT_SUFFIXES, overwrite)
     if any(p.suffix.lower() == ".png" for p in outputs):
@@ -149,7 +95,25 @@ def evaluate(
         reference_legend=reference_legend.value,
         aoi=aoi,
     )
+    _write_reports(
+        outputs, report, title=f"{map_path.name} vs {reference.name} (row %)"
+    )
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        typer.echo(format_report(report))
+
+
+def _write_reports(outputs: list[Path], report: dict[str, Any], title: str) -> None:
+    """Write the report to each ``-o`` file, by suffix (``.json``, ``.csv``, ``.png``).
+
+    Args:
+        outputs: the files (already checked by :func:`check_outputs`).
+        report: the report of :func:`alosmap.national.evaluate.evaluate_map`.
+        title: title of the confusion-matrix plot.
+    """
     from alosmap._fileio import atomic_write_bytes
+    from alosmap.national.evaluate import report_csv
     from alosmap.report import plot_confusion
 
     for p in outputs:
@@ -161,13 +125,6 @@ def evaluate(
             atomic_write_bytes(p, report_csv(report).encode("utf-8"))
         else:
             plot_confusion(
-                report["confusion_matrix"],
-                report["classes"],
-                p,
-                title=f"{map_path.name} vs {reference.name} (row %)",
+                report["confusion_matrix"], report["classes"], p, title=title
             )
         _common.info_line(f"wrote {p}")
-    if as_json:
-        typer.echo(json.dumps(report, indent=2))
-    else:
-        typer.echo(format_report(report))

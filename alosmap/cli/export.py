@@ -3,14 +3,42 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from alosmap.cli.options import OverwriteOpt
+
+if TYPE_CHECKING:
+    from alosmap.export.tensorrt import EngineBuild
 
 app = typer.Typer(
     help="Export models to ONNX and TensorRT, checked against the original.",
     no_args_is_help=True,
 )
+
+
+def _output_option(help_text: str) -> Any:
+    """``--output/-o FILE``: the file an export writes."""
+    return typer.Option("--output", "-o", dir_okay=False, help=help_text)
+
+
+def _fp16_option(help_text: str) -> Any:
+    """``--fp16``: the reduced-precision export."""
+    return typer.Option("--fp16", help=help_text)
+
+
+def _tolerance_option(reference: str, defaults: str) -> Any:
+    """``--tolerance``: the parity check's largest accepted max |Δprob|."""
+    return typer.Option(
+        min=0.0,
+        help=(
+            f"Largest max |Δprob| against {reference} accepted by the parity "
+            f"check (default {defaults} with --fp16)."
+        ),
+        show_default=False,
+    )
+
 
 ParityScenes = Annotated[
     list[Path] | None,
@@ -34,9 +62,60 @@ Check = Annotated[
     bool,
     typer.Option(help="Run the parity check; without it nothing is compared."),
 ]
-Overwrite = Annotated[
+ModelArg = Annotated[
+    Path,
+    typer.Argument(
+        exists=True, dir_okay=False, help="alosmap model file (.safetensors)."
+    ),
+]
+OnnxArg = Annotated[
+    Path,
+    typer.Argument(
+        exists=True,
+        dir_okay=False,
+        help="ONNX file written by `alosmap export onnx`.",
+    ),
+]
+OnnxOutput = Annotated[Path, _output_option("ONNX file to write.")]
+EngineOutput = Annotated[
+    Path,
+    _output_option("Engine file to write (.engine); its spec goes to <engine>.json."),
+]
+Opset = Annotated[
+    int, typer.Option(min=17, help="ONNX opset (17 or later; 18 is native).")
+]
+OnnxFp16 = Annotated[
     bool,
-    typer.Option("--overwrite", help="Replace existing output files."),
+    _fp16_option(
+        "fp16 weights and compute (half the file size); LayerNorm and "
+        "softmax stay fp32, input and output stay float32."
+    ),
+]
+EngineFp16 = Annotated[
+    bool, _fp16_option("Allow FP16 kernels; LayerNorm and softmax layers stay FP32.")
+]
+OnnxTolerance = Annotated[float | None, _tolerance_option("PyTorch", "1e-3; 1e-2")]
+EngineTolerance = Annotated[
+    float | None, _tolerance_option("ONNX Runtime", "1e-2; 2e-2")
+]
+MinBatch = Annotated[
+    int, typer.Option(min=1, help="Smallest batch the engine accepts.")
+]
+OptBatch = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Batch the kernels are tuned for (default 8, kept within min..max).",
+        show_default=False,
+    ),
+]
+MaxBatch = Annotated[
+    int,
+    typer.Option(min=1, help="Largest batch (bigger ones are split when predicting)."),
+]
+Workspace = Annotated[int, typer.Option(min=64, help="Builder workspace limit in MiB.")]
+BuildDevice = Annotated[
+    str, typer.Option(help="CUDA device to build on (cuda or cuda:N).")
 ]
 
 
@@ -54,44 +133,15 @@ def _report(prefix: str, parity: dict | None, source: str, tol: float | None) ->
 
 @app.command("onnx")
 def onnx_cmd(
-    model: Annotated[
-        Path,
-        typer.Argument(
-            exists=True, dir_okay=False, help="alosmap model file (.safetensors)."
-        ),
-    ],
-    output: Annotated[
-        Path,
-        typer.Option("--output", "-o", dir_okay=False, help="ONNX file to write."),
-    ],
-    opset: Annotated[
-        int, typer.Option(min=17, help="ONNX opset (17 or later; 18 is native).")
-    ] = 18,
-    fp16: Annotated[
-        bool,
-        typer.Option(
-            "--fp16",
-            help=(
-                "fp16 weights and compute (half the file size); LayerNorm and "
-                "softmax stay fp32, input and output stay float32."
-            ),
-        ),
-    ] = False,
+    model: ModelArg,
+    output: OnnxOutput,
+    opset: Opset = 18,
+    fp16: OnnxFp16 = False,
     check: Check = True,
-    tolerance: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0,
-            help=(
-                "Largest max |Δprob| against PyTorch accepted by the parity check "
-                "(default 1e-3; 1e-2 with --fp16)."
-            ),
-            show_default=False,
-        ),
-    ] = None,
+    tolerance: OnnxTolerance = None,
     parity_scene: ParityScenes = None,
     parity_tiles: ParityTiles = 12,
-    overwrite: Overwrite = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Export a model to ONNX: fixed tile, dynamic batch, spec in the metadata.
 
@@ -124,69 +174,19 @@ def onnx_cmd(
 
 @app.command("tensorrt")
 def tensorrt_cmd(
-    onnx_model: Annotated[
-        Path,
-        typer.Argument(
-            exists=True,
-            dir_okay=False,
-            help="ONNX file written by `alosmap export onnx`.",
-        ),
-    ],
-    output: Annotated[
-        Path,
-        typer.Option(
-            "--output",
-            "-o",
-            dir_okay=False,
-            help="Engine file to write (.engine); its spec goes to <engine>.json.",
-        ),
-    ],
-    fp16: Annotated[
-        bool,
-        typer.Option(
-            "--fp16",
-            help="Allow FP16 kernels; LayerNorm and softmax layers stay FP32.",
-        ),
-    ] = False,
-    min_batch: Annotated[
-        int, typer.Option(min=1, help="Smallest batch the engine accepts.")
-    ] = 1,
-    opt_batch: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            help="Batch the kernels are tuned for (default 8, kept within min..max).",
-            show_default=False,
-        ),
-    ] = None,
-    max_batch: Annotated[
-        int,
-        typer.Option(
-            min=1, help="Largest batch (bigger ones are split when predicting)."
-        ),
-    ] = 32,
-    workspace: Annotated[
-        int,
-        typer.Option(min=64, help="Builder workspace limit in MiB."),
-    ] = 4096,
-    device: Annotated[
-        str, typer.Option(help="CUDA device to build on (cuda or cuda:N).")
-    ] = "cuda",
+    onnx_model: OnnxArg,
+    output: EngineOutput,
+    fp16: EngineFp16 = False,
+    min_batch: MinBatch = 1,
+    opt_batch: OptBatch = None,
+    max_batch: MaxBatch = 32,
+    workspace: Workspace = 4096,
+    device: BuildDevice = "cuda",
     check: Check = True,
-    tolerance: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0,
-            help=(
-                "Largest max |Δprob| against ONNX Runtime accepted by the parity "
-                "check (default 1e-2; 2e-2 with --fp16)."
-            ),
-            show_default=False,
-        ),
-    ] = None,
+    tolerance: EngineTolerance = None,
     parity_scene: ParityScenes = None,
     parity_tiles: ParityTiles = 12,
-    overwrite: Overwrite = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Build a TensorRT engine (needs TensorRT and an NVIDIA GPU).
 
@@ -196,21 +196,14 @@ def tensorrt_cmd(
     tiles run through the engine and ONNX Runtime (CPU); the build fails,
     writing nothing, when the probabilities differ by more than --tolerance.
     """
-    from alosmap.errors import ExportError
-    from alosmap.export.tensorrt import build_engine, check_profile, default_opt_batch
+    from alosmap.export.tensorrt import build_engine
 
-    if opt_batch is None:
-        opt_batch = default_opt_batch(min_batch, max_batch)
-    try:
-        check_profile(min_batch, opt_batch, max_batch)
-    except ExportError as exc:
-        raise typer.BadParameter(str(exc), param_hint="batch profile") from exc
     res = build_engine(
         onnx_model,
         output,
         fp16=fp16,
         min_batch=min_batch,
-        opt_batch=opt_batch,
+        opt_batch=_opt_batch(min_batch, opt_batch, max_batch),
         max_batch=max_batch,
         workspace_mib=workspace,
         device=device,
@@ -220,6 +213,25 @@ def tensorrt_cmd(
         parity_tiles=parity_tiles,
         overwrite=overwrite,
     )
+    _report_engine(res, min_batch, max_batch)
+
+
+def _opt_batch(min_batch: int, opt_batch: int | None, max_batch: int) -> int:
+    """``--opt-batch`` (defaulted), the profile checked as a usage error (exit 2)."""
+    from alosmap.errors import ExportError
+    from alosmap.export.tensorrt import check_profile, default_opt_batch
+
+    if opt_batch is None:
+        opt_batch = default_opt_batch(min_batch, max_batch)
+    try:
+        check_profile(min_batch, opt_batch, max_batch)
+    except ExportError as exc:
+        raise typer.BadParameter(str(exc), param_hint="batch profile") from exc
+    return opt_batch
+
+
+def _report_engine(res: EngineBuild, min_batch: int, max_batch: int) -> None:
+    """The parity and engine lines on stderr, the engine path on stdout."""
     parity = res.sidecar.get("parity")
     _report(
         "tensorrt",

@@ -8,15 +8,6 @@ from typing import Annotated, Any
 
 import typer
 
-MODEL_SUFFIXES = (".safetensors", ".onnx", ".engine", ".plan", ".trt")
-_SUFFIX_BACKEND = {
-    ".safetensors": "torch",
-    ".onnx": "onnx",
-    ".engine": "tensorrt",
-    ".plan": "tensorrt",
-    ".trt": "tensorrt",
-}
-
 
 def info(
     path: Annotated[
@@ -56,8 +47,11 @@ def info(
 
 
 def _describe_path(path: Path, as_json: bool) -> None:
-    if path.suffix.lower() in MODEL_SUFFIXES:
-        _describe_model(path, as_json)
+    from alosmap.runtime.base import SUFFIX_BACKEND
+
+    backend = SUFFIX_BACKEND.get(path.suffix.lower())
+    if backend is not None:
+        _describe_model(path, backend, as_json)
         return
     from alosmap.io.raster import describe_raster
 
@@ -70,12 +64,11 @@ def _describe_path(path: Path, as_json: bool) -> None:
         typer.echo(f"{k.ljust(width)}  {v}")
 
 
-def _describe_model(path: Path, as_json: bool) -> None:
+def _describe_model(path: Path, backend: str, as_json: bool) -> None:
     from alosmap.runtime.probe import describe_backend
     from alosmap.spec import load_spec
 
     spec = load_spec(path)
-    backend = _SUFFIX_BACKEND[path.suffix.lower()]
     runs = _runs_here(describe_backend(backend))
     if as_json:
         data: dict[str, Any] = {"path": str(path), "kind": "model", **spec.to_dict()}

@@ -2,31 +2,174 @@
 
 Exit codes: 0 success, 1 failure (an :class:`~alosmap.errors.AlosmapError`, reported
 as one line on stderr; traceback with ``-vv``), 2 usage error, 130 interrupted.
+
+The ``train`` and ``export`` sub-apps are mounted lazily (:data:`LAZY_APPS`): their
+modules are imported only when one of their commands (or their own ``--help``) runs,
+so ``alosmap --help`` and ``alosmap predict ...`` never load training or export code.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
-from typing import Annotated
+from collections.abc import Iterator, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, NamedTuple
 
 import typer
+import typer.main
+from typer.core import TyperGroup
 
 from alosmap._version import __version__
 from alosmap.cli import _common
 from alosmap.cli.batch import batch
 from alosmap.cli.bench import bench
 from alosmap.cli.evaluate import evaluate
-from alosmap.cli.export import app as export_app
 from alosmap.cli.info import info
 from alosmap.cli.mosaic import mosaic
 from alosmap.cli.predict import predict, water
 from alosmap.cli.stats import stats
 from alosmap.cli.synth import app as synth_app
-from alosmap.cli.train import app as train_app
 from alosmap.cli.vectorize import vectorize
 
+if TYPE_CHECKING:  # the click that Typer ships (typer._click) types its groups
+    from typer._click import Command, Context
+
+
+class LazyApp(NamedTuple):
+    """A sub-app imported on first use.
+
+    Attributes:
+        module: the module that defines the Typer ``app``.
+        help: the sub-app's help, shown by the parent's ``--help`` without importing
+            the module (it must equal the sub-app's own; a test checks it).
+    """
+
+    module: str
+    help: str
+
+
+#: The sub-apps of ``alosmap`` mounted lazily, in the order ``--help`` lists them
+#: (after the commands and groups registered on :data:`app`).
+LAZY_APPS = {
+    "train": LazyApp(
+        "alosmap.cli.train",
+        "Build training data, pretrain (SAR-W-MixMAE), finetune and evaluate models.",
+    ),
+    "export": LazyApp(
+        "alosmap.cli.export",
+        "Export models to ONNX and TensorRT, checked against the original.",
+    ),
+}
+
+
+def mount(name: str, lazy: LazyApp, parent: TyperGroup) -> Command:
+    """Import a lazy sub-app and build its click group as ``add_typer`` would.
+
+    Args:
+        name: the command name of the sub-app.
+        lazy: where the sub-app lives.
+        parent: the group it is mounted in (its Rich and suggestion settings pass
+            down, as they do for a sub-app added with ``add_typer``).
+    """
+    settings: dict[str, Any] = {"rich_markup_mode": parent.rich_markup_mode}
+    if hasattr(parent, "suggest_commands"):  # Typer releases that suggest names
+        settings["suggest_commands"] = parent.suggest_commands
+    holder = typer.Typer(**settings)
+    holder.add_typer(importlib.import_module(lazy.module).app, name=name)
+    return typer.main.get_group(holder).commands[name]
+
+
+class LazyCommands(MutableMapping[str, "Command"]):
+    """A group's subcommands by name, in order; lazy sub-apps load on first access.
+
+    Listing names (iteration, ``in``, ``len``) imports nothing; looking a lazy name up
+    (``commands[name]``, ``.get``, ``.items()``) imports and builds it once.
+    """
+
+    def __init__(
+        self,
+        commands: Mapping[str, Command],
+        lazy: Mapping[str, LazyApp],
+        parent: TyperGroup,
+    ) -> None:
+        self._items: dict[str, Command | LazyApp] = dict(commands)
+        for name, entry in lazy.items():
+            self._items.setdefault(name, entry)
+        self._parent = parent
+
+    def load(self, name: str) -> Command:
+        """The command ``name``, mounting it first if it is a lazy sub-app.
+
+        Raises:
+            KeyError: no such command.
+        """
+        entry = self._items[name]
+        if isinstance(entry, LazyApp):
+            entry = self._items[name] = mount(name, entry, self._parent)
+        return entry
+
+    def pending(self, name: str) -> LazyApp | None:
+        """The lazy entry of ``name`` if it is not loaded yet, else None."""
+        entry = self._items.get(name)
+        return entry if isinstance(entry, LazyApp) else None
+
+    def __getitem__(self, name: str) -> Command:
+        return self.load(name)
+
+    def __setitem__(self, name: str, command: Command) -> None:
+        self._items[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._items[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class LazyGroup(TyperGroup):
+    """A Typer group that mounts the sub-apps of :attr:`lazy_apps` on first use.
+
+    Help listings show a lazy sub-app from its :class:`LazyApp` help; resolving its
+    name to run it (``alosmap train ...``, ``alosmap export onnx --help``) imports it.
+    """
+
+    lazy_apps: ClassVar[Mapping[str, LazyApp]] = {}
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.lazy_commands = LazyCommands(self.commands, self.lazy_apps, self)
+        self.commands = self.lazy_commands
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        """Subcommand names in the order of creation (nothing is imported)."""
+        return list(self.commands)
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        """The subcommand; a placeholder with the help of a sub-app not loaded yet."""
+        lazy = self.lazy_commands.pending(cmd_name)
+        if lazy is not None:
+            return TyperGroup(name=cmd_name, help=lazy.help)
+        return super().get_command(ctx, cmd_name)
+
+    def resolve_command(
+        self, ctx: Context, args: list[str]
+    ) -> tuple[str | None, Command | None, list[str]]:
+        """Load a lazy sub-app named by the first argument, then resolve as usual."""
+        if args and self.lazy_commands.pending(args[0]) is not None:
+            self.lazy_commands.load(args[0])
+        return super().resolve_command(ctx, args)
+
+
+class _RootGroup(LazyGroup):
+    lazy_apps = LAZY_APPS
+
+
 app = typer.Typer(
+    cls=_RootGroup,
     name="alosmap",
     help=(
         "Land-use/land-cover and water maps from ALOS-2 PALSAR-2 HH SAR scenes, "
@@ -88,8 +231,6 @@ app.command("vectorize")(vectorize)
 app.command("info")(info)
 app.command("bench")(bench)
 app.add_typer(synth_app, name="synth")
-app.add_typer(train_app, name="train")
-app.add_typer(export_app, name="export")
 
 
 def run() -> None:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from alosmap.cli import _common
-from alosmap.cli.predict import Task
+from alosmap.cli.options import Task
 
 
 class Grid(str, Enum):

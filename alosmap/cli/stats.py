@@ -9,7 +9,14 @@ from typing import Annotated
 import typer
 
 from alosmap.cli import _common
-from alosmap.cli.evaluate import AoiOpt, OverwriteOpt, check_outputs
+from alosmap.cli._maps import (
+    AoiOpt,
+    Legend,
+    OverwriteOpt,
+    check_outputs,
+    map_argument,
+    output_option,
+)
 
 
 class Format(str, Enum):
@@ -20,24 +27,14 @@ class Format(str, Enum):
     json = "json"
 
 
-class Legend(str, Enum):
-    """Codes of a map without an ``ALOSMAP_TASK`` tag."""
-
-    lulc = "lulc"
-    water = "water"
-    jaxa = "jaxa"
+MapArg = Annotated[
+    Path,
+    map_argument("LULC or water map of alosmap, or a JAXA HRLULC tile (--task jaxa)."),
+]
 
 
 def stats(
-    map_path: Annotated[
-        Path,
-        typer.Argument(
-            metavar="MAP",
-            exists=True,
-            dir_okay=False,
-            help="LULC or water map of alosmap, or a JAXA HRLULC tile (--task jaxa).",
-        ),
-    ],
+    map_path: MapArg,
     aoi: AoiOpt = None,
     fmt: Annotated[
         Format | None,
@@ -49,12 +46,7 @@ def stats(
     ] = None,
     output: Annotated[
         Path | None,
-        typer.Option(
-            "--output",
-            "-o",
-            dir_okay=False,
-            help="Write to this file (.csv, .json, .txt) instead of stdout.",
-        ),
+        output_option("Write to this file (.csv, .json, .txt) instead of stdout."),
     ] = None,
     task: Annotated[
         Legend | None,

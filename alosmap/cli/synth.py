@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from alosmap.cli.options import OverwriteOpt
+
 app = typer.Typer(
     help=(
         "Synthetic ALOS-2 PALSAR-2 L2.1 HH scenes (uint16 DN on UTM) with JAXA-style "
@@ -44,71 +46,74 @@ def _check_heading(value: float) -> float:
     return value
 
 
+SeedOpt = Annotated[
+    int,
+    typer.Option(min=0, help="Random seed; the same options give identical files."),
+]
+SizeOpt = Annotated[
+    int,
+    typer.Option(min=16, max=16384, help="Scene width and height in pixels (square)."),
+]
+PixelSizeOpt = Annotated[
+    float,
+    typer.Option(
+        min=0.5, max=100.0, help="Pixel size in metres (ALOS-2 L2.1: 3-10 m)."
+    ),
+]
+LonOpt = Annotated[
+    float,
+    typer.Option(
+        min=-180.0,
+        max=179.999,
+        help="Scene centre longitude in degrees (picks the UTM zone).",
+    ),
+]
+LatOpt = Annotated[
+    float,
+    typer.Option(
+        min=-80.0, max=84.0, help="Scene centre latitude in degrees (UTM range)."
+    ),
+]
+DateOpt = Annotated[
+    str,
+    typer.Option(
+        callback=_check_date,
+        help="Acquisition date YYYY-MM-DD (UTC) or ISO datetime; sets the file "
+        "name, the ACQUISITION_DATE tag and the paddy season.",
+    ),
+]
+HeadingOpt = Annotated[
+    float,
+    typer.Option(
+        callback=_check_heading,
+        help="Track heading in degrees clockwise from north: about 190 for a "
+        "descending pass, 350 for an ascending one (tilts the swath footprint).",
+    ),
+]
+SceneLabelsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--scene-labels/--no-scene-labels",
+        help="Also write the labels resampled onto the scene grid (LC-*.tif).",
+    ),
+]
+
+
 @app.command("scene")
 def scene(
     out_dir: Annotated[
         Path,
-        typer.Argument(
-            file_okay=False,
-            help="Output directory (created if needed).",
-        ),
+        typer.Argument(file_okay=False, help="Output directory (created if needed)."),
     ],
-    seed: Annotated[
-        int,
-        typer.Option(min=0, help="Random seed; the same options give identical files."),
-    ] = 0,
-    size: Annotated[
-        int,
-        typer.Option(
-            min=16, max=16384, help="Scene width and height in pixels (square)."
-        ),
-    ] = 1024,
-    pixel_size: Annotated[
-        float,
-        typer.Option(
-            min=0.5, max=100.0, help="Pixel size in metres (ALOS-2 L2.1: 3-10 m)."
-        ),
-    ] = 8.0,
-    lon: Annotated[
-        float,
-        typer.Option(
-            min=-180.0,
-            max=179.999,
-            help="Scene centre longitude in degrees (picks the UTM zone).",
-        ),
-    ] = 139.45,
-    lat: Annotated[
-        float,
-        typer.Option(
-            min=-80.0, max=84.0, help="Scene centre latitude in degrees (UTM range)."
-        ),
-    ] = 35.30,
-    date: Annotated[
-        str,
-        typer.Option(
-            callback=_check_date,
-            help="Acquisition date YYYY-MM-DD (UTC) or ISO datetime; sets the file "
-            "name, the ACQUISITION_DATE tag and the paddy season.",
-        ),
-    ] = "2022-09-12",
-    heading: Annotated[
-        float,
-        typer.Option(
-            callback=_check_heading,
-            help="Track heading in degrees clockwise from north: about 190 for a "
-            "descending pass, 350 for an ascending one (tilts the swath footprint).",
-        ),
-    ] = 190.0,
-    scene_labels: Annotated[
-        bool,
-        typer.Option(
-            "--scene-labels/--no-scene-labels",
-            help="Also write the labels resampled onto the scene grid (LC-*.tif).",
-        ),
-    ] = False,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace existing output files.")
-    ] = False,
+    seed: SeedOpt = 0,
+    size: SizeOpt = 1024,
+    pixel_size: PixelSizeOpt = 8.0,
+    lon: LonOpt = 139.45,
+    lat: LatOpt = 35.30,
+    date: DateOpt = "2022-09-12",
+    heading: HeadingOpt = 190.0,
+    scene_labels: SceneLabelsOpt = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Write one synthetic HH scene and the JAXA-style label tile(s) it lies in.
 
@@ -146,9 +151,7 @@ def sample_data(
             help="Output directory, e.g. sample_data (created if needed).",
         ),
     ],
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace existing output files.")
-    ] = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Regenerate the repository's sample_data/ (three scenes, one tile, SHA256SUMS).
 

@@ -5,21 +5,16 @@ from __future__ import annotations
 import os
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+from alosmap.cli.options import Task
 
 app = typer.Typer(
     help="Build training data, pretrain (SAR-W-MixMAE), finetune and evaluate models.",
     no_args_is_help=True,
 )
-
-
-class Task(str, Enum):
-    """Segmentation task."""
-
-    lulc = "lulc"
-    water = "water"
 
 
 # Options shared by `pretrain` and `finetune`.
@@ -54,6 +49,46 @@ StopAfterOpt = Annotated[
         min=1, help="Stop after this many epochs in this call (resume later)."
     ),
 ]
+LrOpt = Annotated[
+    float | None,
+    typer.Option(help="Absolute learning rate; overrides --blr and batch scaling."),
+]
+MinLrOpt = Annotated[float, typer.Option(help="LR at the end of the cosine.")]
+WeightDecayOpt = Annotated[
+    float, typer.Option(help="AdamW weight decay (none on norms/biases/tables).")
+]
+
+
+def _run_options(
+    augment: bool,
+    workers: int | None,
+    device: str,
+    amp: bool,
+    seed: int,
+    resume: bool,
+    stop_after: int | None,
+) -> dict[str, Any]:
+    """The options `pretrain` and `finetune` share, as library options.
+
+    ``workers`` defaults to min(4, CPUs).
+    """
+    return {
+        "augment": augment,
+        "workers": workers if workers is not None else min(4, os.cpu_count() or 1),
+        "device": device,
+        "amp": amp,
+        "seed": seed,
+        "resume": resume,
+        "stop_after": stop_after,
+    }
+
+
+def _echo_primary(path: Path) -> None:
+    """Print the run's product on stdout, once (rank 0 of a torchrun job)."""
+    from alosmap._dist import dist_info
+
+    if dist_info().primary:
+        typer.echo(str(path))
 
 
 @app.command("init")
@@ -157,19 +192,9 @@ def build_dataset_cmd(
         build_dataset,
         parse_months,
         parse_split,
+        scene_files,
     )
 
-    scenes: list[Path] = []
-    for p in sar:
-        if p.is_dir():
-            scenes += sorted(
-                q
-                for q in p.iterdir()
-                if q.suffix.lower() in (".tif", ".tiff")
-                and not q.name.startswith("LC_")
-            )
-        else:
-            scenes.append(p)
     config = BuildConfig(
         anchors=anchors,
         pretrain_months=parse_months(pretrain_months, "--pretrain-months"),
@@ -180,7 +205,7 @@ def build_dataset_cmd(
         seed=seed,
     )
     result = build_dataset(
-        scenes,
+        scene_files(sar),
         lulc,
         output,
         config,
@@ -238,14 +263,9 @@ def pretrain_cmd(
         float,
         typer.Option(help="Base LR: lr = blr × global batch / 256 (MixMAE rule)."),
     ] = 1.5e-4,
-    lr: Annotated[
-        float | None,
-        typer.Option(help="Absolute learning rate; overrides --blr and batch scaling."),
-    ] = None,
-    min_lr: Annotated[float, typer.Option(help="LR at the end of the cosine.")] = 0.0,
-    weight_decay: Annotated[
-        float, typer.Option(help="AdamW weight decay (none on norms/biases/tables).")
-    ] = 0.05,
+    lr: LrOpt = None,
+    min_lr: MinLrOpt = 0.0,
+    weight_decay: WeightDecayOpt = 0.05,
     mask_ratio: Annotated[
         float,
         typer.Option(
@@ -309,7 +329,6 @@ def pretrain_cmd(
     alosmap train pretrain ...` for DDP. Prints the encoder path.
     """
     from alosmap.cli import _common
-    from alosmap.train.distributed import dist_info
     from alosmap.train.pretrain import pretrain
 
     result = pretrain(
@@ -331,17 +350,10 @@ def pretrain_cmd(
         decoder_dim=decoder_dim,
         decoder_depth=decoder_depth,
         decoder_heads=decoder_heads,
-        augment=augment,
-        workers=workers if workers is not None else min(4, os.cpu_count() or 1),
-        device=device,
-        amp=amp,
-        seed=seed,
-        resume=resume,
-        stop_after=stop_after,
         progress=_common.show_progress(),
+        **_run_options(augment, workers, device, amp, seed, resume, stop_after),
     )
-    if dist_info().primary:
-        typer.echo(str(result.encoder_path))
+    _echo_primary(result.encoder_path)
 
 
 @app.command("finetune")
@@ -395,10 +407,7 @@ def finetune_cmd(
             help="Patches per process (GPU); global batch = this × processes.",
         ),
     ] = 64,
-    lr: Annotated[
-        float | None,
-        typer.Option(help="Absolute learning rate; overrides --blr and batch scaling."),
-    ] = None,
+    lr: LrOpt = None,
     blr: Annotated[
         float,
         typer.Option(
@@ -409,10 +418,8 @@ def finetune_cmd(
     layer_decay: Annotated[
         float, typer.Option(help="Layer-wise LR decay over the Swin blocks.")
     ] = 0.7,
-    min_lr: Annotated[float, typer.Option(help="LR at the end of the cosine.")] = 1e-6,
-    weight_decay: Annotated[
-        float, typer.Option(help="AdamW weight decay (none on norms/biases/tables).")
-    ] = 0.05,
+    min_lr: MinLrOpt = 1e-6,
+    weight_decay: WeightDecayOpt = 0.05,
     drop_path: Annotated[
         float, typer.Option(help="Stochastic depth rate while training.")
     ] = 0.1,
@@ -461,18 +468,9 @@ def finetune_cmd(
         weight_decay=weight_decay,
         drop_path=drop_path,
         dropout=dropout,
-        augment=augment,
-        workers=workers if workers is not None else min(4, os.cpu_count() or 1),
-        device=device,
-        amp=amp,
-        seed=seed,
-        resume=resume,
-        stop_after=stop_after,
+        **_run_options(augment, workers, device, amp, seed, resume, stop_after),
     )
-    from alosmap.train.distributed import dist_info
-
-    if dist_info().primary:
-        typer.echo(str(result.model_path))
+    _echo_primary(result.model_path)
 
 
 @app.command("evaluate")

@@ -9,8 +9,7 @@ from typing import Annotated
 import typer
 
 from alosmap.cli import _common
-from alosmap.cli.evaluate import OverwriteOpt
-from alosmap.cli.stats import Legend
+from alosmap.cli._maps import Legend, OverwriteOpt, map_argument, output_option
 
 
 class OutCrs(str, Enum):
@@ -21,24 +20,18 @@ class OutCrs(str, Enum):
     map = "map"
 
 
+MapArg = Annotated[
+    Path, map_argument("Water map of alosmap water (or a LULC map, or a JAXA tile).")
+]
+
+
 def vectorize(
-    map_path: Annotated[
-        Path,
-        typer.Argument(
-            metavar="MAP",
-            exists=True,
-            dir_okay=False,
-            help="Water map of alosmap water (or a LULC map, or a JAXA tile).",
-        ),
-    ],
+    map_path: MapArg,
     output: Annotated[
         Path | None,
-        typer.Option(
-            "--output",
-            "-o",
-            dir_okay=False,
-            help="Polygons to write: .geojson or .gpkg (needs alosmap\\[vector]). "
-            "Default: <map>.geojson here.",
+        output_option(
+            "Polygons to write: .geojson or .gpkg (needs alosmap\\[vector]). "
+            "Default: <map>.geojson here."
         ),
     ] = None,
     min_area: Annotated[

@@ -1,6 +1,7 @@
-"""Class maps on disk: their legend, validity checks and block-wise reading.
+"""Class maps on disk: their legend, class names, validity checks, block reading.
 
-``alosmap evaluate``, ``stats`` and ``vectorize`` read three kinds of class map:
+``alosmap evaluate``, ``stats``, ``vectorize`` and ``mosaic`` read three kinds of
+class map:
 
 * ``lulc``: maps of ``alosmap predict --task lulc``, LULC-9 codes 1-9, 0 = no data;
 * ``water``: maps of ``alosmap water``, 1 water, 0 not water, 255 = no data;
@@ -12,19 +13,27 @@ from pixel value to class index (position in the legend), with :data:`IGNORE` fo
 no data and :data:`UNKNOWN` for values that are not in the legend, so a file that
 does not follow its legend is caught instead of being miscounted.
 
+Class names are read back from where :class:`~alosmap.io.writer.MapWriter` puts
+them (:func:`class_names_from_file`): the ``CLASS_NAMES`` metadata item, band 1's
+``CLASS_<code>`` items, or the PAM sidecar ``<map>.aux.xml`` (:func:`sidecar_path`).
+
 Large rasters are read in full-width strips of about :data:`CHUNK_PIXELS` pixels
 (:func:`row_windows`), so memory does not grow with the map.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
@@ -33,13 +42,13 @@ from alosmap.classes import (
     IGNORE_INDEX,
     JAXA_CLASSES,
     JAXA_NODATA,
-    LULC9_CLASSES,
-    LULC_NODATA,
-    WATER_CLASSES,
-    WATER_NODATA,
+    LULC,
+    TASKS,
+    WATER,
     ClassInfo,
 )
 from alosmap.errors import InputRasterError
+from alosmap.io.raster import open_raster
 
 __all__ = [
     "CHUNK_PIXELS",
@@ -50,8 +59,10 @@ __all__ = [
     "MapInfo",
     "apply_lut",
     "check_known",
+    "class_names_from_file",
     "open_map",
     "row_windows",
+    "sidecar_path",
 ]
 
 #: Lookup value of no-data pixels.
@@ -61,7 +72,7 @@ UNKNOWN = 254
 #: Pixels per strip when reading block-wise (2 Mpx: ~2 MB of uint8 per array).
 CHUNK_PIXELS = 1 << 21
 #: Tasks of maps written by alosmap (the ``ALOSMAP_TASK`` tag).
-MAP_TASKS = ("lulc", "water")
+MAP_TASKS = TASKS
 
 
 @dataclass(frozen=True)
@@ -112,11 +123,14 @@ def _is_byte(value: float) -> bool:
 
 #: The legends, by name.
 LEGENDS: dict[str, Legend] = {
-    "lulc": Legend(
-        "lulc", LULC9_CLASSES, LULC_NODATA, "LULC-9 (codes 1-9, 0 = no data)"
+    LULC.name: Legend(
+        LULC.name, LULC.classes, LULC.nodata, "LULC-9 (codes 1-9, 0 = no data)"
     ),
-    "water": Legend(
-        "water", WATER_CLASSES, WATER_NODATA, "water (1 water, 0 not, 255 = no data)"
+    WATER.name: Legend(
+        WATER.name,
+        WATER.classes,
+        WATER.nodata,
+        "water (1 water, 0 not, 255 = no data)",
     ),
     "jaxa": Legend(
         "jaxa", JAXA_CLASSES, JAXA_NODATA, "JAXA HRLULC (codes 1-14, 0 = no data)"
@@ -189,12 +203,6 @@ def row_windows(
         yield Window(0, r0, width, min(rows, height - r0))
 
 
-def _open(path: Path) -> Any:
-    from alosmap.io.raster import open_raster
-
-    return open_raster(path)
-
-
 def open_map(
     path: str | os.PathLike[str],
     legend: str | None = None,
@@ -225,7 +233,7 @@ def open_map(
     """
     p = Path(path)
     choices = "|".join(allowed)
-    with _open(p) as ds:
+    with open_raster(p) as ds:
         tags = ds.tags()
         dtype = np.dtype(ds.dtypes[0])
         info = dict(
@@ -286,8 +294,6 @@ def open_map(
 
 def _check_class_names(path: Path, legend: Legend, role: str) -> None:
     """An alosmap map whose class names are not its legend's is another scheme."""
-    from alosmap.io.writer import class_names_from_file
-
     names = class_names_from_file(path)
     if not names:
         return
@@ -342,3 +348,67 @@ def check_known(
             f"{role} {info.path} holds values {found} outside the "
             f"{info.legend.title} legend; is it a {info.legend.name} raster?"
         )
+
+
+# -- class names ------------------------------------------------------------------
+
+
+def sidecar_path(path: str | os.PathLike[str]) -> Path:
+    """Path of a map's PAM sidecar (``<path>.aux.xml``) holding the category names."""
+    p = Path(path)
+    return p.with_name(p.name + ".aux.xml")
+
+
+def class_names_from_file(path: str | os.PathLike[str]) -> dict[int, str]:
+    """Class names of a map: code -> name.
+
+    Looks at the ``CLASS_NAMES`` metadata item, then band 1's ``CLASS_<code>`` items,
+    then the PAM sidecar's ``<CategoryNames>`` (non-empty entries).
+
+    Args:
+        path: a map written by alosmap (or any GeoTIFF with category names).
+
+    Returns:
+        The names, sorted by code; empty when the file has none.
+    """
+    p = Path(path)
+    with rasterio.open(p) as ds:
+        tags = ds.tags()
+        band_tags = ds.tags(1)
+    if "CLASS_NAMES" in tags:
+        with contextlib.suppress(ValueError, AttributeError):
+            names = json.loads(tags["CLASS_NAMES"])
+            return {int(k): str(v) for k, v in sorted(names.items(), key=_int_key)}
+    from_band = {
+        int(k[6:]): v
+        for k, v in band_tags.items()
+        if k.startswith("CLASS_") and k[6:].isdigit()
+    }
+    if from_band:
+        return dict(sorted(from_band.items()))
+    return _sidecar_categories(sidecar_path(p))
+
+
+def _int_key(item: tuple[str, Any]) -> int:
+    return int(item[0])
+
+
+def _sidecar_categories(aux: Path) -> dict[int, str]:
+    """Non-empty category names of band 1 in a PAM ``.aux.xml``."""
+    if not aux.is_file():
+        return {}
+    try:
+        root = ET.parse(aux).getroot()
+    except ET.ParseError:
+        return {}
+    for band in root.iter("PAMRasterBand"):
+        if band.get("band") == "1":
+            cats = band.find("CategoryNames")
+            if cats is None:
+                return {}
+            return {
+                i: c.text or ""
+                for i, c in enumerate(cats.findall("Category"))
+                if c.text
+            }
+    return {}

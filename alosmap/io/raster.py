@@ -1,10 +1,17 @@
-"""Reading scenes and describing rasters."""
+"""Opening rasters and reading their metadata: acquisition date and time, summary.
+
+The scene readers (:mod:`alosmap.io.scene`), the dataset builder, the previews and
+the national-scale tools (batch records, mosaic merge order) take the acquisition
+date of a scene from here: the ``ACQUISITION_DATE``/``ACQUISITION_DATETIME``/
+``TIFFTAG_DATETIME`` tags, else the date in an ALOS-2 Level 2.1 file name.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +22,9 @@ from rasterio.windows import Window
 
 from alosmap.errors import InputRasterError
 
-#: ALOS-2 Level 2.1 file name (METHOD_NOTES §6.1), e.g.
-#: ``IMG-HH-ALOS2237752900-181018-UBSR2.1GUD.tif``.
+#: ALOS-2 Level 2.1 file name: ``IMG-<pol>-ALOS2<orbit:5><frame:4>-<YYMMDD>-``
+#: ``<mode:3><look L|R><level>`` then processing, projection and orbit direction
+#: letters, e.g. ``IMG-HH-ALOS2237752900-181018-UBSR2.1GUD.tif``.
 L21_NAME = re.compile(
     r"IMG-(?P<pol>HH|HV|VH|VV)-ALOS2(?P<orbit>\d{5})(?P<frame>\d{4})-"
     r"(?P<date>\d{6})-(?P<mode>[A-Z]{3})(?P<look>[LR])(?P<level>\d\.\d)"
@@ -57,6 +65,34 @@ def acquisition_date(path: str | os.PathLike[str], tags: dict[str, str]) -> date
         except ValueError:
             return None
     return None
+
+
+def parse_utc(text: str) -> datetime:
+    """An ISO 8601 time (a trailing ``Z`` allowed); one without a zone is UTC.
+
+    Raises:
+        ValueError: ``text`` is not ISO 8601.
+    """
+    t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def acquisition_datetime(
+    path: str | os.PathLike[str], tags: dict[str, str]
+) -> datetime | None:
+    """Acquisition time from the tags, else from an ALOS-2 L2.1 file name (UTC).
+
+    ``ACQUISITION_DATETIME`` (ISO 8601) gives the time of day; a date alone
+    (``ACQUISITION_DATE`` or the ``YYMMDD`` of the file name) gives midnight UTC.
+    """
+    text = tags.get("ACQUISITION_DATETIME", "")
+    if text:
+        with contextlib.suppress(ValueError):
+            return parse_utc(text)
+    d = acquisition_date(path, tags)
+    if d is None:
+        return None
+    return datetime(d.year, d.month, d.day, tzinfo=timezone.utc)
 
 
 def describe_raster(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -115,7 +151,7 @@ def _footprint_wkt(valid: np.ndarray, ds: Any, factor: int) -> str:
     from shapely.ops import unary_union
 
     h, w = valid.shape
-    t = ds.transform * ds.transform.scale(ds.width / w, ds.height / h)
+    t = ds.transform @ ds.transform.scale(ds.width / w, ds.height / h)
     polys = [
         shape(geom)
         for geom, v in shapes(valid.astype(np.uint8), mask=valid, transform=t)

@@ -26,8 +26,13 @@ from rasterio.windows import Window
 
 from alosmap.errors import AlosmapWarning, InputRasterError
 from alosmap.io.raster import acquisition_date, open_raster
-from alosmap.radiometry import CALIBRATION_FACTOR_DB, guess_units
-from alosmap.spec import INPUT_UNITS, ModelSpec
+from alosmap.radiometry import (
+    CALIBRATION_FACTOR_DB,
+    INPUT_UNITS,
+    Radiometry,
+    guess_units,
+    to_db,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +70,8 @@ class Scene:
 
     Args:
         path: the raster (GeoTIFF or anything GDAL reads).
-        spec: the model spec (band default, calibration factor).
+        radiometry: the model's radiometry (its calibration factor is the default;
+            a ``CALIBRATION_FACTOR`` tag in the file wins).
         band: 1-based band; required when the file has several bands.
         input_units: ``auto``, ``dn``, ``db`` or ``linear``.
 
@@ -78,13 +84,13 @@ class Scene:
     def __init__(
         self,
         path: str | os.PathLike[str],
-        spec: ModelSpec,
+        radiometry: Radiometry,
         *,
         band: int | None = None,
         input_units: str = "auto",
     ) -> None:
         self.path = Path(path)
-        self.spec = spec
+        self.radiometry = radiometry
         self.ds = open_raster(self.path)
         try:
             self._setup(band, input_units)
@@ -146,7 +152,7 @@ class Scene:
             date=acquisition_date(self.path, tags),
         )
         cf = tags.get("CALIBRATION_FACTOR")
-        self.cf = self.spec.radiometry.calibration_factor_db
+        self.cf = self.radiometry.calibration_factor_db
         if cf is not None:
             try:
                 self.cf = float(cf)
@@ -203,17 +209,12 @@ class Scene:
                 + (f" = {self.nodata:g}" if self.nodata is not None else "")
                 + ")"
             )
-        if units == "dn":
-            if v.max() > 65535:
-                raise InputRasterError(
-                    f"{self.path}: values up to {v.max():g} exceed the uint16 DN range"
-                    f"{hint}"
-                )
-            db = 20 * np.log10(v) + self.spec.radiometry.calibration_factor_db
-        elif units == "linear":
-            db = 10 * np.log10(v)
-        else:
-            db = v
+        if units == "dn" and v.max() > 65535:
+            raise InputRasterError(
+                f"{self.path}: values up to {v.max():g} exceed the uint16 DN range"
+                f"{hint}"
+            )
+        db = to_db(v, units, self.radiometry.calibration_factor_db)
         med = float(np.median(db))
         lo, hi = PLAUSIBLE_DB
         if units == "db" and float(np.mean(v >= 0)) > 0.95 and med < 10:
@@ -256,15 +257,12 @@ class Scene:
             finite = np.isfinite(x)
             self.inf_pixels += int(np.isinf(x[valid]).sum())
             valid &= finite
-        with np.errstate(divide="ignore", invalid="ignore"):
-            if self.units == "dn":
+        if self.units == "db":
+            db = x.copy() if x is raw else x
+        else:
+            with np.errstate(invalid="ignore"):
                 valid &= x > 0
-                db = 20.0 * np.log10(x) + np.float32(self.cf)
-            elif self.units == "linear":
-                valid &= x > 0
-                db = 10.0 * np.log10(x)
-            else:
-                db = x.copy() if x is raw else x
+            db = to_db(x, self.units, self.cf)
         db = db.astype(np.float32, copy=False)
         db[~valid] = np.nan
         return db, valid
@@ -278,17 +276,3 @@ class Scene:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def normalize(db: np.ndarray, valid: np.ndarray, spec: ModelSpec) -> np.ndarray:
-    """Model input from σ0 dB: clip, ``(x - mean) / std``, 0 at no data.
-
-    The mean and std are the training set's (from the spec), never per tile.
-    """
-    r = spec.radiometry
-    lo, hi = r.clip_db
-    x = np.clip(db, lo, hi)
-    x -= np.float32(r.mean_db)
-    x /= np.float32(r.std_db)
-    x[~valid] = 0.0
-    return x.astype(np.float32, copy=False)

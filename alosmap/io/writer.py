@@ -56,6 +56,9 @@ Layout: COG, 512 × 512 tiles, DEFLATE (level 6; predictor 2 for probabilities),
 overviews down to one tile, resampled NEAREST for maps (never averaging class codes)
 and AVERAGE for probabilities; BigTIFF when needed. DEFLATE rather than ZSTD
 (which the bundled GDAL supports) because every GeoTIFF reader understands it.
+
+Reading maps back (legend, class names) is :mod:`alosmap.io.maps`; checking the COG
+layout is :func:`alosmap.io.cog.validate_cog`.
 """
 
 from __future__ import annotations
@@ -64,7 +67,6 @@ import contextlib
 import json
 import logging
 import os
-import secrets
 import struct
 import threading
 import warnings
@@ -81,9 +83,11 @@ from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
+from alosmap._fileio import atomic_write_bytes, check_overwrite, temp_path
 from alosmap._version import __version__
-from alosmap.classes import LULC_NODATA, WATER_NODATA, ClassInfo, colormap
-from alosmap.errors import AlosmapError, OutputExistsError, OutputPathError
+from alosmap.classes import ClassInfo, colormap, get_task
+from alosmap.errors import AlosmapError, OutputPathError
+from alosmap.io.maps import sidecar_path
 from alosmap.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -94,12 +98,8 @@ __all__ = [
     "PROBABILITY_NODATA",
     "MapWriter",
     "OutputPathError",
-    "class_names_from_file",
     "encode_probabilities",
-    "map_nodata",
     "probabilities_path",
-    "sidecar_path",
-    "validate_cog",
 ]
 
 #: Tile size of the COGs (pixels).
@@ -122,11 +122,6 @@ _TMP_PROFILE: dict[str, Any] = {
 }
 
 
-def map_nodata(task: str) -> int:
-    """No-data value of maps of ``task`` (0 for ``lulc``, 255 for ``water``)."""
-    return WATER_NODATA if task == "water" else LULC_NODATA
-
-
 def probabilities_path(path: str | os.PathLike[str]) -> Path:
     """Path of the probabilities file written beside map ``path``.
 
@@ -135,12 +130,6 @@ def probabilities_path(path: str | os.PathLike[str]) -> Path:
     """
     p = Path(path)
     return p.with_name(f"{p.stem}_probabilities{p.suffix}")
-
-
-def sidecar_path(path: str | os.PathLike[str]) -> Path:
-    """Path of the PAM sidecar (``<path>.aux.xml``) holding the category names."""
-    p = Path(path)
-    return p.with_name(p.name + ".aux.xml")
 
 
 def encode_probabilities(p: np.ndarray) -> np.ndarray:
@@ -263,8 +252,8 @@ class MapWriter:
         self.spec = spec
         self.confidence = bool(confidence)
         self.probabilities = bool(probabilities)
-        self.nodata = map_nodata(spec.task)
-        self.num_probability_bands = 1 if spec.task == "water" else len(spec.classes)
+        self.nodata = get_task(spec.task).nodata
+        self.num_probability_bands = spec.num_outputs
         if self.width < 1 or self.height < 1:
             raise ValueError(
                 f"width and height must be >= 1, got {self.width} x {self.height}"
@@ -351,17 +340,12 @@ class MapWriter:
         for p in self._outputs():
             if p.is_dir():
                 raise OutputPathError(f"output {p} is a directory, not a file")
-        existing = [str(p) for p in self._outputs() if p.exists()]
-        if existing and not overwrite:
-            raise OutputExistsError(
-                f"output exists and won't be overwritten: {', '.join(existing)}; "
-                "pass --overwrite (overwrite=True) or choose another output path"
-            )
+        check_overwrite(self._outputs(), overwrite)
 
     def _temp_path(self, final: Path, kind: str) -> Path:
         """A fresh hidden name beside ``final``, remembered for clean-up."""
         while True:
-            p = final.with_name(f".{final.name}.{kind}-{secrets.token_hex(4)}")
+            p = temp_path(final, kind)
             if not p.exists():
                 self._temps.append(p)
                 return p
@@ -400,7 +384,7 @@ class MapWriter:
 
     def _describe_probabilities(self, ds: rasterio.io.DatasetWriter) -> None:
         ds.update_tags(**self._prob_tags)
-        if self.spec.task == "water":
+        if get_task(self.spec.task).binary:
             water = [c for c in self.spec.classes if c.code == 1]
             descriptions = [water[0].name if water else "Water"]
         else:
@@ -593,11 +577,8 @@ class MapWriter:
     def _write_sidecar(self) -> None:
         """Atomically write ``<map>.aux.xml`` with the category names."""
         final = sidecar_path(self.path)
-        tmp = self._temp_path(final, "tmp")
         try:
-            tmp.write_bytes(_pam_xml(self._names))
-            os.replace(tmp, final)
-            self._temps.remove(tmp)
+            atomic_write_bytes(final, _pam_xml(self._names))
         except OSError as exc:  # the map is complete without it
             logger.warning("could not write %s: %s", final, exc)
 
@@ -690,145 +671,3 @@ def _unmark_alpha(path: Path) -> None:
 
 def _code(c: ClassInfo) -> int:
     return c.code
-
-
-# -- reading back ----------------------------------------------------------------
-
-
-def class_names_from_file(path: str | os.PathLike[str]) -> dict[int, str]:
-    """Class names of a map: code -> name.
-
-    Looks at the ``CLASS_NAMES`` metadata item, then band 1's ``CLASS_<code>`` items,
-    then the PAM sidecar's ``<CategoryNames>`` (non-empty entries).
-
-    Args:
-        path: a map written by alosmap (or any GeoTIFF with category names).
-
-    Returns:
-        The names, sorted by code; empty when the file has none.
-    """
-    p = Path(path)
-    with rasterio.open(p) as ds:
-        tags = ds.tags()
-        band_tags = ds.tags(1)
-    if "CLASS_NAMES" in tags:
-        with contextlib.suppress(ValueError, AttributeError):
-            names = json.loads(tags["CLASS_NAMES"])
-            return {int(k): str(v) for k, v in sorted(names.items(), key=_int_key)}
-    from_band = {
-        int(k[6:]): v
-        for k, v in band_tags.items()
-        if k.startswith("CLASS_") and k[6:].isdigit()
-    }
-    if from_band:
-        return dict(sorted(from_band.items()))
-    return _sidecar_categories(sidecar_path(p))
-
-
-def _int_key(item: tuple[str, Any]) -> int:
-    return int(item[0])
-
-
-def _sidecar_categories(aux: Path) -> dict[int, str]:
-    """Non-empty category names of band 1 in a PAM ``.aux.xml``."""
-    if not aux.is_file():
-        return {}
-    try:
-        root = ET.parse(aux).getroot()
-    except ET.ParseError:
-        return {}
-    for band in root.iter("PAMRasterBand"):
-        if band.get("band") == "1":
-            cats = band.find("CategoryNames")
-            if cats is None:
-                return {}
-            return {
-                i: c.text or ""
-                for i, c in enumerate(cats.findall("Category"))
-                if c.text
-            }
-    return {}
-
-
-def validate_cog(path: str | os.PathLike[str]) -> tuple[bool, list[str]]:
-    """Check that a GeoTIFF is a valid Cloud-Optimized GeoTIFF.
-
-    Checks with rasterio/GDAL, after GDAL's ``validate_cloud_optimized_geotiff.py``:
-    tiled (square tiles, a multiple of 16); overviews present when the image is larger
-    than 512 pixels on a side; image file directories before the tile data, full
-    resolution first, then overviews from largest to smallest; tile data of the
-    smallest overview first and of the full resolution last; the full-resolution
-    tiles in row-major order; and GDAL's ``LAYOUT=COG`` structural metadata (written
-    by the COG driver; a file without it is reported with a warning).
-
-    Args:
-        path: the file to check.
-
-    Returns:
-        ``(valid, messages)``: ``valid`` is False when any ``"error: ..."`` message
-        is present; ``"warning: ..."`` messages do not make the file invalid.
-    """
-    errors: list[str] = []
-    warns: list[str] = []
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(path) as ds:
-                _check_cog(ds, errors, warns)
-    except (RasterioError, OSError) as exc:
-        errors.append(f"cannot open {path}: {exc}")
-    messages = [f"error: {m}" for m in errors] + [f"warning: {m}" for m in warns]
-    return not errors, messages
-
-
-def _check_cog(ds: Any, errors: list[str], warns: list[str]) -> None:
-    if ds.driver != "GTiff":
-        errors.append(f"driver is {ds.driver}, not GTiff")
-        return
-    by, bx = ds.block_shapes[0]
-    if not ds.profile.get("tiled") or bx != by or bx % 16:
-        errors.append(f"not tiled with square tiles (blocks {bx} x {by})")
-        return
-    overviews = ds.overviews(1)
-    if max(ds.width, ds.height) > 512 and not overviews:
-        errors.append(
-            f"no overviews although the image is {ds.width} x {ds.height} "
-            "(> 512 pixels on a side)"
-        )
-    if ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT", "").upper() != "COG":
-        warns.append(
-            "no LAYOUT=COG structural metadata (not written by GDAL's COG driver)"
-        )
-    levels: list[int | None] = [None, *range(len(overviews))]
-
-    def item(name: str, ovr: int | None) -> int | None:
-        value = ds.get_tag_item(name, "TIFF", bidx=1, ovr=ovr)
-        return int(value) if value not in (None, "") else None
-
-    raw_ifds = [item("IFD_OFFSET", lvl) for lvl in levels]
-    data = [item("BLOCK_OFFSET_0_0", lvl) for lvl in levels]
-    known = [d for d in data if d]  # 0 / None: empty (sparse) first tile
-    ifds = [v for v in raw_ifds if v is not None]
-    if len(ifds) != len(raw_ifds):
-        warns.append("cannot read IFD offsets; IFD ordering not checked")
-    else:
-        if ifds != sorted(ifds):
-            errors.append(
-                "image file directories are not ordered full resolution first, "
-                "then overviews from largest to smallest"
-            )
-        if known and max(ifds) > min(known):
-            errors.append("image file directories are not all before the tile data")
-    if len(known) == len(data) and known != sorted(known, reverse=True):
-        errors.append(
-            "tile data is not ordered smallest overview first, full resolution last"
-        )
-    # Row-major order of the full-resolution tiles (sampled along the first column
-    # and first row, as GDAL's validator does).
-    rows = -(-ds.height // by)
-    cols = -(-ds.width // bx)
-    offsets = [item(f"BLOCK_OFFSET_{c}_0", None) for c in range(min(cols, 4))]
-    offsets += [item(f"BLOCK_OFFSET_0_{r}", None) for r in range(1, min(rows, 4))]
-    seen = [o for o in offsets if o]
-    if seen != sorted(seen):
-        errors.append("full-resolution tiles are not in row-major order")

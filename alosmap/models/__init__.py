@@ -11,11 +11,12 @@ from __future__ import annotations
 from alosmap.models.builder import SegmentationModel, build_model, count_parameters
 from alosmap.models.decoder import UPerNetDecoder, adaptive_avg_pool2d_static
 from alosmap.models.encoder import SwinEncoder, sincos_pos_embed_2d
-from alosmap.models.heads import PlainHead, RefineUpHead
+from alosmap.models.heads import PlainHead, RefineUpHead, SegHead
 
 __all__ = [
     "PlainHead",
     "RefineUpHead",
+    "SegHead",
     "SegmentationModel",
     "SwinEncoder",
     "UPerNetDecoder",

@@ -14,7 +14,7 @@ from alosmap.arch import ArchConfig
 from alosmap.errors import SpecMismatchError
 from alosmap.models.decoder import UPerNetDecoder
 from alosmap.models.encoder import SwinEncoder
-from alosmap.models.heads import PlainHead, RefineUpHead
+from alosmap.models.heads import PlainHead, RefineUpHead, SegHead
 
 
 def _is_exporting() -> bool:
@@ -56,7 +56,7 @@ class SegmentationModel(nn.Module):
             highres=arch.highres,
         )
         if arch.refine_up:
-            self.head: nn.Module = RefineUpHead(
+            self.head: SegHead = RefineUpHead(
                 arch.decoder_channels,
                 arch.num_classes,
                 refine_channels=arch.refine_channels,

@@ -1,6 +1,6 @@
 """UPerNet decoder (mmsegmentation ``UPerHead`` semantics) with high-res injection.
 
-Follows mmseg's ``UPerHead`` (PPM + FPN), see ``METHOD_NOTES.md`` §4.2:
+Follows mmseg's ``UPerHead`` (PPM + FPN) layer for layer:
 
 * every conv is a :class:`ConvBNReLU` (conv without bias, BatchNorm, ReLU);
 * PPM on the deepest map: per pool scale, adaptive average pooling, a 1×1 conv to

@@ -43,12 +43,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
 
 from alosmap.arch import ArchConfig
 from alosmap.errors import SpecError
+
+if TYPE_CHECKING:
+    from timm.models.swin_transformer import (
+        PatchMerging,
+        SwinTransformerBlock,
+        SwinTransformerStage,
+    )
 
 
 def sincos_pos_embed_2d(
@@ -106,8 +114,10 @@ def _disable_shifts(layers: nn.Module) -> None:
     shifted-window mask in the ``attn_mask`` buffer (or recomputes it per forward
     when ``dynamic_mask``). All four are neutralised.
     """
+    from timm.models.swin_transformer import SwinTransformerBlock
+
     for module in layers.modules():
-        if hasattr(module, "shift_size") and hasattr(module, "attn"):
+        if isinstance(module, SwinTransformerBlock):
             module.shift_size = (0, 0)
             module.target_shift_size = (0, 0)
             module.dynamic_mask = False
@@ -116,7 +126,9 @@ def _disable_shifts(layers: nn.Module) -> None:
 
 
 def window_block_forward(
-    block: nn.Module, x: torch.Tensor, attn_bias: torch.Tensor | None = None
+    block: SwinTransformerBlock,
+    x: torch.Tensor,
+    attn_bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Run one timm ``SwinTransformerBlock`` without any window shift.
 
@@ -150,7 +162,7 @@ def window_block_forward(
     return x
 
 
-def patch_merging_forward(merge: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def patch_merging_forward(merge: PatchMerging, x: torch.Tensor) -> torch.Tensor:
     """Run timm's ``PatchMerging`` (2×2 token merge, LayerNorm, linear 4C → 2C).
 
     Same channel order as timm 1.0.x (and MixMIM's ``cat[x0, x1, x2, x3]``): for each
@@ -202,6 +214,9 @@ class SwinEncoder(nn.Module):
             by its window); equals ``img_size`` for the presets.
     """
 
+    #: The sin-cos table [1, h, w, C] of the build size (a non-persistent buffer).
+    absolute_pos_embed: torch.Tensor
+
     def __init__(self, arch: ArchConfig) -> None:
         """Build the encoder for ``arch``.
 
@@ -224,8 +239,10 @@ class SwinEncoder(nn.Module):
             embed_dim=arch.embed_dim,
             depths=arch.depths,
             num_heads=arch.num_heads,
-            # one window per stage; timm clamps a window to a smaller stage grid
-            window_size=tuple((w, w) for w in arch.window_size),
+            # one window per stage (timm documents and accepts a per-stage
+            # sequence, its annotation names one window for all); timm clamps a
+            # window to a smaller stage grid
+            window_size=tuple((w, w) for w in arch.window_size),  # type: ignore[arg-type]
             mlp_ratio=arch.mlp_ratio,
             qkv_bias=True,
             drop_path_rate=arch.drop_path_rate,
@@ -233,8 +250,8 @@ class SwinEncoder(nn.Module):
             strict_img_size=False,
         )
         # keep timm's modules (and so timm's parameter names); drop norm and head
-        self.patch_embed = swin.patch_embed
-        self.layers = swin.layers
+        self.patch_embed: nn.Module = swin.patch_embed
+        self.layers: nn.Sequential = swin.layers
         _disable_shifts(self.layers)
         del swin
 
@@ -246,7 +263,7 @@ class SwinEncoder(nn.Module):
             *(arch.patch_size * 2**i for i in range(arch.num_stages)),
         )
         self.window_sizes: tuple[tuple[int, int], ...] = tuple(
-            tuple(stage.blocks[0].window_size) for stage in self.layers
+            _window(stage) for stage in self.stages
         )
 
         grid = arch.img_size // arch.patch_size
@@ -268,6 +285,11 @@ class SwinEncoder(nn.Module):
             sincos_pos_embed_2d(arch.embed_dim, grid, grid)[None],  # [1, h, w, C]
             persistent=False,
         )
+
+    @property
+    def stages(self) -> list[SwinTransformerStage]:
+        """The timm stages of :attr:`layers`, in order."""
+        return [cast("SwinTransformerStage", stage) for stage in self.layers]
 
     def _pos_embed(self, h: int, w: int, x: torch.Tensor) -> torch.Tensor:
         """APE for an [h, w] token grid: the buffer, or a fresh table if it differs."""
@@ -298,12 +320,23 @@ class SwinEncoder(nn.Module):
         tokens = self.patch_embed(x)  # [B, H/4, W/4, C1]
         outs = [tokens.permute(0, 3, 1, 2).contiguous()]  # stride 4, before APE
         tokens = tokens + self._pos_embed(tokens.shape[1], tokens.shape[2], tokens)
-        for i, stage in enumerate(self.layers):
+        for i, stage in enumerate(self.stages):
             bias = attn_bias[i] if attn_bias is not None else None
             if i > 0:  # stage 1 has no downsample; later ones halve H, W, double C
                 tokens = patch_merging_forward(stage.downsample, tokens)
-            for block in stage.blocks:
+            for block in _blocks(stage):
                 tokens = window_block_forward(block, tokens, bias)
             # stage i+1: [B, H/(4·2^i), W/(4·2^i), C·2^i] -> NCHW after LayerNorm
             outs.append(self.out_norms[i](tokens).permute(0, 3, 1, 2).contiguous())
         return outs
+
+
+def _blocks(stage: SwinTransformerStage) -> list[SwinTransformerBlock]:
+    """The timm Swin blocks of one stage, in order."""
+    return [cast("SwinTransformerBlock", block) for block in stage.blocks]
+
+
+def _window(stage: SwinTransformerStage) -> tuple[int, int]:
+    """The (h, w) window of a stage (timm's, after clamping to the stage grid)."""
+    wh, ww = _blocks(stage)[0].window_size
+    return wh, ww

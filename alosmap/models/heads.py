@@ -32,7 +32,38 @@ def _upsample(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
-class PlainHead(nn.Module):
+class SegHead(nn.Module):
+    """The interface of both heads: fused decoder features in, full-size logits out.
+
+    Subclasses create ``dropout`` (Dropout2d) and ``conv_seg`` (the 1×1 classifier,
+    mmseg's ``cls_seg``) and implement :meth:`decode`.
+    """
+
+    dropout: nn.Dropout2d
+    conv_seg: nn.Conv2d
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Dropout2d, then the 1×1 classifier: [B, C, h, w] → logits [B, K, h, w]."""
+        return self.conv_seg(self.dropout(x))
+
+    def decode(self, x: torch.Tensor, out_size: Sequence[int]) -> torch.Tensor:
+        """Logits at ``out_size`` from fused features (each head's own path)."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, out_size: Sequence[int]) -> torch.Tensor:
+        """Logits at the input resolution.
+
+        Args:
+            x: fused features [B, C_dec, H/4, W/4].
+            out_size: (H, W) of the input image.
+
+        Returns:
+            Logits [B, K, H, W].
+        """
+        return self.decode(x, out_size)
+
+
+class PlainHead(SegHead):
     """Classifier at stride 4, then ×4 bilinear interpolation to the input size."""
 
     def __init__(
@@ -49,21 +80,13 @@ class PlainHead(nn.Module):
         self.dropout = nn.Dropout2d(dropout)
         self.conv_seg = nn.Conv2d(in_channels, num_classes, kernel_size=1)
 
-    def forward(self, x: torch.Tensor, out_size: Sequence[int]) -> torch.Tensor:
-        """Classify and upsample.
-
-        Args:
-            x: fused features [B, C_dec, H/4, W/4].
-            out_size: (H, W) of the input image.
-
-        Returns:
-            Logits [B, K, H, W].
-        """
-        logits = self.conv_seg(self.dropout(x))  # [B, K, H/4, W/4]
+    def decode(self, x: torch.Tensor, out_size: Sequence[int]) -> torch.Tensor:
+        """Classify at stride 4, then one ×4 bilinear upsampling."""
+        logits = self.classify(x)  # [B, K, H/4, W/4]
         return _upsample(logits, out_size)  # [B, K, H, W]
 
 
-class RefineUpHead(nn.Module):
+class RefineUpHead(SegHead):
     """Progressive upsampling head: refine, ×2, refine, ×2, classify at full size."""
 
     def __init__(
@@ -88,19 +111,11 @@ class RefineUpHead(nn.Module):
         self.dropout = nn.Dropout2d(dropout)
         self.conv_seg = nn.Conv2d(r1, num_classes, kernel_size=1)
 
-    def forward(self, x: torch.Tensor, out_size: Sequence[int]) -> torch.Tensor:
-        """Refine and upsample in two ×2 steps.
-
-        Args:
-            x: fused features [B, C_dec, H/4, W/4].
-            out_size: (H, W) of the input image.
-
-        Returns:
-            Logits [B, K, H, W].
-        """
+    def decode(self, x: torch.Tensor, out_size: Sequence[int]) -> torch.Tensor:
+        """Refine and upsample in two ×2 steps, then classify at full size."""
         h, w = int(out_size[0]), int(out_size[1])
         x = self.refine1(x)  # [B, r0, H/4, W/4]
         x = _upsample(x, (h // 2, w // 2))  # [B, r0, H/2, W/2]
         x = self.refine2(x)  # [B, r1, H/2, W/2]
         x = _upsample(x, (h, w))  # [B, r1, H, W]
-        return self.conv_seg(self.dropout(x))  # [B, K, H, W]
+        return self.classify(x)  # [B, K, H, W]

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,10 +41,19 @@ from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
 from alosmap.errors import AlosmapWarning, AoiError
+from alosmap.io.maps import MapInfo
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["WGS84", "Aoi", "AoiMask", "aoi_on_grid", "read_aoi"]
+__all__ = [
+    "WGS84",
+    "Aoi",
+    "AoiMask",
+    "aoi_on_grid",
+    "aoi_windows",
+    "map_aoi_mask",
+    "read_aoi",
+]
 
 #: CRS of GeoJSON without a ``crs`` member (RFC 7946): WGS 84 lon/lat.
 WGS84 = CRS.from_epsg(4326)
@@ -257,3 +267,31 @@ class AoiMask:
         if clipped.is_empty:
             return False
         return geometry_mask([clipped], out_shape=(h, w), transform=t, invert=True)
+
+
+def map_aoi_mask(aoi: str | os.PathLike[str] | None, info: MapInfo) -> AoiMask | None:
+    """The mask of AOI file ``aoi`` on the grid of map ``info``; None without one.
+
+    Raises:
+        AoiError: unreadable AOI, a map without CRS, or an AOI that misses the map.
+    """
+    if aoi is None:
+        return None
+    region = read_aoi(aoi)
+    return AoiMask(aoi_on_grid(region, info.crs, info.footprint()), info.transform)
+
+
+def aoi_windows(
+    info: MapInfo, mask: AoiMask | None
+) -> Iterator[tuple[Window, np.ndarray | bool]]:
+    """The map's strips (:meth:`MapInfo.windows`) that reach into the AOI.
+
+    Yields:
+        ``(window, inside)``: ``inside`` is ``True`` (whole strip inside, or no
+        AOI) or a bool array ``[rows, cols]`` of the pixels inside.
+    """
+    for win in info.windows():
+        inside = True if mask is None else mask(win)
+        if inside is False:
+            continue
+        yield win, inside

@@ -70,12 +70,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from alosmap._dist import DistInfo, dist_info
 from alosmap._fileio import atomic_write_bytes, sha256_file
 from alosmap._version import __version__
-from alosmap.classes import TASKS, classes_for_task
-from alosmap.errors import BackendUnavailableError, BatchError, SpecMismatchError
+from alosmap.classes import get_task
+from alosmap.errors import BackendUnavailableError, BatchError
+from alosmap.predict.options import InferenceOptions
+
+if TYPE_CHECKING:  # pragma: no cover
+    from alosmap.predict.pipeline import PredictResult
+    from alosmap.runtime.base import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -116,22 +122,6 @@ class Shard:
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
-
-
-def dist_env() -> tuple[int, int, int]:
-    """``(RANK, WORLD_SIZE, LOCAL_RANK)`` from the environment (torchrun sets them)."""
-    env = os.environ
-    try:
-        rank = int(env.get("RANK", "0"))
-        world = int(env.get("WORLD_SIZE", "1"))
-        local = int(env.get("LOCAL_RANK", "0"))
-    except ValueError as exc:
-        raise BatchError(
-            f"bad RANK/WORLD_SIZE/LOCAL_RANK in the environment: {exc}"
-        ) from exc
-    if world < 1 or not 0 <= rank < world:
-        raise BatchError(f"RANK={rank} is not in 0..WORLD_SIZE-1 (WORLD_SIZE={world})")
-    return rank, world, local
 
 
 def effective_shard(shard: Shard | None, rank: int = 0, world_size: int = 1) -> Shard:
@@ -302,7 +292,7 @@ def _is_done(rec: dict[str, Any] | None, job: Job, fingerprint: dict[str, Any]) 
     stat = _output_stat(job.output)
     if stat is None or list(stat) != [rec.get("size"), rec.get("mtime_ns")]:
         return False
-    extra = [rec.get(k) for k in ("probabilities", "preview") if rec.get(k)]
+    extra = [str(rec[k]) for k in ("probabilities", "preview") if rec.get(k)]
     return all((job.output.parent / name).is_file() for name in extra)
 
 
@@ -371,57 +361,89 @@ class BatchResult:
         )
 
 
+#: The inference options of a batch unless told otherwise: with the confidence band,
+#: which ``alosmap mosaic --merge confidence`` needs.
+BATCH_DEFAULTS = InferenceOptions(confidence=True)
+#: The options a record lists under ``options``, as given (``tile`` None = the
+#: model's), with the device this rank ran on.
+RECORD_OPTIONS = (
+    "tile",
+    "overlap",
+    "batch_size",
+    "backend",
+    "device",
+    "confidence",
+    "probabilities",
+    "input_units",
+    "band",
+)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What this process maps and with what (every rank computes the same plan).
+
+    Attributes:
+        out: the output directory.
+        options: the inference options, checked against the model (task and tile
+            filled) and with this rank's device.
+        model_path: the model file.
+        model_sha: its SHA-256.
+        fingerprint: the output-changing options every record must match.
+        record_options: the options as given, written into each record.
+        jobs: every scene of the batch, in sharding order.
+        records: the existing record of each job (None when missing).
+        shard: this process's shard (array job and torchrun rank combined).
+        dist: this process's place in a torchrun job.
+        previews: also write PNG quicklooks.
+    """
+
+    out: Path
+    options: InferenceOptions
+    model_path: Path
+    model_sha: str
+    fingerprint: dict[str, Any]
+    record_options: dict[str, Any]
+    jobs: list[Job]
+    records: dict[str, dict[str, Any] | None]
+    shard: Shard
+    dist: DistInfo
+    previews: bool
+
+    @property
+    def task(self) -> str:
+        """The task mapped (the model's)."""
+        return str(self.fingerprint["task"])
+
+
 def run_batch(
     scenes: Iterable[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
+    options: InferenceOptions | None = None,
     *,
-    task: str | None = None,
-    model: str | os.PathLike[str] | None = None,
-    tile: int | None = None,
-    overlap: int = 64,
-    batch_size: int = 8,
-    backend: str = "auto",
-    device: str = "cpu",
-    confidence: bool = True,
-    probabilities: bool = False,
-    previews: bool = False,
-    input_units: str = "auto",
-    band: int | None = None,
-    threads: int | None = None,
-    precision: str | None = None,
-    compile: bool = False,
     shard: Shard | None = None,
-    overwrite: bool = False,
+    previews: bool = False,
     stac: bool = True,
     progress: bool = False,
+    **overrides: Any,
 ) -> BatchResult:
     """Map many scenes into ``out_dir``; see the module docstring for the rules.
 
     Args:
         scenes: scene files (missing ones are reported as failed scenes).
         out_dir: output directory (created if missing).
-        task: ``lulc`` or ``water``; default the model's task (``lulc`` without one).
-        model: model file; default the bundled model of the task.
-        tile: window size (the model's by default).
-        overlap: pixels shared by neighbouring windows.
-        batch_size: tiles per model call.
-        backend: ``auto``, ``torch`` or ``onnx``.
-        device: ``cpu``, ``cuda`` (``cuda:LOCAL_RANK`` under torchrun) or
-            ``cuda:N``.
-        input_units: ``auto``, ``dn``, ``db`` or ``linear``.
-        band: 1-based band of multi-band scenes.
-        threads: CPU threads for the runtime.
-        precision: ``fp32``, ``bf16`` or ``fp16`` (None: the backend's default);
-            part of the fingerprint, since it changes the maps.
-        compile: ``torch.compile`` the model (torch backend).
-        confidence: write band 2 (confidence), which ``mosaic --merge confidence``
-            needs.
-        probabilities: also write ``<map>_probabilities.tif``.
-        previews: also write ``<map stem>.png`` quicklooks.
+        options: how to map; default :data:`BATCH_DEFAULTS` (the
+            :class:`~alosmap.predict.options.InferenceOptions` defaults with the
+            confidence band, which ``mosaic --merge confidence`` needs). A ``cuda``
+            device becomes ``cuda:LOCAL_RANK`` under torchrun; ``overwrite`` remaps
+            scenes recorded with another model or options; ``precision`` is part of
+            the fingerprint, since it changes the maps.
         shard: this array job's shard (combined with the torchrun rank).
-        overwrite: remap scenes recorded with another model or options.
+        previews: also write ``<map stem>.png`` quicklooks.
         stac: write the STAC catalog (when pystac is installed).
         progress: draw the overall progress bar on stderr (rank 0 only).
+        **overrides: :class:`~alosmap.predict.options.InferenceOptions` fields
+            (``model=``, ``overlap=``, ...) that replace those of ``options``.
 
     Returns:
         A :class:`BatchResult`; scenes that failed are in ``failed``.
@@ -429,82 +451,122 @@ def run_batch(
     Raises:
         BatchError: the batch cannot start (no scenes, clashing names, records of
             another model or options without ``overwrite``).
-        AlosmapError: the model cannot be loaded.
+        AlosmapError: bad options, a bad torchrun environment, or the model cannot
+            be loaded.
     """
-    from tqdm import tqdm
-
-    from alosmap.predict.pipeline import default_model_path
-    from alosmap.spec import load_spec
-
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc)
-    rank, world, local_rank = dist_env()
-    out = Path(out_dir)
+    opts = (options if options is not None else BATCH_DEFAULTS).replace(**overrides)
+    plan = _plan(scenes, Path(out_dir), opts, shard, previews)
+    gathered, owned = _init_group(plan.dist.world_size)
+    (state_dir(plan.out) / "records").mkdir(parents=True, exist_ok=True)
+    res = BatchResult(
+        out_dir=plan.out,
+        task=plan.task,
+        primary=plan.dist.primary,
+        world_size=plan.dist.world_size,
+    )
+    _map_all(plan, res, progress)
+    res.seconds = time.perf_counter() - t0
+    try:
+        _finish(res, gathered, plan, started, stac)
+    finally:
+        if owned:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    return res
+
+
+def _plan(
+    scenes: Iterable[str | os.PathLike[str]],
+    out: Path,
+    opts: InferenceOptions,
+    shard: Shard | None,
+    previews: bool,
+) -> _Plan:
+    """Check the model, the options and the records; plan this process's share.
+
+    Raises:
+        BatchError: see :func:`run_batch`.
+    """
+    from alosmap.predict.pipeline import model_file
+    from alosmap.spec import load_spec
+
+    dist = dist_info()
     if out.exists() and not out.is_dir():
         raise BatchError(f"-o {out}: exists and is not a directory")
-    if task is not None and task not in TASKS:
-        raise SpecMismatchError(f"--task {task!r}: choose one of {', '.join(TASKS)}")
-    model_path = (
-        Path(model) if model is not None else default_model_path(task or "lulc")
-    )
+    model_path = model_file(opts)
     spec = load_spec(model_path)
-    if task is not None and spec.task != task:
-        raise SpecMismatchError(
-            f"the model {model_path.name} is a {spec.task} model, not {task}; "
-            f"pass a {task} model with --model"
-        )
-    task = spec.task
     # checked here once rather than failing every scene alike
-    if tile is not None and tile != spec.tile_size:
-        raise SpecMismatchError(
-            f"--tile {tile}: this model runs on {spec.tile_size}×{spec.tile_size} "
-            "tiles (its position embedding is fixed); leave --tile unset"
-        )
-    if not 0 <= overlap < spec.tile_size:
-        raise SpecMismatchError(
-            f"--overlap {overlap}: must be in 0..{spec.tile_size - 1}"
-        )
+    resolved = opts.for_model(spec, model_path.name)
     model_sha = sha256_file(model_path)
-    fingerprint = {
-        "task": task,
-        "model_sha256": model_sha,
-        "tile": spec.tile_size if tile is None else tile,
-        "overlap": overlap,
-        "input_units": input_units,
-        "band": band,
-        "confidence": bool(confidence),
-        "probabilities": bool(probabilities),
-        "precision": precision,
-    }
-    jobs = plan_jobs(scenes, out, task)
-    eff = effective_shard(shard, rank, world)
-    mine = shard_jobs(jobs, eff)
+    fingerprint = resolved.fingerprint(model_sha)
+    jobs = plan_jobs(scenes, out, spec.task)
+    eff = effective_shard(shard, dist.rank, dist.world_size)
     records = {j.key: read_record(record_path(out, j.key)) for j in jobs}
+    _refuse_stale(records, fingerprint, out, opts.overwrite)
+    device = opts.device
+    if device.startswith("cuda") and ":" not in device and dist.distributed:
+        device = f"cuda:{dist.local_rank}"
+    return _Plan(
+        out=out,
+        options=resolved.replace(device=device),
+        model_path=model_path,
+        model_sha=model_sha,
+        fingerprint=fingerprint,
+        record_options={
+            **{k: getattr(opts, k) for k in RECORD_OPTIONS},
+            "device": device,
+        },
+        jobs=jobs,
+        records=records,
+        shard=eff,
+        dist=dist,
+        previews=previews,
+    )
+
+
+def _refuse_stale(
+    records: dict[str, dict[str, Any] | None],
+    fingerprint: dict[str, Any],
+    out: Path,
+    overwrite: bool,
+) -> None:
+    """Stop before any work when records of another model or options are there.
+
+    Raises:
+        BatchError: unless ``overwrite``, naming the first stale scene's changes.
+    """
     stale = {
         k: _mismatch(r, fingerprint)
         for k, r in records.items()
         if r is not None and _mismatch(r, fingerprint)
     }
-    if stale and not overwrite:
-        k = sorted(stale)[0]
-        old = records[k]["fingerprint"]  # type: ignore[index]
-        diff = ", ".join(
-            f"{f} {_short(old.get(f))} -> {_short(fingerprint[f])}" for f in stale[k]
-        )
-        raise BatchError(
-            f"{len(stale)} scene(s) in {out} were mapped with another model or other "
-            f"options (e.g. {k}: {diff}); pass --overwrite to remap them, or choose "
-            "another output directory (nothing was changed)"
-        )
-    if device.startswith("cuda") and ":" not in device and world > 1:
-        device = f"cuda:{local_rank}"
-    gathered, owned = _init_group(world)
-    (state_dir(out) / "records").mkdir(parents=True, exist_ok=True)
+    if not stale or overwrite:
+        return
+    k = sorted(stale)[0]
+    old = records[k]["fingerprint"]  # type: ignore[index]
+    diff = ", ".join(
+        f"{f} {_short(old.get(f))} -> {_short(fingerprint[f])}" for f in stale[k]
+    )
+    raise BatchError(
+        f"{len(stale)} scene(s) in {out} were mapped with another model or other "
+        f"options (e.g. {k}: {diff}); pass --overwrite to remap them, or choose "
+        "another output directory (nothing was changed)"
+    )
 
-    res = BatchResult(out_dir=out, task=task, primary=rank == 0, world_size=world)
+
+def _map_all(plan: _Plan, res: BatchResult, progress: bool) -> None:
+    """Map this process's scenes that are not done yet; count them into ``res``."""
+    from tqdm import tqdm
+
+    from alosmap.predict.pipeline import load_model
+
+    mine = shard_jobs(plan.jobs, plan.shard)
     todo = []
     for job in mine:
-        if _is_done(records[job.key], job, fingerprint):
+        if _is_done(plan.records[job.key], job, plan.fingerprint):
             res.skipped.append(job.key)
             res.outputs.append(job.output)
         else:
@@ -515,40 +577,20 @@ def run_batch(
         total=len(mine),
         initial=len(res.skipped),
         unit="scene",
-        desc=f"batch {eff}" if eff.count > 1 else "batch",
-        disable=not (progress and rank == 0),
+        desc=f"batch {plan.shard}" if plan.shard.count > 1 else "batch",
+        disable=not (progress and plan.dist.primary),
         file=sys.stderr,
         dynamic_ncols=True,
     )
     runtime = None
-    options = {
-        "tile": tile,
-        "overlap": overlap,
-        "batch_size": batch_size,
-        "backend": backend,
-        "device": device,
-        "confidence": confidence,
-        "probabilities": probabilities,
-        "input_units": input_units,
-        "band": band,
-    }
     try:
         if todo:
-            from alosmap.runtime import load_runtime
-
-            runtime = load_runtime(
-                model_path,
-                backend=backend,
-                device=device,
-                threads=threads,
-                precision=precision,
-                compile=compile,
-                batch_size=batch_size,
-            )
+            runtime = load_model(plan.model_path, plan.options)
         for job in todo:
             bar.set_postfix_str(job.scene.name[:40], refresh=False)
             try:
-                rec = _map_one(job, runtime, options, previews, fingerprint, rank)
+                assert runtime is not None
+                rec = _map_one(job, runtime, plan)
             except Exception as exc:  # one bad scene is reported, not fatal
                 msg = _one_line(exc)
                 logger.warning("%s failed: %s", job.scene, msg)
@@ -563,15 +605,6 @@ def run_batch(
         bar.close()
         if runtime is not None:
             runtime.close()
-    res.seconds = time.perf_counter() - t0
-    try:
-        _finish(res, gathered, eff, started, model_path, model_sha, fingerprint, stac)
-    finally:
-        if owned:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-    return res
 
 
 def _short(value: Any) -> str:
@@ -586,14 +619,7 @@ def _one_line(exc: BaseException) -> str:
     return text if isinstance(exc, AlosmapError) else f"{type(exc).__name__}: {text}"
 
 
-def _map_one(
-    job: Job,
-    runtime: Any,
-    options: dict[str, Any],
-    previews: bool,
-    fingerprint: dict[str, Any],
-    rank: int,
-) -> dict[str, Any]:
+def _map_one(job: Job, runtime: Runtime, plan: _Plan) -> dict[str, Any]:
     """Map one scene and write its record; return the record."""
     from alosmap.errors import InputRasterError
     from alosmap.predict.pipeline import predict_scene
@@ -601,18 +627,17 @@ def _map_one(
     if not job.scene.is_file():
         raise InputRasterError(f"scene not found: {job.scene}")
     _remove_leftovers(job.output)
-    preview = job.output.with_suffix(".png") if previews else None
+    preview = job.output.with_suffix(".png") if plan.previews else None
     result = predict_scene(
         job.scene,
         job.output,
-        task=fingerprint["task"],
+        plan.options,
         runtime=runtime,
         preview=preview,
-        overwrite=True,
         progress=False,
-        **{k: v for k, v in options.items()},
+        overwrite=True,
     )
-    rec = _record(job, result, runtime, options, fingerprint, rank)
+    rec = _record(job, result, runtime, plan)
     atomic_write_bytes(
         record_path(job.output.parent, job.key),
         (json.dumps(rec, indent=1, sort_keys=True) + "\n").encode(),
@@ -621,18 +646,12 @@ def _map_one(
 
 
 def _record(
-    job: Job,
-    result: Any,
-    runtime: Any,
-    options: dict[str, Any],
-    fingerprint: dict[str, Any],
-    rank: int,
+    job: Job, result: PredictResult, runtime: Runtime, plan: _Plan
 ) -> dict[str, Any]:
     """The record of a finished scene (see the module docstring)."""
     import rasterio
 
-    from alosmap.io.raster import describe_raster
-    from alosmap.national.mosaic import acquisition_datetime
+    from alosmap.io.raster import acquisition_datetime, describe_raster
 
     out = job.output
     with rasterio.open(job.scene) as ds:
@@ -652,7 +671,7 @@ def _record(
 
             footprint = mapping(shapely_wkt.loads(wkt))
     px_km2 = _pixel_area_km2(crs, transform, bounds)
-    names = {c.code: c.name for c in classes_for_task(fingerprint["task"])}
+    names = {c.code: c.name for c in get_task(plan.task).classes}
     size, mtime_ns = _output_stat(out) or (0, 0)
     extras = {}
     if result.probabilities is not None:
@@ -670,13 +689,13 @@ def _record(
         "size": size,
         "mtime_ns": mtime_ns,
         "sha256": sha256_file(out),
-        "task": fingerprint["task"],
-        "model": Path(getattr(runtime, "path", "")).name,
-        "model_sha256": fingerprint["model_sha256"],
+        "task": plan.task,
+        "model": Path(getattr(runtime, "path", None) or "").name,
+        "model_sha256": plan.model_sha,
         "model_name": runtime.spec.name,
         "alosmap_version": __version__,
-        "fingerprint": fingerprint,
-        "options": {k: v for k, v in options.items()},
+        "fingerprint": plan.fingerprint,
+        "options": dict(plan.record_options),
         "acquired": acquired.isoformat() if acquired else None,
         "crs": crs.to_string() if crs else None,
         "transform": list(transform)[:6],
@@ -692,7 +711,7 @@ def _record(
         "tiles_run": result.tiles_run,
         "seconds": round(result.seconds, 3),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "rank": rank,
+        "rank": plan.dist.rank,
         "host": socket.gethostname(),
     }
 
@@ -737,14 +756,7 @@ def _init_group(world: int) -> tuple[bool, bool]:
 
 
 def _finish(
-    res: BatchResult,
-    gathered: bool,
-    shard: Shard,
-    started: datetime,
-    model_path: Path,
-    model_sha: str,
-    fingerprint: dict[str, Any],
-    stac: bool,
+    res: BatchResult, gathered: bool, plan: _Plan, started: datetime, stac: bool
 ) -> None:
     """Merge the ranks' results; rank 0 writes the report and the catalog."""
     if gathered:
@@ -754,9 +766,7 @@ def _finish(
         res.skipped.sort()
         res.failed.sort()
         res.outputs.sort()
-        res.report = _write_report(
-            res, shard, started, model_path, model_sha, fingerprint
-        )
+        res.report = _write_report(res, plan, started)
         if stac:
             res.catalog = _write_catalog_until_stable(res)
     if gathered:
@@ -789,14 +799,8 @@ def _gather(res: BatchResult) -> None:
     res.seconds = max(p["seconds"] for p in parts)
 
 
-def _write_report(
-    res: BatchResult,
-    shard: Shard,
-    started: datetime,
-    model_path: Path,
-    model_sha: str,
-    fingerprint: dict[str, Any],
-) -> Path:
+def _write_report(res: BatchResult, plan: _Plan, started: datetime) -> Path:
+    shard = plan.shard
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     world = res.world_size
     array = Shard(shard.index // world, shard.count // world)
@@ -811,9 +815,9 @@ def _write_report(
         "alosmap_version": __version__,
         "out_dir": str(res.out_dir.resolve()),
         "task": res.task,
-        "model": model_path.name,
-        "model_sha256": model_sha,
-        "fingerprint": fingerprint,
+        "model": plan.model_path.name,
+        "model_sha256": plan.model_sha,
+        "fingerprint": plan.fingerprint,
         "shard": str(array) if array.count > 1 else None,
         "world_size": world,
         "done": len(res.done),

@@ -32,10 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from alosmap.classes import jaxa_to_training
+from alosmap.classes import LULC, get_task, jaxa_to_training
 from alosmap.errors import InputRasterError
 from alosmap.io.maps import IGNORE, MapInfo, apply_lut, check_known, open_map
 from alosmap.metrics import ConfusionMatrix, jsonable, water_metrics
+from alosmap.national.aoi import AoiMask, aoi_windows, map_aoi_mask
 from alosmap.report import format_confusion, format_table
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def _reference_lut(ref: MapInfo, task: str) -> np.ndarray:
         target = jaxa_to_training(codes, task)
     elif legend == task:
         target = np.arange(len(codes), dtype=np.uint8)
-    elif legend == "lulc" and task == "water":
+    elif legend == LULC.name and get_task(task).binary:
         target = (codes == 1).astype(np.uint8)  # LULC-9 code 1 = Water
     else:
         raise InputRasterError(
@@ -143,10 +144,6 @@ def evaluate_map(
             values outside a legend.
         AoiError: unreadable AOI or one that misses the map.
     """
-    import rasterio
-
-    from alosmap.national.aoi import AoiMask, aoi_on_grid, read_aoi
-
     info = open_map(map_path, task)
     if reference_legend not in ("auto", *REFERENCE_LEGENDS):
         raise InputRasterError(
@@ -163,51 +160,9 @@ def evaluate_map(
     )
     task_name = info.legend.name
     ref_lut = _reference_lut(ref, task_name)
-    map_lut = info.lut()
-    offset = _aligned_offset(info, ref)
-    if offset is None and (info.crs is None or ref.crs is None):
-        which = "map" if info.crs is None else "reference"
-        raise InputRasterError(
-            f"the {which} has no CRS, so the reference cannot be placed on the "
-            "map's grid; assign one (gdal_edit.py -a_srs)"
-        )
-    if not _footprints_overlap(info, ref):
-        raise InputRasterError(
-            f"reference {ref.path} does not overlap map {info.path}; pick the "
-            "reference tile that covers the map"
-        )
-    mask = None
-    if aoi is not None:
-        mask = AoiMask(
-            aoi_on_grid(read_aoi(aoi), info.crs, info.footprint()), info.transform
-        )
-    names = info.legend.names
-    cm = ConfusionMatrix(len(names))
-    k = cm.num_classes
-    map_valid = no_reference = 0
-    with rasterio.open(info.path) as mds, rasterio.open(ref.path) as rds:
-        for win in info.windows():
-            inside = True if mask is None else mask(win)
-            if inside is False:
-                continue
-            values = mds.read(1, window=win)
-            pred = apply_lut(map_lut, values, info.nodata)
-            check_known(pred, values, info, "map")
-            raw = _reference_block(rds, ref, info, win, offset)
-            truth = apply_lut(ref_lut, raw, ref.nodata)
-            check_known(truth, raw, ref, "reference")
-            valid = pred != IGNORE
-            if inside is not True:
-                valid &= inside
-            has_ref = valid & (truth != IGNORE)
-            n_valid = int(np.count_nonzero(valid))
-            map_valid += n_valid
-            no_reference += n_valid - int(np.count_nonzero(has_ref))
-            # pair index t·K + p (< K² ≤ 81 fits uint8); bin K² collects the rest
-            pair = truth * np.uint8(k) + pred
-            pair[~has_ref] = k * k
-            counts = np.bincount(pair.ravel(), minlength=k * k + 1)
-            cm.matrix += counts[: k * k].reshape(k, k)
+    offset = _placement(info, ref)
+    mask = map_aoi_mask(aoi, info)
+    cm, map_valid = _confusion(info, ref, ref_lut, offset, mask)
     if cm.total == 0:
         where = " inside the AOI" if aoi is not None else ""
         raise InputRasterError(
@@ -215,7 +170,8 @@ def evaluate_map(
             f"class in {ref.path} ({map_valid} mapped pixels, all without "
             "reference); is it the right reference tile?"
         )
-    if task_name == "water":
+    names = info.legend.names
+    if get_task(task_name).binary:
         metrics: dict[str, Any] = {
             **water_metrics(cm),
             "overall_accuracy": cm.overall_accuracy(),
@@ -236,11 +192,74 @@ def evaluate_map(
             "metrics": metrics,
             "pixels": {
                 "map_valid": map_valid,
-                "no_reference": no_reference,
+                "no_reference": map_valid - cm.total,
                 "compared": cm.total,
             },
         }
     )
+
+
+def _placement(info: MapInfo, ref: MapInfo) -> tuple[int, int] | None:
+    """Check the reference can be put on the map's grid; its whole-pixel offset.
+
+    Returns:
+        ``(row, col)`` of the map's origin in the reference grid when both share
+        one grid (see :func:`_aligned_offset`), else None (the reference is
+        reprojected).
+
+    Raises:
+        InputRasterError: a raster without CRS (and no shared grid), or no overlap.
+    """
+    offset = _aligned_offset(info, ref)
+    if offset is None and (info.crs is None or ref.crs is None):
+        which = "map" if info.crs is None else "reference"
+        raise InputRasterError(
+            f"the {which} has no CRS, so the reference cannot be placed on the "
+            "map's grid; assign one (gdal_edit.py -a_srs)"
+        )
+    if not _footprints_overlap(info, ref):
+        raise InputRasterError(
+            f"reference {ref.path} does not overlap map {info.path}; pick the "
+            "reference tile that covers the map"
+        )
+    return offset
+
+
+def _confusion(
+    info: MapInfo,
+    ref: MapInfo,
+    ref_lut: np.ndarray,
+    offset: tuple[int, int] | None,
+    mask: AoiMask | None,
+) -> tuple[ConfusionMatrix, int]:
+    """Confusion matrix of the map against the reference, block by block.
+
+    Returns:
+        The matrix (rows = reference, columns = map) and the number of map pixels
+        with a class inside the AOI (compared or without reference).
+    """
+    import rasterio
+
+    cm = ConfusionMatrix(len(info.legend.classes))
+    k = cm.num_classes
+    map_valid = 0
+    with rasterio.open(info.path) as mds, rasterio.open(ref.path) as rds:
+        for win, inside in aoi_windows(info, mask):
+            pred = info.classify(mds.read(1, window=win), "map")
+            raw = _reference_block(rds, ref, info, win, offset)
+            truth = apply_lut(ref_lut, raw, ref.nodata)
+            check_known(truth, raw, ref, "reference")
+            valid = pred != IGNORE
+            if inside is not True:
+                valid &= inside
+            has_ref = valid & (truth != IGNORE)
+            map_valid += int(np.count_nonzero(valid))
+            # pair index t·K + p (< K² ≤ 81 fits uint8); bin K² collects the rest
+            pair = truth * np.uint8(k) + pred
+            pair[~has_ref] = k * k
+            counts = np.bincount(pair.ravel(), minlength=k * k + 1)
+            cm.matrix += counts[: k * k].reshape(k, k)
+    return cm, map_valid
 
 
 def _reference_block(
@@ -347,7 +366,7 @@ def report_csv(report: dict[str, Any]) -> str:
             ]
         )
     met = report["metrics"]
-    lulc = report["task"] == "lulc"
+    lulc = not get_task(report["task"]).binary
 
     def opt(key: str) -> str:
         v = met.get(key) if lulc else None

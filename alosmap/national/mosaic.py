@@ -50,7 +50,7 @@ import os
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -58,17 +58,18 @@ from typing import Any
 
 import numpy as np
 
-from alosmap._fileio import atomic_write_bytes
-from alosmap.classes import TASKS, classes_for_task, colormap
-from alosmap.errors import MosaicInputError, OutputExistsError, OutputPathError
+from alosmap._fileio import atomic_write_bytes, check_overwrite
+from alosmap.classes import LULC, TASKS, WATER, Task, colormap, get_task
+from alosmap.errors import MosaicInputError, OutputPathError
 from alosmap.grid import JAXA_CRS, JAXA_PIXELS_PER_DEGREE, Cell, cells_for_bounds
+from alosmap.io.raster import acquisition_datetime
 
 logger = logging.getLogger(__name__)
 
 #: Merge rules for overlapping maps.
 MERGE_RULES = ("confidence", "latest", "first")
 #: Cell file name prefix per task (``LC_N35E139.tif`` as JAXA's LULC tiles).
-CELL_PREFIX = {"lulc": "LC", "water": "WATER"}
+CELL_PREFIX = {LULC.name: "LC", WATER.name: "WATER"}
 #: Rows of a cell processed at a time.
 DEFAULT_BLOCK_ROWS = 1024
 #: Error allowed in GDAL's approximate coordinate transformation (source pixels).
@@ -81,7 +82,7 @@ _OLDEST = datetime.min.replace(tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
-class MapInfo:
+class SourceMap:
     """A per-scene map, as :func:`find_maps` found it.
 
     Attributes:
@@ -128,37 +129,14 @@ class MosaicResult:
 
     cells: list[Path]
     vrt: Path
-    maps: list[MapInfo]
+    maps: list[SourceMap]
     task: str
     merge: str
     seconds: float
     valid_pixels: dict[str, int] = field(default_factory=dict)
 
 
-def acquisition_datetime(
-    path: str | os.PathLike[str], tags: dict[str, str]
-) -> datetime | None:
-    """Acquisition time from the tags, else from an ALOS-2 L2.1 file name (UTC).
-
-    ``ACQUISITION_DATETIME`` (ISO 8601) gives the time of day; a date alone
-    (``ACQUISITION_DATE`` or the ``YYMMDD`` of the file name) gives midnight UTC.
-    """
-    from alosmap.io.raster import acquisition_date
-
-    text = tags.get("ACQUISITION_DATETIME", "")
-    if text:
-        try:
-            t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-            return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
-        except ValueError:
-            pass
-    d = acquisition_date(path, tags)
-    if d is None:
-        return None
-    return datetime(d.year, d.month, d.day, tzinfo=timezone.utc)
-
-
-def _read_map(path: Path) -> MapInfo | None:
+def _read_map(path: Path) -> SourceMap | None:
     """Describe an alosmap map; None for a GeoTIFF that is not one."""
     import rasterio
     from rasterio.errors import RasterioError
@@ -185,7 +163,7 @@ def _read_map(path: Path) -> MapInfo | None:
     source = tags.get("SOURCE_SCENE", "")
     if nodata < 0:
         raise MosaicInputError(f"{path} has no no-data value; it is not an alosmap map")
-    return MapInfo(
+    return SourceMap(
         path=path,
         task=str(task),
         nodata=nodata,
@@ -200,7 +178,7 @@ def _read_map(path: Path) -> MapInfo | None:
 
 def find_maps(
     inputs: Sequence[str | os.PathLike[str]], task: str | None = None
-) -> list[MapInfo]:
+) -> list[SourceMap]:
     """Find the alosmap maps in ``inputs`` (directories are scanned, not recursed).
 
     In a directory every ``*.tif``/``*.tiff`` whose tags say it is an alosmap map
@@ -221,7 +199,7 @@ def find_maps(
     """
     if task is not None and task not in TASKS:
         raise MosaicInputError(f"--task {task!r}: choose one of {', '.join(TASKS)}")
-    found: dict[Path, MapInfo] = {}
+    found: dict[Path, SourceMap] = {}
     for item in inputs:
         p = Path(item)
         if p.is_dir():
@@ -280,26 +258,20 @@ def _is_alosmap_by_product(path: Path) -> bool:
         return "ALOSMAP_PRODUCT" in ds.tags()
 
 
-def _names(maps: Sequence[MapInfo], limit: int = 3) -> str:
+def _names(maps: Sequence[SourceMap], limit: int = 3) -> str:
     names = [m.path.name for m in maps]
     more = f" and {len(names) - limit} more" if len(names) > limit else ""
     return ", ".join(names[:limit]) + more
 
 
-def _intersects(
-    a: tuple[float, float, float, float], b: tuple[float, float, float, float]
-) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
-
-
 def plan_cells(
-    maps: Sequence[MapInfo], pixels_per_degree: int = JAXA_PIXELS_PER_DEGREE
-) -> list[tuple[Cell, list[MapInfo]]]:
+    maps: Sequence[SourceMap], pixels_per_degree: int = JAXA_PIXELS_PER_DEGREE
+) -> list[tuple[Cell, list[SourceMap]]]:
     """The cells the maps touch, each with its maps (oldest first).
 
     Cells are sorted north to south, then west to east.
     """
-    per_cell: dict[tuple[int, int], list[MapInfo]] = {}
+    per_cell: dict[tuple[int, int], list[SourceMap]] = {}
     for m in maps:
         for lat, lon in cells_for_bounds(m.bounds_wgs84, pixels_per_degree):
             per_cell.setdefault((lat, lon), []).append(m)
@@ -310,7 +282,7 @@ def plan_cells(
     ]
 
 
-def _order(m: MapInfo) -> tuple[datetime, str]:
+def _order(m: SourceMap) -> tuple[datetime, str]:
     return m.order
 
 
@@ -383,8 +355,6 @@ def mosaic_maps(
             lacking the confidence band.
         OutputExistsError: outputs exist and ``overwrite`` is False.
     """
-    from tqdm import tqdm
-
     t0 = time.perf_counter()
     if merge not in MERGE_RULES:
         raise MosaicInputError(
@@ -394,6 +364,52 @@ def mosaic_maps(
         raise ValueError(f"block_rows must be >= 1, got {block_rows}")
     maps = find_maps(inputs, task)
     task = maps[0].task
+    with_conf = _check_confidence(maps, merge)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputPathError(f"-o {out}: exists and is not a directory")
+    plan = plan_cells(maps, pixels_per_degree)
+    vrt_path = out / f"{task}.vrt"
+    cell_paths = [out / cell.name(CELL_PREFIX[task]) for cell, _ in plan]
+    check_overwrite([*cell_paths, vrt_path], overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    run = _MosaicRun(
+        spec=_mosaic_spec(maps),
+        merge=merge,
+        with_conf=with_conf,
+        block_rows=block_rows,
+        pixels_per_degree=pixels_per_degree,
+        overwrite=overwrite,
+        models=", ".join(sorted({m.model for m in maps if m.model})),
+    )
+    written = list(_write_cells(plan, out, CELL_PREFIX[task], run, progress))
+    if not written:
+        raise MosaicInputError(
+            "no map has a valid pixel on the grid; nothing was written"
+        )
+    write_vrt(
+        vrt_path,
+        [(cell, path) for cell, path, _ in written],
+        task=task,
+        confidence=with_conf,
+        pixels_per_degree=pixels_per_degree,
+    )
+    return MosaicResult(
+        cells=[path for _, path, _ in written],
+        vrt=vrt_path,
+        maps=list(maps),
+        task=task,
+        merge=merge,
+        seconds=time.perf_counter() - t0,
+        valid_pixels={path.name: n for _, path, n in written},
+    )
+
+
+def _check_confidence(maps: Sequence[SourceMap], merge: str) -> bool:
+    """Whether every map has the confidence band (required by ``merge=confidence``).
+
+    Also warns about maps without an acquisition date (they count as the oldest).
+    """
     missing = [m for m in maps if not m.confidence]
     if merge == "confidence" and missing:
         raise MosaicInputError(
@@ -406,24 +422,57 @@ def mosaic_maps(
         logger.warning(
             "no acquisition date for %s; counted as the oldest", _names(undated)
         )
-    with_conf = not missing
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise OutputPathError(f"-o {out}: exists and is not a directory")
-    plan = plan_cells(maps, pixels_per_degree)
-    prefix = CELL_PREFIX[task]
-    vrt_path = out / f"{task}.vrt"
-    targets = [out / cell.name(prefix) for cell, _ in plan] + [vrt_path]
-    existing = [str(p) for p in targets if p.exists()]
-    if existing and not overwrite:
-        raise OutputExistsError(
-            f"output exists and won't be overwritten: {_short_list(existing)}; "
-            "pass --overwrite or choose another directory"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    spec = _mosaic_spec(maps)
-    models = sorted({m.model for m in maps if m.model})
-    blocks_per_cell = math.ceil(pixels_per_degree / block_rows)
+    return not missing
+
+
+@dataclass(frozen=True)
+class _MosaicRun:
+    """Settings shared by every cell of one mosaic.
+
+    Attributes:
+        spec: the model spec the cells carry (:func:`_mosaic_spec`).
+        merge: the merge rule.
+        with_conf: whether the cells get band 2 (confidence).
+        block_rows: rows of a cell processed at a time.
+        pixels_per_degree: grid resolution.
+        overwrite: replace existing cells.
+        models: names of the models that made the maps, for the tags.
+    """
+
+    spec: Any
+    merge: str
+    with_conf: bool
+    block_rows: int
+    pixels_per_degree: int
+    overwrite: bool
+    models: str
+
+    def cell_tags(self, maps: Sequence[SourceMap]) -> dict[str, str]:
+        """Dataset metadata of a cell made from ``maps``."""
+        return {
+            "ALOSMAP_PRODUCT": "mosaic",
+            "ALOSMAP_MODEL": self.models,
+            "MOSAIC_MERGE": self.merge,
+            "MOSAIC_GRID": f"JAXA 1 degree, {self.pixels_per_degree} px per degree",
+            "SOURCE_SCENE": json.dumps([m.source_scene for m in maps]),
+            "SOURCE_MAPS": json.dumps([m.path.name for m in maps]),
+        }
+
+
+def _write_cells(
+    plan: Sequence[tuple[Cell, list[SourceMap]]],
+    out: Path,
+    prefix: str,
+    run: _MosaicRun,
+    progress: bool,
+) -> Iterator[tuple[Cell, Path, int]]:
+    """Write the planned cells; yield ``(cell, file, valid pixels)`` of each written.
+
+    Cells without a valid pixel are not written (nor yielded).
+    """
+    from tqdm import tqdm
+
+    blocks_per_cell = math.ceil(run.pixels_per_degree / run.block_rows)
     bar = tqdm(
         total=len(plan) * blocks_per_cell,
         unit="block",
@@ -432,68 +481,19 @@ def mosaic_maps(
         file=sys.stderr,
         dynamic_ncols=True,
     )
-    written: list[Path] = []
-    written_cells: list[Cell] = []
-    valid_pixels: dict[str, int] = {}
     try:
         for cell, cell_maps in plan:
             path = out / cell.name(prefix)
-            tags = {
-                "ALOSMAP_PRODUCT": "mosaic",
-                "ALOSMAP_MODEL": ", ".join(models),
-                "MOSAIC_MERGE": merge,
-                "MOSAIC_GRID": f"JAXA 1 degree, {pixels_per_degree} px per degree",
-                "SOURCE_SCENE": json.dumps([m.source_scene for m in cell_maps]),
-                "SOURCE_MAPS": json.dumps([m.path.name for m in cell_maps]),
-            }
-            n = _mosaic_cell(
-                cell,
-                cell_maps,
-                path,
-                spec=spec,
-                merge=merge,
-                with_conf=with_conf,
-                block_rows=block_rows,
-                tags=tags,
-                overwrite=overwrite,
-                bar=bar,
-            )
+            n = _mosaic_cell(cell, cell_maps, path, run, bar)
             if n:
-                written.append(path)
-                written_cells.append(cell)
-                valid_pixels[path.name] = n
+                yield cell, path, n
             else:
                 logger.info("%s: no valid pixel from any map; not written", path.name)
     finally:
         bar.close()
-    if not written:
-        raise MosaicInputError(
-            "no map has a valid pixel on the grid; nothing was written"
-        )
-    write_vrt(
-        vrt_path,
-        list(zip(written_cells, written, strict=True)),
-        task=task,
-        confidence=with_conf,
-        pixels_per_degree=pixels_per_degree,
-    )
-    return MosaicResult(
-        cells=written,
-        vrt=vrt_path,
-        maps=list(maps),
-        task=task,
-        merge=merge,
-        seconds=time.perf_counter() - t0,
-        valid_pixels=valid_pixels,
-    )
 
 
-def _short_list(items: Sequence[str], limit: int = 3) -> str:
-    more = f" and {len(items) - limit} more" if len(items) > limit else ""
-    return ", ".join(items[:limit]) + more
-
-
-def _mosaic_spec(maps: Sequence[MapInfo]) -> Any:
+def _mosaic_spec(maps: Sequence[SourceMap]) -> Any:
     """The model spec the mosaic's cells carry: that of the most recent map."""
     from alosmap.errors import SpecError
     from alosmap.spec import ModelSpec
@@ -521,84 +521,33 @@ def _pixel_span(
 
 def _mosaic_cell(
     cell: Cell,
-    maps: Sequence[MapInfo],
+    maps: Sequence[SourceMap],
     path: Path,
-    *,
-    spec: Any,
-    merge: str,
-    with_conf: bool,
-    block_rows: int,
-    tags: dict[str, str],
-    overwrite: bool,
+    run: _MosaicRun,
     bar: Any,
 ) -> int:
     """Write one cell; return its count of valid pixels (0: nothing written)."""
-    import rasterio
-    from rasterio.enums import Resampling
-    from rasterio.vrt import WarpedVRT
-    from rasterio.windows import Window
-
     from alosmap.io.writer import MapWriter
 
     n = cell.size
     nodata = maps[0].nodata
-    west, _, _, north = cell.bounds
-    bands = (1, 2) if with_conf else (1,)
+    warps = _CellWarps(cell, nodata)
     valid_total = 0
-    opened: list[Any] = []
-    warped: dict[Path, Any] = {}
-
-    def warp(m: MapInfo) -> Any:
-        """The map warped onto the cell's grid (opened on first use)."""
-        if m.path not in warped:
-            ds = rasterio.open(m.path)
-            opened.append(ds)
-            warped[m.path] = WarpedVRT(
-                ds,
-                crs=JAXA_CRS,
-                transform=cell.transform,
-                width=n,
-                height=n,
-                resampling=Resampling.nearest,
-                nodata=nodata,
-                tolerance=WARP_TOLERANCE,
-            )
-            opened.append(warped[m.path])
-        return warped[m.path]
-
     writer = MapWriter(
         path,
         width=n,
         height=n,
         crs=JAXA_CRS,
         transform=cell.transform,
-        spec=spec,
-        confidence=with_conf,
-        tags=tags,
-        overwrite=overwrite,
+        spec=run.spec,
+        confidence=run.with_conf,
+        tags=run.cell_tags(maps),
+        overwrite=run.overwrite,
     )
     try:
         with writer:
-            for r0 in range(0, n, block_rows):
-                h = min(block_rows, n - r0)
-                classes = np.full((h, n), nodata, dtype=np.uint8)
-                conf = np.full((h, n), nodata, dtype=np.uint8) if with_conf else None
-                for m in maps:  # oldest first
-                    w, s, e, nn = m.bounds_wgs84
-                    # rows and columns of this block the map can reach
-                    a, b = _pixel_span(north - nn, north - s, r0 / n, n, h)
-                    c0, c1 = _pixel_span(w, e, west, n, n)
-                    if a >= b or c0 >= c1:
-                        continue
-                    buf = warp(m).read(bands, window=Window(c0, r0 + a, c1 - c0, b - a))
-                    merge_into(
-                        classes[a:b, c0:c1],
-                        conf[a:b, c0:c1] if conf is not None else None,
-                        buf[0],
-                        buf[1] if with_conf else None,
-                        nodata,
-                        merge,
-                    )
+            for r0 in range(0, n, run.block_rows):
+                classes, conf = _merge_rows(cell, maps, r0, run, warps, nodata)
                 valid_total += int(np.count_nonzero(classes != nodata))
                 writer.write_rows(r0, classes, conf)
                 bar.update(1)
@@ -607,9 +556,91 @@ def _mosaic_cell(
                 return 0
             writer.finalize()
     finally:
-        for ds in reversed(opened):
-            ds.close()
+        warps.close()
     return valid_total
+
+
+class _CellWarps:
+    """The maps warped onto one cell's grid, each opened on first use.
+
+    Args:
+        cell: the cell.
+        nodata: no-data value of the maps (and of the warped reads).
+    """
+
+    def __init__(self, cell: Cell, nodata: int) -> None:
+        self.cell = cell
+        self.nodata = nodata
+        self._opened: list[Any] = []
+        self._warped: dict[Path, Any] = {}
+
+    def __call__(self, m: SourceMap) -> Any:
+        """``m`` as a ``WarpedVRT`` on the cell's grid (nearest neighbour)."""
+        import rasterio
+        from rasterio.enums import Resampling
+        from rasterio.vrt import WarpedVRT
+
+        if m.path not in self._warped:
+            ds = rasterio.open(m.path)
+            self._opened.append(ds)
+            self._warped[m.path] = WarpedVRT(
+                ds,
+                crs=JAXA_CRS,
+                transform=self.cell.transform,
+                width=self.cell.size,
+                height=self.cell.size,
+                resampling=Resampling.nearest,
+                nodata=self.nodata,
+                tolerance=WARP_TOLERANCE,
+            )
+            self._opened.append(self._warped[m.path])
+        return self._warped[m.path]
+
+    def close(self) -> None:
+        """Close every dataset opened, last first."""
+        for ds in reversed(self._opened):
+            ds.close()
+
+
+def _merge_rows(
+    cell: Cell,
+    maps: Sequence[SourceMap],
+    r0: int,
+    run: _MosaicRun,
+    warps: _CellWarps,
+    nodata: int,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Classes (and confidence) of the cell's rows from ``r0``, maps merged in order.
+
+    Returns:
+        uint8 ``[h, size]`` class codes and confidence (None without band 2), for
+        the ``h = min(block_rows, size - r0)`` rows.
+    """
+    from rasterio.windows import Window
+
+    n = cell.size
+    west, _, _, north = cell.bounds
+    bands = (1, 2) if run.with_conf else (1,)
+    h = min(run.block_rows, n - r0)
+    classes = np.full((h, n), nodata, dtype=np.uint8)
+    conf = np.full((h, n), nodata, dtype=np.uint8) if run.with_conf else None
+    for m in maps:  # oldest first
+        w, s, e, nn = m.bounds_wgs84
+        # rows and columns of this block the map can reach
+        a, b = _pixel_span(north - nn, north - s, r0 / n, n, h)
+        c0, c1 = _pixel_span(w, e, west, n, n)
+        if a >= b or c0 >= c1:
+            continue
+        buf = warps(m).read(bands, window=Window(c0, r0 + a, c1 - c0, b - a))
+        merge_into(
+            classes[a:b, c0:c1],
+            conf[a:b, c0:c1] if conf is not None else None,
+            buf[0],
+            buf[1] if run.with_conf else None,
+            nodata,
+            run.merge,
+        )
+    return classes, conf
 
 
 # -- VRT --------------------------------------------------------------------------
@@ -640,35 +671,17 @@ def write_vrt(
     Returns:
         ``path``.
     """
-    from rasterio.crs import CRS
-
-    from alosmap.io.writer import BLOCKSIZE, map_nodata
-
     if not cells:
         raise ValueError("write_vrt: no cells")
     out = Path(path)
+    record = get_task(task)
     n = pixels_per_degree
     west = min(c.lon for c, _ in cells)
     east = max(c.lon for c, _ in cells) + 1
     south = min(c.lat for c, _ in cells)
     north = max(c.lat for c, _ in cells) + 1
-    nodata = map_nodata(task)
-    classes = classes_for_task(task)
-    names = {c.code: c.name for c in classes}
-    cmap = colormap(classes)
-
-    root = ET.Element(
-        "VRTDataset",
-        rasterXSize=str((east - west) * n),
-        rasterYSize=str((north - south) * n),
-    )
-    ET.SubElement(root, "SRS", dataAxisToSRSAxisMapping="2,1").text = CRS.from_string(
-        JAXA_CRS
-    ).to_wkt()
-    px = 1.0 / n
-    ET.SubElement(
-        root, "GeoTransform"
-    ).text = f"{west!r}, {px!r}, 0.0, {float(north)!r}, 0.0, {-px!r}"
+    names = {c.code: c.name for c in record.classes}
+    root = _vrt_dataset((east - west) * n, (north - south) * n, west, north, n)
     meta = ET.SubElement(root, "Metadata")
     for key, value in (
         ("ALOSMAP_TASK", task),
@@ -678,41 +691,10 @@ def write_vrt(
         ET.SubElement(meta, "MDI", key=key).text = value
     bands = [("class", 1), *([("confidence", 2)] if confidence else [])]
     for desc, bidx in bands:
-        band = ET.SubElement(root, "VRTRasterBand", dataType="Byte", band=str(bidx))
-        ET.SubElement(band, "Description").text = desc
-        ET.SubElement(band, "NoDataValue").text = str(nodata)
-        if bidx == 1:
-            ET.SubElement(band, "ColorInterp").text = "Palette"
-            cats = ET.SubElement(band, "CategoryNames")
-            for code in range(max(names) + 1):
-                ET.SubElement(cats, "Category").text = names.get(code, "")
-            table = ET.SubElement(band, "ColorTable")
-            for i in range(256):
-                r, g, b, a = cmap[i]
-                ET.SubElement(
-                    table, "Entry", c1=str(r), c2=str(g), c3=str(b), c4=str(a)
-                )
-        else:
-            ET.SubElement(band, "ColorInterp").text = "Gray"
+        band = _vrt_band(root, desc, bidx, record, names)
         for cell, file in sorted(cells, key=lambda cf: (-cf[0].lat, cf[0].lon)):
             src = ET.SubElement(band, "SimpleSource")
-            rel = _relative(Path(file), out.parent)
-            ET.SubElement(
-                src, "SourceFilename", relativeToVRT="1" if rel else "0"
-            ).text = rel or str(Path(file).resolve())
-            ET.SubElement(src, "SourceBand").text = str(bidx)
-            ET.SubElement(
-                src,
-                "SourceProperties",
-                RasterXSize=str(n),
-                RasterYSize=str(n),
-                DataType="Byte",
-                BlockXSize=str(min(BLOCKSIZE, n)),
-                BlockYSize=str(min(BLOCKSIZE, n)),
-            )
-            ET.SubElement(
-                src, "SrcRect", xOff="0", yOff="0", xSize=str(n), ySize=str(n)
-            )
+            _vrt_source(src, Path(file), out.parent, bidx, n)
             ET.SubElement(
                 src,
                 "DstRect",
@@ -726,6 +708,64 @@ def write_vrt(
     return out
 
 
+def _vrt_dataset(width: int, height: int, west: int, north: int, n: int) -> ET.Element:
+    """The ``VRTDataset`` element: size, CRS and geotransform (``n`` px/degree)."""
+    from rasterio.crs import CRS
+
+    root = ET.Element("VRTDataset", rasterXSize=str(width), rasterYSize=str(height))
+    ET.SubElement(root, "SRS", dataAxisToSRSAxisMapping="2,1").text = CRS.from_string(
+        JAXA_CRS
+    ).to_wkt()
+    px = 1.0 / n
+    ET.SubElement(
+        root, "GeoTransform"
+    ).text = f"{west!r}, {px!r}, 0.0, {float(north)!r}, 0.0, {-px!r}"
+    return root
+
+
+def _vrt_band(
+    root: ET.Element, desc: str, bidx: int, task: Task, names: dict[int, str]
+) -> ET.Element:
+    """A ``VRTRasterBand``; band 1 gets the category names and colour table."""
+    band = ET.SubElement(root, "VRTRasterBand", dataType="Byte", band=str(bidx))
+    ET.SubElement(band, "Description").text = desc
+    ET.SubElement(band, "NoDataValue").text = str(task.nodata)
+    if bidx != 1:
+        ET.SubElement(band, "ColorInterp").text = "Gray"
+        return band
+    ET.SubElement(band, "ColorInterp").text = "Palette"
+    cats = ET.SubElement(band, "CategoryNames")
+    for code in range(max(names) + 1):
+        ET.SubElement(cats, "Category").text = names.get(code, "")
+    table = ET.SubElement(band, "ColorTable")
+    cmap = colormap(task.classes)
+    for i in range(256):
+        r, g, b, a = cmap[i]
+        ET.SubElement(table, "Entry", c1=str(r), c2=str(g), c3=str(b), c4=str(a))
+    return band
+
+
+def _vrt_source(src: ET.Element, file: Path, vrt_dir: Path, bidx: int, n: int) -> None:
+    """File, band, properties and source window of a cell's ``SimpleSource``."""
+    from alosmap.io.writer import BLOCKSIZE
+
+    rel = _relative(file, vrt_dir)
+    ET.SubElement(src, "SourceFilename", relativeToVRT="1" if rel else "0").text = (
+        rel or str(file.resolve())
+    )
+    ET.SubElement(src, "SourceBand").text = str(bidx)
+    ET.SubElement(
+        src,
+        "SourceProperties",
+        RasterXSize=str(n),
+        RasterYSize=str(n),
+        DataType="Byte",
+        BlockXSize=str(min(BLOCKSIZE, n)),
+        BlockYSize=str(min(BLOCKSIZE, n)),
+    )
+    ET.SubElement(src, "SrcRect", xOff="0", yOff="0", xSize=str(n), ySize=str(n))
+
+
 def _relative(file: Path, base: Path) -> str | None:
     """``file`` relative to ``base`` (POSIX separators), or None if outside it."""
     try:
@@ -737,10 +777,9 @@ def _relative(file: Path, base: Path) -> str | None:
 __all__ = [
     "CELL_PREFIX",
     "MERGE_RULES",
-    "MapInfo",
     "MosaicInputError",
     "MosaicResult",
-    "acquisition_datetime",
+    "SourceMap",
     "find_maps",
     "merge_into",
     "mosaic_maps",

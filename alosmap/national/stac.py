@@ -29,19 +29,25 @@ from typing import Any
 
 from alosmap._fileio import atomic_write_bytes
 from alosmap._imports import lazy_import
-from alosmap.classes import classes_for_task
+from alosmap.classes import LULC, WATER, get_task
+from alosmap.io.raster import L21_NAME, parse_utc
 
 logger = logging.getLogger(__name__)
 
 #: Directory of the catalog inside the batch output directory.
 STAC_DIR = "stac"
+#: Description of each task's collection.
+_COLLECTION_DESCRIPTION = {
+    LULC.name: "9-class LULC maps (JAXA HRLULC-derived legend), codes 1-9, 0 = no data",
+    WATER.name: "Water maps: 1 water, 0 not water, 255 no data",
+}
 
 
 def _stac_io() -> Any:
     """A pystac StacIO that writes every file atomically."""
     pystac = lazy_import("pystac")
 
-    class AtomicStacIO(pystac.stac_io.DefaultStacIO):  # type: ignore[name-defined,misc]
+    class AtomicStacIO(pystac.stac_io.DefaultStacIO):  # type: ignore[name-defined]
         def write_text_to_href(self, href: str, txt: str) -> None:
             path = Path(href)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,19 +65,14 @@ def _datetime(rec: dict[str, Any]) -> tuple[datetime, bool]:
     for key, known in (("acquired", True), ("finished", False)):
         value = rec.get(key)
         if value:
-            t = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-            return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)), known
+            return parse_utc(str(value)), known
     return datetime.now(timezone.utc), False
 
 
 def make_item(rec: dict[str, Any], out_dir: Path) -> Any:
     """A pystac Item for one batch record (asset hrefs absolute until saved)."""
     pystac = lazy_import("pystac")
-    from pystac.extensions.classification import Classification, ClassificationExtension
-    from pystac.extensions.file import FileExtension
     from pystac.extensions.projection import ProjectionExtension
-
-    from alosmap.io.raster import L21_NAME
 
     when, known = _datetime(rec)
     geometry = rec.get("footprint")
@@ -81,64 +82,14 @@ def make_item(rec: dict[str, Any], out_dir: Path) -> Any:
         bbox = [round(v, 6) for v in shape(geometry).bounds]
     else:
         bbox = None
-    task = rec["task"]
-    props: dict[str, Any] = {
-        "alosmap:task": task,
-        "alosmap:model": rec.get("model"),
-        "alosmap:model_name": rec.get("model_name"),
-        "alosmap:model_sha256": rec.get("model_sha256"),
-        "alosmap:version": rec.get("alosmap_version"),
-        "alosmap:source_scene": rec.get("scene_name"),
-        "alosmap:area_km2": round(float(rec.get("area_km2", 0.0)), 3),
-        "alosmap:class_pixels": {
-            str(c["code"]): c["pixels"] for c in rec.get("classes", [])
-        },
-        "created": rec.get("finished"),
-    }
-    if not known:
-        props["alosmap:datetime_is_processing_time"] = True
-    if L21_NAME.search(rec.get("scene_name", "")):
-        props.update(
-            {
-                "constellation": "alos",
-                "platform": "alos-2",
-                "instruments": ["palsar-2"],
-            }
-        )
     item = pystac.Item(
         id=rec["key"],
         geometry=geometry,
         bbox=bbox,
         datetime=when,
-        properties=props,
+        properties=_properties(rec, known),
     )
-    asset = pystac.Asset(
-        href=str((out_dir / rec["output"]).resolve()),
-        media_type=pystac.MediaType.COG,
-        roles=["data"],
-        title=f"{task} map" + (" with confidence (band 2)" if _conf(rec) else ""),
-    )
-    item.add_asset("map", asset)
-    from alosmap.io.writer import map_nodata
-
-    ClassificationExtension.ext(asset, add_if_missing=True).classes = [
-        *(
-            Classification.create(
-                value=c.code,
-                description=c.name,
-                name=_slug(c.name),
-                color_hint=_hex(c.color),
-            )
-            for c in classes_for_task(task)
-        ),
-        Classification.create(
-            value=map_nodata(task), description="No data", name="no_data", nodata=True
-        ),
-    ]
-    FileExtension.ext(asset, add_if_missing=True).apply(
-        size=rec.get("size"),
-        checksum="1220" + rec["sha256"] if rec.get("sha256") else None,
-    )
+    _add_map_asset(item, rec, out_dir)
     crs = rec.get("crs")
     ProjectionExtension.ext(item, add_if_missing=True).apply(
         code=crs if crs and ":" in crs else None,
@@ -161,6 +112,68 @@ def make_item(rec: dict[str, Any], out_dir: Path) -> Any:
                 ),
             )
     return item
+
+
+def _properties(rec: dict[str, Any], known: bool) -> dict[str, Any]:
+    """Item properties: ``alosmap:*``, creation time, ALOS-2 platform when known."""
+    props: dict[str, Any] = {
+        "alosmap:task": rec["task"],
+        "alosmap:model": rec.get("model"),
+        "alosmap:model_name": rec.get("model_name"),
+        "alosmap:model_sha256": rec.get("model_sha256"),
+        "alosmap:version": rec.get("alosmap_version"),
+        "alosmap:source_scene": rec.get("scene_name"),
+        "alosmap:area_km2": round(float(rec.get("area_km2", 0.0)), 3),
+        "alosmap:class_pixels": {
+            str(c["code"]): c["pixels"] for c in rec.get("classes", [])
+        },
+        "created": rec.get("finished"),
+    }
+    if not known:
+        props["alosmap:datetime_is_processing_time"] = True
+    if L21_NAME.search(rec.get("scene_name", "")):
+        props.update(
+            {
+                "constellation": "alos",
+                "platform": "alos-2",
+                "instruments": ["palsar-2"],
+            }
+        )
+    return props
+
+
+def _add_map_asset(item: Any, rec: dict[str, Any], out_dir: Path) -> None:
+    """Add the ``map`` asset: the COG, its classes (classification) and file info."""
+    pystac = lazy_import("pystac")
+    from pystac.extensions.classification import Classification, ClassificationExtension
+    from pystac.extensions.file import FileExtension
+
+    task = get_task(rec["task"])
+    asset = pystac.Asset(
+        href=str((out_dir / rec["output"]).resolve()),
+        media_type=pystac.MediaType.COG,
+        roles=["data"],
+        title=f"{task.name} map" + (" with confidence (band 2)" if _conf(rec) else ""),
+    )
+    item.add_asset("map", asset)
+    ClassificationExtension.ext(asset, add_if_missing=True).classes = [
+        *(
+            Classification.create(
+                value=c.code,
+                description=c.name,
+                name=_slug(c.name),
+                color_hint=_hex(c.color),
+            )
+            for c in task.classes
+        ),
+        Classification.create(
+            value=task.nodata, description="No data", name="no_data", nodata=True
+        ),
+    ]
+    FileExtension.ext(asset, add_if_missing=True).apply(
+        size=rec.get("size"),
+        checksum="1220" + rec["sha256"] if rec.get("sha256") else None,
+    )
 
 
 def _conf(rec: dict[str, Any]) -> bool:
@@ -204,11 +217,7 @@ def write_catalog(
         collection = pystac.Collection(
             id=f"alosmap-{task}",
             title=f"alosmap {task} maps",
-            description=(
-                "9-class LULC maps (JAXA HRLULC-derived legend), codes 1-9, 0 = no data"
-                if task == "lulc"
-                else "Water maps: 1 water, 0 not water, 255 no data"
-            ),
+            description=_COLLECTION_DESCRIPTION[get_task(task).name],
             extent=pystac.Extent.from_items(items),
             license="other",
         )

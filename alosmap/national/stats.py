@@ -47,7 +47,7 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from alosmap.errors import InputRasterError
-from alosmap.io.maps import IGNORE, open_map
+from alosmap.io.maps import IGNORE, LEGENDS, open_map
 
 __all__ = [
     "WGS84_ELLIPSOID",
@@ -374,29 +374,23 @@ def class_areas(
     import rasterio
 
     from alosmap.errors import AoiError
-    from alosmap.national.aoi import AoiMask, aoi_on_grid, read_aoi
+    from alosmap.national.aoi import aoi_windows, map_aoi_mask
 
-    info = open_map(path, legend, allowed=("lulc", "water", "jaxa"))
+    info = open_map(path, legend, allowed=tuple(LEGENDS))
     areas = pixel_areas(info.crs, info.transform, info.height)
-    mask = None
-    if aoi is not None:
-        region = read_aoi(aoi)
-        mask = AoiMask(aoi_on_grid(region, info.crs, info.footprint()), info.transform)
+    mask = map_aoi_mask(aoi, info)
     k = len(info.legend.classes)
     nb = k + 2  # classes, no data, outside the AOI
     pixels = np.zeros(k + 1, dtype=np.int64)
     area = np.zeros(k + 1, dtype=np.float64)
     with rasterio.open(info.path) as ds:
-        for win in info.windows():
-            inside = True if mask is None else mask(win)
-            if inside is False:
-                continue
+        for win, inside in aoi_windows(info, mask):
             bucket = info.classify(ds.read(1, window=win))
             bucket[bucket == IGNORE] = k
             if inside is not True:
                 bucket[~inside] = k + 1
             r0, h = int(win.row_off), int(win.height)
-            if areas.rows is None:
+            if areas.constant is not None:
                 counts = np.bincount(bucket.ravel(), minlength=nb)[: k + 1]
                 pixels += counts
                 area += counts * areas.constant

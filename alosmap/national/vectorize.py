@@ -44,14 +44,13 @@ import numpy as np
 import shapely
 from rasterio.crs import CRS
 
-from alosmap._fileio import atomic_write, make_readable
+from alosmap._fileio import atomic_path, atomic_write, check_overwrite
 from alosmap.errors import (
     BackendUnavailableError,
     InputRasterError,
-    OutputExistsError,
     OutputPathError,
 )
-from alosmap.io.maps import MapInfo, open_map
+from alosmap.io.maps import LEGENDS, MapInfo, open_map
 from alosmap.national.stats import ellipsoid_of, equal_area_xy
 
 __all__ = ["VECTOR_FORMATS", "VectorizeResult", "output_format", "vectorize_map"]
@@ -240,19 +239,10 @@ def vectorize_map(
     """
     out = Path(output)
     fmt = output_format(out)
-    if out.exists() and not overwrite:
-        raise OutputExistsError(
-            f"{out} exists; use --overwrite to replace it (it is kept as it is)"
-        )
-    if not out.parent.is_dir():
-        raise OutputPathError(f"output directory {out.parent} does not exist")
-    if not os.access(out.parent, os.W_OK):
-        raise OutputPathError(f"output directory {out.parent} is not writable")
-    if fmt == "gpkg":
-        _pyogrio()
+    _check_output(out, fmt, overwrite)
     if crs not in ("auto", "map", "wgs84"):
         raise ValueError(f"crs must be auto, map or wgs84; got {crs!r}")
-    info = open_map(map_path, legend, allowed=("lulc", "water", "jaxa"))
+    info = open_map(map_path, legend, allowed=tuple(LEGENDS))
     code, name = _resolve_class(info, class_)
     target = crs if crs != "auto" else ("wgs84" if fmt == "geojson" else "map")
     if target == "wgs84" and info.crs is None:
@@ -265,33 +255,10 @@ def vectorize_map(
     keep = areas >= min_area_m2 if min_area_m2 > 0 else np.ones(len(polys), bool)
     dropped = int((~keep).sum())
     polys, areas = polys[keep], areas[keep]
-    if simplify > 0 and len(polys):
-        polys = shapely.simplify(polys, simplify, preserve_topology=True)
-    t = info.transform
-    if len(polys):
-        polys = shapely.transform(
-            polys,
-            lambda xy: np.column_stack(
-                (
-                    t.c + t.a * xy[:, 0] + t.b * xy[:, 1],
-                    t.f + t.d * xy[:, 0] + t.e * xy[:, 1],
-                )
-            ),
-        )
-    out_crs: CRS | None = info.crs
-    if target == "wgs84" and info.crs is not None and len(polys):
-        polys = _to_wgs84(polys, info.crs)
-    if target == "wgs84":
-        out_crs = CRS.from_epsg(4326)
-    geographic = out_crs is not None and out_crs.is_geographic
-    grid = _GRID_DEGREES if geographic else _GRID_UNITS
-    if len(polys):
-        polys = _polygonal(polys)
-        polys = shapely.set_precision(polys, grid)
-        polys = _polygonal(polys)
-        ok = ~shapely.is_empty(polys)
-        polys, areas = polys[ok], areas[ok]
-        polys = shapely.orient_polygons(polys)
+    out_crs = CRS.from_epsg(4326) if target == "wgs84" else info.crs
+    polys, areas = _output_geometry(
+        polys, areas, info, simplify, info.crs if target == "wgs84" else None, out_crs
+    )
     props = [
         {"id": i + 1, "class": name, "code": code, "area_m2": round(float(a), 3)}
         for i, a in enumerate(areas)
@@ -308,6 +275,60 @@ def vectorize_map(
         area_m2=float(np.sum(areas)),
         crs=None if out_crs is None else out_crs.to_string(),
     )
+
+
+def _check_output(out: Path, fmt: str, overwrite: bool) -> None:
+    """Refuse an existing output (unless ``overwrite``) or an unusable directory.
+
+    Also checks that pyogrio is there for a GeoPackage, before any work.
+    """
+    check_overwrite([out], overwrite)
+    if not out.parent.is_dir():
+        raise OutputPathError(f"output directory {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK):
+        raise OutputPathError(f"output directory {out.parent} is not writable")
+    if fmt == "gpkg":
+        _pyogrio()
+
+
+def _output_geometry(
+    polys: np.ndarray,
+    areas: np.ndarray,
+    info: MapInfo,
+    simplify: float,
+    reproject_from: CRS | None,
+    out_crs: CRS | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-coordinate polygons as output geometries, with their areas.
+
+    Simplified (``simplify`` pixels), put in the map's CRS, reprojected to WGS 84
+    from ``reproject_from`` when given, then rounded on the grid of ``out_crs``,
+    made valid and oriented (RFC 7946). Polygons that vanish are dropped, with
+    their areas.
+    """
+    if not len(polys):
+        return polys, areas
+    if simplify > 0:
+        polys = shapely.simplify(polys, simplify, preserve_topology=True)
+    t = info.transform
+    polys = shapely.transform(
+        polys,
+        lambda xy: np.column_stack(
+            (
+                t.c + t.a * xy[:, 0] + t.b * xy[:, 1],
+                t.f + t.d * xy[:, 0] + t.e * xy[:, 1],
+            )
+        ),
+    )
+    if reproject_from is not None:
+        polys = _to_wgs84(polys, reproject_from)
+    geographic = out_crs is not None and out_crs.is_geographic
+    grid = _GRID_DEGREES if geographic else _GRID_UNITS
+    polys = _polygonal(polys)
+    polys = shapely.set_precision(polys, grid)
+    polys = _polygonal(polys)
+    ok = ~shapely.is_empty(polys)
+    return shapely.orient_polygons(polys[ok]), areas[ok]
 
 
 def _to_wgs84(polys: np.ndarray, src: CRS) -> np.ndarray:
@@ -360,10 +381,7 @@ def _write_gpkg(
     )
 
     # GDAL wants the .gpkg suffix, so the temporary file gets one too
-    fd, name = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".gpkg", dir=out.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
+    with atomic_path(out, suffix=".gpkg") as tmp:
         tmp.unlink()  # GDAL creates the GeoPackage itself
         raw.write(
             tmp,
@@ -375,11 +393,6 @@ def _write_gpkg(
             geometry_type="MultiPolygon",
             crs=None if crs is None else crs.to_wkt(),
         )
-        make_readable(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _parts(g: Any) -> list[Any]:

@@ -15,10 +15,10 @@ measurement alone.
    the device memory in use (total − free, from ``cudaMemGetInfo``; no NVML needed,
    and the same measure for every backend) minus what was in use before the model was
    loaded;
-3. runs a fixed set of agreement tiles, cut from the generated scene and normalised
-   with the model's own radiometry, and saves their probabilities; the parent
-   compares them with PyTorch fp32's on the same tiles: argmax agreement (% of
-   pixels) and max |Δprob|;
+3. runs a fixed set of agreement tiles, cut from the generated scene exactly as
+   ``predict`` reads it (:func:`agreement_tiles`), and saves their probabilities;
+   the parent compares them with PyTorch fp32's on the same tiles: argmax
+   agreement (% of pixels) and max |Δprob|;
 4. end to end: :func:`~alosmap.predict.pipeline.predict_scene` on a generated
    ``size²`` scene with the open runtime (reading, blending and COG writing
    included, model loading excluded) → seconds, tiles/s, and the hours that rate
@@ -30,6 +30,10 @@ whose top rows are no data.
 
 Scenes are speckled uint16 DN rasters written strip by strip (bounded memory), with an
 optional fraction of no-data rows at the top.
+
+:func:`run_bench` is the whole ``alosmap bench`` from a :class:`BenchRequest`: the
+model files (a random model without one, ONNX exports made on the fly by the exporter
+the caller passes), the comparison, then the pipeline measurements.
 """
 
 from __future__ import annotations
@@ -43,13 +47,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from alosmap.errors import AlosmapError, BackendOptionError
+
+if TYPE_CHECKING:
+    from alosmap.runtime.base import Runtime
+    from alosmap.spec import ModelSpec
 
 #: Land area of Japan in 10 m pixels (about 378 000 km²).
 JAPAN_PIXELS = 3.8e9
@@ -162,6 +171,96 @@ def parse_variants(text: str) -> list[Variant]:
     return out
 
 
+class OnnxExporter(Protocol):
+    """Writes an ONNX file of a model (``alosmap.export.onnx.export_onnx``)."""
+
+    def __call__(
+        self, model: Any, path: Path, *, metadata: Mapping[str, str], fp16: bool = ...
+    ) -> Path:
+        """Export ``model`` to ``path`` with ``metadata``; return the path."""
+        ...
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    """What ``alosmap bench`` measures (its options, parsed).
+
+    Attributes:
+        variants: the runtimes to compare (:func:`parse_variants`).
+        model: the model file (``.safetensors``, ``.onnx`` or an engine); None for a
+            random model of ``preset``.
+        preset: architecture of the random model.
+        batch_sizes: batch sizes timed model-only.
+        batch_size: batch size of the end-to-end and pipeline runs.
+        batches: timed batches per batch size (after one warm-up batch).
+        agree_tiles: tiles compared with PyTorch fp32.
+        size: side of the generated scene run end to end (0: none).
+        onnx: an ONNX export of ``model`` (None: exported on the fly when needed).
+        engine: a TensorRT engine of ``model``.
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        overlap: tile overlap of the end-to-end runs.
+        threads: intra-op CPU threads (None: the physical cores).
+        rss_sizes: scene sides at which the pipeline's peak RSS is also measured.
+        nodata_check: also time the first variant on a ``size`` scene whose top
+            30 % is no data.
+    """
+
+    variants: tuple[Variant, ...]
+    model: Path | None = None
+    preset: str = "paper"
+    batch_sizes: tuple[int, ...] = (8,)
+    batch_size: int = 8
+    batches: int = 3
+    agree_tiles: int = 8
+    size: int = 2000
+    onnx: Path | None = None
+    engine: Path | None = None
+    device: str = "cpu"
+    overlap: int = 64
+    threads: int | None = None
+    rss_sizes: tuple[int, ...] = ()
+    nodata_check: bool = False
+
+
+@dataclass
+class BenchFiles:
+    """The model files of a bench run, by backend.
+
+    Attributes:
+        name: file name of the measured model (for the report).
+        torch: the ``.safetensors`` model (torch variants and the fp32 reference).
+        onnx: its fp32 ONNX export (onnx variants).
+        onnx_fp16: its fp16 ONNX export (``onnx-…-fp16`` variants).
+        engine: a TensorRT engine (tensorrt variants).
+    """
+
+    name: str
+    torch: Path | None = None
+    onnx: Path | None = None
+    onnx_fp16: Path | None = None
+    engine: Path | None = None
+
+    def for_backend(self, backend: str) -> Path | None:
+        """The file a backend runs (fp32 ONNX for onnx)."""
+        return {"torch": self.torch, "onnx": self.onnx, "tensorrt": self.engine}.get(
+            backend
+        )
+
+    def for_variant(self, v: Variant) -> Path | None:
+        """The file a variant runs: the fp16 export for ``onnx-…-fp16`` if any."""
+        if v.backend == "onnx" and v.precision == "fp16" and self.onnx_fp16 is not None:
+            return self.onnx_fp16
+        return self.for_backend(v.backend)
+
+    def any(self) -> Path:
+        """One of the files (they all carry the model spec)."""
+        return next(
+            p
+            for p in (self.torch, self.onnx, self.onnx_fp16, self.engine)
+            if p is not None
+        )
+
+
 def write_bench_scene(
     path: Path, size: int, *, nodata_fraction: float = 0.0, seed: int = 0
 ) -> Path:
@@ -201,35 +300,46 @@ def write_bench_scene(
     return path
 
 
-def agreement_tiles(scene: Path, spec: Any, count: int) -> np.ndarray:
-    """``count`` normalised tiles ``[N, 1, T, T]`` spread over a DN scene.
+def agreement_tiles(scene: Path, spec: ModelSpec, count: int) -> np.ndarray:
+    """``count`` normalised tiles ``[N, 1, T, T]`` spread over a scene.
 
-    The tiles go through the same radiometry as ``predict`` (DN → σ0 dB with the
-    model's calibration factor, clip, the model's mean/std).
+    The tiles are windows of the pipeline's grid (default overlap) read exactly as
+    ``predict`` reads them (:func:`~alosmap.predict.tiles.read_strip_tiles`: units,
+    masks, DN → σ0 dB with the model's calibration, clip, the model's mean/std):
+    a ``⌈√count⌉²`` subgrid spread evenly over the scene, the first ``count`` of
+    them row by row (windows without valid pixels are skipped, as predict does).
+
+    Raises:
+        BackendOptionError: a scene smaller than a tile, or without valid windows.
     """
-    import rasterio
-
-    from alosmap.io.scene import normalize
-    from alosmap.radiometry import dn_to_db
+    from alosmap.io.scene import Scene
+    from alosmap.predict.options import DEFAULT_OVERLAP
+    from alosmap.predict.tiles import read_strip_tiles
+    from alosmap.tiling import axis_starts
 
     t = spec.tile_size
-    with rasterio.open(scene) as ds:
-        h, w = ds.height, ds.width
+    out: list[np.ndarray] = []
+    with Scene(scene, spec.radiometry) as ds:
+        h, w = ds.info.height, ds.info.width
         if h < t or w < t:
             raise BackendOptionError(f"the agreement scene must be >= {t} px")
         side = max(1, int(np.ceil(np.sqrt(count))))
-        rows = np.linspace(0, h - t, side).round().astype(int)
-        cols = np.linspace(0, w - t, side).round().astype(int)
-        out = []
+        rows = _spread(axis_starts(h, t, DEFAULT_OVERLAP), side)
+        cols = _spread(axis_starts(w, t, DEFAULT_OVERLAP), side)
         for r in rows:
-            for c in cols:
-                if len(out) == count:
-                    break
-                dn = ds.read(1, window=((int(r), int(r) + t), (int(c), int(c) + t)))
-                db = dn_to_db(dn, spec.radiometry.calibration_factor_db)
-                valid = np.isfinite(db)
-                out.append(normalize(np.nan_to_num(db), valid, spec)[None])
-    return np.stack(out).astype(np.float32)
+            if len(out) >= count:
+                break
+            strip = read_strip_tiles(ds, spec.radiometry, r, t, cols)
+            out.extend(x for _, x in strip.tiles)
+    if not out:
+        raise BackendOptionError(f"{scene}: no window with valid pixels")
+    return np.stack(out[:count])[:, None].astype(np.float32)
+
+
+def _spread(starts: list[int], n: int) -> list[int]:
+    """``n`` of ``starts`` spread evenly from the first to the last (may repeat)."""
+    picks = np.linspace(0, len(starts) - 1, n).round().astype(int)
+    return [starts[i] for i in picks]
 
 
 def agreement(ref: np.ndarray, probs: np.ndarray) -> dict[str, float]:
@@ -312,6 +422,35 @@ def _open(args: dict[str, Any]) -> Any:
     )
 
 
+def _time_batches(rt: Runtime, x: np.ndarray, n: int) -> tuple[float, float]:
+    """One warm-up call, then ``n`` timed calls on ``x``: ``(warm-up s, timed s)``.
+
+    The warm-up is where ``torch.compile`` compiles, TensorRT builds and the
+    allocators grow.
+    """
+    t = time.perf_counter()
+    rt.run(x)
+    warm = time.perf_counter() - t
+    t = time.perf_counter()
+    for _ in range(n):
+        rt.run(x)
+    return warm, time.perf_counter() - t
+
+
+def _predict_bench_scene(rt: Runtime, args: dict[str, Any], batch: int) -> Any:
+    """``predict_scene`` on the child's generated scene with the open runtime."""
+    from alosmap.predict.pipeline import predict_scene
+
+    return predict_scene(
+        args["scene"],
+        args["output"],
+        runtime=rt,
+        batch_size=batch,
+        overlap=args["overlap"],
+        overwrite=True,
+    )
+
+
 def compare_child(args: dict[str, Any]) -> dict[str, Any]:
     """The measurement a comparison child makes (see the module docstring)."""
     import importlib
@@ -327,59 +466,12 @@ def compare_child(args: dict[str, Any]) -> dict[str, Any]:
     rt = _open(args)
     load_s = time.perf_counter() - t0
     tiles = np.load(args["tiles"])
-    tile = rt.spec.tile_size
-    rng = np.random.default_rng(0)
-    rows = []
-    first_s = None
-    for b in sorted(args["batch_sizes"]):
-        x = tiles[rng.integers(0, len(tiles), b)] if len(tiles) else None
-        if x is None or x.shape[-1] != tile:
-            x = rng.standard_normal((b, 1, tile, tile), dtype=np.float32)
-        t = time.perf_counter()
-        rt.run(x)  # warm-up (compilation, engine build, allocator growth)
-        warm = time.perf_counter() - t
-        first_s = warm if first_s is None else first_s
-        n = args["batches"]
-        t = time.perf_counter()
-        for _ in range(n):
-            rt.run(x)
-        dt = time.perf_counter() - t
-        rows.append(
-            {
-                "batch_size": b,
-                "tiles_per_s": n * b / dt,
-                "ms_per_tile": 1000.0 * dt / (n * b),
-                "warmup_s": warm,
-                "peak_mb": mem.sample() if mem else _peak_rss_mb(),
-            }
-        )
+    rows, first_s = _model_rows(rt, tiles, args, mem)
     chunk = max(args["batch_sizes"])
     probs = np.concatenate(
         [rt.run(tiles[i : i + chunk]) for i in range(0, len(tiles), chunk)]
     )
     np.save(args["probs"], probs.astype(np.float32))
-    e2e = None
-    if args.get("scene"):
-        from alosmap.predict.pipeline import predict_scene
-
-        res = predict_scene(
-            args["scene"],
-            args["output"],
-            runtime=rt,
-            batch_size=args["e2e_batch"],
-            overlap=args["overlap"],
-            overwrite=True,
-        )
-        e2e = {
-            "size": args["size"],
-            "batch_size": args["e2e_batch"],
-            "seconds": res.seconds,
-            "tiles_run": res.tiles_run,
-            "tiles_total": res.tiles_total,
-            "tiles_per_s": res.tiles_run / res.seconds,
-            "peak_mb": mem.sample() if mem else _peak_rss_mb(),
-            "japan_hours": res.seconds * JAPAN_PIXELS / args["size"] ** 2 / 3600.0,
-        }
     return {
         "backend": rt.name,
         "precision": getattr(rt, "precision", None),
@@ -389,7 +481,56 @@ def compare_child(args: dict[str, Any]) -> dict[str, Any]:
         "first_batch_s": first_s,
         "memory": "gpu" if gpu else "rss",
         "rows": rows,
-        "e2e": e2e,
+        "e2e": _e2e_row(rt, args, mem) if args.get("scene") else None,
+    }
+
+
+def _peak_mb(mem: _GpuMemory | None) -> float:
+    """Peak device memory above the baseline on a GPU, else this process's RSS."""
+    return mem.sample() if mem else _peak_rss_mb()
+
+
+def _model_rows(
+    rt: Runtime, tiles: np.ndarray, args: dict[str, Any], mem: _GpuMemory | None
+) -> tuple[list[dict[str, float]], float | None]:
+    """Model-only rows, ascending batch sizes; and the first warm-up's seconds."""
+    tile = rt.spec.tile_size
+    rng = np.random.default_rng(0)
+    rows = []
+    first_s = None
+    for b in sorted(args["batch_sizes"]):
+        x = tiles[rng.integers(0, len(tiles), b)] if len(tiles) else None
+        if x is None or x.shape[-1] != tile:
+            x = rng.standard_normal((b, 1, tile, tile), dtype=np.float32)
+        n = args["batches"]
+        warm, dt = _time_batches(rt, x, n)
+        first_s = warm if first_s is None else first_s
+        rows.append(
+            {
+                "batch_size": b,
+                "tiles_per_s": n * b / dt,
+                "ms_per_tile": 1000.0 * dt / (n * b),
+                "warmup_s": warm,
+                "peak_mb": _peak_mb(mem),
+            }
+        )
+    return rows, first_s
+
+
+def _e2e_row(
+    rt: Runtime, args: dict[str, Any], mem: _GpuMemory | None
+) -> dict[str, float]:
+    """The end-to-end row: predict on the generated scene, and the Japan hours."""
+    res = _predict_bench_scene(rt, args, args["e2e_batch"])
+    return {
+        "size": args["size"],
+        "batch_size": args["e2e_batch"],
+        "seconds": res.seconds,
+        "tiles_run": res.tiles_run,
+        "tiles_total": res.tiles_total,
+        "tiles_per_s": res.tiles_run / res.seconds,
+        "peak_mb": _peak_mb(mem),
+        "japan_hours": res.seconds * JAPAN_PIXELS / args["size"] ** 2 / 3600.0,
     }
 
 
@@ -428,152 +569,129 @@ class CompareResult:
 
 
 def compare(
-    variants: list[Variant],
-    *,
-    workdir: Path,
-    model: Path | None = None,
-    onnx: Path | None = None,
-    onnx_fp16: Path | None = None,
-    engine: Path | None = None,
-    device: str = "cpu",
-    batch_sizes: tuple[int, ...] = (8,),
-    batches: int = 3,
-    agree_tiles: int = 8,
-    size: int = 2000,
-    e2e_batch: int = 8,
-    overlap: int = 64,
-    threads: int | None = None,
+    request: BenchRequest, files: BenchFiles, *, workdir: Path
 ) -> dict[str, Any]:
     """Compare runtimes on the same model and tiles (see the module docstring).
 
     Args:
-        variants: what to compare (:func:`parse_variants`).
+        request: the variants and settings (batch sizes, scene size, device, ...).
+        files: the model files of the backends.
         workdir: scratch folder (scenes, maps, probabilities).
-        model: the ``.safetensors`` model (torch variants and the fp32 reference).
-        onnx: its fp32 ONNX export (onnx variants).
-        onnx_fp16: its fp16 ONNX export (``onnx-…-fp16`` variants).
-        engine: a TensorRT engine (tensorrt variants).
-        device: ``cpu``, ``cuda`` or ``cuda:N``.
-        batch_sizes: batch sizes timed model-only.
-        batches: timed batches per batch size (after one warm-up batch).
-        agree_tiles: tiles compared with PyTorch fp32.
-        size: side of the generated scene for the end-to-end run (0: none).
-        e2e_batch: batch size of the end-to-end run.
-        overlap: tile overlap of the end-to-end run.
-        threads: intra-op CPU threads (default: the physical cores).
 
     Returns:
         ``{"reference": label, "variants": [CompareResult as dict, ...], ...}``.
     """
     from alosmap.spec import load_spec
 
-    files = {"torch": model, "onnx": onnx, "tensorrt": engine}
-    any_file = next(p for p in (model, onnx, onnx_fp16, engine) if p is not None)
-    spec = load_spec(any_file)
-    scene_size = size if size else max(1024, spec.tile_size)
+    spec = load_spec(files.any())
+    scene_size = request.size if request.size else max(1024, spec.tile_size)
     scene = workdir / f"bench_{scene_size}.tif"
     if not scene.exists():
         write_bench_scene(scene, scene_size)
-    tiles_path = workdir / "agreement_tiles.npy"
-    np.save(tiles_path, agreement_tiles(scene, spec, agree_tiles))
-    base = {
-        "device": device,
-        "threads": threads,
-        "batches": batches,
-        "tiles": str(tiles_path),
-        "overlap": overlap,
-        "e2e_batch": e2e_batch,
-        "size": size,
-    }
-    ref = Variant("torch", "fp32") if model is not None else variants[0]
-    runs = list(variants)
-    if ref not in runs and Variant("torch") in runs:
-        ref = Variant("torch")
+    tiles = workdir / "agreement_tiles.npy"
+    np.save(tiles, agreement_tiles(scene, spec, request.agree_tiles))
+    run = _Comparison(request, files, workdir, scene if request.size else None, tiles)
+    variants = request.variants
+    ref = _reference_variant(variants, files.torch is not None)
     results: list[CompareResult] = []
     ref_probs: np.ndarray | None = None
-    order = [ref, *[v for v in runs if v != ref]]
-    for v in order:
-        shown = v in runs
-        path = files.get(v.backend)
-        if v.backend == "onnx" and v.precision == "fp16" and onnx_fp16 is not None:
-            path = onnx_fp16
-        res = CompareResult(variant=v.label, backend=v.backend, precision=v.precision)
-        if path is None:
-            res.error = f"no {v.backend} model file for this variant"
-            results.append(res)
-            continue
-        probs_path = workdir / f"probs_{v.label}.npy"
-        args = {
-            **base,
-            "model": str(path),
-            "backend": v.backend,
-            "precision": None
-            if (v.backend == "onnx" and path == onnx_fp16)
-            else v.precision,
-            "compile": v.compile,
-            "providers": list(v.providers) if v.providers else None,
-            "probs": str(probs_path),
-            "batch_sizes": list(batch_sizes) if shown else [min(batch_sizes)],
-            "batches": batches if shown else 1,
-            "scene": str(scene) if (size and shown) else None,
-            "output": str(workdir / f"map_{v.label}.tif"),
-        }
-        try:
-            out = _child("compare", args)
-        except AlosmapError as exc:
-            res.error = str(exc).removeprefix("benchmark child failed: ")
-            if shown:
-                results.append(res)
-            continue
-        keys = (
-            "precision",
-            "providers",
-            "threads",
-            "load_s",
-            "first_batch_s",
-            "memory",
-        )
-        for key in keys:
-            setattr(res, key, out[key])
-        res.rows, res.e2e = out["rows"], out["e2e"]
-        probs = np.load(probs_path)
-        if v == ref:
+    for v in [ref, *[v for v in variants if v != ref]]:
+        shown = v in variants
+        res, probs = run.variant(v, shown)
+        if probs is not None and v == ref:
             ref_probs = probs
-        elif ref_probs is not None:
+        elif probs is not None and ref_probs is not None:
             res.agreement = agreement(ref_probs, probs)
-        if shown:
+        if shown or files.for_variant(v) is None:  # a missing file is always shown
             results.append(res)
     return {
         "reference": ref.label if ref_probs is not None else None,
-        "device": device,
-        "agreement_tiles": agree_tiles,
+        "device": request.device,
+        "agreement_tiles": request.agree_tiles,
         "variants": [asdict(r) for r in results],
     }
 
 
+def _reference_variant(variants: Sequence[Variant], has_model: bool) -> Variant:
+    """The variant the others are compared with: PyTorch fp32 when there is a model.
+
+    Without a ``.safetensors`` model the first variant; a plain ``torch`` variant
+    stands in for ``torch-fp32`` (the same thing) when only it is asked for.
+    """
+    ref = Variant("torch", "fp32") if has_model else variants[0]
+    if ref not in variants and Variant("torch") in variants:
+        ref = Variant("torch")
+    return ref
+
+
+@dataclass
+class _Comparison:
+    """What every variant of one :func:`compare` shares: settings, files, inputs."""
+
+    request: BenchRequest
+    files: BenchFiles
+    workdir: Path
+    scene: Path | None
+    tiles: Path
+
+    def variant(
+        self, v: Variant, shown: bool
+    ) -> tuple[CompareResult, np.ndarray | None]:
+        """Measure one variant in a child; its result and its agreement-tile probs.
+
+        A variant that is not ``shown`` (the reference alone) only runs its
+        agreement tiles: the smallest batch size, one timed batch, no scene.
+        """
+        res = CompareResult(variant=v.label, backend=v.backend, precision=v.precision)
+        path = self.files.for_variant(v)
+        if path is None:
+            res.error = f"no {v.backend} model file for this variant"
+            return res, None
+        probs_path = self.workdir / f"probs_{v.label}.npy"
+        try:
+            out = _child("compare", self._args(v, path, shown, probs_path))
+        except AlosmapError as exc:
+            res.error = str(exc).removeprefix("benchmark child failed: ")
+            return res, None
+        for key in ("precision", "providers", "threads", "load_s", "first_batch_s"):
+            setattr(res, key, out[key])
+        res.memory, res.rows, res.e2e = out["memory"], out["rows"], out["e2e"]
+        return res, np.load(probs_path)
+
+    def _args(self, v: Variant, path: Path, shown: bool, probs: Path) -> dict[str, Any]:
+        """The arguments of a variant's comparison child (:func:`compare_child`)."""
+        r = self.request
+        fp16_file = v.backend == "onnx" and path == self.files.onnx_fp16
+        return {
+            "device": r.device,
+            "threads": r.threads,
+            "tiles": str(self.tiles),
+            "overlap": r.overlap,
+            "e2e_batch": r.batch_size,
+            "size": r.size,
+            "model": str(path),
+            "backend": v.backend,
+            "precision": None if fp16_file else v.precision,
+            "compile": v.compile,
+            "providers": list(v.providers) if v.providers else None,
+            "probs": str(probs),
+            "batch_sizes": list(r.batch_sizes) if shown else [min(r.batch_sizes)],
+            "batches": r.batches if shown else 1,
+            "scene": str(self.scene) if (self.scene and shown) else None,
+            "output": str(self.workdir / f"map_{v.label}.tif"),
+        }
+
+
 def run_child(args: dict[str, Any]) -> BenchResult:
     """The measurement a pipeline child makes (:func:`measure`)."""
-    from alosmap.predict.pipeline import predict_scene
-
     rt = _open({**args, "e2e_batch": args["batch_size"]})
     tile = rt.spec.tile_size
     b = args["batch_size"]
     rng = np.random.default_rng(0)
     x = rng.standard_normal((b, 1, tile, tile), dtype=np.float32)
-    rt.run(x)  # warm-up
     n = args["batches"]
-    t0 = time.perf_counter()
-    for _ in range(n):
-        rt.run(x)
-    model_tps = n * b / (time.perf_counter() - t0)
-    res = predict_scene(
-        args["scene"],
-        args["output"],
-        runtime=rt,
-        batch_size=b,
-        overlap=args["overlap"],
-        overwrite=True,
-    )
+    model_tps = n * b / _time_batches(rt, x, n)[1]
+    res = _predict_bench_scene(rt, args, b)
     e2e_tps = res.tiles_run / res.seconds
     return BenchResult(
         size=args["size"],
@@ -630,6 +748,164 @@ def measure(
 def temp_workdir() -> tempfile.TemporaryDirectory[str]:
     """A scratch directory for scenes and maps."""
     return tempfile.TemporaryDirectory(prefix="alosmap-bench-")
+
+
+def run_bench(
+    request: BenchRequest, *, export_onnx: OnnxExporter | None = None
+) -> dict[str, Any]:
+    """``alosmap bench``: compare the variants, then the pipeline measurements.
+
+    Works in a temporary folder: the random model (without ``request.model``), the
+    ONNX exports made on the fly, the generated scenes and maps.
+
+    Args:
+        request: what to measure.
+        export_onnx: the ONNX exporter, for onnx variants of a ``.safetensors``
+            model without ``request.onnx`` (the export package provides it).
+
+    Returns:
+        The :func:`compare` report plus ``model`` (file name), ``machine`` (one
+        line), ``notes`` and, when measured, ``pipeline`` (:class:`BenchResult`
+        dicts).
+
+    Raises:
+        BackendOptionError: a tensorrt variant without an engine, or onnx variants
+            that need an export and no ``export_onnx``.
+    """
+    notes: list[str] = []
+    with temp_workdir() as tmp:
+        work = Path(tmp)
+        files = _bench_files(request, work, notes, export_onnx)
+        report = compare(request, files, workdir=work)
+        pipeline = _pipeline_runs(request, files, work)
+    report.update(model=files.name, machine=machine_description(report), notes=notes)
+    if pipeline:
+        report["pipeline"] = [asdict(r) for r in pipeline]
+    return report
+
+
+def _bench_files(
+    request: BenchRequest,
+    work: Path,
+    notes: list[str],
+    export_onnx: OnnxExporter | None,
+) -> BenchFiles:
+    """The files each backend runs: given, made at random, or exported here."""
+    model = request.model
+    if model is None:
+        model = _random_model(request.preset, work)
+        notes.append(f"{request.preset} preset, random weights")
+    files = BenchFiles(model.name, onnx=request.onnx, engine=request.engine)
+    key = {".safetensors": "torch", ".onnx": "onnx"}.get(model.suffix.lower(), "engine")
+    setattr(files, key, model)
+    wants = {v.backend for v in request.variants}
+    if files.torch is not None and "onnx" in wants:
+        _export_onnx_files(
+            files, files.torch, request.variants, work, notes, export_onnx
+        )
+    if "tensorrt" in wants and files.engine is None:
+        raise BackendOptionError(
+            "--backends tensorrt needs an engine: pass --engine (build one with "
+            "`alosmap export tensorrt`)"
+        )
+    return files
+
+
+def _random_model(preset: str, workdir: Path) -> Path:
+    """A LULC model of ``preset`` with random (seeded) weights: speed needs no more."""
+    import torch
+
+    from alosmap.arch import get_preset
+    from alosmap.classes import LULC
+    from alosmap.models import build_model
+    from alosmap.spec import default_spec, save_model
+
+    spec = default_spec(LULC.name, get_preset(preset), name=f"{preset}-bench")
+    torch.manual_seed(0)
+    path: Path = save_model(
+        build_model(spec.arch).eval(), spec, workdir / f"{preset}.safetensors"
+    )
+    return path
+
+
+def _export_onnx_files(
+    files: BenchFiles,
+    model: Path,
+    variants: Sequence[Variant],
+    work: Path,
+    notes: list[str],
+    export_onnx: OnnxExporter | None,
+) -> None:
+    """Export ``model`` to ONNX: fp32 unless given, fp16 for ``onnx-…-fp16``.
+
+    A failed fp16 export becomes a note: the fp16 variants then report it.
+    """
+    from alosmap.spec import SPEC_KEY, load_model
+
+    fp16 = any(v.backend == "onnx" and v.precision == "fp16" for v in variants)
+    if files.onnx is not None and not fp16:
+        return
+    if export_onnx is None:
+        raise BackendOptionError(
+            "the onnx variants need an ONNX export of the model: pass --onnx"
+        )
+    net, spec = load_model(model)
+    meta = {SPEC_KEY: spec.to_json()}
+    if files.onnx is None:
+        t0 = time.perf_counter()
+        files.onnx = export_onnx(net, work / "model.onnx", metadata=meta)
+        notes.append(f"ONNX export {time.perf_counter() - t0:.0f} s")
+    if fp16:
+        try:
+            files.onnx_fp16 = export_onnx(
+                net, work / "model_fp16.onnx", metadata=meta, fp16=True
+            )
+        except AlosmapError as exc:  # the fp16 variants then report it
+            notes.append(f"fp16 ONNX export failed: {exc}")
+
+
+def _pipeline_runs(
+    request: BenchRequest, files: BenchFiles, work: Path
+) -> list[BenchResult]:
+    """The pipeline measurements (:func:`measure`) with the first plain variant."""
+    first = next((v for v in request.variants if v.providers is None), None)
+    if first is None or not (request.nodata_check or request.rss_sizes):
+        return []
+    path = files.for_backend(first.backend)
+    if path is None:
+        return []
+    kw: dict[str, Any] = dict(
+        workdir=work,
+        backend=first.backend,
+        batch_size=request.batch_size,
+        precision=first.precision,
+        compile=first.compile,
+        device=request.device,
+        batches=request.batches,
+        overlap=request.overlap,
+        threads=request.threads,
+    )
+    out = []
+    if request.nodata_check and request.size:
+        out.append(measure(path, request.size, **kw))
+        out.append(measure(path, request.size, nodata_fraction=0.3, **kw))
+    out.extend(measure(path, s, **kw) for s in request.rss_sizes)
+    return out
+
+
+def machine_description(report: dict[str, Any]) -> str:
+    """One line: the CPU, its cores, and the CPU threads the variants used."""
+    import platform
+
+    from alosmap.runtime.probe import cpu_info
+
+    cpu = cpu_info()
+    used = {v["threads"] for v in report["variants"] if v.get("threads")}
+    return (
+        f"{cpu['model']} ({platform.machine()}), {cpu['physical']} physical cores "
+        f"({cpu['logical']} logical); CPU threads used: "
+        + (", ".join(map(str, sorted(used))) or "-")
+    )
 
 
 def _main(argv: list[str]) -> None:

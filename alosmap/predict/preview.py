@@ -9,17 +9,17 @@ global backend is switched.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from alosmap._fileio import atomic_write, check_overwrite
 from alosmap._imports import lazy_import
-from alosmap.errors import InputRasterError, OutputExistsError
+from alosmap.classes import get_task
+from alosmap.errors import InputRasterError, OutputPathError
 from alosmap.spec import ModelSpec
 
 __all__ = ["write_preview"]
@@ -85,20 +85,15 @@ def _sar_rgb(
     cf: float,
 ) -> np.ndarray:
     """σ0 in dB as a grey RGB image with a 2-98 % stretch; no data white."""
-    from alosmap.radiometry import dn_to_db, linear_to_db
+    from alosmap.radiometry import INPUT_UNITS, to_db
 
     a = values.astype(np.float64)
     valid = valid & np.isfinite(a)
     if nodata is not None and not np.isnan(nodata):
         valid &= a != nodata
-    if units == "dn":
-        db = dn_to_db(a, cf=cf, nodata=None)
-    elif units == "linear":
-        db = linear_to_db(a)
-    elif units == "db":
-        db = a.astype(np.float32)
-    else:
+    if units not in INPUT_UNITS:
         raise ValueError(f"input_units: expected dn, db or linear, got {units!r}")
+    db = to_db(a, units, cf).astype(np.float32)
     valid &= np.isfinite(db)
     grey = np.zeros(db.shape, dtype=np.float64)
     if valid.any():
@@ -163,23 +158,14 @@ def write_preview(
     from alosmap.io.raster import acquisition_date
 
     out = Path(png_path)
-    if out.exists() and not overwrite:
-        raise OutputExistsError(
-            f"output exists and won't be overwritten: {out}; "
-            "pass --overwrite (overwrite=True) or choose another path"
-        )
+    check_overwrite([out], overwrite)
     if not out.parent.is_dir():
-        from alosmap.io.writer import OutputPathError
-
         raise OutputPathError(
             f"output directory {out.parent} does not exist; create it first"
         )
     if max_size < 16:
         raise ValueError(f"max_size: expected at least 16 pixels, got {max_size}")
     lazy_import("matplotlib")
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
 
     scene = Path(scene_path)
     sar, sar_valid, sar_info = _read_decimated(scene, band, max_size)
@@ -199,6 +185,23 @@ def write_preview(
     when = acquisition_date(scene, sar_info["tags"])
     if when is not None:
         title += f"  ({when.isoformat()})"
+    fig = _figure(title, sar_img, map_img, spec, colors)
+    return atomic_write(
+        out, lambda tmp: fig.savefig(tmp, format="png", dpi=_DPI, facecolor="white")
+    )
+
+
+def _figure(
+    title: str,
+    sar_img: np.ndarray,
+    map_img: np.ndarray,
+    spec: ModelSpec,
+    colors: dict[int, tuple[int, ...]],
+) -> Any:
+    """The two panels side by side and the legend, on a matplotlib Agg figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
     h, w = sar_img.shape[:2]
     legend_w, title_h = 260, 70
@@ -214,21 +217,20 @@ def write_preview(
     for i, (img, label) in enumerate(
         (
             (sar_img, "σ0 HH (dB, 2–98 % stretch)"),
-            (map_img, "LULC map" if spec.task == "lulc" else "Water map"),
+            (map_img, get_task(spec.task).title),
         )
     ):
         ax = fig.add_axes((i * w / total_w, 0.0, w / total_w, top * 0.94))
         ax.imshow(img, interpolation="nearest")
         ax.set_title(label, fontsize=9)
         ax.set_axis_off()
-    handles = [
-        Patch(
-            facecolor=np.array(colors.get(c.code, (*c.color, 255))[:3]) / 255.0,
-            edgecolor="0.3",
-            label=f"{c.code} {c.name}",
+    handles = []
+    for c in sorted(spec.classes, key=lambda c: c.code):
+        r, g, b = colors.get(c.code, c.color)[:3]
+        rgb = (r / 255.0, g / 255.0, b / 255.0)
+        handles.append(
+            Patch(facecolor=rgb, edgecolor="0.3", label=f"{c.code} {c.name}")
         )
-        for c in sorted(spec.classes, key=lambda c: c.code)
-    ]
     fig.legend(
         handles=handles,
         loc="center left",
@@ -237,13 +239,4 @@ def write_preview(
         frameon=False,
         title="Classes",
     )
-
-    tmp = out.with_name(f".{out.name}.tmp-{secrets.token_hex(4)}")
-    try:
-        fig.savefig(tmp, format="png", dpi=_DPI, facecolor="white")
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    return out
+    return fig

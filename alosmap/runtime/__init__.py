@@ -14,10 +14,10 @@ from alosmap.runtime.base import (
     PRECISIONS,
     Runtime,
     available_backends,
-    load_runtime,
     logits_to_probs,
     resolve_backend,
 )
+from alosmap.runtime.loader import load_runtime
 from alosmap.runtime.probe import describe_backends
 
 __all__ = [

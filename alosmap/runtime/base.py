@@ -1,13 +1,15 @@
-"""The runtime protocol, backend selection and shared helpers.
+"""The runtime protocol, backend selection and the checks every backend shares.
+
+This module imports no backend (opening one is :mod:`alosmap.runtime.loader`'s job),
+so the backends can import it without a circle.
 
 Selection (:func:`resolve_backend`): each model file type runs on exactly one backend,
 so ``--backend auto`` goes by the file: ``.engine``/``.plan``/``.trt`` → TensorRT,
 ``.onnx`` → ONNX Runtime (which on ``--device cuda`` itself tries its TensorRT
-execution provider, then CUDA, then CPU), ``.safetensors`` → PyTorch. The order of
-DESIGN.md (TensorRT, then ONNX Runtime, then torch) is the order in which to *export*
-a model for speed; for a given file only the backend that reads it applies. Naming a
-backend that cannot read the file, or one that is not installed, is an error that says
-what to run instead.
+execution provider, then CUDA, then CPU), ``.safetensors`` → PyTorch. TensorRT, then
+ONNX Runtime, then torch is the order in which to *export* a model for speed; for a
+given file only the backend that reads it applies. Naming a backend that cannot read
+the file, or one that is not installed, is an error that says what to run instead.
 
 Precision (``precision=None`` means the backend's natural one):
 
@@ -61,11 +63,41 @@ _FILE_KIND = {
 
 
 class Runtime(Protocol):
-    """What the tiler needs from a backend."""
+    """An opened model: what the tiler, batch mode and the benchmark need from it.
 
-    name: str
-    spec: ModelSpec
-    device: str
+    Every backend (torch, onnx, tensorrt) satisfies it;
+    :func:`~alosmap.runtime.loader.load_runtime` returns one.
+    """
+
+    @property
+    def name(self) -> str:
+        """The backend: ``torch``, ``onnx`` or ``tensorrt``."""
+        ...
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The model's spec (task, tile size, radiometry, classes)."""
+        ...
+
+    @property
+    def device(self) -> str:
+        """Where the model runs: ``cpu``, ``cuda`` or ``cuda:N``."""
+        ...
+
+    @property
+    def precision(self) -> str | None:
+        """``fp32``, ``bf16`` or ``fp16``; None where the model file fixes it."""
+        ...
+
+    @property
+    def path(self) -> Path | None:
+        """The model file (None for an engine held only in memory)."""
+        ...
+
+    @property
+    def threads(self) -> int | None:
+        """Intra-op CPU threads (None where the backend runs on the GPU only)."""
+        ...
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities ``[B, K, H, W]`` float32 for tiles ``[B, 1, H, W]`` float32."""
@@ -235,94 +267,3 @@ def cache_dir() -> Path:
 def file_sha256(path: Path, length: int = 16) -> str:
     """The first ``length`` hex digits of the SHA-256 of a file's bytes."""
     return sha256_file(path)[:length]
-
-
-def load_runtime(
-    model_path: str | os.PathLike[str],
-    *,
-    backend: str = "auto",
-    device: str = "cpu",
-    threads: int | None = None,
-    precision: str | None = None,
-    compile: bool = False,
-    batch_size: int | None = None,
-) -> Runtime:
-    """Open a model file with the chosen backend.
-
-    Args:
-        model_path: ``.safetensors`` (torch), ``.onnx`` (ONNX Runtime) or
-            ``.engine`` (TensorRT).
-        backend: ``auto`` (by the file type), ``torch``, ``onnx`` or ``tensorrt``.
-        device: ``cpu``, ``cuda`` or ``cuda:N``.
-        threads: intra-op CPU threads (default: the physical cores).
-        precision: ``fp32``, ``bf16`` or ``fp16``; None for the backend's default
-            (see the module docstring).
-        compile: ``torch.compile`` the model (torch only). The first batch of each
-            new size compiles (minutes on a CPU); smaller batches are padded.
-        batch_size: the batch size that will be used; sets the optimisation profile
-            of ONNX Runtime's TensorRT execution provider (batches up to
-            ``max(64, batch_size)``, optimised for ``batch_size``). A TensorRT
-            engine runs larger batches in chunks of its profile's maximum.
-
-    Raises:
-        ModelFileError: unknown or unreadable model file, or a backend/file mismatch.
-        BackendUnavailableError: the backend or the device is not available here.
-        BackendOptionError: a precision, device or ``compile`` the backend cannot
-            honour.
-    """
-    path = Path(model_path)
-    if not path.is_file():
-        raise ModelFileError(f"model file not found: {path}")
-    device = check_device(device)
-    precision = check_precision(precision)
-    name = resolve_backend(path, backend)
-    if compile and name != "torch":
-        raise BackendOptionError(
-            f"--compile is for the torch backend (torch.compile); {path.name} runs "
-            f"with {name}"
-        )
-    if name == "torch":
-        from alosmap.runtime.torch_backend import TorchRuntime
-
-        return TorchRuntime(
-            path, device=device, threads=threads, precision=precision, compile=compile
-        )
-    if name == "onnx":
-        from alosmap.runtime.onnx_backend import OnnxRuntime
-
-        return OnnxRuntime(
-            path,
-            device=device,
-            threads=threads,
-            precision=precision,
-            batch_size=batch_size,
-        )
-    return _tensorrt_runtime(path, device, threads, precision)
-
-
-def _tensorrt_runtime(
-    path: Path, device: str, threads: int | None, precision: str | None
-) -> Runtime:
-    if precision is not None:
-        raise BackendOptionError(
-            f"--precision {precision}: a TensorRT engine's precision is fixed when it "
-            "is built (`alosmap export tensorrt`); leave --precision unset"
-        )
-    if device == "cpu":
-        raise BackendOptionError(
-            f"{path.name} is a TensorRT engine, which runs only on a GPU; use "
-            "--device cuda, or the .onnx/.safetensors model on the CPU"
-        )
-    try:
-        from alosmap.runtime.tensorrt_backend import TensorRTRuntime
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.split(".")[0] == "tensorrt":
-            raise BackendUnavailableError(INSTALL_HINTS["tensorrt"]) from exc
-        raise BackendUnavailableError(
-            f"this alosmap has no TensorRT runtime ({exc}); use the .onnx model with "
-            "--backend onnx --device cuda"
-        ) from exc
-    # the engine's sidecar is checked against this GPU and TensorRT first (a clear
-    # error for an engine built elsewhere); batches beyond its profile are chunked
-    rt: Runtime = TensorRTRuntime(path, device=device, threads=threads)
-    return rt

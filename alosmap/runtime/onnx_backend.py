@@ -24,6 +24,7 @@ EP then runs the model).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.util
 import io
 import logging
@@ -152,7 +153,7 @@ def build_providers(
     Raises:
         BackendUnavailableError: ``cuda`` with an ONNX Runtime built without CUDA.
     """
-    cpu = (CPU_EP, {})
+    cpu: tuple[str, dict[str, Any]] = (CPU_EP, {})
     if device == "cpu":
         return [cpu]
     if CUDA_EP not in available:
@@ -202,7 +203,7 @@ def probs_graph_bytes(num_outputs: int, opset: int = 17) -> bytes:
         if num_outputs == 1
         else helper.make_node("Softmax", ["logits"], ["probs"], axis=1)
     )
-    shape = ["N", num_outputs, "H", "W"]
+    shape: list[str | int] = ["N", num_outputs, "H", "W"]
     graph = helper.make_graph(
         [op],
         "alosmap_probs",
@@ -278,7 +279,7 @@ def prepare_gpu_libraries(ort: Any, tensorrt: bool) -> None:
             logger.debug("onnxruntime.preload_dlls failed: %s", exc)
     if tensorrt:
         try:
-            import tensorrt
+            importlib.import_module("tensorrt")
         except Exception as exc:  # best effort, as above
             logger.debug("import tensorrt failed: %s", exc)
 

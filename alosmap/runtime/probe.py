@@ -112,8 +112,8 @@ def _probe_provider(ort: Any, provider: str) -> tuple[bool, str | None]:
                 enable_fallback=0,
             )
     except Exception as exc:  # any failure means "does not load here"
-        reason = provider_failure_reason("".join(sink)) or " ".join(str(exc).split())
-        return False, reason[:200]
+        why = provider_failure_reason("".join(sink)) or " ".join(str(exc).split())
+        return False, why[:200]
     if provider in session.get_providers():
         return True, None
     reason = provider_failure_reason("".join(sink))
@@ -200,5 +200,7 @@ def describe_backends(probe: bool = True) -> dict[str, Any]:
         installed has ``installed: False`` and the ``install`` line.
     """
     backends = [describe_backend(n, probe) for n in ("torch", "onnx", "tensorrt")]
-    gpus = next((b.get("gpus", []) for b in backends if b["name"] == "torch"), [])
+    gpus: list[dict[str, Any]] = next(
+        (b.get("gpus", []) for b in backends if b["name"] == "torch"), []
+    )
     return {"backends": backends, "cpu": cpu_info(), "gpus": gpus}

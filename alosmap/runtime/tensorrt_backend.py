@@ -25,7 +25,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +36,9 @@ from alosmap.errors import (
     SpecMismatchError,
 )
 from alosmap.spec import ModelSpec, read_engine_sidecar
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -244,6 +247,12 @@ class TensorRTRuntime:
     """
 
     name = "tensorrt"
+    #: Fixed when the engine is built (the sidecar records it), not chosen here.
+    precision: str | None = None
+    #: TensorRT runs on the GPU; no CPU thread count applies.
+    threads: int | None = None
+    #: The ``.engine`` file; None for an engine run from memory.
+    path: Path | None
 
     def __init__(
         self,
@@ -344,19 +353,22 @@ class TensorRTRuntime:
             self.context = engine.create_execution_context()
             self.stream = torch.cuda.Stream(device=dev)
             # device buffers for the largest batch; smaller batches use a prefix
-            self._d_in = torch.empty(
-                (self.max_batch, 1, tile, tile), dtype=torch.float32, device=dev
-            )
-            self._d_out = torch.empty(
-                (self.max_batch, k, tile, tile), dtype=out_dtype, device=dev
+            self._buffers: tuple[torch.Tensor, torch.Tensor] | None = (
+                torch.empty(
+                    (self.max_batch, 1, tile, tile), dtype=torch.float32, device=dev
+                ),
+                torch.empty(
+                    (self.max_batch, k, tile, tile), dtype=out_dtype, device=dev
+                ),
             )
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities ``[B, K, H, W]`` for normalised tiles ``[B, 1, H, W]``."""
         from alosmap.runtime.base import logits_to_probs
 
-        if self.context is None:
+        if self.context is None or self._buffers is None:
             raise AlosmapError("this TensorRT runtime was closed")
+        buffers = self._buffers
         x = np.ascontiguousarray(batch, dtype=np.float32)
         tile = self.spec.tile_size
         if x.ndim != 4 or x.shape[1:] != (1, tile, tile):
@@ -369,14 +381,20 @@ class TensorRTRuntime:
             if size > len(chunk):
                 pad = np.zeros((size - len(chunk), *chunk.shape[1:]), np.float32)
                 chunk = np.concatenate([chunk, pad])
-            out[start:stop] = self._execute(chunk)[: stop - start]
+            out[start:stop] = self._execute(chunk, *buffers)[: stop - start]
         return logits_to_probs(out)
 
-    def _execute(self, chunk: np.ndarray) -> np.ndarray:
-        """Logits of one batch within the profile (float32, on the host)."""
+    def _execute(
+        self, chunk: np.ndarray, d_in: torch.Tensor, d_out: torch.Tensor
+    ) -> np.ndarray:
+        """Logits of one batch within the profile (float32, on the host).
+
+        ``d_in`` and ``d_out`` are the device buffers for the largest batch; the
+        first ``len(chunk)`` entries of each are used.
+        """
         torch = self._torch
         n = len(chunk)
-        d_in, d_out = self._d_in[:n], self._d_out[:n]
+        d_in, d_out = d_in[:n], d_out[:n]
         with torch.cuda.device(self._dev), torch.cuda.stream(self.stream):
             d_in.copy_(torch.from_numpy(chunk), non_blocking=True)
             self.context.set_input_shape(self.input_name, tuple(chunk.shape))
@@ -395,4 +413,4 @@ class TensorRTRuntime:
         self.context = None
         self.engine = None
         self._runtime = None
-        self._d_in = self._d_out = None
+        self._buffers = None

@@ -12,6 +12,7 @@ that exercises every part of the tool honestly:
   L-band HH backscatter (class-wise σ0, texture, speckle) as ALOS-2 Level 2.1
   amplitude DN in a tilted swath footprint, named and tagged like a real product.
 * :func:`write_label_tiles` writes a world as ``LC_N{lat}E{lon}.tif`` tiles.
+* :func:`generate_scenes` writes a set of scenes (:class:`SceneSpec`) on one world.
 * :func:`make_sample_data` writes the committed ``sample_data/``.
 
 Everything is deterministic from its seed (numpy ``Generator`` only).
@@ -28,6 +29,8 @@ from __future__ import annotations
 from alosmap.synthetic._io import tile_name, tiles_for_bounds, write_label_tiles
 from alosmap.synthetic._sample import (
     SAMPLE_SCENES,
+    SceneSpec,
+    generate_scenes,
     make_sample_data,
     sample_file_names,
     sha256_file,
@@ -65,10 +68,12 @@ __all__ = [
     "SIGMA0_DB",
     "LabelWorld",
     "SceneGrid",
+    "SceneSpec",
     "SyntheticScene",
     "class_sigma0",
     "generate_label_world",
     "generate_scene",
+    "generate_scenes",
     "labels_on_grid",
     "make_sample_data",
     "make_scene_grid",

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from affine import Affine
 
+from alosmap._fileio import atomic_path, check_overwrite
 from alosmap.classes import JAXA_CLASSES, JAXA_NODATA, colormap
-from alosmap.errors import OutputExistsError
 from alosmap.grid import cell_name, cells_for_bounds
 from alosmap.synthetic._world import LABEL_PIXEL_DEG, LABEL_PIXELS_PER_DEG, LabelWorld
 
@@ -27,49 +25,6 @@ GTIFF_OPTIONS: dict[str, Any] = {
     "predictor": 2,
     "interleave": "band",
 }
-
-
-def check_writable(paths: list[Path], overwrite: bool) -> None:
-    """Raise :class:`OutputExistsError` if any of ``paths`` exists and not overwrite.
-
-    Args:
-        paths: output files about to be written.
-        overwrite: whether existing files may be replaced.
-    """
-    if overwrite:
-        return
-    existing = [str(p) for p in paths if p.exists()]
-    if existing:
-        raise OutputExistsError(
-            f"output exists and won't be overwritten: {', '.join(existing)}; "
-            "pass --overwrite (overwrite=True) or choose another output directory"
-        )
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; move it onto ``path`` on success.
-
-    On any exception the temporary file is removed, so nothing half-written stays.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; use the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    """The process umask (read by setting and restoring it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def write_geotiff(
@@ -110,6 +65,7 @@ def write_geotiff(
         transform=transform,
         nodata=nodata,
     )
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(array, 1)
         dst.update_tags(**dict(tags))
@@ -164,7 +120,7 @@ def write_label_tiles(
     out = Path(out_dir)
     tiles = tiles_for_bounds(world.bounds)
     paths = [out / tile_name(la, lo) for la, lo in tiles]
-    check_writable(paths, overwrite)
+    check_overwrite(paths, overwrite)
     for (lat, lon), path in zip(tiles, paths, strict=True):
         _write_one_tile(world, lat, lon, path)
     return paths
@@ -195,6 +151,7 @@ def _write_one_tile(world: LabelWorld, lat: int, lon: int, path: Path) -> None:
     strip_h = 1024
     strip = np.zeros((strip_h, n), dtype=np.uint8)
     legend = "; ".join(f"{c.code}={c.name}" for c in JAXA_CLASSES)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         for r in range(0, n, strip_h):
             h = min(strip_h, n - r)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 import os
@@ -12,10 +13,10 @@ from pathlib import Path
 import numpy as np
 from affine import Affine
 
+from alosmap._fileio import check_overwrite
 from alosmap.classes import JAXA_NODATA
 from alosmap.radiometry import CALIBRATION_FACTOR_DB, DN_MAX, DN_MIN, DN_NODATA
 from alosmap.synthetic._io import (
-    check_writable,
     tile_name,
     tiles_for_bounds,
     write_geotiff,
@@ -47,7 +48,7 @@ from alosmap.synthetic._world import (
 ALOS2_LAUNCH = dt.date(2014, 5, 24)
 _INCLINATION_DEG = 97.92
 
-#: L2.1 file-name pattern of the synthetic scenes (METHOD_NOTES §6.1).
+#: L2.1 file-name pattern of the synthetic scenes (the real products' naming).
 SCENE_NAME_RE = re.compile(
     r"^IMG-HH-ALOS2(?P<orbit>\d{5})(?P<frame>\d{4})-(?P<yymmdd>\d{6})-"
     r"(?P<mode>[A-Z]{3})(?P<look>[LR])2\.1G(?P<proj>U)(?P<dir>[AD])\.tif$"
@@ -536,26 +537,23 @@ def generate_scene(
             cover the scene.
     """
     height = width if height is None else height
-    grid = make_scene_grid(
-        center_lon, center_lat, width, height, pixel_size, heading_deg
+    scene = plan_scene(
+        Path(out_dir),
+        seed=seed,
+        center=(center_lon, center_lat),
+        size=(width, height),
+        pixel_size=pixel_size,
+        heading_deg=heading_deg,
+        date=date,
     )
-    when = parse_date(date)
-    if not isinstance(when, dt.datetime):
-        when = _overpass_time(when, center_lon, ascending=_is_ascending(heading_deg))
-    ascending = _is_ascending(heading_deg)
-    orbit, frame = orbit_frame(when.date(), center_lat, ascending)
-    out = Path(out_dir)
-    path = out / scene_file_name(when.date(), orbit, frame, ascending)
-    label_path = (
-        out / ("LC-" + path.name[len("IMG-HH-") :]) if write_scene_labels else None
+    world_box = world.bounds if world is not None else world_bounds_for([scene.grid])
+    label_path = _check_outputs(
+        scene.path,
+        world_box,
+        label_tiles=write_label_tiles,
+        scene_labels=write_scene_labels,
+        overwrite=overwrite,
     )
-    world_box = world.bounds if world is not None else world_bounds_for([grid])
-    tiles = [out / tile_name(la, lo) for la, lo in tiles_for_bounds(world_box)]
-    planned = [path, *(tiles if write_label_tiles else [])]
-    if label_path is not None:
-        planned.append(label_path)
-    check_writable(planned, overwrite)
-
     if world is None:
         world = generate_label_world(
             world_box,
@@ -563,8 +561,117 @@ def generate_scene(
             sea_side=sea_side,
             sea_fraction=sea_fraction,
             min_class_pixels=min_class_pixels,
-            focus=[scene_focus_box(grid)],
+            focus=[scene_focus_box(scene.grid)],
         )
+    truth = _scene_truth(world, scene.grid)
+    _write_scene(scene, truth, world, looks)
+    tiles: list[Path] = []
+    if write_label_tiles:
+        tiles = _write_label_tiles(world, scene.path.parent, overwrite=overwrite)
+    if label_path is not None:
+        _write_scene_labels(label_path, truth, scene, world.seed)
+    return dataclasses.replace(scene, label_tiles=tuple(tiles), scene_labels=label_path)
+
+
+def plan_scene(
+    out_dir: Path,
+    *,
+    seed: int,
+    center: tuple[float, float],
+    size: tuple[int, int],
+    pixel_size: float,
+    heading_deg: float,
+    date: str | dt.date | dt.datetime,
+) -> SyntheticScene:
+    """Grid, acquisition, orbit, frame and file name of a scene (nothing written).
+
+    Args:
+        out_dir: the output folder.
+        seed: seed of the backscatter simulation.
+        center: scene centre ``(lon, lat)`` in degrees.
+        size: ``(width, height)`` in pixels.
+        pixel_size: pixel size in metres.
+        heading_deg: track heading, degrees clockwise from north.
+        date: acquisition date or datetime (see :func:`generate_scene`).
+
+    Raises:
+        ValueError: invalid geometry or date.
+    """
+    lon, lat = center
+    grid = make_scene_grid(lon, lat, size[0], size[1], pixel_size, heading_deg)
+    when = parse_date(date)
+    if not isinstance(when, dt.datetime):
+        when = _overpass_time(when, lon, ascending=_is_ascending(heading_deg))
+    ascending = _is_ascending(heading_deg)
+    orbit, frame = orbit_frame(when.date(), lat, ascending)
+    name = scene_file_name(when.date(), orbit, frame, ascending)
+    return SyntheticScene(
+        path=out_dir / name,
+        label_tiles=(),
+        scene_labels=None,
+        grid=grid,
+        acquisition=when,
+        orbit=orbit,
+        frame=frame,
+        ascending=ascending,
+        seed=int(seed),
+    )
+
+
+def _write_scene(
+    scene: SyntheticScene, truth: np.ndarray, world: LabelWorld, looks: float
+) -> None:
+    """Simulate the scene's DN over ``truth`` and write its GeoTIFF."""
+    grid = scene.grid
+    rng = np.random.default_rng(np.random.SeedSequence([scene.seed, 0x5CE7E]))
+    dn = simulate_dn(
+        truth,
+        rng=rng,
+        month=scene.acquisition.month,
+        detail=_reproject(world.detail, world, grid),
+        looks=looks,
+        look_ramp=_look_ramp(grid),
+    )
+    write_geotiff(
+        scene.path,
+        dn,
+        crs=grid.crs,
+        transform=grid.transform,
+        nodata=DN_NODATA,
+        tags=_scene_tags(scene, looks, world.seed),
+        description="HH",
+    )
+
+
+def _check_outputs(
+    path: Path,
+    world_box: tuple[float, float, float, float],
+    *,
+    label_tiles: bool,
+    scene_labels: bool,
+    overwrite: bool,
+) -> Path | None:
+    """Refuse to replace any file the scene would write; its scene-label path.
+
+    Raises:
+        OutputExistsError: an output exists and ``overwrite`` is False.
+    """
+    out = path.parent
+    label_path = out / ("LC-" + path.name[len("IMG-HH-") :]) if scene_labels else None
+    tiles = [out / tile_name(la, lo) for la, lo in tiles_for_bounds(world_box)]
+    planned = [path, *(tiles if label_tiles else [])]
+    if label_path is not None:
+        planned.append(label_path)
+    check_overwrite(planned, overwrite)
+    return label_path
+
+
+def _scene_truth(world: LabelWorld, grid: SceneGrid) -> np.ndarray:
+    """The world's labels on the scene grid, no data outside the swath footprint.
+
+    Raises:
+        ValueError: the world does not cover the footprint.
+    """
     labels = labels_on_grid(world, grid)
     footprint = grid.footprint_mask()
     if not labels[footprint].all():
@@ -572,17 +679,13 @@ def generate_scene(
             "the label world does not cover the scene footprint; generate a world "
             f"covering {grid.lonlat_bounds()} (west, south, east, north)"
         )
-    detail = _reproject(world.detail, world, grid)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5CE7E]))
-    dn = simulate_dn(
-        np.where(footprint, labels, JAXA_NODATA),
-        rng=rng,
-        month=when.month,
-        detail=detail,
-        looks=looks,
-        look_ramp=_look_ramp(grid),
-    )
-    tags = {
+    return np.where(footprint, labels, JAXA_NODATA)
+
+
+def _scene_tags(scene: SyntheticScene, looks: float, label_seed: int) -> dict[str, str]:
+    """GeoTIFF tags of a synthetic scene: acquisition, product and calibration."""
+    when = scene.acquisition
+    return {
         "ACQUISITION_DATE": f"{when:%Y-%m-%d}",
         "ACQUISITION_DATETIME": f"{when:%Y-%m-%dT%H:%M:%S}Z",
         "POLARIZATION": "HH",
@@ -596,50 +699,32 @@ def generate_scene(
         ),
         "SENSOR": "PALSAR-2 (simulated)",
         "PRODUCT_LEVEL": "2.1",
-        "ORBIT": str(orbit),
-        "FRAME": str(frame),
-        "ORBIT_DIRECTION": "ASCENDING" if ascending else "DESCENDING",
+        "ORBIT": str(scene.orbit),
+        "FRAME": str(scene.frame),
+        "ORBIT_DIRECTION": "ASCENDING" if scene.ascending else "DESCENDING",
         "LOOK_DIRECTION": "RIGHT",
-        "HEADING_DEG": f"{grid.heading_deg:.2f}",
+        "HEADING_DEG": f"{scene.grid.heading_deg:.2f}",
         "LOOKS": f"{looks:g}",
-        "SEED": str(seed),
-        "LABEL_SEED": str(world.seed),
+        "SEED": str(scene.seed),
+        "LABEL_SEED": str(label_seed),
     }
+
+
+def _write_scene_labels(
+    path: Path, truth: np.ndarray, scene: SyntheticScene, label_seed: int
+) -> None:
+    """Write the ground truth on the scene grid (``LC-*.tif``, JAXA colours)."""
+    from alosmap.classes import JAXA_CLASSES, colormap
+
     write_geotiff(
         path,
-        dn,
-        crs=grid.crs,
-        transform=grid.transform,
-        nodata=DN_NODATA,
-        tags=tags,
-        description="HH",
-    )
-    written_tiles: list[Path] = []
-    if write_label_tiles:
-        written_tiles = _write_label_tiles(world, out, overwrite=overwrite)
-    if label_path is not None:
-        from alosmap.classes import JAXA_CLASSES, colormap
-
-        write_geotiff(
-            label_path,
-            np.where(footprint, labels, JAXA_NODATA).astype(np.uint8),
-            crs=grid.crs,
-            transform=grid.transform,
-            nodata=JAXA_NODATA,
-            tags={"SYNTHETIC": "true", "SCENE": path.name, "SEED": str(world.seed)},
-            description="LULC (synthetic, JAXA HRLULC v23.12 codes)",
-            cmap=colormap(JAXA_CLASSES),
-        )
-    return SyntheticScene(
-        path=path,
-        label_tiles=tuple(written_tiles),
-        scene_labels=label_path,
-        grid=grid,
-        acquisition=when,
-        orbit=orbit,
-        frame=frame,
-        ascending=ascending,
-        seed=int(seed),
+        truth.astype(np.uint8),
+        crs=scene.grid.crs,
+        transform=scene.grid.transform,
+        nodata=JAXA_NODATA,
+        tags={"SYNTHETIC": "true", "SCENE": scene.path.name, "SEED": str(label_seed)},
+        description="LULC (synthetic, JAXA HRLULC v23.12 codes)",
+        cmap=colormap(JAXA_CLASSES),
     )
 
 

@@ -11,7 +11,7 @@ ground truth.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -170,6 +170,19 @@ def _check_bounds(bounds: Sequence[float]) -> tuple[float, float, float, float]:
     return west, south, east, north
 
 
+def _check_world_options(
+    sea_side: str, sea_fraction: float, min_class_pixels: int
+) -> None:
+    if not 0.0 <= sea_fraction <= 0.9:
+        raise ValueError(f"sea_fraction must be within [0, 0.9], got {sea_fraction}")
+    if sea_side not in (*_SEA_DIRECTIONS, "none"):
+        raise ValueError(
+            f"sea_side must be one of north, south, east, west, none; got {sea_side!r}"
+        )
+    if min_class_pixels < 0:
+        raise ValueError(f"min_class_pixels must be ≥ 0, got {min_class_pixels}")
+
+
 def generate_label_world(
     bounds: Sequence[float],
     *,
@@ -210,14 +223,7 @@ def generate_label_world(
             outside [0, 0.9] or a negative ``min_class_pixels``.
     """
     box = _check_bounds(bounds)
-    if not 0.0 <= sea_fraction <= 0.9:
-        raise ValueError(f"sea_fraction must be within [0, 0.9], got {sea_fraction}")
-    if sea_side not in (*_SEA_DIRECTIONS, "none"):
-        raise ValueError(
-            f"sea_side must be one of north, south, east, west, none; got {sea_side!r}"
-        )
-    if min_class_pixels < 0:
-        raise ValueError(f"min_class_pixels must be ≥ 0, got {min_class_pixels}")
+    _check_world_options(sea_side, sea_fraction, min_class_pixels)
     row0, row1, col0, col1 = _window_of(box)
     shape = (row1 - row0, col1 - col0)
     if shape[0] * shape[1] > 16000 * 16000:
@@ -313,6 +319,36 @@ class _WorldBuilder:
         if detail is not None:
             self.detail[r0:r1, c0:c1][m] = detail
         return int(m.sum())
+
+    def place_until(
+        self,
+        target: int,
+        mask: np.ndarray,
+        place: Callable[[tuple[int, int]], int],
+        *,
+        tries: int = 400,
+        count: int = 0,
+    ) -> int:
+        """Call ``place`` at random ``mask`` pixels until ``target`` px are painted.
+
+        Args:
+            target: pixels wanted (``count`` already there).
+            mask: where a placement may start.
+            place: paints at a pixel and returns the pixels it painted.
+            tries: most placements attempted.
+            count: pixels painted before.
+
+        Returns:
+            The pixel count reached.
+        """
+        for _ in range(tries):
+            if count >= target:
+                break
+            at = self.random_pixel(mask)
+            if at is None:
+                break
+            count += place(at)
+        return count
 
     def random_pixel(
         self, mask: np.ndarray, tries: int = 200
@@ -510,16 +546,13 @@ class _WorldBuilder:
             lab[beach] = BARE
         allowed = np.zeros(256, dtype=bool)
         allowed[[GRASS, CROP, *FOREST_CODES]] = True
-        count = int((lab == BARE).sum())
-        land = ~self.water
-        for _ in range(500):
-            if count >= target:
-                break
-            at = self.random_pixel(land)
-            if at is None:
-                break
+
+        def quarry(at: tuple[int, int]) -> int:
             ry, rx = self.rng.uniform(3, 25, size=2)
-            count += self.paint(*at, blob(self.rng, ry, rx, 0.3), BARE, allowed)
+            return self.paint(*at, blob(self.rng, ry, rx, 0.3), BARE, allowed)
+
+        start = int((lab == BARE).sum())
+        self.place_until(target, ~self.water, quarry, tries=500, count=start)
 
     def solar_farms(self) -> None:
         """Solar farms: groups of regular rectangles on grass, crops and forest."""
@@ -528,14 +561,7 @@ class _WorldBuilder:
         allowed = np.zeros(256, dtype=bool)
         allowed[[GRASS, CROP, PADDY, *FOREST_CODES]] = True
         cand = allowed[self.labels]
-        count = 0
-        for _ in range(400):
-            if count >= target:
-                break
-            at = self.random_pixel(cand)
-            if at is None:
-                break
-            count += self._solar_farm(at, allowed)
+        self.place_until(target, cand, lambda at: self._solar_farm(at, allowed))
 
     def _solar_farm(self, at: tuple[int, int], allowed: np.ndarray) -> int:
         rng = self.rng
@@ -563,14 +589,7 @@ class _WorldBuilder:
         cand = np.isin(self.labels, (CROP, PADDY))
         if not cand.any():
             cand = allowed[self.labels]
-        count = 0
-        for _ in range(400):
-            if count >= target:
-                break
-            at = self.random_pixel(cand)
-            if at is None:
-                break
-            count += self._greenhouse_cluster(at, allowed)
+        self.place_until(target, cand, lambda at: self._greenhouse_cluster(at, allowed))
 
     def _greenhouse_cluster(self, at: tuple[int, int], allowed: np.ndarray) -> int:
         rng = self.rng

@@ -71,6 +71,89 @@ def test_help_does_not_import_torch_and_is_fast():
     assert heavy + "]" == "[]", out
 
 
+_LAZY_PROBE = (
+    "import sys\n"
+    "sys.argv = ['alosmap', *{args!r}]\n"
+    "from alosmap.cli.main import run\n"
+    "try:\n"
+    "    run()\n"
+    "except SystemExit as exc:\n"
+    "    code = exc.code\n"
+    "else:\n"
+    "    code = 0\n"
+    "mods = ('alosmap.cli.train', 'alosmap.cli.export', 'alosmap.train',"
+    " 'alosmap.export', 'torch')\n"
+    "print('LOADED', code, [m for m in mods if m in sys.modules])\n"
+)
+
+
+def _loaded_after(*args):
+    """Exit code of `alosmap ARGS` and the heavy/lazy modules it imported."""
+    out = subprocess.run(
+        [sys.executable, "-c", _LAZY_PROBE.format(args=list(args))],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    ).stdout
+    line = out[out.rindex("LOADED ") :].split(" ", 2)
+    return int(line[1]), line[2].strip()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("--help",), ("predict", "--help"), ("predict", "/no/such/scene.tif")],
+)
+def test_train_and_export_are_mounted_lazily(args):
+    code, loaded = _loaded_after(*args)
+    assert code == (2 if "/no/such/scene.tif" in args else 0)
+    assert loaded == "[]", (args, loaded)
+
+
+def test_lazy_sub_app_loads_when_run():
+    code, loaded = _loaded_after("export", "onnx", "--help")
+    assert code == 0 and "alosmap.cli.export" in loaded
+    assert "alosmap.cli.train" not in loaded
+
+
+def _eager_app():
+    """The app with train and export mounted by `add_typer`, as they were before."""
+    import copy
+
+    from typer.core import TyperGroup
+
+    from alosmap.cli.export import app as export_app
+    from alosmap.cli.train import app as train_app
+
+    eager = copy.copy(app)
+    eager.info = copy.copy(app.info)
+    eager.info.cls = TyperGroup
+    eager.registered_groups = list(app.registered_groups)
+    eager.add_typer(train_app, name="train")
+    eager.add_typer(export_app, name="export")
+    return eager
+
+
+def test_lazy_mount_shows_what_add_typer_shows():
+    from alosmap.cli.main import LAZY_APPS
+
+    eager = _eager_app()
+    root = typer.main.get_command(eager)
+    paths = list(_walk(root))
+    assert {("train",), ("export",), ("export", "onnx")} <= set(paths)
+    env = {"COLUMNS": "100", "TERM": "dumb"}
+    for path in paths:
+        want = runner.invoke(eager, [*path, "--help"], env=env)
+        got = runner.invoke(app, [*path, "--help"], env=env)
+        assert (got.exit_code, got.output) == (want.exit_code, want.output), path
+    for args in (["train"], ["trian"], ["export", "nope"]):
+        want = runner.invoke(eager, args, env=env)
+        got = runner.invoke(app, args, env=env)
+        assert (got.exit_code, got.output) == (want.exit_code, want.output), args
+    # the one-line help listed without importing equals the sub-app's own
+    for name, lazy in LAZY_APPS.items():
+        assert root.commands[name].help == lazy.help
+
+
 def test_exit_codes():
     t0 = time.perf_counter()
     res = _alosmap("--help")
@@ -97,6 +180,7 @@ def test_error_is_one_line_exit_1(tmp_path):
 
 
 @pytest.mark.parametrize("task", ["lulc", "water"])
+@pytest.mark.slow
 def test_init_info_export_round_trip(tmp_path, task):
     pytest.importorskip("onnxruntime")
     model = tmp_path / f"{task}.safetensors"

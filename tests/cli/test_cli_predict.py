@@ -164,7 +164,8 @@ def test_model_spec_mismatch(cli, small_scene, tiny_water_model, outdir):
 def test_output_path_problems(cli, small_scene, tiny_lulc_model, outdir):
     existing = outdir / "m.tif"
     existing.write_bytes(b"keep me")
-    code, _, err = cli("predict", small_scene, "-m", tiny_lulc_model, "-o", existing)
+    predict_existing = ("predict", small_scene, "-m", tiny_lulc_model, "-o", existing)
+    code, _, err = cli(*predict_existing)
     assert code == 1 and "--overwrite" in _one_error_line(err)
     assert existing.read_bytes() == b"keep me"
     code, _, err = cli(
@@ -177,16 +178,7 @@ def test_output_path_problems(cli, small_scene, tiny_lulc_model, outdir):
     )
     assert code == 1
     _one_error_line(err)
-    code, _, err = cli(
-        "-q",
-        "predict",
-        small_scene,
-        "-m",
-        tiny_lulc_model,
-        "-o",
-        existing,
-        "--overwrite",
-    )
+    code, _, err = cli("-q", *predict_existing, "--overwrite")
     assert code == 0, err
     assert existing.read_bytes()[:2] in (b"II", b"MM")
 
@@ -207,3 +199,26 @@ def test_no_crs_warns_and_writes_ungeoreferenced(
     with rasterio.open(outdir / "m.tif") as ds:
         assert ds.crs is None
         assert ds.shape == (80, 90)
+
+
+def test_cli_defaults_are_the_library_defaults():
+    """predict, water and batch declare the library defaults (batch: confidence)."""
+    import inspect
+
+    from alosmap.cli.batch import batch
+    from alosmap.cli.options import plain
+    from alosmap.cli.predict import predict, water
+    from alosmap.national.batch import BATCH_DEFAULTS
+    from alosmap.predict.options import InferenceOptions, option_names
+
+    for command, defaults in (
+        (predict, InferenceOptions()),
+        (water, InferenceOptions(task="water")),
+        (batch, BATCH_DEFAULTS),
+    ):
+        params = inspect.signature(command).parameters
+        for name in option_names():
+            if name in params:
+                expected = getattr(defaults, name)
+                assert plain(params[name].default) == expected, (command, name)
+    assert "task" not in inspect.signature(water).parameters

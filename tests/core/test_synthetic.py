@@ -14,6 +14,7 @@ from rasterio.warp import Resampling, reproject, transform
 from scipy import ndimage
 from typer.testing import CliRunner
 
+from alosmap._fileio import atomic_path
 from alosmap.classes import JAXA_CLASSES, JAXA_FOREST_CODES
 from alosmap.cli.synth import app
 from alosmap.errors import OutputExistsError
@@ -31,7 +32,6 @@ from alosmap.synthetic import (
     tile_name,
     utm_epsg,
 )
-from alosmap.synthetic._io import atomic_path
 
 CODES = {c.name.split(" ")[0]: c.code for c in JAXA_CLASSES}
 WATER, BUILT, GREENHOUSE, SOLAR = (

@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 from alosmap.tiling import (
     axis_starts,
     blend_weights,
+    cut_tiles,
     discard_margin,
     tile_weights,
     window_grid,
@@ -128,3 +129,32 @@ def test_known_grid():
 def test_bad_arguments(bad):
     with pytest.raises(ValueError):
         axis_starts(*bad)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    h=st.integers(min_value=1, max_value=90),
+    w=st.integers(min_value=1, max_value=200),
+    tile=st.sampled_from([16, 32, 64]),
+    data=st.data(),
+)
+def test_cut_tiles_pads_and_skips_empty_windows(h, w, tile, data):
+    overlap = data.draw(st.integers(min_value=0, max_value=tile - 1))
+    rng = np.random.default_rng(h * 1000 + w)
+    th = min(tile, h)
+    strip = rng.standard_normal((th, w)).astype(np.float32)
+    valid = rng.random((th, w)) < 0.5
+    valid[:, : w // 3] = False  # empty windows on the left
+    cols = axis_starts(w, tile, overlap)
+    tiles, skipped = cut_tiles(strip, valid, 7, cols, tile)
+    assert skipped + len(tiles) == len(cols)
+    tw = min(tile, w)
+    for t, arr in tiles:
+        assert (t.row, t.height, t.width) == (7, th, tw)
+        assert arr.shape == (tile, tile) and arr.dtype == np.float32
+        np.testing.assert_array_equal(arr[:th, :tw], strip[:, t.col : t.col + tw])
+        assert not arr[th:].any() and not arr[:, tw:].any()
+        assert valid[:, t.col : t.col + tw].any()
+    kept = {t.col for t, _ in tiles}
+    for col in set(cols) - kept:
+        assert not valid[:, col : col + tw].any()

@@ -28,7 +28,8 @@ from alosmap.errors import (
     OutputExistsError,
     OutputPathError,
 )
-from alosmap.export.onnx import export_onnx, fp32_sensitive_nodes
+from alosmap.export.fp16 import fp32_sensitive_nodes
+from alosmap.export.onnx import export_onnx
 from alosmap.export.tensorrt import (
     build_engine,
     build_sidecar,
@@ -429,7 +430,7 @@ def _need_trt_gpu():
 @pytest.mark.parametrize("fp16", [False, True])
 def test_engine_build_run_and_parity(tiny_onnx, tmp_path, fp16):
     _need_trt_gpu()
-    from alosmap.export.onnx import _probs, compare_probs, onnx_logits
+    from alosmap.export.onnx import compare_probs, onnx_logits, probabilities
 
     res = build_engine(
         tiny_onnx, tmp_path / "m.engine", fp16=fp16, min_batch=2, max_batch=4
@@ -447,7 +448,7 @@ def test_engine_build_run_and_parity(tiny_onnx, tmp_path, fp16):
     probs = rt.run(x)  # 9 tiles: chunks of 4, 4 and 1 (padded to 2)
     assert probs.shape == (9, 9, 256, 256) and probs.dtype == np.float32
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-3)
-    cmp = compare_probs(_probs(onnx_logits(tiny_onnx, x)), probs)
+    cmp = compare_probs(probabilities(onnx_logits(tiny_onnx, x)), probs)
     assert cmp["max_abs_prob_diff"] < 5e-2 and cmp["argmax_agreement"] > 0.99
     np.testing.assert_allclose(rt.run(x[:1]), probs[:1], atol=1e-5)
     rt.close()

@@ -19,7 +19,7 @@ pytestmark = [
 
 def test_real_tile_radiometry(tiny_lulc_model):
     spec = load_spec(tiny_lulc_model)
-    with Scene(TILE, spec) as sc:
+    with Scene(TILE, spec.radiometry) as sc:
         assert sc.units == "dn" and sc.nodata == 1
         db, valid = sc.read_strip(3900, 300)
         dn = sc.ds.read(1, window=((3900, 4200), (0, sc.info.width)))

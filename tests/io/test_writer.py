@@ -15,15 +15,14 @@ from alosmap._version import __version__
 from alosmap.arch import get_preset
 from alosmap.classes import LULC9_CLASSES, LULC_NODATA, WATER_NODATA, colormap
 from alosmap.errors import AlosmapError, OutputExistsError
+from alosmap.io.cog import validate_cog
+from alosmap.io.maps import class_names_from_file, sidecar_path
 from alosmap.io.writer import (
     PROBABILITY_NODATA,
     MapWriter,
     OutputPathError,
-    class_names_from_file,
     encode_probabilities,
     probabilities_path,
-    sidecar_path,
-    validate_cog,
 )
 from alosmap.spec import default_spec
 
@@ -163,28 +162,6 @@ def test_pam_sidecar_has_category_names(lulc_outputs):
     root = ET.parse(sidecar_path(path)).getroot()
     cats = [c.text or "" for c in root.find("PAMRasterBand[@band='1']/CategoryNames")]
     assert cats == ["", *[c.name for c in LULC9_CLASSES]]
-
-
-def test_class_names_fall_back_to_sidecar(tmp_path):
-    p = tmp_path / "plain.tif"
-    with rasterio.open(
-        p,
-        "w",
-        driver="GTiff",
-        width=4,
-        height=4,
-        count=1,
-        dtype="uint8",
-        crs=CRS_UTM,
-        transform=TRANSFORM,
-    ) as ds:
-        ds.write(np.zeros((1, 4, 4), np.uint8))
-    (tmp_path / "plain.tif.aux.xml").write_text(
-        '<PAMDataset><PAMRasterBand band="1"><CategoryNames>'
-        "<Category></Category><Category>A &amp; B</Category>"
-        "</CategoryNames></PAMRasterBand></PAMDataset>"
-    )
-    assert class_names_from_file(p) == {1: "A & B"}
 
 
 def test_provenance_tags(lulc_outputs, lulc_spec):
@@ -452,41 +429,3 @@ def test_encode_probabilities():
         encode_probabilities(p), [0, 0, 1, 13, 50, 99, 100, 100, 255, 100]
     )
     assert encode_probabilities(np.zeros((2, 3, 4))).dtype == np.uint8
-
-
-def test_validate_cog_rejects_plain_geotiff(tmp_path):
-    p = tmp_path / "striped.tif"
-    with rasterio.open(
-        p,
-        "w",
-        driver="GTiff",
-        width=W,
-        height=H,
-        count=1,
-        dtype="uint8",
-        crs=CRS_UTM,
-        transform=TRANSFORM,
-    ) as ds:
-        ds.write(np.ones((1, H, W), np.uint8))
-    ok, messages = validate_cog(p)
-    assert not ok and any("tiled" in m for m in messages)
-    p2 = tmp_path / "tiled.tif"
-    with rasterio.open(
-        p2,
-        "w",
-        driver="GTiff",
-        width=W,
-        height=H,
-        count=1,
-        dtype="uint8",
-        crs=CRS_UTM,
-        transform=TRANSFORM,
-        tiled=True,
-        blockxsize=256,
-        blockysize=256,
-    ) as ds:
-        ds.write(np.ones((1, H, W), np.uint8))
-    ok, messages = validate_cog(p2)
-    assert not ok and any("overviews" in m for m in messages)
-    ok, messages = validate_cog(tmp_path / "missing.tif")
-    assert not ok

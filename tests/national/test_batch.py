@@ -96,6 +96,35 @@ def test_array_job_shards(small_scenes, tiny_lulc_model, tmp_path):
     assert res.done == [] and len(res.skipped) == 2
 
 
+def test_fingerprint_matches_records_of_earlier_versions(tiny_lulc_model):
+    """Records written before InferenceOptions existed are still accepted."""
+    from alosmap._fileio import sha256_file
+    from alosmap.predict.options import InferenceOptions
+    from alosmap.spec import load_spec
+
+    spec = load_spec(tiny_lulc_model)
+    sha = sha256_file(tiny_lulc_model)
+    # the fingerprint dict batch records held before (same keys, order and values)
+    earlier = {
+        "task": "lulc",
+        "model_sha256": sha,
+        "tile": spec.tile_size,
+        "overlap": 32,
+        "input_units": "auto",
+        "band": None,
+        "confidence": True,
+        "probabilities": False,
+        "precision": None,
+    }
+    opts = InferenceOptions(model=tiny_lulc_model, overlap=32, confidence=True)
+    fp = opts.for_model(spec, tiny_lulc_model.name).fingerprint(sha)
+    assert list(fp.items()) == list(earlier.items())
+    assert json.dumps(fp) == json.dumps(earlier)
+    # batch size, backend, device, threads and compile do not change a map
+    other = opts.replace(batch_size=3, threads=1, compile=True, device="cuda:1")
+    assert other.for_model(spec, "m").fingerprint(sha) == fp
+
+
 # -- failures, records, report, STAC ------------------------------------------------
 
 
@@ -184,33 +213,14 @@ def test_other_model_options_are_not_mixed(
     assert code == 0 and len(stdout.split()) == 2
     maps = sorted(out.glob("*.tif"))
     stamps = [m.stat().st_mtime_ns for m in maps]
-    code, _, err = cli(
-        "-q",
-        "batch",
-        *small_scenes,
-        "-o",
-        out,
-        "-m",
-        tiny_lulc_model,
-        "--overlap",
-        "32",
-    )
+    overlap_32 = ("batch", *small_scenes, "-o", out, "-m", tiny_lulc_model)
+    overlap_32 += ("--overlap", "32")
+    code, _, err = cli("-q", *overlap_32)
     lines = _error_lines(err)
     assert code == 1 and len(lines) == 1
     assert "overlap 64 -> 32" in lines[0] and "--overwrite" in lines[0]
     assert [m.stat().st_mtime_ns for m in maps] == stamps  # nothing changed
-    code, _, err = cli(
-        "batch",
-        *small_scenes,
-        "-o",
-        out,
-        "-m",
-        tiny_lulc_model,
-        "--overlap",
-        "32",
-        "--overwrite",
-        "--no-stac",
-    )
+    code, _, err = cli(*overlap_32, "--overwrite", "--no-stac")
     assert code == 0, err
     assert "2 done, 0 skipped" in err
     assert all(r["fingerprint"]["overlap"] == 32 for r in read_records(out))
@@ -267,6 +277,7 @@ def test_without_pystac_the_batch_still_works(
 # -- resume after a crash, two ranks ------------------------------------------------
 
 
+@pytest.mark.slow
 def test_resume_after_a_crash_redoes_only_the_unfinished_scene(
     tiny_lulc_model, tmp_path
 ):
@@ -311,6 +322,7 @@ def test_resume_after_a_crash_redoes_only_the_unfinished_scene(
     assert not list(out.glob(".*"))  # the leftovers were cleaned up
 
 
+@pytest.mark.slow
 def test_two_ranks_map_every_scene_exactly_once(tiny_lulc_model, tmp_path):
     out = tmp_path / "out"
     res = subprocess.run(

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from conftest import REPO, SAMPLE_SCENES
+from conftest import REPO, SAMPLE_SCENES, write_raster
 
 from alosmap.arch import get_preset
 from alosmap.errors import MosaicInputError, OutputExistsError
@@ -24,7 +24,9 @@ from alosmap.grid import (
     cells_for_bounds,
     parse_cell_name,
 )
-from alosmap.io.writer import MapWriter, class_names_from_file, validate_cog
+from alosmap.io.cog import validate_cog
+from alosmap.io.maps import class_names_from_file
+from alosmap.io.writer import MapWriter
 from alosmap.national.batch import run_batch
 from alosmap.national.mosaic import find_maps, mosaic_maps
 from alosmap.spec import default_spec
@@ -55,6 +57,17 @@ def write_map(path, classes, conf, *, transform, date, crs="EPSG:4326", task="lu
 def px(lon0, lat0):
     """Transform of a map on the coarse grid with its corner at (lon0, lat0)."""
     return Affine(1 / PPD, 0, lon0, 0, -1 / PPD, lat0)
+
+
+def small_map(path, code=3, conf=80, *, lon=139, date="2022-01-01"):
+    """A 4 × 4 LULC map of one class (confidence ``conf`` unless None) at 35.5° N."""
+    return write_map(
+        path,
+        np.full((4, 4), code),
+        None if conf is None else np.full((4, 4), conf),
+        transform=px(lon, 35.5),
+        date=date,
+    )
 
 
 # -- the grid -------------------------------------------------------------------------
@@ -149,20 +162,8 @@ def test_merge_rules(overlapping_maps, tmp_path, rule):
 
 
 def test_confidence_rule_needs_band_2(tmp_path):
-    write_map(
-        tmp_path / "a.tif",
-        np.full((4, 4), 3),
-        None,
-        transform=px(139, 35.5),
-        date="2022-01-01",
-    )
-    write_map(
-        tmp_path / "b.tif",
-        np.full((4, 4), 4),
-        np.full((4, 4), 70),
-        transform=px(139.01, 35.5),
-        date="2022-02-01",
-    )
+    small_map(tmp_path / "a.tif", 3, None)
+    small_map(tmp_path / "b.tif", 4, 70, lon=139.01, date="2022-02-01")
     with pytest.raises(MosaicInputError, match=r"confidence.*a\.tif.*--merge latest"):
         mosaic_maps([tmp_path], tmp_path / "m", pixels_per_degree=PPD)
     assert not (tmp_path / "m").exists()
@@ -179,13 +180,7 @@ def test_confidence_rule_needs_band_2(tmp_path):
 def test_maps_of_different_tasks(tmp_path, cli):
     d = tmp_path / "out"
     d.mkdir()
-    write_map(
-        d / "s1_lulc.tif",
-        np.full((4, 4), 3),
-        np.full((4, 4), 80),
-        transform=px(139, 35.5),
-        date="2022-01-01",
-    )
+    small_map(d / "s1_lulc.tif")
     water = np.array([[1, 1, 0, 0]] * 4)
     write_map(
         d / "s1_water.tif",
@@ -219,26 +214,15 @@ def test_maps_of_different_tasks(tmp_path, cli):
 def test_existing_outputs_and_non_maps(tmp_path, cli):
     d = tmp_path / "out"
     d.mkdir()
-    write_map(
-        d / "s_lulc.tif",
-        np.full((4, 4), 3),
-        np.full((4, 4), 80),
-        transform=px(139, 35.5),
-        date="2022-01-01",
-    )
+    small_map(d / "s_lulc.tif")
     # a GeoTIFF that is not an alosmap map sits in the directory: left out
-    with rasterio.open(
+    write_raster(
         d / "other.tif",
-        "w",
-        driver="GTiff",
-        width=2,
-        height=2,
-        count=1,
-        dtype="uint8",
+        np.ones((2, 2), np.uint8),
         crs="EPSG:4326",
         transform=px(139, 35.5),
-    ) as ds:
-        ds.write(np.ones((1, 2, 2), np.uint8))
+        nodata=None,
+    )
     res = mosaic_maps([d], tmp_path / "mos", pixels_per_degree=PPD)
     assert [m.path.name for m in res.maps] == ["s_lulc.tif"]
     stamp = res.cells[0].stat().st_mtime_ns

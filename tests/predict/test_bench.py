@@ -78,6 +78,7 @@ def test_agreement_tiles_use_the_model_radiometry(tmp_path, tiny_lulc_model):
     assert abs(float(tiles[-1].mean())) < 2  # speckle around -12 dB, normalised
 
 
+@pytest.mark.slow
 def test_bench_compares_torch_and_onnx(tmp_path, tiny_lulc_model):
     from alosmap.export.onnx import export_onnx
     from alosmap.spec import SPEC_KEY, load_model

@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 
 from alosmap.arch import get_preset
 from alosmap.errors import InputRasterError, OutputExistsError, SpecMismatchError
-from alosmap.io.scene import Scene, normalize
-from alosmap.io.writer import validate_cog
+from alosmap.io.cog import validate_cog
+from alosmap.io.scene import Scene
 from alosmap.predict.pipeline import predict_scene
+from alosmap.radiometry import normalize
 from alosmap.spec import default_spec
 
 
@@ -163,9 +164,9 @@ def test_tiled_equals_untiled_for_equivariant_model(
         scene, out, runtime=rt, overlap=overlap, batch_size=4, probabilities=True
     )
     classes = _read(out)[0]
-    with Scene(scene, rt.spec) as sc:
+    with Scene(scene, rt.spec.radiometry) as sc:
         db, valid = sc.read_strip(0, h)
-    probs = rt.untiled(normalize(db, valid, rt.spec))
+    probs = rt.untiled(normalize(db, rt.spec.radiometry, valid))
     ref = np.where(valid, probs.argmax(0) + 1, 0)
     m = 3  # receptive-field radius: stay away from the scene border
     inner = (slice(m, h - m), slice(m, w - m))

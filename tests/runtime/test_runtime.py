@@ -86,6 +86,29 @@ def test_auto_goes_by_file_type():
         assert resolve_backend(Path("m.plan"), "tensorrt") == "tensorrt"
 
 
+def test_every_backend_has_the_runtime_protocol(tiny_lulc_model, tiny_onnx):
+    from alosmap.runtime import loader
+    from alosmap.runtime.base import Runtime
+    from alosmap.runtime.tensorrt_backend import TensorRTRuntime
+
+    assert load_runtime is loader.load_runtime
+    assert not hasattr(base, "load_runtime")  # the protocol module opens nothing
+    members = {n for n in vars(Runtime) if not n.startswith("_")}
+    assert members == {
+        "name", "spec", "device", "precision", "path", "threads", "run", "close"
+    }  # fmt: skip
+    for path in (tiny_lulc_model, tiny_onnx):
+        rt = load_runtime(path)
+        try:
+            assert all(hasattr(rt, m) for m in members), rt.name
+            assert rt.path == Path(path) and rt.precision == "fp32"
+            assert rt.threads is not None and rt.threads >= 1
+        finally:
+            rt.close()
+    # an engine's precision is fixed when it is built; it runs on the GPU only
+    assert TensorRTRuntime.precision is None and TensorRTRuntime.threads is None
+
+
 def test_backend_file_mismatch_says_what_to_do():
     with pytest.raises(ModelFileError, match=r"alosmap export onnx"):
         resolve_backend(Path("m.safetensors"), "onnx")

@@ -344,6 +344,7 @@ def test_cli_prints_the_path_and_maps_errors(tmp_path):
 # ------------------------------------------------------------ real JAXA tiles
 @pytest.mark.realdata
 @pytest.mark.skipif(not JAXA_TILES, reason="real JAXA tiles not in ../shared/data")
+@pytest.mark.slow
 def test_real_jaxa_tiles_count_and_anchor():
     per_tile = [count_classes([t], block_rows=2000) for t in JAXA_TILES]
     for c in per_tile:

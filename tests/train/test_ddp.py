@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
@@ -26,6 +27,7 @@ from alosmap.train.optim import build_optimizer, set_lr
 LR = 1e-4
 
 
+@pytest.mark.slow
 def test_two_process_step_matches_single_process(make_training_data, tmp_path):
     data_dir = make_training_data(splits=(("train", 4), ("val", 3)))
     out = tmp_path / "run"

@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from train_runs import FAST
 from typer.testing import CliRunner
 
 from alosmap.arch import get_preset
@@ -29,9 +30,6 @@ from alosmap.train.optim import (
 )
 
 runner = CliRunner()
-FAST = dict(
-    preset="tiny", warmup_epochs=1, batch_size=4, workers=0, device="cpu", lr=2e-3
-)
 
 
 # -- optimiser -------------------------------------------------------------------
@@ -138,6 +136,7 @@ def test_water_run(make_training_data, tmp_path):
     assert load_model(res.model_path)[1].task == "water"
 
 
+@pytest.mark.slow
 def test_exact_resume(make_training_data, tmp_path):
     data = make_training_data()
     opts = dict(epochs=2, seed=3, drop_path=0.1, **FAST)  # dropout + drop-path on
@@ -256,6 +255,7 @@ def _cli(*args):
     return runner.invoke(app, ["train", "finetune", *args])
 
 
+@pytest.mark.slow
 def test_cli_finetune_and_bad_input(make_training_data, tmp_path):
     data = make_training_data(splits=(("train", 8), ("val", 2)))
     base = ["--task", "lulc", "--preset", "tiny", "--workers", "0", "--device", "cpu"]

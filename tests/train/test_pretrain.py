@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 from torch.utils.data import DistributedSampler
+from train_runs import FAST
 from typer.testing import CliRunner
 
 from alosmap.arch import get_preset
@@ -37,9 +38,6 @@ from alosmap.train.optim import build_optimizer, set_lr
 from alosmap.train.pretrain import build_pretrain_model, mask_generator, pretrain
 
 runner = CliRunner()
-FAST = dict(
-    preset="tiny", warmup_epochs=1, batch_size=4, workers=0, device="cpu", lr=2e-3
-)
 #: tiny preset with the paper's windows: at 256 px every stage's windows span
 #: several 32-px mask cells (stage 1: 16×16 tokens = 2×2 cells), so isolation matters.
 ARCH_256 = get_preset("tiny", window_size=(16, 16, 16, 8))
@@ -270,6 +268,7 @@ def _write_texture(root, n=16, size=64, seed=0):
     return root
 
 
+@pytest.mark.slow
 def test_short_run_loss_decreases(tmp_path):
     data = _write_texture(tmp_path / "texture")
     out = tmp_path / "run"
@@ -288,6 +287,7 @@ def test_short_run_loss_decreases(tmp_path):
     assert res.encoder_path.is_file()
 
 
+@pytest.mark.slow
 def test_exact_resume(pretrain_data, tmp_path):
     opts = dict(epochs=2, seed=3, **FAST)  # augmentation and random masks on
     pretrain(pretrain_data, tmp_path / "straight", **opts)
@@ -341,6 +341,7 @@ def test_pretrain_then_finetune_matches_every_encoder_key(pretrain_data, tmp_pat
     ), lines
 
 
+@pytest.mark.slow
 def test_two_process_ddp_step_matches_single_process(make_training_data, tmp_path):
     data_dir = make_training_data(splits=(("pretrain", 4), ("train", 4)))
     out = tmp_path / "run"

@@ -1,0 +1,216 @@
+"""Shared command-line options: choice enums and Typer parameter types.
+
+``predict``, ``water`` and ``batch`` (and any other command that maps scenes) declare
+their parameters with these types, so a flag, its help and its checks are written
+once. :func:`inference_options` turns the parsed values into the library's
+:class:`~alosmap.predict.options.InferenceOptions`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from alosmap.predict.options import InferenceOptions
+
+
+class Task(str, Enum):
+    """Mapping task."""
+
+    lulc = "lulc"
+    water = "water"
+
+
+class Backend(str, Enum):
+    """Inference backend."""
+
+    auto = "auto"
+    torch = "torch"
+    onnx = "onnx"
+    tensorrt = "tensorrt"
+
+
+class Precision(str, Enum):
+    """Compute precision of the model."""
+
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class Units(str, Enum):
+    """Units of the scene's values."""
+
+    auto = "auto"
+    dn = "dn"
+    db = "db"
+    linear = "linear"
+
+
+TaskOpt = Annotated[
+    Task | None,
+    typer.Option(
+        help="lulc (9 classes) or water. Default: the model's task (lulc without "
+        "--model)."
+    ),
+]
+SceneArg = Annotated[
+    Path,
+    typer.Argument(
+        exists=True,
+        dir_okay=False,
+        readable=True,
+        help="ALOS-2 HH scene (L2.1 GeoTIFF, amplitude DN) or any single-band raster.",
+    ),
+]
+ModelOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--model",
+        "-m",
+        exists=True,
+        dir_okay=False,
+        help="Model file (.safetensors, .onnx or TensorRT .engine). Default: the "
+        "bundled model.",
+    ),
+]
+OutputOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--output",
+        "-o",
+        dir_okay=False,
+        help="Map to write (.tif). Default: <scene>_<task>.tif here.",
+    ),
+]
+TileOpt = Annotated[
+    int | None,
+    typer.Option(min=1, help="Tile size in pixels; the model's own (256) by default."),
+]
+OverlapOpt = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        help="Pixels shared by neighbouring tiles, blended smoothly (about the "
+        "model's receptive field; 64 = a quarter tile).",
+    ),
+]
+BatchOpt = Annotated[
+    int, typer.Option("--batch-size", "-b", min=1, help="Tiles per model call.")
+]
+BackendOpt = Annotated[
+    Backend,
+    typer.Option(
+        help="auto picks by the model file: .safetensors torch, .onnx onnx (on "
+        "--device cuda: TensorRT EP, then CUDA EP, then CPU EP), .engine tensorrt. "
+        "`alosmap info` lists what is installed."
+    ),
+]
+DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")]
+PrecisionOpt = Annotated[
+    Precision | None,
+    typer.Option(
+        help="torch: fp32 (default), bf16 or fp16 autocast (fp16 on CUDA only; bf16 "
+        "on the CPU is fast only with AVX512-BF16/AMX). onnx: the file's own "
+        "(fp32 or an fp16 export); fp16 on an fp32 file = TensorRT EP fp16. "
+        "tensorrt: fixed in the engine.",
+        show_default=False,
+    ),
+]
+CompileOpt = Annotated[
+    bool,
+    typer.Option(
+        "--compile",
+        help="torch.compile the model (torch backend). Compiling takes about a "
+        "minute per batch size on a CPU, where it gained only 2 % (small preset).",
+    ),
+]
+ConfOpt = Annotated[
+    bool,
+    typer.Option("--confidence", help="Add band 2: top class probability (percent)."),
+]
+ProbOpt = Annotated[
+    bool,
+    typer.Option(
+        "--probabilities",
+        help="Also write <output>_probabilities.tif (uint8 percent per class).",
+    ),
+]
+PreviewOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--preview", dir_okay=False, help="Also write a PNG quicklook (SAR | map)."
+    ),
+]
+UnitsOpt = Annotated[
+    Units,
+    typer.Option(
+        "--input-units",
+        help="Units of the scene: dn (ALOS-2 amplitude), db (σ0 dB), linear power; "
+        "auto reads the UNITS tag or guesses from the values.",
+    ),
+]
+BandOpt = Annotated[
+    int | None, typer.Option(min=1, help="Band holding HH (multi-band files).")
+]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace existing output files.")
+]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1, help="CPU threads for the model (default: the physical cores)."
+    ),
+]
+
+
+def plain(value: Any) -> Any:
+    """A choice enum's value (``Backend.onnx`` → ``"onnx"``); anything else as is."""
+    return value.value if isinstance(value, Enum) else value
+
+
+def inference_options(values: Mapping[str, Any]) -> InferenceOptions:
+    """:class:`~alosmap.predict.options.InferenceOptions` from a command's parameters.
+
+    Args:
+        values: the parameters as the command received them (e.g. its
+            ``locals()``); those that are not inference options (scene, output,
+            ...) are left out, choice enums are turned into their values.
+    """
+    from alosmap.predict.options import InferenceOptions, option_names
+
+    names = option_names()
+    return InferenceOptions(**{k: plain(v) for k, v in values.items() if k in names})
+
+
+__all__ = [
+    "Backend",
+    "BackendOpt",
+    "BandOpt",
+    "BatchOpt",
+    "CompileOpt",
+    "ConfOpt",
+    "DeviceOpt",
+    "ModelOpt",
+    "OutputOpt",
+    "OverlapOpt",
+    "OverwriteOpt",
+    "Precision",
+    "PrecisionOpt",
+    "PreviewOpt",
+    "ProbOpt",
+    "SceneArg",
+    "Task",
+    "TaskOpt",
+    "ThreadsOpt",
+    "TileOpt",
+    "Units",
+    "UnitsOpt",
+    "inference_options",
+    "plain",
+]

@@ -1,0 +1,240 @@
+"""The inference options of ``predict``, ``water`` and ``batch``, validated once.
+
+:class:`InferenceOptions` holds every knob that changes how a scene is mapped (task,
+model, tiling, runtime, extra outputs, input interpretation). It is frozen and checks
+its values when it is made, so :func:`~alosmap.predict.pipeline.predict_scene`,
+:func:`~alosmap.national.batch.run_batch` and the command line share one validation.
+Checks that need the model (its task and tile size) are made by
+:meth:`InferenceOptions.for_model`; :meth:`InferenceOptions.fingerprint` is the part
+of the options that a batch records next to each map to decide whether a finished
+scene can be skipped.
+
+Errors name the option as a Python keyword (``overlap 300: must be in 0..255``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alosmap.classes import TASKS
+from alosmap.errors import (
+    BackendOptionError,
+    InferenceOptionError,
+    SpecMismatchError,
+)
+from alosmap.radiometry import INPUT_UNITS
+from alosmap.runtime.base import BACKENDS, check_device, check_precision
+from alosmap.spec import ModelSpec
+
+#: Pixels shared by neighbouring windows unless told otherwise.
+DEFAULT_OVERLAP = 64
+#: Tiles per model call unless told otherwise.
+DEFAULT_BATCH = 8
+#: ``input_units`` values: ``auto`` (the scene's tag, else a guess) or a unit.
+UNITS_CHOICES: tuple[str, ...] = ("auto", *INPUT_UNITS)
+#: The options a batch record's fingerprint holds besides the model's SHA-256, in
+#: record order: a finished map is reused only when all of them are unchanged.
+FINGERPRINT_FIELDS = (
+    "task",
+    "model_sha256",
+    "tile",
+    "overlap",
+    "input_units",
+    "band",
+    "confidence",
+    "probabilities",
+    "precision",
+)
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How scenes are mapped: model, tiling, runtime, outputs and input reading.
+
+    Make one with keywords (every field has a default) and derive variants with
+    :meth:`replace`; both validate.
+
+    Attributes:
+        task: ``lulc`` or ``water``; None for the model's task (``lulc`` without a
+            model). Must match the model's task.
+        model: ``.safetensors``, ``.onnx`` or TensorRT ``.engine`` model file; None
+            for the bundled model of the task.
+        tile: window size; None for the model's (the only one it accepts: its
+            position embedding is fixed).
+        overlap: pixels shared by neighbouring windows, blended smoothly
+            (``0 <= overlap < tile``).
+        batch_size: tiles per model call (does not change the result).
+        backend: ``auto`` (by the model file), ``torch``, ``onnx`` or ``tensorrt``.
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        precision: ``fp32``, ``bf16`` or ``fp16``; None for the backend's default
+            (torch fp32, ONNX the file's, TensorRT the engine's).
+        compile: ``torch.compile`` the model (torch backend only).
+        confidence: add a band with the top class probability (percent).
+        probabilities: also write ``<output stem>_probabilities.tif``.
+        input_units: ``auto``, ``dn``, ``db`` or ``linear``.
+        band: 1-based band of a multi-band scene; None for a single-band scene.
+        threads: CPU threads for the runtime; None for the physical cores.
+        overwrite: replace existing outputs (a batch: remap scenes recorded with
+            another model or options).
+
+    Raises:
+        InferenceOptionError: a value out of range (the message names it).
+        BackendOptionError: an unknown backend, device or precision.
+    """
+
+    task: str | None = None
+    model: str | os.PathLike[str] | None = None
+    tile: int | None = None
+    overlap: int = DEFAULT_OVERLAP
+    batch_size: int = DEFAULT_BATCH
+    backend: str = "auto"
+    device: str = "cpu"
+    precision: str | None = None
+    compile: bool = False
+    confidence: bool = False
+    probabilities: bool = False
+    input_units: str = "auto"
+    band: int | None = None
+    threads: int | None = None
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        """Validate every option; store ``model`` as a :class:`~pathlib.Path`."""
+        if self.model is not None and not isinstance(self.model, Path):
+            object.__setattr__(self, "model", Path(self.model))
+        if self.task is not None and self.task not in TASKS:
+            raise InferenceOptionError(
+                f"task {self.task!r}: choose one of {', '.join(TASKS)}"
+            )
+        _at_least("tile", self.tile, 1)
+        _at_least("batch_size", self.batch_size, 1)
+        _at_least("band", self.band, 1)
+        _at_least("threads", self.threads, 1)
+        _at_least("overlap", self.overlap, 0)
+        if self.tile is not None:
+            self._check_overlap(self.tile)
+        if self.backend not in BACKENDS:
+            raise BackendOptionError(
+                f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}"
+            )
+        check_device(self.device)
+        check_precision(self.precision)
+        if self.input_units not in UNITS_CHOICES:
+            raise InferenceOptionError(
+                f"input_units {self.input_units!r}: choose one of "
+                f"{', '.join(UNITS_CHOICES)}"
+            )
+
+    @property
+    def model_path(self) -> Path | None:
+        """``model`` as a path (None for the bundled model)."""
+        return None if self.model is None else Path(self.model)
+
+    def replace(self, **changes: Any) -> InferenceOptions:
+        """A copy with ``changes`` (option names as keywords), validated again.
+
+        Raises:
+            TypeError: for a name that is not an inference option.
+        """
+        unknown = sorted(set(changes) - set(option_names()))
+        if unknown:
+            raise TypeError(
+                f"unknown inference option(s) {', '.join(map(repr, unknown))}; "
+                f"expected some of {', '.join(option_names())}"
+            )
+        return dataclasses.replace(self, **changes) if changes else self
+
+    def for_model(self, spec: ModelSpec, model_name: str) -> InferenceOptions:
+        """These options checked against a model, with ``task`` and ``tile`` filled.
+
+        Args:
+            spec: the model's spec.
+            model_name: the model file's name, for the messages.
+
+        Raises:
+            SpecMismatchError: the model is of another task, or runs on another
+                tile size, or ``overlap`` does not fit its tile.
+        """
+        task = spec.task
+        if self.task is not None and self.task != task:
+            raise SpecMismatchError(
+                f"the model {model_name} is a {task} model, not {self.task}; "
+                f"pass a {self.task} model with --model (model=...)"
+            )
+        size = spec.tile_size
+        if self.tile is not None and self.tile != size:
+            raise InferenceOptionError(
+                f"tile {self.tile} (--tile {self.tile}): this model runs on "
+                f"{size}×{size} tiles (its position embedding is fixed); leave the "
+                "tile unset"
+            )
+        self._check_overlap(size)
+        return self.replace(task=task, tile=size)
+
+    def fingerprint(self, model_sha256: str) -> dict[str, Any]:
+        """The output-changing options a batch records with each map.
+
+        A finished map is reused only when the record's fingerprint equals this
+        one. Batch size, backend, device, threads and ``compile`` do not change the
+        map and are left out. Call it on options resolved by :meth:`for_model`.
+
+        Args:
+            model_sha256: SHA-256 of the model file.
+
+        Returns:
+            ``{task, model_sha256, tile, overlap, input_units, band, confidence,
+            probabilities, precision}`` (in that order).
+
+        Raises:
+            ValueError: the options are not resolved against a model.
+        """
+        if self.task is None or self.tile is None:
+            raise ValueError(
+                "fingerprint() needs options resolved by for_model(spec, name)"
+            )
+        values = {
+            **{f: getattr(self, f) for f in FINGERPRINT_FIELDS if f != "model_sha256"},
+            "model_sha256": model_sha256,
+            "confidence": bool(self.confidence),
+            "probabilities": bool(self.probabilities),
+        }
+        return {f: values[f] for f in FINGERPRINT_FIELDS}
+
+    def _check_overlap(self, tile: int) -> None:
+        if not 0 <= self.overlap < tile:
+            raise InferenceOptionError(
+                f"overlap {self.overlap}: must be in 0..{tile - 1}"
+            )
+
+
+def option_names() -> tuple[str, ...]:
+    """The names of the inference options (the fields of :class:`InferenceOptions`)."""
+    return tuple(f.name for f in dataclasses.fields(InferenceOptions))
+
+
+def _at_least(name: str, value: int | None, low: int) -> None:
+    """Check an optional integer option is an integer ``>= low``."""
+    if value is None:
+        return
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        operator.index(value)
+    except TypeError:
+        raise InferenceOptionError(f"{name} {value!r}: expected an integer") from None
+    if value < low:
+        raise InferenceOptionError(f"{name} {value}: must be >= {low}")
+
+
+__all__ = [
+    "DEFAULT_BATCH",
+    "DEFAULT_OVERLAP",
+    "InferenceOptionError",
+    "InferenceOptions",
+    "option_names",
+]

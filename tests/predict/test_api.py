@@ -1,0 +1,109 @@
+"""The public API: the README's Python example runs, names are exported lazily."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import rasterio
+from conftest import REPO, SAMPLE_SCENES
+
+PUBLIC = {
+    "predict_scene",
+    "PredictResult",
+    "InferenceOptions",
+    "load_model",
+    "ModelSpec",
+    "AlosmapError",
+}
+
+
+def _readme_example() -> str:
+    """The Python code block of the README's section "Mapping a scene"."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Mapping a scene\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 1, "expected one Python example in 'Mapping a scene'"
+    return blocks[0]
+
+
+@pytest.mark.skipif(not SAMPLE_SCENES, reason="sample_data missing")
+def test_readme_example_runs(tmp_path, monkeypatch, capsys):
+    code = _readme_example()
+    assert "from alosmap import" in code and "InferenceOptions" in code
+    shutil.copy(SAMPLE_SCENES[0], tmp_path / "scene.tif")
+    shutil.copy(
+        REPO / "alosmap" / "weights" / "lulc.safetensors",
+        tmp_path / "model.safetensors",
+    )
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    res = namespace["res"]
+    assert res.output.resolve() == tmp_path / "map.tif"
+    assert res.tiles_run > 0 and res.valid_pixels > 0
+    with rasterio.open(tmp_path / "map.tif") as ds:
+        assert ds.count == 2  # confidence=True
+    assert str(res.tiles_run) in capsys.readouterr().out
+
+
+def test_public_names():
+    import alosmap
+    from alosmap.errors import AlosmapError
+    from alosmap.predict.options import InferenceOptions
+    from alosmap.predict.pipeline import PredictResult, load_model, predict_scene
+    from alosmap.spec import ModelSpec
+
+    assert set(alosmap.__all__) >= PUBLIC
+    assert set(dir(alosmap)) >= PUBLIC
+    assert alosmap.predict_scene is predict_scene
+    assert alosmap.PredictResult is PredictResult
+    assert alosmap.InferenceOptions is InferenceOptions
+    assert alosmap.load_model is load_model
+    assert alosmap.ModelSpec is ModelSpec
+    assert alosmap.AlosmapError is AlosmapError
+    with pytest.raises(AttributeError):
+        alosmap.no_such_name  # noqa: B018
+
+
+def test_import_is_light():
+    """``import alosmap`` (and reading its API names) loads no torch, no rasterio."""
+    code = (
+        "import sys, alosmap\n"
+        "heavy = [m for m in ('torch', 'rasterio') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_load_model_is_reused_across_scenes(tmp_path, small_scene, tiny_lulc_model):
+    from alosmap import InferenceOptions, load_model, predict_scene
+
+    options = InferenceOptions(model=tiny_lulc_model, overlap=32)
+    model = load_model(options=options)
+    try:
+        a = predict_scene(small_scene, tmp_path / "a.tif", options, runtime=model)
+        b = predict_scene(small_scene, tmp_path / "b.tif", runtime=model, overlap=32)
+    finally:
+        model.close()
+    with rasterio.open(a.output) as da, rasterio.open(b.output) as db:
+        assert (da.read(1) == db.read(1)).all()
+
+
+def test_options_are_validated_once_in_python_terms(tmp_path, small_scene):
+    from alosmap import AlosmapError, InferenceOptions, predict_scene
+
+    with pytest.raises(AlosmapError, match=r"^overlap 300: must be in 0\.\.255$"):
+        InferenceOptions(tile=256, overlap=300)
+    with pytest.raises(ValueError, match=r"^batch_size 0: must be >= 1$"):
+        InferenceOptions(batch_size=0)
+    with pytest.raises(AlosmapError, match=r"^overlap 256: must be in 0\.\.\d+$"):
+        predict_scene(small_scene, tmp_path / "m.tif", overlap=256)
+    with pytest.raises(TypeError, match="unknown inference option"):
+        predict_scene(small_scene, tmp_path / "m.tif", overlapp=32)
+    opts = InferenceOptions(confidence=True)
+    assert opts.replace(overlap=0).overlap == 0 and opts.overlap == 64
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,514 @@
+"""The run skeleton that finetuning and pretraining share.
+
+:class:`TrainingRun` is a template, like TorchGeo's ``BaseTask`` or a Lightning
+module: it owns the device, AMP, DDP, the training sampler and loader, the learning
+rate schedule, the epoch loop, ``log.csv``, TensorBoard and the exact-resume
+checkpoint ``last.pt`` (resume, restore, save). A subclass supplies what differs:
+the model and its optimiser settings, the training dataset, the loss of one batch,
+validation, the columns of a log row and the end-of-epoch products. A fix to
+resume, AMP or DDP is made here, once.
+
+Per epoch: train on this rank's shard (the LR is set before every step: linear
+warm-up, then a cosine), validate (if the subclass does), then on rank 0 only:
+write the products, rewrite ``log.csv``, redraw the figures, add the TensorBoard
+scalars and log a line; then ``last.pt`` is saved. Files are written atomically,
+``last.pt`` last, so a kill at any point resumes from a consistent epoch.
+
+Details:
+
+* One process per device; under torchrun the process group is joined first
+  (NCCL on CUDA, gloo on CPU) and the model wrapped in DDP. ``batch_size`` is per
+  process; the global batch (``batch_size · world_size``) sets the LR through
+  :func:`~alosmap.train.optim.scaled_lr` unless an absolute ``lr`` is given.
+* Training shards come from :class:`~torch.utils.data.DistributedSampler`
+  (``set_epoch`` every epoch, ``drop_last``). The losses are batch-level
+  statistics, so DDP optimises the mean of the per-rank losses, the usual
+  data-parallel objective.
+* AMP: bf16 autocast on CUDA when the GPU supports it, else fp16 with a
+  GradScaler; fp32 on CPU. Without a scaler a non-finite loss stops the run.
+* Seeds: the model is initialised from ``seed`` (the same on every rank), the
+  per-rank random streams (dropout, drop path, augmentation) from ``seed + rank``.
+  ``last.pt`` stores every rank's RNG states, so a resumed run continues exactly.
+* The ``lr`` column of ``log.csv`` is the LR of the optimiser's last parameter
+  group: the decoder and head, whose layer-wise scale is 1, so it is the
+  schedule's own value (in pretraining, without layer-wise decay, every group has
+  it).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import sys
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import Field, asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
+
+import torch
+from torch import nn
+
+from alosmap._dist import DistInfo
+from alosmap._fileio import atomic_write_bytes
+from alosmap._version import __version__
+from alosmap.train import distributed as ddp
+from alosmap.train.checkpoint import (
+    atomic_torch_save,
+    capture_rng,
+    open_run,
+    restore_rng,
+)
+from alosmap.train.data import PatchDataset, TrainingData
+from alosmap.train.errors import TrainingError
+from alosmap.train.optim import build_optimizer, lr_at, scaled_lr, set_lr
+
+if TYPE_CHECKING:
+    from alosmap.arch import ArchConfig
+
+__all__ = [
+    "RunConfig",
+    "TrainingError",
+    "TrainingRun",
+    "amp_dtype",
+    "resolve_device",
+    "wants_cuda",
+    "write_csv",
+]
+
+#: Receives progress lines (rank 0 only).
+Log = Callable[[str], None]
+
+
+class RunConfig(Protocol):
+    """The options every run has (both configurations are dataclasses)."""
+
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
+    data: Path
+    out_dir: Path
+    epochs: int
+    warmup_epochs: int
+    batch_size: int
+    blr: float
+    lr: float | None
+    min_lr: float
+    weight_decay: float
+    augment: bool
+    workers: int
+    device: str
+    amp: bool
+    seed: int
+    resume: bool
+    stop_after: int | None
+    progress: bool
+
+
+ConfigT = TypeVar("ConfigT", bound=RunConfig)
+ResultT = TypeVar("ResultT")
+
+
+def resolve_device(name: str, local_rank: int) -> torch.device:
+    """The torch device of ``--device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``).
+
+    ``cuda`` picks GPU ``local_rank`` (one GPU per torchrun process).
+
+    Raises:
+        TrainingError: CUDA asked for but unavailable, or an unknown name.
+    """
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise TrainingError(f"--device {name}: CUDA is not available here")
+        return torch.device("cuda", local_rank if name == "cuda" else int(name[5:]))
+    if name != "cpu":
+        raise TrainingError(f"--device {name!r}: use auto, cpu or cuda")
+    return torch.device("cpu")
+
+
+def wants_cuda(device: str) -> bool:
+    """Whether ``--device`` resolves to CUDA (NCCL process group) here."""
+    return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+
+
+def amp_dtype(amp: bool, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype: bf16 (else fp16) on CUDA with ``amp``; None for fp32."""
+    if not amp or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write the per-epoch log atomically (the whole file from ``rows``)."""
+    if not rows:
+        return
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
+
+
+def _quiet(_msg: str) -> None:
+    """The log of ranks other than 0."""
+
+
+class TrainingRun(ABC, Generic[ConfigT, ResultT]):
+    """One process of a training run: the skeleton, with hooks for subclasses.
+
+    Subclasses set the class attributes, ``arch`` (in ``__init__``) and implement
+    the abstract methods; the other hooks have defaults.
+
+    Attributes:
+        kind: ``kind`` of the resume checkpoint (refused by another kind of run).
+        product: the file a finished run leaves; present without ``last.pt``, the
+            directory is someone else's result and is refused.
+        resume_keys: options that must not change between a run and its resume.
+        betas: AdamW's betas.
+        arch: the architecture (its depths group the layer-wise LR decay).
+    """
+
+    kind: ClassVar[str]
+    product: ClassVar[str]
+    resume_keys: ClassVar[tuple[str, ...]]
+    betas: ClassVar[tuple[float, float]] = (0.9, 0.999)
+    arch: ArchConfig
+
+    def __init__(self, cfg: ConfigT, info: DistInfo, log: Log) -> None:
+        self.cfg = cfg
+        self.info = info
+        self.log = log if info.primary else _quiet
+        self.out = Path(cfg.out_dir)
+        self.device = resolve_device(cfg.device, info.local_rank)
+        self.amp_dtype = amp_dtype(cfg.amp, self.device)
+        self.data = TrainingData(cfg.data)
+        self.check_data()
+        self.global_batch = cfg.batch_size * info.world_size
+        self.base_lr = (
+            cfg.lr if cfg.lr is not None else scaled_lr(cfg.blr, self.global_batch)
+        )
+        self.resumed = False
+        self.epoch = 0
+        self.step = 0
+        self.rows: list[dict[str, Any]] = []
+        self.tb: Any = None
+
+    # -- hooks -----------------------------------------------------------------------
+    @abstractmethod
+    def check_data(self) -> None:
+        """Refuse data and options that cannot train (raise with a fix)."""
+
+    @abstractmethod
+    def create_model(self, fresh: bool) -> nn.Module:
+        """The model on the CPU; ``fresh`` is False when a checkpoint will load."""
+
+    def layer_decay(self) -> float:
+        """Layer-wise LR decay of the optimiser (1: none)."""
+        return 1.0
+
+    def sync_batchnorm(self) -> bool:
+        """Whether BatchNorm becomes SyncBatchNorm under DDP on CUDA."""
+        return False
+
+    def prepare(self) -> None:
+        """Build what the steps need besides model and optimiser (loss, data)."""
+
+    @abstractmethod
+    def train_dataset(self) -> PatchDataset:
+        """The dataset of the training split (augmented, seeded)."""
+
+    @abstractmethod
+    def training_step(
+        self, batch: Any
+    ) -> tuple[torch.Tensor, Mapping[str, float | torch.Tensor]]:
+        """The loss of one batch and the values to average over the epoch."""
+
+    def validate(self) -> dict[str, float]:
+        """Validation metrics of the epoch (none by default)."""
+        return {}
+
+    @abstractmethod
+    def log_columns(
+        self, train: dict[str, float], val: dict[str, float]
+    ) -> dict[str, Any]:
+        """The metric columns of the epoch's ``log.csv`` row."""
+
+    def save_products(self) -> None:
+        """Write the epoch's products, before ``log.csv`` (rank 0)."""
+
+    def draw(self) -> None:
+        """Redraw the run's figures, after ``log.csv`` (rank 0)."""
+
+    @abstractmethod
+    def scalars(self, row: dict[str, Any]) -> dict[str, float]:
+        """TensorBoard scalars (name → value) of the epoch's row."""
+
+    @abstractmethod
+    def epoch_message(self, row: dict[str, Any], secs: float) -> str:
+        """The progress line of the epoch."""
+
+    def resume_fields(self) -> dict[str, Any]:
+        """The options recorded in ``last.pt`` and compared on resume."""
+        d = {k: v for k, v in asdict(self.cfg).items() if k in self.resume_keys}
+        d["data"] = str(Path(self.cfg.data).resolve())
+        d["global_batch"] = self.global_batch
+        return d
+
+    def rng_state(self) -> dict[str, Any]:
+        """This rank's random states, saved in ``last.pt``."""
+        return capture_rng()
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Progress fields of ``last.pt`` (before the history)."""
+        return {"epoch": self.epoch, "step": self.step}
+
+    def restore_state(self, ckpt: dict[str, Any], rng: dict[str, Any]) -> None:
+        """Take back what :meth:`checkpoint_state` and :meth:`rng_state` added."""
+
+    def on_start(self) -> None:
+        """Called after :meth:`setup`, before the first epoch."""
+
+    @abstractmethod
+    def result(self) -> ResultT:
+        """What the run returns."""
+
+    # -- entry -----------------------------------------------------------------------
+    @classmethod
+    def launch(cls, cfg: ConfigT, log: Log | None = None) -> ResultT:
+        """Run one process of a torchrun job (or the only one): join, run, leave.
+
+        Args:
+            cfg: the run's configuration.
+            log: receives progress lines on rank 0 (default: the ``info`` log of
+                the subclass's module).
+        """
+        info = ddp.init_distributed("cuda" if wants_cuda(cfg.device) else "cpu")
+        try:
+            log = log or logging.getLogger(cls.__module__).info
+            return cls(cfg, info, log).run()
+        finally:
+            ddp.cleanup()
+
+    # -- setup -----------------------------------------------------------------------
+    def _resume_checkpoint(self) -> dict[str, Any] | None:
+        now = self.resume_fields()
+        return open_run(
+            self.out,
+            resume=self.cfg.resume,
+            product=self.product,
+            kind=self.kind,
+            now={k: now[k] for k in self.resume_keys},
+        )
+
+    def setup(self) -> None:
+        """Run directory, model (DDP), optimiser, loaders; resume from ``last.pt``."""
+        cfg = self.cfg
+        if self.info.primary:
+            self.out.mkdir(parents=True, exist_ok=True)
+        ddp.barrier()
+        ckpt = self._resume_checkpoint()
+        self.resumed = ckpt is not None
+        torch.manual_seed(cfg.seed)
+        model = self.create_model(fresh=ckpt is None).to(self.device)
+        cuda_ddp = self.info.distributed and self.device.type == "cuda"
+        if cuda_ddp and self.sync_batchnorm():
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model
+        self.ddp_model: nn.Module = model
+        if self.info.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        # dropout/drop-path/augmentation streams differ per rank; initialisation not
+        torch.manual_seed(cfg.seed + self.info.rank)
+        self.optimizer = build_optimizer(
+            model,
+            lr=self.base_lr,
+            weight_decay=cfg.weight_decay,
+            layer_decay=self.layer_decay(),
+            depths=self.arch.depths,
+            betas=self.betas,
+        )
+        use_scaler = self.amp_dtype == torch.float16
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
+        self.prepare()
+        self._train_loader()
+        if ckpt is not None:
+            self._restore(ckpt)
+        self.tb = self._tensorboard()
+
+    def _train_loader(self) -> None:
+        from torch.utils.data import DataLoader, DistributedSampler
+
+        cfg, info = self.cfg, self.info
+        self.train_ds = self.train_dataset()
+        self.sampler: DistributedSampler[int] = DistributedSampler(
+            self.train_ds,
+            num_replicas=info.world_size,
+            rank=info.rank,
+            shuffle=True,
+            seed=cfg.seed,
+            drop_last=True,
+        )
+        self.train_loader = DataLoader(
+            self.train_ds,
+            batch_size=cfg.batch_size,
+            sampler=self.sampler,
+            num_workers=cfg.workers,
+            drop_last=True,
+            pin_memory=self.device.type == "cuda",
+        )
+        self.iters = len(self.train_loader)
+        self.total_steps = cfg.epochs * self.iters
+        self.warmup_steps = cfg.warmup_epochs * self.iters
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.epoch = int(ckpt["epoch"])
+        self.step = int(ckpt["step"])
+        self.rows = [dict(r) for r in ckpt["history"]]
+        rngs = ckpt["rng"]
+        rng = rngs[min(self.info.rank, len(rngs) - 1)]
+        restore_rng(rng)
+        self.restore_state(ckpt, rng)
+        if self.info.primary:
+            write_csv(self.out / "log.csv", self.rows)  # drop rows after the ckpt
+        self.log(f"resumed from {self.out / 'last.pt'} after epoch {self.epoch}")
+
+    def _tensorboard(self) -> Any:
+        """A TensorBoard writer on the primary process (None elsewhere / absent)."""
+        if not self.info.primary:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return None
+        return SummaryWriter(str(self.out / "tb"), purge_step=self.epoch + 1)
+
+    def autocast(self) -> Any:
+        """Autocast to the AMP dtype on CUDA; a no-op context otherwise."""
+        return torch.autocast(
+            self.device.type,
+            dtype=self.amp_dtype or torch.float32,
+            enabled=self.amp_dtype is not None,
+        )
+
+    # -- one epoch -------------------------------------------------------------------
+    def _progress_bar(self) -> Any:
+        from tqdm import tqdm
+
+        return tqdm(
+            total=self.iters,
+            desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
+            unit="batch",
+            leave=False,
+            file=sys.stderr,
+            disable=not (self.cfg.progress and self.info.primary),
+        )
+
+    def _optimise(self, loss: torch.Tensor) -> None:
+        """One optimiser step on ``loss`` (through the GradScaler)."""
+        if not self.scaler.is_enabled() and not torch.isfinite(loss):
+            raise TrainingError(
+                f"the loss became {float(loss)} at epoch {self.epoch + 1}, "
+                f"step {self.step}; lower the learning rate (--lr/--blr)"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+
+    def train_epoch(self) -> dict[str, float]:
+        """Train one epoch; the logged values averaged over batches and ranks."""
+        self.ddp_model.train()
+        self.sampler.set_epoch(self.epoch)
+        self.train_ds.set_epoch(self.epoch)
+        sums: dict[str, float] = {}
+        batches = 0
+        with self._progress_bar() as bar:
+            for batch in self.train_loader:
+                lr = lr_at(
+                    self.step,
+                    base_lr=self.base_lr,
+                    min_lr=self.cfg.min_lr,
+                    warmup_steps=self.warmup_steps,
+                    total_steps=self.total_steps,
+                )
+                set_lr(self.optimizer, lr)
+                loss, logged = self.training_step(batch)
+                self._optimise(loss)
+                batches += 1
+                for k, v in logged.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                bar.set_postfix(loss=f"{sums['loss'] / batches:.4f}", refresh=False)
+                bar.update()
+        sums["_batches"] = float(batches)
+        total = ddp.reduce_sums(sums)
+        n = max(1.0, total.pop("_batches"))
+        return {k: v / n for k, v in total.items()}
+
+    # -- bookkeeping (rank 0) --------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        """Write ``last.pt`` (rank 0; every rank contributes its RNG states)."""
+        rng = ddp.all_gather_objects(self.rng_state())
+        if not self.info.primary:
+            return
+        ckpt = {
+            "kind": self.kind,
+            "alosmap_version": __version__,
+            "config": self.resume_fields(),
+            **self.checkpoint_state(),
+            "history": self.rows,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            "rng": rng,
+        }
+        atomic_torch_save(ckpt, self.out / "last.pt")
+
+    def end_epoch(
+        self, train: dict[str, float], val: dict[str, float], secs: float
+    ) -> None:
+        """Log the epoch, write its products (rank 0) and ``last.pt``."""
+        self.epoch += 1
+        row: dict[str, Any] = {
+            "epoch": self.epoch,
+            "lr": self.optimizer.param_groups[-1]["lr"],
+            **self.log_columns(train, val),
+            "seconds": round(secs, 3),
+        }
+        self.rows.append(row)
+        if self.info.primary:
+            self.save_products()
+            write_csv(self.out / "log.csv", self.rows)
+            self.draw()
+            if self.tb is not None:
+                for k, v in self.scalars(row).items():
+                    self.tb.add_scalar(k, v, self.epoch)
+                self.tb.flush()
+            self.log(self.epoch_message(row, secs))
+        self.save_checkpoint()
+
+    def run(self) -> ResultT:
+        """Set up, then train (and validate) epoch by epoch until done or stopped."""
+        self.setup()
+        self.on_start()
+        done_now = 0
+        try:
+            while self.epoch < self.cfg.epochs:
+                if self.cfg.stop_after is not None and done_now >= self.cfg.stop_after:
+                    break
+                t0 = time.perf_counter()
+                train = self.train_epoch()
+                val = self.validate()
+                self.end_epoch(train, val, time.perf_counter() - t0)
+                done_now += 1
+        finally:
+            if self.tb is not None:
+                self.tb.close()
+        return self.result()
