@@ -1,16 +1,20 @@
 """Output files: the "exists, use --overwrite" check, hidden temporaries, atomic writes.
 
-Every command that writes a file goes through here: outputs are refused when they
+Every command that writes a file goes through here: an output that is one of the
+command's inputs is refused whatever ``overwrite`` says, outputs are refused when they
 exist (unless ``overwrite``), built in hidden temporary files beside the final path
-(``.<name>.<kind>-<random>``, which batch mode cleans up after a crash) and renamed
-into place only when complete.
+(``.<name>.<kind>-<pid>-<random>``) and renamed into place only when complete. The
+process id in the name tells a later run which leftovers of a killed run it may remove
+(:func:`remove_stale_temps`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -40,10 +44,139 @@ def check_overwrite(paths: Iterable[str | os.PathLike[str]], overwrite: bool) ->
         )
 
 
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two paths name the same file (through links too); False if absent."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def check_not_input(
+    outputs: Iterable[str | os.PathLike[str]],
+    inputs: Iterable[str | os.PathLike[str]],
+) -> None:
+    """Refuse any output that is one of the inputs (same file, link or path).
+
+    Raises:
+        OutputPathError: naming the output; ``--overwrite`` does not change this.
+    """
+    ins = [Path(i) for i in inputs]
+    for out in outputs:
+        for src in ins:
+            if same_file(out, src):
+                raise OutputPathError(
+                    f"output {out} is the input {src}; refusing to write over an "
+                    "input (whatever --overwrite says): choose another output path"
+                )
+
+
+def check_output_place(path: str | os.PathLike[str]) -> None:
+    """Check, before any work, that a file can be created at ``path``.
+
+    Its directory must exist (it is not created) and be writable.
+
+    Raises:
+        OutputPathError: the directory is missing, not a directory or not writable.
+    """
+    parent = Path(path).parent
+    if not parent.is_dir():
+        what = "is not a directory" if parent.exists() else "does not exist"
+        raise OutputPathError(f"output directory {parent} {what}; create it first")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputPathError(
+            f"output directory {parent} is not writable; choose another output"
+        )
+
+
+def temp_prefix(final: str | os.PathLike[str], kind: str = "tmp") -> str:
+    """Prefix of this process's temporaries for ``final``: ``.<name>.<kind>-<pid>-``."""
+    return f".{Path(final).name}.{kind}-{os.getpid()}-"
+
+
 def temp_path(final: str | os.PathLike[str], kind: str = "tmp") -> Path:
-    """A hidden, unique temporary path beside ``final``: ``.<name>.<kind>-<hex>``."""
+    """A hidden temporary path beside ``final``, unique to this call.
+
+    Named ``.<name>.<kind>-<pid>-<random hex>`` (see :func:`remove_stale_temps`).
+    """
     out = Path(final)
-    return out.with_name(f".{out.name}.{kind}-{secrets.token_hex(4)}")
+    return out.with_name(temp_prefix(out, kind) + secrets.token_hex(4))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temps(final: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporaries an interrupted run left beside ``final``.
+
+    Only files named by :func:`temp_path` / :func:`atomic_path` for ``final``
+    (``.<name>.<kind>-<pid>-…``, GDAL's ``.ovr.tmp`` companions included) whose
+    process is no longer running are removed; a directory of that name (a
+    temporary output directory) is removed with its contents.
+
+    Returns:
+        The files and directories removed.
+    """
+    out = Path(final)
+    pattern = re.compile(rf"^\.{re.escape(out.name)}\.[a-z]+-(\d+)-")
+    removed: list[Path] = []
+    if not out.parent.is_dir():
+        return removed
+    for entry in out.parent.iterdir():
+        m = pattern.match(entry.name)
+        if not m or _pid_alive(int(m.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+            if not entry.exists():
+                removed.append(entry)
+        elif entry.is_file():
+            with contextlib.suppress(OSError):
+                entry.unlink()
+                removed.append(entry)
+    return removed
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an error it wraps) says the disk or quota is full."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(e) or "Disk quota exceeded" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+#: Free space (bytes) below which a failed write is taken for a full disk.
+LOW_SPACE = 1 << 20
+
+
+def write_failed_for_space(
+    exc: BaseException | None, directory: str | os.PathLike[str], low: int = LOW_SPACE
+) -> bool:
+    """Whether a failed write into ``directory`` was for want of space.
+
+    GDAL reports a full disk as a generic write error (inside libtiff sometimes not
+    at all), so besides :func:`is_disk_full` the free space of ``directory`` is
+    asked: less than ``low`` bytes counts as full.
+    """
+    if exc is not None and is_disk_full(exc):
+        return True
+    try:
+        return shutil.disk_usage(directory).free < low
+    except OSError:
+        return False
 
 
 def _umask() -> int:
@@ -70,7 +203,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[
         suffix: ending of the temporary name (a driver may need ``.gpkg``, ``.tif``).
     """
     out = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=suffix, dir=out.parent)
+    fd, name = tempfile.mkstemp(prefix=temp_prefix(out), suffix=suffix, dir=out.parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -132,12 +265,12 @@ def atomic_dir(out_dir: Path, overwrite: bool, marker: str) -> Iterator[Path]:
     parent = out_dir.parent
     if not parent.is_dir():
         raise OutputPathError(f"{parent}: output parent directory does not exist")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out_dir), dir=parent))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
         if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=parent))
+            old = Path(tempfile.mkdtemp(prefix=temp_prefix(out_dir, "old"), dir=parent))
             os.replace(out_dir, old / "d")
             os.replace(tmp, out_dir)
             shutil.rmtree(old, ignore_errors=True)

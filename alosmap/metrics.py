@@ -10,13 +10,17 @@ all_reduce_`) before any ratio is taken. With ``TP_k = M[k, k]``,
 * ``IoU_k = TP_k / (TP_k + FP_k + FN_k)``
 * ``Acc_k = TP_k / (TP_k + FN_k)`` (per-class recall)
 * ``OA = Σ_k TP_k / Σ M``
+* ``F1_k = 2 TP_k / (2 TP_k + FP_k + FN_k)`` (harmonic mean of precision and recall)
+* Cohen's ``κ = (p_o − p_e) / (1 − p_e)`` with ``p_o = OA`` and
+  ``p_e = Σ_k (Σ_j M[k, j]) (Σ_i M[i, k]) / (Σ M)²`` (agreement expected by chance)
 
 **Undefined values are NaN, never 0.** A class absent from both truth and prediction
-has an undefined IoU (0/0); a class absent from the truth has an undefined accuracy
-even if predicted (its IoU is then 0: every prediction of it is a false positive).
-mIoU and mAcc are means over the classes whose value is defined; the number of such
-classes is reported next to them. :meth:`ConfusionMatrix.summary` turns NaN into
-``None`` for JSON.
+has an undefined IoU and F1 (0/0); κ is undefined when ``p_e = 1`` (a single class
+in both truth and prediction) or the matrix is empty; a class absent from the truth
+has an undefined accuracy even if predicted (its IoU is then 0: every prediction of
+it is a false positive). mIoU, mAcc and mF1 are means over the classes whose value
+is defined; the number of such classes is reported next to them.
+:meth:`ConfusionMatrix.summary` turns NaN into ``None`` for JSON.
 
 Inputs may be numpy arrays or torch tensors; this module never imports torch at
 import time (only :meth:`ConfusionMatrix.all_reduce_` imports it, when called).
@@ -36,6 +40,8 @@ __all__ = [
     "WATER_THRESHOLD",
     "ConfusionMatrix",
     "accuracy_per_class",
+    "cohen_kappa",
+    "f1_per_class",
     "iou_per_class",
     "jsonable",
     "nan_mean",
@@ -98,6 +104,34 @@ def overall_accuracy(cm: ConfusionMatrix | np.ndarray) -> float:
     """``Σ_k TP_k / Σ M`` (pixel accuracy); NaN for an empty matrix."""
     m = _as_matrix(cm)
     return float(_ratio(np.trace(m), m.sum()))
+
+
+def f1_per_class(cm: ConfusionMatrix | np.ndarray) -> np.ndarray:
+    """Per-class ``F1_k = 2 TP_k / (2 TP_k + FP_k + FN_k)``; NaN where undefined (0/0).
+
+    ``cm`` and the result are as for :func:`iou_per_class` (float64 ``[K]``).
+    """
+    m = _as_matrix(cm)
+    tp = np.diag(m).astype(np.float64)
+    return _ratio(2.0 * tp, m.sum(axis=0) + m.sum(axis=1))
+
+
+def cohen_kappa(cm: ConfusionMatrix | np.ndarray) -> float:
+    """Cohen's kappa ``(p_o − p_e) / (1 − p_e)``; NaN when undefined.
+
+    ``p_o`` is the overall accuracy and ``p_e = Σ_k truth_k · pred_k / N²`` the
+    agreement expected from the marginals alone. Undefined (NaN) for an empty
+    matrix or when ``p_e = 1`` (truth and prediction all one and the same class).
+    """
+    m = _as_matrix(cm).astype(np.float64)
+    n = m.sum()
+    if n == 0:
+        return math.nan
+    p_o = np.trace(m) / n
+    p_e = float((m.sum(axis=1) * m.sum(axis=0)).sum() / (n * n))
+    if p_e >= 1.0:
+        return math.nan
+    return float((p_o - p_e) / (1.0 - p_e))
 
 
 def nan_mean(values: np.ndarray) -> tuple[float, int]:
@@ -286,13 +320,23 @@ class ConfusionMatrix:
         """Fraction of counted pixels predicted correctly (NaN if none counted)."""
         return overall_accuracy(self.matrix)
 
+    def f1(self) -> np.ndarray:
+        """Per-class F1, float64 ``[K]`` (NaN = undefined); see module docs."""
+        return f1_per_class(self.matrix)
+
+    def kappa(self) -> float:
+        """Cohen's kappa (NaN = undefined); see module docs."""
+        return cohen_kappa(self.matrix)
+
     def summary(self, class_names: Sequence[str] | None = None) -> dict[str, Any]:
         """All LULC metrics as a JSON-serialisable dict (NaN → ``None``).
 
         Keys: ``miou``, ``macc``, ``overall_accuracy``, ``miou_classes`` and
         ``macc_classes`` (how many classes each mean covers), ``pixels``,
         ``num_classes`` and ``per_class``: class name → ``iou``, ``accuracy``,
-        ``support`` (true pixels) and ``predicted`` (predicted pixels).
+        ``support`` (true pixels) and ``predicted`` (predicted pixels); also
+        ``kappa`` (Cohen's κ), ``f1_per_class`` (class name → F1), ``mf1`` (mean
+        F1 over the classes where it is defined) and ``mf1_classes``.
 
         Args:
             class_names: one name per class; default ``"0"`` … ``"K-1"``.
@@ -305,6 +349,8 @@ class ConfusionMatrix:
         acc = self.accuracy()
         miou, n_iou = nan_mean(iou)
         macc, n_acc = nan_mean(acc)
+        f1 = self.f1()
+        mf1, n_f1 = nan_mean(f1)
         support = self.matrix.sum(axis=1)
         predicted = self.matrix.sum(axis=0)
         per_class = {
@@ -326,6 +372,10 @@ class ConfusionMatrix:
                 "pixels": self.total,
                 "num_classes": k,
                 "per_class": per_class,
+                "kappa": self.kappa(),
+                "mf1": mf1,
+                "mf1_classes": n_f1,
+                "f1_per_class": {str(n): f1[i] for i, n in enumerate(names)},
             }
         )
 

@@ -29,6 +29,14 @@ from alosmap.classes import get_task
 __all__ = ["format_confusion", "format_table", "pct", "plot_confusion"]
 
 
+#: Table III columns: header and metrics key.
+_WATER_COLUMNS = (
+    ("IoU_water", "iou_water"),
+    ("Precision", "precision"),
+    ("Recall", "recall"),
+)
+
+
 def pct(v: float | None) -> str:
     """A fraction as percent with two decimals (``"  n/a"`` for ``None``)."""
     return "  n/a" if v is None else f"{100.0 * v:5.2f}"
@@ -53,27 +61,60 @@ def format_table(
     """
     m = metrics
     if get_task(task).binary:
-        head = f"{'IoU_water':>10} {'Precision':>10} {'Recall':>10}"
-        row = " ".join(f"{pct(m[k]):>10}" for k in ("iou_water", "precision", "recall"))
-        note = "(percent)" if threshold is None else f"(percent; threshold {threshold})"
-        return f"{title}\n{head}\n{row}\n{note}"
+        return _water_table(m, classes, title, threshold)
     names = list(classes)
     width = max(9, *(len(n) for n in names))
     per = m["per_class"]
+    f1 = m.get("f1_per_class")
+
+    def row(label: str, values: Sequence[float | None], mean: float | None) -> str:
+        cells = " ".join(f"{pct(v):>{width}}" for v in values)
+        return f"{label:<10}{cells} {pct(mean):>7}"
+
     lines = [
         title,
         " " * 10 + " ".join(f"{n:>{width}}" for n in names) + f" {'mean':>7}",
-        f"{'IoU':<10}"
-        + " ".join(f"{pct(per[n]['iou']):>{width}}" for n in names)
-        + f" {pct(m['miou']):>7}",
-        f"{'Acc':<10}"
-        + " ".join(f"{pct(per[n]['accuracy']):>{width}}" for n in names)
-        + f" {pct(m['macc']):>7}",
-        f"(percent; mIoU {pct(m['miou']).strip()}, mAcc {pct(m['macc']).strip()}, "
-        f"overall accuracy {pct(m['overall_accuracy']).strip()}; n/a = class "
-        "absent)",
+        row("IoU", [per[n]["iou"] for n in names], m["miou"]),
+        row("Acc", [per[n]["accuracy"] for n in names], m["macc"]),
     ]
+    if f1 is not None:
+        lines.append(row("F1", [f1[n] for n in names], m.get("mf1")))
+    kappa = m.get("kappa")
+    lines.append(
+        f"(percent; mIoU {pct(m['miou']).strip()}, mAcc {pct(m['macc']).strip()}, "
+        f"overall accuracy {pct(m['overall_accuracy']).strip()}"
+        + ("" if "kappa" not in m else f", Cohen's kappa {_num(kappa)}")
+        + "; n/a = class absent)"
+    )
     return "\n".join(lines)
+
+
+def _num(v: float | None) -> str:
+    """A plain number with three decimals (``n/a`` for ``None``)."""
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def _water_table(
+    m: dict[str, Any], classes: Sequence[str], title: str, threshold: float | None
+) -> str:
+    """Table III (IoU_water, precision, recall) and what else the metrics have.
+
+    F1 of the water class, overall accuracy and Cohen's kappa are added when the
+    metrics hold them (``alosmap evaluate`` does; training validation does not).
+    """
+    cols = [(name, m[key]) for name, key in _WATER_COLUMNS]
+    f1 = m.get("f1_per_class") or {}
+    water = next((n for n in classes if n.lower() == "water"), None)
+    if water is not None and water in f1:
+        cols.append(("F1", f1[water]))
+    if "overall_accuracy" in m:
+        cols.append(("OA", m["overall_accuracy"]))
+    head = " ".join(f"{name:>10}" for name, _ in cols)
+    row = " ".join(f"{pct(v):>10}" for _, v in cols)
+    note = "(percent" if threshold is None else f"(percent; threshold {threshold}"
+    if "kappa" in m:
+        note += f"; Cohen's kappa {_num(m['kappa'])}"
+    return f"{title}\n{head}\n{row}\n{note})"
 
 
 def format_confusion(matrix: Any, classes: Sequence[str]) -> str:
@@ -94,6 +135,9 @@ def plot_confusion(
 ) -> Path:
     """Row-normalised confusion matrix as a PNG (rows = truth), written atomically.
 
+    Each cell is the percentage of the true class's pixels predicted as the column
+    class; the cells and the colour bar are both in percent (0-100).
+
     Raises:
         BackendUnavailableError: matplotlib is not installed.
     """
@@ -103,22 +147,23 @@ def plot_confusion(
 
     m = np.asarray(matrix, dtype=np.float64)
     rows = m.sum(axis=1, keepdims=True)
-    frac = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
+    share = 100.0 * np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
     k = len(names)
     size = 2.5 + 0.7 * k
     fig = Figure(figsize=(size, size), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    im = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0)
+    im = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=100.0)
     for i in range(k):
         for j in range(k):
-            color = "white" if frac[i, j] > 0.5 else "black"
-            ax.text(j, i, f"{100 * frac[i, j]:.0f}", ha="center", va="center",
+            color = "white" if share[i, j] > 50.0 else "black"
+            ax.text(j, i, f"{share[i, j]:.0f}", ha="center", va="center",
                     fontsize=8, color=color)  # fmt: skip
     ax.set_xticks(range(k), list(names), rotation=45, ha="right")
     ax.set_yticks(range(k), list(names))
     ax.set(xlabel="predicted", ylabel="true", title=title or "Confusion matrix (%)")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    cb.set_label("% of the true class's pixels")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -20,11 +20,17 @@ import dataclasses
 import json
 import os
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from alosmap._fileio import atomic_write, check_overwrite
+from alosmap._fileio import (
+    atomic_write,
+    check_not_input,
+    check_overwrite,
+    remove_stale_temps,
+)
 from alosmap._version import __version__
 from alosmap.arch import ArchConfig, check_fields
 from alosmap.classes import TASKS, ClassInfo, classes_for_task, get_task
@@ -332,10 +338,14 @@ def _onnx_spec_text(path: Path) -> str:
     raise ModelFileError(f"{path}: an ONNX model without an alosmap spec")
 
 
-def _atomic_target(path: Path, overwrite: bool) -> Path:
+def _atomic_target(
+    path: Path, overwrite: bool, inputs: Iterable[str | os.PathLike[str]]
+) -> Path:
+    check_not_input([path], inputs)
     check_overwrite([path], overwrite)
     if not path.parent.is_dir():
         raise ModelFileError(f"output directory does not exist: {path.parent}")
+    remove_stale_temps(path)
     return path
 
 
@@ -345,8 +355,11 @@ def save_model(
     path: str | os.PathLike[str],
     *,
     overwrite: bool = False,
+    inputs: Iterable[str | os.PathLike[str]] = (),
 ) -> Path:
     """Write ``model``'s weights and ``spec`` as one ``.safetensors`` file, atomically.
+
+    Temporaries a killed save left beside ``path`` are removed first.
 
     Args:
         model: a :class:`~alosmap.models.SegmentationModel` (or anything whose
@@ -354,10 +367,17 @@ def save_model(
         spec: the spec stored in the header.
         path: destination; written to a temporary file beside it, then renamed.
         overwrite: replace an existing file.
+        inputs: files the caller read (e.g. the model it started from); ``path``
+            may not be one of them, whatever ``overwrite`` says.
+
+    Raises:
+        OutputPathError: ``path`` is one of ``inputs``.
+        OutputExistsError: ``path`` exists and ``overwrite`` is False.
+        ModelFileError: the directory of ``path`` does not exist.
     """
     from safetensors.torch import save_file
 
-    out = _atomic_target(Path(path), overwrite)
+    out = _atomic_target(Path(path), overwrite, inputs)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {SPEC_KEY: spec.to_json(), "format": "pt"}
     return atomic_write(out, lambda tmp: save_file(state, str(tmp), metadata=meta))

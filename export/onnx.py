@@ -380,7 +380,8 @@ def export_onnx_file(
     The ONNX file is written under a temporary name beside ``output``, checked for
     parity against eager PyTorch (fp32) on real tiles
     (:func:`alosmap.export.parity.parity_tiles`) and only then renamed to
-    ``output``; a failed check leaves ``output`` as it was.
+    ``output``; a failed check leaves ``output`` as it was. Temporaries a killed
+    export left beside ``output`` are removed first.
 
     Args:
         model_path: an alosmap ``.safetensors`` model.
@@ -397,13 +398,19 @@ def export_onnx_file(
 
     Raises:
         OutputExistsError: ``output`` exists and ``overwrite`` is False.
-        OutputPathError: ``output`` does not end in ``.onnx``.
+        OutputPathError: ``output`` does not end in ``.onnx``, or is the model or a
+            parity scene (whatever ``overwrite`` says).
         ModelFileError: ``model_path`` is not an alosmap model, or the export fails.
         ParityError: the parity check fails (nothing is written).
     """
     import time
 
-    from alosmap._fileio import atomic_write, check_overwrite
+    from alosmap._fileio import (
+        atomic_write,
+        check_not_input,
+        check_overwrite,
+        remove_stale_temps,
+    )
     from alosmap.errors import OutputPathError
     from alosmap.export.parity import enforce_tolerance, export_parity_tiles
     from alosmap.spec import SPEC_KEY, load_model
@@ -411,14 +418,16 @@ def export_onnx_file(
     out = Path(output)
     if out.suffix.lower() != ".onnx":
         raise OutputPathError(f"--output {out}: expected a .onnx file name")
+    check_not_input([out], [model_path, *(parity_scenes or ())])
     check_overwrite([out], overwrite)
     if opset < 17:
         raise SpecError(f"--opset {opset}: alosmap exports need opset 17 or later")
     precision = "fp16" if fp16 else "fp32"
     tol = DEFAULT_TOLERANCE[precision] if tolerance is None else tolerance
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out)
     net, spec = load_model(model_path)
     tiles = export_parity_tiles(spec, check, parity_scenes, parity_tiles)
-    out.parent.mkdir(parents=True, exist_ok=True)
     report = OnnxExport(out, precision, 0.0, tolerance=tol if check else None)
     meta = {SPEC_KEY: spec.to_json()}
 

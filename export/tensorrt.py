@@ -35,7 +35,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from alosmap._fileio import atomic_write, atomic_write_bytes, check_overwrite
+from alosmap._fileio import (
+    atomic_write,
+    atomic_write_bytes,
+    check_not_input,
+    check_overwrite,
+    remove_stale_temps,
+)
 from alosmap._version import __version__
 from alosmap.errors import (
     ExportError,
@@ -255,11 +261,22 @@ def build_sidecar(
     }
 
 
-def check_output(output: str | os.PathLike[str], *, overwrite: bool) -> Path:
+def check_output(
+    output: str | os.PathLike[str],
+    *,
+    overwrite: bool,
+    inputs: Iterable[str | os.PathLike[str]] = (),
+) -> Path:
     """Validate the engine path; refuse to replace the engine or its sidecar.
 
+    Args:
+        output: the engine file.
+        overwrite: replace an existing engine and sidecar.
+        inputs: the command's input files; neither output may be one of them.
+
     Raises:
-        OutputPathError: the name does not end in ``.engine``, ``.plan`` or ``.trt``.
+        OutputPathError: the name does not end in ``.engine``, ``.plan`` or ``.trt``,
+            or the engine or its sidecar is an input (whatever ``overwrite`` says).
         OutputExistsError: the engine or its sidecar exists and not ``overwrite``.
     """
     out = Path(output)
@@ -269,6 +286,7 @@ def check_output(output: str | os.PathLike[str], *, overwrite: bool) -> Path:
             f"{', '.join(ENGINE_SUFFIXES)}"
         )
     side = engine_sidecar_path(out)
+    check_not_input([out, side], inputs)
     check_overwrite([out, side], overwrite)
     return out
 
@@ -392,7 +410,9 @@ def build_engine(
         import_tensorrt,
     )
 
-    out = check_output(output, overwrite=overwrite)
+    out = check_output(
+        output, overwrite=overwrite, inputs=[onnx_path, *(parity_scenes or ())]
+    )
     profile = _checked_profile(min_batch, opt_batch, max_batch, workspace_mib)
     onnx_path = Path(onnx_path)
     info = inspect_onnx(onnx_path)
@@ -404,8 +424,10 @@ def build_engine(
     trt = import_tensorrt()
     dev = cuda_device(device)
     gpu = gpu_identity(dev)
-    tiles = export_parity_tiles(info.spec, check, parity_scenes, parity_tiles)
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out)
+    remove_stale_temps(engine_sidecar_path(out))
+    tiles = export_parity_tiles(info.spec, check, parity_scenes, parity_tiles)
 
     data, sidecar, seconds = _build_with_sidecar(
         trt,

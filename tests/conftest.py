@@ -207,3 +207,31 @@ def make_training_data(tmp_path):
         return write_training_data(tmp_path / name, **kw)
 
     return make
+
+
+@pytest.fixture
+def mount_tmpfs(tmp_path):
+    """``mount_tmpfs(size)``: a small tmpfs (e.g. ``"1m"``) to fill up; unmounted after.
+
+    Needs root and ``mount``; the test is skipped where mounting is not allowed.
+    """
+    import subprocess
+
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        mnt = tmp_path / f"disk{len(mounted)}"
+        mnt.mkdir()
+        res = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
+            capture_output=True,
+            check=False,
+        )
+        if res.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs: {res.stderr.decode().strip()}")
+        mounted.append(mnt)
+        return mnt
+
+    yield mount
+    for mnt in mounted:
+        subprocess.run(["umount", str(mnt)], check=False)

@@ -42,7 +42,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
@@ -50,10 +50,10 @@ from typing import Any
 
 import numpy as np
 
-from alosmap._fileio import atomic_dir
+from alosmap._fileio import atomic_dir, remove_stale_temps
 from alosmap._version import __version__
 from alosmap.classes import TASK_RECORDS, Task
-from alosmap.errors import InputRasterError
+from alosmap.errors import InputRasterError, OutputPathError
 from alosmap.radiometry import DEFAULT_CLIP_DB
 from alosmap.train.data import FORMAT, PatchRecord, write_manifest
 from alosmap.train.errors import DatasetBuildError
@@ -231,6 +231,29 @@ def scene_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     return scenes
 
 
+def check_not_input_dir(
+    out_dir: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]]
+) -> None:
+    """Refuse an output directory that is, or holds, one of the inputs.
+
+    Replacing a dataset directory removes everything in it, so an input scene,
+    label tile or input directory inside it (through links too) would be lost;
+    this holds whatever ``--overwrite`` says.
+
+    Raises:
+        OutputPathError: naming the output and the input.
+    """
+    out = Path(out_dir).resolve()
+    for src in inputs:
+        real = Path(src).resolve()
+        if real == out or out in real.parents:
+            raise OutputPathError(
+                f"--output {out_dir} is or holds the input {src}; refusing to "
+                "replace an input (whatever --overwrite says): choose another "
+                "output directory"
+            )
+
+
 def find_label_tiles(tile_dir: str | os.PathLike[str]) -> list[Path]:
     """The ``LC_*.tif`` tiles of a directory, sorted by name.
 
@@ -260,7 +283,8 @@ def _blocks(
     """Yield ``(tile index, first row, window)`` over all tiles in row windows."""
     from rasterio.errors import RasterioError
     from rasterio.windows import Window
-    from tqdm import tqdm
+
+    from alosmap._progress import progress_bar
 
     heights = []
     for t in tiles:
@@ -269,9 +293,7 @@ def _blocks(
                 raise InputRasterError(f"{t}: the label tile has no bands")
             heights.append(ds.height)
     total = sum(math.ceil(h / block_rows) for h in heights)
-    with tqdm(
-        total=total, desc=desc, unit="win", disable=not progress, leave=False
-    ) as bar:
+    with progress_bar(total, desc, progress, unit="win") as bar:
         for i, t in enumerate(tiles):
             with _open(t) as ds:
                 for r0 in range(0, ds.height, block_rows):
@@ -895,7 +917,7 @@ def _extract_patches(
     Raises:
         DatasetBuildError: every candidate was dropped for no data.
     """
-    from tqdm import tqdm
+    from alosmap._progress import progress_bar
 
     p = config.patch_size
     n_cand = sum(len(c) for c in cands)
@@ -911,7 +933,7 @@ def _extract_patches(
     with contextlib.ExitStack() as stack:
         tile_ds = [stack.enter_context(_open(t)) for t in inputs.tiles]
         bar = stack.enter_context(
-            tqdm(total=n_cand, desc="patches", disable=not progress, leave=False)
+            progress_bar(n_cand, "patches", progress, unit="patch")
         )
         for s, cand, (a_idx, a_cell) in zip(inputs.used, cands, cells, strict=True):
             info, kept = _extract_scene(
@@ -1078,11 +1100,15 @@ def build_dataset(
         InputRasterError: a missing or unreadable scene or tile, a scene without a
             date or CRS, no tiles, tiles that overlap no scene.
         OutputExistsError: ``out_dir`` exists and ``overwrite`` is False.
+        OutputPathError: ``out_dir`` is, or holds, an input (whatever
+            ``overwrite`` says).
         DatasetBuildError: bad parameters, or no patch survives.
     """
     config = config or BuildConfig()
     out_dir = Path(out_dir)
     inputs = _check_inputs(scenes, tile_dir, config)
+    check_not_input_dir(out_dir, [*scenes, tile_dir, *inputs.tiles])
+    remove_stale_temps(out_dir)
     anchor_rng, split_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(2)
     )

@@ -40,7 +40,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -80,6 +79,9 @@ __all__ = [
 
 #: Receives progress lines (rank 0 only).
 Log = Callable[[str], None]
+
+#: The line a run logs once when the tensorboard package is not installed.
+TENSORBOARD_MISSING = "TensorBoard logs skipped: pip install 'alosmap[train]'"
 
 
 class RunConfig(Protocol):
@@ -380,12 +382,17 @@ class TrainingRun(ABC, Generic[ConfigT, ResultT]):
         self.log(f"resumed from {self.out / 'last.pt'} after epoch {self.epoch}")
 
     def _tensorboard(self) -> Any:
-        """A TensorBoard writer on the primary process (None elsewhere / absent)."""
+        """A TensorBoard writer on the primary process (None elsewhere / absent).
+
+        Without the ``tensorboard`` package, one line says so (the CSV log and the
+        figures are written all the same).
+        """
         if not self.info.primary:
             return None
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
+            self.log(TENSORBOARD_MISSING)
             return None
         return SummaryWriter(str(self.out / "tb"), purge_step=self.epoch + 1)
 
@@ -399,15 +406,14 @@ class TrainingRun(ABC, Generic[ConfigT, ResultT]):
 
     # -- one epoch -------------------------------------------------------------------
     def _progress_bar(self) -> Any:
-        from tqdm import tqdm
+        """The epoch's progress: a bar on a terminal, 10 % log lines at -v."""
+        from alosmap._progress import progress_bar
 
-        return tqdm(
-            total=self.iters,
-            desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
+        return progress_bar(
+            self.iters,
+            f"epoch {self.epoch + 1}/{self.cfg.epochs}",
+            self.cfg.progress and self.info.primary,
             unit="batch",
-            leave=False,
-            file=sys.stderr,
-            disable=not (self.cfg.progress and self.info.primary),
         )
 
     def _optimise(self, loss: torch.Tensor) -> None:

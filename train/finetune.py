@@ -182,30 +182,43 @@ class FinetuneResult:
 
 
 def plot_curve(path: Path, rows: list[dict[str, Any]], metric: str) -> None:
-    """Validation score per epoch, best epoch marked (like the paper's Fig. 2)."""
+    """Training loss and validation score per epoch (like the paper's Fig. 2).
+
+    Two panels: the training loss (``train_loss``, when the rows have it) and the
+    validation score ``metric`` (a fraction in the rows) plotted in percent on a
+    0-100 % axis, its best epoch marked.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
 
     epochs = [int(r["epoch"]) for r in rows]
     score = [100.0 * float(r[metric]) for r in rows]
-    fig = Figure(figsize=(6, 4), dpi=100)
+    loss = [float(r.get("train_loss", math.nan)) for r in rows]
+    has_loss = any(math.isfinite(v) for v in loss)
+    fig = Figure(figsize=(10 if has_loss else 6, 4), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    ax.plot(epochs, score, lw=1.5)
+    axes = fig.subplots(1, 2 if has_loss else 1, squeeze=False)[0]
+    label = "mIoU" if metric.endswith("miou") else "IoU_water"
+    if has_loss:
+        ax = axes[0]
+        ax.plot(epochs, loss, lw=1.5, color="C1", marker="." if len(rows) < 30 else "")
+        ax.set(xlabel="epoch", ylabel="training loss", title="Training loss")
+    ax = axes[-1]
+    ax.plot(epochs, score, lw=1.5, marker="." if len(rows) < 30 else "")
     finite = [(s, e) for s, e in zip(score, epochs, strict=True) if math.isfinite(s)]
     if finite:
         s, e = max(finite)
-        ax.scatter([e], [s], color="C3", zorder=3, label=f"best {s:.2f}% (epoch {e})")
+        ax.scatter([e], [s], color="C3", zorder=3, label=f"best {s:.1f} % (epoch {e})")
         ax.legend(loc="lower right")
-    label = "mIoU" if metric.endswith("miou") else "IoU_water"
-    locator = ax.xaxis.get_major_locator()
-    if isinstance(locator, MaxNLocator):  # the default AutoLocator
-        locator.set_params(integer=True)
     ax.set(
-        xlabel="epoch", ylabel=f"validation {label} (%)", title=f"Validation {label}"
+        xlabel="epoch",
+        ylabel=f"validation {label} (%)",
+        title=f"Validation {label}",
+        ylim=(0.0, 100.0),
     )
-    ax.grid(alpha=0.3)
+    for ax in axes:
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -403,7 +416,8 @@ class FinetuneRun(TrainingRun[FinetuneConfig, FinetuneResult]):
         """``model.safetensors`` when the score improved."""
         if self.improved:
             path = self.out / "model.safetensors"
-            save_model(self.model, self._spec(), path, overwrite=True)
+            inputs = [self.cfg.pretrained] if self.cfg.pretrained else []
+            save_model(self.model, self._spec(), path, overwrite=True, inputs=inputs)
 
     def draw(self) -> None:
         """``val_curve.png``."""

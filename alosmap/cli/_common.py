@@ -1,9 +1,11 @@
-"""Shared CLI state and helpers: verbosity, logging, messages on stderr."""
+"""Shared CLI state and helpers: verbosity, logging, messages, output checks."""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from pathlib import Path
 
 #: Verbosity set by the global ``-v/-q`` options (0 = warnings, <0 = quiet).
 VERBOSITY = 0
@@ -45,3 +47,53 @@ def info_line(message: str) -> None:
     """Print a status line on stderr unless quiet."""
     if not quiet():
         print(message, file=sys.stderr)
+
+
+def check_output_file(path: Path) -> None:
+    """Check, before any work, that an output file can be created where it is asked.
+
+    Its directory must exist and be writable (it is not created).
+
+    Raises:
+        OutputPathError: the directory is missing, not a directory or not writable.
+    """
+    from alosmap._fileio import check_output_place
+
+    check_output_place(path)
+
+
+def check_output_dir(path: Path, *, create: bool) -> None:
+    """Check, before any work, that an output directory can be written (or made).
+
+    Args:
+        path: the output directory.
+        create: whether the command creates missing directories (then the nearest
+            existing ancestor must be a writable directory), else its parent must
+            exist.
+
+    Raises:
+        OutputPathError: ``path`` is a file, or the place is missing or not
+            writable.
+    """
+    from alosmap.errors import OutputPathError
+
+    if path.exists():
+        if not path.is_dir():
+            raise OutputPathError(f"output directory {path} is a file")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise OutputPathError(f"output directory {path} is not writable")
+        return
+    if not create:
+        check_output_file(path)
+        return
+    base = path.parent
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise OutputPathError(
+            f"cannot create output directory {path}: {base} is not a directory"
+        )
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise OutputPathError(
+            f"cannot create output directory {path}: {base} is not writable"
+        )

@@ -1,21 +1,21 @@
 """What the commands that read class maps share: ``evaluate``, ``stats``, ``vectorize``.
 
-The ``MAP`` argument, the ``--aoi`` and ``--overwrite`` options, the legends that
-``--task`` of ``stats`` and ``vectorize`` can name for a map without an
-``ALOSMAP_TASK`` tag, and the check of ``-o`` paths made before any work.
+The ``MAP`` argument (local files, VRTs, GDAL virtual paths and URLs), the ``--aoi``
+and ``--overwrite`` options, the legends that ``--task`` of ``stats`` and
+``vectorize`` can name for a map without an ``ALOSMAP_TASK`` tag, and the check of
+``-o`` paths made before any work.
 """
 
 from __future__ import annotations
 
-import os
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from alosmap._fileio import check_overwrite
-from alosmap.errors import OutputPathError
+from alosmap._fileio import check_output_place, check_overwrite
+from alosmap.cli.options import input_file
 
 
 class Legend(str, Enum):
@@ -26,9 +26,19 @@ class Legend(str, Enum):
     jaxa = "jaxa"
 
 
-def map_argument(help: str) -> Any:
-    """The ``MAP`` argument (an existing file) with the command's ``help``."""
-    return typer.Argument(metavar="MAP", exists=True, dir_okay=False, help=help)
+def map_argument(help: str, metavar: str = "MAP", what: str = "map") -> Any:
+    """A class-map argument with the command's ``help``.
+
+    An existing local file (missing or unreadable: one error line, exit 1), a VRT,
+    a GDAL virtual path (``/vsizip/``, ``/vsicurl/``, ``/vsis3/``) or a URL
+    (``https://``, ``s3://``; passed on as a string).
+
+    Args:
+        help: the help text.
+        metavar: the name in the usage line (``MAP``, ``REFERENCE``).
+        what: what the file is, for messages.
+    """
+    return typer.Argument(metavar=metavar, parser=input_file(what), help=help)
 
 
 def output_option(help: str, **extra: Any) -> Any:
@@ -40,8 +50,7 @@ AoiOpt = Annotated[
     Path | None,
     typer.Option(
         "--aoi",
-        exists=True,
-        dir_okay=False,
+        parser=input_file("AOI file", virtual=False),
         help="Polygons (GeoJSON in WGS 84; .gpkg/.shp with alosmap\\[vector]): only "
         "pixels whose centre is inside count.",
     ),
@@ -71,9 +80,6 @@ def check_outputs(
         if key in seen:
             raise typer.BadParameter(f"{p} given twice", param_hint="-o")
         seen.add(key)
-        if not p.parent.is_dir():
-            raise OutputPathError(f"output directory {p.parent} does not exist")
-        if not os.access(p.parent, os.W_OK):
-            raise OutputPathError(f"output directory {p.parent} is not writable")
+        check_output_place(p)
         check_overwrite([p], overwrite)
     return paths

@@ -27,24 +27,14 @@ def _parse_shard(value: str | None) -> str | None:
 
 
 def batch(
-    scenes: Annotated[
-        list[Path] | None,
-        typer.Argument(
-            dir_okay=False,
-            show_default=False,
-            metavar="SCENES...",
-            help="Scenes to map; a quoted glob ('data/**/IMG-HH-*.tif') is expanded "
-            "here. Missing files are reported as failed scenes.",
-        ),
-    ] = None,
+    scenes: opt.ScenesArg = None,
     manifest: Annotated[
         Path | None,
         typer.Option(
             "--manifest",
             "-f",
-            exists=True,
-            dir_okay=False,
-            readable=True,
+            parser=opt.input_file("manifest", virtual=False),
+            metavar="FILE",
             help="Text file of scenes, one path per line (relative to the file; "
             "blank lines and # comments skipped).",
         ),
@@ -80,8 +70,8 @@ def batch(
         bool,
         typer.Option(
             "--confidence/--no-confidence",
-            help="Band 2: top class probability (percent); `mosaic --merge "
-            "confidence` needs it.",
+            help="Also write <map>_confidence.tif: top class probability "
+            "(percent); `mosaic --merge confidence` needs it.",
         ),
     ] = True,
     probabilities: opt.ProbOpt = False,

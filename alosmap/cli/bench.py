@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from alosmap.cli import options as opt
 from alosmap.cli.options import DeviceOpt, ThreadsOpt
 
 
@@ -25,8 +26,13 @@ def _ints(text: str, what: str, minimum: int) -> list[int]:
 
 
 def _existing_file(*names: str, help_text: str) -> Any:
-    """An option naming an existing file."""
-    return typer.Option(*names, exists=True, dir_okay=False, help=help_text)
+    """An option naming an existing model file (missing: one line, exit 1)."""
+    return typer.Option(
+        *names,
+        parser=opt.input_file("model", virtual=False, kind="model"),
+        metavar="FILE",
+        help=help_text,
+    )
 
 
 ModelFile = Annotated[

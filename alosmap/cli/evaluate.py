@@ -17,7 +17,7 @@ from alosmap.cli._maps import (
     map_argument,
     output_option,
 )
-from alosmap.cli.options import Task
+from alosmap.cli.options import Task, input_file
 
 #: Report suffixes of ``-o``.
 REPORT_SUFFIXES = (".json", ".csv", ".png")
@@ -43,8 +43,7 @@ def evaluate(
         Path,
         typer.Argument(
             metavar="REFERENCE",
-            exists=True,
-            dir_okay=False,
+            parser=input_file("reference"),
             help="JAXA HRLULC tile (codes 1-14, remapped to the 9 classes or to "
             "water), or another alosmap map.",
         ),

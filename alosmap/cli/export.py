@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from alosmap.cli.options import OverwriteOpt
+from alosmap.cli.options import OverwriteOpt, input_file
 
 if TYPE_CHECKING:
     from alosmap.export.tensorrt import EngineBuild
@@ -44,9 +44,8 @@ ParityScenes = Annotated[
     list[Path] | None,
     typer.Option(
         "--parity-scene",
-        metavar="SCENE",
-        exists=True,
-        dir_okay=False,
+        metavar="<file>",
+        parser=input_file("parity scene"),
         help=(
             "Scene to cut the parity tiles from, read like `alosmap predict` reads "
             "it (repeatable). Default: the sample_data/ scenes of a source checkout; "
@@ -65,14 +64,16 @@ Check = Annotated[
 ModelArg = Annotated[
     Path,
     typer.Argument(
-        exists=True, dir_okay=False, help="alosmap model file (.safetensors)."
+        metavar="MODEL",
+        parser=input_file("model", virtual=False, kind="model"),
+        help="alosmap model file (.safetensors).",
     ),
 ]
 OnnxArg = Annotated[
     Path,
     typer.Argument(
-        exists=True,
-        dir_okay=False,
+        metavar="ONNX_MODEL",
+        parser=input_file("ONNX model", virtual=False, kind="model"),
         help="ONNX file written by `alosmap export onnx`.",
     ),
 ]
@@ -150,8 +151,10 @@ def onnx_cmd(
     class probabilities differ by more than --tolerance. The parity line goes
     to stderr, the written path to stdout.
     """
+    from alosmap.cli._common import check_output_file
     from alosmap.export.onnx import export_onnx_file
 
+    check_output_file(output)
     res = export_onnx_file(
         model,
         output,
@@ -196,8 +199,10 @@ def tensorrt_cmd(
     tiles run through the engine and ONNX Runtime (CPU); the build fails,
     writing nothing, when the probabilities differ by more than --tolerance.
     """
+    from alosmap.cli._common import check_output_file
     from alosmap.export.tensorrt import build_engine
 
+    check_output_file(output)
     res = build_engine(
         onnx_model,
         output,

@@ -8,16 +8,18 @@ from typing import Annotated, Any
 
 import typer
 
+from alosmap.cli.options import input_file
+
 
 def info(
     path: Annotated[
         Path | None,
         typer.Argument(
-            exists=True,
-            dir_okay=False,
-            readable=True,
-            help="A model file (.safetensors, .onnx, .engine) or a raster (GeoTIFF). "
-            "Without it: the backends available on this machine.",
+            parser=input_file("input"),
+            metavar="PATH",
+            help="A model file (.safetensors, .onnx, .engine) or a raster (GeoTIFF, "
+            "VRT, GDAL virtual path or URL). Without it: the backends available on "
+            "this machine.",
         ),
     ] = None,
     backends: Annotated[
@@ -49,7 +51,7 @@ def info(
 def _describe_path(path: Path, as_json: bool) -> None:
     from alosmap.runtime.base import SUFFIX_BACKEND
 
-    backend = SUFFIX_BACKEND.get(path.suffix.lower())
+    backend = SUFFIX_BACKEND.get(Path(path).suffix.lower())
     if backend is not None:
         _describe_model(path, backend, as_json)
         return

@@ -1,7 +1,8 @@
 """Entry point of the ``alosmap`` command.
 
-Exit codes: 0 success, 1 failure (an :class:`~alosmap.errors.AlosmapError`, reported
-as one line on stderr; traceback with ``-vv``), 2 usage error, 130 interrupted.
+Exit codes: 0 success, 1 failure (an :class:`~alosmap.errors.AlosmapError` or a full
+disk, reported as one line on stderr; traceback with ``-vv``), 2 usage error, 130
+interrupted. ``--install-completion`` / ``--show-completion`` set up shell completion.
 
 The ``train`` and ``export`` sub-apps are mounted lazily (:data:`LAZY_APPS`): their
 modules are imported only when one of their commands (or their own ``--help``) runs,
@@ -176,7 +177,7 @@ app = typer.Typer(
         "with the refined UPerNet-Swin model (SAR-W-MixMAE pretraining)."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -240,13 +241,51 @@ def run() -> None:
     try:
         app()
     except AlosmapError as exc:
-        _common.error_line(str(exc))
-        if _common.VERBOSITY >= 2:
-            raise
-        sys.exit(1)
+        _fail(exc, str(exc))
     except KeyboardInterrupt:
         _common.error_line("interrupted")
         sys.exit(130)
+    except Exception as exc:
+        from alosmap._fileio import is_disk_full
+
+        if not is_disk_full(exc):
+            raise
+        _fail(exc, str(exc))
+
+
+def _fail(exc: Exception, message: str) -> None:
+    """Report ``exc`` as one line (a full disk as such) and exit 1; raise at ``-vv``."""
+    from alosmap._fileio import is_disk_full
+
+    if is_disk_full(exc):
+        message = (
+            f"disk full while writing {_disk_full_target(exc)}; nothing was written"
+        )
+    _common.error_line(message)
+    if _common.VERBOSITY >= 2:
+        raise exc
+    sys.exit(1)
+
+
+def _disk_full_target(exc: BaseException) -> str:
+    """The file a disk-full error names, else "the output".
+
+    A hidden temporary (``.<name>.<kind>-<pid>-…``) is reported as its final path.
+    """
+    import re
+    from pathlib import Path
+
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        name = getattr(e, "filename", None)
+        if name:
+            path = Path(os.fsdecode(name))
+            final = re.match(r"^\.(.+)\.[a-z]+-\d+-", path.name)
+            return str(path.with_name(final.group(1)) if final else path)
+        e = e.__cause__ or e.__context__
+    return "the output"
 
 
 if __name__ == "__main__":  # pragma: no cover

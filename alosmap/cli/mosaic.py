@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from alosmap.cli import _common
+from alosmap.cli import options as opt
 from alosmap.cli.options import Task
 
 
@@ -30,9 +31,9 @@ def mosaic(
     inputs: Annotated[
         list[Path],
         typer.Argument(
-            exists=True,
+            parser=opt.existing_path("input"),
             show_default=False,
-            metavar="OUT_DIR...",
+            metavar="INPUT",
             help="Batch output directories and/or map files (alosmap maps only).",
         ),
     ],
@@ -57,7 +58,8 @@ def mosaic(
         Merge,
         typer.Option(
             help="Where maps overlap: confidence = the most confident pixel (ties: "
-            "the later scene; needs band 2), latest / first = by acquisition date."
+            "the later scene; reads each map's <map>_confidence.tif), latest / "
+            "first = by acquisition date."
         ),
     ] = Merge.confidence,
     task: Annotated[
@@ -75,7 +77,9 @@ def mosaic(
     Each map is reprojected from its own CRS (nearest neighbour) so that the cells
     line up pixel for pixel with JAXA's LULC tiles. Cells are named like JAXA's
     (LC_N35E139.tif; WATER_N35E139.tif for water maps); lulc.vrt (water.vrt) covers
-    them all. Pixels no map covers stay no data.
+    them all, and each gets a QGIS style (.qml). With confidence, each cell gets
+    <cell>_confidence.tif and lulc_confidence.vrt covers them. Pixels no map covers
+    stay no data. Prints the files written, one per line.
     """
     from alosmap.national.mosaic import mosaic_maps
 
@@ -91,5 +95,5 @@ def mosaic(
         f"mosaic: {len(res.maps)} {res.task} maps -> {len(res.cells)} cell(s) "
         f"(merge {res.merge}) in {res.seconds:.1f} s"
     )
-    for path in [*res.cells, res.vrt]:
+    for path in res.files:  # cells, VRT, then their confidence files and VRT
         typer.echo(str(path))

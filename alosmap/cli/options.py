@@ -4,11 +4,18 @@
 their parameters with these types, so a flag, its help and its checks are written
 once. :func:`inference_options` turns the parsed values into the library's
 :class:`~alosmap.predict.options.InferenceOptions`.
+
+Input files: the parsers of :func:`input_file` accept a local file (a missing,
+unreadable or directory path is an :class:`~alosmap.errors.AlosmapError`: one line,
+exit 1) or, for rasters, a GDAL virtual path or URL (``/vsizip/``, ``/vsicurl/``,
+``/vsis3/``, ``https://``, ``s3://``), passed on as the string it is (a
+``pathlib.Path`` would collapse ``//``). Exit 2 stays for usage errors: unknown
+options, bad syntax, numbers out of range.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -52,6 +59,70 @@ class Units(str, Enum):
     linear = "linear"
 
 
+def input_file(
+    what: str, *, virtual: bool = True, kind: str = "raster"
+) -> Callable[[str], Any]:
+    """A Typer ``parser`` for an input file argument or option.
+
+    Args:
+        what: what the file is, for messages (``scene``, ``map``, ``model``).
+        virtual: accept GDAL virtual paths and URLs (rasters only); they are
+            returned as strings, unchecked (GDAL reports on them when opened).
+        kind: the error raised for a missing/unreadable local file: ``raster``
+            (:class:`~alosmap.errors.InputRasterError`, also for other input
+            files) or ``model`` (:class:`~alosmap.errors.ModelFileError`). Not a
+            ``ValueError``: Typer would turn that into a usage error (exit 2).
+
+    Returns:
+        ``parse(text)``: a :class:`~pathlib.Path` for a local file, the string
+        itself for a virtual path or URL.
+    """
+
+    def parse(text: str) -> Path | str:
+        from alosmap import errors
+        from alosmap.io.raster import check_input_file, is_virtual
+
+        if virtual and is_virtual(text):
+            return str(text)
+        error = {
+            "raster": errors.InputRasterError,
+            "model": errors.ModelFileError,
+        }[kind]
+        path = Path(text).expanduser()
+        check_input_file(path, what, error)
+        return path
+
+    return parse
+
+
+def existing_path(what: str) -> Callable[[str], Path]:
+    """A Typer ``parser`` for an input that may be a file or a directory.
+
+    A missing path is an :class:`~alosmap.errors.InputRasterError` (exit 1), not a
+    usage error.
+    """
+
+    def parse(text: str) -> Path:
+        from alosmap.errors import InputRasterError
+
+        path = Path(text).expanduser()
+        if not path.exists():
+            raise InputRasterError(f"{what} not found: {path}")
+        return path
+
+    return parse
+
+
+def virtual_or_path(text: str) -> Path | str:
+    """A Typer ``parser`` that keeps GDAL virtual paths and URLs as strings.
+
+    Nothing is checked (``batch`` reports missing scenes as failed scenes).
+    """
+    from alosmap.io.raster import is_virtual
+
+    return str(text) if is_virtual(text) else Path(text).expanduser()
+
+
 TaskOpt = Annotated[
     Task | None,
     typer.Option(
@@ -62,10 +133,22 @@ TaskOpt = Annotated[
 SceneArg = Annotated[
     Path,
     typer.Argument(
-        exists=True,
-        dir_okay=False,
-        readable=True,
-        help="ALOS-2 HH scene (L2.1 GeoTIFF, amplitude DN) or any single-band raster.",
+        parser=input_file("scene"),
+        metavar="SCENE",
+        help="ALOS-2 HH scene (L2.1 GeoTIFF, amplitude DN) or any single-band "
+        "raster; also a VRT, a GDAL virtual path (/vsizip/, /vsicurl/, /vsis3/) "
+        "or a URL (https://, s3://).",
+    ),
+]
+ScenesArg = Annotated[
+    list[Path] | None,
+    typer.Argument(
+        parser=virtual_or_path,
+        show_default=False,
+        metavar="SCENE",
+        help="Scenes to map (files, VRTs, GDAL virtual paths or URLs); a quoted "
+        "glob ('data/**/IMG-HH-*.tif') is expanded here. Missing files are "
+        "reported as failed scenes.",
     ),
 ]
 ModelOpt = Annotated[
@@ -73,8 +156,7 @@ ModelOpt = Annotated[
     typer.Option(
         "--model",
         "-m",
-        exists=True,
-        dir_okay=False,
+        parser=input_file("model file", virtual=False, kind="model"),
         help="Model file (.safetensors, .onnx or TensorRT .engine). Default: the "
         "bundled model.",
     ),
@@ -132,7 +214,10 @@ CompileOpt = Annotated[
 ]
 ConfOpt = Annotated[
     bool,
-    typer.Option("--confidence", help="Add band 2: top class probability (percent)."),
+    typer.Option(
+        "--confidence",
+        help="Also write <output>_confidence.tif: top class probability (percent).",
+    ),
 ]
 ProbOpt = Annotated[
     bool,
@@ -205,6 +290,7 @@ __all__ = [
     "PreviewOpt",
     "ProbOpt",
     "SceneArg",
+    "ScenesArg",
     "Task",
     "TaskOpt",
     "ThreadsOpt",
@@ -212,5 +298,7 @@ __all__ = [
     "Units",
     "UnitsOpt",
     "inference_options",
+    "input_file",
     "plain",
+    "virtual_or_path",
 ]

@@ -61,10 +61,8 @@ def _predict(params: dict[str, Any]) -> None:
         f"{res.output.name}: {res.tiles_run}/{res.tiles_total} tiles in "
         f"{res.seconds:.1f} s ({res.tiles_per_second:.2f} tiles/s); {shares}"
     )
-    typer.echo(str(res.output))
-    for extra in (res.probabilities, res.preview):
-        if extra is not None:
-            typer.echo(str(extra))
+    for path in res.files:  # map, confidence, probabilities, preview: one per line
+        typer.echo(str(path))
 
 
 def predict(
@@ -89,8 +87,10 @@ def predict(
 ) -> None:
     """Map land use / land cover (or water) of a whole scene to a COG GeoTIFF.
 
-    The map has the scene's CRS, transform and size: LULC codes 1-9 (0 = no data)
-    with a colour table and class names; water 1 / not water 0 / no data 255.
+    The map has the scene's CRS, transform and size: one band of LULC codes 1-9
+    (0 = no data) with a colour table, class names and a QGIS style (<map>.qml);
+    water 1 / not water 0 / no data 255. --confidence writes <map>_confidence.tif.
+    Prints the files written, one per line.
     """
     _predict(dict(locals()))
 

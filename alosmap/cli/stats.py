@@ -66,6 +66,9 @@ def stats(
     from alosmap.national.stats import class_areas
 
     if output is not None:
+        from alosmap._fileio import check_not_input
+
+        check_not_input([output], [map_path, *([aoi] if aoi else [])])
         check_outputs([output], (".csv", ".json", ".txt"), overwrite)
     chosen = fmt.value if fmt else None
     if chosen is None and output is not None:

@@ -103,7 +103,11 @@ SceneLabelsOpt = Annotated[
 def scene(
     out_dir: Annotated[
         Path,
-        typer.Argument(file_okay=False, help="Output directory (created if needed)."),
+        typer.Argument(
+            metavar="OUT_DIR",
+            file_okay=False,
+            help="Output directory (created if needed).",
+        ),
     ],
     seed: SeedOpt = 0,
     size: SizeOpt = 1024,
@@ -121,8 +125,10 @@ def scene(
     (IMG-HH-ALOS2<orbit><frame>-<YYMMDD>-UBSR2.1GU<A|D>.tif); the labels are
     1°×1° tiles LC_N<lat>E<lon>.tif on EPSG:4326. Paths written go to stdout.
     """
+    from alosmap.cli._common import check_output_dir
     from alosmap.synthetic import generate_scene
 
+    check_output_dir(out_dir, create=True)
     result = generate_scene(
         out_dir,
         seed=seed,
@@ -147,6 +153,7 @@ def sample_data(
     out_dir: Annotated[
         Path,
         typer.Argument(
+            metavar="OUT_DIR",
             file_okay=False,
             help="Output directory, e.g. sample_data (created if needed).",
         ),
@@ -158,7 +165,9 @@ def sample_data(
     The files are byte-identical to the committed ones when the same versions of
     numpy, scipy and GDAL are used. Other files in OUT_DIR are left alone.
     """
+    from alosmap.cli._common import check_output_dir
     from alosmap.synthetic import make_sample_data
 
+    check_output_dir(out_dir, create=True)
     for path in make_sample_data(out_dir, overwrite=overwrite):
         typer.echo(str(path))

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from alosmap.cli.options import Task
+from alosmap.cli.options import Task, input_file
 
 app = typer.Typer(
     help="Build training data, pretrain (SAR-W-MixMAE), finetune and evaluate models.",
@@ -83,6 +83,39 @@ def _run_options(
     }
 
 
+#: The files a pretraining or finetuning run writes in its run directory.
+RUN_FILES = (
+    "last.pt",
+    "log.csv",
+    "encoder.safetensors",
+    "model.safetensors",
+    "reconstruction.png",
+    "val_curve.png",
+)
+
+
+def _check_run_dir(output: Path, data: Path, pretrained: Path | None = None) -> None:
+    """Check the run directory before any work: writable, and no input replaced.
+
+    Temporaries a killed run left beside the run's files are removed.
+
+    Raises:
+        OutputPathError: the directory cannot be made or written, it is the dataset
+            directory, or a file the run writes is ``pretrained`` (whatever
+            ``--resume`` says).
+    """
+    from alosmap._fileio import check_not_input, remove_stale_temps
+    from alosmap.cli._common import check_output_dir
+
+    check_output_dir(output, create=True)
+    check_not_input([output], [data])
+    files = [output / name for name in RUN_FILES]
+    if pretrained is not None:
+        check_not_input(files, [pretrained])
+    for path in files:
+        remove_stale_temps(path)
+
+
 def _echo_primary(path: Path) -> None:
     """Print the run's product on stdout, once (rank 0 of a torchrun job)."""
     from alosmap._dist import dist_info
@@ -121,6 +154,7 @@ def init_model(
     import torch
 
     from alosmap.arch import get_preset
+    from alosmap.cli._common import check_output_file
     from alosmap.models import build_model
     from alosmap.spec import default_spec, save_model
 
@@ -131,6 +165,7 @@ def init_model(
         name=f"{preset}-{task.value}-untrained",
         provenance={"weights": "random initialisation (untrained)", "seed": str(seed)},
     )
+    check_output_file(output)
     torch.manual_seed(seed)
     model = build_model(spec.arch).eval()
     out = save_model(model, spec, output, overwrite=overwrite)
@@ -143,6 +178,7 @@ def build_dataset_cmd(
         list[Path],
         typer.Option(
             "--sar",
+            metavar="<path>",
             help="ALOS-2 HH scene, or a directory of them (its *.tif except LC_*); "
             "repeat for more.",
         ),
@@ -195,6 +231,7 @@ def build_dataset_cmd(
         scene_files,
     )
 
+    _common.check_output_dir(output, create=False)
     config = BuildConfig(
         anchors=anchors,
         pretrain_months=parse_months(pretrain_months, "--pretrain-months"),
@@ -331,6 +368,7 @@ def pretrain_cmd(
     from alosmap.cli import _common
     from alosmap.train.pretrain import pretrain
 
+    _check_run_dir(output, data)
     result = pretrain(
         data,
         output,
@@ -448,6 +486,7 @@ def finetune_cmd(
     from alosmap.cli import _common
     from alosmap.train.finetune import finetune
 
+    _check_run_dir(output, data, pretrained)
     result = finetune(
         data,
         task.value,
@@ -477,7 +516,11 @@ def finetune_cmd(
 def evaluate_cmd(
     model: Annotated[
         Path,
-        typer.Option(exists=True, dir_okay=False, help="Model file (.safetensors)."),
+        typer.Option(
+            parser=input_file("model", virtual=False, kind="model"),
+            metavar="FILE",
+            help="Model file (.safetensors).",
+        ),
     ],
     data: Annotated[
         Path,
@@ -509,12 +552,20 @@ def evaluate_cmd(
     """
     import json
 
+    from alosmap._fileio import check_not_input, remove_stale_temps
+    from alosmap.cli._common import check_output_dir
     from alosmap.train.evaluate import evaluate_file, format_table, write_report
 
     if split not in ("train", "val", "test"):
         raise typer.BadParameter(
             f"{split!r}; use test, val or train", param_hint="--split"
         )
+    if output is not None:
+        check_output_dir(output, create=True)
+        outputs = [output / "report.json", output / "confusion_matrix.png"]
+        check_not_input(outputs, [model])
+        for path in outputs:
+            remove_stale_temps(path)
     report = evaluate_file(model, data, split, batch_size=batch_size, device=device)
     if output is not None:
         write_report(report, output)

@@ -79,9 +79,10 @@ def vectorize(
     code and area_m2 per feature. GeoJSON is WGS 84 lon/lat (RFC 7946)
     unless --crs map.
     """
+    from alosmap.io.raster import raster_stem
     from alosmap.national.vectorize import vectorize_map
 
-    out = output if output is not None else Path(f"{map_path.stem}.geojson")
+    out = output if output is not None else Path(f"{raster_stem(map_path)}.geojson")
     res = vectorize_map(
         map_path,
         out,

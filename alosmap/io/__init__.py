@@ -5,5 +5,5 @@
 * :mod:`alosmap.io.writer`: :class:`~alosmap.io.writer.MapWriter`, the class map
   (confidence, probabilities) as Cloud-Optimized GeoTIFFs.
 * :mod:`alosmap.io.maps`: reading class maps back: legend, class names, strips.
-* :mod:`alosmap.io.cog`: checking the layout of a Cloud-Optimized GeoTIFF.
+* :mod:`alosmap.io.style`: QGIS styles and GDAL colour tables / categories of maps.
 """

@@ -13,9 +13,11 @@ from pixel value to class index (position in the legend), with :data:`IGNORE` fo
 no data and :data:`UNKNOWN` for values that are not in the legend, so a file that
 does not follow its legend is caught instead of being miscounted.
 
-Class names are read back from where :class:`~alosmap.io.writer.MapWriter` puts
-them (:func:`class_names_from_file`): the ``CLASS_NAMES`` metadata item, band 1's
-``CLASS_<code>`` items, or the PAM sidecar ``<map>.aux.xml`` (:func:`sidecar_path`).
+Only band 1 is read, so maps of earlier releases, whose band 2 held the confidence,
+stay readable (for one release). Class names are read back from where
+:class:`~alosmap.io.writer.MapWriter` puts them (:func:`class_names_from_file`): the
+``CLASS_NAMES`` metadata item, band 1's ``CLASS_<code>`` items, or the PAM sidecar
+``<map>.aux.xml`` (:func:`sidecar_path`).
 
 Large rasters are read in full-width strips of about :data:`CHUNK_PIXELS` pixels
 (:func:`row_windows`), so memory does not grow with the map.
@@ -33,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
@@ -227,7 +228,8 @@ def open_map(
         option: the command-line option that sets ``legend``, for messages.
 
     Raises:
-        InputRasterError: unreadable; not an integer raster; a probabilities file;
+        InputRasterError: unreadable; not an integer raster; a probabilities or
+            confidence file;
             unknown or conflicting task; no tag and no ``legend``; a legend the
             caller cannot use; class names that are not the legend's.
     """
@@ -244,10 +246,10 @@ def open_map(
             nodata=ds.nodata,
             block_rows=ds.block_shapes[0][0],
         )
-    if tags.get("ALOSMAP_PRODUCT") == "probabilities":
+    if tags.get("ALOSMAP_PRODUCT") in ("probabilities", "confidence"):
         raise InputRasterError(
-            f"{p} is a probabilities file, not a class map; pass the map written "
-            "beside it"
+            f"{p} is a {tags['ALOSMAP_PRODUCT']} file, not a class map; pass the map "
+            "written beside it"
         )
     if dtype.kind not in "ui":
         raise InputRasterError(
@@ -371,8 +373,7 @@ def class_names_from_file(path: str | os.PathLike[str]) -> dict[int, str]:
     Returns:
         The names, sorted by code; empty when the file has none.
     """
-    p = Path(path)
-    with rasterio.open(p) as ds:
+    with open_raster(path) as ds:
         tags = ds.tags()
         band_tags = ds.tags(1)
     if "CLASS_NAMES" in tags:
@@ -386,7 +387,7 @@ def class_names_from_file(path: str | os.PathLike[str]) -> dict[int, str]:
     }
     if from_band:
         return dict(sorted(from_band.items()))
-    return _sidecar_categories(sidecar_path(p))
+    return _sidecar_categories(sidecar_path(path))
 
 
 def _int_key(item: tuple[str, Any]) -> int:

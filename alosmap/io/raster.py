@@ -33,17 +33,147 @@ L21_NAME = re.compile(
 _DATE_TAGS = ("ACQUISITION_DATE", "ACQUISITION_DATETIME", "TIFFTAG_DATETIME")
 
 
-def open_raster(path: str | os.PathLike[str]) -> rasterio.io.DatasetReader:
-    """Open a raster; every failure becomes an :class:`InputRasterError`."""
+#: URL schemes GDAL reads through a virtual file system, and the prefix of each.
+URL_PREFIXES = {
+    "http": "/vsicurl/",
+    "https": "/vsicurl/",
+    "ftp": "/vsicurl/",
+    "s3": "/vsis3/",
+    "gs": "/vsigs/",
+    "az": "/vsiaz/",
+}
+#: ``scheme:/`` or ``scheme://`` (``pathlib.Path`` collapses the double slash).
+_URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):/+(?P<rest>.*)$", re.S)
+
+
+def is_virtual(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a GDAL virtual path (``/vsi...``) or a URL, not a file.
+
+    ``s3://``, ``https://`` and the like count, also when ``pathlib.Path`` has
+    collapsed their ``//`` into ``/``.
+    """
+    text = os.fspath(path)
+    if text.startswith("/vsi"):
+        return True
+    m = _URL.match(text)
+    return m is not None and m["scheme"].lower() in URL_PREFIXES
+
+
+def gdal_path(path: str | os.PathLike[str]) -> str:
+    """The name GDAL opens for ``path``: URLs become ``/vsicurl/``, ``/vsis3/`` ...
+
+    ``https://h/x.tif`` → ``/vsicurl/https://h/x.tif``, ``s3://b/k.tif`` →
+    ``/vsis3/b/k.tif`` (also ``gs://``, ``az://``, ``http://``, ``ftp://``). A path
+    that went through ``pathlib.Path``, which collapses ``//``, gets it back: in a
+    URL (``https:/h`` → ``https://h``), before a nested ``/vsi`` path, and before an
+    absolute archive path (``/vsizip/tmp/a.zip/x.tif`` → ``/vsizip//tmp/a.zip/x.tif``
+    when ``tmp`` exists at the root and not in the current directory). Local paths
+    are returned as they are.
+    """
+    text = os.fspath(path)
+    if not is_virtual(text):
+        return text
+    if text.startswith("/vsi"):
+        return _uncollapse(text)
+    m = _URL.match(text)
+    if m is None:  # pragma: no cover - is_virtual matched one of the two
+        return text
+    prefix = URL_PREFIXES[m["scheme"].lower()]
+    if prefix == "/vsicurl/":
+        return prefix + _full_url(text)
+    return prefix + m["rest"]
+
+
+_VSI = re.compile(r"^(?P<vsi>/vsi[a-z0-9_]+/)(?P<rest>.*)$", re.S)
+_ARCHIVES = ("/vsizip/", "/vsitar/", "/vsigzip/", "/vsi7z/", "/vsirar/")
+
+
+def _uncollapse(text: str) -> str:
+    """Undo ``pathlib``'s ``//`` → ``/`` in a ``/vsi...`` path (see gdal_path)."""
+    m = _VSI.match(text)
+    if m is None:
+        return text
+    vsi, rest = m["vsi"], m["rest"]
+    if rest.startswith("/vsi") or re.match(r"vsi[a-z0-9_]+/", rest):
+        return vsi + _uncollapse("/" + rest.lstrip("/"))
+    if _URL.match(rest):
+        return vsi + _full_url(rest)
+    first = rest.split("/", 1)[0]
+    if (
+        vsi in _ARCHIVES
+        and first
+        and not rest.startswith(("/", "{"))
+        and not os.path.exists(first)
+        and os.path.exists("/" + first)
+    ):
+        return vsi + "/" + rest
+    return text
+
+
+def _full_url(text: str) -> str:
+    """``scheme:/host/...`` (collapsed by ``pathlib``) → ``scheme://host/...``."""
+    m = _URL.match(text)
+    if m is None:
+        return text
+    return f"{m['scheme']}://{m['rest']}"
+
+
+def raster_stem(path: str | os.PathLike[str]) -> str:
+    """The file name of ``path`` without its suffix, also for URLs and ``/vsi`` paths.
+
+    ``/vsizip/a.zip/scene.tif`` → ``scene``; ``https://h/x/scene.tif?sig=1`` →
+    ``scene`` (query and fragment dropped).
+    """
+    text = os.fspath(path)
+    if is_virtual(text):
+        text = re.split(r"[?#]", gdal_path(text), maxsplit=1)[0].rstrip("/")
+    return Path(text).stem
+
+
+def check_input_file(
+    path: str | os.PathLike[str],
+    what: str = "input",
+    error: type[Exception] = InputRasterError,
+) -> None:
+    """Refuse a local ``path`` that is missing, a directory or unreadable.
+
+    GDAL virtual paths and URLs are not checked here (GDAL reports on them when
+    they are opened).
+
+    Args:
+        path: the file.
+        what: what the file is, for the message (``scene``, ``map``, ``model``).
+        error: the exception to raise (an :class:`~alosmap.errors.AlosmapError`).
+
+    Raises:
+        InputRasterError: (or ``error``) the file is missing, a directory, or not
+            readable.
+    """
+    if is_virtual(path):
+        return
     p = Path(path)
     if not p.exists():
-        raise InputRasterError(f"input not found: {p}")
+        raise error(f"{what} not found: {p}")
     if p.is_dir():
-        raise InputRasterError(f"input is a directory, not a raster: {p}")
+        raise error(f"{what} is a directory, not a file: {p}")
+    if not os.access(p, os.R_OK):
+        raise error(f"{what} is not readable (permissions): {p}")
+
+
+def open_raster(path: str | os.PathLike[str]) -> rasterio.io.DatasetReader:
+    """Open a raster; every failure becomes an :class:`InputRasterError`.
+
+    Args:
+        path: a local file (GeoTIFF, VRT, anything GDAL reads), a GDAL virtual
+            path (``/vsizip/``, ``/vsicurl/``, ``/vsis3/`` ...) or a URL
+            (``https://``, ``s3://``, ``gs://``; see :func:`gdal_path`).
+    """
+    check_input_file(path)
+    name = gdal_path(path)
     try:
-        return rasterio.open(p)
+        return rasterio.open(name)
     except (RasterioError, OSError) as exc:
-        raise InputRasterError(f"cannot read {p} as a raster: {exc}") from exc
+        raise InputRasterError(f"cannot read {name} as a raster: {exc}") from exc
 
 
 def acquisition_date(path: str | os.PathLike[str], tags: dict[str, str]) -> date | None:
@@ -57,7 +187,7 @@ def acquisition_date(path: str | os.PathLike[str], tags: dict[str, str]) -> date
                     return date(int(m[1]), int(m[2]), int(m[3]))
                 except ValueError:
                     pass
-    m = L21_NAME.search(Path(path).name)
+    m = L21_NAME.search(raster_stem(path))
     if m:
         d = m["date"]
         try:

@@ -25,7 +25,7 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from alosmap.errors import AlosmapWarning, InputRasterError
-from alosmap.io.raster import acquisition_date, open_raster
+from alosmap.io.raster import acquisition_date, gdal_path, open_raster
 from alosmap.radiometry import (
     CALIBRATION_FACTOR_DB,
     INPUT_UNITS,
@@ -45,6 +45,14 @@ _UNIT_TAGS = {
 }
 #: Plausible σ0 range (dB) for the sanity check of declared/guessed units.
 PLAUSIBLE_DB = (-80.0, 40.0)
+#: Largest share of sampled values outside :data:`PLAUSIBLE_DB` a scene may have.
+MAX_OUTSIDE = 0.05
+
+
+def _percent(share: float) -> str:
+    """``0.071`` → ``"7 %"``; shares that round to 0 or 100 keep a decimal."""
+    pct = 100 * share
+    return f"{pct:.0f} %" if 1 <= pct <= 99 else f"{pct:.1f} %"
 
 
 @dataclass
@@ -69,7 +77,9 @@ class Scene:
     """One band of a scene, read in full-width strips as σ0 [dB] + validity mask.
 
     Args:
-        path: the raster (GeoTIFF or anything GDAL reads).
+        path: the raster: a GeoTIFF, VRT or anything GDAL reads, also a GDAL
+            virtual path (``/vsizip/``, ``/vsicurl/``, ``/vsis3/``) or a URL
+            (``https://``, ``s3://``).
         radiometry: the model's radiometry (its calibration factor is the default;
             a ``CALIBRATION_FACTOR`` tag in the file wins).
         band: 1-based band; required when the file has several bands.
@@ -77,7 +87,8 @@ class Scene:
 
     Raises:
         InputRasterError: missing/unreadable file, truncated data, wrong band,
-            implausible values for the units, nothing valid.
+            implausible values for the units (more than 5 % of them outside
+            -80..40 dB), nothing valid, uint8 or bool data without ``input_units``.
         SpecMismatchError: the scene does not fit the model.
     """
 
@@ -90,8 +101,10 @@ class Scene:
         input_units: str = "auto",
     ) -> None:
         self.path = Path(path)
+        #: what GDAL opens (URLs as ``/vsicurl/``, ``/vsis3/`` ...), named in messages
+        self.source = gdal_path(path)
         self.radiometry = radiometry
-        self.ds = open_raster(self.path)
+        self.ds = open_raster(path)
         try:
             self._setup(band, input_units)
         except BaseException:
@@ -103,27 +116,32 @@ class Scene:
     def _setup(self, band: int | None, input_units: str) -> None:
         ds = self.ds
         if ds.count < 1:
-            raise InputRasterError(f"{self.path}: the raster has no bands")
+            raise InputRasterError(f"{self.source}: the raster has no bands")
         if band is None:
             if ds.count > 1:
                 raise InputRasterError(
-                    f"{self.path} has {ds.count} bands; choose the HH band with "
+                    f"{self.source} has {ds.count} bands; choose the HH band with "
                     "--band N"
                 )
             band = 1
         if not 1 <= band <= ds.count:
             raise InputRasterError(
-                f"--band {band}: {self.path} has {ds.count} band(s) (1..{ds.count})"
+                f"--band {band}: {self.source} has {ds.count} band(s) (1..{ds.count})"
             )
         self.band = band
         dtype = np.dtype(ds.dtypes[band - 1])
+        if input_units == "auto" and (dtype.kind == "b" or dtype == np.uint8):
+            raise InputRasterError(
+                f"{self.source}: {dtype} data is not ALOS-2 amplitude DN (uint16); "
+                "pass --input-units dn|db|linear if you are sure"
+            )
         if dtype.kind not in "uif":
             raise InputRasterError(
-                f"{self.path}: band {band} has data type {dtype}, not a real number"
+                f"{self.source}: band {band} has data type {dtype}, not a real number"
             )
         if ds.crs is None:
             warnings.warn(
-                f"{self.path} has no CRS: the map will be written on the same pixel "
+                f"{self.source} has no CRS: the map will be written on the same pixel "
                 "grid without georeferencing",
                 AlosmapWarning,
                 stacklevel=3,
@@ -137,6 +155,8 @@ class Scene:
         self.units_source = source
         self._check_plausible(sample, units)
         tags = ds.tags()
+        #: the dataset's metadata tags (``SYNTHETIC``, ``UNITS``, dates ...)
+        self.tags: dict[str, str] = dict(tags)
         self.info = SceneInfo(
             path=self.path,
             width=ds.width,
@@ -149,7 +169,7 @@ class Scene:
             units=units,
             units_source=source,
             masked=self.masked,
-            date=acquisition_date(self.path, tags),
+            date=acquisition_date(self.source, tags),
         )
         cf = tags.get("CALIBRATION_FACTOR")
         self.cf = self.radiometry.calibration_factor_db
@@ -169,7 +189,9 @@ class Scene:
         try:
             arr = ds.read(self.band, out_shape=shape, masked=False)
         except (RasterioError, OSError) as exc:
-            raise InputRasterError(f"cannot read pixels of {self.path}: {exc}") from exc
+            raise InputRasterError(
+                f"cannot read pixels of {self.source}: {exc}"
+            ) from exc
         arr = arr.astype(np.float64)
         keep = np.isfinite(arr)
         if self.nodata is not None and not np.isnan(self.nodata):
@@ -197,7 +219,7 @@ class Scene:
         if sample.size and units in ("dn", "linear") and (sample < 0).mean() > 0.01:
             what = "amplitude DN" if units == "dn" else "linear power"
             raise InputRasterError(
-                f"{self.path}: negative values (min {sample.min():g}) cannot be "
+                f"{self.source}: negative values (min {sample.min():g}) cannot be "
                 f"{what}{hint} db"
             )
         v = sample
@@ -205,13 +227,13 @@ class Scene:
             v = v[v > 0]
         if v.size == 0:
             raise InputRasterError(
-                f"{self.path}: no valid pixels (everything is no data"
+                f"{self.source}: no valid pixels (everything is no data"
                 + (f" = {self.nodata:g}" if self.nodata is not None else "")
                 + ")"
             )
         if units == "dn" and v.max() > 65535:
             raise InputRasterError(
-                f"{self.path}: values up to {v.max():g} exceed the uint16 DN range"
+                f"{self.source}: values up to {v.max():g} exceed the uint16 DN range"
                 f"{hint}"
             )
         db = to_db(v, units, self.radiometry.calibration_factor_db)
@@ -219,13 +241,20 @@ class Scene:
         lo, hi = PLAUSIBLE_DB
         if units == "db" and float(np.mean(v >= 0)) > 0.95 and med < 10:
             raise InputRasterError(
-                f"{self.path}: values are almost all in 0..{v.max():.3g}, which looks "
-                f"like linear power rather than σ0 in dB{hint} linear"
+                f"{self.source}: values are almost all in 0..{v.max():.3g}, which "
+                f"looks like linear power rather than σ0 in dB{hint} linear"
             )
-        if not lo <= med <= hi or np.mean((db < lo) | (db > hi)) > 0.05:
+        if not lo <= med <= hi:
             raise InputRasterError(
-                f"{self.path}: implausible σ0 for units {units!r} "
+                f"{self.source}: implausible σ0 for units {units!r} "
                 f"(median {med:.1f} dB, expected {lo:g}..{hi:g} dB){hint}"
+            )
+        outside = float(np.mean((db < lo) | (db > hi)))
+        if outside > MAX_OUTSIDE:
+            raise InputRasterError(
+                f"{self.source}: implausible σ0 for units {units!r}: "
+                f"{_percent(outside)} of values outside {lo:g}..{hi:g} dB "
+                f"(at most {MAX_OUTSIDE:.0%} may be){hint}"
             )
 
     # ------------------------------------------------------------------ reads
@@ -244,7 +273,7 @@ class Scene:
             mask = ds.read_masks(self.band, window=win) if self.masked else None
         except (RasterioError, OSError) as exc:
             raise InputRasterError(
-                f"cannot read rows {row}..{row + height} of {self.path} "
+                f"cannot read rows {row}..{row + height} of {self.source} "
                 f"(truncated or corrupt file?): {exc}"
             ) from exc
         valid = np.ones(raw.shape, dtype=bool)

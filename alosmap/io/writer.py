@@ -17,37 +17,37 @@ Greenhouse), 0 = no data (GeoTIFF nodata tag 0).
 **Water map** (``--task water``): band 1 ``class``, uint8 1 = water, 0 = not water,
 255 = no data (nodata tag 255).
 
-Both carry a GDAL colour table (the class colours; unused codes transparent) and the
-class names, stored three ways because GeoTIFF has no internal place for GDAL
-category names (GDAL 3.10 writes them to a PAM ``.aux.xml`` sidecar even from
-``CreateCopy``):
+Both are one band. They carry a GDAL colour table (the class colours), the class
+names and a QGIS style, written beside the map by :mod:`alosmap.io.style`:
 
 * band 1 metadata items ``CLASS_<code>=<name>`` and the dataset metadata item
   ``CLASS_NAMES``, a JSON object ``{"<code>": "<name>"}`` (both inside the TIFF);
 * a PAM sidecar ``<map>.tif.aux.xml`` with ``<CategoryNames>`` (index = pixel
-  value, empty names for unused codes), so that ``gdalinfo`` lists the categories
-  and QGIS labels the *Paletted/Unique values* legend. The sidecar is optional: the
-  map is complete without it.
+  value, empty names for unused codes) and an RGBA colour table in which only the
+  legend's codes are opaque (a GeoTIFF colour table has no alpha: GDAL reads the
+  TIFF's own table as opaque except the no-data entry, and prefers the sidecar's);
+* ``<map stem>.qml``, a QGIS style with a paletted renderer listing exactly the
+  legend's codes, names and colours, which QGIS loads by itself.
 
-**Confidence** (``confidence=True``): band 2 ``confidence`` of the same file, uint8
-maximum class probability in percent (0-100; at least 11 for valid LULC pixels,
-since the largest of 9 probabilities is ≥ 1/9, and at least 50 for water). Where
-band 1 is no data, band 2 holds the same no-data value (0 for LULC, 255 for water),
-so the no-data value never collides with a valid confidence. The overviews of
-band 2 are built with the same resampling as band 1 (nearest), so an overview pixel's
-confidence belongs to that pixel's class.
+**Confidence** (``confidence=True``): a separate file ``<stem>_confidence.tif``
+beside the map, one band ``confidence``, uint8 maximum class probability in percent
+(0-100; at least 11 for valid LULC pixels, since the largest of 9 probabilities is
+≥ 1/9, and at least 50 for water), no data :data:`CONFIDENCE_NODATA` (255) wherever
+the map is no data, overviews NEAREST (an overview pixel's confidence belongs to that
+pixel's class), a viridis ``<stem>_confidence.qml``. Maps written before this layout
+carried the confidence as band 2 of the map; readers accept those for one release.
 
 **Probabilities** (``probabilities=True``): a separate file
 ``<stem>_probabilities.tif`` beside the map with K bands (LULC: 9, one per class in
 code order; water: 1, the water probability), uint8 percent 0-100, 255 = no data,
 band descriptions = class names, scale 0.01 (so ``value * scale`` is a probability),
-overviews by AVERAGE. Percentages come from :func:`encode_probabilities` (round half
-up).
+overviews by AVERAGE, a viridis ``.qml`` of band 1. Percentages come from
+:func:`encode_probabilities` (round half up).
 
 Every file carries provenance metadata: ``ALOSMAP_VERSION``, ``ALOSMAP_MODEL``
 (model name), ``ALOSMAP_SPEC`` (model spec JSON), ``ALOSMAP_PARAMS`` (JSON of the run
-parameters), ``ALOSMAP_TASK``, ``ALOSMAP_PRODUCT`` (``map`` or ``probabilities``),
-``SOURCE_SCENE`` (file name of the input scene) and any caller tags.
+parameters), ``ALOSMAP_TASK``, ``ALOSMAP_PRODUCT`` (``map``, ``confidence`` or
+``probabilities``), ``SOURCE_SCENE`` (file name of the input scene) and any caller tags.
 
 Georeferencing (CRS, transform, size) is the input scene's. A scene without a CRS
 gives a map without one, with the scene's transform as rasterio reported it.
@@ -57,8 +57,12 @@ overviews down to one tile, resampled NEAREST for maps (never averaging class co
 and AVERAGE for probabilities; BigTIFF when needed. DEFLATE rather than ZSTD
 (which the bundled GDAL supports) because every GeoTIFF reader understands it.
 
-Reading maps back (legend, class names) is :mod:`alosmap.io.maps`; checking the COG
-layout is :func:`alosmap.io.cog.validate_cog`.
+Safety: an output that is one of ``inputs`` is refused whatever ``overwrite`` says;
+the leftovers of a killed run (hidden temporaries of these outputs, owned by no live
+process) are removed when a writer opens; a full disk raises :class:`OutputPathError`
+("disk full while writing ...") and leaves nothing behind.
+
+Reading maps back (legend, class names) is :mod:`alosmap.io.maps`.
 """
 
 from __future__ import annotations
@@ -67,11 +71,10 @@ import contextlib
 import json
 import logging
 import os
-import struct
 import threading
 import warnings
-import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -83,11 +86,20 @@ from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
-from alosmap._fileio import atomic_write_bytes, check_overwrite, temp_path
+from alosmap._fileio import (
+    LOW_SPACE,
+    check_not_input,
+    check_output_place,
+    check_overwrite,
+    remove_stale_temps,
+    temp_path,
+    write_failed_for_space,
+)
 from alosmap._version import __version__
 from alosmap.classes import ClassInfo, colormap, get_task
 from alosmap.errors import AlosmapError, OutputPathError
 from alosmap.io.maps import sidecar_path
+from alosmap.io.style import style_path, write_class_styles, write_percent_style
 from alosmap.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -95,10 +107,13 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "BLOCKSIZE",
     "COMPRESS",
+    "CONFIDENCE_NODATA",
     "PROBABILITY_NODATA",
     "MapWriter",
     "OutputPathError",
+    "confidence_path",
     "encode_probabilities",
+    "output_paths",
     "probabilities_path",
 ]
 
@@ -108,8 +123,13 @@ BLOCKSIZE = 512
 COMPRESS = "DEFLATE"
 #: No-data value of the probabilities file.
 PROBABILITY_NODATA = 255
+#: No-data value of the confidence file.
+CONFIDENCE_NODATA = 255
 #: Suffixes accepted for map files.
 _SUFFIXES = (".tif", ".tiff")
+#: Free bytes under which a full disk is assumed after writing without an error
+#: (libtiff may fail to flush a tile without an error reaching Python).
+_NO_SPACE = 64 << 10
 #: Temporary tiled GeoTIFF the strips go into: fast compression, same tiling.
 _TMP_PROFILE: dict[str, Any] = {
     "driver": "GTiff",
@@ -132,6 +152,27 @@ def probabilities_path(path: str | os.PathLike[str]) -> Path:
     return p.with_name(f"{p.stem}_probabilities{p.suffix}")
 
 
+def confidence_path(path: str | os.PathLike[str]) -> Path:
+    """Path of the confidence file written beside map ``path``.
+
+    ``out/scene_lulc.tif`` -> ``out/scene_lulc_confidence.tif``.
+    """
+    p = Path(path)
+    return p.with_name(f"{p.stem}_confidence{p.suffix}")
+
+
+def output_paths(
+    path: str | os.PathLike[str], *, confidence: bool, probabilities: bool
+) -> list[Path]:
+    """The data files a :class:`MapWriter` for ``path`` writes (map first)."""
+    p = Path(path)
+    return [
+        p,
+        *([confidence_path(p)] if confidence else []),
+        *([probabilities_path(p)] if probabilities else []),
+    ]
+
+
 def encode_probabilities(p: np.ndarray) -> np.ndarray:
     """Encode probabilities as uint8 percent, rounding half up.
 
@@ -140,7 +181,7 @@ def encode_probabilities(p: np.ndarray) -> np.ndarray:
 
     Args:
         p: probabilities in [0, 1], any shape (e.g. ``[K, H, W]``, or the maximum
-            over classes ``[H, W]`` for the confidence band).
+            over classes ``[H, W]`` for the confidence).
 
     Returns:
         uint8 array of the same shape.
@@ -182,25 +223,26 @@ def _unlink(path: Path) -> None:
         path.unlink()
 
 
-def _pam_xml(names: Mapping[int, str]) -> bytes:
-    """PAM ``.aux.xml`` document with the category names of band 1."""
-    root = ET.Element("PAMDataset")
-    band = ET.SubElement(root, "PAMRasterBand", band="1")
-    cats = ET.SubElement(band, "CategoryNames")
-    for code in range(max(names) + 1 if names else 0):
-        ET.SubElement(cats, "Category").text = names.get(code, "")
-    ET.indent(root)
-    return ET.tostring(root, encoding="utf-8") + b"\n"
+@dataclass
+class _Output:
+    """One file of the writer: final path, temporary GeoTIFF, how to build its COG."""
+
+    final: Path
+    tmp: Path
+    ds: Any
+    resampling: str
+    predictor: bool
 
 
 class MapWriter:
     """Write a class map (and optional confidence and probabilities) strip by strip.
 
     Strips go into hidden temporary GeoTIFFs in the output directory
-    (``.<name>.tmp-<random>``); :meth:`finalize` builds the COGs and moves them into
-    place. Use it as a context manager: an exception (including
-    ``KeyboardInterrupt``) inside the ``with`` block removes every temporary file,
-    and leaving the block without :meth:`finalize` discards the output too::
+    (``.<name>.tmp-<pid>-<random>``); :meth:`finalize` builds the COGs, writes the
+    styles and moves the files into place. Use it as a context manager: an exception
+    (including ``KeyboardInterrupt``) inside the ``with`` block removes every
+    temporary file, and leaving the block without :meth:`finalize` discards the
+    output too::
 
         with MapWriter(out, width=w, height=h, crs=crs, transform=t, spec=spec) as mw:
             for row0, classes in strips:
@@ -217,17 +259,20 @@ class MapWriter:
         crs: CRS of the scene, or None for a scene without one.
         transform: affine transform of the scene.
         spec: the model's spec (task, classes).
-        confidence: add band 2 with the confidence (percent).
+        confidence: also write ``<stem>_confidence.tif`` (percent).
         probabilities: also write ``<stem>_probabilities.tif``.
         tags: extra dataset metadata (non-string values are stored as JSON).
         overwrite: replace existing outputs (only once the new ones are complete).
         params: run parameters, stored as JSON in ``ALOSMAP_PARAMS``.
         source_scene: the input scene; its file name goes in ``SOURCE_SCENE``.
+        inputs: files the outputs must not be (the scene); refused whatever
+            ``overwrite`` says.
 
     Raises:
         OutputExistsError: an output exists and ``overwrite`` is False.
-        OutputPathError: the directory is missing or not writable, the path is a
-            directory or its suffix is not ``.tif``/``.tiff``.
+        OutputPathError: an output is an input; the directory is missing or not
+            writable, the path is a directory or its suffix is not ``.tif``/``.tiff``;
+            the disk is full (nothing is left behind).
     """
 
     def __init__(
@@ -245,6 +290,7 @@ class MapWriter:
         overwrite: bool = False,
         params: Mapping[str, Any] | None = None,
         source_scene: str | os.PathLike[str] | None = None,
+        inputs: Iterable[str | os.PathLike[str]] = (),
     ) -> None:
         self.path = Path(path)
         self.width = int(width)
@@ -258,7 +304,11 @@ class MapWriter:
             raise ValueError(
                 f"width and height must be >= 1, got {self.width} x {self.height}"
             )
-        self._check_paths(overwrite)
+        self._check_paths(overwrite, list(inputs))
+        for p in self._outputs():
+            for stale in (p, sidecar_path(p), style_path(p)):
+                for f in remove_stale_temps(stale):
+                    logger.info("removed leftover %s", f)
 
         self._lock = threading.Lock()
         self._written = np.zeros(self.height, dtype=bool)
@@ -267,47 +317,11 @@ class MapWriter:
         self._valid_codes = np.zeros(256, dtype=bool)
         self._valid_codes[[c.code for c in spec.classes]] = True
         self._valid_codes[self.nodata] = True
-
-        names = _class_names(spec.classes)
-        self._names = names
-        base = {
-            "ALOSMAP_VERSION": __version__,
-            "ALOSMAP_MODEL": spec.name,
-            "ALOSMAP_SPEC": spec.to_json(),
-            "ALOSMAP_PARAMS": _json_tag(dict(params or {})),
-            "ALOSMAP_TASK": spec.task,
-            "SOURCE_SCENE": Path(source_scene).name if source_scene else "",
-        }
-        extra = {str(k): _json_tag(v) for k, v in (tags or {}).items()}
-        self._map_tags = {
-            **base,
-            "ALOSMAP_PRODUCT": "map",
-            "CLASS_NAMES": json.dumps({str(k): v for k, v in names.items()}),
-            **extra,
-        }
-        self._prob_tags = {**base, "ALOSMAP_PRODUCT": "probabilities", **extra}
-
-        georef = {"crs": crs, "transform": transform}
-        self._ds: rasterio.io.DatasetWriter | None = None
-        self._prob_ds: rasterio.io.DatasetWriter | None = None
+        self._names = _class_names(spec.classes)
+        self._tags = self._make_tags(spec, params, source_scene, tags)
+        self._files: dict[str, _Output] = {}
         try:
-            self._tmp_map = self._temp_path(self.path, "tmp")
-            self._ds = self._open_temp(
-                self._tmp_map,
-                count=2 if self.confidence else 1,
-                nodata=self.nodata,
-                **georef,
-            )
-            self._describe_map(self._ds)
-            if self.probabilities:
-                self._tmp_prob = self._temp_path(self.prob_path, "tmp")
-                self._prob_ds = self._open_temp(
-                    self._tmp_prob,
-                    count=self.num_probability_bands,
-                    nodata=PROBABILITY_NODATA,
-                    **georef,
-                )
-                self._describe_probabilities(self._prob_ds)
+            self._open_all(crs, transform)
         except BaseException:
             self._cleanup()
             raise
@@ -319,24 +333,50 @@ class MapWriter:
         """Path of the probabilities file (written only with ``probabilities=True``)."""
         return probabilities_path(self.path)
 
-    def _outputs(self) -> list[Path]:
-        return [self.path, *([self.prob_path] if self.probabilities else [])]
+    @property
+    def conf_path(self) -> Path:
+        """Path of the confidence file (written only with ``confidence=True``)."""
+        return confidence_path(self.path)
 
-    def _check_paths(self, overwrite: bool) -> None:
+    def _outputs(self) -> list[Path]:
+        return output_paths(
+            self.path, confidence=self.confidence, probabilities=self.probabilities
+        )
+
+    def _make_tags(
+        self,
+        spec: ModelSpec,
+        params: Mapping[str, Any] | None,
+        source_scene: str | os.PathLike[str] | None,
+        tags: Mapping[str, Any] | None,
+    ) -> dict[str, dict[str, str]]:
+        """Dataset metadata of each product (``map``, ``confidence``, ...)."""
+        base = {
+            "ALOSMAP_VERSION": __version__,
+            "ALOSMAP_MODEL": spec.name,
+            "ALOSMAP_SPEC": spec.to_json(),
+            "ALOSMAP_PARAMS": _json_tag(dict(params or {})),
+            "ALOSMAP_TASK": spec.task,
+            "SOURCE_SCENE": Path(source_scene).name if source_scene else "",
+        }
+        extra = {str(k): _json_tag(v) for k, v in (tags or {}).items()}
+        names = json.dumps({str(k): v for k, v in self._names.items()})
+        return {
+            "map": {**base, "ALOSMAP_PRODUCT": "map", "CLASS_NAMES": names, **extra},
+            "confidence": {**base, **extra, "ALOSMAP_PRODUCT": "confidence"},
+            "probabilities": {**base, **extra, "ALOSMAP_PRODUCT": "probabilities"},
+        }
+
+    def _check_paths(
+        self, overwrite: bool, inputs: list[str | os.PathLike[str]]
+    ) -> None:
         if self.path.suffix.lower() not in _SUFFIXES:
             raise OutputPathError(
                 f"output {self.path} must end in .tif or .tiff (a GeoTIFF), "
                 f"got {self.path.suffix or 'no suffix'!r}"
             )
-        parent = self.path.parent
-        if not parent.is_dir():
-            raise OutputPathError(
-                f"output directory {parent} does not exist; create it first"
-            )
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise OutputPathError(
-                f"output directory {parent} is not writable; choose another output"
-            )
+        check_not_input(self._outputs(), inputs)
+        check_output_place(self.path)
         for p in self._outputs():
             if p.is_dir():
                 raise OutputPathError(f"output {p} is a directory, not a file")
@@ -349,6 +389,36 @@ class MapWriter:
             if not p.exists():
                 self._temps.append(p)
                 return p
+
+    def _open_all(self, crs: Any, transform: Affine) -> None:
+        """Open the temporary GeoTIFF of every output and describe it."""
+        georef = {"crs": crs, "transform": transform}
+        wanted = [
+            ("map", self.path, 1, self.nodata, "NEAREST", False),
+            ("confidence", self.conf_path, 1, CONFIDENCE_NODATA, "NEAREST", False),
+            (
+                "probabilities",
+                self.prob_path,
+                self.num_probability_bands,
+                PROBABILITY_NODATA,
+                "AVERAGE",
+                True,
+            ),
+        ]
+        for kind, final, count, nodata, resampling, pred in wanted:
+            if final not in self._outputs():
+                continue
+            tmp = self._temp_path(final, "tmp")
+            ds = self._open_temp(tmp, count=count, nodata=nodata, **georef)
+            self._files[kind] = _Output(final, tmp, ds, resampling, pred)
+            ds.update_tags(**self._tags[kind])
+        self._describe_map(self._files["map"].ds)
+        if "confidence" in self._files:
+            ds = self._files["confidence"].ds
+            ds.set_band_description(1, "confidence")
+            ds.set_band_unit(1, "%")
+        if "probabilities" in self._files:
+            self._describe_probabilities(self._files["probabilities"].ds)
 
     def _open_temp(
         self, path: Path, *, count: int, nodata: int, crs: Any, transform: Affine
@@ -369,21 +439,17 @@ class MapWriter:
             try:
                 return rasterio.open(path, "w", **profile)
             except (RasterioError, OSError) as exc:
+                self._raise_if_disk_full(exc, path)
                 raise OutputPathError(
                     f"cannot create a temporary GeoTIFF in {path.parent}: {exc}"
                 ) from exc
 
     def _describe_map(self, ds: rasterio.io.DatasetWriter) -> None:
-        ds.update_tags(**self._map_tags)
         ds.set_band_description(1, "class")
         ds.write_colormap(1, colormap(self.spec.classes))
         ds.update_tags(1, **{f"CLASS_{k}": v for k, v in self._names.items()})
-        if self.confidence:
-            ds.set_band_description(2, "confidence")
-            ds.set_band_unit(2, "%")
 
     def _describe_probabilities(self, ds: rasterio.io.DatasetWriter) -> None:
-        ds.update_tags(**self._prob_tags)
         if get_task(self.spec.task).binary:
             water = [c for c in self.spec.classes if c.code == 1]
             descriptions = [water[0].name if water else "Water"]
@@ -393,6 +459,20 @@ class MapWriter:
             ds.set_band_description(i, name)
         ds.scales = (0.01,) * ds.count
         ds.offsets = (0.0,) * ds.count
+
+    def _raise_if_disk_full(
+        self, exc: BaseException | None, path: Path, low: int = LOW_SPACE
+    ) -> None:
+        """Turn a write error for want of space into one line.
+
+        Raises:
+            OutputPathError: "disk full while writing ..." when the disk is full.
+        """
+        if write_failed_for_space(exc, path.parent, low):
+            raise OutputPathError(
+                f"disk full while writing {self.path}; free some space or choose "
+                "another output directory (nothing was written)"
+            ) from exc
 
     # -- writing ----------------------------------------------------------------
 
@@ -420,6 +500,7 @@ class MapWriter:
             ValueError: wrong shape, dtype, row range or class code, a missing or
                 unexpected array, or rows written twice.
             AlosmapError: the writer was finalized or aborted.
+            OutputPathError: the disk is full.
         """
         if self._state != "open":
             raise AlosmapError(f"map writer for {self.path} is {self._state}")
@@ -448,28 +529,42 @@ class MapWriter:
         if h == 0:
             return
         if conf is not None:
-            if np.any((conf > 100) & (conf != self.nodata)):
+            if np.any(conf[~nodata_mask] > 100):
                 raise ValueError(
-                    "confidence: expected percent 0..100 (or the no-data value "
-                    f"{self.nodata}), got values up to {int(conf.max())}"
+                    "confidence: expected percent 0..100 where the map has data, "
+                    f"got values up to {int(conf[~nodata_mask].max())}"
                 )
-            conf = np.where(nodata_mask, np.uint8(self.nodata), conf)
+            conf = np.where(nodata_mask, np.uint8(CONFIDENCE_NODATA), conf)
         if prob is not None:
             prob = np.where(nodata_mask[None], np.uint8(PROBABILITY_NODATA), prob)
+        self._write(row0, h, classes, conf, prob)
+
+    def _write(
+        self,
+        row0: int,
+        h: int,
+        classes: np.ndarray,
+        conf: np.ndarray | None,
+        prob: np.ndarray | None,
+    ) -> None:
         window = Window(0, row0, self.width, h)
         with self._lock:
-            if self._state != "open" or self._ds is None:
+            if self._state != "open" or not self._files:
                 raise AlosmapError(f"map writer for {self.path} is {self._state}")
             if self._written[row0 : row0 + h].any():
                 raise ValueError(
                     f"rows {row0}..{row0 + h - 1}: some were already written "
                     "(each row must be written exactly once)"
                 )
-            self._ds.write(classes, 1, window=window)
-            if conf is not None:
-                self._ds.write(conf, 2, window=window)
-            if prob is not None and self._prob_ds is not None:
-                self._prob_ds.write(prob, window=window)
+            try:
+                self._files["map"].ds.write(classes, 1, window=window)
+                if conf is not None:
+                    self._files["confidence"].ds.write(conf, 1, window=window)
+                if prob is not None:
+                    self._files["probabilities"].ds.write(prob, window=window)
+            except (RasterioError, OSError) as exc:
+                self._raise_if_disk_full(exc, self.path)
+                raise
             self._written[row0 : row0 + h] = True
 
     def _check_classes(self, classes: np.ndarray) -> np.ndarray:
@@ -505,7 +600,7 @@ class MapWriter:
     # -- finishing --------------------------------------------------------------
 
     def finalize(self) -> Path:
-        """Build the COGs, move them into place and write the category sidecar.
+        """Build the COGs, write the styles and move the files into place.
 
         Returns:
             The map path.
@@ -513,6 +608,7 @@ class MapWriter:
         Raises:
             AlosmapError: rows are missing (nothing is left on disk), or the writer
                 was aborted.
+            OutputPathError: the disk is full (nothing is left on disk).
         """
         with self._lock:
             if self._state == "finalized":
@@ -527,22 +623,15 @@ class MapWriter:
                         f"({int((~self._written).sum())} of {self.height} missing)"
                     )
                 self._close_datasets()
-                builds = [(self._tmp_map, self.path, "NEAREST", False)]
-                if self.probabilities:
-                    builds.append((self._tmp_prob, self.prob_path, "AVERAGE", True))
-                cogs = [
-                    (self._build_cog(src, final, rs, pred), final)
-                    for src, final, rs, pred in builds
-                ]
-                # Replace the probabilities first: the map appearing marks the
-                # end of the run.
+                # libtiff may fail to flush a full disk without an error GDAL raises
+                self._raise_if_disk_full(None, self.path, _NO_SPACE)
+                cogs = [(self._build_cog(o), o.final) for o in self._files.values()]
+                self._write_styles()
+                # Replace the map last: its appearing marks the end of the run.
                 for cog, final in reversed(cogs):
                     os.replace(cog, final)
                     self._temps.remove(cog)
-                    if final != self.path:  # stale statistics of an old file
-                        _unlink(sidecar_path(final))
                 self._state = "finalized"
-                self._write_sidecar()
             except BaseException:
                 if self._state != "finalized":
                     self._state = "aborted"
@@ -552,41 +641,52 @@ class MapWriter:
         logger.info("wrote %s", self.path)
         return self.path
 
-    def _build_cog(self, src: Path, final: Path, resampling: str, pred: bool) -> Path:
-        dst = self._temp_path(final, "cog")
+    def _build_cog(self, out: _Output) -> Path:
+        dst = self._temp_path(out.final, "cog")
         options = {
             "COMPRESS": COMPRESS,
             "LEVEL": 6,
-            "PREDICTOR": "YES" if pred else "NO",
+            "PREDICTOR": "YES" if out.predictor else "NO",
             "BLOCKSIZE": BLOCKSIZE,
             "OVERVIEWS": "AUTO",
-            "OVERVIEW_RESAMPLING": resampling,
+            "OVERVIEW_RESAMPLING": out.resampling,
             "BIGTIFF": "IF_SAFER",
             "NUM_THREADS": "ALL_CPUS",
         }
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             try:
-                rasterio.shutil.copy(src, dst, driver="COG", **options)
+                rasterio.shutil.copy(out.tmp, dst, driver="COG", **options)
             except (RasterioError, OSError) as exc:
-                raise AlosmapError(f"cannot write {final}: {exc}") from exc
-        if self.confidence and final == self.path:
-            _unmark_alpha(dst)
+                self._raise_if_disk_full(exc, dst)
+                raise AlosmapError(f"cannot write {out.final}: {exc}") from exc
         return dst
 
-    def _write_sidecar(self) -> None:
-        """Atomically write ``<map>.aux.xml`` with the category names."""
-        final = sidecar_path(self.path)
+    def _write_styles(self) -> None:
+        """The sidecars: categories, colour table and QGIS styles of every file.
+
+        Written before the data files are moved into place, so that a full disk
+        leaves no new map behind; a stale ``.aux.xml`` (statistics of an old file)
+        of the confidence and probabilities files is removed.
+        """
         try:
-            atomic_write_bytes(final, _pam_xml(self._names))
-        except OSError as exc:  # the map is complete without it
-            logger.warning("could not write %s: %s", final, exc)
+            write_class_styles(self.path, self.spec.classes, self.nodata)
+            for kind, title in (("confidence", "confidence"), ("probabilities", "")):
+                if kind in self._files:
+                    final = self._files[kind].final
+                    write_percent_style(final, title or "probability")
+                    _unlink(sidecar_path(final))
+        except OSError as exc:
+            self._raise_if_disk_full(exc, self.path)
+            raise OutputPathError(
+                f"cannot write the styles of {self.path}: {exc}"
+            ) from exc
 
     def _close_datasets(self) -> None:
-        for ds in (self._ds, self._prob_ds):
-            if ds is not None and not ds.closed:
-                ds.close()
-        self._ds = self._prob_ds = None
+        for out in self._files.values():
+            if out.ds is not None and not out.ds.closed:
+                out.ds.close()
+            out.ds = None
 
     def _cleanup(self) -> None:
         """Close datasets and remove every temporary file (and GDAL's by-products)."""
@@ -621,52 +721,6 @@ class MapWriter:
         if exc_type is None and self._state == "open":
             logger.warning("%s: leaving the writer without finalize()", self.path)
         self.abort()
-
-
-_EXTRASAMPLES = 338
-_SHORT = 3
-
-
-def _unmark_alpha(path: Path) -> None:
-    """Mark the extra sample of every image in a TIFF as unspecified, not alpha.
-
-    GDAL's GTiff ``CreateCopy`` (which the COG driver uses) writes band 2 of a
-    paletted two-band image as an alpha channel (``ExtraSamples`` = 2), whatever
-    the source says, and GIS software would then draw the confidence band as
-    transparency. The one-value ``ExtraSamples`` entry is stored inside each image
-    file directory, so it is rewritten in place (0 = unspecified): no byte moves and
-    the COG layout stays valid.
-    """
-    with open(path, "r+b") as f:
-        head = f.read(16)
-        order = {b"II": "<", b"MM": ">"}.get(head[:2])
-        if order is None:
-            raise AlosmapError(f"{path} is not a TIFF file")
-        (version,) = struct.unpack(order + "H", head[2:4])
-        # Classic TIFF: u32 offsets, u16 entry count, 12-byte entries
-        # (tag u16, type u16, count u32, value u32); BigTIFF: u64, u64, 20 bytes.
-        big = version == 43
-        off, n_fmt, n_size, entry, value_pos = (
-            ("Q", "Q", 8, 20, 12) if big else ("I", "H", 2, 12, 8)
-        )
-        off_size = struct.calcsize(off)
-        (ifd,) = struct.unpack(order + off, head[8:16] if big else head[4:8])
-        seen: set[int] = set()
-        while ifd and ifd not in seen and len(seen) < 1024:
-            seen.add(ifd)
-            f.seek(ifd)
-            (n,) = struct.unpack(order + n_fmt, f.read(n_size))
-            table = f.read(n * entry)
-            for i in range(n):
-                e = table[i * entry : (i + 1) * entry]
-                tag, typ = struct.unpack(order + "HH", e[:4])
-                (count,) = struct.unpack(order + off, e[4:value_pos])
-                value = struct.unpack(order + "H", e[value_pos : value_pos + 2])[0]
-                if tag == _EXTRASAMPLES and typ == _SHORT and count == 1 and value:
-                    f.seek(ifd + n_size + i * entry + value_pos)
-                    f.write(struct.pack(order + "H", 0))
-            f.seek(ifd + n_size + n * entry)
-            (ifd,) = struct.unpack(order + off, f.read(off_size))
 
 
 def _code(c: ClassInfo) -> int:

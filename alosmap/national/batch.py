@@ -2,7 +2,8 @@
 
 :func:`run_batch` maps every scene with :func:`~alosmap.predict.pipeline.predict_scene`,
 opening the model once per process, into ``OUT_DIR/<scene stem>_<task>.tif`` (with
-the confidence band by default, which ``alosmap mosaic --merge confidence`` uses).
+``<scene stem>_<task>_confidence.tif`` beside it by default, which ``alosmap mosaic
+--merge confidence`` uses).
 
 Resume
 ------
@@ -14,14 +15,18 @@ needs (footprint, acquisition time, classes and their pixel counts, km²). A sce
 skipped when its record matches the current run, i.e. the same task, model SHA-256
 and output-changing options (tile, overlap, input units, band, confidence,
 probabilities), and the map is still there with the recorded size and modification
-time. Batch size, backend, device and threads are recorded but do not force a
-re-run, nor does a newer alosmap version.
+time (and its confidence, probabilities and preview files are there). Batch size,
+backend, device and threads are recorded but do not force a re-run, nor does a newer
+alosmap version. Records of earlier releases (maps with the confidence as band 2,
+no ``confidence`` entry) are read as they are: their maps count as done.
 
 A scene interrupted mid-way (crash, Ctrl-C, killed job) leaves no map at the output
 path: the map writer builds it in a hidden temporary file and renames it into place
 once complete. With no record it is redone from scratch, and its leftover hidden
-temporary files are removed first. A map with no record (e.g. killed between the
-rename and the record) is redone too. A record from *another* model or other
+temporary files (those of no live process) are removed when its map writer opens. A
+map with no record (e.g. killed between the rename and the record) is redone too. A
+scene whose outputs would be one of the batch's scenes stops the batch before any
+work, whatever ``--overwrite`` says. A record from *another* model or other
 options stops the batch before any work, unless ``--overwrite`` is given: the
 existing maps are then remapped (each replaced only once its new map is complete).
 
@@ -64,7 +69,6 @@ import logging
 import math
 import os
 import socket
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -77,6 +81,7 @@ from alosmap._fileio import atomic_write_bytes, sha256_file
 from alosmap._version import __version__
 from alosmap.classes import get_task
 from alosmap.errors import BackendUnavailableError, BatchError
+from alosmap.io.raster import is_virtual, raster_stem
 from alosmap.predict.options import InferenceOptions
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -144,6 +149,9 @@ def expand_scenes(items: Iterable[str | os.PathLike[str]]) -> list[Path]:
     out: list[Path] = []
     for item in items:
         text = os.fspath(item)
+        if is_virtual(text):  # GDAL opens it; nothing to expand
+            out.append(Path(text))
+            continue
         if not os.path.exists(text) and any(ch in text for ch in "*?["):
             matches = sorted(glob.glob(text, recursive=True))
             if matches:
@@ -173,7 +181,8 @@ def read_manifest(path: str | os.PathLike[str]) -> list[Path]:
         if not item or item.startswith("#"):
             continue
         scene = Path(item).expanduser()
-        out.append(scene if scene.is_absolute() else p.parent / scene)
+        keep = scene.is_absolute() or is_virtual(item)
+        out.append(scene if keep else p.parent / scene)
     return out
 
 
@@ -207,7 +216,7 @@ def plan_jobs(
     by_key: dict[str, Job] = {}
     for s in scenes:
         scene = Path(s)
-        job = Job(scene, out_dir / f"{scene.stem}_{task}.tif")
+        job = Job(scene, out_dir / f"{raster_stem(s)}_{task}.tif")
         seen = by_key.get(job.key)
         if seen is None:
             by_key[job.key] = job
@@ -292,19 +301,39 @@ def _is_done(rec: dict[str, Any] | None, job: Job, fingerprint: dict[str, Any]) 
     stat = _output_stat(job.output)
     if stat is None or list(stat) != [rec.get("size"), rec.get("mtime_ns")]:
         return False
-    extra = [str(rec[k]) for k in ("probabilities", "preview") if rec.get(k)]
+    extra = [
+        str(rec[k]) for k in ("confidence", "probabilities", "preview") if rec.get(k)
+    ]
     return all((job.output.parent / name).is_file() for name in extra)
 
 
-def _remove_leftovers(output: Path) -> None:
-    """Remove hidden temporary files an interrupted run left for ``output``."""
-    from alosmap.io.writer import probabilities_path
+def _job_outputs(job: Job, options: InferenceOptions, previews: bool) -> list[Path]:
+    """The files a job writes: map, confidence, probabilities, preview."""
+    from alosmap.io.writer import output_paths
 
-    for target in (output, probabilities_path(output), output.with_suffix(".png")):
-        for tmp in target.parent.glob(glob.escape(f".{target.name}") + ".*"):
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-                logger.info("removed leftover %s", tmp)
+    return [
+        *output_paths(
+            job.output,
+            confidence=options.confidence,
+            probabilities=options.probabilities,
+        ),
+        *([job.output.with_suffix(".png")] if previews else []),
+    ]
+
+
+def _refuse_inputs_as_outputs(
+    jobs: Sequence[Job], options: InferenceOptions, previews: bool
+) -> None:
+    """Stop before any work when an output of the batch is one of its scenes.
+
+    Raises:
+        OutputPathError: whatever ``overwrite`` says.
+    """
+    from alosmap._fileio import check_not_input
+
+    scenes = [j.scene for j in jobs if j.scene.exists()]
+    outputs = [p for j in jobs for p in _job_outputs(j, options, previews)]
+    check_not_input([p for p in outputs if p.exists()], scenes)
 
 
 # -- the batch ------------------------------------------------------------------------
@@ -503,6 +532,11 @@ def _plan(
     model_sha = sha256_file(model_path)
     fingerprint = resolved.fingerprint(model_sha)
     jobs = plan_jobs(scenes, out, spec.task)
+    _refuse_inputs_as_outputs(jobs, resolved, previews)
+    if previews:  # said once, before any work, not after every scene
+        from alosmap._imports import lazy_import
+
+        lazy_import("matplotlib")
     eff = effective_shard(shard, dist.rank, dist.world_size)
     records = {j.key: read_record(record_path(out, j.key)) for j in jobs}
     _refuse_stale(records, fingerprint, out, opts.overwrite)
@@ -559,8 +593,7 @@ def _refuse_stale(
 
 def _map_all(plan: _Plan, res: BatchResult, progress: bool) -> None:
     """Map this process's scenes that are not done yet; count them into ``res``."""
-    from tqdm import tqdm
-
+    from alosmap._progress import progress_bar
     from alosmap.predict.pipeline import load_model
 
     mine = shard_jobs(plan.jobs, plan.shard)
@@ -573,21 +606,19 @@ def _map_all(plan: _Plan, res: BatchResult, progress: bool) -> None:
             todo.append(job)
     if res.skipped:
         logger.info("%d scene(s) already done; skipped", len(res.skipped))
-    bar = tqdm(
-        total=len(mine),
-        initial=len(res.skipped),
+    bar = progress_bar(
+        len(mine),
+        f"batch {plan.shard}" if plan.shard.count > 1 else "batch",
+        progress and plan.dist.primary,
         unit="scene",
-        desc=f"batch {plan.shard}" if plan.shard.count > 1 else "batch",
-        disable=not (progress and plan.dist.primary),
-        file=sys.stderr,
-        dynamic_ncols=True,
     )
+    bar.update(len(res.skipped))
     runtime = None
     try:
         if todo:
             runtime = load_model(plan.model_path, plan.options)
         for job in todo:
-            bar.set_postfix_str(job.scene.name[:40], refresh=False)
+            bar.set_postfix(scene=job.scene.name[:40], refresh=False)
             try:
                 assert runtime is not None
                 rec = _map_one(job, runtime, plan)
@@ -624,9 +655,8 @@ def _map_one(job: Job, runtime: Runtime, plan: _Plan) -> dict[str, Any]:
     from alosmap.errors import InputRasterError
     from alosmap.predict.pipeline import predict_scene
 
-    if not job.scene.is_file():
+    if not is_virtual(job.scene) and not job.scene.is_file():
         raise InputRasterError(f"scene not found: {job.scene}")
-    _remove_leftovers(job.output)
     preview = job.output.with_suffix(".png") if plan.previews else None
     result = predict_scene(
         job.scene,
@@ -651,11 +681,17 @@ def _record(
     """The record of a finished scene (see the module docstring)."""
     import rasterio
 
-    from alosmap.io.raster import acquisition_datetime, describe_raster
+    from alosmap.io.raster import (
+        acquisition_datetime,
+        describe_raster,
+        gdal_path,
+        open_raster,
+    )
 
     out = job.output
-    with rasterio.open(job.scene) as ds:
+    with open_raster(job.scene) as ds:
         scene_tags = ds.tags()
+    virtual = is_virtual(job.scene)
     with rasterio.open(out) as ds:
         crs = ds.crs
         transform = ds.transform
@@ -674,6 +710,8 @@ def _record(
     names = {c.code: c.name for c in get_task(plan.task).classes}
     size, mtime_ns = _output_stat(out) or (0, 0)
     extras = {}
+    if result.confidence is not None:
+        extras["confidence"] = result.confidence.name
     if result.probabilities is not None:
         extras["probabilities"] = result.probabilities.name
     if result.preview is not None:
@@ -681,9 +719,9 @@ def _record(
     return {
         "format": RECORD_FORMAT,
         "key": job.key,
-        "scene": str(job.scene.resolve()),
+        "scene": gdal_path(job.scene) if virtual else str(job.scene.resolve()),
         "scene_name": job.scene.name,
-        "scene_size": job.scene.stat().st_size,
+        "scene_size": None if virtual else job.scene.stat().st_size,
         "output": out.name,
         **extras,
         "size": size,

@@ -134,8 +134,9 @@ def evaluate_map(
         ``confusion_matrix`` (rows = reference, columns = map), ``metrics``
         (fractions; LULC: :meth:`ConfusionMatrix.summary`, water:
         ``iou_water``, ``precision``, ``recall``, ``overall_accuracy``,
-        ``pixels``) and ``pixels`` (``map_valid``: map pixels with a class inside
-        the AOI; ``no_reference``: those without a reference class;
+        ``pixels``; both: ``kappa`` (Cohen's κ) and ``f1_per_class``, class
+        name → F1; LULC also ``mf1``) and ``pixels`` (``map_valid``: map pixels
+        with a class inside the AOI; ``no_reference``: those without a reference class;
         ``compared``).
 
     Raises:
@@ -176,6 +177,8 @@ def evaluate_map(
             **water_metrics(cm),
             "overall_accuracy": cm.overall_accuracy(),
             "pixels": cm.total,
+            "kappa": cm.kappa(),
+            "f1_per_class": dict(zip(names, cm.f1().tolist(), strict=True)),
         }
     else:
         metrics = cm.summary(names)
@@ -238,12 +241,12 @@ def _confusion(
         The matrix (rows = reference, columns = map) and the number of map pixels
         with a class inside the AOI (compared or without reference).
     """
-    import rasterio
+    from alosmap.io.raster import open_raster
 
     cm = ConfusionMatrix(len(info.legend.classes))
     k = cm.num_classes
     map_valid = 0
-    with rasterio.open(info.path) as mds, rasterio.open(ref.path) as rds:
+    with open_raster(info.path) as mds, open_raster(ref.path) as rds:
         for win, inside in aoi_windows(info, mask):
             pred = info.classify(mds.read(1, window=win), "map")
             raw = _reference_block(rds, ref, info, win, offset)
@@ -323,10 +326,10 @@ def report_csv(report: dict[str, Any]) -> str:
     """One row per reference class: metrics, then its row of the confusion matrix.
 
     Columns: ``class``, ``code``, ``iou``, ``accuracy`` (= recall),
-    ``precision``, ``reference_pixels``, ``map_pixels``, then one ``map:<class>``
-    column per map class (pixel counts: the confusion matrix, rows = reference).
-    A last row ``all`` holds mIoU and mAcc (LULC; empty for water) and the
-    column totals. Metrics are fractions; empty where undefined.
+    ``precision``, ``f1``, ``reference_pixels``, ``map_pixels``, then one
+    ``map:<class>`` column per map class (pixel counts: the confusion matrix, rows
+    = reference). A last row ``all`` holds mIoU, mAcc and mean F1 (LULC; empty for
+    water) and the column totals. Metrics are fractions; empty where undefined.
     """
     m = np.asarray(report["confusion_matrix"], dtype=np.int64)
     names = report["classes"]
@@ -342,6 +345,7 @@ def report_csv(report: dict[str, Any]) -> str:
             "iou",
             "accuracy",
             "precision",
+            "f1",
             "reference_pixels",
             "map_pixels",
             *(f"map:{n}" for n in names),
@@ -360,6 +364,7 @@ def report_csv(report: dict[str, Any]) -> str:
                 frac(tp[i], union),
                 frac(tp[i], support[i]),
                 frac(tp[i], predicted[i]),
+                frac(2.0 * tp[i], support[i] + predicted[i]),
                 int(support[i]),
                 int(predicted[i]),
                 *(int(v) for v in m[i]),
@@ -379,6 +384,7 @@ def report_csv(report: dict[str, Any]) -> str:
             opt("miou"),
             opt("macc"),
             "",
+            opt("mf1"),
             int(support.sum()),
             int(predicted.sum()),
             *(int(v) for v in predicted),

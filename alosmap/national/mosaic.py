@@ -10,11 +10,13 @@ CRS: each map is reprojected from its own CRS) and writes
   name, with JAXA's LULC tiles) and ``WATER_N35E139.tif`` for water maps;
 * ``lulc.vrt`` (or ``water.vrt``), a GDAL VRT over every cell written.
 
-Cells get the encoding of the per-scene maps (:mod:`alosmap.io.writer`): LULC codes
-1-9 with 0 = no data (water 1/0 with 255 = no data), the colour table and class
-names, and band 2 ``confidence`` (percent) when every input map has one. Pixels of
-a cell that no map covers stay no data; cells no map has a valid pixel in are not
-written.
+Cells get the encoding of the per-scene maps (:mod:`alosmap.io.writer`): one band
+of LULC codes 1-9 with 0 = no data (water 1/0 with 255 = no data), the colour table,
+class names and QGIS style, and a ``LC_N35E139_confidence.tif`` beside each cell
+(percent, 255 = no data) when every input map has a confidence; the VRT gets its
+``.qml`` and, with confidence, ``lulc_confidence.vrt`` covers the confidence cells.
+Pixels of a cell that no map covers stay no data; cells no map has a valid pixel in
+are not written.
 
 Resampling is nearest neighbour (class codes are never averaged): a mosaic pixel
 takes the map pixel under its centre (to within :data:`WARP_TOLERANCE` of a pixel,
@@ -26,7 +28,9 @@ Merge rules, where maps overlap (maps are ordered by acquisition time, from the
 source scene, then by file name; a map without a date counts as the oldest):
 
 * ``confidence`` (default): the pixel of the map with the highest confidence
-  (band 2) wins; ties go to the later acquisition. Needs band 2 in every map.
+  (its ``<map>_confidence.tif``) wins; ties go to the later acquisition. Needs a
+  confidence for every map. Maps of earlier releases, with the confidence as band 2
+  of the map, are read too (for one release).
 * ``latest``: the most recent acquisition with data wins.
 * ``first``: the earliest acquisition with data wins.
 
@@ -47,7 +51,6 @@ import json
 import logging
 import math
 import os
-import sys
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
@@ -58,8 +61,8 @@ from typing import Any
 
 import numpy as np
 
-from alosmap._fileio import atomic_write_bytes, check_overwrite
-from alosmap.classes import LULC, TASKS, WATER, Task, colormap, get_task
+from alosmap._fileio import atomic_write_bytes, check_not_input, check_overwrite
+from alosmap.classes import LULC, TASKS, WATER, Task, get_task
 from alosmap.errors import MosaicInputError, OutputPathError
 from alosmap.grid import JAXA_CRS, JAXA_PIXELS_PER_DEGREE, Cell, cells_for_bounds
 from alosmap.io.raster import acquisition_datetime
@@ -89,7 +92,10 @@ class SourceMap:
         path: the map GeoTIFF.
         task: ``lulc`` or ``water`` (``ALOSMAP_TASK`` tag).
         nodata: its no-data value.
-        confidence: whether band 2 holds the confidence (percent).
+        confidence: the file holding its confidence (percent): the
+            ``<map>_confidence.tif`` beside it, or the map itself for a map of an
+            earlier release (band 2); None without one.
+        confidence_band: the band of ``confidence`` (1, or 2 for an old map).
         bounds_wgs84: ``(west, south, east, north)`` in degrees.
         acquired: acquisition time of the source scene, if known.
         spec_json: the model spec (``ALOSMAP_SPEC`` tag).
@@ -100,12 +106,18 @@ class SourceMap:
     path: Path
     task: str
     nodata: int
-    confidence: bool
+    confidence: Path | None
     bounds_wgs84: tuple[float, float, float, float]
     acquired: datetime | None
     spec_json: str
     model: str
     source_scene: str
+    confidence_band: int = 1
+
+    @property
+    def files(self) -> list[Path]:
+        """The map and its confidence file (the files a mosaic reads)."""
+        return [self.path, *([self.confidence] if self.confidence else [])]
 
     @property
     def order(self) -> tuple[datetime, str]:
@@ -125,6 +137,8 @@ class MosaicResult:
         merge: the merge rule used.
         seconds: wall-clock time.
         valid_pixels: pixels with data per cell file name.
+        confidence: the cells' confidence files (empty without confidence).
+        confidence_vrt: the VRT over them (None without confidence).
     """
 
     cells: list[Path]
@@ -134,6 +148,14 @@ class MosaicResult:
     merge: str
     seconds: float
     valid_pixels: dict[str, int] = field(default_factory=dict)
+    confidence: list[Path] = field(default_factory=list)
+    confidence_vrt: Path | None = None
+
+    @property
+    def files(self) -> list[Path]:
+        """Every data file written: cells, VRT, confidence cells, confidence VRT."""
+        conf_vrt = [self.confidence_vrt] if self.confidence_vrt else []
+        return [*self.cells, self.vrt, *self.confidence, *conf_vrt]
 
 
 def _read_map(path: Path) -> SourceMap | None:
@@ -156,8 +178,9 @@ def _read_map(path: Path) -> SourceMap | None:
                 )
             bounds = transform_bounds(ds.crs, JAXA_CRS, *ds.bounds, densify_pts=21)
             desc = ds.descriptions
-            confidence = ds.count >= 2 and (desc[1] or "").lower() == "confidence"
+            old_band = ds.count >= 2 and (desc[1] or "").lower() == "confidence"
             nodata = int(ds.nodata) if ds.nodata is not None else -1
+        confidence, conf_band = (path, 2) if old_band else (_confidence_of(path), 1)
     except (RasterioError, OSError) as exc:
         raise MosaicInputError(f"cannot read map {path}: {exc}") from exc
     source = tags.get("SOURCE_SCENE", "")
@@ -168,12 +191,28 @@ def _read_map(path: Path) -> SourceMap | None:
         task=str(task),
         nodata=nodata,
         confidence=confidence,
+        confidence_band=conf_band,
         bounds_wgs84=tuple(float(v) for v in bounds),  # type: ignore[arg-type]
         acquired=acquisition_datetime(source or path.name, tags),
         spec_json=tags.get("ALOSMAP_SPEC", ""),
         model=tags.get("ALOSMAP_MODEL", ""),
         source_scene=source,
     )
+
+
+def _confidence_of(path: Path) -> Path | None:
+    """The ``<map>_confidence.tif`` written beside ``path``, if there is one."""
+    import rasterio
+
+    from alosmap.io.writer import confidence_path
+
+    conf = confidence_path(path)
+    if not conf.is_file():
+        return None
+    with rasterio.open(conf) as ds:
+        if ds.tags().get("ALOSMAP_PRODUCT") != "confidence":
+            return None
+    return conf
 
 
 def find_maps(
@@ -355,6 +394,8 @@ def mosaic_maps(
             lacking the confidence band.
         OutputExistsError: outputs exist and ``overwrite`` is False.
     """
+    from alosmap.io.writer import confidence_path
+
     t0 = time.perf_counter()
     if merge not in MERGE_RULES:
         raise MosaicInputError(
@@ -370,8 +411,9 @@ def mosaic_maps(
         raise OutputPathError(f"-o {out}: exists and is not a directory")
     plan = plan_cells(maps, pixels_per_degree)
     vrt_path = out / f"{task}.vrt"
-    cell_paths = [out / cell.name(CELL_PREFIX[task]) for cell, _ in plan]
-    check_overwrite([*cell_paths, vrt_path], overwrite)
+    outputs = _outputs(out, [cell for cell, _ in plan], task, with_conf)
+    check_not_input(outputs, [f for m in maps for f in m.files])
+    check_overwrite(outputs, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     run = _MosaicRun(
         spec=_mosaic_spec(maps),
@@ -387,13 +429,7 @@ def mosaic_maps(
         raise MosaicInputError(
             "no map has a valid pixel on the grid; nothing was written"
         )
-    write_vrt(
-        vrt_path,
-        [(cell, path) for cell, path, _ in written],
-        task=task,
-        confidence=with_conf,
-        pixels_per_degree=pixels_per_degree,
-    )
+    _write_vrts(vrt_path, [(cell, path) for cell, path, _ in written], run, task)
     return MosaicResult(
         cells=[path for _, path, _ in written],
         vrt=vrt_path,
@@ -402,20 +438,58 @@ def mosaic_maps(
         merge=merge,
         seconds=time.perf_counter() - t0,
         valid_pixels={path.name: n for _, path, n in written},
+        confidence=[confidence_path(p) for _, p, _ in written] if with_conf else [],
+        confidence_vrt=confidence_path(vrt_path) if with_conf else None,
     )
 
 
+def _outputs(
+    out: Path, cells: Sequence[Cell], task: str, with_conf: bool
+) -> list[Path]:
+    """Every data file the mosaic may write (cells, their confidence, the VRTs)."""
+    from alosmap.io.writer import confidence_path
+
+    vrt = out / f"{task}.vrt"
+    paths = [out / cell.name(CELL_PREFIX[task]) for cell in cells] + [vrt]
+    if with_conf:
+        paths += [confidence_path(p) for p in paths]
+    return paths
+
+
+def _write_vrts(
+    vrt_path: Path, cells: list[tuple[Cell, Path]], run: _MosaicRun, task: str
+) -> None:
+    """The VRT over the cells (and over their confidence files), with styles."""
+    from alosmap.io.style import write_class_styles, write_percent_style
+    from alosmap.io.writer import confidence_path
+
+    record = get_task(task)
+    write_vrt(vrt_path, cells, task=task, pixels_per_degree=run.pixels_per_degree)
+    write_class_styles(vrt_path, record.classes, record.nodata, pam=False)
+    if run.with_conf:
+        conf_vrt = confidence_path(vrt_path)
+        write_vrt(
+            conf_vrt,
+            [(cell, confidence_path(path)) for cell, path in cells],
+            task=task,
+            confidence=True,
+            pixels_per_degree=run.pixels_per_degree,
+        )
+        write_percent_style(conf_vrt)
+
+
 def _check_confidence(maps: Sequence[SourceMap], merge: str) -> bool:
-    """Whether every map has the confidence band (required by ``merge=confidence``).
+    """Whether every map has a confidence (required by ``merge=confidence``).
 
     Also warns about maps without an acquisition date (they count as the oldest).
     """
     missing = [m for m in maps if not m.confidence]
     if merge == "confidence" and missing:
         raise MosaicInputError(
-            f"--merge confidence needs band 2 (confidence) in every map, but "
-            f"{len(missing)} of {len(maps)} lack it ({_names(missing)}); map them "
-            "with --confidence (batch does by default) or use --merge latest"
+            f"--merge confidence needs the confidence of every map "
+            f"(<map>_confidence.tif), but {len(missing)} of {len(maps)} lack it "
+            f"({_names(missing)}); map them with --confidence (batch does by "
+            "default) or use --merge latest"
         )
     undated = [m for m in maps if m.acquired is None]
     if undated and len(maps) > 1:
@@ -432,7 +506,7 @@ class _MosaicRun:
     Attributes:
         spec: the model spec the cells carry (:func:`_mosaic_spec`).
         merge: the merge rule.
-        with_conf: whether the cells get band 2 (confidence).
+        with_conf: whether the cells get a confidence file.
         block_rows: rows of a cell processed at a time.
         pixels_per_degree: grid resolution.
         overwrite: replace existing cells.
@@ -470,17 +544,10 @@ def _write_cells(
 
     Cells without a valid pixel are not written (nor yielded).
     """
-    from tqdm import tqdm
+    from alosmap._progress import progress_bar
 
     blocks_per_cell = math.ceil(run.pixels_per_degree / run.block_rows)
-    bar = tqdm(
-        total=len(plan) * blocks_per_cell,
-        unit="block",
-        desc="mosaic",
-        disable=not progress,
-        file=sys.stderr,
-        dynamic_ncols=True,
-    )
+    bar = progress_bar(len(plan) * blocks_per_cell, "mosaic", progress, unit="block")
     try:
         for cell, cell_maps in plan:
             path = out / cell.name(prefix)
@@ -561,11 +628,11 @@ def _mosaic_cell(
 
 
 class _CellWarps:
-    """The maps warped onto one cell's grid, each opened on first use.
+    """The maps (and confidence files) warped onto one cell's grid, opened on use.
 
     Args:
         cell: the cell.
-        nodata: no-data value of the maps (and of the warped reads).
+        nodata: no-data value of the maps (and of their warped reads).
     """
 
     def __init__(self, cell: Cell, nodata: int) -> None:
@@ -574,27 +641,32 @@ class _CellWarps:
         self._opened: list[Any] = []
         self._warped: dict[Path, Any] = {}
 
-    def __call__(self, m: SourceMap) -> Any:
-        """``m`` as a ``WarpedVRT`` on the cell's grid (nearest neighbour)."""
+    def __call__(self, path: Path, nodata: int | None = None) -> Any:
+        """``path`` as a ``WarpedVRT`` on the cell's grid (nearest neighbour).
+
+        Args:
+            path: a map or confidence file.
+            nodata: its no-data value (default: the maps').
+        """
         import rasterio
         from rasterio.enums import Resampling
         from rasterio.vrt import WarpedVRT
 
-        if m.path not in self._warped:
-            ds = rasterio.open(m.path)
+        if path not in self._warped:
+            ds = rasterio.open(path)
             self._opened.append(ds)
-            self._warped[m.path] = WarpedVRT(
+            self._warped[path] = WarpedVRT(
                 ds,
                 crs=JAXA_CRS,
                 transform=self.cell.transform,
                 width=self.cell.size,
                 height=self.cell.size,
                 resampling=Resampling.nearest,
-                nodata=self.nodata,
+                nodata=self.nodata if nodata is None else nodata,
                 tolerance=WARP_TOLERANCE,
             )
-            self._opened.append(self._warped[m.path])
-        return self._warped[m.path]
+            self._opened.append(self._warped[path])
+        return self._warped[path]
 
     def close(self) -> None:
         """Close every dataset opened, last first."""
@@ -613,17 +685,18 @@ def _merge_rows(
     """Classes (and confidence) of the cell's rows from ``r0``, maps merged in order.
 
     Returns:
-        uint8 ``[h, size]`` class codes and confidence (None without band 2), for
-        the ``h = min(block_rows, size - r0)`` rows.
+        uint8 ``[h, size]`` class codes and confidence (None without confidence),
+        for the ``h = min(block_rows, size - r0)`` rows.
     """
     from rasterio.windows import Window
 
+    from alosmap.io.writer import CONFIDENCE_NODATA
+
     n = cell.size
     west, _, _, north = cell.bounds
-    bands = (1, 2) if run.with_conf else (1,)
     h = min(run.block_rows, n - r0)
     classes = np.full((h, n), nodata, dtype=np.uint8)
-    conf = np.full((h, n), nodata, dtype=np.uint8) if run.with_conf else None
+    conf = np.full((h, n), CONFIDENCE_NODATA, np.uint8) if run.with_conf else None
     for m in maps:  # oldest first
         w, s, e, nn = m.bounds_wgs84
         # rows and columns of this block the map can reach
@@ -631,12 +704,18 @@ def _merge_rows(
         c0, c1 = _pixel_span(w, e, west, n, n)
         if a >= b or c0 >= c1:
             continue
-        buf = warps(m).read(bands, window=Window(c0, r0 + a, c1 - c0, b - a))
+        window = Window(c0, r0 + a, c1 - c0, b - a)
+        new_conf = None
+        if run.with_conf and m.confidence is not None:
+            # an old map's band 2 shares the map's no data; a confidence file's is 255
+            conf_nodata = nodata if m.confidence_band == 2 else CONFIDENCE_NODATA
+            src = warps(m.confidence, conf_nodata)
+            new_conf = src.read(m.confidence_band, window=window)
         merge_into(
             classes[a:b, c0:c1],
             conf[a:b, c0:c1] if conf is not None else None,
-            buf[0],
-            buf[1] if run.with_conf else None,
+            warps(m.path).read(1, window=window),
+            new_conf,
             nodata,
             run.merge,
         )
@@ -651,21 +730,22 @@ def write_vrt(
     cells: Sequence[tuple[Cell, Path]],
     *,
     task: str,
-    confidence: bool,
+    confidence: bool = False,
     pixels_per_degree: int = JAXA_PIXELS_PER_DEGREE,
 ) -> Path:
     """Write a GDAL VRT mosaic over grid cells (atomically).
 
     The VRT spans the bounding box of the cells on the same grid; areas no cell
-    covers read as no data. Band 1 carries the colour table and class names, band
-    2 (when ``confidence``) the confidence. Cell paths are stored relative to the
-    VRT when they sit in its directory tree.
+    covers read as no data. Its one band carries the colour table (only the
+    legend's codes opaque) and class names; with ``confidence`` the files are the
+    cells' confidence files (percent, 255 = no data). Cell paths are stored
+    relative to the VRT when they sit in its directory tree.
 
     Args:
         path: the ``.vrt`` file.
         cells: ``(cell, file)`` pairs; every file is a ``cell.size``² GeoTIFF.
         task: ``lulc`` or ``water`` (legend and no-data value).
-        confidence: whether the cells have band 2 (confidence).
+        confidence: the files are confidence files, not class maps.
         pixels_per_degree: grid resolution of the cells.
 
     Returns:
@@ -680,29 +760,27 @@ def write_vrt(
     east = max(c.lon for c, _ in cells) + 1
     south = min(c.lat for c, _ in cells)
     north = max(c.lat for c, _ in cells) + 1
-    names = {c.code: c.name for c in record.classes}
+    names = {str(c.code): c.name for c in record.classes}
     root = _vrt_dataset((east - west) * n, (north - south) * n, west, north, n)
     meta = ET.SubElement(root, "Metadata")
     for key, value in (
         ("ALOSMAP_TASK", task),
-        ("ALOSMAP_PRODUCT", "mosaic"),
-        ("CLASS_NAMES", json.dumps({str(k): v for k, v in names.items()})),
+        ("ALOSMAP_PRODUCT", "confidence" if confidence else "mosaic"),
+        *([] if confidence else [("CLASS_NAMES", json.dumps(names))]),
     ):
         ET.SubElement(meta, "MDI", key=key).text = value
-    bands = [("class", 1), *([("confidence", 2)] if confidence else [])]
-    for desc, bidx in bands:
-        band = _vrt_band(root, desc, bidx, record, names)
-        for cell, file in sorted(cells, key=lambda cf: (-cf[0].lat, cf[0].lon)):
-            src = ET.SubElement(band, "SimpleSource")
-            _vrt_source(src, Path(file), out.parent, bidx, n)
-            ET.SubElement(
-                src,
-                "DstRect",
-                xOff=str((cell.lon - west) * n),
-                yOff=str((north - cell.lat - 1) * n),
-                xSize=str(n),
-                ySize=str(n),
-            )
+    band = _vrt_band(root, "confidence" if confidence else "class", record, names)
+    for cell, file in sorted(cells, key=lambda cf: (-cf[0].lat, cf[0].lon)):
+        src = ET.SubElement(band, "SimpleSource")
+        _vrt_source(src, Path(file), out.parent, 1, n)
+        ET.SubElement(
+            src,
+            "DstRect",
+            xOff=str((cell.lon - west) * n),
+            yOff=str((north - cell.lat - 1) * n),
+            xSize=str(n),
+            ySize=str(n),
+        )
     ET.indent(root)
     atomic_write_bytes(out, ET.tostring(root, encoding="utf-8") + b"\n")
     return out
@@ -724,23 +802,26 @@ def _vrt_dataset(width: int, height: int, west: int, north: int, n: int) -> ET.E
 
 
 def _vrt_band(
-    root: ET.Element, desc: str, bidx: int, task: Task, names: dict[int, str]
+    root: ET.Element, desc: str, task: Task, names: dict[str, str]
 ) -> ET.Element:
-    """A ``VRTRasterBand``; band 1 gets the category names and colour table."""
-    band = ET.SubElement(root, "VRTRasterBand", dataType="Byte", band=str(bidx))
+    """The ``VRTRasterBand``; a class band gets category names and colour table."""
+    from alosmap.io.style import colour_table
+    from alosmap.io.writer import CONFIDENCE_NODATA
+
+    band = ET.SubElement(root, "VRTRasterBand", dataType="Byte", band="1")
     ET.SubElement(band, "Description").text = desc
-    ET.SubElement(band, "NoDataValue").text = str(task.nodata)
-    if bidx != 1:
+    if desc == "confidence":
+        ET.SubElement(band, "NoDataValue").text = str(CONFIDENCE_NODATA)
         ET.SubElement(band, "ColorInterp").text = "Gray"
         return band
+    ET.SubElement(band, "NoDataValue").text = str(task.nodata)
     ET.SubElement(band, "ColorInterp").text = "Palette"
     cats = ET.SubElement(band, "CategoryNames")
-    for code in range(max(names) + 1):
-        ET.SubElement(cats, "Category").text = names.get(code, "")
+    codes = {int(k): v for k, v in names.items() if int(k) != task.nodata}
+    for code in range(max(codes) + 1):
+        ET.SubElement(cats, "Category").text = codes.get(code, "")
     table = ET.SubElement(band, "ColorTable")
-    cmap = colormap(task.classes)
-    for i in range(256):
-        r, g, b, a = cmap[i]
+    for _, (r, g, b, a) in sorted(colour_table(task.classes).items()):
         ET.SubElement(table, "Entry", c1=str(r), c2=str(g), c3=str(b), c4=str(a))
     return band
 

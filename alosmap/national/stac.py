@@ -10,11 +10,17 @@ self-contained STAC catalog inside the batch's output directory::
 An item (id = the map's stem, ``<scene stem>_<task>``) has the footprint of the
 map's valid pixels (EPSG:4326) as geometry, the source scene's acquisition time as
 ``datetime``, and assets ``map`` (COG; classification extension with the class codes,
-names and colours; projection extension; file size and SHA-256 multihash) and, when
-written, ``probabilities`` and ``preview``. Asset links are relative (``../../../``),
-so the output directory can be moved or served as it is. Properties in the
-``alosmap:`` namespace give the task, model, its SHA-256, the alosmap version, the
-source scene, the km² mapped and the pixel count of every class.
+names, colours and pixel counts; raster extension ``raster:bands`` describing each
+band: data type, no data, resolution, name and description; projection extension;
+file size and SHA-256 multihash) and, when written, ``confidence`` (percent, raster
+band with unit ``%``), ``probabilities`` and ``preview`` (the PNG quicklook, roles
+``thumbnail`` and ``overview``, which STAC viewers show as the item's picture).
+Each collection has summaries: the legend (``classification:classes``), the
+acquisition date range (``datetime``), the tasks and platforms. Asset links are
+relative (``../../../``), so the output directory can be moved or served as it
+is. Properties in the ``alosmap:`` namespace give the task, model, its SHA-256,
+the alosmap version, the source scene, the km² mapped and the pixel count of every
+class.
 
 Each JSON file is written atomically, so readers never see half a file.
 """
@@ -29,7 +35,7 @@ from typing import Any
 
 from alosmap._fileio import atomic_write_bytes
 from alosmap._imports import lazy_import
-from alosmap.classes import LULC, WATER, get_task
+from alosmap.classes import LULC, WATER, Task, get_task
 from alosmap.io.raster import L21_NAME, parse_utc
 
 logger = logging.getLogger(__name__)
@@ -97,9 +103,15 @@ def make_item(rec: dict[str, Any], out_dir: Path) -> Any:
         shape=rec.get("shape"),
         transform=rec.get("transform"),
     )
-    for name, role, media, title in (
-        ("probabilities", "data", pystac.MediaType.COG, "class probabilities (%)"),
-        ("preview", "overview", pystac.MediaType.PNG, "quicklook"),
+    _add_confidence_asset(item, rec, out_dir)
+    for name, roles, media, title in (
+        ("probabilities", ["data"], pystac.MediaType.COG, "class probabilities (%)"),
+        (
+            "preview",
+            ["thumbnail", "overview"],
+            pystac.MediaType.PNG,
+            "quicklook: SAR scene, map and legend",
+        ),
     ):
         if rec.get(name):
             item.add_asset(
@@ -107,11 +119,85 @@ def make_item(rec: dict[str, Any], out_dir: Path) -> Any:
                 pystac.Asset(
                     href=str((out_dir / rec[name]).resolve()),
                     media_type=media,
-                    roles=[role],
+                    roles=roles,
                     title=title,
                 ),
             )
     return item
+
+
+def _band_info(path: Path) -> list[dict[str, Any]]:
+    """Data type, no data, resolution and description of each band of ``path``.
+
+    Empty when the file cannot be read (the item is still written, without
+    ``raster:bands``).
+    """
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    try:
+        with rasterio.open(path) as ds:
+            res = abs(ds.transform.a) if ds.crs is not None else None
+            return [
+                {
+                    "data_type": ds.dtypes[i],
+                    "nodata": ds.nodatavals[i],
+                    "spatial_resolution": res,
+                    "description": ds.descriptions[i],
+                }
+                for i in range(ds.count)
+            ]
+    except (RasterioError, OSError):
+        return []
+
+
+def _apply_raster_bands(
+    asset: Any, bands: list[dict[str, Any]], described: list[tuple[str, str, str]]
+) -> None:
+    """Set ``raster:bands`` of ``asset``, one entry per band of the file.
+
+    ``described`` gives (name, description, unit) per band in order; the unit may
+    be empty.
+    """
+    from pystac.extensions.raster import DataType, RasterBand, RasterExtension
+
+    out = []
+    for info, (name, text, unit) in zip(bands, described, strict=False):
+        nodata = info["nodata"]
+        band = RasterBand.create(
+            nodata=None if nodata is None else int(nodata),
+            data_type=DataType(info["data_type"]),
+            spatial_resolution=info["spatial_resolution"],
+            unit=unit or None,
+        )
+        band.properties["name"] = name
+        band.properties["description"] = text
+        out.append(band)
+    if out:
+        RasterExtension.ext(asset, add_if_missing=True).bands = out
+
+
+def _add_confidence_asset(item: Any, rec: dict[str, Any], out_dir: Path) -> None:
+    """The ``confidence`` asset: ``<map stem>_confidence.tif`` when it exists."""
+    pystac = lazy_import("pystac")
+
+    map_path = out_dir / rec["output"]
+    name = rec.get("confidence") or f"{Path(rec['output']).stem}_confidence.tif"
+    path = out_dir / name
+    if not path.is_file() or path == map_path:
+        return
+    asset = pystac.Asset(
+        href=str(path.resolve()),
+        media_type=pystac.MediaType.COG,
+        roles=["data", "confidence"],
+        title="confidence: probability of the mapped class (%)",
+    )
+    item.add_asset("confidence", asset)
+    _apply_raster_bands(
+        asset,
+        _band_info(path),
+        [("confidence", "probability of the mapped class, percent 0-100", "%")],
+    )
 
 
 def _properties(rec: dict[str, Any], known: bool) -> dict[str, Any]:
@@ -145,43 +231,98 @@ def _properties(rec: dict[str, Any], known: bool) -> dict[str, Any]:
 def _add_map_asset(item: Any, rec: dict[str, Any], out_dir: Path) -> None:
     """Add the ``map`` asset: the COG, its classes (classification) and file info."""
     pystac = lazy_import("pystac")
-    from pystac.extensions.classification import Classification, ClassificationExtension
+    from pystac.extensions.classification import ClassificationExtension
     from pystac.extensions.file import FileExtension
 
     task = get_task(rec["task"])
+    path = out_dir / rec["output"]
+    bands = _band_info(path)
+    two_band = len(bands) == 2  # the layout of older releases: band 2 confidence
     asset = pystac.Asset(
-        href=str((out_dir / rec["output"]).resolve()),
+        href=str(path.resolve()),
         media_type=pystac.MediaType.COG,
         roles=["data"],
-        title=f"{task.name} map" + (" with confidence (band 2)" if _conf(rec) else ""),
+        title=f"{task.title}" + (" with confidence (band 2)" if two_band else ""),
     )
     item.add_asset("map", asset)
-    ClassificationExtension.ext(asset, add_if_missing=True).classes = [
-        *(
-            Classification.create(
-                value=c.code,
-                description=c.name,
-                name=_slug(c.name),
-                color_hint=_hex(c.color),
-            )
-            for c in task.classes
-        ),
-        Classification.create(
-            value=task.nodata, description="No data", name="no_data", nodata=True
-        ),
-    ]
+    ClassificationExtension.ext(asset, add_if_missing=True).classes = _classes(
+        task, rec.get("classes")
+    )
+    _apply_raster_bands(
+        asset,
+        bands,
+        [
+            ("class", f"{task.title}: class code (see classification:classes)", ""),
+            ("confidence", "probability of the mapped class, percent 0-100", "%"),
+        ],
+    )
     FileExtension.ext(asset, add_if_missing=True).apply(
         size=rec.get("size"),
         checksum="1220" + rec["sha256"] if rec.get("sha256") else None,
     )
 
 
-def _conf(rec: dict[str, Any]) -> bool:
-    return bool(rec.get("fingerprint", {}).get("confidence"))
+def _classes(task: Task, counts: list[dict[str, Any]] | None = None) -> list[Any]:
+    """The legend as classification classes, no data last.
+
+    With ``counts`` (batch records' ``classes``), each class also gets its pixel
+    count and its percentage of the mapped pixels.
+    """
+    from pystac.extensions.classification import Classification
+
+    pixels = {int(c["code"]): int(c["pixels"]) for c in counts or []}
+    total = sum(pixels.values())
+    out = []
+    for c in task.classes:
+        extra: dict[str, Any] = {}
+        if counts is not None:
+            n = pixels.get(c.code, 0)
+            extra = {
+                "count": n,
+                "percentage": round(100.0 * n / total, 4) if total else 0.0,
+            }
+        out.append(
+            Classification.create(
+                value=c.code,
+                description=c.name,
+                name=_slug(c.name),
+                color_hint=_hex(c.color),
+                **extra,
+            )
+        )
+    out.append(
+        Classification.create(
+            value=task.nodata, description="No data", name="no_data", nodata=True
+        )
+    )
+    return out
 
 
 def _slug(name: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in name.lower()).strip("_")
+
+
+def _summarise(collection: Any, task: str, items: list[Any]) -> None:
+    """Collection summaries: legend, acquisition date range, task, platforms."""
+    pystac = lazy_import("pystac")
+    from pystac.extensions.classification import ClassificationExtension
+
+    ClassificationExtension.summaries(
+        collection, add_if_missing=True
+    ).classes = _classes(get_task(task))
+    times = sorted(i.datetime for i in items if i.datetime is not None)
+    if times:
+        collection.summaries.add(
+            "datetime",
+            pystac.RangeSummary(
+                minimum=times[0].isoformat(), maximum=times[-1].isoformat()
+            ),
+        )
+    collection.summaries.add("alosmap:task", [task])
+    for key in ("constellation", "platform"):
+        values = sorted({i.properties[key] for i in items if key in i.properties})
+        if values:
+            collection.summaries.add(key, values)
 
 
 def write_catalog(
@@ -221,6 +362,7 @@ def write_catalog(
             extent=pystac.Extent.from_items(items),
             license="other",
         )
+        _summarise(collection, task, items)
         collection.add_items(items)
         catalog.add_child(collection)
     catalog.normalize_hrefs(str(root_dir))

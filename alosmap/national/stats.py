@@ -371,9 +371,8 @@ def class_areas(
         InputRasterError: unreadable map, no CRS, values outside the legend.
         AoiError: unreadable AOI, or one that covers no pixel of the map.
     """
-    import rasterio
-
     from alosmap.errors import AoiError
+    from alosmap.io.raster import open_raster
     from alosmap.national.aoi import aoi_windows, map_aoi_mask
 
     info = open_map(path, legend, allowed=tuple(LEGENDS))
@@ -383,7 +382,7 @@ def class_areas(
     nb = k + 2  # classes, no data, outside the AOI
     pixels = np.zeros(k + 1, dtype=np.int64)
     area = np.zeros(k + 1, dtype=np.float64)
-    with rasterio.open(info.path) as ds:
+    with open_raster(info.path) as ds:
         for win, inside in aoi_windows(info, mask):
             bucket = info.classify(ds.read(1, window=win))
             bucket[bucket == IGNORE] = k

@@ -44,13 +44,19 @@ import numpy as np
 import shapely
 from rasterio.crs import CRS
 
-from alosmap._fileio import atomic_path, atomic_write, check_overwrite
+from alosmap._fileio import (
+    atomic_path,
+    atomic_write,
+    check_output_place,
+    check_overwrite,
+)
 from alosmap.errors import (
     BackendUnavailableError,
     InputRasterError,
     OutputPathError,
 )
 from alosmap.io.maps import LEGENDS, MapInfo, open_map
+from alosmap.io.raster import open_raster
 from alosmap.national.stats import ellipsoid_of, equal_area_xy
 
 __all__ = ["VECTOR_FORMATS", "VectorizeResult", "output_format", "vectorize_map"]
@@ -156,7 +162,7 @@ def _trace(info: MapInfo, code: int, workdir: Path) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with (
-                rasterio.open(info.path) as src,
+                open_raster(info.path) as src,
                 rasterio.open(tmp, "w", **profile) as m,
             ):
                 for win in info.windows():
@@ -283,10 +289,7 @@ def _check_output(out: Path, fmt: str, overwrite: bool) -> None:
     Also checks that pyogrio is there for a GeoPackage, before any work.
     """
     check_overwrite([out], overwrite)
-    if not out.parent.is_dir():
-        raise OutputPathError(f"output directory {out.parent} does not exist")
-    if not os.access(out.parent, os.W_OK):
-        raise OutputPathError(f"output directory {out.parent} is not writable")
+    check_output_place(out)
     if fmt == "gpkg":
         _pyogrio()
 

@@ -3,7 +3,7 @@
 :class:`StripAccumulator` sums each window's probabilities times its blend weights
 (:func:`~alosmap.tiling.tile_weights`) over a rolling band of at most ``tile`` rows,
 divides by the summed weights once a row can receive no more windows, and turns the
-rows into class codes (argmax, or a threshold for a binary task), the confidence band
+rows into class codes (argmax, or a threshold for a binary task), the confidence
 and the per-class probability bands (uint8 percent).
 """
 
@@ -17,6 +17,9 @@ from alosmap.classes import get_task
 from alosmap.spec import ModelSpec
 from alosmap.tiling import Tile, tile_weights
 
+#: No data of the confidence and probabilities (as
+#: :data:`alosmap.io.writer.CONFIDENCE_NODATA`).
+PERCENT_NODATA = 255
 #: ``emit(row0, classes, confidence, probabilities)``: finished rows, uint8 arrays.
 Emit = Callable[[int, np.ndarray, "np.ndarray | None", "np.ndarray | None"], None]
 
@@ -117,9 +120,13 @@ class StripAccumulator:
             return
         if valid_band is None:  # a band of windows that were all no data
             blank = np.full((n, self.width), self.nodata, dtype=np.uint8)
-            conf = blank if self.want_confidence else None
+            conf = (
+                np.full((n, self.width), PERCENT_NODATA, dtype=np.uint8)
+                if self.want_confidence
+                else None
+            )
             probs = (
-                np.full((self.k, n, self.width), 255, dtype=np.uint8)
+                np.full((self.k, n, self.width), PERCENT_NODATA, dtype=np.uint8)
                 if self.want_probabilities
                 else None
             )
@@ -144,10 +151,12 @@ class StripAccumulator:
         self.class_pixels += np.bincount(classes[valid], minlength=256)
         conf = None
         if self.want_confidence:
-            conf = np.where(valid, _percent(top), self.nodata).astype(np.uint8)
+            conf = np.where(valid, _percent(top), PERCENT_NODATA).astype(np.uint8)
         prob_out = None
         if self.want_probabilities:
-            prob_out = np.where(valid[None], _percent(acc * inv), 255).astype(np.uint8)
+            prob_out = np.where(
+                valid[None], _percent(acc * inv), PERCENT_NODATA
+            ).astype(np.uint8)
         self.emit(r0, classes, conf, prob_out)
 
 

@@ -15,8 +15,10 @@ Errors name the option as a Python keyword (``overlap 300: must be in 0..255``).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import operator
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -212,6 +214,45 @@ class InferenceOptions:
             )
 
 
+#: Logger of :func:`warn_bundled_model`.
+logger = logging.getLogger("alosmap.predict")
+
+
+def bundled_model_warning(
+    options: InferenceOptions, tags: Mapping[str, str]
+) -> str | None:
+    """The warning for the bundled demo model on a real scene, or None.
+
+    The bundled models were trained on synthetic scenes only. Mapping a scene with
+    them is fine for a demo or a test (scenes that :mod:`alosmap.synthetic` wrote
+    carry ``SYNTHETIC=true``) but not for real mapping.
+
+    Args:
+        options: the inference options (``model`` None = the bundled model).
+        tags: the scene's dataset metadata tags.
+
+    Returns:
+        One line to show, or None when a model was given or the scene is
+        synthetic.
+    """
+    if options.model is not None:
+        return None
+    if str(tags.get("SYNTHETIC", "")).strip().lower() in ("true", "1", "yes"):
+        return None
+    task = options.task or "lulc"
+    return (
+        f"no --model given: the bundled {task} model was trained on synthetic "
+        "data only and is not for real mapping; pass --model FILE"
+    )
+
+
+def warn_bundled_model(options: InferenceOptions, tags: Mapping[str, str]) -> None:
+    """Log :func:`bundled_model_warning` (once per call) when there is one."""
+    message = bundled_model_warning(options, tags)
+    if message is not None:
+        logger.warning("%s", message)
+
+
 def option_names() -> tuple[str, ...]:
     """The names of the inference options (the fields of :class:`InferenceOptions`)."""
     return tuple(f.name for f in dataclasses.fields(InferenceOptions))
@@ -236,5 +277,7 @@ __all__ = [
     "DEFAULT_OVERLAP",
     "InferenceOptionError",
     "InferenceOptions",
+    "bundled_model_warning",
     "option_names",
+    "warn_bundled_model",
 ]

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import queue
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -33,18 +32,17 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from alosmap._fileio import check_overwrite
+from alosmap._progress import Progress, progress_bar
 from alosmap.classes import TASKS
 from alosmap.errors import InputRasterError, ModelFileError, SpecMismatchError
 from alosmap.predict.blend import StripAccumulator
-from alosmap.predict.options import InferenceOptions
+from alosmap.predict.options import InferenceOptions, warn_bundled_model
 from alosmap.predict.tiles import StripTiles, iter_strip_tiles
 from alosmap.radiometry import Radiometry
 from alosmap.spec import ModelSpec
 from alosmap.tiling import Tile
 
 if TYPE_CHECKING:  # pragma: no cover
-    from tqdm import tqdm
-
     from alosmap.io.scene import Scene, SceneInfo
     from alosmap.io.writer import MapWriter
     from alosmap.runtime.base import Runtime
@@ -66,6 +64,7 @@ class PredictResult:
         output: the map GeoTIFF.
         task: the model's task.
         probabilities: the per-class probability GeoTIFF, when requested.
+        confidence: the confidence GeoTIFF (percent), when requested.
         preview: the PNG quicklook, when requested.
         tiles_total: windows in the grid.
         tiles_run: windows sent to the model (the rest were all no data).
@@ -85,6 +84,16 @@ class PredictResult:
     model_seconds: float
     class_pixels: dict[int, int] = field(default_factory=dict)
     valid_pixels: int = 0
+    confidence: Path | None = None
+
+    @property
+    def files(self) -> list[Path]:
+        """The data files written: map, confidence, probabilities, preview."""
+        return [
+            p
+            for p in (self.output, self.confidence, self.probabilities, self.preview)
+            if p is not None
+        ]
 
     @property
     def tiles_per_second(self) -> float:
@@ -118,9 +127,11 @@ def default_model_path(task: str) -> Path:
     return path
 
 
-def default_output_path(scene: Path, task: str) -> Path:
-    """``<scene stem>_<task>.tif`` in the current directory."""
-    return Path.cwd() / f"{scene.stem}_{task}.tif"
+def default_output_path(scene: str | os.PathLike[str], task: str) -> Path:
+    """``<scene stem>_<task>.tif`` in the current directory (also for URLs)."""
+    from alosmap.io.raster import raster_stem
+
+    return Path.cwd() / f"{raster_stem(scene)}_{task}.tif"
 
 
 def model_file(options: InferenceOptions) -> Path:
@@ -200,22 +211,21 @@ def predict_scene(
     from alosmap.io.scene import Scene
 
     t_start = time.perf_counter()
-    opts = (options or InferenceOptions()).replace(**overrides)
+    asked = (options or InferenceOptions()).replace(**overrides)
     scene_path = Path(scene)
-    model_path, spec = _model_spec(opts, runtime)
-    opts = opts.for_model(spec, model_path.name)
+    model_path, spec = _model_spec(asked, runtime)
+    opts = asked.for_model(spec, model_path.name)
     out_path = (
-        Path(output)
-        if output is not None
-        else default_output_path(scene_path, spec.task)
+        Path(output) if output is not None else default_output_path(scene, spec.task)
     )
     preview_path = Path(preview) if preview is not None else None
-    if preview_path is not None:
-        check_overwrite([preview_path], opts.overwrite)
+    _check_outputs(out_path, preview_path, scene_path, opts)
 
     with Scene(
-        scene_path, spec.radiometry, band=opts.band, input_units=opts.input_units
+        scene, spec.radiometry, band=opts.band, input_units=opts.input_units
     ) as sc:
+        if runtime is None:
+            warn_bundled_model(asked, sc.tags)
         writer = _map_writer(out_path, sc.info, spec, opts, model_path, runtime)
         with writer:
             rt = runtime if runtime is not None else load_model(model_path, opts)
@@ -233,11 +243,17 @@ def predict_scene(
             final = writer.finalize()
         info = sc.info
     if preview_path is not None:
-        _write_preview(preview_path, final, spec, info, opts.overwrite)
+        try:
+            conf = writer.conf_path if opts.confidence else None
+            _write_preview(preview_path, final, spec, info, opts.overwrite, conf)
+        except BaseException:
+            _remove_outputs(writer)  # a failed run leaves no outputs
+            raise
     return PredictResult(
         output=final,
         task=spec.task,
         probabilities=Path(writer.prob_path) if opts.probabilities else None,
+        confidence=Path(writer.conf_path) if opts.confidence else None,
         preview=preview_path,
         tiles_total=stats.tiles_total,
         tiles_run=stats.tiles_run,
@@ -246,6 +262,65 @@ def predict_scene(
         class_pixels={c: int(n) for c, n in enumerate(stats.class_pixels) if n},
         valid_pixels=int(stats.class_pixels.sum()),
     )
+
+
+def _check_outputs(
+    out_path: Path, preview: Path | None, scene: Path, opts: InferenceOptions
+) -> None:
+    """Check every output location before any work.
+
+    The map, confidence and probabilities files are checked again by the
+    :class:`~alosmap.io.writer.MapWriter`; the preview is only written at the end,
+    so its directory, its existence and matplotlib are checked here.
+
+    Raises:
+        OutputPathError: an output is the input scene (whatever ``overwrite``
+            says), the preview is one of the maps, or its directory is missing.
+        OutputExistsError: the preview exists and ``overwrite`` is False.
+        BackendUnavailableError: ``preview`` without matplotlib.
+    """
+    from alosmap._fileio import check_not_input
+    from alosmap.io.writer import output_paths
+
+    outs = output_paths(
+        out_path, confidence=opts.confidence, probabilities=opts.probabilities
+    )
+    check_not_input([*outs, *([preview] if preview else [])], [scene])
+    if preview is None:
+        return
+    from alosmap._fileio import remove_stale_temps, same_file
+    from alosmap._imports import lazy_import
+    from alosmap.errors import OutputPathError
+
+    if any(same_file(preview, o) for o in outs):
+        raise OutputPathError(f"--preview {preview} is one of the map files")
+    if not preview.parent.is_dir():
+        raise OutputPathError(
+            f"--preview {preview}: directory {preview.parent} does not exist; "
+            "create it first"
+        )
+    if preview.is_dir():
+        raise OutputPathError(f"--preview {preview} is a directory, not a file")
+    check_overwrite([preview], opts.overwrite)
+    lazy_import("matplotlib")
+    remove_stale_temps(preview)  # a killed run's half-written PNG
+
+
+def _remove_outputs(writer: MapWriter) -> None:
+    """Remove the files a finished writer put in place (map, extras, sidecars)."""
+    import contextlib
+
+    from alosmap.io.maps import sidecar_path
+    from alosmap.io.style import style_path
+    from alosmap.io.writer import output_paths
+
+    files = output_paths(
+        writer.path, confidence=writer.confidence, probabilities=writer.probabilities
+    )
+    for p in files:
+        for f in (p, sidecar_path(p), style_path(p)):
+            with contextlib.suppress(OSError):
+                f.unlink(missing_ok=True)
 
 
 def _model_spec(
@@ -265,9 +340,14 @@ def _model_spec(
 
 
 def _write_preview(
-    path: Path, final: Path, spec: ModelSpec, info: SceneInfo, overwrite: bool
+    path: Path,
+    final: Path,
+    spec: ModelSpec,
+    info: SceneInfo,
+    overwrite: bool,
+    confidence: Path | None = None,
 ) -> None:
-    """The PNG quicklook of the scene beside its finished map."""
+    """The PNG quicklook of the scene beside its finished map (and confidence)."""
     from alosmap.predict.preview import write_preview
 
     write_preview(
@@ -279,6 +359,7 @@ def _write_preview(
         input_units=info.units,
         nodata=info.nodata,
         overwrite=overwrite,
+        confidence_path=confidence,
     )
 
 
@@ -313,6 +394,7 @@ def _map_writer(
         spec=spec,
         confidence=opts.confidence,
         probabilities=opts.probabilities,
+        inputs=[info.path],
         tags={
             "ALOSMAP_MODEL": model_path.name,
             "ALOSMAP_PARAMS": json.dumps(params, sort_keys=True),
@@ -385,18 +467,8 @@ def _strips(q: queue.Queue[object]) -> Iterator[StripTiles]:
         yield item
 
 
-def _progress_bar(total: int, scene: Path, progress: bool) -> tqdm[Any]:
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        unit="tile",
-        desc=scene.name[:40],
-        disable=not progress,
-        file=sys.stderr,
-        dynamic_ncols=True,
-        smoothing=0.1,
-    )
+def _progress_bar(total: int, scene: Path, progress: bool) -> Progress:
+    return progress_bar(total, scene.name[:40], progress, unit="tile")
 
 
 def _run(
@@ -476,7 +548,7 @@ def _feed(
     rt: Runtime,
     acc: StripAccumulator,
     batch_size: int,
-    bar: tqdm[Any],
+    bar: Progress,
 ) -> tuple[int, float]:
     """Run the strips' tiles through the model in batches, in window order.
 

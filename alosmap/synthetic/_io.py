@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from affine import Affine
 
-from alosmap._fileio import atomic_path, check_overwrite
+from alosmap._fileio import (
+    atomic_path,
+    check_overwrite,
+    is_disk_full,
+    remove_stale_temps,
+    write_failed_for_space,
+)
 from alosmap.classes import JAXA_CLASSES, JAXA_NODATA, colormap
 from alosmap.grid import cell_name, cells_for_bounds
 from alosmap.synthetic._world import LABEL_PIXEL_DEG, LABEL_PIXELS_PER_DEG, LabelWorld
@@ -25,6 +33,23 @@ GTIFF_OPTIONS: dict[str, Any] = {
     "predictor": 2,
     "interleave": "band",
 }
+
+
+@contextlib.contextmanager
+def _disk_full_as_oserror(path: Path) -> Iterator[None]:
+    """Report a GDAL write error on a (nearly) full disk as ``OSError(ENOSPC)``.
+
+    GDAL reports a full disk as a generic write error, so the free space of the
+    directory is asked too; the CLI prints an ENOSPC error as one line.
+    """
+    try:
+        yield
+    except Exception as exc:
+        if is_disk_full(exc):
+            raise
+        if write_failed_for_space(exc, path.parent):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+        raise
 
 
 def write_geotiff(
@@ -66,13 +91,46 @@ def write_geotiff(
         nodata=nodata,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+    with (
+        atomic_path(path) as tmp,
+        _disk_full_as_oserror(tmp),
+        rasterio.open(tmp, "w", **profile) as dst,
+    ):
         dst.write(array, 1)
         dst.update_tags(**dict(tags))
         dst.set_band_description(1, description)
         if cmap is not None:
             dst.write_colormap(1, dict(cmap))
     return path
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+@contextlib.contextmanager
+def all_or_nothing(paths: Iterable[Path]) -> Iterator[None]:
+    """Outputs of one call: all of them, or none of those the call wrote.
+
+    On entry the temporaries killed runs left beside ``paths`` are removed. When the
+    block fails (a full disk, Ctrl-C), every path it created or replaced is removed
+    again, so a half-written set never stays behind; files it did not touch stay.
+    """
+    before = {p: _identity(p) for p in paths}
+    for p in before:
+        remove_stale_temps(p)
+    try:
+        yield
+    except BaseException:
+        for p, ident in before.items():
+            now = _identity(p)
+            if now is not None and now != ident:
+                p.unlink(missing_ok=True)
+        raise
 
 
 def tile_name(lat: int, lon: int) -> str:
@@ -152,7 +210,11 @@ def _write_one_tile(world: LabelWorld, lat: int, lon: int, path: Path) -> None:
     strip = np.zeros((strip_h, n), dtype=np.uint8)
     legend = "; ".join(f"{c.code}={c.name}" for c in JAXA_CLASSES)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+    with (
+        atomic_path(path) as tmp,
+        _disk_full_as_oserror(tmp),
+        rasterio.open(tmp, "w", **profile) as dst,
+    ):
         for r in range(0, n, strip_h):
             h = min(strip_h, n - r)
             strip[:] = JAXA_NODATA

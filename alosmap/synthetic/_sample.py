@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alosmap._fileio import atomic_write_bytes, check_overwrite, sha256_file
-from alosmap.synthetic._io import tile_name, tiles_for_bounds
+from alosmap.synthetic._io import all_or_nothing, tile_name, tiles_for_bounds
 from alosmap.synthetic._io import write_label_tiles as _write_label_tiles
 from alosmap.synthetic._scene import (
     SyntheticScene,
@@ -156,17 +156,19 @@ def make_sample_data(
         OutputExistsError: an output exists and ``overwrite`` is False.
     """
     out = Path(out_dir)
-    check_overwrite([out / n for n in sample_file_names()], overwrite)
-    scenes, tiles = generate_scenes(
-        out,
-        SAMPLE_SCENES,
-        world_seed=SAMPLE_WORLD_SEED,
-        sea_side="south",
-        sea_fraction=0.3,
-        min_class_pixels=SAMPLE_MIN_CLASS_PIXELS,
-    )
-    paths = [s.path for s in scenes] + tiles
-    sums = out / "SHA256SUMS"
-    text = "".join(f"{sha256_file(p)}  {p.name}\n" for p in sorted(paths))
-    atomic_write_bytes(sums, text.encode("utf-8"))
+    planned = [out / n for n in sample_file_names()]
+    check_overwrite(planned, overwrite)
+    with all_or_nothing(planned):
+        scenes, tiles = generate_scenes(
+            out,
+            SAMPLE_SCENES,
+            world_seed=SAMPLE_WORLD_SEED,
+            sea_side="south",
+            sea_fraction=0.3,
+            min_class_pixels=SAMPLE_MIN_CLASS_PIXELS,
+        )
+        paths = [s.path for s in scenes] + tiles
+        sums = out / "SHA256SUMS"
+        text = "".join(f"{sha256_file(p)}  {p.name}\n" for p in sorted(paths))
+        atomic_write_bytes(sums, text.encode("utf-8"))
     return [*paths, sums]

@@ -17,6 +17,7 @@ from alosmap._fileio import check_overwrite
 from alosmap.classes import JAXA_NODATA
 from alosmap.radiometry import CALIBRATION_FACTOR_DB, DN_MAX, DN_MIN, DN_NODATA
 from alosmap.synthetic._io import (
+    all_or_nothing,
     tile_name,
     tiles_for_bounds,
     write_geotiff,
@@ -547,7 +548,7 @@ def generate_scene(
         date=date,
     )
     world_box = world.bounds if world is not None else world_bounds_for([scene.grid])
-    label_path = _check_outputs(
+    label_path, planned = _check_outputs(
         scene.path,
         world_box,
         label_tiles=write_label_tiles,
@@ -564,12 +565,13 @@ def generate_scene(
             focus=[scene_focus_box(scene.grid)],
         )
     truth = _scene_truth(world, scene.grid)
-    _write_scene(scene, truth, world, looks)
     tiles: list[Path] = []
-    if write_label_tiles:
-        tiles = _write_label_tiles(world, scene.path.parent, overwrite=overwrite)
-    if label_path is not None:
-        _write_scene_labels(label_path, truth, scene, world.seed)
+    with all_or_nothing(planned):
+        _write_scene(scene, truth, world, looks)
+        if write_label_tiles:
+            tiles = _write_label_tiles(world, scene.path.parent, overwrite=overwrite)
+        if label_path is not None:
+            _write_scene_labels(label_path, truth, scene, world.seed)
     return dataclasses.replace(scene, label_tiles=tuple(tiles), scene_labels=label_path)
 
 
@@ -650,8 +652,11 @@ def _check_outputs(
     label_tiles: bool,
     scene_labels: bool,
     overwrite: bool,
-) -> Path | None:
-    """Refuse to replace any file the scene would write; its scene-label path.
+) -> tuple[Path | None, list[Path]]:
+    """Refuse to replace any file the scene would write.
+
+    Returns:
+        The scene-label path (None when not written) and every planned output.
 
     Raises:
         OutputExistsError: an output exists and ``overwrite`` is False.
@@ -663,7 +668,7 @@ def _check_outputs(
     if label_path is not None:
         planned.append(label_path)
     check_overwrite(planned, overwrite)
-    return label_path
+    return label_path, planned
 
 
 def _scene_truth(world: LabelWorld, grid: SceneGrid) -> np.ndarray:

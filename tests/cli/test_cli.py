@@ -105,7 +105,7 @@ def _loaded_after(*args):
 )
 def test_train_and_export_are_mounted_lazily(args):
     code, loaded = _loaded_after(*args)
-    assert code == (2 if "/no/such/scene.tif" in args else 0)
+    assert code == (1 if "/no/such/scene.tif" in args else 0)  # a missing file: 1
     assert loaded == "[]", (args, loaded)
 
 
@@ -162,7 +162,7 @@ def test_exit_codes():
     assert _alosmap("no-such-command").returncode == 2
     # without a path, info lists this machine's backends (see tests/test_runtime.py)
     assert _alosmap("info").returncode == 0
-    assert _alosmap("info", "/no/such/file.tif").returncode == 2
+    assert _alosmap("info", "/no/such/file.tif").returncode == 1  # missing file: 1
 
 
 def test_error_is_one_line_exit_1(tmp_path):
@@ -218,3 +218,50 @@ def test_info_describes_a_scene():
     assert d["acquisition_date"] == "2022-09-12"
     assert d["footprint_wgs84"].startswith("POLYGON ((139.")
     assert 0.6 < d["valid_fraction"] < 0.9
+
+
+def test_missing_input_files_exit_1_usage_errors_exit_2(
+    cli, tmp_path, small_scene, tiny_lulc_model
+):
+    """Anything about the input files is 1 (one error line); bad syntax is 2."""
+    gone = tmp_path / "gone.tif"
+    a_dir = tmp_path / "adir"
+    a_dir.mkdir()
+    cases = [
+        (("predict", gone), "scene not found"),
+        (("water", gone), "scene not found"),
+        (("predict", a_dir), "scene is a directory"),
+        (("predict", small_scene, "-m", tmp_path / "m.safetensors"), "model file"),
+        (("stats", gone), "map not found"),
+        (("stats", small_scene, "--aoi", tmp_path / "a.geojson"), "AOI file"),
+        (("vectorize", gone), "map not found"),
+        (("evaluate", gone, small_scene), "map not found"),
+        (("info", gone), "input not found"),
+    ]
+    for args, says in cases:
+        code, _, err = cli(*args)
+        lines = err.strip().splitlines()
+        assert code == 1, (args, err)
+        assert len(lines) == 1 and lines[0].startswith("alosmap: error:"), err
+        assert says in lines[0] and "Traceback" not in err, (args, err)
+    usage = [
+        ("predict", small_scene, "--no-such-option"),
+        ("predict", small_scene, "--tile", "0"),
+        ("predict",),
+        ("stats", small_scene, "--format", "xlsx"),
+    ]
+    for args in usage:
+        assert cli(*args)[0] == 2, args
+
+
+def test_unreadable_input_exits_1(cli, tmp_path, small_scene):
+    import os
+    import shutil
+
+    if os.geteuid() == 0:
+        pytest.skip("root reads any file")
+    locked = tmp_path / "locked.tif"
+    shutil.copy(small_scene, locked)
+    locked.chmod(0)
+    code, _, err = cli("stats", locked)
+    assert code == 1 and "not readable" in err

@@ -3,6 +3,8 @@ one-line errors and no output left behind on bad input."""
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import rasterio
@@ -36,7 +38,11 @@ def test_predict_and_water_succeed(
         "--confidence",
     )
     assert code == 0, err
-    assert out.strip() == str(outdir / "lulc.tif")
+    # every data file written, one per line: the map, then its confidence file
+    assert out.splitlines() == [
+        str(outdir / "lulc.tif"),
+        str(outdir / "lulc_confidence.tif"),
+    ]
     assert err == ""  # -q: no progress bar, no summary
     code, out, err = cli(
         "water", small_scene, "-m", tiny_water_model, "-o", outdir / "water.tif"
@@ -54,7 +60,8 @@ def test_predict_and_water_succeed(
 
 def test_usage_errors_exit_2(cli, small_scene, tiny_lulc_model, outdir):
     assert cli("predict")[0] == 2
-    assert cli("predict", outdir / "missing.tif")[0] == 2
+    # a missing input file is not a usage error: one line, exit 1 (README's rule)
+    assert cli("predict", outdir / "missing.tif")[0] == 1
     assert cli("predict", small_scene, "--task", "forest")[0] == 2
     assert cli("predict", small_scene, "--batch-size", "0")[0] == 2
     assert cli("predict", small_scene, "--backend", "tpu")[0] == 2
@@ -222,3 +229,153 @@ def test_cli_defaults_are_the_library_defaults():
                 expected = getattr(defaults, name)
                 assert plain(params[name].default) == expected, (command, name)
     assert "task" not in inspect.signature(water).parameters
+
+
+def test_stdout_lists_every_written_file_and_styles_are_beside(
+    cli, small_scene, tiny_lulc_model, outdir
+):
+    pytest.importorskip("matplotlib")
+    code, out, err = cli(
+        "-q",
+        "predict",
+        small_scene,
+        "-m",
+        tiny_lulc_model,
+        "-o",
+        outdir / "m.tif",
+        "--confidence",
+        "--probabilities",
+        "--preview",
+        outdir / "m.png",
+    )
+    assert code == 0, err
+    files = ["m.tif", "m_confidence.tif", "m_probabilities.tif", "m.png"]
+    assert out.splitlines() == [str(outdir / f) for f in files]
+    assert sorted(p.name for p in outdir.iterdir()) == sorted(
+        [
+            *files,
+            "m.qml",
+            "m.tif.aux.xml",
+            "m_confidence.qml",
+            "m_probabilities.qml",
+        ]
+    )
+
+
+@pytest.mark.parametrize("how", ["same path", "hard link", "symlink", "confidence"])
+def test_output_that_is_the_input_is_refused_even_with_overwrite(
+    cli, small_scene, tiny_lulc_model, tiny_water_model, tmp_path, how
+):
+    d = tmp_path / "scenes"
+    d.mkdir()
+    scene = d / "scene.tif"
+    scene.write_bytes(small_scene.read_bytes())
+    before = scene.read_bytes()
+    out, extra = scene, []
+    if how == "hard link":
+        out = d / "link.tif"
+        out.hardlink_to(scene)
+    elif how == "symlink":
+        out = d / "sym.tif"
+        out.symlink_to(scene)
+    elif how == "confidence":
+        out = d / "m.tif"
+        (d / "m_confidence.tif").hardlink_to(scene)
+        extra = ["--confidence"]
+    for command, model in (("predict", tiny_lulc_model), ("water", tiny_water_model)):
+        code, stdout, err = cli(
+            command, scene, "-m", model, "-o", out, "--overwrite", *extra
+        )
+        assert code == 1, err
+        assert "is the input" in _one_error_line(err)
+        assert stdout == ""
+    assert scene.read_bytes() == before
+    assert not list(d.glob(".*"))  # no temporaries either
+
+
+def test_preview_is_refused_before_the_run(
+    cli, small_scene, tiny_lulc_model, outdir, monkeypatch
+):
+    base = ("predict", small_scene, "-m", tiny_lulc_model, "-o", outdir / "m.tif")
+    # a preview into a missing directory: refused before mapping, no map left
+    code, _, err = cli(*base, "--preview", outdir / "nope" / "m.png")
+    assert code == 1 and "does not exist" in _one_error_line(err)
+    assert "tiles in" not in err  # the mapping run never started
+    assert list(outdir.iterdir()) == []
+    # the preview is the scene
+    code, _, err = cli(*base, "--preview", small_scene, "--overwrite")
+    assert code == 1 and "is the input" in _one_error_line(err)
+    # matplotlib missing: said first, not after a full mapping run
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    code, _, err = cli(*base, "--preview", outdir / "m.png")
+    assert code == 1 and "matplotlib" in _one_error_line(err)
+    assert "tiles in" not in err
+    assert list(outdir.iterdir()) == []
+
+
+def test_leftovers_of_a_killed_predict_are_removed_by_the_next(
+    cli, small_scene, tiny_lulc_model, outdir
+):
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = [
+        outdir / f".m.tif.tmp-{dead.pid}-0123abcd",
+        outdir / f".m.tif.cog-{dead.pid}-0123abcd.ovr.tmp",
+        outdir / f".m_confidence.tif.cog-{dead.pid}-0123abcd",
+    ]
+    for f in stale:
+        f.write_bytes(b"x" * 100)
+    code, _, err = cli(
+        "-q",
+        "predict",
+        small_scene,
+        "-m",
+        tiny_lulc_model,
+        "-o",
+        outdir / "m.tif",
+        "--confidence",
+    )
+    assert code == 0, err
+    assert not [p.name for p in outdir.iterdir() if p.name.startswith(".")]
+
+
+@pytest.fixture
+def tiny_disk(mount_tmpfs):
+    """A 2 MiB tmpfs."""
+    return mount_tmpfs("2m")
+
+
+def test_disk_full_is_one_line_and_leaves_nothing(
+    cli, make_geotiff, tiny_lulc_model, tiny_disk
+):
+    rng = np.random.default_rng(7)
+    dn = rng.integers(500, 4000, size=(1100, 1100), dtype=np.uint16)
+    scene = make_geotiff(dn, name="big.tif")
+    # leave about 200 kB of the 2 MiB: less than the outputs need
+    filler = tiny_disk / "filler"
+    free = shutil.disk_usage(tiny_disk).free
+    filler.write_bytes(b"\0" * (free - 200_000))
+    code, out, err = cli(
+        "-q",
+        "predict",
+        scene,
+        "-m",
+        tiny_lulc_model,
+        "-o",
+        tiny_disk / "m.tif",
+        "--confidence",
+        "--probabilities",
+        "--tile",
+        "256",
+        "--overlap",
+        "0",
+    )
+    assert code == 1
+    line = _one_error_line(err)
+    assert "disk full while writing" in line, err
+    assert out == ""
+    assert [p.name for p in tiny_disk.iterdir()] == ["filler"]

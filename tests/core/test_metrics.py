@@ -18,6 +18,8 @@ from alosmap.metrics import (
     WATER_THRESHOLD,
     ConfusionMatrix,
     accuracy_per_class,
+    cohen_kappa,
+    f1_per_class,
     iou_per_class,
     jsonable,
     nan_mean,
@@ -287,3 +289,42 @@ def test_nan_mean_and_jsonable() -> None:
         "a": 1.5,
         "b": [None, 2],
     }
+
+
+def test_kappa_and_f1_by_hand() -> None:
+    # M_HAND: truth totals [2, 2, 1], pred totals [1, 4, 0], N = 5, TP = [1, 2, 0]
+    #   F1 = 2 TP / (truth + pred) = [2/3, 4/6, 0/1]        -> mF1 = 4/9
+    #   p_o = 3/5; p_e = (2*1 + 2*4 + 1*0) / 25 = 2/5     -> kappa = (1/5)/(3/5) = 1/3
+    np.testing.assert_allclose(f1_per_class(M_HAND), [2 / 3, 2 / 3, 0.0])
+    assert cohen_kappa(M_HAND) == pytest.approx(1 / 3)
+    cm = ConfusionMatrix(3).update(PRED, TRUTH)
+    assert cm.kappa() == pytest.approx(1 / 3)
+    s = cm.summary(["water", "urban", "crop"])
+    assert s["kappa"] == pytest.approx(1 / 3)
+    assert s["f1_per_class"] == pytest.approx(
+        {"water": 2 / 3, "urban": 2 / 3, "crop": 0.0}
+    )
+    assert s["mf1"] == pytest.approx(4 / 9) and s["mf1_classes"] == 3
+    # a textbook 2 x 2 case: N = 50, p_o = 35/50, p_e = (25*30 + 25*20)/2500 = 0.5
+    m2 = np.array([[20, 5], [10, 15]])
+    assert cohen_kappa(m2) == pytest.approx(0.4)
+    np.testing.assert_allclose(f1_per_class(m2), [40 / 55, 30 / 45])
+    # perfect agreement is 1; agreement no better than chance is 0
+    assert cohen_kappa(np.diag([3, 4, 5])) == pytest.approx(1.0)
+    assert cohen_kappa(np.array([[1, 1], [1, 1]])) == pytest.approx(0.0)
+
+
+def test_kappa_and_f1_undefined_are_nan_and_none_in_json() -> None:
+    one_class = np.array([[5, 0], [0, 0]])  # p_e = 1: kappa undefined
+    assert math.isnan(cohen_kappa(one_class))
+    assert math.isnan(cohen_kappa(np.zeros((3, 3), dtype=np.int64)))
+    f1 = f1_per_class(one_class)
+    assert f1[0] == 1.0 and math.isnan(f1[1])
+    s = (
+        ConfusionMatrix(2)
+        .update(np.zeros(5, np.int64), np.zeros(5, np.int64))
+        .summary()
+    )
+    assert s["kappa"] is None and s["f1_per_class"] == {"0": 1.0, "1": None}
+    assert s["mf1_classes"] == 1
+    json.dumps(s, allow_nan=False)

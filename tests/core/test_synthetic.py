@@ -455,3 +455,25 @@ def test_sample_data_regenerates_identically(tmp_path):
             if name.startswith("IMG-"):
                 x, y = new.read(1), old.read(1)
                 assert np.mean(x == y) > 0.999, name
+
+
+def test_a_failed_write_leaves_no_partial_set(tmp_path, monkeypatch):
+    """Scene written, label tile fails: the scene goes too; untouched files stay."""
+    import errno
+
+    import alosmap.synthetic._scene as scene_mod
+
+    first = generate_scene(tmp_path, seed=3, width=64, write_scene_labels=True)
+    kept = first.scene_labels
+    before = kept.read_bytes()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "LC_N35E139.tif")
+
+    monkeypatch.setattr(scene_mod, "_write_label_tiles", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        generate_scene(tmp_path, seed=3, width=64, overwrite=True)
+    # the scene this call replaced is removed; the scene labels it never touched stay
+    assert not first.path.exists()
+    assert kept.read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -282,7 +282,8 @@ def test_cli_export_onnx_bad_input(tiny_water_model, tmp_path):
     )
     assert res.exit_code == 1 and isinstance(res.exception, ModelFileError)
     res = runner.invoke(app, ["export", "onnx", str(tmp_path / "missing.safetensors")])
-    assert res.exit_code == 2
+    # a missing input file is a failure (exit 1), not a usage error
+    assert res.exit_code == 1 and isinstance(res.exception, ModelFileError)
     base = ["export", "onnx", str(tiny_water_model), "-o"]
     res = runner.invoke(app, [*base, str(tmp_path / "a.engine")])
     assert res.exit_code == 1 and isinstance(res.exception, OutputPathError)

@@ -10,17 +10,20 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
 from rasterio.errors import NotGeoreferencedWarning
+from rio_cogeo.cogeo import cog_validate
 
 from alosmap._version import __version__
 from alosmap.arch import get_preset
 from alosmap.classes import LULC9_CLASSES, LULC_NODATA, WATER_NODATA, colormap
 from alosmap.errors import AlosmapError, OutputExistsError
-from alosmap.io.cog import validate_cog
 from alosmap.io.maps import class_names_from_file, sidecar_path
+from alosmap.io.style import style_path
 from alosmap.io.writer import (
+    CONFIDENCE_NODATA,
     PROBABILITY_NODATA,
     MapWriter,
     OutputPathError,
+    confidence_path,
     encode_probabilities,
     probabilities_path,
 )
@@ -69,6 +72,12 @@ def write_strips(writer, codes, conf=None, probs=None, step=100, rows=None):
         )
 
 
+def validate_cog(path):
+    """rio-cogeo's verdict: ``(valid, errors + warnings)``."""
+    ok, errors, warns = cog_validate(path, quiet=True)
+    return ok, errors + warns
+
+
 def listing(d):
     return sorted(os.listdir(d))
 
@@ -107,8 +116,12 @@ def test_outputs_are_exactly_the_expected_files(lulc_outputs):
     d, path, *_ = lulc_outputs
     assert path == d / "scene_lulc.tif"
     assert listing(d) == [
+        "scene_lulc.qml",
         "scene_lulc.tif",
         "scene_lulc.tif.aux.xml",
+        "scene_lulc_confidence.qml",
+        "scene_lulc_confidence.tif",
+        "scene_lulc_probabilities.qml",
         "scene_lulc_probabilities.tif",
     ]
 
@@ -116,26 +129,33 @@ def test_outputs_are_exactly_the_expected_files(lulc_outputs):
 def test_georeferencing_and_values_round_trip(lulc_outputs):
     _, path, codes, conf, _ = lulc_outputs
     with rasterio.open(path) as ds:
-        assert (ds.width, ds.height, ds.count) == (W, H, 2)
+        # a class map is one band (confidence goes to its own file)
+        assert (ds.width, ds.height, ds.count) == (W, H, 1)
         assert ds.crs == CRS_UTM
         assert ds.transform == TRANSFORM
-        assert ds.dtypes == ("uint8", "uint8")
+        assert ds.dtypes == ("uint8",)
         assert ds.nodata == LULC_NODATA
-        assert ds.descriptions == ("class", "confidence")
-        # GDAL would mark band 2 of a paletted image as alpha; the writer must not
-        assert ds.colorinterp == (ColorInterp.palette, ColorInterp.undefined)
+        assert ds.descriptions == ("class",)
+        assert ds.colorinterp == (ColorInterp.palette,)
         np.testing.assert_array_equal(ds.read(1), codes)
-        expected_conf = np.where(codes == LULC_NODATA, LULC_NODATA, conf)
-        np.testing.assert_array_equal(ds.read(2), expected_conf)
         mask = ds.read_masks(1)
         np.testing.assert_array_equal(mask == 0, codes == LULC_NODATA)
-        np.testing.assert_array_equal(ds.read_masks(2), mask)
+    with rasterio.open(confidence_path(path)) as ds:
+        assert (ds.count, ds.dtypes, ds.nodata) == (1, ("uint8",), CONFIDENCE_NODATA)
+        assert ds.descriptions == ("confidence",)
+        assert ds.units == ("%",)
+        assert ds.crs == CRS_UTM and ds.transform == TRANSFORM
+        assert ds.tags()["ALOSMAP_PRODUCT"] == "confidence"
+        expected_conf = np.where(codes == LULC_NODATA, CONFIDENCE_NODATA, conf)
+        np.testing.assert_array_equal(ds.read(1), expected_conf)
+        np.testing.assert_array_equal(ds.read_masks(1), mask)
+    assert validate_cog(confidence_path(path))[0]
 
 
 def test_confidence_is_percent_and_never_nodata_where_valid(lulc_outputs):
     _, path, codes, *_ = lulc_outputs
-    with rasterio.open(path) as ds:
-        c = ds.read(2)
+    with rasterio.open(confidence_path(path)) as ds:
+        c = ds.read(1)
     valid = codes != LULC_NODATA
     assert c[valid].min() >= 11  # max of 9 probabilities >= 1/9
     assert c[valid].max() <= 100
@@ -151,6 +171,8 @@ def test_colour_table_and_class_names(lulc_outputs, lulc_spec):
     for c in LULC9_CLASSES:
         assert cmap[c.code] == expected[c.code]
     assert cmap[0][3] == 0  # no data transparent
+    # the sidecar's RGBA table: only the legend's codes are opaque
+    assert [i for i in range(256) if cmap[i][3]] == list(range(1, 10))
     names = {c.code: c.name for c in LULC9_CLASSES}
     assert {int(k): v for k, v in json.loads(tags["CLASS_NAMES"]).items()} == names
     assert band_tags["CLASS_5"] == "Forest"
@@ -162,6 +184,28 @@ def test_pam_sidecar_has_category_names(lulc_outputs):
     root = ET.parse(sidecar_path(path)).getroot()
     cats = [c.text or "" for c in root.find("PAMRasterBand[@band='1']/CategoryNames")]
     assert cats == ["", *[c.name for c in LULC9_CLASSES]]
+    entries = root.findall("PAMRasterBand[@band='1']/ColorTable/Entry")
+    assert len(entries) == 256
+    assert [i for i, e in enumerate(entries) if e.get("c4") != "0"] == list(
+        range(1, 10)
+    )
+
+
+def test_qml_styles_list_exactly_the_legend(lulc_outputs):
+    _, path, *_ = lulc_outputs
+    root = ET.parse(style_path(path)).getroot()
+    renderer = root.find("pipe/rasterrenderer")
+    assert renderer.get("type") == "paletted"
+    entries = renderer.findall("colorPalette/paletteEntry")
+    assert [(int(e.get("value")), e.get("label")) for e in entries] == [
+        (c.code, c.name) for c in LULC9_CLASSES
+    ]
+    assert entries[4].get("color") == "#{:02x}{:02x}{:02x}".format(
+        *LULC9_CLASSES[4].color
+    )
+    for extra in (confidence_path(path), probabilities_path(path)):
+        r = ET.parse(style_path(extra)).getroot().find("pipe/rasterrenderer")
+        assert r.get("type") == "singlebandpseudocolor"
 
 
 def test_provenance_tags(lulc_outputs, lulc_spec):
@@ -257,10 +301,13 @@ def test_water_map_encoding(tmp_path, water_spec):
         path = mw.finalize()
     with rasterio.open(path) as ds:
         assert ds.nodata == WATER_NODATA
+        assert ds.count == 1
         np.testing.assert_array_equal(ds.read(1), codes)
-        c = ds.read(2)
-        assert (c[:50] == WATER_NODATA).all() and (c[50:] == 90).all()
         assert ds.colormap(1)[1] == (0, 92, 230, 255)
+        assert [i for i, c in ds.colormap(1).items() if c[3]] == [0, 1]
+    with rasterio.open(confidence_path(path)) as ds:
+        c = ds.read(1)
+        assert (c[:50] == CONFIDENCE_NODATA).all() and (c[50:] == 90).all()
     assert class_names_from_file(path) == {0: "Not water", 1: "Water"}
     assert validate_cog(path)[0]
 
@@ -360,7 +407,13 @@ def test_overwrite_replaces_outputs_and_stale_sidecars(tmp_path, lulc_spec):
     with make_writer(tmp_path, lulc_spec, probabilities=True, overwrite=True) as mw:
         write_strips(mw, codes, probs=np.full((9, H, W), 11, np.uint8))
         mw.finalize()
-    assert listing(tmp_path) == ["map.tif", "map.tif.aux.xml", "map_probabilities.tif"]
+    assert listing(tmp_path) == [
+        "map.qml",
+        "map.tif",
+        "map.tif.aux.xml",
+        "map_probabilities.qml",
+        "map_probabilities.tif",
+    ]
     with rasterio.open(tmp_path / "map.tif") as ds:
         np.testing.assert_array_equal(ds.read(1), codes)
     assert class_names_from_file(tmp_path / "map.tif")[1] == "Water"
@@ -429,3 +482,50 @@ def test_encode_probabilities():
         encode_probabilities(p), [0, 0, 1, 13, 50, 99, 100, 100, 255, 100]
     )
     assert encode_probabilities(np.zeros((2, 3, 4))).dtype == np.uint8
+
+
+def test_output_that_is_an_input_is_refused_even_with_overwrite(tmp_path, lulc_spec):
+    scene = tmp_path / "scene.tif"
+    scene.write_bytes(b"scene")
+    os.link(scene, tmp_path / "link.tif")
+    for name, kw in (
+        ("scene.tif", {}),
+        ("link.tif", {}),
+        ("scene.tif", {"confidence": True}),
+    ):
+        with pytest.raises(OutputPathError, match="is the input"):
+            make_writer(
+                tmp_path, lulc_spec, name=name, overwrite=True, inputs=[scene], **kw
+            )
+    (tmp_path / "m_confidence.tif").symlink_to(scene)
+    with pytest.raises(OutputPathError, match="is the input"):
+        make_writer(
+            tmp_path,
+            lulc_spec,
+            name="m.tif",
+            confidence=True,
+            overwrite=True,
+            inputs=[scene],
+        )
+    assert scene.read_bytes() == b"scene"
+
+
+def test_leftovers_of_a_killed_run_are_removed_on_open(tmp_path, lulc_spec):
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = [
+        tmp_path / f".map.tif.tmp-{dead.pid}-abcd1234",
+        tmp_path / f".map.tif.cog-{dead.pid}-abcd1234.ovr.tmp",
+        tmp_path / f".map_confidence.tif.tmp-{dead.pid}-00ff00ff",
+        tmp_path / f".map.qml.tmp-{dead.pid}-00ff00ffxyz.tmp",
+    ]
+    live = tmp_path / f".map.tif.tmp-{os.getpid()}-live0000"
+    for f in [*stale, live]:
+        f.write_bytes(b"x")
+    with make_writer(tmp_path, lulc_spec, confidence=True) as mw:
+        assert not any(f.exists() for f in stale)
+        assert live.exists()  # a live process's temporary stays
+        write_strips(mw, lulc_grid(), np.full((H, W), 50, np.uint8))
+        mw.finalize()

@@ -151,8 +151,13 @@ def test_manifest_with_missing_and_broken_scenes(
     assert stdout.split() == [str(m) for m in maps]
     for m in maps:
         with rasterio.open(m) as ds:
-            assert ds.count == 2  # confidence by default, for mosaic
+            assert ds.count == 1  # a class map is one band
             assert ds.tags()["ALOSMAP_TASK"] == "lulc"
+        # confidence by default, for mosaic, in its own file with its QGIS style
+        with rasterio.open(m.with_name(f"{m.stem}_confidence.tif")) as ds:
+            assert ds.tags()["ALOSMAP_PRODUCT"] == "confidence" and ds.nodata == 255
+        assert m.with_suffix(".qml").is_file()
+        assert m.with_name(f"{m.stem}_confidence.qml").is_file()
     report = json.loads(Path(lines[0].rsplit("see ", 1)[1]).read_text())
     assert (report["done"], report["skipped"], report["failed"]) == (2, 0, 2)
     errors = {Path(f["scene"]).name: f["error"] for f in report["failures"]}
@@ -168,6 +173,7 @@ def test_manifest_with_missing_and_broken_scenes(
     assert rec["output"] == maps[0].name and rec["size"] == maps[0].stat().st_size
     assert rec["model"] == tiny_lulc_model.name and len(rec["model_sha256"]) == 64
     assert rec["fingerprint"]["overlap"] == 64 and rec["fingerprint"]["confidence"]
+    assert rec["confidence"] == f"{maps[0].stem}_confidence.tif"
     assert rec["acquired"] == "2022-09-12T02:42:14+00:00"
 
     # the STAC catalog describes the two maps
@@ -352,3 +358,34 @@ def test_two_ranks_map_every_scene_exactly_once(tiny_lulc_model, tmp_path):
     assert report["world_size"] == 2 and report["mapped"] == keys
     assert (report["done"], report["skipped"], report["failed"]) == (3, 0, 0)
     assert (out / "stac" / "catalog.json").is_file()
+
+
+def test_outputs_that_are_scenes_are_refused_before_any_work(
+    small_scenes, tiny_lulc_model, tmp_path, cli
+):
+    out = tmp_path / "out"
+    out.mkdir()
+    a = out / "a.tif"
+    a_map = out / "a_lulc.tif"  # a scene, and the map name of scene a
+    a.write_bytes(small_scenes[0].read_bytes())
+    a_map.write_bytes(small_scenes[1].read_bytes())
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    code, stdout, err = cli(
+        "batch", a, a_map, "-o", out, "-m", tiny_lulc_model, "--overwrite"
+    )
+    assert code == 1 and stdout == ""
+    lines = _error_lines(err)
+    assert len(lines) == 1 and "is the input" in lines[0], err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_confidence_file_missing_redoes_the_scene(
+    small_scenes, tiny_lulc_model, tmp_path
+):
+    out = tmp_path / "out"
+    res = run_batch(small_scenes[:1], out, model=tiny_lulc_model, stac=False)
+    assert len(res.done) == 1
+    conf = out / f"{small_scenes[0].stem}_lulc_confidence.tif"
+    conf.unlink()
+    res = run_batch(small_scenes[:1], out, model=tiny_lulc_model, stac=False)
+    assert len(res.done) == 1 and conf.is_file()

@@ -395,3 +395,78 @@ def test_int16_reference_with_negative_nodata(tmp_path, jaxa_ref):
     wide[0, 0] = 300
     with pytest.raises(InputRasterError, match=r"\[300\]"):
         evaluate_map(m, write(tmp_path / "LC_bad.tif", wide, nodata=-1))
+
+
+def _hand_kappa_f1(cm):
+    """Cohen's kappa and per-class F1 of a confusion matrix, written out longhand."""
+    n = cm.sum()
+    p_o = sum(cm[k, k] for k in range(len(cm))) / n
+    p_e = sum(cm[k, :].sum() * cm[:, k].sum() for k in range(len(cm))) / n**2
+    f1 = []
+    for k in range(len(cm)):
+        tp, fp, fn = cm[k, k], cm[:, k].sum() - cm[k, k], cm[k, :].sum() - cm[k, k]
+        f1.append(2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else None)
+    return (p_o - p_e) / (1 - p_e), f1
+
+
+def test_cli_reports_overall_accuracy_kappa_and_f1(tmp_path, cli, jaxa_ref):
+    ref_path, ref = jaxa_ref
+    pred = hand_lulc(ref)
+    pred[ref == 8] = 3  # EBF mapped as cropland
+    pred[ref == 12] = 2  # solar panels mapped as built-up: Solar panel F1 = 0
+    m = lulc_map(tmp_path / "m.tif", pred)
+    outs = [tmp_path / "r.json", tmp_path / "r.csv"]
+    code, out, err = cli("evaluate", m, ref_path, "-o", outs[0], "-o", outs[1])
+    assert code == 0, err
+    report = json.loads(outs[0].read_text())
+    cm = np.array(report["confusion_matrix"])
+    kappa, f1 = _hand_kappa_f1(cm)
+    met = report["metrics"]
+    assert met["kappa"] == pytest.approx(kappa) and 0.5 < kappa < 1.0
+    assert met["overall_accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+    assert [met["f1_per_class"][n] for n in report["classes"]] == pytest.approx(f1)
+    assert met["f1_per_class"]["Solar panel"] == 0.0
+    assert met["mf1"] == pytest.approx(np.mean(f1))
+    # the text table: an F1 row, overall accuracy and kappa
+    f1_row = next(ln for ln in out.splitlines() if ln.startswith("F1 "))
+    assert f"{100 * f1[0]:.2f}" in f1_row
+    assert f"Cohen's kappa {kappa:.3f}" in out and "overall accuracy" in out
+    rows = list(csv.DictReader(io.StringIO(outs[1].read_text())))
+    assert [float(r["f1"]) for r in rows[:-1]] == pytest.approx(f1)
+    assert float(rows[-1]["f1"]) == pytest.approx(met["mf1"])
+
+
+def test_water_report_has_kappa_and_f1(tmp_path, jaxa_ref):
+    from alosmap.national.evaluate import format_report
+
+    ref_path, ref = jaxa_ref
+    pred = (ref == 1).astype(np.uint8)
+    pred[10:30, 10:40] = 1
+    r = evaluate_map(water_map(tmp_path / "w.tif", pred), ref_path)
+    kappa, f1 = _hand_kappa_f1(np.array(r["confusion_matrix"]))
+    assert r["metrics"]["kappa"] == pytest.approx(kappa)
+    assert list(r["metrics"]["f1_per_class"].values()) == pytest.approx(f1)
+    text = format_report(r)
+    assert "F1" in text and "OA" in text and f"Cohen's kappa {kappa:.3f}" in text
+
+
+def test_confusion_png_colour_bar_is_in_percent(tmp_path, monkeypatch):
+    """Cells and colour bar share one unit: percent of the true class's pixels."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from alosmap.report import plot_confusion
+
+    figures = []
+    save = Figure.savefig
+    monkeypatch.setattr(
+        Figure,
+        "savefig",
+        lambda self, *a, **k: (figures.append(self), save(self, *a, **k)),
+    )
+    plot_confusion([[3, 1], [0, 4]], ["a", "b"], tmp_path / "cm.png")
+    ax, cax = figures[-1].axes
+    image = ax.get_images()[0]
+    assert image.norm.vmin == 0.0 and image.norm.vmax == 100.0
+    assert [t.get_text() for t in ax.texts] == ["75", "25", "0", "100"]
+    assert "%" in cax.get_xlabel() + cax.get_ylabel()

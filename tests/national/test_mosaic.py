@@ -15,6 +15,7 @@ import pytest
 import rasterio
 from affine import Affine
 from conftest import REPO, SAMPLE_SCENES, write_raster
+from rio_cogeo.cogeo import cog_validate
 
 from alosmap.arch import get_preset
 from alosmap.errors import MosaicInputError, OutputExistsError
@@ -24,9 +25,9 @@ from alosmap.grid import (
     cells_for_bounds,
     parse_cell_name,
 )
-from alosmap.io.cog import validate_cog
 from alosmap.io.maps import class_names_from_file
-from alosmap.io.writer import MapWriter
+from alosmap.io.style import style_path
+from alosmap.io.writer import MapWriter, confidence_path
 from alosmap.national.batch import run_batch
 from alosmap.national.mosaic import find_maps, mosaic_maps
 from alosmap.spec import default_spec
@@ -52,6 +53,19 @@ def write_map(path, classes, conf, *, transform, date, crs="EPSG:4326", task="lu
         w.write_rows(0, classes, None if conf is None else np.asarray(conf, np.uint8))
         w.finalize()
     return path
+
+
+def map_files(d):
+    """The maps in ``d`` (not their confidence files), sorted by name."""
+    return sorted(p for p in d.glob("*.tif") if not p.stem.endswith("_confidence"))
+
+
+def read_both(path):
+    """``[2, H, W]``: a map's classes and its confidence (from its own file)."""
+    with rasterio.open(path) as ds:
+        cls = ds.read(1)
+    with rasterio.open(confidence_path(path)) as ds:
+        return np.stack([cls, ds.read(1)])
 
 
 def px(lon0, lat0):
@@ -107,12 +121,17 @@ def overlapping_maps(tmp_path):
     (2022-10-01): class 2, confidence 50, 10 × 12 px from 139.05°E, with a no-data
     gap in its row 0, columns 0-2.
     """
-    d = tmp_path / "maps"
+    return _overlapping_maps(tmp_path / "maps", write_old=write_map)
+
+
+def _overlapping_maps(d, *, write_old):
+    """Write the two maps of :func:`overlapping_maps` into ``d``; the old one with
+    ``write_old`` (the current layout, or the two-band layout of earlier releases)."""
     d.mkdir()
     old_conf = np.full((10, 12), 60, np.uint8)
     old_conf[:, 8:10] = 50
     old_conf[:, 10:] = 40
-    write_map(
+    write_old(
         d / "z_old.tif",
         np.full((10, 12), 5),
         old_conf,
@@ -146,7 +165,8 @@ def test_merge_rules(overlapping_maps, tmp_path, rule):
     with rasterio.open(res.cells[0]) as ds:
         assert ds.transform == cell_transform(35, 139, PPD)
         assert ds.shape == (PPD, PPD)
-        cls, conf = ds.read()
+        assert ds.count == 1
+    cls, conf = read_both(res.cells[0])
     # rows 60-69 (35.5° -> 35.4167°), columns 0-17 (139.0° -> 139.15°) have data
     assert (cls[:60] == 0).all() and (cls[70:] == 0).all() and (cls[:, 18:] == 0).all()
     for r in range(61, 70):
@@ -169,8 +189,10 @@ def test_confidence_rule_needs_band_2(tmp_path):
     assert not (tmp_path / "m").exists()
     res = mosaic_maps([tmp_path], tmp_path / "m", merge="latest", pixels_per_degree=PPD)
     with rasterio.open(res.cells[0]) as ds:
-        assert ds.count == 1  # no confidence band when not every map has one
+        assert ds.count == 1
         cls = ds.read(1)
+    # no confidence file when not every map has one
+    assert not confidence_path(res.cells[0]).exists() and res.confidence == []
     assert cls[60, 0] == 3 and cls[60, 1] == 4  # latest wins where they overlap
 
 
@@ -235,7 +257,7 @@ def test_existing_outputs_and_non_maps(tmp_path, cli):
     (tmp_path / "empty").mkdir()
     code, _, err = cli("mosaic", tmp_path / "empty", "-o", tmp_path / "m2")
     assert code == 1 and "no alosmap maps" in err
-    assert cli("mosaic", tmp_path / "missing", "-o", tmp_path / "m3")[0] == 2
+    assert cli("mosaic", tmp_path / "missing", "-o", tmp_path / "m3")[0] == 1
     assert cli("mosaic", d, "-o", tmp_path / "m4", "--merge", "best")[0] == 2
 
 
@@ -260,12 +282,13 @@ def reference(maps, transform, shape, margin=0.002, step=1):
     lon = transform.c + (cols + 0.5) * transform.a
     lat = transform.f + (rows + 0.5) * transform.e
     cls = np.zeros(shape, np.uint8)
-    conf = np.zeros(shape, np.uint8)
+    conf = np.full(shape, 255, np.uint8)  # the confidence files' no data
     edge = np.zeros(shape, bool)
     per_map = []
     for path in maps:
+        src = read_both(path)
         with rasterio.open(path) as ds:
-            src, st, crs = ds.read(), ds.transform, ds.crs
+            st, crs = ds.transform, ds.crs
         x, y = transform_points("EPSG:4326", crs, lon.ravel(), lat.ravel())
         fc = ((np.asarray(x) - st.c) / st.a).reshape(shape)
         fr = ((np.asarray(y) - st.f) / st.e).reshape(shape)
@@ -320,8 +343,15 @@ def test_sample_scenes_on_the_jaxa_grid(sample_maps, tmp_path, cli):
     code, out, err = cli("-q", "mosaic", sample_maps, "-o", mos)
     assert code == 0, err
     cell = mos / "LC_N35E139.tif"
-    assert out.split() == [str(cell), str(mos / "lulc.vrt")]
-    maps = sorted(sample_maps.glob("*.tif"))  # file names sort by date here
+    assert out.split() == [
+        str(cell),
+        str(mos / "lulc.vrt"),
+        str(mos / "LC_N35E139_confidence.tif"),
+        str(mos / "lulc_confidence.vrt"),
+    ]
+    for f in ("LC_N35E139.qml", "lulc.qml", "LC_N35E139_confidence.qml"):
+        assert (mos / f).is_file()
+    maps = map_files(sample_maps)  # file names sort by date here
     # the maps' area, with a margin: rows 7000-9199, columns 4000-7999
     win = rasterio.windows.Window(4000, 7000, 4000, 2200)
     with rasterio.open(JAXA_TILE) as jaxa, rasterio.open(cell) as ds:
@@ -330,17 +360,25 @@ def test_sample_scenes_on_the_jaxa_grid(sample_maps, tmp_path, cli):
         assert ds.shape == jaxa.shape == (12000, 12000)
         assert ds.transform.a == 1 / 12000
         assert (ds.transform.c, ds.transform.f) == (139, 36)
-        assert ds.descriptions == ("class", "confidence")
+        assert ds.descriptions == ("class",)
         assert json.loads(ds.tags()["SOURCE_MAPS"]) == [p.name for p in maps]
         assert ds.colormap(1)[5][:3] == (20, 120, 50)
-        cls, conf = ds.read(window=win)
+        cls = ds.read(1, window=win)
         total_valid = sum(
             int(np.count_nonzero(ds.read(1, window=w))) for _, w in ds.block_windows(1)
         )
         with rasterio.open(mos / "lulc.vrt") as vrt:
-            assert vrt.transform == ds.transform and vrt.count == 2
-            assert (vrt.read(window=win) == np.stack([cls, conf])).all()
-    assert validate_cog(cell)[0]
+            assert vrt.transform == ds.transform and vrt.count == 1
+            assert (vrt.read(1, window=win) == cls).all()
+            assert [i for i, c in vrt.colormap(1).items() if c[3]] == list(range(1, 10))
+    with rasterio.open(confidence_path(cell)) as ds:
+        assert ds.nodata == 255 and ds.descriptions == ("confidence",)
+        conf = ds.read(1, window=win)
+    with rasterio.open(mos / "lulc_confidence.vrt") as vrt:
+        assert (vrt.read(1, window=win) == conf).all()
+    for f in (cell, confidence_path(cell)):
+        ok, errors, warns = cog_validate(f, quiet=True)
+        assert ok and not warns, errors + warns
     assert total_valid == np.count_nonzero(cls)  # nothing outside the maps' area
 
     # every 2nd row and column against an exact nearest-neighbour reference
@@ -397,12 +435,12 @@ def test_mixed_crs_scenes_across_a_cell_edge(tmp_path, tiny_lulc_model):
     ppd = 1200
     mos = mosaic_maps([tmp_path / "maps"], tmp_path / "mos", pixels_per_degree=ppd)
     assert [p.name for p in mos.cells] == ["LC_N35E137.tif", "LC_N35E138.tif"]
-    maps = sorted((tmp_path / "maps").glob("*.tif"))
+    maps = map_files(tmp_path / "maps")
     for cell in mos.cells:
         lat, lon = parse_cell_name(cell.name)
         with rasterio.open(cell) as ds:
             assert ds.transform == cell_transform(lat, lon, ppd)
-            got = ds.read()
+        got = read_both(cell)
         ref_cls, ref_conf, per_map, edge = reference(
             maps, cell_transform(lat, lon, ppd), (ppd, ppd)
         )
@@ -418,3 +456,72 @@ def test_mixed_crs_scenes_across_a_cell_edge(tmp_path, tiny_lulc_model):
         ).T[[49, 50]]
     # both UTM maps reach the 138° meridian: data on both sides of it
     assert west.any() and east.any()
+
+
+def write_old_two_band_map(path, classes, conf, *, transform, date):
+    """A map as alosmap wrote it before confidence files: band 2 = confidence."""
+    spec = default_spec("lulc", get_preset("tiny"), name="test-lulc")
+    conf = np.where(np.asarray(classes) == 0, 0, conf)
+    write_raster(
+        path,
+        np.stack([np.asarray(classes, np.uint8), np.asarray(conf, np.uint8)]),
+        crs="EPSG:4326",
+        transform=transform,
+        nodata=0,
+        tags={
+            "ALOSMAP_TASK": "lulc",
+            "ALOSMAP_PRODUCT": "map",
+            "ALOSMAP_SPEC": spec.to_json(),
+            "ALOSMAP_MODEL": "old",
+            "ACQUISITION_DATE": date,
+            "SOURCE_SCENE": f"{path.stem}_scene.tif",
+        },
+    )
+    with rasterio.open(path, "r+") as ds:
+        ds.descriptions = ("class", "confidence")
+    return path
+
+
+def test_old_two_band_maps_still_mosaic_by_confidence(tmp_path, cli):
+    """Maps of the previous release (band 2 = confidence) mix with new ones."""
+    d = _overlapping_maps(tmp_path / "maps", write_old=write_old_two_band_map)
+    maps = find_maps([d])
+    assert [(m.path.name, m.confidence_band) for m in maps] == [
+        ("z_old.tif", 2),
+        ("a_new.tif", 1),
+    ]
+    assert maps[1].confidence == d / "a_new_confidence.tif"
+    code, _, err = cli("-q", "mosaic", d, "-o", tmp_path / "mos")
+    assert code == 0, err
+    res = mosaic_maps([d], tmp_path / "mos2", pixels_per_degree=PPD, block_rows=7)
+    cls, conf = read_both(res.cells[0])
+    for r in range(61, 70):
+        assert cls[r, :18].tolist() == EXPECTED["confidence"], r
+    assert conf[65, :8].tolist() == [60] * 8 and conf[65, 8:18].tolist() == [50] * 10
+    assert conf[0, 0] == 255 and cls[0, 0] == 0
+
+
+def test_output_that_is_an_input_is_refused(tmp_path, cli):
+    d = tmp_path / "maps"
+    d.mkdir()
+    small_map(d / "s_lulc.tif")
+    # a cell name that is one of the input maps (same directory in and out)
+    small_map(d / "LC_N35E139.tif", lon=139.01, date="2022-02-01")
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+    code, _, err = cli("mosaic", d, "-o", d, "--overwrite")
+    assert code == 1 and "is the input" in err, err
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == before
+
+
+def test_cells_and_vrt_carry_qgis_styles(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    small_map(tmp_path / "a.tif")
+    res = mosaic_maps([tmp_path / "a.tif"], tmp_path / "m", pixels_per_degree=PPD)
+    for f in (res.cells[0], res.vrt):
+        renderer = ET.parse(style_path(f)).getroot().find("pipe/rasterrenderer")
+        assert renderer.get("type") == "paletted"
+        values = [int(e.get("value")) for e in renderer.iter("paletteEntry")]
+        assert values == list(range(1, 10))
+    conf_style = ET.parse(style_path(res.confidence_vrt)).getroot()
+    assert conf_style.find("pipe/rasterrenderer").get("type") == "singlebandpseudocolor"

@@ -261,3 +261,41 @@ def test_geopackage_aoi_in_its_own_crs(tmp_path):
     s = class_areas(m, aoi=gpkg)
     by = {c.code: c.pixels for c in s.classes}
     assert by[5] == by[1] == 100 and s.nodata_pixels == 0
+
+
+def test_old_two_band_map_and_confidence_files(tmp_path, cli):
+    """Maps of the previous release (band 2 = confidence) are still read."""
+    codes = np.array([[1, 1, 5, 0], [5, 5, 5, 2]], np.uint8)
+    conf = np.array([[90, 80, 70, 0], [60, 50, 40, 30]], np.uint8)
+    t = Affine(D, 0, 139.0, 0, -D, 35.0)
+    old = write_raster(
+        tmp_path / "old.tif",
+        np.stack([codes, conf]),
+        crs=WGS84,
+        transform=t,
+        nodata=0,
+        tags={"ALOSMAP_TASK": "lulc", "ALOSMAP_PRODUCT": "map"},
+    )
+    new = lulc(tmp_path / "new.tif", codes, transform=t)
+    a, b = class_areas(old), class_areas(new)
+    assert [(c.code, c.pixels) for c in a.classes] == [
+        (c.code, c.pixels) for c in b.classes
+    ]
+    # a confidence file is not a class map
+    c = write_raster(
+        tmp_path / "new_confidence.tif",
+        conf,
+        crs=WGS84,
+        transform=t,
+        nodata=255,
+        tags={"ALOSMAP_TASK": "lulc", "ALOSMAP_PRODUCT": "confidence"},
+    )
+    code, _, err = cli("stats", c)
+    assert code == 1 and "confidence file, not a class map" in one_error(err)
+    # -o may not be the map (a hard link named .csv), whatever --overwrite says
+    link = tmp_path / "link.csv"
+    link.hardlink_to(new)
+    before = new.read_bytes()
+    code, _, err = cli("stats", new, "-o", link, "--overwrite")
+    assert code == 1 and "is the input" in one_error(err)
+    assert new.read_bytes() == before

@@ -46,7 +46,9 @@ def test_readme_example_runs(tmp_path, monkeypatch, capsys):
     assert res.output.resolve() == tmp_path / "map.tif"
     assert res.tiles_run > 0 and res.valid_pixels > 0
     with rasterio.open(tmp_path / "map.tif") as ds:
-        assert ds.count == 2  # confidence=True
+        assert ds.count == 1  # a class map is one band
+    assert res.confidence.resolve() == tmp_path / "map_confidence.tif"  # confidence
+    assert res.confidence.is_file()
     assert str(res.tiles_run) in capsys.readouterr().out
 
 

@@ -9,10 +9,10 @@ import torch
 from conftest import SAMPLE_SCENES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rio_cogeo.cogeo import cog_validate
 
 from alosmap.arch import get_preset
 from alosmap.errors import InputRasterError, OutputExistsError, SpecMismatchError
-from alosmap.io.cog import validate_cog
 from alosmap.io.scene import Scene
 from alosmap.predict.pipeline import predict_scene
 from alosmap.radiometry import normalize
@@ -40,7 +40,7 @@ def test_sample_scene_georeferencing_nodata_and_cog(tmp_path, tiny_lulc_model):
         assert (dst.width, dst.height) == (src.width, src.height)
         dn = src.read(1)
         classes = dst.read(1)
-        conf = dst.read(2)
+        assert dst.count == 1
         assert dst.nodata == 0
         assert dst.colormap(1)[5][:3] == (20, 120, 50)
     nodata = dn == 0
@@ -48,10 +48,13 @@ def test_sample_scene_georeferencing_nodata_and_cog(tmp_path, tiny_lulc_model):
     # no data preserved exactly: nodata in = nodata out, every valid pixel has a class
     np.testing.assert_array_equal(classes == 0, nodata)
     assert set(np.unique(classes[~nodata])) <= set(range(1, 10))
+    assert res.confidence == tmp_path / "map_confidence.tif"
+    conf = _read(res.confidence)[0]
     assert conf[~nodata].min() >= 12 and conf[~nodata].max() <= 100
-    assert np.all(conf[nodata] == 0)
-    ok, problems = validate_cog(out)
-    assert ok, problems
+    assert np.all(conf[nodata] == 255)
+    for path in (out, res.confidence):
+        ok, errors, warns = cog_validate(path, quiet=True)
+        assert ok and not warns, errors + warns
     assert res.valid_pixels == int((~nodata).sum())
     assert res.tiles_run <= res.tiles_total
 
@@ -78,7 +81,7 @@ def test_water_map_encoding(tmp_path, small_scene, tiny_water_model):
     assert profile["nodata"] == 255
     np.testing.assert_array_equal(classes == 255, nodata)
     assert set(np.unique(classes[~nodata])) <= {0, 1}
-    conf = _read(out, 2)[0]
+    conf = _read(tmp_path / "water_confidence.tif")[0]
     assert conf[~nodata].min() >= 50
     assert tags["ALOSMAP_TASK"] == "water"
 
@@ -253,7 +256,7 @@ def test_input_units(tmp_path, make_geotiff, tiny_lulc_model):
     with pytest.raises(InputRasterError, match=r"implausible|negative|linear"):
         predict_scene(
             make_geotiff(db, name="x.tif", nodata=None),
-            tmp_path / "x.tif",
+            tmp_path / "x_map.tif",  # not the scene itself: that is refused first
             model=tiny_lulc_model,
             input_units="dn",
         )

@@ -72,3 +72,118 @@ def test_preview_missing_input(scene_and_map):
     with pytest.raises(InputRasterError, match="not found"):
         write_preview(d / "x.png", scene, d / "missing.tif", spec)
     assert not (d / "x.png").exists()
+
+
+def _nocrs_copy(src, dst):
+    """``src`` rewritten without CRS or transform (colour table kept)."""
+    with rasterio.open(src) as ds:
+        profile = ds.profile.copy()
+        data = ds.read()
+        try:
+            cmap = ds.colormap(1)
+        except ValueError:
+            cmap = None
+    profile.update(driver="GTiff", crs=None, transform=rasterio.Affine.identity())
+    profile.pop("photometric", None)
+    with rasterio.open(dst, "w", **profile) as out:
+        out.write(data)
+        if cmap:
+            out.write_colormap(1, cmap)
+    return dst
+
+
+def test_preview_confidence_panel_and_geo_axes(scene_and_map):
+    """A confidence file adds a third panel; lat/lon edge ticks match the grid."""
+    from alosmap.predict.preview import _geo_axes, write_preview
+
+    d, scene, map_path, spec = scene_and_map
+    with rasterio.open(map_path) as ds:
+        codes = ds.read(1)
+        profile = dict(
+            driver="GTiff",
+            width=ds.width,
+            height=ds.height,
+            count=1,
+            dtype="uint8",
+            crs=ds.crs,
+            transform=ds.transform,
+            nodata=255,
+        )
+        crs, transform, shape = ds.crs, ds.transform, (ds.height, ds.width)
+    conf = np.where(codes == 0, 255, 40 + codes * 5).astype(np.uint8)
+    conf_path = d / "map_confidence.tif"
+    with rasterio.open(conf_path, "w", **profile) as ds:
+        ds.write(conf, 1)
+    two = mpimg.imread(
+        write_preview(d / "two.png", scene, map_path, spec, max_size=200)
+    )
+    three = mpimg.imread(
+        write_preview(
+            d / "three.png",
+            scene,
+            map_path,
+            spec,
+            max_size=200,
+            confidence_path=conf_path,
+        )
+    )
+    assert three.shape[0] == two.shape[0]
+    assert three.shape[1] - two.shape[1] >= 200  # one more 200-pixel panel
+
+    geo = _geo_axes(crs, transform, shape)
+    assert geo.lon is not None and geo.lat is not None and geo.m_per_px is not None
+    # the synthetic scene is UTM with 10 m pixels: the scale bar's ground size
+    assert geo.m_per_px == pytest.approx(abs(transform.a), rel=0.01)
+    from rasterio.warp import transform as warp
+
+    x, y = transform.c, transform.f
+    (lon,), (lat,) = warp(crs, "EPSG:4326", [x], [y])
+    assert geo.lon[0, 0] == pytest.approx(lon) and geo.lat[0, 0] == pytest.approx(lat)
+
+
+def test_preview_without_crs_has_pixel_axes(scene_and_map, tmp_path):
+    from alosmap.predict.preview import _geo_axes, write_preview
+
+    _, scene, map_path, spec = scene_and_map
+    s2 = _nocrs_copy(scene, tmp_path / "scene.tif")
+    m2 = _nocrs_copy(map_path, tmp_path / "map.tif")
+    with rasterio.open(m2) as ds:
+        geo = _geo_axes(ds.crs, ds.transform, (ds.height, ds.width))
+    assert geo.lon is None and geo.m_per_px is None
+    img = mpimg.imread(write_preview(tmp_path / "p.png", s2, m2, spec, max_size=120))
+    assert img.shape[0] > 120 and img.shape[1] > 240
+
+
+def test_preview_legend_lists_only_present_classes(tmp_path):
+    """Classes absent from the map get no legend entry; rare ones still do."""
+    from alosmap.predict.preview import _legend_entries
+
+    spec = default_spec("lulc", get_preset("tiny"))
+    codes = np.zeros((300, 300), dtype=np.uint8)
+    codes[:, :150] = 5  # Forest
+    codes[:, 150:] = 1  # Water
+    codes[0, 0] = 7  # one Solar panel pixel: lost by decimation, kept in the legend
+    with MapWriter(
+        tmp_path / "m.tif",
+        width=300,
+        height=300,
+        crs="EPSG:32654",
+        transform=rasterio.Affine(10, 0, 0, 0, -10, 0),
+        spec=spec,
+    ) as mw:
+        mw.write_rows(0, codes)
+        path = mw.finalize()
+    colors = {c.code: (*c.color, 255) for c in spec.classes}
+    labels = [label for label, _ in _legend_entries(spec, colors, path)]
+    assert [lbl.split("  ")[0] for lbl in labels] == ["Water", "Forest", "Solar panel"]
+    assert labels[1].endswith("(50.0 %)") and labels[2].endswith("(< 0.1 %)")
+
+
+def test_degree_ticks_are_round_and_on_the_edge():
+    from alosmap.predict.preview import _deg_label, _deg_levels, _edge_ticks
+
+    levels, dec = _deg_levels(139.383, 139.497, 5)
+    assert levels == [139.4, 139.42, 139.44, 139.46, 139.48] and dec == 2
+    assert _deg_label(-3.5, 1, "N", "S") == "3.5°S"
+    ticks = _edge_ticks(np.array([35.3, 35.2]), np.array([0.0, 100.0]), [35.25])
+    assert ticks == [(50.0, 35.25)]

@@ -286,3 +286,55 @@ def test_cli_finetune_and_bad_input(make_training_data, tmp_path):
            "--batch-size", "4"],
           "no Swin encoder weights")  # fmt: skip
     assert not (tmp_path / "d" / "last.pt").exists()
+
+
+def test_val_curve_percent_and_training_loss(tmp_path, monkeypatch):
+    """The validation score is drawn in percent on a "%" axis, the loss beside it."""
+    from matplotlib.figure import Figure
+
+    from alosmap.train.finetune import plot_curve
+
+    figures = []
+    save = Figure.savefig
+
+    def spy(self, *args, **kwargs):
+        figures.append(self)
+        return save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    rows = [
+        {"epoch": "1", "train_loss": "1.2", "val_miou": "0.40"},
+        {"epoch": "2", "train_loss": "0.9", "val_miou": "0.68"},
+        {"epoch": "3", "train_loss": "0.8", "val_miou": "0.61"},
+    ]
+    plot_curve(tmp_path / "c.png", rows, "val_miou")
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    loss_ax, score_ax = figures[-1].axes
+    assert list(loss_ax.lines[0].get_ydata()) == [1.2, 0.9, 0.8]
+    assert "loss" in loss_ax.get_ylabel()
+    assert list(score_ax.lines[0].get_ydata()) == pytest.approx([40.0, 68.0, 61.0])
+    assert score_ax.get_ylabel() == "validation mIoU (%)"
+    best = score_ax.get_legend().get_texts()[0].get_text()
+    assert best == "best 68.0 % (epoch 2)"
+    # rows without a loss column: the score panel alone
+    plot_curve(
+        tmp_path / "w.png", [{"epoch": 1, "val_iou_water": 0.5}], "val_iou_water"
+    )
+    assert len(figures[-1].axes) == 1
+
+
+def test_missing_tensorboard_is_said_once(make_training_data, tmp_path, monkeypatch):
+    """Without tensorboard the run says so in one line instead of skipping silently."""
+    import sys
+
+    from alosmap.train.engine import TENSORBOARD_MISSING
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # not installed
+    data = make_training_data(splits=(("train", 8), ("val", 4)))
+    lines: list[str] = []
+    finetune(data, "water", tmp_path / "w", epochs=2, log=lines.append, **FAST)
+    assert lines.count(TENSORBOARD_MISSING) == 1
+    assert (
+        TENSORBOARD_MISSING == "TensorBoard logs skipped: pip install 'alosmap[train]'"
+    )
+    assert not (tmp_path / "w" / "tb").exists()
