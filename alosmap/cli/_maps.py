@@ -8,13 +8,14 @@ and ``--overwrite`` options, the legends that ``--task`` of ``stats`` and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from alosmap._fileio import check_output_place, check_overwrite
+from alosmap._fileio import check_not_input, check_output_place, check_overwrite
 from alosmap.cli.options import input_file
 
 
@@ -61,9 +62,15 @@ OverwriteOpt = Annotated[
 
 
 def check_outputs(
-    paths: list[Path], suffixes: tuple[str, ...], overwrite: bool
+    paths: list[Path],
+    suffixes: tuple[str, ...],
+    overwrite: bool,
+    inputs: Sequence[Path | str | None] = (),
 ) -> list[Path]:
     """Validate output paths before any work: suffix, duplicates, directory, exists.
+
+    An output that is one of ``inputs`` (same file, link) is refused whatever
+    ``overwrite`` says.
 
     Raises:
         typer.BadParameter: an unknown suffix or a path given twice.
@@ -82,4 +89,5 @@ def check_outputs(
         seen.add(key)
         check_output_place(p)
         check_overwrite([p], overwrite)
+    check_not_input(paths, [i for i in inputs if i is not None])
     return paths

@@ -84,6 +84,9 @@ def batch(
     threads: opt.ThreadsOpt = None,
     precision: opt.PrecisionOpt = None,
     compile: opt.CompileOpt = False,
+    bbox: opt.BboxOpt = None,
+    bbox_crs: opt.BboxCrsOpt = "EPSG:4326",
+    aoi: opt.AoiOpt = None,
     stac: Annotated[
         bool,
         typer.Option(
@@ -107,7 +110,8 @@ def batch(
     re-running the command resumes an interrupted batch. Under torchrun every rank
     (one per GPU, --device cuda) maps its share; --shard I/N splits the list for
     array jobs. A scene that fails is reported and the batch goes on; the exit code
-    is 1 when any scene failed.
+    is 1 when any scene failed. --bbox or --aoi map each scene's window of the
+    area.
     """
     from alosmap.national.batch import Shard, expand_scenes, read_manifest, run_batch
 

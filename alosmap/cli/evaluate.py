@@ -82,7 +82,9 @@ def evaluate(
     """
     from alosmap.national.evaluate import evaluate_map, format_report
 
-    outputs = check_outputs(list(output or []), REPORT_SUFFIXES, overwrite)
+    outputs = check_outputs(
+        list(output or []), REPORT_SUFFIXES, overwrite, [map_path, reference, aoi]
+    )
     if any(p.suffix.lower() == ".png" for p in outputs):
         from alosmap._imports import lazy_import
 
@@ -95,7 +97,9 @@ def evaluate(
         aoi=aoi,
     )
     _write_reports(
-        outputs, report, title=f"{map_path.name} vs {reference.name} (row %)"
+        outputs,
+        report,
+        title=f"{Path(map_path).name} vs {Path(reference).name} (row %)",
     )
     if as_json:
         typer.echo(json.dumps(report, indent=2))

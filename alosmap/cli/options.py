@@ -254,6 +254,49 @@ ThreadsOpt = Annotated[
 ]
 
 
+def _bbox(text: str) -> tuple[float, float, float, float]:
+    """Typer ``parser`` of ``--bbox``: bad syntax is a usage error (exit 2)."""
+    from alosmap.errors import InferenceOptionError
+    from alosmap.predict.options import parse_bbox
+
+    try:
+        return parse_bbox(text)
+    except InferenceOptionError as exc:
+        raise typer.BadParameter(str(exc).removeprefix("bbox ")) from None
+
+
+BboxOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--bbox",
+        parser=_bbox,
+        metavar="MINX,MINY,MAXX,MAXY",
+        show_default=False,
+        help="Area of interest: map only the scene's pixel window of this box (in "
+        "--bbox-crs); pixels outside it are no data. Negative numbers: "
+        "--bbox=-60.5,-3.2,-60.1,-2.9.",
+    ),
+]
+BboxCrsOpt = Annotated[
+    str,
+    typer.Option(
+        "--bbox-crs", metavar="CRS", help="CRS of --bbox (EPSG:32633, WKT, ...)."
+    ),
+]
+AoiOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--aoi",
+        parser=input_file("AOI file", virtual=False),
+        metavar="FILE",
+        show_default=False,
+        help="Area of interest (GeoJSON, GeoPackage, ...): map only the scene's "
+        "pixel window of its polygons; pixels outside them are no data. Not with "
+        "--bbox.",
+    ),
+]
+
+
 def plain(value: Any) -> Any:
     """A choice enum's value (``Backend.onnx`` → ``"onnx"``); anything else as is."""
     return value.value if isinstance(value, Enum) else value
@@ -269,15 +312,22 @@ def inference_options(values: Mapping[str, Any]) -> InferenceOptions:
     """
     from alosmap.predict.options import InferenceOptions, option_names
 
+    if values.get("bbox") is not None and values.get("aoi") is not None:
+        raise typer.BadParameter(
+            "give at most one area of interest", param_hint="'--aoi' / '--bbox'"
+        )
     names = option_names()
     return InferenceOptions(**{k: plain(v) for k, v in values.items() if k in names})
 
 
 __all__ = [
+    "AoiOpt",
     "Backend",
     "BackendOpt",
     "BandOpt",
     "BatchOpt",
+    "BboxCrsOpt",
+    "BboxOpt",
     "CompileOpt",
     "ConfOpt",
     "DeviceOpt",

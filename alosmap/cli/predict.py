@@ -14,10 +14,13 @@ import typer
 
 from alosmap.cli import _common
 from alosmap.cli.options import (
+    AoiOpt,
     Backend,
     BackendOpt,
     BandOpt,
     BatchOpt,
+    BboxCrsOpt,
+    BboxOpt,
     CompileOpt,
     ConfOpt,
     DeviceOpt,
@@ -84,12 +87,16 @@ def predict(
     band: BandOpt = None,
     threads: ThreadsOpt = None,
     overwrite: OverwriteOpt = False,
+    bbox: BboxOpt = None,
+    bbox_crs: BboxCrsOpt = "EPSG:4326",
+    aoi: AoiOpt = None,
 ) -> None:
     """Map land use / land cover (or water) of a whole scene to a COG GeoTIFF.
 
     The map has the scene's CRS, transform and size: one band of LULC codes 1-9
     (0 = no data) with a colour table, class names and a QGIS style (<map>.qml);
     water 1 / not water 0 / no data 255. --confidence writes <map>_confidence.tif.
+    --bbox or --aoi map only the area's pixel window of the scene (same grid).
     Prints the files written, one per line.
     """
     _predict(dict(locals()))

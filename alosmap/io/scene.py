@@ -11,9 +11,12 @@ plus a validity mask. A pixel is **no data** when any of these says so:
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -111,6 +114,9 @@ class Scene:
             self.ds.close()
             raise
         self.inf_pixels = 0
+        #: offset (col, row) of :attr:`info`'s grid in the file (see :meth:`crop`)
+        self._offset = (0, 0)
+        self._inside: Callable[[Window], np.ndarray | bool] | None = None
 
     # ------------------------------------------------------------------ setup
     def _setup(self, band: int | None, input_units: str) -> None:
@@ -258,16 +264,57 @@ class Scene:
             )
 
     # ------------------------------------------------------------------ reads
+    def crop(
+        self,
+        window: Window,
+        inside: Callable[[Window], np.ndarray | bool] | None = None,
+    ) -> Scene:
+        """This scene seen through a pixel window (an area of interest).
+
+        The view shares the open file. Its :attr:`info` has the window's width,
+        height and transform (the scene's grid shifted by whole pixels), and
+        :meth:`read_strip` reads rows of the window.
+
+        Args:
+            window: whole-pixel window of the scene (inside it).
+            inside: the area's mask: given a window in scene pixels, ``True``,
+                ``False`` or a bool array of the pixels inside; pixels outside
+                are no data.
+        """
+        col, row = int(window.col_off), int(window.row_off)
+        width, height = int(window.width), int(window.height)
+        if not (
+            col >= 0
+            and row >= 0
+            and width >= 1
+            and height >= 1
+            and col + width <= self.ds.width
+            and row + height <= self.ds.height
+        ):
+            raise ValueError(f"window {window} is not inside {self.source}")
+        view = copy.copy(self)
+        view._offset = (col, row)
+        view._inside = inside
+        view.inf_pixels = 0
+        view.info = dataclasses.replace(
+            self.info,
+            width=width,
+            height=height,
+            transform=self.ds.transform @ rasterio.Affine.translation(col, row),
+        )
+        return view
+
     def read_strip(self, row: int, height: int) -> tuple[np.ndarray, np.ndarray]:
         """σ0 [dB] (float32, NaN at no data) and validity (bool) of a full-width strip.
 
         Args:
-            row: first row.
+            row: first row (of :attr:`info`'s grid: the window after :meth:`crop`).
             height: number of rows (clipped to the raster).
         """
         ds = self.ds
-        height = min(height, ds.height - row)
-        win = Window(0, row, ds.width, height)
+        col0, row0 = self._offset
+        height = min(height, self.info.height - row)
+        win = Window(col0, row0 + row, self.info.width, height)
         try:
             raw = ds.read(self.band, window=win)
             mask = ds.read_masks(self.band, window=win) if self.masked else None
@@ -281,6 +328,8 @@ class Scene:
             valid &= ~np.isnan(raw) if np.isnan(self.nodata) else raw != self.nodata
         if mask is not None:
             valid &= mask > 0
+        if self._inside is not None:
+            valid &= self._inside(win)
         x = raw.astype(np.float32, copy=False)
         if raw.dtype.kind == "f":
             finite = np.isfinite(x)

@@ -49,8 +49,11 @@ __all__ = [
     "WGS84",
     "Aoi",
     "AoiMask",
+    "AoiWindow",
     "aoi_on_grid",
+    "aoi_window",
     "aoi_windows",
+    "bbox_aoi",
     "map_aoi_mask",
     "read_aoi",
 ]
@@ -107,15 +110,44 @@ def read_aoi(path: str | os.PathLike[str]) -> Aoi:
     geometry = shapely.union_all(fixed)
     if geometry.is_empty or geometry.area == 0:
         raise AoiError(f"AOI {p} has no area")
+    _check_lonlat(
+        geometry,
+        crs,
+        f"AOI {p}",
+        "GeoJSON must be WGS 84 (RFC 7946): reproject it, or name its CRS in a "
+        '"crs" member',
+    )
+    return Aoi(path=p, geometry=geometry, crs=crs)
+
+
+def _check_lonlat(geometry: BaseGeometry, crs: CRS, what: str, hint: str) -> None:
+    """Refuse coordinates out of the lon/lat range in a geographic CRS."""
     if crs.is_geographic:
         x0, y0, x1, y1 = geometry.bounds
         if x0 < -180.5 or x1 > 360.5 or y0 < -90.5 or y1 > 90.5:
             raise AoiError(
-                f"AOI {p} has coordinates up to ({x1:g}, {y1:g}), which are not "
-                "longitude/latitude; GeoJSON must be WGS 84 (RFC 7946): reproject "
-                'it, or name its CRS in a "crs" member'
+                f"{what} has coordinates up to ({x1:g}, {y1:g}), which are not "
+                f"longitude/latitude; {hint}"
             )
-    return Aoi(path=p, geometry=geometry, crs=crs)
+
+
+def bbox_aoi(bbox: tuple[float, float, float, float], crs: str | CRS) -> Aoi:
+    """A bounding box ``(minx, miny, maxx, maxy)`` in ``crs`` as an AOI.
+
+    Its ``path`` is the option that gave it (``--bbox minx,miny,maxx,maxy``), for
+    messages.
+
+    Raises:
+        AoiError: ``crs`` is not a CRS, or lon/lat values out of range.
+    """
+    try:
+        the_crs = crs if isinstance(crs, CRS) else CRS.from_user_input(crs)
+    except Exception as exc:  # CRSError
+        raise AoiError(f"--bbox-crs {crs!r}: not a CRS ({exc})") from exc
+    label = "--bbox " + ",".join(f"{v:g}" for v in bbox)
+    geometry = box(*bbox)
+    _check_lonlat(geometry, the_crs, label, "give --bbox-crs for other CRSs")
+    return Aoi(path=Path(label), geometry=geometry, crs=the_crs)
 
 
 def _polygonal(geom: BaseGeometry) -> BaseGeometry:
@@ -191,20 +223,23 @@ def _read_ogr(path: Path) -> tuple[list[BaseGeometry], CRS]:
     return geoms, crs
 
 
-def aoi_on_grid(aoi: Aoi, crs: CRS | None, footprint: BaseGeometry) -> BaseGeometry:
+def aoi_on_grid(
+    aoi: Aoi, crs: CRS | None, footprint: BaseGeometry, what: str = "map"
+) -> BaseGeometry:
     """The AOI reprojected onto a raster's CRS, checked to overlap the raster.
 
     Args:
         aoi: the AOI.
         crs: the raster's CRS.
         footprint: the raster's outline in ``crs``.
+        what: what the raster is, for messages (``map``, ``scene``).
 
     Raises:
         AoiError: the raster has no CRS, or the AOI does not overlap it.
     """
     if crs is None:
         raise AoiError(
-            f"the map has no CRS, so AOI {aoi.path} cannot be placed on it; "
+            f"the {what} has no CRS, so AOI {aoi.path} cannot be placed on it; "
             "assign a CRS first (gdal_edit.py -a_srs)"
         )
     geom = aoi.geometry
@@ -217,7 +252,7 @@ def aoi_on_grid(aoi: Aoi, crs: CRS | None, footprint: BaseGeometry) -> BaseGeome
             geom = shape(transform_geom(aoi.crs, crs, mapping(dense)))
         except Exception as exc:  # rasterio raises CRSError, CPLE_* ...
             raise AoiError(
-                f"cannot reproject AOI {aoi.path} to the map's CRS: {exc}"
+                f"cannot reproject AOI {aoi.path} to the {what}'s CRS: {exc}"
             ) from exc
         if not geom.is_valid:
             geom = _polygonal(shapely.make_valid(geom))
@@ -225,8 +260,8 @@ def aoi_on_grid(aoi: Aoi, crs: CRS | None, footprint: BaseGeometry) -> BaseGeome
         x0, y0, x1, y1 = geom.bounds
         m0, n0, m1, n1 = footprint.bounds
         raise AoiError(
-            f"AOI {aoi.path} does not overlap the map: AOI bounds "
-            f"({x0:.6g}, {y0:.6g}, {x1:.6g}, {y1:.6g}), map bounds "
+            f"AOI {aoi.path} does not overlap the {what}: AOI bounds "
+            f"({x0:.6g}, {y0:.6g}, {x1:.6g}, {y1:.6g}), {what} bounds "
             f"({m0:.6g}, {n0:.6g}, {m1:.6g}, {n1:.6g}) in {crs.to_string()}"
         )
     return geom
@@ -253,9 +288,8 @@ class AoiMask:
             outside, else a bool array ``[rows, cols]``.
         """
         from rasterio.features import geometry_mask
-        from rasterio.windows import transform as window_transform
 
-        t = window_transform(window, self.transform)
+        t = self.transform @ Affine.translation(window.col_off, window.row_off)
         h, w = int(window.height), int(window.width)
         corners = [t @ (0, 0), t @ (w, 0), t @ (w, h), t @ (0, h)]
         outline = shapely.Polygon(corners)
@@ -267,6 +301,69 @@ class AoiMask:
         if clipped.is_empty:
             return False
         return geometry_mask([clipped], out_shape=(h, w), transform=t, invert=True)
+
+
+@dataclass(frozen=True)
+class AoiWindow:
+    """An AOI on a raster's grid: its pixel window and the mask of its pixels.
+
+    Attributes:
+        window: the smallest window holding every pixel whose centre is inside
+            the AOI (whole pixels of the raster, inside the raster).
+        mask: the AOI's mask on the raster's grid (windows in raster pixels).
+    """
+
+    window: Window
+    mask: AoiMask
+
+
+def aoi_window(
+    aoi: Aoi,
+    crs: CRS | None,
+    transform: Affine,
+    width: int,
+    height: int,
+    what: str = "scene",
+) -> AoiWindow:
+    """The pixel window and mask of an AOI on a ``width × height`` raster grid.
+
+    Raises:
+        AoiError: the raster has no CRS, or the AOI covers no pixel centre of it.
+    """
+    import math
+
+    corners = [(0, 0), (width, 0), (width, height), (0, height)]
+    footprint = shapely.Polygon([transform @ c for c in corners])
+    geom = aoi_on_grid(aoi, crs, footprint, what)
+    mask = AoiMask(geom, transform)
+    x0, y0, x1, y1 = geom.intersection(footprint).bounds
+    inv = ~transform
+    pix = [inv @ c for c in [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]]
+    cols, rows = [p[0] for p in pix], [p[1] for p in pix]
+    c0, c1 = max(0, math.floor(min(cols))), min(width, math.ceil(max(cols)))
+    r0, r1 = max(0, math.floor(min(rows))), min(height, math.ceil(max(rows)))
+    row_in = np.zeros(max(0, r1 - r0), dtype=bool)
+    col_in = np.zeros(max(0, c1 - c0), dtype=bool)
+    for r in range(r0, r1, 1024):  # strips bound the memory of the masks
+        inside = mask(Window(c0, r, c1 - c0, min(1024, r1 - r)))
+        if inside is False:
+            continue
+        if inside is True:
+            row_in[r - r0 : r - r0 + min(1024, r1 - r)] = True
+            col_in[:] = True
+            continue
+        row_in[r - r0 : r - r0 + inside.shape[0]] |= inside.any(axis=1)
+        col_in |= inside.any(axis=0)
+    if not row_in.any():
+        raise AoiError(f"AOI {aoi.path} covers no pixel centre of the {what}")
+    ri, ci = np.flatnonzero(row_in), np.flatnonzero(col_in)
+    window = Window(
+        c0 + int(ci[0]),
+        r0 + int(ri[0]),
+        int(ci[-1] - ci[0]) + 1,
+        int(ri[-1] - ri[0]) + 1,
+    )
+    return AoiWindow(window=window, mask=mask)
 
 
 def map_aoi_mask(aoi: str | os.PathLike[str] | None, info: MapInfo) -> AoiMask | None:

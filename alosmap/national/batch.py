@@ -82,7 +82,7 @@ from alosmap._version import __version__
 from alosmap.classes import get_task
 from alosmap.errors import BackendUnavailableError, BatchError
 from alosmap.io.raster import is_virtual, raster_stem
-from alosmap.predict.options import InferenceOptions
+from alosmap.predict.options import AOI_FINGERPRINT_FIELDS, InferenceOptions
 
 if TYPE_CHECKING:  # pragma: no cover
     from alosmap.predict.pipeline import PredictResult
@@ -289,9 +289,14 @@ def _output_stat(path: Path) -> tuple[int, int] | None:
 
 
 def _mismatch(rec: dict[str, Any], fingerprint: dict[str, Any]) -> list[str]:
-    """Names of the fingerprint fields in which ``rec`` differs."""
+    """Names of the fingerprint fields in which ``rec`` differs.
+
+    The area-of-interest fields count also when only the record has them (a map
+    of an AOI is not the map of the whole scene).
+    """
     old = rec.get("fingerprint", {})
-    return [k for k, v in fingerprint.items() if old.get(k) != v]
+    keys = [*fingerprint, *(k for k in AOI_FINGERPRINT_FIELDS if k in old)]
+    return [k for k in dict.fromkeys(keys) if old.get(k) != fingerprint.get(k)]
 
 
 def _is_done(rec: dict[str, Any] | None, job: Job, fingerprint: dict[str, Any]) -> bool:
@@ -582,7 +587,7 @@ def _refuse_stale(
     k = sorted(stale)[0]
     old = records[k]["fingerprint"]  # type: ignore[index]
     diff = ", ".join(
-        f"{f} {_short(old.get(f))} -> {_short(fingerprint[f])}" for f in stale[k]
+        f"{f} {_short(old.get(f))} -> {_short(fingerprint.get(f))}" for f in stale[k]
     )
     raise BatchError(
         f"{len(stale)} scene(s) in {out} were mapped with another model or other "

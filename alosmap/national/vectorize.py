@@ -47,6 +47,7 @@ from rasterio.crs import CRS
 from alosmap._fileio import (
     atomic_path,
     atomic_write,
+    check_not_input,
     check_output_place,
     check_overwrite,
 )
@@ -245,6 +246,7 @@ def vectorize_map(
     """
     out = Path(output)
     fmt = output_format(out)
+    check_not_input([out], [map_path])
     _check_output(out, fmt, overwrite)
     if crs not in ("auto", "map", "wgs84"):
         raise ValueError(f"crs must be auto, map or wgs84; got {crs!r}")

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import operator
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,11 @@ FINGERPRINT_FIELDS = (
     "probabilities",
     "precision",
 )
+#: Fingerprint fields of the area of interest, recorded only when one is set (so
+#: records of whole-scene runs keep matching).
+AOI_FINGERPRINT_FIELDS = ("bbox", "bbox_crs", "aoi_sha256")
+#: ``bbox_crs`` unless told otherwise: WGS 84 longitude/latitude.
+DEFAULT_BBOX_CRS = "EPSG:4326"
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,13 @@ class InferenceOptions:
         threads: CPU threads for the runtime; None for the physical cores.
         overwrite: replace existing outputs (a batch: remap scenes recorded with
             another model or options).
+        bbox: area of interest ``(minx, miny, maxx, maxy)`` in ``bbox_crs`` (a
+            ``"minx,miny,maxx,maxy"`` string is accepted); the map then covers
+            the AOI's pixel window of the scene.
+        bbox_crs: CRS of ``bbox`` (anything :meth:`rasterio.crs.CRS.from_user_input`
+            reads; checked when a scene is opened).
+        aoi: area of interest as a polygon file (GeoJSON, GeoPackage, ...; see
+            :mod:`alosmap.national.aoi`); at most one of ``bbox`` and ``aoi``.
 
     Raises:
         InferenceOptionError: a value out of range (the message names it).
@@ -104,11 +117,24 @@ class InferenceOptions:
     band: int | None = None
     threads: int | None = None
     overwrite: bool = False
+    bbox: tuple[float, float, float, float] | str | None = None
+    bbox_crs: str = DEFAULT_BBOX_CRS
+    aoi: str | os.PathLike[str] | None = None
 
     def __post_init__(self) -> None:
         """Validate every option; store ``model`` as a :class:`~pathlib.Path`."""
         if self.model is not None and not isinstance(self.model, Path):
             object.__setattr__(self, "model", Path(self.model))
+        if self.aoi is not None and not isinstance(self.aoi, Path):
+            object.__setattr__(self, "aoi", Path(self.aoi))
+        if self.bbox is not None:
+            object.__setattr__(self, "bbox", parse_bbox(self.bbox))
+            if self.aoi is not None:
+                raise InferenceOptionError(
+                    "bbox and aoi: give at most one area of interest"
+                )
+        if not isinstance(self.bbox_crs, str) or not self.bbox_crs.strip():
+            raise InferenceOptionError(f"bbox_crs {self.bbox_crs!r}: expected a CRS")
         if self.task is not None and self.task not in TASKS:
             raise InferenceOptionError(
                 f"task {self.task!r}: choose one of {', '.join(TASKS)}"
@@ -190,7 +216,9 @@ class InferenceOptions:
 
         Returns:
             ``{task, model_sha256, tile, overlap, input_units, band, confidence,
-            probabilities, precision}`` (in that order).
+            probabilities, precision}`` (in that order), then ``bbox`` and
+            ``bbox_crs`` or ``aoi_sha256`` (SHA-256 of the AOI file) only when an
+            area of interest is set.
 
         Raises:
             ValueError: the options are not resolved against a model.
@@ -205,7 +233,20 @@ class InferenceOptions:
             "confidence": bool(self.confidence),
             "probabilities": bool(self.probabilities),
         }
-        return {f: values[f] for f in FINGERPRINT_FIELDS}
+        fp = {f: values[f] for f in FINGERPRINT_FIELDS}
+        if self.bbox is not None:
+            fp["bbox"] = list(self.bbox)
+            fp["bbox_crs"] = self.bbox_crs
+        elif self.aoi is not None:
+            from alosmap._fileio import sha256_file
+
+            try:
+                fp["aoi_sha256"] = sha256_file(self.aoi)
+            except OSError as exc:
+                from alosmap.errors import AoiError
+
+                raise AoiError(f"cannot read AOI {self.aoi}: {exc}") from exc
+        return fp
 
     def _check_overlap(self, tile: int) -> None:
         if not 0 <= self.overlap < tile:
@@ -258,6 +299,34 @@ def option_names() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(InferenceOptions))
 
 
+def parse_bbox(
+    value: str | Sequence[float],
+) -> tuple[float, float, float, float]:
+    """``minx,miny,maxx,maxy`` (a string or four numbers) as four floats.
+
+    Raises:
+        InferenceOptionError: not four finite numbers, or ``min >= max``.
+    """
+    text = value if isinstance(value, str) else ",".join(map(str, value))
+    try:
+        if isinstance(value, str):
+            nums = [float(v) for v in value.split(",")]
+        else:
+            nums = [float(v) for v in value]
+    except (TypeError, ValueError):
+        nums = []
+    if len(nums) != 4 or not all(map(math.isfinite, nums)):
+        raise InferenceOptionError(
+            f"bbox {text!r}: expected four numbers minx,miny,maxx,maxy"
+        )
+    x0, y0, x1, y1 = nums
+    if not (x0 < x1 and y0 < y1):
+        raise InferenceOptionError(
+            f"bbox {text!r}: expected minx < maxx and miny < maxy (minx,miny,maxx,maxy)"
+        )
+    return x0, y0, x1, y1
+
+
 def _at_least(name: str, value: int | None, low: int) -> None:
     """Check an optional integer option is an integer ``>= low``."""
     if value is None:
@@ -279,5 +348,6 @@ __all__ = [
     "InferenceOptions",
     "bundled_model_warning",
     "option_names",
+    "parse_bbox",
     "warn_bundled_model",
 ]

@@ -223,7 +223,8 @@ def predict_scene(
 
     with Scene(
         scene, spec.radiometry, band=opts.band, input_units=opts.input_units
-    ) as sc:
+    ) as whole:
+        sc = _area_of_interest(whole, opts)
         if runtime is None:
             warn_bundled_model(asked, sc.tags)
         writer = _map_writer(out_path, sc.info, spec, opts, model_path, runtime)
@@ -262,6 +263,29 @@ def predict_scene(
         class_pixels={c: int(n) for c, n in enumerate(stats.class_pixels) if n},
         valid_pixels=int(stats.class_pixels.sum()),
     )
+
+
+def _area_of_interest(scene: Scene, opts: InferenceOptions) -> Scene:
+    """The scene seen through the AOI's pixel window (the scene without an AOI).
+
+    Raises:
+        AoiError: an unreadable AOI, a bad ``bbox_crs``, a scene without CRS, or
+            an AOI that covers no pixel of the scene.
+    """
+    if opts.bbox is None and opts.aoi is None:
+        return scene
+    from alosmap.national.aoi import aoi_window, bbox_aoi, read_aoi
+
+    if opts.bbox is not None:
+        aoi = bbox_aoi(
+            cast(tuple[float, float, float, float], opts.bbox), opts.bbox_crs
+        )
+    else:
+        aoi = read_aoi(cast(Path, opts.aoi))
+    info = scene.info
+    area = aoi_window(aoi, info.crs, info.transform, info.width, info.height)
+    logger.info("area of interest %s: scene window %s", aoi.path, area.window)
+    return scene.crop(area.window, inside=area.mask)
 
 
 def _check_outputs(

@@ -66,21 +66,51 @@ class _Raster:
 
 
 def _open_quiet(path: Path) -> Any:
-    """``rasterio.open`` without the not-georeferenced warning."""
+    """``rasterio.open`` (any path GDAL reads) without the not-georeferenced warning."""
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning
 
+    from alosmap.io.raster import gdal_path
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        return rasterio.open(path)
+        return rasterio.open(gdal_path(path))
 
 
-def _read_decimated(path: Path, band: int, max_size: int) -> _Raster:
-    """Read ``band`` at most ``max_size`` pixels on a side, with its validity mask."""
+def _window_in(scene: Path, grid: _Raster) -> Any:
+    """The window of ``scene`` that ``grid`` (a map on the scene's grid) covers.
+
+    None when the map covers the whole scene (a map cropped to an area of interest
+    covers a window of it, shifted by whole pixels).
+    """
+    from rasterio.windows import Window
+
+    with _open_quiet(scene) as ds:
+        if (ds.height, ds.width) == grid.full_shape or ds.crs != grid.crs:
+            return None
+        col = round((grid.transform.c - ds.transform.c) / ds.transform.a)
+        row = round((grid.transform.f - ds.transform.f) / ds.transform.e)
+    height, width = grid.full_shape
+    return Window(col, row, width, height)
+
+
+def _read_decimated(
+    path: Path, band: int, max_size: int, window: Any = None
+) -> _Raster:
+    """Read ``band`` at most ``max_size`` pixels on a side, with its validity mask.
+
+    Args:
+        path: the raster (a file or any path GDAL reads).
+        band: 1-based band.
+        max_size: longest side of the result.
+        window: a window of the raster to read instead of all of it.
+    """
     from rasterio.enums import Resampling
     from rasterio.errors import RasterioError
 
-    if not path.is_file():
+    from alosmap.io.raster import is_virtual
+
+    if not is_virtual(path) and not path.is_file():
         raise InputRasterError(f"input not found: {path}")
     try:
         with _open_quiet(path) as ds:
@@ -88,13 +118,15 @@ def _read_decimated(path: Path, band: int, max_size: int) -> _Raster:
                 raise InputRasterError(
                     f"{path.name} has {ds.count} band(s); band {band} requested"
                 )
-            scale = max(1.0, max(ds.width, ds.height) / max_size)
-            shape = (
-                max(1, round(ds.height / scale)),
-                max(1, round(ds.width / scale)),
+            height = ds.height if window is None else int(window.height)
+            width = ds.width if window is None else int(window.width)
+            scale = max(1.0, max(width, height) / max_size)
+            shape = (max(1, round(height / scale)), max(1, round(width / scale)))
+            nearest = Resampling.nearest
+            values = ds.read(band, window=window, out_shape=shape, resampling=nearest)
+            masks = ds.read_masks(
+                band, window=window, out_shape=shape, resampling=nearest
             )
-            values = ds.read(band, out_shape=shape, resampling=Resampling.nearest)
-            masks = ds.read_masks(band, out_shape=shape, resampling=Resampling.nearest)
             try:
                 cmap = ds.colormap(band)
             except ValueError:
@@ -106,8 +138,10 @@ def _read_decimated(path: Path, band: int, max_size: int) -> _Raster:
                 tags=ds.tags(),
                 colormap=cmap,
                 crs=ds.crs,
-                transform=ds.transform,
-                full_shape=(ds.height, ds.width),
+                transform=ds.transform
+                if window is None
+                else ds.window_transform(window),
+                full_shape=(height, width),
             )
     except RasterioError as exc:
         raise InputRasterError(f"cannot read {path}: {exc}") from exc
@@ -227,8 +261,8 @@ def write_preview(
     lazy_import("matplotlib")
 
     scene = Path(scene_path)
-    sar = _read_decimated(scene, band, max_size)
     mp = _read_decimated(Path(map_path), 1, max_size)
+    sar = _read_decimated(scene, band, max_size, window=_window_in(scene, mp))
     conf = None
     if confidence_path is not None:
         conf = _read_decimated(Path(confidence_path), 1, max_size)

@@ -153,6 +153,38 @@ def test_train_evaluate_refuses_to_write_over_the_model(cli, model_copy, tmp_pat
     assert model.read_bytes() == model_copy.read_bytes()
 
 
+def _water_map(make_geotiff):
+    import numpy as np
+
+    codes = np.zeros((32, 40), np.uint8)
+    codes[:, :10] = 1
+    return make_geotiff(codes, "water.tif", tags={"ALOSMAP_TASK": "water"})
+
+
+def test_evaluate_refuses_to_write_a_report_over_the_aoi(cli, make_geotiff, tmp_path):
+    import json
+
+    m = _water_map(make_geotiff)
+    aoi = tmp_path / "aoi.json"
+    aoi.write_text(json.dumps({"type": "Point", "coordinates": [0, 0]}))
+    before = aoi.read_bytes()
+    code, out, err = cli("evaluate", m, m, "--aoi", aoi, "-o", aoi, "--overwrite")
+    assert code == 1 and out == ""
+    _one_error_line(err, "input")
+    assert aoi.read_bytes() == before
+
+
+def test_vectorize_refuses_a_hard_link_of_the_map(cli, make_geotiff, tmp_path):
+    m = _water_map(make_geotiff)
+    link = tmp_path / "link.geojson"
+    os.link(m, link)
+    before = m.read_bytes()
+    code, out, err = cli("vectorize", m, "-o", link, "--overwrite")
+    assert code == 1 and out == ""
+    _one_error_line(err, "input")
+    assert m.read_bytes() == before
+
+
 def test_save_model_refuses_an_input(model_copy, tmp_path):
     from alosmap.errors import OutputPathError
     from alosmap.spec import load_model, save_model

@@ -225,6 +225,20 @@ def test_predict_vsizip_and_vrt_scenes(
     _same_map(tmp_path / "ref.tif", out_dir / "scene_lulc.tif")
 
 
+def test_preview_of_a_zipped_scene(cli, make_geotiff, tiny_water_model, tmp_path):
+    pytest.importorskip("matplotlib")
+    tif = dn_scene(make_geotiff)
+    with zipfile.ZipFile(tmp_path / "scenes.zip", "w") as z:
+        z.write(tif, "zipped.tif")
+    zipped = f"/vsizip/{tmp_path / 'scenes.zip'}/zipped.tif"
+    out, png = tmp_path / "w.tif", tmp_path / "w.png"
+    code, _, err = cli(
+        "-q", "water", zipped, "-m", tiny_water_model, "-o", out, "--preview", png
+    )  # fmt: skip
+    assert code == 0, err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_stats_of_a_zipped_map(cli, make_geotiff, tmp_path):
     from alosmap.classes import LULC9_CLASSES
 
@@ -237,6 +251,37 @@ def test_stats_of_a_zipped_map(cli, make_geotiff, tmp_path):
     )
     assert code == 0, err
     assert out == cli("stats", m, "--format", "csv")[1]
+
+
+def test_batch_and_evaluate_read_zipped_inputs(
+    cli, make_geotiff, tiny_lulc_model, tmp_path
+):
+    tif = dn_scene(make_geotiff)
+    zipped_dir = tmp_path / "zipped"
+    zipped_dir.mkdir()
+    with zipfile.ZipFile(zipped_dir / "scenes.zip", "w") as z:
+        z.write(tif, "zipped.tif")
+    scene = f"/vsizip/{zipped_dir / 'scenes.zip'}/zipped.tif"
+    code, _, err = cli(
+        "-q", "batch", scene, "-m", tiny_lulc_model, "-o", tmp_path / "maps",
+        "--no-stac",
+    )  # fmt: skip
+    assert code == 0, err
+    ref = tmp_path / "ref.tif"
+    code, _, err = cli("-q", "predict", tif, "-m", tiny_lulc_model, "-o", ref)
+    assert code == 0, err
+    _same_map(tmp_path / "maps" / "zipped_lulc.tif", ref)
+    with zipfile.ZipFile(zipped_dir / "maps.zip", "w") as z:
+        z.write(tmp_path / "maps" / "zipped_lulc.tif", "m.tif")
+    zipped_map = f"/vsizip/{zipped_dir / 'maps.zip'}/m.tif"
+    code, _, err = cli(
+        "evaluate", zipped_map, ref, "-o", tmp_path / "report.json"
+    )  # fmt: skip
+    assert code == 0, err
+    import json
+
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["metrics"]["overall_accuracy"] == pytest.approx(1.0)
 
 
 def test_vsicurl_scene_and_map(
