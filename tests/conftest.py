@@ -235,3 +235,12 @@ def mount_tmpfs(tmp_path):
     yield mount
     for mnt in mounted:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+def dead_pid() -> int:
+    """The id of a process that has ended (what a killed run leaves in temp names)."""
+    import subprocess
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid

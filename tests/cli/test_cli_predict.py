@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import rasterio
+from conftest import dead_pid
 
 
 @pytest.fixture
@@ -22,6 +23,11 @@ def _one_error_line(err):
     assert len(lines) == 1, err
     assert "Traceback" not in err
     return lines[0]
+
+
+def _predict_m(cli, scene, model, outdir, *extra):
+    """``alosmap -q predict SCENE -m MODEL -o OUTDIR/m.tif EXTRA...``."""
+    return cli("-q", "predict", scene, "-m", model, "-o", outdir / "m.tif", *extra)
 
 
 def test_predict_and_water_succeed(
@@ -235,14 +241,11 @@ def test_stdout_lists_every_written_file_and_styles_are_beside(
     cli, small_scene, tiny_lulc_model, outdir
 ):
     pytest.importorskip("matplotlib")
-    code, out, err = cli(
-        "-q",
-        "predict",
+    code, out, err = _predict_m(
+        cli,
         small_scene,
-        "-m",
         tiny_lulc_model,
-        "-o",
-        outdir / "m.tif",
+        outdir,
         "--confidence",
         "--probabilities",
         "--preview",
@@ -318,27 +321,15 @@ def test_preview_is_refused_before_the_run(
 def test_leftovers_of_a_killed_predict_are_removed_by_the_next(
     cli, small_scene, tiny_lulc_model, outdir
 ):
-    import subprocess
-
-    dead = subprocess.Popen(["true"])
-    dead.wait()
+    pid = dead_pid()
     stale = [
-        outdir / f".m.tif.tmp-{dead.pid}-0123abcd",
-        outdir / f".m.tif.cog-{dead.pid}-0123abcd.ovr.tmp",
-        outdir / f".m_confidence.tif.cog-{dead.pid}-0123abcd",
+        outdir / f".m.tif.tmp-{pid}-0123abcd",
+        outdir / f".m.tif.cog-{pid}-0123abcd.ovr.tmp",
+        outdir / f".m_confidence.tif.cog-{pid}-0123abcd",
     ]
     for f in stale:
         f.write_bytes(b"x" * 100)
-    code, _, err = cli(
-        "-q",
-        "predict",
-        small_scene,
-        "-m",
-        tiny_lulc_model,
-        "-o",
-        outdir / "m.tif",
-        "--confidence",
-    )
+    code, _, err = _predict_m(cli, small_scene, tiny_lulc_model, outdir, "--confidence")
     assert code == 0, err
     assert not [p.name for p in outdir.iterdir() if p.name.startswith(".")]
 

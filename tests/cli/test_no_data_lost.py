@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SAMPLE_SCENES
+from conftest import REPO, SAMPLE_SCENES, dead_pid
 
 from alosmap._fileio import temp_path
 
@@ -28,17 +27,10 @@ def _one_error_line(err: str, *words: str) -> None:
         assert word in lines[0], (word, err)
 
 
-def _dead_pid() -> int:
-    """The id of a process that has ended (what a killed run leaves in temp names)."""
-    proc = subprocess.Popen(["true"])
-    proc.wait()
-    return proc.pid
-
-
 def _stale(final: Path, kind: str = "tmp") -> Path:
     """A temporary of ``final`` named as a killed run (a dead pid) leaves it."""
     live = temp_path(final, kind).name  # .<name>.<kind>-<our pid>-<hex>
-    return final.with_name(live.replace(f"-{os.getpid()}-", f"-{_dead_pid()}-"))
+    return final.with_name(live.replace(f"-{os.getpid()}-", f"-{dead_pid()}-"))
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from conftest import dead_pid
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
 from rasterio.errors import NotGeoreferencedWarning
@@ -511,15 +512,12 @@ def test_output_that_is_an_input_is_refused_even_with_overwrite(tmp_path, lulc_s
 
 
 def test_leftovers_of_a_killed_run_are_removed_on_open(tmp_path, lulc_spec):
-    import subprocess
-
-    dead = subprocess.Popen(["true"])
-    dead.wait()
+    pid = dead_pid()
     stale = [
-        tmp_path / f".map.tif.tmp-{dead.pid}-abcd1234",
-        tmp_path / f".map.tif.cog-{dead.pid}-abcd1234.ovr.tmp",
-        tmp_path / f".map_confidence.tif.tmp-{dead.pid}-00ff00ff",
-        tmp_path / f".map.qml.tmp-{dead.pid}-00ff00ffxyz.tmp",
+        tmp_path / f".map.tif.tmp-{pid}-abcd1234",
+        tmp_path / f".map.tif.cog-{pid}-abcd1234.ovr.tmp",
+        tmp_path / f".map_confidence.tif.tmp-{pid}-00ff00ff",
+        tmp_path / f".map.qml.tmp-{pid}-00ff00ffxyz.tmp",
     ]
     live = tmp_path / f".map.tif.tmp-{os.getpid()}-live0000"
     for f in [*stale, live]:
