@@ -71,6 +71,29 @@ def check_not_input(
                 )
 
 
+def check_not_input_dir(
+    out_dir: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]]
+) -> None:
+    """Refuse an output directory that is, or holds, one of the inputs.
+
+    Replacing an output directory (:func:`atomic_dir`) removes everything in it,
+    so an input file or directory inside it (through links too) would be lost;
+    this holds whatever ``--overwrite`` says.
+
+    Raises:
+        OutputPathError: naming the output and the input.
+    """
+    out = Path(out_dir).resolve()
+    for src in inputs:
+        real = Path(src).resolve()
+        if real == out or out in real.parents:
+            raise OutputPathError(
+                f"--output {out_dir} is or holds the input {src}; refusing to "
+                "replace an input (whatever --overwrite says): choose another "
+                "output directory"
+            )
+
+
 def check_output_place(path: str | os.PathLike[str]) -> None:
     """Check, before any work, that a file can be created at ``path``.
 
@@ -113,35 +136,49 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temps(final: str | os.PathLike[str]) -> list[Path]:
-    """Remove the temporaries an interrupted run left beside ``final``.
+def remove_stale_temps(*finals: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporaries interrupted runs left beside the outputs ``finals``.
 
-    Only files named by :func:`temp_path` / :func:`atomic_path` for ``final``
-    (``.<name>.<kind>-<pid>-…``, GDAL's ``.ovr.tmp`` companions included) whose
-    process is no longer running are removed; a directory of that name (a
-    temporary output directory) is removed with its contents.
+    Only files named by :func:`temp_path` / :func:`atomic_path` for one of
+    ``finals`` (``.<name>.<kind>-<pid>-…``, GDAL's ``.ovr.tmp`` companions
+    included) whose process is no longer running are removed; a directory of that
+    name (a temporary output directory) is removed with its contents. Each
+    directory is listed once, however many outputs it holds (a national batch
+    directory holds many thousand files).
 
     Returns:
         The files and directories removed.
     """
-    out = Path(final)
-    pattern = re.compile(rf"^\.{re.escape(out.name)}\.[a-z]+-(\d+)-")
+    by_dir: dict[Path, set[str]] = {}
+    for final in finals:
+        out = Path(final)
+        by_dir.setdefault(out.parent, set()).add(out.name)
     removed: list[Path] = []
-    if not out.parent.is_dir():
-        return removed
-    for entry in out.parent.iterdir():
-        m = pattern.match(entry.name)
-        if not m or _pid_alive(int(m.group(1))):
+    for directory, names in by_dir.items():
+        if not directory.is_dir():
             continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-            if not entry.exists():
-                removed.append(entry)
-        elif entry.is_file():
-            with contextlib.suppress(OSError):
-                entry.unlink()
-                removed.append(entry)
+        alternatives = "|".join(re.escape(n) for n in sorted(names))
+        pattern = re.compile(rf"^\.(?:{alternatives})\.[a-z]+-(\d+)-")
+        with os.scandir(directory) as entries:
+            stale = [
+                Path(e.path)
+                for e in entries
+                if e.name.startswith(".")
+                and (m := pattern.match(e.name))
+                and not _pid_alive(int(m.group(1)))
+            ]
+        removed += [p for p in stale if _remove(p)]
     return removed
+
+
+def _remove(path: Path) -> bool:
+    """Delete a file or a directory tree; whether it is gone."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink()
+    return not path.exists() and not path.is_symlink()
 
 
 def is_disk_full(exc: BaseException) -> bool:

@@ -425,8 +425,7 @@ def build_engine(
     dev = cuda_device(device)
     gpu = gpu_identity(dev)
     out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(out)
-    remove_stale_temps(engine_sidecar_path(out))
+    remove_stale_temps(out, engine_sidecar_path(out))
     tiles = export_parity_tiles(info.spec, check, parity_scenes, parity_tiles)
 
     data, sidecar, seconds = _build_with_sidecar(

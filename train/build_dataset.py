@@ -42,7 +42,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
@@ -50,10 +50,10 @@ from typing import Any
 
 import numpy as np
 
-from alosmap._fileio import atomic_dir, remove_stale_temps
+from alosmap._fileio import atomic_dir, check_not_input_dir, remove_stale_temps
 from alosmap._version import __version__
 from alosmap.classes import TASK_RECORDS, Task
-from alosmap.errors import InputRasterError, OutputPathError
+from alosmap.errors import InputRasterError
 from alosmap.radiometry import DEFAULT_CLIP_DB
 from alosmap.train.data import FORMAT, PatchRecord, write_manifest
 from alosmap.train.errors import DatasetBuildError
@@ -229,29 +229,6 @@ def scene_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
         else:
             scenes.append(p)
     return scenes
-
-
-def check_not_input_dir(
-    out_dir: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]]
-) -> None:
-    """Refuse an output directory that is, or holds, one of the inputs.
-
-    Replacing a dataset directory removes everything in it, so an input scene,
-    label tile or input directory inside it (through links too) would be lost;
-    this holds whatever ``--overwrite`` says.
-
-    Raises:
-        OutputPathError: naming the output and the input.
-    """
-    out = Path(out_dir).resolve()
-    for src in inputs:
-        real = Path(src).resolve()
-        if real == out or out in real.parents:
-            raise OutputPathError(
-                f"--output {out_dir} is or holds the input {src}; refusing to "
-                "replace an input (whatever --overwrite says): choose another "
-                "output directory"
-            )
 
 
 def find_label_tiles(tile_dir: str | os.PathLike[str]) -> list[Path]:

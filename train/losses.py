@@ -24,6 +24,7 @@ DDP's gradient all-reduce keep working on such a batch.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple, overload
 
@@ -134,7 +135,7 @@ def _upcast(logits: torch.Tensor) -> torch.Tensor:
     return logits.float()
 
 
-class _PartsLoss(nn.Module):
+class _PartsLoss(nn.Module, ABC):
     """A loss computed by :meth:`parts`; ``forward`` returns its total or the parts."""
 
     @overload
@@ -171,9 +172,9 @@ class _PartsLoss(nn.Module):
         parts = self.parts(logits, target)
         return parts if return_parts else parts.total
 
+    @abstractmethod
     def parts(self, logits: torch.Tensor, target: torch.Tensor) -> LossParts:
         """Total loss and its unweighted terms."""
-        raise NotImplementedError
 
 
 class FocalDiceLoss(_PartsLoss):

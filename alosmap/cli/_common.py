@@ -49,19 +49,6 @@ def info_line(message: str) -> None:
         print(message, file=sys.stderr)
 
 
-def check_output_file(path: Path) -> None:
-    """Check, before any work, that an output file can be created where it is asked.
-
-    Its directory must exist and be writable (it is not created).
-
-    Raises:
-        OutputPathError: the directory is missing, not a directory or not writable.
-    """
-    from alosmap._fileio import check_output_place
-
-    check_output_place(path)
-
-
 def check_output_dir(path: Path, *, create: bool) -> None:
     """Check, before any work, that an output directory can be written (or made).
 
@@ -84,7 +71,9 @@ def check_output_dir(path: Path, *, create: bool) -> None:
             raise OutputPathError(f"output directory {path} is not writable")
         return
     if not create:
-        check_output_file(path)
+        from alosmap._fileio import check_output_place
+
+        check_output_place(path)
         return
     base = path.parent
     while not base.exists() and base != base.parent:

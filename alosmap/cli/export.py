@@ -151,10 +151,10 @@ def onnx_cmd(
     class probabilities differ by more than --tolerance. The parity line goes
     to stderr, the written path to stdout.
     """
-    from alosmap.cli._common import check_output_file
+    from alosmap._fileio import check_output_place
     from alosmap.export.onnx import export_onnx_file
 
-    check_output_file(output)
+    check_output_place(output)
     res = export_onnx_file(
         model,
         output,
@@ -199,10 +199,10 @@ def tensorrt_cmd(
     tiles run through the engine and ONNX Runtime (CPU); the build fails,
     writing nothing, when the probabilities differ by more than --tolerance.
     """
-    from alosmap.cli._common import check_output_file
+    from alosmap._fileio import check_output_place
     from alosmap.export.tensorrt import build_engine
 
-    check_output_file(output)
+    check_output_place(output)
     res = build_engine(
         onnx_model,
         output,

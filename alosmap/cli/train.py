@@ -112,8 +112,7 @@ def _check_run_dir(output: Path, data: Path, pretrained: Path | None = None) -> 
     files = [output / name for name in RUN_FILES]
     if pretrained is not None:
         check_not_input(files, [pretrained])
-    for path in files:
-        remove_stale_temps(path)
+    remove_stale_temps(*files)
 
 
 def _echo_primary(path: Path) -> None:
@@ -153,8 +152,8 @@ def init_model(
     """
     import torch
 
+    from alosmap._fileio import check_output_place
     from alosmap.arch import get_preset
-    from alosmap.cli._common import check_output_file
     from alosmap.models import build_model
     from alosmap.spec import default_spec, save_model
 
@@ -165,7 +164,7 @@ def init_model(
         name=f"{preset}-{task.value}-untrained",
         provenance={"weights": "random initialisation (untrained)", "seed": str(seed)},
     )
-    check_output_file(output)
+    check_output_place(output)
     torch.manual_seed(seed)
     model = build_model(spec.arch).eval()
     out = save_model(model, spec, output, overwrite=overwrite)
@@ -564,8 +563,7 @@ def evaluate_cmd(
         check_output_dir(output, create=True)
         outputs = [output / "report.json", output / "confusion_matrix.png"]
         check_not_input(outputs, [model])
-        for path in outputs:
-            remove_stale_temps(path)
+        remove_stale_temps(*outputs)
     report = evaluate_file(model, data, split, batch_size=batch_size, device=device)
     if output is not None:
         write_report(report, output)

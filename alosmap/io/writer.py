@@ -305,10 +305,11 @@ class MapWriter:
                 f"width and height must be >= 1, got {self.width} x {self.height}"
             )
         self._check_paths(overwrite, list(inputs))
-        for p in self._outputs():
-            for stale in (p, sidecar_path(p), style_path(p)):
-                for f in remove_stale_temps(stale):
-                    logger.info("removed leftover %s", f)
+        finals = [
+            f for p in self._outputs() for f in (p, sidecar_path(p), style_path(p))
+        ]
+        for f in remove_stale_temps(*finals):
+            logger.info("removed leftover %s", f)
 
         self._lock = threading.Lock()
         self._written = np.zeros(self.height, dtype=bool)

@@ -18,6 +18,7 @@ Both take the decoder's fused map [B, C_dec, H/4, W/4] and return logits
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import torch
@@ -32,7 +33,7 @@ def _upsample(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
-class SegHead(nn.Module):
+class SegHead(nn.Module, ABC):
     """The interface of both heads: fused decoder features in, full-size logits out.
 
     Subclasses create ``dropout`` (Dropout2d) and ``conv_seg`` (the 1×1 classifier,
@@ -46,9 +47,9 @@ class SegHead(nn.Module):
         """Dropout2d, then the 1×1 classifier: [B, C, h, w] → logits [B, K, h, w]."""
         return self.conv_seg(self.dropout(x))
 
+    @abstractmethod
     def decode(self, x: torch.Tensor, out_size: Sequence[int]) -> torch.Tensor:
         """Logits at ``out_size`` from fused features (each head's own path)."""
-        raise NotImplementedError
 
     def forward(self, x: torch.Tensor, out_size: Sequence[int]) -> torch.Tensor:
         """Logits at the input resolution.

@@ -312,17 +312,13 @@ def _check_outputs(
     check_not_input([*outs, *([preview] if preview else [])], [scene])
     if preview is None:
         return
-    from alosmap._fileio import remove_stale_temps, same_file
+    from alosmap._fileio import check_output_place, remove_stale_temps, same_file
     from alosmap._imports import lazy_import
     from alosmap.errors import OutputPathError
 
     if any(same_file(preview, o) for o in outs):
         raise OutputPathError(f"--preview {preview} is one of the map files")
-    if not preview.parent.is_dir():
-        raise OutputPathError(
-            f"--preview {preview}: directory {preview.parent} does not exist; "
-            "create it first"
-        )
+    check_output_place(preview)
     if preview.is_dir():
         raise OutputPathError(f"--preview {preview} is a directory, not a file")
     check_overwrite([preview], opts.overwrite)

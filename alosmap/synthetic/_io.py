@@ -121,8 +121,7 @@ def all_or_nothing(paths: Iterable[Path]) -> Iterator[None]:
     again, so a half-written set never stays behind; files it did not touch stay.
     """
     before = {p: _identity(p) for p in paths}
-    for p in before:
-        remove_stale_temps(p)
+    remove_stale_temps(*before)
     try:
         yield
     except BaseException:
