@@ -8,8 +8,10 @@ no data. JAXA's calibration converts them to backscatter in decibels:
 so, for example, DN 10000 gives 10·log10(1e8) − 83 = −3.0 dB. Linear power is
 ``10 ** (dB / 10)``.
 
-All functions are pure numpy, accept scalars or arrays of any shape, and never emit
+All functions accept scalars or numpy arrays of any shape and never emit
 floating-point warnings: undefined results (no data, zero or negative power) are NaN.
+:func:`to_db` and :func:`normalize` also take torch tensors (the prediction pipeline
+runs them on the model's device): one formula for the host and the GPU.
 """
 
 from __future__ import annotations
@@ -118,9 +120,7 @@ class Radiometry:
                 )
 
 
-def to_db(
-    values: np.ndarray, units: str, cf: float = CALIBRATION_FACTOR_DB
-) -> np.ndarray:
+def to_db(values: _A, units: str, cf: float = CALIBRATION_FACTOR_DB) -> _A:
     """σ0 in dB from values in ``units``, computed in the values' float precision.
 
     ``dn``: ``20·log10(DN) + cf`` (= ``10·log10(DN²) + cf``); ``linear``:
@@ -128,49 +128,76 @@ def to_db(
     input). Non-positive DN or power give -inf or NaN without a warning; callers keep
     their own validity mask.
 
+    Works on numpy arrays and on torch tensors (on their device; the pipeline's
+    device path): the same formula, in the input's float precision.
+
     Args:
         values: raw values of a scene (float32 strips, or any numeric array; integer
-            input is computed in float64).
+            numpy input is computed in float64, integer tensors in float32).
         units: ``"dn"``, ``"db"`` or ``"linear"``.
         cf: calibration factor of the DN conversion, in dB.
 
     Raises:
         ValueError: for other units.
     """
+    if units not in INPUT_UNITS:
+        raise ValueError(
+            f"units: expected one of {', '.join(INPUT_UNITS)}, got {units!r}"
+        )
+    if not isinstance(values, np.ndarray) and hasattr(values, "log10"):
+        return _to_db_tensor(values, units, cf)
     x = np.asarray(values)
     if x.dtype.kind != "f":
         x = x.astype(np.float64)
     if units == "db":
-        return x
+        return x  # type: ignore[return-value]
     with np.errstate(divide="ignore", invalid="ignore"):
-        if units == "dn":
-            return 20.0 * np.log10(x) + x.dtype.type(cf)
-        if units == "linear":
-            return 10.0 * np.log10(x)
-    raise ValueError(f"units: expected one of {', '.join(INPUT_UNITS)}, got {units!r}")
+        y = np.log10(x)
+    y *= 20.0 if units == "dn" else 10.0  # in place: strips are large
+    if units == "dn":
+        y += y.dtype.type(cf)
+    return y
 
 
-def normalize(db: _A, radiometry: Radiometry, valid: Any = None) -> _A:
+def _to_db_tensor(t: Any, units: str, cf: float) -> Any:
+    """:func:`to_db` of a torch tensor (float32 unless it is already floating)."""
+    x = t if t.is_floating_point() else t.float()
+    if units == "db":
+        return x
+    if units == "dn":
+        return x.log10().mul_(20.0).add_(cf)
+    return x.log10().mul_(10.0)
+
+
+def normalize(
+    db: _A, radiometry: Radiometry, valid: Any = None, *, inplace: bool = False
+) -> _A:
     """Model input from σ0 dB: clip, ``(x - mean) / std``, 0 where not ``valid``.
 
     The mean and std are the training set's (a model's spec or a dataset's record),
-    never per tile. Works on numpy arrays (float32 arithmetic, a new array) and on
-    torch tensors (on their device).
+    never per tile. Works on numpy arrays (float32 arithmetic) and on torch tensors
+    (on their device), with the same operations in the same order.
 
     Args:
         db: σ0 in dB (NaN allowed where ``valid`` is False).
         radiometry: the clip range and statistics.
         valid: boolean mask of the same shape; None keeps every value.
+        inplace: overwrite ``db`` (a float32 array or tensor the caller owns)
+            instead of returning a new one: strips of a scene are large.
     """
     lo, hi = radiometry.clip_db
     if isinstance(db, np.ndarray):
-        x = np.clip(db, lo, hi)
+        x = np.clip(db, lo, hi, out=db if inplace else None)
         x -= np.float32(radiometry.mean_db)
         x /= np.float32(radiometry.std_db)
     else:
-        x = (db.clamp(lo, hi) - radiometry.mean_db) / radiometry.std_db
+        x = db.clamp_(lo, hi) if inplace else db.clamp(lo, hi)
+        x = x.sub_(radiometry.mean_db).div_(radiometry.std_db)
     if valid is not None:
-        x[~valid] = 0.0
+        if isinstance(x, np.ndarray):
+            np.copyto(x, np.float32(0.0), where=~valid)
+        else:
+            x.masked_fill_(~valid, 0.0)
     return x
 
 

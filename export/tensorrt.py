@@ -551,12 +551,13 @@ def _engine_parity(
     """
     from alosmap.export.onnx import compare_probs, onnx_logits, probabilities
     from alosmap.export.parity import enforce_tolerance
+    from alosmap.runtime.base import run_numpy
     from alosmap.runtime.tensorrt_backend import TensorRTRuntime
 
     ref = probabilities(onnx_logits(onnx_path, tiles.tiles))
     rt = TensorRTRuntime.from_serialized(data, sidecar, device=device)
     try:
-        res = compare_probs(ref, rt.run(tiles.tiles))
+        res = compare_probs(ref, run_numpy(rt, tiles.tiles))
     finally:
         rt.close()
     precision = sidecar["tensorrt"]["precision"]

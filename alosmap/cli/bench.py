@@ -87,11 +87,40 @@ AgreeTilesOpt = Annotated[
     int, typer.Option(min=1, help="Tiles compared with PyTorch fp32 (agreement).")
 ]
 SceneSizeOpt = Annotated[
-    int,
+    int | None,
     typer.Option(
         min=0,
         help="Side (px) of the generated scene run end to end through predict; "
-        "0 skips it.",
+        "0 skips it. Default: 2000; 6000 with --ceiling.",
+        show_default=False,
+    ),
+]
+CeilingOpt = Annotated[
+    bool,
+    typer.Option(
+        "--ceiling",
+        help="Measure the pipeline's own speed limit instead: predict on a "
+        "generated --size² scene with a model that costs nothing (fixed "
+        "probabilities of the right shape, already on --device). Prints tiles/s, "
+        "the host-side stages' tiles/s, ms per tile by stage and peak memory. The "
+        "model's tiles/s (plain bench) must stay far below it.",
+    ),
+]
+CeilingTaskOpt = Annotated[
+    str,
+    typer.Option(
+        "--task",
+        help="With --ceiling: whose outputs to imitate: lulc (9 classes) or water.",
+    ),
+]
+CeilingConfOpt = Annotated[
+    bool,
+    typer.Option("--confidence", help="With --ceiling: also write the confidence."),
+]
+CeilingProbOpt = Annotated[
+    bool,
+    typer.Option(
+        "--probabilities", help="With --ceiling: also write the probabilities."
     ),
 ]
 TileOverlapOpt = Annotated[int, typer.Option(min=0, help="Tile overlap (px).")]
@@ -119,7 +148,7 @@ def bench(
     batch_size: E2EBatchOpt = 8,
     batches: BatchesOpt = 3,
     agree_tiles: AgreeTilesOpt = 8,
-    size: SceneSizeOpt = 2000,
+    size: SceneSizeOpt = None,
     onnx: OnnxFile = None,
     engine: EngineFile = None,
     device: DeviceOpt = "cpu",
@@ -127,6 +156,10 @@ def bench(
     threads: ThreadsOpt = None,
     rss_sizes: RssSizesOpt = "",
     nodata_check: NodataCheckOpt = False,
+    ceiling: CeilingOpt = False,
+    task: CeilingTaskOpt = "lulc",
+    confidence: CeilingConfOpt = False,
+    probabilities: CeilingProbOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Compare backends on the same model and tiles, and time predict end to end.
@@ -137,7 +170,23 @@ def bench(
     speckled scene of --size² px, with the hours that rate implies for all of Japan
     (3.8·10⁹ px at 10 m). Every variant runs in its own process. Random weights are
     used without --model: speed does not depend on the weights.
+
+    With --ceiling: the pipeline alone (reading, radiometry, blending, writing, COG)
+    with a zero-cost model: the most tiles/s any model can get through predict here.
     """
+    if ceiling:
+        _ceiling(
+            size if size is not None else 6000,
+            task=task,
+            device=device,
+            batch_size=batch_size,
+            overlap=overlap,
+            confidence=confidence,
+            probabilities=probabilities,
+            as_json=as_json,
+        )
+        return
+    size = 2000 if size is None else size
     from alosmap.errors import BackendOptionError
     from alosmap.export.onnx import export_onnx
     from alosmap.predict.bench import BenchRequest, parse_variants, run_bench
@@ -170,6 +219,47 @@ def bench(
         typer.echo(json.dumps(report, indent=2))
     else:
         _print_report(report)
+
+
+def _ceiling(
+    size: int,
+    *,
+    task: str,
+    device: str,
+    batch_size: int,
+    overlap: int,
+    confidence: bool,
+    probabilities: bool,
+    as_json: bool,
+) -> None:
+    """``alosmap bench --ceiling``: time predict with a zero-cost model."""
+    from alosmap.classes import TASKS
+    from alosmap.predict.bench import temp_workdir
+    from alosmap.predict.ceiling import ceiling_report, format_ceiling, run_ceiling
+
+    if task not in TASKS:
+        raise typer.BadParameter(
+            f"expected one of {', '.join(TASKS)}, got {task!r}", param_hint="--task"
+        )
+    if size < 64:
+        raise typer.BadParameter(
+            "--ceiling needs a scene of >= 64 px", param_hint="--size"
+        )
+    with temp_workdir() as tmp:
+        result = run_ceiling(
+            size,
+            Path(tmp),
+            task=task,
+            device=device,
+            batch_size=batch_size,
+            overlap=overlap,
+            confidence=confidence,
+            probabilities=probabilities,
+        )
+    if as_json:
+        typer.echo(json.dumps(ceiling_report(result), indent=2))
+    else:
+        typer.echo(format_ceiling(result))
 
 
 def _fmt(value: float | None, spec: str, missing: str = "-") -> str:

@@ -216,10 +216,9 @@ def main(
 ) -> None:
     """Map ALOS-2 HH scenes to LULC and water GeoTIFFs; train and export the model."""
     _common.configure_logging(-1 if quiet else verbose)
-    # GDAL's block cache defaults to 5 % of RAM; strip-wise reading and writing
-    # needs little, and a small cache keeps memory flat across scene sizes (measured:
-    # -215 MB peak at 12000² with 32 MB instead of 256 MB). A user value wins.
-    os.environ.setdefault("GDAL_CACHEMAX", "64")
+    from alosmap._process import configure_process
+
+    configure_process()  # GDAL's block cache; the environment wins
 
 
 app.command("predict")(predict)

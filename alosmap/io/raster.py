@@ -160,18 +160,27 @@ def check_input_file(
         raise error(f"{what} is not readable (permissions): {p}")
 
 
-def open_raster(path: str | os.PathLike[str]) -> rasterio.io.DatasetReader:
-    """Open a raster; every failure becomes an :class:`InputRasterError`.
+def open_raster(
+    path: str | os.PathLike[str], *, decode_threads: bool = False
+) -> rasterio.io.DatasetReader:
+    """Open a raster for reading; every failure becomes an :class:`InputRasterError`.
 
     Args:
         path: a local file (GeoTIFF, VRT, anything GDAL reads), a GDAL virtual
             path (``/vsizip/``, ``/vsicurl/``, ``/vsis3/`` ...) or a URL
             (``https://``, ``s3://``, ``gs://``; see :func:`gdal_path`).
+        decode_threads: a compressed GeoTIFF decodes the blocks of each read on all
+            cores (GDAL's ``NUM_THREADS`` open option; GDAL releases the GIL, so
+            a reader thread then overlaps the model). Other formats open as usual.
     """
     check_input_file(path)
     name = gdal_path(path)
     try:
-        return rasterio.open(name)
+        ds = rasterio.open(name)
+        if decode_threads and ds.driver == "GTiff" and ds.compression is not None:
+            ds.close()
+            ds = rasterio.open(name, NUM_THREADS="ALL_CPUS")
+        return ds
     except (RasterioError, OSError) as exc:
         raise InputRasterError(f"cannot read {name} as a raster: {exc}") from exc
 

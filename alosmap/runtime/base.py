@@ -19,6 +19,17 @@ Precision (``precision=None`` means the backend's natural one):
 * onnx: the file decides (``alosmap export onnx`` writes fp32 or fp16 graphs);
   ``fp16`` with an fp32 file asks the TensorRT execution provider to build in fp16.
 * tensorrt: fixed when the engine is built; only ``None`` is accepted.
+
+The tensor protocol (:class:`Runtime`): ``run`` takes normalised tiles
+``[B, 1, H, W]`` as a torch tensor, on the runtime's device (used as it is) or on the
+CPU (copied to the device with ``non_blocking=True``; pinning host memory is the
+caller's business), and returns probabilities ``[B, K, H, W]`` float32 on the
+runtime's device, computed there by :func:`logits_to_probs`. The result may be a view
+of a buffer the runtime reuses: it is valid until the next ``run``. On CUDA the work is
+ordered after what the caller queued on ``torch.cuda.current_stream(device)`` before
+``run`` and before what it queues there afterwards, without a host synchronisation
+(unless the backend forces one). :func:`run_numpy` is the NumPy convenience (tests,
+parity checks, the benchmark).
 """
 
 from __future__ import annotations
@@ -26,13 +37,21 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from alosmap._fileio import sha256_file
-from alosmap.errors import BackendOptionError, BackendUnavailableError, ModelFileError
+from alosmap.errors import (
+    BackendOptionError,
+    BackendUnavailableError,
+    ModelFileError,
+    SpecMismatchError,
+)
 from alosmap.spec import ModelSpec
+
+if TYPE_CHECKING:
+    import torch
 
 #: Backends ``--backend`` accepts (``auto`` picks one by the model file).
 BACKENDS = ("auto", "torch", "onnx", "tensorrt")
@@ -99,8 +118,13 @@ class Runtime(Protocol):
         """Intra-op CPU threads (None where the backend runs on the GPU only)."""
         ...
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities ``[B, K, H, W]`` float32 for tiles ``[B, 1, H, W]`` float32."""
+    def run(self, batch: torch.Tensor) -> torch.Tensor:
+        """Probabilities ``[B, K, H, W]`` float32 for normalised tiles ``[B, 1, H, W]``.
+
+        ``batch`` is on this runtime's device or on the CPU; the result is on the
+        runtime's device and may be a view of a reused buffer, valid until the next
+        call (see the module docstring for the CUDA stream order).
+        """
         ...
 
     def close(self) -> None:
@@ -108,15 +132,63 @@ class Runtime(Protocol):
         ...
 
 
-def logits_to_probs(logits: np.ndarray) -> np.ndarray:
-    """Softmax over axis 1, or the sigmoid when there is one channel (float32)."""
-    x = logits.astype(np.float32, copy=False)
+def logits_to_probs(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over dim 1, or the sigmoid when there is one channel (float32).
+
+    Computed where ``logits`` lie (any float dtype; the maths is float32). The result is
+    a new tensor, never ``logits`` itself.
+    """
+    import torch
+
+    x = logits.float()
     if x.shape[1] == 1:
-        return (1.0 / (1.0 + np.exp(-np.clip(x, -80.0, 80.0)))).astype(np.float32)
-    x = x - x.max(axis=1, keepdims=True)
-    np.exp(x, out=x)
-    x /= x.sum(axis=1, keepdims=True)
-    return x
+        return torch.sigmoid(x)
+    return torch.softmax(x, dim=1)
+
+
+def device_batch(
+    batch: torch.Tensor, device: str | torch.device, spec: ModelSpec
+) -> torch.Tensor:
+    """``batch`` as a contiguous float32 tensor on ``device``, checked against ``spec``.
+
+    A tensor already there (contiguous, float32) is returned as it is; one elsewhere is
+    copied with ``non_blocking=True``.
+
+    Raises:
+        TypeError: ``batch`` is not a torch tensor (NumPy goes through
+            :func:`run_numpy`).
+        SpecMismatchError: not ``[B, 1, tile, tile]`` with the model's tile.
+    """
+    import torch
+
+    if not isinstance(batch, torch.Tensor):
+        raise TypeError(
+            f"Runtime.run takes a torch.Tensor, got {type(batch).__name__}; use "
+            "alosmap.runtime.base.run_numpy for NumPy arrays"
+        )
+    tile, chans = spec.tile_size, spec.arch.in_chans
+    if batch.ndim != 4 or tuple(batch.shape[1:]) != (chans, tile, tile):
+        raise SpecMismatchError(
+            f"the model takes tiles [B, {chans}, {tile}, {tile}], got "
+            f"{list(batch.shape)}"
+        )
+    x = batch.detach().to(device=device, dtype=torch.float32, non_blocking=True)
+    return x.contiguous()
+
+
+def run_numpy(rt: Runtime, batch: np.ndarray) -> np.ndarray:
+    """Probabilities of ``batch`` (NumPy in, float32 NumPy out, always a copy).
+
+    For tests, parity checks and the benchmark; the pipeline keeps tensors on the
+    device and calls :meth:`Runtime.run` itself.
+    """
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+    probs = rt.run(x)
+    host = probs.detach().to("cpu", dtype=torch.float32, copy=True)
+    out: np.ndarray = host.numpy()
+    return out
 
 
 def backend_installed(name: str) -> bool:

@@ -11,14 +11,26 @@ Execution providers, in order of preference:
   and an engine and timing cache under ``<cache>/ort-trt/<model sha>/<key>``
   (:func:`~alosmap.runtime.base.cache_dir`; the key names the GPU, the TensorRT and
   ONNX Runtime versions, the precision and the profile), so the engine is built once,
-  not at every start. Input and output are bound on the GPU (IO binding), and the
-  softmax/sigmoid runs there too, in a second one-node session fed by the first's
-  output without a round trip through host memory.
+  not at every start.
+
+Tensors (the protocol of :mod:`alosmap.runtime.base`): on the CPU the batch goes to
+``session.run`` as ``tensor.numpy()`` (no copy for a contiguous float32 CPU tensor)
+and the logits come back as a tensor. On the GPU input and output are bound to PyTorch
+device memory (IO binding with ``data_ptr()``): the batch as it lies on the device,
+the logits into a buffer kept for the next batches; the softmax/sigmoid
+(:func:`~alosmap.runtime.base.logits_to_probs`) then runs in PyTorch on the device.
+Nothing crosses to the host. Both GPU providers run on a CUDA stream of PyTorch made
+for the session (the ``user_compute_stream`` provider option), which waits for the
+caller's current stream before each run, and the current stream waits for it after;
+ONNX Runtime's run itself returns only when the GPU work is done (with an ONNX Runtime
+older than 1.18, which lacks the option, the current stream is synchronised before
+the run instead). An fp16 graph input or output (``alosmap export onnx --fp16``
+keeps both float32) is converted on the device.
 
 If ``--device cuda`` is asked for and neither GPU provider loads (no GPU, or the
 CUDA/cuDNN libraries are missing), that is an error naming the reason, never a silent
 fall-back to the CPU; a TensorRT EP that does not load only gives a warning (the CUDA
-EP then runs the model).
+EP then runs the model). PyTorch must see the GPU too (it owns the device memory).
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from alosmap._imports import lazy_import
 from alosmap.errors import BackendOptionError, BackendUnavailableError, ModelFileError
@@ -44,6 +57,7 @@ from alosmap.runtime.base import (
     cache_dir,
     check_device,
     check_precision,
+    device_batch,
     device_index,
     file_sha256,
     logits_to_probs,
@@ -61,6 +75,14 @@ PRECISION_KEY = "alosmap.precision"
 #: Largest batch of the TensorRT EP's optimisation profile unless a larger batch
 #: size is given.
 DEFAULT_MAX_BATCH = 64
+#: The first ONNX Runtime whose CUDA and TensorRT EPs take ``user_compute_stream``
+#: from Python.
+USER_STREAM_MIN_ORT = (1, 18)
+#: Graph I/O element types: ONNX type name → (NumPy, PyTorch) dtype.
+_ELEMENT_TYPES: dict[str, tuple[Any, torch.dtype]] = {
+    "tensor(float)": (np.float32, torch.float32),
+    "tensor(float16)": (np.float16, torch.float16),
+}
 
 
 def session_options(ort: Any, threads: int | None = None) -> Any:
@@ -190,29 +212,56 @@ def build_providers(
     return out
 
 
-def probs_graph_bytes(num_outputs: int, opset: int = 17) -> bytes:
-    """A one-node ONNX graph ``logits [N, K, H, W] → probs``.
+def with_compute_stream(
+    providers: list[tuple[str, dict[str, Any]]], stream: int
+) -> list[tuple[str, dict[str, Any]]]:
+    """``providers`` with the GPU providers set to run on the CUDA stream ``stream``.
 
-    Softmax over K, or the sigmoid for K = 1 (run on the GPU after the model, see the
-    module docstring).
+    Args:
+        providers: :func:`build_providers`' list.
+        stream: the ``cudaStream_t`` handle (``torch.cuda.Stream.cuda_stream``); 0, the
+            legacy default stream, is not accepted by ONNX Runtime.
     """
-    from onnx import TensorProto, helper
+    if not stream:
+        raise ValueError("user_compute_stream: ONNX Runtime refuses stream 0")
+    extra = {"has_user_compute_stream": "1", "user_compute_stream": str(stream)}
+    return [
+        (name, {**opts, **extra}) if name in (TRT_EP, CUDA_EP) else (name, opts)
+        for name, opts in providers
+    ]
 
-    op = (
-        helper.make_node("Sigmoid", ["logits"], ["probs"])
-        if num_outputs == 1
-        else helper.make_node("Softmax", ["logits"], ["probs"], axis=1)
-    )
-    shape: list[str | int] = ["N", num_outputs, "H", "W"]
-    graph = helper.make_graph(
-        [op],
-        "alosmap_probs",
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, shape)],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
-    return bytes(model.SerializeToString())
+
+def supports_user_stream(ort_version: str) -> bool:
+    """Whether this ONNX Runtime takes ``user_compute_stream`` (see the module doc)."""
+    m = re.match(r"(\d+)\.(\d+)", ort_version)
+    return m is not None and (int(m[1]), int(m[2])) >= USER_STREAM_MIN_ORT
+
+
+def session_stream(device: str) -> torch.cuda.Stream:
+    """A new CUDA stream of PyTorch on ``device`` for ONNX Runtime to run on.
+
+    Raises:
+        BackendUnavailableError: PyTorch sees no such GPU (a CPU build of PyTorch, or
+            no GPU at all).
+    """
+    if torch.version.cuda is None:
+        raise BackendUnavailableError(
+            f"--device {device}: this PyTorch ({torch.__version__}) is a CPU build, "
+            "and ONNX Runtime on the GPU works on PyTorch tensors in device memory: "
+            "install a CUDA build of PyTorch, or use --device cpu"
+        )
+    if not torch.cuda.is_available():
+        raise BackendUnavailableError(
+            f"--device {device}: PyTorch sees no CUDA GPU here (torch "
+            f"{torch.__version__}: no GPU, or no NVIDIA driver); use --device cpu"
+        )
+    index = device_index(device)
+    if index >= torch.cuda.device_count():
+        raise BackendUnavailableError(
+            f"--device {device}: this machine has {torch.cuda.device_count()} CUDA "
+            "device(s); use --device cpu or another cuda:N"
+        )
+    return torch.cuda.Stream(device=index)
 
 
 @contextlib.contextmanager
@@ -315,13 +364,15 @@ class OnnxRuntime:
         batch_size: the batch size to be used; the TensorRT EP profile covers
             ``1..max(64, batch_size)``, optimised for ``batch_size`` (default 8).
         providers: execution provider names to use instead of the default order.
-        io_binding: bind input and output to the device (default: on GPU only).
+        io_binding: on the CPU, run through IO binding as on the GPU (which always
+            binds input and output); for tests of that code path.
         cache_root: root of the TensorRT EP engine cache (default
             :func:`~alosmap.runtime.base.cache_dir`).
 
     Raises:
         ModelFileError: the file is not a readable alosmap ONNX model.
-        BackendUnavailableError: ``cuda`` asked for and no GPU provider loads.
+        BackendUnavailableError: ``cuda`` asked for and no GPU provider loads, or
+            PyTorch does not see the GPU.
         BackendOptionError: a precision the file and providers cannot give.
     """
 
@@ -352,6 +403,48 @@ class OnnxRuntime:
         )
         self.threads = threads or physical_cores()
         gpu = self.device.startswith("cuda")
+        wanted, use_trt = self._wanted(
+            ort, meta["__input__"], batch_size, providers, cache_root
+        )
+        #: PyTorch's stream the GPU providers run on (None: on their own stream)
+        self._stream: torch.cuda.Stream | None = None
+        if gpu:
+            stream = session_stream(self.device)
+            if supports_user_stream(ort.__version__):
+                self._stream = stream
+                wanted = with_compute_stream(wanted, stream.cuda_stream)
+        self.session, notes = self._create(ort, wanted, gpu, use_trt)
+        self.providers: list[str] = list(self.session.get_providers())
+        self._check_active(wanted, notes)
+        inp, outp = self.session.get_inputs()[0], self.session.get_outputs()[0]
+        self.input_name, self.output_name = inp.name, outp.name
+        self._in_np, self._in_dtype = _element_type(inp, self.path)
+        self._out_np, self._out_dtype = _element_type(outp, self.path)
+        self._io_device = "cuda" if gpu else "cpu"
+        self._device_id = device_index(self.device)
+        self._torch_device = torch.device(self._io_device, self._device_id)
+        self._io = gpu or bool(io_binding)
+        self._binding: Any = self.session.io_binding() if self._io else None
+        #: logits buffer of the bound runs (the largest batch so far)
+        self._out: torch.Tensor | None = None
+        logger.info(
+            "ONNX Runtime %s: %s (%s, %d threads)",
+            ort.__version__,
+            ", ".join(self.providers),
+            self.precision,
+            self.threads,
+        )
+
+    def _wanted(
+        self,
+        ort: Any,
+        input_name: str,
+        batch_size: int | None,
+        providers: Sequence[str] | None,
+        cache_root: Path | None,
+    ) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
+        """The providers to ask for (with options), and whether TensorRT's is one."""
+        gpu = self.device.startswith("cuda")
         available = ort.get_available_providers()
         opt = batch_size or 8
         batch_range = (1, opt, max(DEFAULT_MAX_BATCH, opt))
@@ -377,7 +470,7 @@ class OnnxRuntime:
         wanted = build_providers(
             self.device,
             available,
-            input_name=meta["__input__"],
+            input_name=input_name,
             input_chw=(a.in_chans, a.img_size, a.img_size),
             batch_range=batch_range,
             precision=self.precision,
@@ -391,22 +484,7 @@ class OnnxRuntime:
                     f"execution providers {', '.join(names)} need --device cuda"
                 )
             wanted = [p for p in wanted if p[0] in names] or [(n, {}) for n in names]
-        self.session, notes = self._create(ort, wanted, gpu, use_trt)
-        self.providers: list[str] = list(self.session.get_providers())
-        self._check_active(wanted, notes)
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_name = self.session.get_outputs()[0].name
-        self._io_device = "cuda" if gpu else "cpu"
-        self._device_id = device_index(self.device)
-        self._io = gpu if io_binding is None else io_binding
-        self._post = self._post_session(ort) if self._io else None
-        logger.info(
-            "ONNX Runtime %s: %s (%s, %d threads)",
-            ort.__version__,
-            ", ".join(self.providers),
-            self.precision,
-            self.threads,
-        )
+        return wanted, use_trt
 
     def _precision(self, asked: str | None, in_file: str) -> str:
         if asked is None or asked == in_file:
@@ -511,53 +589,80 @@ class OnnxRuntime:
                 "ONNX Runtime's TensorRT EP did not load%s; using the CUDA EP", why
             )
 
-    def _post_session(self, ort: Any) -> Any:
-        """The softmax/sigmoid session on the model's device (None: use NumPy)."""
-        ep = CUDA_EP if self._io_device == "cuda" else CPU_EP
-        try:
-            post = ort.InferenceSession(
-                probs_graph_bytes(self.spec.num_outputs),
-                sess_options=session_options(ort, self.threads),
-                providers=[ep],
-                provider_options=[
-                    {"device_id": str(self._device_id)} if ep == CUDA_EP else {}
-                ],
-            )
-        except Exception as exc:  # fall back to NumPy probabilities
-            logger.debug("no on-device softmax session: %s", exc)
-            return None
-        return post if ep in post.get_providers() else None
+    def run(self, batch: torch.Tensor) -> torch.Tensor:
+        """Probabilities ``[B, K, H, W]`` for normalised tiles ``[B, 1, H, W]``.
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities ``[B, K, H, W]`` for normalised tiles ``[B, 1, H, W]``."""
-        x = np.ascontiguousarray(batch, dtype=np.float32)
-        if not self._io:
-            (logits,) = self.session.run([self.output_name], {self.input_name: x})
-            return logits_to_probs(logits)
-        binding = self.session.io_binding()
-        binding.bind_cpu_input(self.input_name, x)
-        binding.bind_output(self.output_name, self._io_device, self._device_id)
+        Float32, on this runtime's device; see the module docstring.
+        """
+        if self.session is None:
+            raise BackendUnavailableError("this ONNX Runtime session was closed")
+        x = device_batch(batch, self._torch_device, self.spec).to(self._in_dtype)
+        if self._io:
+            logits = self._run_bound(x)
+        else:
+            (out,) = self.session.run([self.output_name], {self.input_name: x.numpy()})
+            logits = torch.from_numpy(out)
+        return logits_to_probs(logits)
+
+    def _run_bound(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of ``x`` through IO binding, in the reused buffer (see the module).
+
+        ``x`` is contiguous, of the graph input's dtype, on ``self._torch_device``.
+        """
+        n = x.shape[0]
+        if self._out is None or self._out.shape[0] < n:
+            k, tile = self.spec.num_outputs, self.spec.tile_size
+            self._out = torch.empty(
+                (n, k, tile, tile), dtype=self._out_dtype, device=self._torch_device
+            )
+        out = self._out[:n]
+        binding = self._binding
+        dev = (self._io_device, self._device_id)
+        binding.bind_input(
+            self.input_name, *dev, self._in_np, tuple(x.shape), x.data_ptr()
+        )
+        binding.bind_output(
+            self.output_name, *dev, self._out_np, tuple(out.shape), out.data_ptr()
+        )
+        if self._io_device == "cpu":
+            self.session.run_with_iobinding(binding)
+            return out
+        current = torch.cuda.current_stream(self._torch_device)
+        if self._stream is None:  # ONNX Runtime runs on a stream of its own
+            current.synchronize()
+            self.session.run_with_iobinding(binding)
+            return out
+        self._stream.wait_stream(current)  # what the caller queued comes first
         self.session.run_with_iobinding(binding)
-        if self._post is None:
-            return logits_to_probs(binding.copy_outputs_to_cpu()[0])
-        post = self._post.io_binding()
-        post.bind_ortvalue_input("logits", binding.get_outputs()[0])
-        post.bind_output("probs", self._io_device, self._device_id)
-        self._post.run_with_iobinding(post)
-        out: np.ndarray = post.copy_outputs_to_cpu()[0]
+        current.wait_stream(self._stream)  # and what it queues next sees the logits
         return out
 
     def close(self) -> None:
-        """Drop the sessions."""
+        """Drop the session and the device buffers."""
         self.session = None
-        self._post = None
+        self._binding = None
+        self._out = None
+        self._stream = None
+
+
+def _element_type(arg: Any, path: Path) -> tuple[Any, torch.dtype]:
+    """The NumPy and PyTorch dtypes of a graph input or output (float32 or fp16).
+
+    Raises:
+        ModelFileError: another element type.
+    """
+    try:
+        return _ELEMENT_TYPES[arg.type]
+    except KeyError:
+        raise ModelFileError(
+            f"{path}: graph {arg.name!r} is {arg.type}; alosmap models take and give "
+            "float32 (or float16) tensors"
+        ) from None
 
 
 def _gpu_name(device: str) -> str:
     """The GPU's name through PyTorch when it sees the GPU, else ``gpuN``."""
     try:
-        import torch
-
         if torch.cuda.is_available():
             return str(torch.cuda.get_device_name(device_index(device)))
     except Exception as exc:  # any failure only makes the cache key less specific

@@ -85,6 +85,22 @@ def _torch_info() -> dict[str, Any]:
     }
 
 
+def probe_graph_bytes(opset: int = 17) -> bytes:
+    """A one-node ONNX graph (a softmax over ``[N, 2, H, W]``) to open sessions with."""
+    from onnx import TensorProto, helper
+
+    shape: list[str | int] = ["N", 2, "H", "W"]
+    graph = helper.make_graph(
+        [helper.make_node("Softmax", ["logits"], ["probs"], axis=1)],
+        "alosmap_probe",
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, shape)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
 def _probe_provider(ort: Any, provider: str) -> tuple[bool, str | None]:
     """Open a one-node session with ``provider``; (loads, reason if not)."""
     from alosmap.runtime.onnx_backend import (
@@ -92,7 +108,6 @@ def _probe_provider(ort: Any, provider: str) -> tuple[bool, str | None]:
         TRT_EP,
         capture_native_output,
         prepare_gpu_libraries,
-        probs_graph_bytes,
         provider_failure_reason,
         session_options,
         tensorrt_libraries_present,
@@ -106,7 +121,7 @@ def _probe_provider(ort: Any, provider: str) -> tuple[bool, str | None]:
             if provider != CPU_EP:
                 prepare_gpu_libraries(ort, provider == TRT_EP)
             session = ort.InferenceSession(
-                probs_graph_bytes(2),
+                probe_graph_bytes(),
                 sess_options=session_options(ort, 1),
                 providers=[provider, CPU_EP] if provider != CPU_EP else [CPU_EP],
                 enable_fallback=0,

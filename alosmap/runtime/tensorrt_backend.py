@@ -7,9 +7,17 @@ compares them with this machine before TensorRT is asked to deserialise anything
 which turns a TensorRT crash or a cryptic log line into one clear error.
 
 Device memory and the CUDA stream come from PyTorch (CUDA tensors as I/O buffers,
-a ``torch.cuda.Stream``), so no pycuda or cuda-python is needed. Batches larger than
-the engine's optimisation profile are run in chunks of ``max_batch``; smaller than
-``min_batch`` are padded with zero tiles.
+a ``torch.cuda.Stream``), so no pycuda or cuda-python is needed.
+:meth:`TensorRTRuntime.run` follows the tensor protocol of
+:mod:`alosmap.runtime.base`: the batch (on the GPU, or copied there) is copied into
+the engine's input buffer on the device, batches larger than the engine's
+optimisation profile run in chunks of ``max_batch``, chunks smaller than
+``min_batch`` are padded with zero tiles on the device, and the logits (fp16 or
+float32, as the engine gives them) become float32 probabilities in PyTorch on the
+device. The engine runs on a stream of its own (TensorRT synchronises more when it is
+given the legacy default stream); that stream waits for the caller's current stream
+before the engine reads its input, and the current stream waits for the engine before
+the logits are read, so nothing synchronises the host.
 
 Written against TensorRT 10's documented Python API (tensor-name I/O,
 ``execute_async_v3``). Not yet run on a GPU by the alosmap tests: the engine path
@@ -27,13 +35,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from alosmap.errors import (
     AlosmapError,
     BackendUnavailableError,
     ModelFileError,
-    SpecMismatchError,
 )
 from alosmap.spec import ModelSpec, read_engine_sidecar
 
@@ -362,51 +367,51 @@ class TensorRTRuntime:
                 ),
             )
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities ``[B, K, H, W]`` for normalised tiles ``[B, 1, H, W]``."""
-        from alosmap.runtime.base import logits_to_probs
+    def run(self, batch: torch.Tensor) -> torch.Tensor:
+        """Probabilities ``[B, K, H, W]`` for normalised tiles ``[B, 1, H, W]``.
+
+        Float32, on this runtime's GPU; see the module docstring.
+        """
+        from alosmap.runtime.base import device_batch, logits_to_probs
 
         if self.context is None or self._buffers is None:
             raise AlosmapError("this TensorRT runtime was closed")
-        buffers = self._buffers
-        x = np.ascontiguousarray(batch, dtype=np.float32)
-        tile = self.spec.tile_size
-        if x.ndim != 4 or x.shape[1:] != (1, tile, tile):
-            raise SpecMismatchError(
-                f"TensorRT engine takes tiles [B, 1, {tile}, {tile}], got {x.shape}"
-            )
-        out = np.empty((len(x), self.spec.num_outputs, tile, tile), dtype=np.float32)
-        for start, stop, size in split_batches(len(x), self.min_batch, self.max_batch):
-            chunk = x[start:stop]
-            if size > len(chunk):
-                pad = np.zeros((size - len(chunk), *chunk.shape[1:]), np.float32)
-                chunk = np.concatenate([chunk, pad])
-            out[start:stop] = self._execute(chunk, *buffers)[: stop - start]
-        return logits_to_probs(out)
+        torch = self._torch
+        d_in, d_out = self._buffers
+        with torch.cuda.device(self._dev):
+            x = device_batch(batch, self._dev, self.spec)
+            current = torch.cuda.current_stream(self._dev)
+            parts = []
+            for start, stop, size in split_batches(
+                len(x), self.min_batch, self.max_batch
+            ):
+                n = stop - start
+                d_in[:n].copy_(x[start:stop])  # on the current stream, after x
+                d_in[n:size].zero_()
+                self._execute(d_in[:size], d_out[:size], current)
+                parts.append(logits_to_probs(d_out[:n]))
+        if len(parts) == 1:
+            return parts[0]
+        return torch.cat(parts) if parts else logits_to_probs(d_out[:0])
 
     def _execute(
-        self, chunk: np.ndarray, d_in: torch.Tensor, d_out: torch.Tensor
-    ) -> np.ndarray:
-        """Logits of one batch within the profile (float32, on the host).
+        self, d_in: torch.Tensor, d_out: torch.Tensor, current: torch.cuda.Stream
+    ) -> None:
+        """Run the engine on one batch within its profile: ``d_in`` → ``d_out``.
 
-        ``d_in`` and ``d_out`` are the device buffers for the largest batch; the
-        first ``len(chunk)`` entries of each are used.
+        Both are prefixes of the device buffers. The engine's stream waits for
+        ``current`` (where the input was written), and ``current`` waits for the
+        engine (before the logits are read).
         """
-        torch = self._torch
-        n = len(chunk)
-        d_in, d_out = d_in[:n], d_out[:n]
-        with torch.cuda.device(self._dev), torch.cuda.stream(self.stream):
-            d_in.copy_(torch.from_numpy(chunk), non_blocking=True)
-            self.context.set_input_shape(self.input_name, tuple(chunk.shape))
-            self.context.set_tensor_address(self.input_name, d_in.data_ptr())
-            self.context.set_tensor_address(self.output_name, d_out.data_ptr())
-            if not self.context.execute_async_v3(self.stream.cuda_stream):
-                raise AlosmapError(
-                    "TensorRT failed to run the engine (see the TensorRT message above)"
-                )
-            host = d_out.float().cpu()
-        self.stream.synchronize()
-        return host.numpy()
+        self.context.set_input_shape(self.input_name, tuple(d_in.shape))
+        self.context.set_tensor_address(self.input_name, d_in.data_ptr())
+        self.context.set_tensor_address(self.output_name, d_out.data_ptr())
+        self.stream.wait_stream(current)
+        if not self.context.execute_async_v3(self.stream.cuda_stream):
+            raise AlosmapError(
+                "TensorRT failed to run the engine (see the TensorRT message above)"
+            )
+        current.wait_stream(self.stream)
 
     def close(self) -> None:
         """Release the context, the engine and the device buffers."""

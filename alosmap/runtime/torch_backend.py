@@ -11,7 +11,13 @@ throughput at batch 8 for the small preset, 99.9 % argmax agreement.
 ``compile=True`` wraps the model in ``torch.compile``. Compilation happens at the first
 batch (about 70 s for the small preset on one CPU core, for a 2 % gain there) and again
 for each new batch shape, so batches smaller than the largest seen so far (the last
-one of a scene) are padded with zeros and the padding is dropped from the output.
+one of a scene) are padded with zeros (on the device) and the padding is dropped from
+the output.
+
+:meth:`TorchRuntime.run` follows the tensor protocol of :mod:`alosmap.runtime.base`:
+a batch on the CPU is copied to the device (``non_blocking``), the model and the
+softmax run on PyTorch's current stream, and the float32 probabilities stay on the
+device (a new tensor per call).
 """
 
 from __future__ import annotations
@@ -20,11 +26,15 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from alosmap.errors import BackendOptionError, BackendUnavailableError
-from alosmap.runtime.base import check_device, check_precision
+from alosmap.runtime.base import (
+    check_device,
+    check_precision,
+    device_batch,
+    logits_to_probs,
+)
 from alosmap.spec import load_model
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -104,24 +114,22 @@ class TorchRuntime:
             )
         return stack
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities ``[B, K, H, W]`` for normalised tiles ``[B, 1, H, W]``."""
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+    def run(self, batch: torch.Tensor) -> torch.Tensor:
+        """Probabilities ``[B, K, H, W]`` for normalised tiles ``[B, 1, H, W]``.
+
+        Float32, on this runtime's device; see :mod:`alosmap.runtime.base`.
+        """
+        x = device_batch(batch, self.device, self.spec)
         n = x.shape[0]
         if self.compiled:
             if n < self._pad_to:
                 x = torch.cat([x, x.new_zeros((self._pad_to - n, *x.shape[1:]))])
             self._pad_to = max(self._pad_to, n)
-        if self._gpu:
-            x = x.pin_memory().to(self.device, non_blocking=True)
         with self._context():
-            logits = self._net(x)[:n].float()
-            if logits.shape[1] == 1:
-                probs = torch.sigmoid(logits)
-            else:
-                probs = torch.softmax(logits, dim=1)
-            out: np.ndarray = probs.cpu().numpy()
-        return out
+            logits = self._net(x)[:n]
+        # outside inference mode, so that the caller may change the result in place
+        with torch.no_grad():
+            return logits_to_probs(logits)
 
     def close(self) -> None:
         """Drop the model."""

@@ -42,6 +42,7 @@ from alosmap.export.tensorrt import (
     write_engine,
 )
 from alosmap.models import build_model
+from alosmap.runtime.base import run_numpy
 from alosmap.runtime.tensorrt_backend import (
     TensorRTRuntime,
     check_engine_compatible,
@@ -445,12 +446,23 @@ def test_engine_build_run_and_parity(tiny_onnx, tmp_path, fp16):
     rt = TensorRTRuntime(res.path)
     assert (rt.min_batch, rt.max_batch) == (2, 4)
     x = np.random.default_rng(0).standard_normal((9, 1, 256, 256), dtype=np.float32)
-    probs = rt.run(x)  # 9 tiles: chunks of 4, 4 and 1 (padded to 2)
+    probs = run_numpy(rt, x)  # 9 tiles: chunks of 4, 4 and 1 (padded to 2)
     assert probs.shape == (9, 9, 256, 256) and probs.dtype == np.float32
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-3)
     cmp = compare_probs(probabilities(onnx_logits(tiny_onnx, x)), probs)
     assert cmp["max_abs_prob_diff"] < 5e-2 and cmp["argmax_agreement"] > 0.99
-    np.testing.assert_allclose(rt.run(x[:1]), probs[:1], atol=1e-5)
+    np.testing.assert_allclose(run_numpy(rt, x[:1]), probs[:1], atol=1e-5)
+    # the tensor protocol: a device tensor in, float32 probabilities on the device
+    # out, queued on the current stream (a side stream here)
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        xd = torch.from_numpy(x).cuda()
+        p = rt.run(xd)
+        kept = p.clone()
+        rt.run(xd[:3].flip(0))  # reuses the engine's buffers
+    side.synchronize()
+    assert p.device.type == "cuda" and p.dtype == torch.float32
+    np.testing.assert_allclose(kept.cpu().numpy(), probs, atol=1e-5)
     rt.close()
 
 

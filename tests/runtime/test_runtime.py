@@ -1,5 +1,6 @@
-"""Runtimes: backend selection and its errors, ONNX Runtime sessions and providers,
-torch precision, `alosmap info` backends, and onnx == torch on sample_data."""
+"""Runtimes: the tensor protocol, backend selection and its errors, ONNX Runtime
+sessions and providers, torch precision, `alosmap info` backends, and onnx == torch
+on sample_data."""
 
 from __future__ import annotations
 
@@ -10,10 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import torch
 from conftest import SAMPLE_SCENES
 
-from alosmap.errors import BackendOptionError, BackendUnavailableError, ModelFileError
+from alosmap.errors import (
+    BackendOptionError,
+    BackendUnavailableError,
+    ModelFileError,
+    SpecMismatchError,
+)
 from alosmap.runtime import base, load_runtime, resolve_backend
+from alosmap.runtime.base import logits_to_probs, run_numpy
 from alosmap.runtime.onnx_backend import (
     CPU_EP,
     CUDA_EP,
@@ -21,7 +29,9 @@ from alosmap.runtime.onnx_backend import (
     OnnxRuntime,
     build_providers,
     provider_failure_reason,
+    supports_user_stream,
     trt_cache_path,
+    with_compute_stream,
 )
 
 ort = pytest.importorskip("onnxruntime")
@@ -72,6 +82,142 @@ def _one_error_line(err: str) -> str:
     assert len(lines) == 1, err
     assert "Traceback" not in err
     return lines[0]
+
+
+# --- the tensor protocol -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cpu_runtimes(tiny_lulc_model, tiny_onnx):
+    """The tiny LULC model through torch, ONNX Runtime and ONNX Runtime IO binding."""
+    rts = {
+        "torch": load_runtime(tiny_lulc_model),
+        "onnx": load_runtime(tiny_onnx),
+        "onnx-bound": OnnxRuntime(tiny_onnx, io_binding=True),
+    }
+    yield rts
+    for rt in rts.values():
+        rt.close()
+
+
+@pytest.mark.parametrize("which", ["torch", "onnx", "onnx-bound"])
+def test_cpu_tensor_in_cpu_tensor_out(which, cpu_runtimes):
+    rt = cpu_runtimes[which]
+    x = torch.from_numpy(_tiles(2))
+    p = rt.run(x)
+    assert isinstance(p, torch.Tensor) and p.device.type == "cpu"
+    assert p.dtype == torch.float32 and tuple(p.shape) == (2, 9, 256, 256)
+    assert torch.allclose(p.sum(1), torch.ones(2, 256, 256), atol=1e-5)
+    assert float(p.min()) >= 0.0 and float(p.max()) <= 1.0
+    # the input is left alone; another dtype or a non-contiguous view is accepted
+    assert torch.equal(x, torch.from_numpy(_tiles(2)))
+    wide = torch.zeros(2, 1, 256, 512, dtype=torch.float64)
+    wide[..., ::2] = x
+    assert torch.allclose(rt.run(wide[..., ::2]), p, atol=1e-5)
+    p.mul_(2.0)  # the caller may work on the result in place
+
+
+@pytest.mark.parametrize("which", ["torch", "onnx", "onnx-bound"])
+def test_a_copied_result_survives_the_next_run(which, cpu_runtimes):
+    rt = cpu_runtimes[which]
+    a, b = _tiles(3, seed=1), _tiles(3, seed=2)
+    kept = rt.run(torch.from_numpy(a)).clone()  # valid until the next run: copied
+    rt.run(torch.from_numpy(b))
+    rt.run(torch.from_numpy(b[:1]))
+    assert torch.equal(kept, torch.from_numpy(run_numpy(rt, a)))
+
+
+def test_torch_and_onnx_agree_through_run_numpy(cpu_runtimes):
+    x = _tiles(3, seed=3)
+    ref = run_numpy(cpu_runtimes["torch"], x)
+    for which in ("onnx", "onnx-bound"):
+        p = run_numpy(cpu_runtimes[which], x)
+        assert p.dtype == np.float32 and p.shape == ref.shape
+        assert np.abs(p - ref).max() < 1e-4
+        assert (p.argmax(1) == ref.argmax(1)).mean() > 0.999
+
+
+def test_one_output_is_a_sigmoid(tiny_water_model, tiny_water_onnx):
+    from alosmap.spec import load_model
+
+    net, _ = load_model(tiny_water_model)
+    x = _tiles(2, seed=4)
+    with torch.no_grad():
+        want = torch.sigmoid(net.eval()(torch.from_numpy(x)).float())
+    for rt in (load_runtime(tiny_water_model), OnnxRuntime(tiny_water_onnx)):
+        p = rt.run(torch.from_numpy(x))
+        assert tuple(p.shape) == (2, 1, 256, 256) and p.dtype == torch.float32
+        assert torch.allclose(p, want, atol=1e-4), rt.name
+
+
+def test_run_refuses_numpy_and_wrong_shapes(cpu_runtimes):
+    for rt in cpu_runtimes.values():
+        with pytest.raises(TypeError, match="run_numpy"):
+            rt.run(_tiles(1))
+        with pytest.raises(SpecMismatchError, match=r"\[B, 1, 256, 256\]"):
+            rt.run(torch.zeros(1, 1, 128, 128))
+        with pytest.raises(SpecMismatchError, match=r"got \[1, 256, 256\]"):
+            rt.run(torch.zeros(1, 256, 256))
+
+
+def test_logits_to_probs():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 4, 3, 3, generator=g) * 30
+    p = logits_to_probs(logits.half())
+    assert p.dtype == torch.float32
+    assert torch.allclose(p.sum(1), torch.ones(2, 3, 3), atol=1e-5)
+    assert torch.equal(p.argmax(1), logits.half().float().argmax(1))
+    q = logits_to_probs(logits)
+    assert q.data_ptr() != logits.data_ptr()  # never the logits themselves
+    one = logits_to_probs(torch.tensor([[[[-200.0, 0.0, 200.0]]]]))
+    assert one.tolist() == [[[[0.0, 0.5, 1.0]]]]  # K = 1: sigmoid, no overflow
+
+
+def test_run_numpy_copies_a_reused_buffer():
+    class Reusing:
+        """A runtime whose result is a view of one buffer (as the protocol allows)."""
+
+        buf = torch.zeros(4, 9, 256, 256)
+
+        def run(self, batch):
+            self.buf[: len(batch)] = batch.mean()
+            return self.buf[: len(batch)]
+
+    rt = Reusing()
+    first = run_numpy(rt, np.ones((2, 1, 256, 256)))  # float64 in, float32 out
+    second = run_numpy(rt, np.full((2, 1, 256, 256), 3.0, np.float32))
+    assert first.dtype == np.float32 and first.shape == (2, 9, 256, 256)
+    assert float(first.max()) == 1.0 and float(second.min()) == 3.0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("which", ["torch", "onnx"])
+def test_cuda_tensors_stay_on_the_device(which, tiny_lulc_model, tiny_onnx):
+    if not _gpu():
+        pytest.skip("needs a CUDA GPU")
+    if which == "onnx" and CUDA_EP not in ort.get_available_providers():
+        pytest.skip("this ONNX Runtime has no CUDA execution provider")
+    path = tiny_lulc_model if which == "torch" else tiny_onnx
+    x = _tiles(5, seed=5)
+    ref = run_numpy(load_runtime(path), x)  # on the CPU
+    rt = load_runtime(path, device="cuda")
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        src = torch.from_numpy(x).cuda()
+        xd = torch.zeros_like(src)
+        torch.cuda._sleep(100_000_000)  # a run that did not wait would read zeros
+        xd.copy_(src)
+        p = rt.run(xd)
+        kept = p.clone()  # queued after run() on the same stream: sees the result
+        rt.run(xd.flip(0))
+        from_host = rt.run(torch.from_numpy(x))  # a CPU batch is copied over
+    side.synchronize()
+    assert p.device.type == "cuda" and p.dtype == torch.float32
+    for got in (kept, from_host):
+        got = got.cpu().numpy()
+        assert np.abs(got - ref).max() < 2e-2
+        assert (got.argmax(1) == ref.argmax(1)).mean() > 0.99
+    rt.close()
 
 
 # --- selection -------------------------------------------------------------------
@@ -204,16 +350,18 @@ def test_onnx_matches_torch_with_and_without_io_binding(
         "water": (tiny_water_model, tiny_water_onnx),
     }[task]
     x = _tiles()
-    ref = load_runtime(model).run(x)
+    ref = run_numpy(load_runtime(model), x)
     plain = OnnxRuntime(onnx_path)
     bound = OnnxRuntime(onnx_path, io_binding=True)  # the GPU code path, on the CPU
-    assert bound._post is not None  # softmax/sigmoid session behind the model
     for rt in (plain, bound):
-        p = rt.run(x)
+        p = run_numpy(rt, x)
         assert p.dtype == np.float32 and p.shape == ref.shape
         assert np.abs(p - ref).max() < 1e-4
-    # a batch of another size through the same bindings
-    assert np.abs(bound.run(x[:1]) - ref[:1]).max() < 1e-4
+    # a batch of another size through the same bindings (a prefix of the buffer),
+    # then a larger one (a new buffer)
+    assert np.abs(run_numpy(bound, x[:1]) - ref[:1]).max() < 1e-4
+    x5 = _tiles(5, seed=1)
+    assert np.abs(run_numpy(bound, x5) - run_numpy(plain, x5)).max() < 1e-5
 
 
 def test_onnx_fp16_file_runs_as_fp16(tiny_lulc_model, tiny_onnx, tmp_path):
@@ -230,14 +378,33 @@ def test_onnx_fp16_file_runs_as_fp16(tiny_lulc_model, tiny_onnx, tmp_path):
     rt = load_runtime(path)
     assert rt.precision == "fp16"
     x = _tiles(2)
-    ref = load_runtime(tiny_lulc_model).run(x)
-    p = rt.run(x)
+    ref = run_numpy(load_runtime(tiny_lulc_model), x)
+    p = run_numpy(rt, x)
     assert p.dtype == np.float32
     assert np.abs(p - ref).max() < 0.05
     assert (p.argmax(1) == ref.argmax(1)).mean() > 0.99
     with pytest.raises(BackendOptionError, match=r"is an fp16 export"):
         load_runtime(path, precision="fp32")
     assert load_runtime(tiny_onnx).precision == "fp32"
+
+
+def test_onnx_graph_with_fp16_io(tiny_lulc_model, tiny_onnx, tmp_path):
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    # not what `alosmap export onnx --fp16` writes (its I/O stays float32), but a
+    # graph taking and giving float16 still runs: converted on the device, both paths
+    m16 = convert_float_to_float16(onnx.load(tiny_onnx), keep_io_types=False)
+    path = tmp_path / "io16.onnx"
+    onnx.save(m16, path)
+    x = _tiles(2)
+    ref = run_numpy(load_runtime(tiny_lulc_model), x)
+    for rt in (OnnxRuntime(path), OnnxRuntime(path, io_binding=True)):
+        assert rt.session.get_inputs()[0].type == "tensor(float16)"
+        p = rt.run(torch.from_numpy(x))
+        assert p.dtype == torch.float32 and p.device.type == "cpu"
+        assert (p.numpy().argmax(1) == ref.argmax(1)).mean() > 0.99
+        assert np.abs(p.numpy() - ref).max() < 0.05
 
 
 def test_provider_order_and_options(tmp_path):
@@ -272,6 +439,34 @@ def test_provider_order_and_options(tmp_path):
     ]
     with pytest.raises(BackendUnavailableError, match=r"onnxruntime-gpu"):
         build_providers("cuda", [CPU_EP])
+
+
+def test_onnx_on_the_gpu_needs_a_pytorch_that_sees_it(monkeypatch):
+    from alosmap.runtime.onnx_backend import session_stream
+
+    monkeypatch.setattr(torch.version, "cuda", None)
+    with pytest.raises(BackendUnavailableError, match=r"is a CPU build.*--device cpu"):
+        session_stream("cuda")
+    if not _gpu():
+        monkeypatch.setattr(torch.version, "cuda", "13.0")
+        with pytest.raises(BackendUnavailableError, match=r"sees no CUDA GPU here"):
+            session_stream("cuda:1")
+
+
+def test_gpu_providers_run_on_a_given_stream():
+    provs = build_providers("cuda", [TRT_EP, CUDA_EP, CPU_EP])
+    streamed = with_compute_stream(provs, 0x7F00DEAD)
+    assert [p[0] for p in streamed] == [TRT_EP, CUDA_EP, CPU_EP]
+    for name, opts in streamed[:2]:
+        assert opts["user_compute_stream"] == str(0x7F00DEAD), name
+        assert opts["has_user_compute_stream"] == "1"
+    assert streamed[1][1]["device_id"] == "0"  # the other options are kept
+    assert streamed[2] == (CPU_EP, {}) and "user_compute_stream" not in provs[1][1]
+    with pytest.raises(ValueError, match="stream 0"):
+        with_compute_stream(provs, 0)  # the legacy default stream
+    assert supports_user_stream("1.18.0") and supports_user_stream("1.31.1")
+    assert supports_user_stream("2.0.0.dev20270101")
+    assert not supports_user_stream("1.17.3") and not supports_user_stream("dev")
 
 
 def test_engine_cache_location(monkeypatch, tmp_path):
@@ -322,10 +517,10 @@ def test_provider_failure_reason():
 
 def test_torch_bf16_on_cpu_is_close_to_fp32(tiny_lulc_model):
     x = _tiles(2)
-    ref = load_runtime(tiny_lulc_model).run(x)
+    ref = run_numpy(load_runtime(tiny_lulc_model), x)
     rt = load_runtime(tiny_lulc_model, precision="bf16")
     assert rt.precision == "bf16"
-    p = rt.run(x)
+    p = run_numpy(rt, x)
     assert p.dtype == np.float32
     assert np.abs(p - ref).max() < 0.05
     assert (p.argmax(1) == ref.argmax(1)).mean() > 0.99
@@ -334,10 +529,10 @@ def test_torch_bf16_on_cpu_is_close_to_fp32(tiny_lulc_model):
 @pytest.mark.slow
 def test_torch_compile_pads_partial_batches(tiny_lulc_model):
     x = _tiles(3)
-    ref = load_runtime(tiny_lulc_model).run(x)
+    ref = run_numpy(load_runtime(tiny_lulc_model), x)
     rt = load_runtime(tiny_lulc_model, compile=True)
-    assert np.abs(rt.run(x) - ref).max() < 1e-4
-    p = rt.run(x[:2])  # padded to 3: no second compilation
+    assert np.abs(run_numpy(rt, x) - ref).max() < 1e-4
+    p = run_numpy(rt, x[:2])  # padded to 3: no second compilation
     assert p.shape[0] == 2 and np.abs(p - ref[:2]).max() < 1e-4
 
 

@@ -1,0 +1,170 @@
+"""The device accumulator against a reference of the NumPy blend it replaced.
+
+:class:`blend_reference.ReferenceBlend` is the pipeline's blend as it was before it
+moved to torch tensors: the device blend must give the same maps up to float
+summation order (:func:`blend_reference.check_against_reference`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from blend_reference import ReferenceBlend, check_against_reference
+
+from alosmap.predict.blend import Rows, StripAccumulator, top_class_numpy
+from alosmap.predict.options import DEFAULT_OVERLAP
+from alosmap.spec import ModelSpec
+from alosmap.tiling import Tile, axis_starts, tile_weights
+
+TILE = 32
+
+
+def _spec(task: str) -> ModelSpec:
+    from alosmap.predict.pipeline import default_model_path
+    from alosmap.spec import load_spec
+
+    return load_spec(default_model_path(task))
+
+
+def _run(
+    spec: ModelSpec,
+    height: int,
+    width: int,
+    overlap: int,
+    valid: np.ndarray,
+    *,
+    seed: int = 0,
+    conf: bool = True,
+    prob: bool = True,
+) -> tuple[dict[str, np.ndarray], ReferenceBlend, np.ndarray]:
+    """Feed one scene's windows to both blends; return the device maps."""
+    rng = np.random.default_rng(seed)
+    k = spec.num_outputs
+    out = {
+        "classes": np.full((height, width), 77, np.uint8),
+        "confidence": np.full((height, width), 77, np.uint8),
+        "probabilities": np.full((k, height, width), 77, np.uint8),
+    }
+    rows_seen: list[int] = []
+
+    def emit(r: Rows) -> None:
+        r.wait()
+        n = r.classes.shape[0]
+        rows_seen.extend(range(r.row, r.row + n))
+        out["classes"][r.row : r.row + n] = r.classes
+        if conf:
+            out["confidence"][r.row : r.row + n] = r.confidence
+        if prob:
+            out["probabilities"][:, r.row : r.row + n] = r.probabilities
+
+    acc = StripAccumulator(
+        width,
+        height,
+        TILE,
+        overlap,
+        spec,
+        emit,
+        want_confidence=conf,
+        want_probabilities=prob,
+    )
+    ref = ReferenceBlend(height, width, k)
+    th, tw = min(TILE, height), min(TILE, width)
+    used = np.zeros((height, width), bool)
+    for row in axis_starts(height, TILE, overlap):
+        band = valid[row : row + th]
+        acc.open_band(row, band if band.any() else None)
+        for col in axis_starts(width, TILE, overlap):
+            if not band[:, col : col + tw].any():
+                continue  # the pipeline skips windows without data
+            t = Tile(row, col, th, tw)
+            logits = rng.normal(0, 3, size=(k, TILE, TILE)).astype(np.float32)
+            if k == 1:
+                p = 1 / (1 + np.exp(-logits))
+            else:
+                e = np.exp(logits - logits.max(0))
+                p = e / e.sum(0)
+            p = p.astype(np.float32)
+            acc.add(t, torch.from_numpy(p))
+            ref.add(t, p, tile_weights(t, height, width, TILE, overlap))
+            used[t.slices] = True
+    acc.finish()
+    assert sorted(rows_seen) == list(range(height)), "every row emitted once"
+    return out, ref, used
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "overlap"),
+    [
+        (100, 77, DEFAULT_OVERLAP // 8),  # odd sizes, the last windows shifted in
+        (20, 50, 8),  # shorter than a tile
+        (45, 1, 8),  # one pixel wide
+        (1, 40, 8),  # one pixel high
+        (90, 90, 0),  # no overlap
+        (90, 70, 24),  # overlap over half a tile: rows shift through a copy
+        (32, 32, 8),  # exactly one tile
+    ],
+)
+@pytest.mark.parametrize("task", ["lulc", "water"])
+def test_device_blend_matches_reference(
+    height: int, width: int, overlap: int, task: str
+) -> None:
+    spec = _spec(task)
+    rng = np.random.default_rng(height * 1000 + width)
+    valid = rng.random((height, width)) > 0.05
+    out, ref, _ = _run(spec, height, width, overlap, valid)
+    check_against_reference(spec, out, ref, valid)
+
+
+def test_no_data_bands_and_skipped_windows_stay_no_data() -> None:
+    """Whole bands without data, windows skipped inside a band, holes: all match."""
+    spec = _spec("lulc")
+    h, w = 150, 130
+    valid = np.ones((h, w), bool)
+    valid[30:95] = False  # whole bands of windows without data
+    valid[:, 40:90] = False  # windows skipped in the middle of the other bands
+    valid[120:, 100:] = False  # trailing windows skipped
+    valid[5:9, 5:9] = False  # a hole
+    out, ref, used = _run(spec, h, w, 8, valid)
+    assert not used.all(), "the scene must skip windows for this test"
+    check_against_reference(spec, out, ref, valid)
+
+
+def test_batch_of_windows_independent_of_call_pattern() -> None:
+    """Blending a batch tensor window by window equals blending views of it."""
+    spec = _spec("lulc")
+    valid = np.ones((70, 70), bool)
+    a, _, _ = _run(spec, 70, 70, 8, valid, seed=3)
+    b, _, _ = _run(spec, 70, 70, 8, valid, seed=3)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_top_class_numpy_is_argmax_with_first_index_on_ties() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 4, size=(9, 70, 33)).astype(np.float32)  # many ties
+    top, idx = top_class_numpy(a)
+    np.testing.assert_array_equal(idx, a.argmax(0))
+    np.testing.assert_array_equal(top, a.max(0))
+
+
+def test_class_pixels_count_valid_pixels_only() -> None:
+    spec = _spec("lulc")
+    valid = np.ones((50, 40), bool)
+    valid[:10] = False
+    counts: list[np.ndarray] = []
+
+    def emit(r: Rows) -> None:
+        counts.append(np.bincount(r.classes.ravel(), minlength=256))
+
+    acc = StripAccumulator(40, 50, TILE, 8, spec, emit)
+    for row in axis_starts(50, TILE, 8):
+        acc.open_band(row, valid[row : row + TILE])
+        for col in axis_starts(40, TILE, 8):
+            probs = torch.full((spec.num_outputs, TILE, TILE), 0.01)
+            probs[2] = 0.92
+            acc.add(Tile(row, col, TILE, TILE), probs)
+    acc.finish()
+    pixels = acc.class_pixels
+    assert pixels.sum() == valid.sum()
+    assert pixels[spec.classes[2].code] == valid.sum()

@@ -1,0 +1,41 @@
+"""``alosmap bench --ceiling``: the pipeline with a zero-cost model."""
+
+from __future__ import annotations
+
+import json
+
+from alosmap.predict.ceiling import HOST_STAGES, run_ceiling
+from alosmap.predict.stages import StageClock
+
+
+def test_ceiling_measures_every_stage(tmp_path):
+    r = run_ceiling(700, tmp_path, batch_size=4, confidence=True, probabilities=True)
+    assert r.tiles == 16 and r.classes == 9 and r.device == "cpu"
+    assert r.tiles_per_s > 0 and r.peak_rss_mb > 0 and r.peak_device_mb is None
+    ms = r.stages_ms_per_tile
+    assert list(ms) == list(StageClock.STAGES)
+    for stage in ("read", "radiometry", "cut", "blend", "finish", "write", "cog"):
+        assert ms[stage] > 0, stage
+    assert ms["h2d"] == 0 and ms["d2h"] == 0  # nothing moves on the CPU
+    host_ms = sum(ms[s] for s in HOST_STAGES)
+    assert abs(1000 / r.host_tiles_per_s - host_ms) < 1e-6 * host_ms + 1e-9
+
+
+def test_ceiling_cli_json_and_text(cli):
+    code, out, err = cli(
+        "bench", "--ceiling", "--size", "600", "--task", "water", "--json"
+    )
+    assert code == 0, err
+    c = json.loads(out)["ceiling"]
+    assert c["classes"] == 1 and c["size"] == 600 and c["tiles"] == 9
+    assert set(c["stages_ms_per_tile"]) == set(StageClock.STAGES)
+    code, out, err = cli("bench", "--ceiling", "--size", "600")
+    assert code == 0, err
+    assert "tiles/s" in out and "host-side" in out and "blend" in out
+
+
+def test_ceiling_cli_usage_errors(cli):
+    code, _, err = cli("bench", "--ceiling", "--task", "forest")
+    assert code == 2 and "--task" in err
+    code, _, err = cli("bench", "--ceiling", "--device", "cuda:x")
+    assert code != 0 and "cuda:x" in err
