@@ -15,32 +15,21 @@ import pytest
 import rasterio
 import torch
 from blend_reference import ReferenceBlend, check_against_reference
+from conftest import _model_file
 
-from alosmap.arch import get_preset
 from alosmap.io.scene import Scene
-from alosmap.models import build_model
 from alosmap.predict.ceiling import NullRuntime, null_probabilities
 from alosmap.predict.options import DEFAULT_OVERLAP
 from alosmap.predict.pipeline import load_model, predict_scene
 from alosmap.predict.tiles import iter_scene_tiles
-from alosmap.radiometry import Radiometry
-from alosmap.spec import default_spec, load_spec, save_model
+from alosmap.spec import load_spec
 from alosmap.tiling import tile_weights
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
 
 
 def _tiny_model(directory: Path, task: str, tile: int = 64) -> Path:
-    spec = default_spec(
-        task,
-        get_preset("tiny", img_size=tile),
-        radiometry=Radiometry(mean_db=-12.0, std_db=7.0),
-        name=f"tiny-{task}-{tile}",
-    )
-    torch.manual_seed(2)
-    return save_model(
-        build_model(spec.arch).eval(), spec, directory / f"{task}{tile}.safetensors"
-    )
+    return _model_file(directory, task, img_size=tile)
 
 
 @pytest.fixture(scope="module")
