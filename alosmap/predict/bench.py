@@ -362,7 +362,7 @@ def agreement(ref: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     }
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     """Peak resident memory of this process (MB).
 
     ``VmHWM`` where Linux has it: ``ru_maxrss`` carries the parent's peak across
@@ -504,7 +504,7 @@ def compare_child(args: dict[str, Any]) -> dict[str, Any]:
 
 def _peak_mb(mem: _GpuMemory | None) -> float:
     """Peak device memory above the baseline on a GPU, else this process's RSS."""
-    return mem.sample() if mem else _peak_rss_mb()
+    return mem.sample() if mem else peak_rss_mb()
 
 
 def _model_rows(
@@ -721,7 +721,7 @@ def run_child(args: dict[str, Any]) -> BenchResult:
         tiles_run=res.tiles_run,
         tiles_total=res.tiles_total,
         e2e_seconds=res.seconds,
-        peak_rss_mb=_peak_rss_mb(),
+        peak_rss_mb=peak_rss_mb(),
     )
 
 

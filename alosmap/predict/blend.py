@@ -146,10 +146,8 @@ class StripAccumulator:
     def add(self, t: Tile, probs: torch.Tensor) -> None:
         """Blend one window's probabilities ``[K, tile, tile]`` (cropped to ``t``).
 
-        ``probs`` is a tensor on the band's device (a NumPy array is accepted).
+        ``probs`` is a tensor on the band's device.
         """
-        if isinstance(probs, np.ndarray):
-            probs = self._torch.from_numpy(probs).to(self.device)
         if t.row > self.base:
             self.flush(t.row)
         r0 = t.row - self.base

@@ -14,8 +14,6 @@ noise, which would make the COG build look slower than it is.
 
 from __future__ import annotations
 
-import resource
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -151,13 +149,12 @@ def run_ceiling(
     Raises:
         BackendUnavailableError: a CUDA device PyTorch does not see.
     """
-    from alosmap.predict.bench import write_bench_scene
+    from alosmap.predict.bench import peak_rss_mb, write_bench_scene
     from alosmap.predict.pipeline import default_model_path, predict_scene
-    from alosmap.runtime.base import check_device
+    from alosmap.runtime.base import require_torch_device
     from alosmap.spec import load_spec
 
-    device = check_device(device)
-    _require_device(device)
+    device = require_torch_device(device)
     spec = load_spec(default_model_path(task))
     rt = NullRuntime(spec, device)
     kw: dict[str, Any] = dict(
@@ -197,22 +194,9 @@ def run_ceiling(
         stages_ms_per_tile={
             s: 1000.0 * stages.get(s, 0.0) / tiles for s in StageClock.STAGES
         },
-        peak_rss_mb=_peak_rss_mb(),
+        peak_rss_mb=peak_rss_mb(),
         peak_device_mb=mem.peak_mb(),
     )
-
-
-def _require_device(device: str) -> None:
-    if not device.startswith("cuda"):
-        return
-    import torch
-
-    from alosmap.errors import BackendUnavailableError
-
-    if not torch.cuda.is_available():
-        raise BackendUnavailableError(
-            f"--device {device}: PyTorch sees no CUDA GPU here; use --device cpu"
-        )
 
 
 class _DeviceMemory:
@@ -231,12 +215,6 @@ class _DeviceMemory:
         import torch
 
         return float(torch.cuda.max_memory_allocated(self.device)) / 2**20
-
-
-def _peak_rss_mb() -> float:
-    """This process's peak resident memory (MB)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return float(peak) / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 def ceiling_report(result: CeilingResult) -> dict[str, Any]:

@@ -669,10 +669,9 @@ class _Feeder:
         """
         import torch
 
-        threads = torch.get_num_threads()
+        threads = self._model_threads
         if not self.acc.gpu:
             torch.set_num_threads(1)
-        self._model_threads = threads
         try:
             self._feed(strips)
             with self.clock.stage("finish", device=True):

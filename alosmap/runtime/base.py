@@ -285,6 +285,25 @@ def check_device(device: str) -> str:
     raise BackendOptionError(f"unknown device {device!r}; use cpu, cuda or cuda:N")
 
 
+def require_torch_device(device: str) -> str:
+    """Validate ``device`` and check that PyTorch can use it.
+
+    Raises:
+        BackendOptionError: not ``cpu``, ``cuda`` or ``cuda:N``.
+        BackendUnavailableError: a CUDA device PyTorch does not see.
+    """
+    device = check_device(device)
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BackendUnavailableError(
+                f"--device {device}: PyTorch sees no CUDA GPU here "
+                f"(torch {torch.__version__}); use --device cpu"
+            )
+    return device
+
+
 def device_index(device: str) -> int:
     """The GPU index of ``cuda:N`` (0 for ``cuda``)."""
     return int(device.split(":", 1)[1]) if ":" in device else 0

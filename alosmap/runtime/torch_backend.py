@@ -28,12 +28,12 @@ from typing import Any
 
 import torch
 
-from alosmap.errors import BackendOptionError, BackendUnavailableError
+from alosmap.errors import BackendOptionError
 from alosmap.runtime.base import (
-    check_device,
     check_precision,
     device_batch,
     logits_to_probs,
+    require_torch_device,
 )
 from alosmap.spec import load_model
 
@@ -67,14 +67,9 @@ class TorchRuntime:
         precision: str | None = None,
         compile: bool = False,
     ):
-        device = check_device(device)
+        device = require_torch_device(device)
         precision = check_precision(precision) or "fp32"
         gpu = device.startswith("cuda")
-        if gpu and not torch.cuda.is_available():
-            raise BackendUnavailableError(
-                f"--device {device}: PyTorch sees no CUDA GPU here "
-                f"(torch {torch.__version__}); use --device cpu"
-            )
         if precision == "fp16" and not gpu:
             raise BackendOptionError(
                 "--precision fp16 needs --device cuda (PyTorch has no fast fp16 on "

@@ -162,7 +162,7 @@ def test_child_peak_memory_is_its_own():
     import sys
 
     held = np.ones(50_000_000)  # ~400 MB touched in this (parent) process
-    code = "from alosmap.predict.bench import _peak_rss_mb; print(_peak_rss_mb())"
+    code = "from alosmap.predict.bench import peak_rss_mb; print(peak_rss_mb())"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )

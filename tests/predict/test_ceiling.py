@@ -39,3 +39,15 @@ def test_ceiling_cli_usage_errors(cli):
     assert code == 2 and "--task" in err
     code, _, err = cli("bench", "--ceiling", "--device", "cuda:x")
     assert code != 0 and "cuda:x" in err
+
+
+def test_ceiling_on_a_missing_gpu_is_one_line(cli):
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is here")
+    code, out, err = cli("bench", "--ceiling", "--device", "cuda", "--size", "600")
+    assert code == 1 and out == ""
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "PyTorch sees no CUDA GPU" in lines[0]
