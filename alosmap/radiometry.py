@@ -8,6 +8,10 @@ no data. JAXA's calibration converts them to backscatter in decibels:
 so, for example, DN 10000 gives 10·log10(1e8) − 83 = −3.0 dB. Linear power is
 ``10 ** (dB / 10)``.
 
+The same formula gives γ0 (terrain-flattened backscatter) for JAXA's 25 m yearly
+mosaics; :attr:`Radiometry.backscatter` records which of the two a model was trained
+on (:data:`BACKSCATTER_KINDS`), so that running it on the other can be flagged.
+
 All functions accept scalars or numpy arrays of any shape and never emit
 floating-point warnings: undefined results (no data, zero or negative power) are NaN.
 :func:`to_db` and :func:`normalize` also take torch tensors (the prediction pipeline
@@ -16,6 +20,7 @@ runs them on the model's device): one formula for the host and the GPU.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -28,6 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 __all__ = [
+    "BACKSCATTER_KINDS",
     "CALIBRATION_FACTOR_DB",
     "DEFAULT_CLIP_DB",
     "DN_MAX",
@@ -42,6 +48,7 @@ __all__ = [
     "guess_units",
     "linear_to_db",
     "normalize",
+    "parse_backscatter",
     "to_db",
 ]
 
@@ -61,6 +68,10 @@ INPUT_UNITS: tuple[str, ...] = ("dn", "db", "linear")
 #: σ0 range (dB) model inputs are clipped to before normalising, unless a model's
 #: spec or a dataset's record says otherwise.
 DEFAULT_CLIP_DB: tuple[float, float] = (-40.0, 20.0)
+#: What the backscatter of a scene or a model's training data is: σ0 (ellipsoid
+#: normalised, ALOS-2 Level 2.1), γ0 (terrain-flattened, the 25 m mosaics) or not
+#: known.
+BACKSCATTER_KINDS: tuple[str, ...] = ("sigma0", "gamma0", "unknown")
 
 _A = TypeVar("_A", np.ndarray, "torch.Tensor")
 
@@ -81,6 +92,9 @@ class Radiometry:
         clip_db: σ0 range (dB) values are clipped to before normalising.
         mean_db: training-set mean of σ0 (dB).
         std_db: training-set standard deviation of σ0 (dB).
+        backscatter: what the training scenes held: ``sigma0`` (ALOS-2 L2.1, the
+            default, also for specs written before this field), ``gamma0``
+            (terrain-flattened: the 25 m mosaics) or ``unknown``.
     """
 
     band: int = 1
@@ -89,6 +103,7 @@ class Radiometry:
     clip_db: tuple[float, float] = DEFAULT_CLIP_DB
     mean_db: float = -10.0
     std_db: float = 6.0
+    backscatter: str = "sigma0"
 
     def __post_init__(self) -> None:
         """Validate; raise :class:`SpecError` naming the field."""
@@ -106,6 +121,11 @@ class Radiometry:
                 f"radiometry.units: expected one of {', '.join(INPUT_UNITS)}, "
                 f"got {self.units!r}"
             )
+        if self.backscatter not in BACKSCATTER_KINDS:
+            raise SpecError(
+                f"radiometry.backscatter: expected one of "
+                f"{', '.join(BACKSCATTER_KINDS)}, got {self.backscatter!r}"
+            )
         if len(self.clip_db) != 2 or not self.clip_db[0] < self.clip_db[1]:
             raise SpecError(
                 f"radiometry.clip_db: expected (low, high), got {self.clip_db}"
@@ -118,6 +138,31 @@ class Radiometry:
                 raise SpecError(
                     f"radiometry.{name}: expected a finite number, got {v!r}"
                 )
+
+
+_BACKSCATTER_WORDS = {
+    "sigma0": "sigma0",
+    "sigmanought": "sigma0",
+    "sigmanaught": "sigma0",
+    "σ0": "sigma0",
+    "gamma0": "gamma0",
+    "gammanought": "gamma0",
+    "gammanaught": "gamma0",
+    "γ0": "gamma0",
+    "unknown": "unknown",
+}
+
+
+def parse_backscatter(text: str | None) -> str | None:
+    """``sigma0``, ``gamma0`` or ``unknown`` from a tag or metadata value, else None.
+
+    Case, spaces, ``-`` and ``_`` are ignored: ``Gamma-0``, ``gamma_0``, ``γ0``,
+    ``Sigma Nought`` are understood; ``beta0`` and anything else give None.
+    """
+    if not text:
+        return None
+    key = re.sub(r"[\s_\-]+", "", text.strip().lower())
+    return _BACKSCATTER_WORDS.get(key)
 
 
 def to_db(values: _A, units: str, cf: float = CALIBRATION_FACTOR_DB) -> _A:

@@ -24,7 +24,7 @@ import numpy as np
 
 from alosmap._fileio import atomic_write_bytes
 from alosmap._imports import lazy_import
-from alosmap.classes import get_task
+from alosmap.classes import TASK_RECORDS, Legend
 
 __all__ = ["format_confusion", "format_table", "pct", "plot_confusion"]
 
@@ -43,24 +43,30 @@ def pct(v: float | None) -> str:
 
 
 def format_table(
-    task: str,
+    task: str | Legend,
     metrics: dict[str, Any],
     classes: Sequence[str],
     title: str,
     threshold: float | None = None,
+    *,
+    binary: bool | None = None,
 ) -> str:
     """The paper's table layout as text: Table II for LULC, Table III for water.
 
     Args:
-        task: ``"lulc"`` or ``"water"``.
-        metrics: for LULC the dict of :meth:`ConfusionMatrix.summary`, for water
-            the dict of :func:`water_metrics` (values may be ``None``).
-        classes: class names in index order (LULC columns).
+        task: the legend, or its name (``"lulc"``, ``"water"``, a user's).
+        metrics: for a multi-class legend the dict of
+            :meth:`ConfusionMatrix.summary`, for a binary one the dict of
+            :func:`water_metrics` (values may be ``None``).
+        classes: class names in index order (LULC columns; a binary legend's
+            positive class last).
         title: first line.
-        threshold: water probability threshold, printed when given.
+        threshold: probability threshold of a binary legend, printed when given.
+        binary: whether the legend is binary; None = from ``task`` (a legend, or a
+            bundled task's name), else from the metrics (Table III's keys).
     """
     m = metrics
-    if get_task(task).binary:
+    if _is_binary(task, m, binary):
         return _water_table(m, classes, title, threshold)
     names = list(classes)
     width = max(9, *(len(n) for n in names))
@@ -89,6 +95,19 @@ def format_table(
     return "\n".join(lines)
 
 
+def _is_binary(
+    task: str | Legend, metrics: dict[str, Any], binary: bool | None
+) -> bool:
+    """Whether a table is Table III (a binary legend)."""
+    if binary is not None:
+        return binary
+    if isinstance(task, Legend):
+        return task.binary
+    if task in TASK_RECORDS:
+        return TASK_RECORDS[task].binary
+    return "iou_water" in metrics and "per_class" not in metrics
+
+
 def _num(v: float | None) -> str:
     """A plain number with three decimals (``n/a`` for ``None``)."""
     return "n/a" if v is None else f"{v:.3f}"
@@ -99,18 +118,23 @@ def _water_table(
 ) -> str:
     """Table III (IoU_water, precision, recall) and what else the metrics have.
 
-    F1 of the water class, overall accuracy and Cohen's kappa are added when the
-    metrics hold them (``alosmap evaluate`` does; training validation does not).
+    IoU, precision and recall are of the positive class (the last of ``classes``:
+    Water, or a user's, whose name then heads the IoU column). F1 of that class,
+    overall accuracy and Cohen's kappa are added when the metrics hold them
+    (``alosmap evaluate`` does; training validation does not).
     """
     cols = [(name, m[key]) for name, key in _WATER_COLUMNS]
+    positive = list(classes)[-1] if classes else None  # a binary legend's positive
+    if positive is not None and positive.lower() != "water":
+        cols[0] = (f"IoU_{positive.replace(' ', '_')}", cols[0][1])
     f1 = m.get("f1_per_class") or {}
-    water = next((n for n in classes if n.lower() == "water"), None)
-    if water is not None and water in f1:
-        cols.append(("F1", f1[water]))
+    if positive is not None and positive in f1:
+        cols.append(("F1", f1[positive]))
     if "overall_accuracy" in m:
         cols.append(("OA", m["overall_accuracy"]))
-    head = " ".join(f"{name:>10}" for name, _ in cols)
-    row = " ".join(f"{pct(v):>10}" for _, v in cols)
+    widths = [max(10, len(name)) for name, _ in cols]
+    head = " ".join(f"{name:>{w}}" for (name, _), w in zip(cols, widths, strict=True))
+    row = " ".join(f"{pct(v):>{w}}" for (_, v), w in zip(cols, widths, strict=True))
     note = "(percent" if threshold is None else f"(percent; threshold {threshold}"
     if "kappa" in m:
         note += f"; Cohen's kappa {_num(m['kappa'])}"

@@ -33,7 +33,13 @@ from alosmap._fileio import (
 )
 from alosmap._version import __version__
 from alosmap.arch import ArchConfig, check_fields
-from alosmap.classes import TASKS, ClassInfo, classes_for_task, get_task
+from alosmap.classes import (
+    TASK_RECORDS,
+    ClassInfo,
+    Legend,
+    LegendError,
+    get_task,
+)
 from alosmap.errors import ModelFileError, SpecError
 from alosmap.radiometry import Radiometry
 
@@ -56,14 +62,17 @@ class ModelSpec:
     """Everything inference needs to know about a model.
 
     Attributes:
-        task: ``"lulc"`` (9 classes) or ``"water"`` (1 logit, water vs not).
+        task: ``"lulc"`` (9 classes), ``"water"`` (1 logit, water vs not) or the
+            name of a user's legend.
         arch: the architecture.
-        classes: output legend (code, name, colour) of the maps.
+        classes: output classes (code, name, colour, label values) of the maps.
         radiometry: input conversion and normalisation.
         threshold: probability threshold for the water task (0.5 in the paper).
         name: short model name.
         provenance: free-form strings: what data, which command, when, version.
         format_version: layout version of the spec.
+        legend: the whole legend (map no data, binary, ignored label values);
+            None for the bundled tasks' own legends. Read it as :attr:`legend`.
     """
 
     task: str
@@ -74,17 +83,12 @@ class ModelSpec:
     name: str = "alosmap-model"
     provenance: dict[str, str] = field(default_factory=dict)
     format_version: int = SPEC_FORMAT_VERSION
+    custom_legend: Legend | None = None
+    _legend: Legend = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         """Fill defaults from the task and validate consistency."""
-        if self.task not in TASKS:
-            raise SpecError(
-                f"task: expected one of {', '.join(TASKS)}, got {self.task!r}"
-            )
-        if not self.classes:
-            object.__setattr__(self, "classes", classes_for_task(self.task))
-        object.__setattr__(self, "classes", tuple(self.classes))
-        task = get_task(self.task)
+        task = self._resolve_legend()
         if self.threshold is None:
             object.__setattr__(self, "threshold", task.default_threshold())
         if self.format_version != SPEC_FORMAT_VERSION:
@@ -116,6 +120,34 @@ class ModelSpec:
                 f"got {self.arch.in_chans}"
             )
 
+    def _resolve_legend(self) -> Legend:
+        """The legend: the custom one, or the bundled task's with these classes."""
+        lg = self.custom_legend
+        if lg is not None:
+            if lg.name != self.task:
+                raise SpecError(
+                    f"task: {self.task!r} but the legend is named {lg.name!r}"
+                )
+            if self.classes and [(c.code, c.name) for c in self.classes] != [
+                (c.code, c.name) for c in lg.classes
+            ]:
+                raise SpecError("classes: differ from the legend's classes")
+        elif self.task not in TASK_RECORDS:
+            raise SpecError(
+                f"task: {self.task!r} is not a bundled task "
+                f"({', '.join(TASK_RECORDS)}) and the spec carries no legend"
+            )
+        else:
+            lg = _preset_legend(get_task(self.task), tuple(self.classes))
+        object.__setattr__(self, "classes", lg.classes)
+        object.__setattr__(self, "_legend", lg)
+        return lg
+
+    @property
+    def legend(self) -> Legend:
+        """What the outputs, maps and labels of this model mean."""
+        return self._legend
+
     @property
     def num_outputs(self) -> int:
         """Number of model output channels."""
@@ -141,6 +173,11 @@ class ModelSpec:
                 {"code": c.code, "name": c.name, "color": list(c.color)}
                 for c in self.classes
             ],
+            **(
+                {"legend": self.custom_legend.to_dict()}
+                if self.custom_legend is not None
+                else {}
+            ),
             "radiometry": {
                 **dataclasses.asdict(self.radiometry),
                 "clip_db": list(self.radiometry.clip_db),
@@ -160,7 +197,12 @@ class ModelSpec:
         Raises:
             SpecError: naming the first bad or missing field.
         """
-        data = check_fields(data, cls, "spec", "a JSON object")
+        if not isinstance(data, dict):
+            raise SpecError(f"spec: expected a JSON object, got {type(data).__name__}")
+        bad = sorted({"custom_legend", "_legend"} & set(data))
+        if bad:  # the legend is stored under "legend"
+            raise SpecError(f"spec: unknown field(s) {', '.join(bad)}")
+        check_fields({k: v for k, v in data.items() if k != "legend"}, cls, "spec")
         for required in ("task", "arch", "format_version"):
             if required not in data:
                 raise SpecError(f"{required}: missing from the spec")
@@ -187,6 +229,12 @@ class ModelSpec:
         provenance = data.get("provenance", {})
         if not isinstance(provenance, dict):
             raise SpecError("provenance: expected an object of strings")
+        legend = None
+        if "legend" in data:
+            try:
+                legend = Legend.from_dict(data["legend"], source="spec legend")
+            except LegendError as exc:
+                raise SpecError(str(exc)) from exc
         try:
             return cls(
                 task=data["task"],
@@ -197,6 +245,7 @@ class ModelSpec:
                 name=str(data.get("name", "alosmap-model")),
                 provenance={str(k): str(v) for k, v in provenance.items()},
                 format_version=data["format_version"],
+                custom_legend=legend,
             )
         except TypeError as exc:
             raise SpecError(f"spec: {exc}") from exc
@@ -211,9 +260,36 @@ class ModelSpec:
         return cls.from_dict(data)
 
 
-def default_spec(task: str, arch: ArchConfig, **kwargs: Any) -> ModelSpec:
-    """A spec for ``task`` with ``arch``'s output count set to match the task."""
-    k = get_task(task).num_outputs
+def _preset_legend(preset: Legend, classes: tuple[ClassInfo, ...]) -> Legend:
+    """A bundled task's legend, with the classes a spec names (own colours, say)."""
+    values = {c.code: c.values for c in preset.classes}
+    filled = tuple(
+        c if c.values else dataclasses.replace(c, values=values.get(c.code, ()))
+        for c in classes
+    )
+    if not filled or filled == preset.classes:
+        return preset
+    try:
+        return dataclasses.replace(preset, classes=filled)
+    except LegendError as exc:
+        raise SpecError(f"classes: {exc}") from exc
+
+
+def default_spec(task: str | Legend, arch: ArchConfig, **kwargs: Any) -> ModelSpec:
+    """A spec for ``task`` (a bundled task's name or any legend).
+
+    ``arch``'s output count is set to match the task.
+    """
+    if isinstance(task, Legend):
+        legend = task
+        if legend.name not in TASK_RECORDS or legend != get_task(legend.name):
+            kwargs.setdefault("custom_legend", legend)
+        else:
+            kwargs.setdefault("classes", legend.classes)
+        task = legend.name
+    else:
+        legend = get_task(task)
+    k = legend.num_outputs
     if arch.num_classes != k:
         arch = arch.replace(num_classes=k)
     kwargs.setdefault("provenance", {"alosmap_version": __version__})

@@ -1,7 +1,9 @@
-"""``build-dataset``: label-guided sampling of SAR patches (paper Section III-A).
+"""``build-dataset``, the paper's path: label-guided sampling (paper Section III-A).
 
 The builder turns ALOS-2 HH scenes and JAXA HRLULC label tiles into the on-disk
-dataset that :mod:`alosmap.train.data` reads. The steps:
+dataset that :mod:`alosmap.train.data` reads (``docs/dataset_format.md``). Any
+other (image, label) pairs with a legend go through
+:mod:`alosmap.train.build_general`. The steps:
 
 1. **Class frequencies.** Pixels of every JAXA code are counted over *all* label
    tiles (``LC_*.tif``), read in windows of :attr:`BuildConfig.block_rows` rows
@@ -28,11 +30,17 @@ dataset that :mod:`alosmap.train.data` reads. The steps:
    label (reason ``label_nodata``). Pretraining patches need no labels.
 5. **Splits by month.** Scenes acquired in a pretraining month give ``pretrain``
    patches; scenes of a finetuning month give ``train`` / ``val`` / ``test``,
-   assigned *per patch* (a seeded shuffle cut at the fractions), as the paper's
-   patch counts imply. Scenes of other months are skipped with a note.
+   assigned *per patch* (a seeded shuffle cut at the fractions, which may be 0),
+   as the paper's patch counts imply. Scenes of other months are skipped with a
+   note.
 6. **Output.** Written into a temporary sibling directory that is renamed onto the
    destination at the end, so an error never leaves a half-written dataset.
-   Normalisation and class counts come from the training split only.
+   Normalisation and class counts come from the training split only (without
+   training patches: statistics from the pretrain split, else null).
+
+The bytes of a dataset depend only on the inputs and these parameters: the options
+added for other data (band, units, no-data of the images) are recorded only when
+given, so the paper's datasets stay byte-identical to earlier versions'.
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ import logging
 import math
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -57,6 +65,19 @@ from alosmap.errors import InputRasterError
 from alosmap.radiometry import DEFAULT_CLIP_DB
 from alosmap.train.data import FORMAT, PatchRecord, write_manifest
 from alosmap.train.errors import DatasetBuildError
+from alosmap.train.images import ImageOptions, open_image
+from alosmap.train.patch_store import (
+    Normalization,
+    PatchStore,
+    format_normalization,
+    normalization,
+)
+from alosmap.train.splits import (
+    LABELLED_SPLITS,
+    check_fractions,
+    parse_split,
+    split_patches,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +100,6 @@ __all__ = [
 N_CODES = 15
 #: Record of one anchor in ``anchors.npy``: pixel centre and JAXA code.
 ANCHOR_DTYPE = np.dtype([("lon", "<f8"), ("lat", "<f8"), ("code", "u1")])
-#: Split names of the finetuning month, in the order of ``BuildConfig.split``.
-LABELLED_SPLITS = ("train", "val", "test")
 #: How the summary table names each task's classes.
 _SCHEME_LABELS = {"lulc": "LULC-9", "water": "water"}
 
@@ -94,11 +113,12 @@ class BuildConfig:
         anchors: number of anchor points drawn (the paper uses 1,000,000).
         pretrain_months: months (1-12) whose scenes give ``pretrain`` patches.
         finetune_months: months whose scenes give ``train``/``val``/``test``.
-        split: train / val / test fractions of the finetuning patches.
+        split: train / val / test fractions of the finetuning patches (each ≥ 0).
         patch_size: patch side ``P`` in pixels.
-        max_nodata: largest tolerated fraction of SAR no-data pixels in a patch.
+        max_nodata: largest tolerated fraction of SAR no-data pixels in a patch
+            (``--max-nodata``; ``--min-valid`` is ``1 − max_nodata``).
         min_label_fraction: smallest fraction of SAR-valid pixels that must carry
-            a label (finetuning months only).
+            a label (finetuning months only; ``--min-labelled``).
         seed: seed of every random choice (anchors and splits).
         block_rows: rows per window when scanning label tiles.
 
@@ -135,18 +155,7 @@ class BuildConfig:
             )
         if not self.pretrain_months and not self.finetune_months:
             raise DatasetBuildError("no pretraining or finetuning months given")
-        if len(self.split) != 3 or any(
-            not math.isfinite(f) or f <= 0 for f in self.split
-        ):
-            raise DatasetBuildError(
-                f"--split {self.split}: expected 3 positive fractions "
-                "train/val/test, e.g. 0.7/0.15/0.15"
-            )
-        if abs(sum(self.split) - 1.0) > 1e-6:
-            raise DatasetBuildError(
-                f"--split {'/'.join(f'{f:g}' for f in self.split)}: the fractions "
-                f"sum to {sum(self.split):g}, not 1"
-            )
+        check_fractions(self.split)
         if self.patch_size < 8:
             raise DatasetBuildError(f"--patch-size {self.patch_size}: must be ≥ 8")
         if not 0.0 <= self.max_nodata < 1.0:
@@ -184,39 +193,16 @@ def parse_months(text: str, option: str = "--months") -> tuple[int, ...]:
     return tuple(sorted(set(out)))
 
 
-def parse_split(text: str) -> tuple[float, float, float]:
-    """Parse ``"0.7/0.15/0.15"`` (``/`` or ``,`` separated) into 3 fractions.
-
-    Raises:
-        DatasetBuildError: not three positive numbers that sum to 1.
-    """
-    parts = [p for p in text.replace(",", "/").split("/") if p.strip()]
-    try:
-        values = tuple(float(p) for p in parts)
-    except ValueError:
-        raise DatasetBuildError(
-            f"--split {text!r}: expected three numbers train/val/test, "
-            "e.g. 0.7/0.15/0.15"
-        ) from None
-    if len(values) != 3 or any(not math.isfinite(v) or v <= 0 for v in values):
-        raise DatasetBuildError(
-            f"--split {text!r}: expected 3 positive fractions train/val/test, "
-            "e.g. 0.7/0.15/0.15"
-        )
-    if abs(sum(values) - 1.0) > 1e-6:
-        raise DatasetBuildError(
-            f"--split {text!r}: the fractions sum to {sum(values):g}, not 1"
-        )
-    return values[0], values[1], values[2]
-
-
 # ------------------------------------------------------------- inputs
 def scene_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     """The scenes that ``--sar`` names: files as given, directories expanded.
 
     A directory stands for its ``*.tif``/``*.tiff`` files (sorted by name), except
-    JAXA label tiles (``LC_*``).
+    JAXA label tiles (``LC_*``) and the mask, date, incidence and HV files of JAXA
+    25 m mosaic tiles (the HH file reads its mask).
     """
+    from alosmap.train.pairs import MOSAIC_SIBLING
+
     scenes: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -225,6 +211,7 @@ def scene_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
                 for q in p.iterdir()
                 if q.suffix.lower() in (".tif", ".tiff")
                 and not q.name.startswith("LC_")
+                and not MOSAIC_SIBLING.match(q.name)
             )
         else:
             scenes.append(p)
@@ -556,49 +543,6 @@ def _label_patch(
     return dst
 
 
-# ---------------------------------------------------------------- writing
-def _shrink_npy(path: Path, n: int) -> None:
-    """Keep the first ``n`` rows of a C-order ``.npy`` file, in place if possible."""
-    with path.open("rb") as f:
-        version = np.lib.format.read_magic(f)
-        read_header = (
-            np.lib.format.read_array_header_1_0
-            if version == (1, 0)
-            else np.lib.format.read_array_header_2_0
-        )
-        shape, fortran, dtype = read_header(f)
-        offset = f.tell()
-    if shape[0] == n:
-        return
-    new_shape = (n, *shape[1:])
-    header: dict[str, Any] = {
-        "descr": np.lib.format.dtype_to_descr(dtype),
-        "fortran_order": fortran,
-    }
-    header["shape"] = new_shape
-    import io
-
-    buf = io.BytesIO()
-    if version == (1, 0):
-        np.lib.format.write_array_header_1_0(buf, header)
-    else:
-        np.lib.format.write_array_header_2_0(buf, header)
-    if buf.tell() == offset:
-        with path.open("r+b") as f:
-            f.write(buf.getvalue())
-            f.truncate(offset + n * int(np.prod(shape[1:])) * dtype.itemsize)
-        return
-    # header length changed: copy (rare)
-    src = np.load(path, mmap_mode="r")
-    tmp = path.with_suffix(".shrink.npy")
-    dst = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=new_shape)
-    for i in range(0, n, 256):
-        dst[i : i + 256] = src[i : min(n, i + 256)]
-    dst.flush()
-    del dst, src
-    os.replace(tmp, path)
-
-
 # ---------------------------------------------------------------- summary
 def _task_counts(counts: np.ndarray, task: Task) -> np.ndarray:
     """Pixel counts [K] of ``task``'s training classes from JAXA code counts [15]."""
@@ -652,12 +596,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"anchors: {a['drawn']} drawn over {a['tiles']} tile(s); "
         f"{a['in_kept_patches']} inside kept patches"
     )
-    n = summary["normalization"]
-    lo, hi = DEFAULT_CLIP_DB
-    lines.append(
-        f"normalisation ({n['split']} split, σ0 clipped to {lo:g}..{hi:g} dB): "
-        f"mean {n['mean_db']:.3f} dB, std {n['std_db']:.3f} dB"
-    )
+    lines.append(format_normalization(summary["normalization"]))
     lines.append("")
     sh = summary["class_shares"]
     lines.append(f"{'class share (%)':<18} {'tiles':>8} {'anchors':>8} {'train':>8}")
@@ -674,45 +613,15 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------ build
-@dataclass
-class _Patches:
-    """Kept patches: the memory-mapped arrays being filled and per-patch results."""
-
-    sar: np.ndarray  # float16 [N_candidates, P, P] (memmap)
-    labels: np.ndarray  # uint8 [N_candidates, P, P] (memmap)
-    records: list[PatchRecord] = field(default_factory=list)
-    groups: list[str] = field(default_factory=list)
-    sums: list[tuple[float, float, int]] = field(default_factory=list)
-
-    def add(
-        self,
-        record: PatchRecord,
-        group: str,
-        sar: np.ndarray,
-        labels: np.ndarray,
-        valid: np.ndarray,
-    ) -> None:
-        """Store one patch (σ0 dB as float16) and its normalisation sums."""
-        n = len(self.records)
-        record.index = n
-        x = sar.astype(np.float16)
-        self.sar[n] = x
-        self.labels[n] = labels
-        # sums over the stored (float16) values, clipped like the model input
-        xv = np.clip(x[valid].astype(np.float64), *DEFAULT_CLIP_DB)
-        self.sums.append((float(xv.sum()), float((xv * xv).sum()), int(xv.size)))
-        self.records.append(record)
-        self.groups.append(group)
-
-
 def _extract_scene(
     scene: _SceneInput,
     cand: np.ndarray,
-    out: _Patches,
+    out: PatchStore,
     tiles: Sequence[Any],
     tile_bounds: Sequence[tuple[float, float, float, float]],
     config: BuildConfig,
     bar: Any,
+    image: ImageOptions,
 ) -> tuple[dict[str, Any], list[int]]:
     """Read, check and store a scene's candidate patches.
 
@@ -721,9 +630,6 @@ def _extract_scene(
     """
     from affine import Affine
 
-    from alosmap.io.scene import Scene
-    from alosmap.radiometry import Radiometry
-
     p = config.patch_size
     n_cols = scene.width // p
     info = _scene_row(scene, scene.group, len(cand))
@@ -731,7 +637,7 @@ def _extract_scene(
     if len(cand) == 0:
         return info, kept
     min_valid = 1.0 - config.max_nodata
-    with Scene(scene.path, Radiometry()) as sc:  # ALOS-2 DN, the default CF
+    with open_image(scene.path, image) as sc:  # ALOS-2 DN, the default CF
         for pr in np.unique(cand[:, 0]):
             r = int(pr) * p
             db, valid = sc.read_strip(r, p)  # one read per patch row
@@ -774,11 +680,9 @@ def _assign_splits(
     """Split names per patch: pretrain, or train/val/test by a seeded shuffle."""
     g = np.asarray(groups)
     splits = np.where(g == "pretrain", "pretrain", "test").astype(object)
-    fine = rng.permutation(np.flatnonzero(g == "finetune"))
-    n_train = round(fractions[0] * len(fine))
-    n_val = min(len(fine) - n_train, round(fractions[1] * len(fine)))
-    splits[fine[:n_train]] = "train"
-    splits[fine[n_train : n_train + n_val]] = "val"
+    parts = split_patches(np.flatnonzero(g == "finetune"), fractions, rng)
+    for name, idx in parts.items():
+        splits[idx] = name
     return splits
 
 
@@ -882,7 +786,8 @@ def _extract_patches(
     cands: Sequence[np.ndarray],
     config: BuildConfig,
     progress: bool,
-) -> tuple[_Patches, list[dict[str, Any]], np.ndarray]:
+    image: ImageOptions,
+) -> tuple[PatchStore, list[dict[str, Any]], np.ndarray]:
     """Cut, check and store the candidates into ``sar_db.npy`` and ``labels.npy``.
 
     The arrays are sized for all candidates, then shrunk to the kept patches.
@@ -896,15 +801,8 @@ def _extract_patches(
     """
     from alosmap._progress import progress_bar
 
-    p = config.patch_size
     n_cand = sum(len(c) for c in cands)
-    sar = np.lib.format.open_memmap(
-        tmp / "sar_db.npy", mode="w+", dtype=np.float16, shape=(n_cand, p, p)
-    )
-    labels = np.lib.format.open_memmap(
-        tmp / "labels.npy", mode="w+", dtype=np.uint8, shape=(n_cand, p, p)
-    )
-    out = _Patches(sar=sar, labels=labels)
+    out = PatchStore.create(tmp, n_cand, config.patch_size)
     hit = np.zeros(n_anchors, dtype=bool)
     scene_rows = []
     with contextlib.ExitStack() as stack:
@@ -914,15 +812,11 @@ def _extract_patches(
         )
         for s, cand, (a_idx, a_cell) in zip(inputs.used, cands, cells, strict=True):
             info, kept = _extract_scene(
-                s, cand, out, tile_ds, inputs.tile_bounds, config, bar
+                s, cand, out, tile_ds, inputs.tile_bounds, config, bar, image
             )
             scene_rows.append(info)
             hit[a_idx[np.isin(a_cell, kept)]] = True
-    sar.flush()
-    labels.flush()
-    n = len(out.records)
-    out.sar = out.labels = np.empty(0)  # release the memmaps
-    del sar, labels
+    n = out.close(tmp)
     if n == 0:
         raise DatasetBuildError(
             f"all {n_cand} candidate patches were dropped for no data (SAR valid "
@@ -930,32 +824,7 @@ def _extract_patches(
             f"{config.min_label_fraction:.0%}); raise --max-nodata or check the "
             "scenes"
         )
-    _shrink_npy(tmp / "sar_db.npy", n)
-    _shrink_npy(tmp / "labels.npy", n)
     return out, scene_rows, hit
-
-
-@dataclass(frozen=True)
-class _Normalization:
-    """σ0 statistics (dB, clipped) of the split they come from."""
-
-    split: str
-    mean_db: float
-    std_db: float
-
-
-def _normalization(
-    sums: Sequence[tuple[float, float, int]], splits: np.ndarray, notes: list[str]
-) -> _Normalization:
-    """Mean and std over the training split (else the pretrain split, noted)."""
-    train = splits == "train"
-    norm_split = "train" if train.any() else "pretrain"
-    if not train.any():
-        notes.append("no training patches: normalisation from the pretrain split")
-    s = np.array(sums, dtype=np.float64)[train if train.any() else splits == "pretrain"]
-    mean = s[:, 0].sum() / s[:, 2].sum()
-    std = math.sqrt(max(0.0, s[:, 1].sum() / s[:, 2].sum() - mean * mean))
-    return _Normalization(norm_split, mean, std)
 
 
 def _summary(
@@ -966,7 +835,7 @@ def _summary(
     splits: np.ndarray,
     anchors: np.ndarray,
     hit: np.ndarray,
-    norm: _Normalization,
+    norm: Normalization,
     counts: np.ndarray,
     train_hist: np.ndarray,
 ) -> dict[str, Any]:
@@ -1018,7 +887,7 @@ def _metadata(
     config: BuildConfig,
     inputs: _Inputs,
     tile_dir: str | os.PathLike[str],
-    norm: _Normalization,
+    norm: Normalization,
     train_hist: np.ndarray,
     summary: dict[str, Any],
 ) -> dict[str, Any]:
@@ -1057,6 +926,7 @@ def build_dataset(
     *,
     overwrite: bool = False,
     progress: bool = False,
+    image: ImageOptions | None = None,
 ) -> BuildResult:
     """Build a training dataset by label-guided sampling (see the module docs).
 
@@ -1069,6 +939,8 @@ def build_dataset(
         overwrite: replace an existing dataset directory (only one that holds a
             ``dataset.json`` or is empty).
         progress: draw progress bars on stderr.
+        image: how to read the scenes (band, units, no-data; default: as the
+            files say, recorded in ``dataset.json`` only when not the default).
 
     Returns:
         The dataset path and its summary.
@@ -1082,6 +954,7 @@ def build_dataset(
         DatasetBuildError: bad parameters, or no patch survives.
     """
     config = config or BuildConfig()
+    image = image or ImageOptions()
     out_dir = Path(out_dir)
     inputs = _check_inputs(scenes, tile_dir, config)
     check_not_input_dir(out_dir, [*scenes, tile_dir, *inputs.tiles])
@@ -1103,13 +976,13 @@ def build_dataset(
         np.save(tmp / "anchors.npy", anchors)
         cells, cands = _candidate_patches(inputs.used, anchors, config)
         out, scene_rows, hit = _extract_patches(
-            tmp, inputs, len(anchors), cells, cands, config, progress
+            tmp, inputs, len(anchors), cells, cands, config, progress, image
         )
         splits = _assign_splits(out.groups, config.split, split_rng)
         for rec, sp in zip(out.records, splits, strict=True):
             rec.split = str(sp)
         write_manifest(tmp / "manifest.csv", out.records)
-        norm = _normalization(out.sums, splits, inputs.notes)
+        norm = normalization(out.sums, splits, inputs.notes, fallback="pretrain")
         hist = np.array([r.histogram for r in out.records], dtype=np.int64)
         train_hist = hist[splits == "train"].sum(axis=0)
         summary = _summary(
@@ -1125,6 +998,8 @@ def build_dataset(
             train_hist,
         )
         meta = _metadata(config, inputs, tile_dir, norm, train_hist, summary)
+        if not image.is_default:
+            meta["build"]["image"] = image.to_dict()
         (tmp / "dataset.json").write_text(
             json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )

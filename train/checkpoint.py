@@ -26,6 +26,12 @@ A full alosmap model file (``alosmap.spec`` metadata) or a file with no encoder 
 is refused with :class:`CheckpointError`; a shape mismatch (another preset) names
 the first mismatching key.
 
+**Complete models accepted by** ``--init-from`` (:func:`read_init_model`,
+:func:`load_init_weights`): an alosmap model ``.safetensors`` (spec in the header:
+the bundled models, an earlier run's ``model.safetensors``): encoder, decoder and
+head, strictly (every key, every shape), or all but the head (``head.*``) when a
+new head is trained for another legend.
+
 **Resume checkpoints** (``OUT_DIR/last.pt``) are written with :func:`torch.save`
 through a temporary file and :func:`os.replace`, and read back with
 ``weights_only=True``: RNG states are stored as tensors and plain lists.
@@ -48,19 +54,23 @@ from torch import nn
 
 from alosmap._fileio import atomic_write, make_readable
 from alosmap.arch import ArchConfig
-from alosmap.errors import OutputExistsError
+from alosmap.errors import ModelFileError, OutputExistsError, SpecError
+from alosmap.spec import ModelSpec
 from alosmap.train.errors import CheckpointError
 
 __all__ = [
     "ENCODER_KEY",
     "CheckpointError",
+    "InitModel",
     "LoadReport",
     "atomic_torch_save",
     "capture_rng",
+    "load_init_weights",
     "load_pretrained_encoder",
     "load_resume",
     "make_readable",
     "open_run",
+    "read_init_model",
     "restore_rng",
     "save_encoder",
 ]
@@ -265,6 +275,102 @@ def load_pretrained_encoder(
     report.unexpected = [*other, *result.unexpected_keys]
     report.matched = [k for k in state if k in own]
     return report
+
+
+# --------------------------------------------------------------------------------------
+# Complete models to start from (--init-from)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class InitModel:
+    """A complete trained model that a finetuning run starts from.
+
+    Attributes:
+        path: the model file.
+        spec: its spec (architecture, legend, radiometry).
+        state: its tensors (encoder, decoder and head).
+    """
+
+    path: Path
+    spec: ModelSpec
+    state: dict[str, torch.Tensor]
+
+
+def read_init_model(path: str | os.PathLike[str]) -> InitModel:
+    """Read an alosmap model file (spec and tensors) to start finetuning from.
+
+    Raises:
+        CheckpointError: missing or unreadable file, an encoder checkpoint (which
+            goes to ``--pretrained``), or a file without a valid spec.
+    """
+    from safetensors.torch import load_file
+
+    from alosmap.spec import load_spec, read_safetensors_metadata
+
+    p = Path(path)
+    if p.suffix.lower() != ".safetensors":
+        raise CheckpointError(
+            f"--init-from {p}: expected an alosmap model .safetensors (ONNX and "
+            "TensorRT files hold no trainable weights)"
+        )
+    try:
+        if ENCODER_KEY in read_safetensors_metadata(p):
+            raise CheckpointError(
+                f"--init-from {p}: an encoder checkpoint, not a complete model; "
+                "pass it as --pretrained"
+            )
+        spec = load_spec(p)
+        state = load_file(str(p), device="cpu")
+    except (ModelFileError, SpecError) as exc:
+        raise CheckpointError(f"--init-from: {exc}") from exc
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(f"--init-from {p}: cannot read tensors ({exc})") from exc
+    return InitModel(p, spec, state)
+
+
+def load_init_weights(
+    model: nn.Module, init: InitModel, *, reinit_head: bool = False
+) -> str:
+    """Load a complete model's weights into ``model`` (same architecture).
+
+    Args:
+        model: the :class:`~alosmap.models.SegmentationModel` to fill.
+        init: what :func:`read_init_model` read.
+        reinit_head: keep ``model``'s own (freshly initialised) head.
+
+    Returns:
+        One line saying what was loaded.
+
+    Raises:
+        CheckpointError: a key is missing, unexpected or of another shape.
+    """
+    state = init.state
+    if reinit_head:
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1].strip()
+        raise CheckpointError(
+            f"--init-from {init.path}: its weights do not fit this model ({first})"
+        ) from exc
+    missing = [
+        k for k in result.missing_keys if not (reinit_head and k.startswith("head."))
+    ]
+    if missing or result.unexpected_keys:
+        raise CheckpointError(
+            f"--init-from {init.path}: its weights do not fit this model "
+            f"({len(missing)} missing, e.g. {', '.join(missing[:3]) or '-'}; "
+            f"{len(result.unexpected_keys)} unexpected, e.g. "
+            f"{', '.join(result.unexpected_keys[:3]) or '-'})"
+        )
+    parts = (
+        "encoder and decoder (new head)" if reinit_head else "encoder, decoder, head"
+    )
+    return f"initialised from {init.path} ({init.spec.name}): {parts}"
 
 
 # --------------------------------------------------------------------------------------

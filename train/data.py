@@ -9,17 +9,25 @@ Layout of a dataset directory (format ``alosmap-dataset/1``)::
       manifest.csv     one row per patch: index, split, scene, date (YYYY-MM-DD),
                        row, col (window on the scene's own grid), valid_fraction
                        (SAR-valid share) and the patch's histogram of JAXA codes
-                       (h0 … h14) over its SAR-valid pixels (h0 = unlabelled)
+                       (h0 … h14) over its SAR-valid pixels (h0 = unlabelled);
+                       a dataset of the user's labels has h0 … h{K-1} (pixels of
+                       each training class) and more columns (image, label, ...)
       sar_db.npy       float16 [N, P, P]: σ0 in dB on the scene grid, NaN = no data
       labels.npy       uint8   [N, P, P]: JAXA HRLULC codes 1-14, 0 = no data
-                       (resampled by nearest neighbour onto the patch's SAR grid)
+                       (resampled by nearest neighbour onto the patch's SAR grid);
+                       with the user's legend: its training indices, 255 = no label
       anchors.npy      the anchors drawn (lon, lat in EPSG:4326, JAXA code), for
-                       reproducibility
+                       reproducibility (the paper's path only)
       summary.txt      the build summary as a table
 
+``docs/dataset_format.md`` describes every file and key.
+
 Splits: ``pretrain`` (unlabelled use, pretraining months) and ``train`` / ``val`` /
-``test`` (finetuning month). Labels are stored as JAXA codes so one dataset serves
-both tasks: :func:`alosmap.classes.jaxa_to_training` maps them at load time.
+``test`` (finetuning month). The paper's datasets store labels as JAXA codes so one
+dataset serves both tasks: :func:`alosmap.classes.jaxa_to_training` maps them at load
+time. A dataset built from the user's labels and legend records the legend in
+``dataset.json`` (``"legend"``, ``"labels": "index"``) and stores training indices of
+that legend (255 = no label): it serves that legend's task only.
 Arrays are opened memory-mapped (``np.load(mmap_mode="r")``), never loaded whole.
 """
 
@@ -27,15 +35,25 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from alosmap.classes import IGNORE_INDEX, jaxa_to_training
+from alosmap.classes import (
+    IGNORE_INDEX,
+    TASK_RECORDS,
+    Legend,
+    LegendError,
+    get_task,
+    jaxa_to_training,
+)
+from alosmap.errors import SpecError
 from alosmap.radiometry import DEFAULT_CLIP_DB, Radiometry, normalize
 from alosmap.train.errors import DatasetFormatError
 
@@ -65,10 +83,12 @@ class PatchRecord:
     col: int
     valid_fraction: float
     histogram: list[int]
+    #: more columns (datasets of the user's labels: image, label, group, ...)
+    extra: dict[str, str] = field(default_factory=dict)
 
     def to_row(self) -> dict[str, Any]:
         """CSV row."""
-        d = {
+        d: dict[str, Any] = {
             "index": self.index,
             "split": self.split,
             "scene": self.scene,
@@ -78,11 +98,13 @@ class PatchRecord:
             "valid_fraction": f"{self.valid_fraction:.4f}",
         }
         d.update({f"h{c}": int(n) for c, n in enumerate(self.histogram)})
+        d.update(self.extra)
         return d
 
     @classmethod
     def from_row(cls, row: dict[str, str]) -> PatchRecord:
-        """Parse a CSV row."""
+        """Parse a CSV row (histogram: every ``h<k>`` column, in the order of k)."""
+        hist = sorted(int(k[1:]) for k in row if _HIST_COLUMN.fullmatch(k))
         return cls(
             index=int(row["index"]),
             split=row["split"],
@@ -91,14 +113,27 @@ class PatchRecord:
             row=int(row["row"]),
             col=int(row["col"]),
             valid_fraction=float(row["valid_fraction"]),
-            histogram=[int(row[f"h{c}"]) for c in range(15)],
+            histogram=[int(row[f"h{c}"]) for c in hist],
+            extra={
+                k: v
+                for k, v in row.items()
+                if k not in _BASE_FIELDS and not _HIST_COLUMN.fullmatch(k)
+            },
         )
 
 
-def write_manifest(path: Path, records: Sequence[PatchRecord]) -> None:
-    """Write ``manifest.csv``."""
+_HIST_COLUMN = re.compile(r"h\d+")
+_BASE_FIELDS = frozenset(MANIFEST_FIELDS[:7])
+
+
+def write_manifest(
+    path: Path,
+    records: Sequence[PatchRecord],
+    fields: Sequence[str] = MANIFEST_FIELDS,
+) -> None:
+    """Write ``manifest.csv`` with the columns ``fields``."""
     with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=MANIFEST_FIELDS)
+        w = csv.DictWriter(f, fieldnames=list(fields))
         w.writeheader()
         for r in records:
             w.writerow(r.to_row())
@@ -151,14 +186,40 @@ class TrainingData:
         return int(self.sar.shape[-1])
 
     @property
+    def has_statistics(self) -> bool:
+        """Whether the build recorded σ0 statistics (null without training patches)."""
+        norm = self.meta.get("normalization", {})
+        return all(
+            isinstance(norm.get(k), (int, float)) and math.isfinite(norm[k])
+            for k in ("mean_db", "std_db")
+        )
+
+    def _statistic(self, key: str) -> float:
+        if not self.has_statistics:
+            raise DatasetFormatError(
+                f"{self.root}: the dataset has no training patches, so no σ0 "
+                "statistics to normalise with: it can evaluate a model but not "
+                "train one (rebuild it with a train fraction in --split)"
+            )
+        return float(self.meta["normalization"][key])
+
+    @property
     def mean_db(self) -> float:
-        """Training-split σ0 mean (dB)."""
-        return float(self.meta["normalization"]["mean_db"])
+        """Training-split σ0 mean (dB).
+
+        Raises:
+            DatasetFormatError: the dataset has no statistics (no train split).
+        """
+        return self._statistic("mean_db")
 
     @property
     def std_db(self) -> float:
-        """Training-split σ0 standard deviation (dB)."""
-        return float(self.meta["normalization"]["std_db"])
+        """Training-split σ0 standard deviation (dB).
+
+        Raises:
+            DatasetFormatError: the dataset has no statistics (no train split).
+        """
+        return self._statistic("std_db")
 
     @property
     def clip_db(self) -> tuple[float, float]:
@@ -170,15 +231,101 @@ class TrainingData:
         return float(lo), float(hi)
 
     @property
-    def radiometry(self) -> Radiometry:
-        """How σ0 dB becomes model input: the clip range and training statistics."""
-        return Radiometry(
-            clip_db=self.clip_db, mean_db=self.mean_db, std_db=self.std_db
-        )
+    def image_radiometry(self) -> dict[str, Any]:
+        """What the images held (``dataset.json``'s ``"radiometry"``).
 
-    def class_counts(self, task: str) -> list[int]:
+        Keys ``band``, ``units``, ``calibration_factor_db``, ``backscatter``. The
+        paper's datasets record none: their scenes are ALOS-2 L2.1 amplitude DN
+        (band 1, CF −83 dB, σ0), :class:`~alosmap.radiometry.Radiometry`'s
+        defaults; a band or units given to their build (``build.image``) count.
+        """
+        keys = ("band", "units", "calibration_factor_db", "backscatter")
+        raw = self.meta.get("radiometry")
+        if isinstance(raw, dict):
+            return {k: raw[k] for k in keys if k in raw}
+        image = self.meta.get("build", {}).get("image") or {}
+        out: dict[str, Any] = {}
+        if image.get("band") is not None:
+            out["band"] = image["band"]
+        if image.get("input_units") not in (None, "auto"):
+            out["units"] = image["input_units"]
+        return out
+
+    @property
+    def radiometry(self) -> Radiometry:
+        """How the images became model input.
+
+        What they held (band, units, CF, backscatter; :attr:`image_radiometry`),
+        the clip range and the training statistics.
+
+        Raises:
+            DatasetFormatError: the dataset has no statistics (no train split), or
+                a bad ``"radiometry"`` record.
+        """
+        try:
+            return Radiometry(
+                **self.image_radiometry,
+                clip_db=self.clip_db,
+                mean_db=self.mean_db,
+                std_db=self.std_db,
+            )
+        except (SpecError, TypeError) as exc:
+            raise DatasetFormatError(
+                f"{self.root}/dataset.json: bad radiometry record ({exc})"
+            ) from exc
+
+    @property
+    def own_legend(self) -> Legend | None:
+        """The legend of a dataset of the user's labels (None: JAXA codes)."""
+        raw = self.meta.get("legend")
+        if raw is None:
+            return None
+        try:
+            return Legend.from_dict(raw, source=f"{self.root}/dataset.json legend")
+        except LegendError as exc:
+            raise DatasetFormatError(str(exc)) from exc
+
+    def legend(self, task: str | Legend | None = None) -> Legend:
+        """The legend its labels are trained with.
+
+        Args:
+            task: a bundled task name (``lulc``/``water``) for a dataset of JAXA
+                codes; for a dataset with its own legend, None or that legend's name.
+
+        Raises:
+            DatasetFormatError: the dataset cannot serve ``task``.
+        """
+        own = self.own_legend
+        name = task.name if isinstance(task, Legend) else task
+        if own is not None:
+            if name not in (None, own.name):
+                raise DatasetFormatError(
+                    f"{self.root}: its labels follow the legend {own.name!r} "
+                    f"({', '.join(own.names)}), not {name!r}; leave --task out"
+                )
+            return own
+        if name is None:
+            raise DatasetFormatError(
+                f"{self.root}: holds JAXA codes, which serve the tasks "
+                f"{', '.join(TASK_RECORDS)}: name one (--task)"
+            )
+        if name not in TASK_RECORDS:
+            raise DatasetFormatError(
+                f"{self.root}: holds JAXA codes, which serve the tasks "
+                f"{', '.join(TASK_RECORDS)}, not {name!r}"
+            )
+        return get_task(name)
+
+    def labels_to_index(self, labels: np.ndarray, legend: Legend) -> np.ndarray:
+        """Stored labels → training indices of ``legend`` (255 = no label)."""
+        if self.own_legend is not None:
+            return np.asarray(labels, dtype=np.uint8)
+        return jaxa_to_training(np.asarray(labels), legend)
+
+    def class_counts(self, task: str | Legend) -> list[int]:
         """Training-split pixel counts per training class of ``task``."""
-        return [int(n) for n in self.meta["class_counts"][task]]
+        name = task.name if isinstance(task, Legend) else task
+        return [int(n) for n in self.meta["class_counts"][name]]
 
     def indices(self, split: str) -> np.ndarray:
         """Patch indices of ``split``."""
@@ -209,32 +356,41 @@ class PatchDataset:
     :attr:`~TrainingData.radiometry` (its clip range and training-split statistics;
     0 at no data), ``y`` int64 [P, P] training indices of ``task``
     (:data:`~alosmap.classes.IGNORE_INDEX` at no data, and wherever the SAR is no
-    data). With ``return_db=True`` a third item, σ0 dB float32 [1, P, P] (NaN at no
-    data), is returned for SAR-W weighting. Augmentation (random rot90 + flip, the
-    same for all items) is seeded per (epoch, index) for exact resumes. ``clip_db``
-    overrides the record's clip range.
+    data); ``task`` is a bundled task for JAXA-code datasets, None (or the legend)
+    for a dataset with its own legend. With ``return_db=True`` a third item, σ0 dB
+    float32 [1, P, P] (NaN at no data), is returned for SAR-W weighting. Augmentation
+    (random rot90 + flip, the same for all items) is seeded per (epoch, index) for
+    exact resumes. ``clip_db`` overrides the record's clip range; ``radiometry``
+    replaces the dataset's (e.g. a model's, to evaluate it). A dataset without
+    statistics (no train split: evaluation only) and no ``radiometry`` gives NaN
+    for ``x``: use the σ0 dB item (``return_db``) and the model's radiometry.
     """
 
     def __init__(
         self,
         data: TrainingData,
         split: str,
-        task: str = "lulc",
+        task: str | Legend | None = "lulc",
         *,
         augment: bool = False,
         clip_db: tuple[float, float] | None = None,
         return_db: bool = False,
         seed: int = 0,
+        radiometry: Radiometry | None = None,
     ) -> None:
         self.data = data
         self.split = split
-        self.task = task
+        self.legend = data.legend(task)
+        self.task = self.legend.name
         self.idx = data.indices(split)
         self.augment = augment
-        self.radiometry = data.radiometry
-        if clip_db is not None:
-            self.radiometry = replace(self.radiometry, clip_db=clip_db)
-        self.clip_db = self.radiometry.clip_db
+        if radiometry is None and data.has_statistics:
+            radiometry = data.radiometry
+        if radiometry is not None and clip_db is not None:
+            radiometry = replace(radiometry, clip_db=clip_db)
+        #: None: no statistics (an evaluation-only dataset); ``x`` is NaN
+        self.radiometry = radiometry
+        self.clip_db = radiometry.clip_db if radiometry is not None else data.clip_db
         self.return_db = return_db
         self.seed = seed
         self.epoch = 0
@@ -252,9 +408,12 @@ class PatchDataset:
         j = int(self.idx[i])
         db = np.asarray(self.data.sar[j], dtype=np.float32)
         valid = np.isfinite(db)
-        y = jaxa_to_training(np.asarray(self.data.labels[j]), self.task)
+        y = self.data.labels_to_index(self.data.labels[j], self.legend)
         y = np.where(valid, y, IGNORE_INDEX).astype(np.int64)
-        x = normalize(db, self.radiometry, valid)
+        if self.radiometry is None:
+            x = np.full(db.shape, np.nan, dtype=np.float32)
+        else:
+            x = normalize(db, self.radiometry, valid)
         arrays = [x, y, db]
         if self.augment:
             rng = np.random.default_rng((self.seed, self.epoch, j))

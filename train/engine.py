@@ -143,11 +143,17 @@ def amp_dtype(amp: bool, device: torch.device) -> torch.dtype | None:
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Write the per-epoch log atomically (the whole file from ``rows``)."""
+    """Write the per-epoch log atomically (the whole file from ``rows``).
+
+    The columns are the keys of the last row, then any other key of the rows; a
+    row without one (the epoch-0 row of a run that starts from a trained model has
+    no training loss) leaves its cell empty.
+    """
     if not rows:
         return
+    fields = list(dict.fromkeys(k for r in (rows[-1], *rows) for k in r))
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n", restval="")
     w.writeheader()
     w.writerows(rows)
     atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
@@ -186,7 +192,8 @@ class TrainingRun(ABC, Generic[ConfigT, ResultT]):
         self.device = resolve_device(cfg.device, info.local_rank)
         self.amp_dtype = amp_dtype(cfg.amp, self.device)
         self.data = TrainingData(cfg.data)
-        self.check_data()
+        self.check_data()  # may settle options (self.cfg) that do not fit the data
+        cfg = self.cfg
         self.global_batch = cfg.batch_size * info.world_size
         self.base_lr = (
             cfg.lr if cfg.lr is not None else scaled_lr(cfg.blr, self.global_batch)
@@ -227,6 +234,10 @@ class TrainingRun(ABC, Generic[ConfigT, ResultT]):
     ) -> tuple[torch.Tensor, Mapping[str, float | torch.Tensor]]:
         """The loss of one batch and the values to average over the epoch."""
 
+    def set_train_mode(self) -> None:
+        """Put the model in training mode before an epoch (all of it by default)."""
+        self.ddp_model.train()
+
     def validate(self) -> dict[str, float]:
         """Validation metrics of the epoch (none by default)."""
         return {}
@@ -253,7 +264,11 @@ class TrainingRun(ABC, Generic[ConfigT, ResultT]):
 
     def resume_fields(self) -> dict[str, Any]:
         """The options recorded in ``last.pt`` and compared on resume."""
-        d = {k: v for k, v in asdict(self.cfg).items() if k in self.resume_keys}
+        d = {
+            k: str(v) if isinstance(v, Path) else v  # last.pt holds no Path objects
+            for k, v in asdict(self.cfg).items()
+            if k in self.resume_keys
+        }
         d["data"] = str(Path(self.cfg.data).resolve())
         d["global_batch"] = self.global_batch
         return d
@@ -431,7 +446,7 @@ class TrainingRun(ABC, Generic[ConfigT, ResultT]):
 
     def train_epoch(self) -> dict[str, float]:
         """Train one epoch; the logged values averaged over batches and ranks."""
-        self.ddp_model.train()
+        self.set_train_mode()
         self.sampler.set_epoch(self.epoch)
         self.train_ds.set_epoch(self.epoch)
         sums: dict[str, float] = {}
@@ -488,6 +503,16 @@ class TrainingRun(ABC, Generic[ConfigT, ResultT]):
             **self.log_columns(train, val),
             "seconds": round(secs, 3),
         }
+        self.finish_row(row, secs)
+
+    def finish_row(self, row: dict[str, Any], secs: float) -> None:
+        """Keep a log row, write what follows from it (rank 0), then ``last.pt``.
+
+        Rank 0 writes the products, ``log.csv``, the figures and the TensorBoard
+        scalars and logs a line. :meth:`end_epoch` calls it after each epoch; a
+        subclass may call it for an epoch-0 row (the model it starts from) with
+        :attr:`epoch` still 0.
+        """
         self.rows.append(row)
         if self.info.primary:
             self.save_products()
@@ -495,7 +520,7 @@ class TrainingRun(ABC, Generic[ConfigT, ResultT]):
             self.draw()
             if self.tb is not None:
                 for k, v in self.scalars(row).items():
-                    self.tb.add_scalar(k, v, self.epoch)
+                    self.tb.add_scalar(k, v, int(row["epoch"]))
                 self.tb.flush()
             self.log(self.epoch_message(row, secs))
         self.save_checkpoint()

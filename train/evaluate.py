@@ -1,8 +1,10 @@
 """``alosmap train evaluate``: a model file on a dataset split, in the paper's tables.
 
-LULC: per-class IoU (Table II's row), mIoU, plus mAcc and per-class accuracy.
-Water: IoU_water, precision and recall (Table III), in percent. The model's spec
-decides the task and the threshold.
+LULC (and any multi-class legend): per-class IoU (Table II's row), mIoU, plus mAcc
+and per-class accuracy. Water (and any binary legend): IoU_water, precision and
+recall (Table III), in percent. The model's spec decides the legend and the
+threshold; the dataset's labels must follow the same legend (a dataset of JAXA
+codes serves the bundled tasks).
 
 **Normalisation comes from the model's spec, not the dataset.** A model only
 works on inputs normalised the way it was trained (its training set's mean/std,
@@ -26,7 +28,7 @@ import torch
 from torch import nn
 
 from alosmap._fileio import atomic_write_bytes
-from alosmap.classes import get_task
+from alosmap.classes import Legend
 from alosmap.metrics import (
     ConfusionMatrix,
     jsonable,
@@ -61,6 +63,21 @@ def _batches(ds: PatchDataset, batch_size: int) -> Iterable[tuple[torch.Tensor, 
         yield tuple(torch.stack(parts) for parts in zip(*items, strict=True))
 
 
+def _data_legend(data: TrainingData, spec: ModelSpec) -> Legend:
+    """The dataset's legend for the model's: the same outputs, or an error."""
+    model = spec.legend
+    own = data.own_legend
+    if own is None:
+        return data.legend(model.name)  # JAXA codes: a bundled task, or an error
+    if not own.same_outputs(model):
+        raise DatasetFormatError(
+            f"{data.root}: its labels follow the legend {own.name!r} "
+            f"({', '.join(own.names)}), the model's outputs {model.name!r} "
+            f"({', '.join(model.names)}); evaluate a model of that legend"
+        )
+    return own
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -89,8 +106,8 @@ def evaluate(
     Raises:
         DatasetFormatError: the split has no patches.
     """
-    task = get_task(spec.task)
-    ds = PatchDataset(data, split, task.name, return_db=True)
+    legend = _data_legend(data, spec)
+    ds = PatchDataset(data, split, legend, return_db=True)
     if len(ds) == 0:
         raise DatasetFormatError(f"{data.root}: no {split!r} patches to evaluate")
     names = [c.name for c in spec.classes]
@@ -98,7 +115,7 @@ def evaluate(
     model = model.to(device).eval()
     for _x, y, db in _batches(ds, batch_size):
         logits = model(normalise_db(db, spec).to(device))
-        if task.binary:
+        if legend.binary:
             prob = torch.sigmoid(logits[:, 0].float())
             pred = threshold_probabilities(prob, spec.threshold or 0.5)
         else:
@@ -106,6 +123,7 @@ def evaluate(
         cm.update(pred, y)
     report: dict[str, Any] = {
         "task": spec.task,
+        "binary": legend.binary,
         "model": spec.name,
         "data": str(data.root),
         "split": split,
@@ -113,7 +131,7 @@ def evaluate(
         "classes": names,
         "confusion_matrix": cm.matrix.tolist(),
     }
-    if task.binary:
+    if legend.binary:
         report["metrics"] = {**water_metrics(cm), "pixels": cm.total}
         report["threshold"] = spec.threshold
     else:
@@ -141,8 +159,10 @@ def evaluate_file(
 def format_table(report: dict[str, Any]) -> str:
     """The paper's table layout as text (Table II for LULC, Table III for water)."""
     title = f"{report['model']} on {report['split']} ({report['patches']} patches)"
+    # the table's layout follows the kind of legend (binary or not), for any name
+    kind = "water" if report.get("binary", report["task"] == "water") else "lulc"
     return _format_table(
-        report["task"],
+        kind,
         report["metrics"],
         report["classes"],
         title,

@@ -1,8 +1,31 @@
 """``alosmap train finetune``: the segmentation model trained on a labelled dataset.
 
-Defaults follow the paper (Section III-B): AdamW, weight decay 0.05, base LR 6e-4,
-layer-wise decay 0.7, min LR 1e-6, 10 warm-up epochs, 200 epochs for LULC and 100
-for water, α-scale 2.25.
+The paper's values (Section III-B) are all options: AdamW, weight decay 0.05, base
+LR 6e-4, layer-wise decay 0.7, min LR 1e-6, 10 warm-up epochs, 200 epochs for LULC
+and 100 for water, α-scale 2.25, the ``paper`` preset at batch 64 per GPU
+(``--preset paper --batch-size 64``). The defaults fit a laptop CPU: the ``small``
+preset, batch 8 (never more than the training patches: a larger batch is lowered,
+with a note), the threads torch picks (``--threads``).
+
+**Where the model starts.** From random weights; from an encoder checkpoint
+(``--pretrained``: SAR-W-MixMAE pretraining); or from a complete trained model
+(``--init-from``: the bundled models or an earlier run's ``model.safetensors``):
+encoder, decoder and head, in that model's architecture. Its legend must give the
+same outputs as the dataset's labels (``--reinit-head`` trains a new head for
+another legend). The model it starts from is evaluated on ``val`` and logged as
+epoch 0, and saved as ``model.safetensors`` first: an epoch replaces it only with
+a better validation score, so a run that does not help leaves the model unchanged.
+The warm-up is then 1 epoch by default. ``--freeze encoder`` (or
+``encoder+decoder``) trains only the rest: frozen parameters take no gradient and
+are not in the optimiser, and their BatchNorm layers keep their statistics (eval
+mode).
+
+**Normalisation.** ``--normalization data`` trains with the dataset's
+training-split mean/std (the default from scratch); ``model`` with those of the
+``--init-from`` model (its default: its weights expect them). The saved spec
+records the radiometry the model was trained on: the dataset's band, units,
+calibration and backscatter kind (``dataset.json``'s ``radiometry`` record, else
+the ALOS-2 L2.1 defaults) and the clip range, mean and std used.
 
 **LR scaling rule.** ``lr = blr · global_batch / 256`` (MixMIM/MAE's
 ``main_finetune``, which SAR-W-MixMAE reuses). The paper uses "base learning rate"
@@ -17,8 +40,9 @@ Per epoch (the skeleton is :class:`~alosmap.train.engine.TrainingRun`): train on
 ``train`` split (flips/rot90, warm-up + cosine LR updated every iteration, AdamW
 with layer-wise decay, AMP on CUDA), validate on ``val`` (confusion matrices summed
 over ranks), then on rank 0 only: save ``model.safetensors`` when the score
-improves, append the CSV log, redraw the validation curve, TensorBoard scalars, and
-save ``last.pt`` for an exact resume.
+improves (``last.safetensors`` every epoch with ``save_last``, ``epoch_NNN`` every
+``save_every`` epochs), append the CSV log, redraw the validation curve,
+TensorBoard scalars, and save ``last.pt`` for an exact resume.
 
 Distributed details beyond the skeleton's:
 
@@ -32,11 +56,14 @@ Distributed details beyond the skeleton's:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -46,31 +73,67 @@ from torch import nn
 from alosmap._dist import DistInfo
 from alosmap._fileio import atomic_write_bytes
 from alosmap._version import __version__
-from alosmap.arch import get_preset
-from alosmap.classes import Task, get_task
+from alosmap.arch import ArchConfig, get_preset
+from alosmap.classes import Legend
+from alosmap.errors import SpecError
 from alosmap.metrics import ConfusionMatrix, threshold_probabilities, water_metrics
 from alosmap.models import build_model
+from alosmap.radiometry import Radiometry
 from alosmap.spec import ModelSpec, default_spec, save_model
-from alosmap.train.checkpoint import load_pretrained_encoder
-from alosmap.train.data import PatchDataset
+from alosmap.train.checkpoint import (
+    InitModel,
+    load_init_weights,
+    load_pretrained_encoder,
+    read_init_model,
+)
+from alosmap.train.data import PatchDataset, TrainingData
 from alosmap.train.engine import Log, TrainingRun
 from alosmap.train.errors import DatasetFormatError, TrainingError
 from alosmap.train.losses import build_loss
 
 __all__ = [
     "DEFAULT_EPOCHS",
+    "FREEZE_CHOICES",
+    "NORMALIZATION_CHOICES",
     "FinetuneConfig",
     "FinetuneResult",
     "FinetuneRun",
     "TrainingError",
+    "default_epochs",
     "finetune",
     "make_config",
     "plot_curve",
     "run_finetune",
 ]
 
-#: Paper's finetuning length per task.
+#: Paper's finetuning length per bundled task (other legends: by kind, see
+#: :func:`default_epochs`).
 DEFAULT_EPOCHS = {"lulc": 200, "water": 100}
+#: Warm-up epochs by default: the paper's 10, and 1 when starting from a trained
+#: model (never more than half the epochs).
+DEFAULT_WARMUP = 10
+INIT_WARMUP = 1
+#: Absolute LR with ``init_from`` unless one is given: the paper's rule at a laptop's
+#: batch of 8 gives 1.9e-5, too little to move a trained model in a few epochs
+#: (measured, scripts/transfer_experiment.sh: 40.7 vs 92.6 IoU_water at 3e-4).
+INIT_LR = 3e-4
+#: Base LR (per 256 samples of global batch) of the paper.
+DEFAULT_BLR = 6e-4
+#: Patches per process and step by default (fits a laptop CPU; the paper: 64).
+DEFAULT_BATCH = 8
+#: Architecture preset by default without ``--init-from`` (the paper: ``paper``).
+DEFAULT_PRESET = "small"
+#: What ``--freeze`` may keep fixed: the parts of the model it names.
+FREEZE_CHOICES: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "encoder": ("encoder",),
+    "encoder+decoder": ("encoder", "decoder"),
+}
+#: Whose mean/std the inputs are normalised with (``--normalization``).
+NORMALIZATION_CHOICES = ("model", "data")
+#: Architecture fields that may differ between ``--init-from`` and the run
+#: (training regularisation and the head's width).
+_FREE_ARCH_FIELDS = ("drop_path_rate", "dropout", "num_classes", "extra")
 
 #: ``kind`` of a finetuning resume checkpoint.
 RESUME_KIND = "alosmap-finetune"
@@ -79,6 +142,10 @@ RESUME_KIND = "alosmap-finetune"
 _RESUME_KEYS = (
     "data",
     "task",
+    "init_from",
+    "reinit_head",
+    "normalization",
+    "freeze",
     "preset",
     "highres",
     "refine_up",
@@ -104,17 +171,23 @@ class FinetuneConfig:
 
     Attributes:
         data: dataset directory (``train``/``val`` splits required).
-        task: ``lulc`` or ``water``.
+        task: the legend's name: ``lulc`` or ``water`` for a dataset of JAXA codes;
+            None (or its own legend's name) for a dataset of the user's labels.
         out_dir: run directory (``model.safetensors``, ``last.pt``, ``log.csv``,
             ``val_curve.png``, ``tb/``).
-        pretrained: encoder checkpoint, or None for random initialisation.
-        preset: architecture preset.
-        highres: decoder high-resolution injection.
-        refine_up: refine-up head.
-        alpha_scale: α-scale of the focal term (LULC).
+        pretrained: encoder checkpoint, or None.
+        init_from: a complete model file to start from, or None.
+        reinit_head: with ``init_from``: a new head (for another legend).
+        normalization: ``model`` or ``data`` (whose mean/std to train with); None:
+            ``model`` with ``init_from``, else ``data``.
+        freeze: what stays fixed: ``none``, ``encoder``, ``encoder+decoder``.
+        preset: architecture preset; None: ``small``, or ``init_from``'s own.
+        highres: decoder high-resolution injection (None: the preset's/model's).
+        refine_up: refine-up head (None: the preset's/model's).
+        alpha_scale: α-scale of the focal term (multi-class legends).
         epochs: total epochs.
         warmup_epochs: linear warm-up epochs.
-        batch_size: patches per process and step.
+        batch_size: patches per process and step (lowered to fit the data).
         blr: base LR per 256 samples of global batch.
         lr: absolute LR (overrides ``blr``), or None.
         layer_decay: layer-wise LR decay.
@@ -131,20 +204,27 @@ class FinetuneConfig:
         sync_bn: SyncBatchNorm under DDP on CUDA.
         stop_after: stop after this many epochs in this invocation (resume later).
         progress: draw a progress bar per epoch (rank 0, stderr).
+        save_last: also save every epoch's model as ``last.safetensors``.
+        save_every: also save ``epoch_NNN.safetensors`` every this many epochs.
+        threads: torch CPU threads (None: torch's choice).
     """
 
     data: Path
-    task: str
+    task: str | None
     out_dir: Path
     pretrained: Path | None = None
-    preset: str = "paper"
-    highres: bool = True
-    refine_up: bool = True
+    init_from: Path | None = None
+    reinit_head: bool = False
+    normalization: str | None = None
+    freeze: str = "none"
+    preset: str | None = None
+    highres: bool | None = None
+    refine_up: bool | None = None
     alpha_scale: float = 2.25
     epochs: int = 200
-    warmup_epochs: int = 10
-    batch_size: int = 64
-    blr: float = 6e-4
+    warmup_epochs: int = DEFAULT_WARMUP
+    batch_size: int = DEFAULT_BATCH
+    blr: float = DEFAULT_BLR
     lr: float | None = None
     layer_decay: float = 0.7
     min_lr: float = 1e-6
@@ -160,6 +240,9 @@ class FinetuneConfig:
     sync_bn: bool = True
     stop_after: int | None = None
     progress: bool = False
+    save_last: bool = False
+    save_every: int | None = None
+    threads: int | None = None
 
 
 @dataclass
@@ -168,7 +251,8 @@ class FinetuneResult:
 
     Attributes:
         model_path: the best model file.
-        best_epoch: 1-based epoch of the best validation score.
+        best_epoch: epoch of the best validation score (0: the ``--init-from``
+            model, unchanged).
         best_score: best validation mIoU (LULC) or IoU_water (water), in [0, 1].
         epochs_done: epochs completed so far (all invocations).
         finished: True when every configured epoch has run.
@@ -225,10 +309,47 @@ def plot_curve(path: Path, rows: list[dict[str, Any]], metric: str) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _val_score(task: Task, cm: ConfusionMatrix) -> dict[str, float]:
-    if task.binary:
+def _val_score(legend: Legend, cm: ConfusionMatrix) -> dict[str, float]:
+    if legend.binary:
         return water_metrics(cm)
     return {"miou": cm.miou(), "macc": cm.macc()}
+
+
+def default_epochs(legend: Legend) -> int:
+    """Epochs by default: the paper's per bundled task; 100 binary, 200 otherwise."""
+    return DEFAULT_EPOCHS.get(legend.name, 100 if legend.binary else 200)
+
+
+def dataset_radiometry(data: TrainingData, stats: Radiometry) -> Radiometry:
+    """The radiometry of a model trained on ``data``, normalised with ``stats``.
+
+    Band, units, calibration factor and backscatter kind are what the dataset's
+    images held (:attr:`~alosmap.train.data.TrainingData.image_radiometry`: its
+    ``radiometry`` record, else the ALOS-2 L2.1 defaults); the clip range, mean and
+    std are ``stats``'.
+
+    Raises:
+        DatasetFormatError: a bad ``radiometry`` record.
+    """
+    try:
+        return Radiometry(
+            **data.image_radiometry,
+            clip_db=stats.clip_db,
+            mean_db=stats.mean_db,
+            std_db=stats.std_db,
+        )
+    except (SpecError, TypeError) as exc:
+        raise DatasetFormatError(
+            f"{data.root}/dataset.json: bad radiometry record ({exc})"
+        ) from exc
+
+
+def _arch_differences(model: ArchConfig, wanted: ArchConfig) -> list[str]:
+    """``field model-value ≠ wanted-value`` for the fields that must agree."""
+    a, b = model.to_dict(), wanted.to_dict()
+    return [
+        f"{k} {a[k]} ≠ {b[k]}" for k in a if k not in _FREE_ARCH_FIELDS and a[k] != b[k]
+    ]
 
 
 class FinetuneRun(TrainingRun[FinetuneConfig, FinetuneResult]):
@@ -237,58 +358,198 @@ class FinetuneRun(TrainingRun[FinetuneConfig, FinetuneResult]):
     kind = RESUME_KIND
     product = "model.safetensors"
     resume_keys = _RESUME_KEYS
+    cfg: FinetuneConfig
 
     def __init__(self, cfg: FinetuneConfig, info: DistInfo, log: Log) -> None:
-        super().__init__(cfg, info, log)
-        self.metric = self.task.metric
-        arch = get_preset(
-            cfg.preset,
-            img_size=self.data.patch_size,
-            highres=cfg.highres,
-            refine_up=cfg.refine_up,
-            drop_path_rate=cfg.drop_path,
-            dropout=cfg.dropout,
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
+        self.init: InitModel | None = (
+            read_init_model(cfg.init_from) if cfg.init_from is not None else None
         )
-        self.arch = default_spec(cfg.task, arch).arch  # outputs: 9 or 1 (water)
+        super().__init__(cfg, info, log)
+        self.metric = self.legend.metric
+        self.arch = self._architecture()
+        self.radiometry = dataset_radiometry(
+            self.data,
+            self.init.spec.radiometry
+            if self.normalization == "model" and self.init is not None
+            else self.data.radiometry,
+        )
         self.best_score = -math.inf
         self.best_epoch = 0
         self.improved = False
 
+    @cached_property
+    def legend(self) -> Legend:
+        """The legend of the dataset's labels (the model's outputs)."""
+        return self.data.legend(self.cfg.task)
+
     @property
-    def task(self) -> Task:
-        """The task's record."""
-        return get_task(self.cfg.task)
+    def task(self) -> Legend:
+        """The legend (its historical name)."""
+        return self.legend
+
+    @property
+    def normalization(self) -> str:
+        """``model`` or ``data``: whose mean/std the inputs are normalised with."""
+        return self.cfg.normalization or ("data" if self.init is None else "model")
 
     # -- setup -----------------------------------------------------------------------
     def check_data(self) -> None:
-        """Train and val patches, a batch that fits, class counts for the loss."""
-        data, cfg, world = self.data, self.cfg, self.info.world_size
+        """Train and val patches, a batch that fits, class counts, coherent options."""
+        data = self.data
         for split in ("train", "val"):
             if len(data.indices(split)) == 0:
                 raise DatasetFormatError(
                     f"{data.root}: no {split!r} patches; finetuning needs train and "
-                    "val splits (build the dataset with a finetuning month)"
+                    "val splits (see the --split options of build-dataset)"
                 )
-        n_train = len(data.indices("train"))
-        if cfg.batch_size < 1 or cfg.batch_size * world > n_train:
-            raise TrainingError(
-                f"--batch-size {cfg.batch_size} × {world} process(es) is larger than "
-                f"the {n_train} training patches; use --batch-size "
-                f"{max(1, n_train // world)} or less"
-            )
-        task = self.task
-        if not task.binary and task.name not in data.meta.get("class_counts", {}):
+        self._fit_batch(len(data.indices("train")))
+        legend = self.legend
+        if not legend.binary and legend.name not in data.meta.get("class_counts", {}):
             raise DatasetFormatError(
-                f"{data.root}: dataset.json has no {task.name} class counts"
+                f"{data.root}: dataset.json has no {legend.name} class counts"
+            )
+        self._check_options()
+
+    def _fit_batch(self, n_train: int) -> None:
+        """Lower ``batch_size`` to what the training patches fill (with a note)."""
+        cfg, world = self.cfg, self.info.world_size
+        per = n_train // world
+        if per < 2:
+            raise TrainingError(
+                f"{n_train} training patches for {world} process(es): each process "
+                "needs at least 2 (BatchNorm); add patches or run fewer processes"
+            )
+        if cfg.batch_size > per:
+            procs = f" × {world} processes" if world > 1 else ""
+            self.log(
+                f"note: --batch-size {cfg.batch_size}{procs} is more than the "
+                f"{n_train} training patches; using --batch-size {per}"
+            )
+            self.cfg = dataclasses.replace(cfg, batch_size=per)
+
+    def _check_options(self) -> None:
+        """Refuse option combinations that make no sense (one line each)."""
+        cfg = self.cfg
+        if cfg.freeze not in FREEZE_CHOICES:
+            raise TrainingError(
+                f"--freeze {cfg.freeze!r}: choose {', '.join(FREEZE_CHOICES)}"
+            )
+        if cfg.normalization not in (None, *NORMALIZATION_CHOICES):
+            raise TrainingError(
+                f"--normalization {cfg.normalization!r}: choose model or data"
+            )
+        if cfg.save_every is not None and cfg.save_every < 1:
+            raise TrainingError(f"--save-every {cfg.save_every}: expected >= 1")
+        if self.init is not None:
+            if cfg.pretrained is not None:
+                raise TrainingError(
+                    "--pretrained and --init-from both give the starting weights; "
+                    "choose one"
+                )
+            return
+        if cfg.normalization == "model":
+            raise TrainingError(
+                "--normalization model takes the mean/std of the --init-from model; "
+                "without --init-from use --normalization data"
+            )
+        if cfg.reinit_head:
+            raise TrainingError("--reinit-head re-initialises an --init-from model")
+        if cfg.freeze == "encoder+decoder" or (
+            cfg.freeze == "encoder" and cfg.pretrained is None
+        ):
+            raise TrainingError(
+                f"--freeze {cfg.freeze} keeps trained weights fixed: it needs "
+                "--init-from"
+                + (" (or --pretrained)" if cfg.freeze == "encoder" else "")
             )
 
+    def _switches(self) -> dict[str, bool]:
+        """``highres``/``refine_up`` given explicitly."""
+        cfg = self.cfg
+        pairs = (("highres", cfg.highres), ("refine_up", cfg.refine_up))
+        return {k: v for k, v in pairs if v is not None}
+
+    def _architecture(self) -> ArchConfig:
+        """The preset's or the ``--init-from`` model's architecture, for this run.
+
+        Outputs of the legend; the run's drop path and dropout.
+        """
+        cfg = self.cfg
+        if self.init is None:
+            arch = get_preset(
+                cfg.preset or DEFAULT_PRESET,
+                img_size=self.data.patch_size,
+                **self._switches(),
+            )
+        else:
+            arch = self._init_architecture(self.init)
+        return arch.replace(
+            drop_path_rate=cfg.drop_path,
+            dropout=cfg.dropout,
+            num_classes=self.legend.num_outputs,
+        )
+
+    def _init_architecture(self, init: InitModel) -> ArchConfig:
+        """``init``'s architecture, checked against the legend, options and data."""
+        cfg, spec, legend = self.cfg, init.spec, self.legend
+        if not spec.legend.same_outputs(legend) and not cfg.reinit_head:
+            raise TrainingError(
+                f"--init-from {init.path}: its outputs are the {spec.legend.name!r} "
+                f"legend ({', '.join(spec.legend.names)}), the dataset's labels follow "
+                f"{legend.name!r} ({', '.join(legend.names)}); pass --reinit-head to "
+                "train a new head for them"
+            )
+        arch = spec.arch
+        wanted = (
+            get_preset(cfg.preset, img_size=arch.img_size, **self._switches())
+            if cfg.preset is not None
+            else arch.replace(**self._switches())
+        )
+        diff = _arch_differences(arch, wanted)
+        if diff:
+            what = f"--preset {cfg.preset}" if cfg.preset else "the options"
+            raise TrainingError(
+                f"--init-from {init.path} has another architecture than {what} "
+                f"({'; '.join(diff[:3])}); leave --preset/--no-highres/--no-refine-up "
+                "out to train the model's own"
+            )
+        patch = self.data.patch_size
+        if patch % arch.img_size:
+            raise TrainingError(
+                f"{self.data.root}: its {patch}-px patches do not fit the "
+                f"{arch.img_size}-px tiles of {init.path}; build the dataset with "
+                f"--patch-size {arch.img_size}"
+            )
+        return arch
+
     def create_model(self, fresh: bool) -> nn.Module:
-        """The segmentation model, with the pretrained encoder on a fresh run."""
+        """The model; on a fresh run from ``--init-from`` or ``--pretrained``.
+
+        The frozen parts take no gradient.
+        """
         model = build_model(self.arch)
-        if self.cfg.pretrained is not None and fresh:
+        if fresh and self.init is not None:
+            self.log(
+                load_init_weights(model, self.init, reinit_head=self.cfg.reinit_head)
+            )
+        elif fresh and self.cfg.pretrained is not None:
             report = load_pretrained_encoder(model.encoder, self.cfg.pretrained)
             self.log(report.summary())
+        parts = FREEZE_CHOICES[self.cfg.freeze]
+        for part in parts:
+            getattr(model, part).requires_grad_(False)
+        if parts:
+            n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            self.log(f"frozen: {' and '.join(parts)}; {n:,} parameters train")
         return model
+
+    def set_train_mode(self) -> None:
+        """Training mode, but the frozen parts in eval (their BatchNorm stays)."""
+        super().set_train_mode()
+        for part in FREEZE_CHOICES[self.cfg.freeze]:
+            getattr(self.model, part).eval()
 
     def layer_decay(self) -> float:
         """``--layer-decay`` over the Swin blocks."""
@@ -299,18 +560,24 @@ class FinetuneRun(TrainingRun[FinetuneConfig, FinetuneResult]):
         return self.cfg.sync_bn
 
     def prepare(self) -> None:
-        """The task's loss (class weights from the training split) and val data."""
-        cfg, task = self.cfg, self.task
-        counts = None if task.binary else self.data.class_counts(task.name)
-        extra = {} if task.binary else {"alpha_scale": cfg.alpha_scale}
-        self.loss_fn = build_loss(task, class_counts=counts, **extra).to(self.device)
+        """The legend's loss (class weights from the training split) and val data."""
+        cfg, legend = self.cfg, self.legend
+        counts = None if legend.binary else self.data.class_counts(legend)
+        extra = {} if legend.binary else {"alpha_scale": cfg.alpha_scale}
+        self.loss_fn = build_loss(legend, class_counts=counts, **extra).to(self.device)
         self._val_loader()
+
+    def _patches(self, split: str, **options: Any) -> PatchDataset:
+        """A split's patches, normalised with the run's radiometry."""
+        return PatchDataset(
+            self.data, split, self.legend, radiometry=self.radiometry, **options
+        )
 
     def _val_loader(self) -> None:
         from torch.utils.data import DataLoader, Subset
 
         info = self.info
-        val = PatchDataset(self.data, "val", self.cfg.task)
+        val = self._patches("val")
         shard = Subset(val, range(info.rank, len(val), info.world_size))
         self.val_loader = DataLoader(
             shard,
@@ -320,11 +587,26 @@ class FinetuneRun(TrainingRun[FinetuneConfig, FinetuneResult]):
         )
 
     def train_dataset(self) -> PatchDataset:
-        """The ``train`` split, labels of the task."""
-        cfg = self.cfg
-        return PatchDataset(
-            self.data, "train", cfg.task, augment=cfg.augment, seed=cfg.seed
-        )
+        """The ``train`` split, labels of the legend."""
+        return self._patches("train", augment=self.cfg.augment, seed=self.cfg.seed)
+
+    def on_start(self) -> None:
+        """Epoch 0 of an ``--init-from`` run: the model it starts from, on val.
+
+        It is the best model so far (saved as ``model.safetensors``); an epoch
+        replaces it only with a better score.
+        """
+        if self.init is None or self.resumed:
+            return
+        t0 = time.perf_counter()
+        val = self.validate()
+        score = val[self.metric]
+        self.best_score = score if math.isfinite(score) else -math.inf
+        self.best_epoch = 0
+        self.improved = True
+        secs = time.perf_counter() - t0
+        row = {"epoch": 0, "lr": 0.0, **self.log_columns({}, val)}
+        self.finish_row({**row, "seconds": round(secs, 3)}, secs)
 
     def checkpoint_state(self) -> dict[str, Any]:
         """Progress and the best score so far."""
@@ -343,7 +625,7 @@ class FinetuneRun(TrainingRun[FinetuneConfig, FinetuneResult]):
     def training_step(
         self, batch: Any
     ) -> tuple[torch.Tensor, Mapping[str, float | torch.Tensor]]:
-        """The task's loss on one batch; logs the total and its terms."""
+        """The legend's loss on one batch; logs the total and its terms."""
         x, y = batch
         x = x.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True)
@@ -354,20 +636,20 @@ class FinetuneRun(TrainingRun[FinetuneConfig, FinetuneResult]):
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """The task's scores on ``val`` (mIoU and mAcc, or water IoU and more)."""
-        task = self.task
+        """The legend's scores on ``val`` (mIoU and mAcc, or IoU_water and more)."""
+        legend = self.legend
         model = self.model.eval()
-        cm = ConfusionMatrix(task.num_train_classes)
+        cm = ConfusionMatrix(legend.num_train_classes)
         for x, y in self.val_loader:
             with self.autocast():
                 logits = model(x.to(self.device, non_blocking=True))
-            if task.binary:
+            if legend.binary:
                 pred = threshold_probabilities(torch.sigmoid(logits[:, 0].float()))
             else:
                 pred = logits.argmax(1).cpu()
             cm.update(pred, y)
         cm.all_reduce_()
-        return _val_score(task, cm)
+        return _val_score(legend, cm)
 
     # -- bookkeeping -----------------------------------------------------------------
     def end_epoch(
@@ -389,35 +671,67 @@ class FinetuneRun(TrainingRun[FinetuneConfig, FinetuneResult]):
             **{f"val_{k}": v for k, v in val.items()},
         }
 
-    def _spec(self) -> ModelSpec:
+    def _provenance(self) -> dict[str, str]:
+        """Where the weights of the epoch being saved come from."""
         cfg = self.cfg
-        provenance = {
+        score = float(self.rows[-1][f"val_{self.metric}"]) if self.rows else math.nan
+        start = {"pretrained": str(cfg.pretrained) if cfg.pretrained else "none"}
+        if self.init is not None:
+            start["init_from"] = f"{self.init.path} ({self.init.spec.name})"
+            if cfg.reinit_head:
+                start["reinit_head"] = "yes"
+        elif cfg.pretrained is None:
+            start["pretrained"] = "none (scratch)"
+        return {
             "alosmap_version": __version__,
             "command": "alosmap train finetune",
             "data": str(Path(cfg.data).resolve()),
-            "pretrained": str(cfg.pretrained) if cfg.pretrained else "none (scratch)",
-            "preset": cfg.preset,
+            **start,
+            "preset": cfg.preset or ("init-from" if self.init else DEFAULT_PRESET),
+            "normalization": self.normalization,
+            "freeze": cfg.freeze,
             "epochs": str(cfg.epochs),
+            "epoch": str(self.epoch),
+            f"val_{self.metric}": f"{score:.6f}",
             "best_epoch": str(self.best_epoch),
-            f"val_{self.metric}": f"{self.best_score:.6f}",
             "global_batch": str(self.global_batch),
             "lr": f"{self.base_lr:.3g}",
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
+
+    def _spec(self) -> ModelSpec:
+        """The spec of the model as it is now (this epoch)."""
+        name = (
+            f"{self.cfg.preset or DEFAULT_PRESET}-{self.legend.name}"
+            if self.init is None
+            else f"{self.legend.name}-from-{self.init.path.stem}"
+        )
         return default_spec(
-            cfg.task,
+            self.legend,
             self.arch.replace(drop_path_rate=0.0),
-            radiometry=self.data.radiometry,
-            name=f"{cfg.preset}-{cfg.task}",
-            provenance=provenance,
+            radiometry=self.radiometry,
+            name=name,
+            provenance=self._provenance(),
         )
 
     def save_products(self) -> None:
-        """``model.safetensors`` when the score improved."""
-        if self.improved:
-            path = self.out / "model.safetensors"
-            inputs = [self.cfg.pretrained] if self.cfg.pretrained else []
-            save_model(self.model, self._spec(), path, overwrite=True, inputs=inputs)
+        """The epoch's model files.
+
+        ``model.safetensors`` when the score improved (and the epoch-0 model);
+        ``last.safetensors`` and ``epoch_NNN.safetensors`` when asked.
+        """
+        cfg, e = self.cfg, self.epoch
+        names = ["model.safetensors"] if self.improved else []
+        if e >= 1 and cfg.save_last:
+            names.append("last.safetensors")
+        if e >= 1 and cfg.save_every and e % cfg.save_every == 0:
+            names.append(f"epoch_{e:03d}.safetensors")
+        if not names:
+            return
+        spec = self._spec()
+        inputs = [p for p in (cfg.pretrained, cfg.init_from) if p is not None]
+        for name in names:
+            save_model(self.model, spec, self.out / name, overwrite=True, inputs=inputs)
 
     def draw(self) -> None:
         """``val_curve.png``."""
@@ -429,8 +743,13 @@ class FinetuneRun(TrainingRun[FinetuneConfig, FinetuneResult]):
 
     def epoch_message(self, row: dict[str, Any], secs: float) -> str:
         """Loss, validation score, best so far, time."""
-        loss = row.get("train_loss", math.nan)
         score = row[f"val_{self.metric}"]
+        if row["epoch"] == 0:
+            return (
+                f"epoch 0 (the --init-from model)  val {self.metric} "
+                f"{100 * score:.2f}%  {secs:.1f}s"
+            )
+        loss = row.get("train_loss", math.nan)
         return (
             f"epoch {self.epoch}/{self.cfg.epochs}  loss {loss:.4f}  "
             f"val {self.metric} {100 * score:.2f}%  "
@@ -455,37 +774,60 @@ run_finetune = FinetuneRun.launch
 
 def make_config(
     data: str | Path,
-    task: str,
+    task: str | None,
     out_dir: str | Path,
     *,
     epochs: int | None = None,
+    warmup_epochs: int | None = None,
     **options: Any,
 ) -> FinetuneConfig:
-    """Build the run configuration, filling the per-task defaults.
+    """Build the run configuration, filling the defaults that depend on the data.
 
     Args:
         data: dataset directory.
-        task: ``lulc`` or ``water``.
+        task: ``lulc`` or ``water`` for a dataset of JAXA codes; None for a
+            dataset with its own legend.
         out_dir: run directory.
-        epochs: total epochs; default 200 (LULC) or 100 (water).
-        **options: any other :class:`FinetuneConfig` field.
+        epochs: total epochs; default :func:`default_epochs` of the legend (200
+            LULC, 100 water).
+        warmup_epochs: default 10, or 1 with ``init_from``; at most half the
+            epochs.
+        **options: any other :class:`FinetuneConfig` field; with ``init_from`` and
+            neither ``lr`` nor another ``blr``, ``lr`` is :data:`INIT_LR`.
+
+    Raises:
+        DatasetFormatError: not a dataset, or one that cannot serve ``task``.
     """
-    if task not in DEFAULT_EPOCHS:
-        raise ValueError(f"unknown task {task!r}; choose lulc or water")
-    pretrained = options.pop("pretrained", None)
+    legend = TrainingData(data).legend(task)
+    n_epochs = default_epochs(legend) if epochs is None else int(epochs)
+    if warmup_epochs is None:
+        start = INIT_WARMUP if options.get("init_from") else DEFAULT_WARMUP
+        warmup_epochs = min(start, n_epochs // 2)
+    if (
+        options.get("init_from")
+        and options.get("lr") is None
+        and options.get("blr", DEFAULT_BLR) == DEFAULT_BLR
+    ):
+        options["lr"] = INIT_LR
+    pretrained, init_from = (
+        options.pop("pretrained", None),
+        options.pop("init_from", None),
+    )
     return FinetuneConfig(
         data=Path(data),
-        task=task,
+        task=legend.name,
         out_dir=Path(out_dir),
         pretrained=Path(pretrained) if pretrained else None,
-        epochs=DEFAULT_EPOCHS[task] if epochs is None else int(epochs),
+        init_from=Path(init_from) if init_from else None,
+        epochs=n_epochs,
+        warmup_epochs=int(warmup_epochs),
         **options,
     )
 
 
 def finetune(
     data: str | Path,
-    task: str,
+    task: str | None,
     out_dir: str | Path,
     *,
     log: Log | None = None,
@@ -500,9 +842,12 @@ def finetune(
         The best model's path, epoch and validation score (meaningful on rank 0).
 
     Raises:
-        DatasetFormatError: the data directory is not a dataset, or lacks a split.
-        TrainingError: an option does not fit the data, or the loss diverged.
-        CheckpointError: a bad ``--pretrained`` file or resume checkpoint.
+        DatasetFormatError: the data directory is not a dataset, lacks a split or
+            cannot serve ``task``.
+        TrainingError: an option does not fit the data or the ``--init-from``
+            model, or the loss diverged.
+        CheckpointError: a bad ``--pretrained``/``--init-from`` file or resume
+            checkpoint.
         OutputExistsError: ``out_dir`` holds another run.
     """
     return run_finetune(make_config(data, task, out_dir, **options), log=log)

@@ -62,7 +62,7 @@ def batch(
         ),
     ] = None,
     tile: opt.TileOpt = None,
-    overlap: opt.OverlapOpt = 64,
+    overlap: opt.OverlapOpt = None,
     batch_size: opt.BatchOpt = 8,
     backend: opt.BackendOpt = opt.Backend.auto,
     device: opt.DeviceOpt = "cpu",

@@ -1,9 +1,8 @@
-"""``alosmap evaluate``: accuracy of a map against a JAXA LULC reference."""
+"""``alosmap evaluate``: accuracy of a map against a reference (JAXA tile, labels)."""
 
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,17 +22,12 @@ from alosmap.cli.options import Task, input_file
 REPORT_SUFFIXES = (".json", ".csv", ".png")
 
 
-class ReferenceLegend(str, Enum):
-    """Codes of the reference raster."""
-
-    auto = "auto"
-    jaxa = "jaxa"
-    lulc = "lulc"
-    water = "water"
-
-
 MapArg = Annotated[
-    Path, map_argument("LULC or water map written by alosmap predict / water.")
+    Path,
+    map_argument(
+        "Map written by alosmap predict / water / batch (LULC, water or a model's "
+        "own legend)."
+    ),
 ]
 
 
@@ -45,7 +39,7 @@ def evaluate(
             metavar="REFERENCE",
             parser=input_file("reference"),
             help="JAXA HRLULC tile (codes 1-14, remapped to the 9 classes or to "
-            "water), or another alosmap map.",
+            "water), another alosmap map, or a label raster (--reference-legend).",
         ),
     ],
     aoi: AoiOpt = None,
@@ -66,25 +60,32 @@ def evaluate(
         typer.Option(help="Task of a map without the ALOSMAP_TASK tag."),
     ] = None,
     reference_legend: Annotated[
-        ReferenceLegend,
+        str,
         typer.Option(
-            help="Codes of the reference: auto = its ALOSMAP_TASK tag, else JAXA."
+            metavar="LEGEND",
+            help="How to read the reference: auto = its alosmap tags, else a JAXA "
+            "tile (LULC and water maps only; a raster of only 0/1 values is "
+            "refused); jaxa, lulc, water = their map codes; jaxa-lulc9, "
+            "jaxa-water, water-binary (0/1, 255 = no data) = label presets; or a "
+            "legend FILE (YAML/JSON, e.g. the one the model was trained with): "
+            "the reference holds its label values.",
         ),
-    ] = ReferenceLegend.auto,
+    ] = "auto",
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Compare a map with a reference: confusion matrix, mIoU or IoU_water.
 
     The reference is resampled onto the map's grid (nearest neighbour).
     Pixels without data in either raster, or outside the AOI, are not
-    counted. LULC: per-class IoU and accuracy, mIoU, mAcc (paper Table
-    II); water: IoU_water, precision, recall (Table III), on stdout.
+    counted. LULC (any multi-class legend): per-class IoU and accuracy, mIoU,
+    mAcc (paper Table II); water (any binary legend): IoU of the positive
+    class, precision, recall (Table III), on stdout.
     """
     from alosmap.national.evaluate import evaluate_map, format_report
 
-    outputs = check_outputs(
-        list(output or []), REPORT_SUFFIXES, overwrite, [map_path, reference, aoi]
-    )
+    legend_file = Path(reference_legend)
+    inputs = [map_path, reference, aoi, legend_file if legend_file.is_file() else None]
+    outputs = check_outputs(list(output or []), REPORT_SUFFIXES, overwrite, inputs)
     if any(p.suffix.lower() == ".png" for p in outputs):
         from alosmap._imports import lazy_import
 
@@ -93,7 +94,7 @@ def evaluate(
         map_path,
         reference,
         task=task.value if task else None,
-        reference_legend=reference_legend.value,
+        reference_legend=reference_legend,
         aoi=aoi,
     )
     _write_reports(

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from alosmap.cli.options import input_file
+
+if TYPE_CHECKING:  # pragma: no cover
+    from alosmap.classes import Legend
 
 
 def info(
@@ -36,7 +39,8 @@ def info(
 ) -> None:
     """Describe a model file, a raster, or (without PATH) this machine's backends.
 
-    A model: its spec and the backend that runs it here. A raster: size, CRS, pixels,
+    A model: its spec (legend: classes, codes, label values, no data) and the
+    backend that runs it here. A raster: size, CRS, pixels,
     no-data. The backends: PyTorch, ONNX Runtime (each execution provider checked by
     loading it) and TensorRT, with devices, precisions and versions.
     """
@@ -74,6 +78,7 @@ def _describe_model(path: Path, backend: str, as_json: bool) -> None:
     runs = _runs_here(describe_backend(backend))
     if as_json:
         data: dict[str, Any] = {"path": str(path), "kind": "model", **spec.to_dict()}
+        data["legend"] = spec.legend.to_dict()
         data["backend"] = {"name": backend, "runs_here": runs}
         typer.echo(json.dumps(data, indent=2))
         return
@@ -92,7 +97,7 @@ def _describe_model(path: Path, backend: str, as_json: bool) -> None:
         f"CF {spec.radiometry.calibration_factor_db} dB, clip "
         f"{list(spec.radiometry.clip_db)} dB, mean {spec.radiometry.mean_db:.3f} "
         f"std {spec.radiometry.std_db:.3f} dB",
-        "classes     " + ", ".join(f"{c.code}={c.name}" for c in spec.classes),
+        *_legend_lines(spec.legend),
     ]
     if spec.threshold is not None:
         lines.append(f"threshold   {spec.threshold}")
@@ -102,6 +107,22 @@ def _describe_model(path: Path, backend: str, as_json: bool) -> None:
     lines.append(f"backend     {backend}: runs here on {where}")
     lines.extend(f"            {note}" for note in runs["notes"])
     typer.echo("\n".join(lines))
+
+
+def _legend_lines(legend: Legend) -> list[str]:
+    """The model's legend: kind, no data, ignored labels; classes with label values."""
+    kind = "binary (one output thresholded)" if legend.binary else "argmax"
+    ignored = ", ".join(map(str, legend.ignore))
+    return [
+        f"legend      {legend.name}: {legend.title}; {len(legend.classes)} classes, "
+        f"{kind}; map no data {legend.nodata}"
+        + (f"; ignored label values {ignored}" if ignored else ""),
+        "classes     "
+        + ", ".join(
+            f"{c.code}={c.name} (labels {', '.join(map(str, c.label_values))})"
+            for c in legend.classes
+        ),
+    ]
 
 
 def _runs_here(entry: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,6 @@ import typer
 
 from alosmap.cli import _common
 from alosmap.cli import options as opt
-from alosmap.cli.options import Task
 
 
 class Grid(str, Enum):
@@ -63,9 +62,12 @@ def mosaic(
         ),
     ] = Merge.confidence,
     task: Annotated[
-        Task | None,
+        str | None,
         typer.Option(
-            help="Mosaic only maps of this task (needed when the inputs hold both)."
+            metavar="TASK",
+            help="Mosaic only maps of this task: lulc, water or the legend name of "
+            "a model trained with its own (needed when the inputs hold maps of "
+            "several).",
         ),
     ] = None,
     overwrite: Annotated[
@@ -76,8 +78,10 @@ def mosaic(
 
     Each map is reprojected from its own CRS (nearest neighbour) so that the cells
     line up pixel for pixel with JAXA's LULC tiles. Cells are named like JAXA's
-    (LC_N35E139.tif; WATER_N35E139.tif for water maps); lulc.vrt (water.vrt) covers
-    them all, and each gets a QGIS style (.qml). With confidence, each cell gets
+    (LC_N35E139.tif; WATER_N35E139.tif for water maps, FLOOD_N35E139.tif for maps
+    of a model with its own legend "flood"); lulc.vrt (water.vrt, flood.vrt) covers
+    them all, and each gets a QGIS style (.qml). Maps of different legends are
+    never mixed. With confidence, each cell gets
     <cell>_confidence.tif and lulc_confidence.vrt covers them. Pixels no map covers
     stay no data. Prints the files written, one per line.
     """
@@ -87,7 +91,7 @@ def mosaic(
         inputs,
         output,
         merge=merge.value,
-        task=task.value if task is not None else None,
+        task=task,
         overwrite=overwrite,
         progress=_common.show_progress(),
     )

@@ -175,11 +175,13 @@ TileOpt = Annotated[
     typer.Option(min=1, help="Tile size in pixels; the model's own (256) by default."),
 ]
 OverlapOpt = Annotated[
-    int,
+    int | None,
     typer.Option(
         min=0,
         help="Pixels shared by neighbouring tiles, blended smoothly (about the "
-        "model's receptive field; 64 = a quarter tile).",
+        "model's receptive field). Default: a quarter of the model's tile (64 for "
+        "256).",
+        show_default=False,
     ),
 ]
 BatchOpt = Annotated[

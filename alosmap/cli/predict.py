@@ -44,7 +44,6 @@ from alosmap.cli.options import (
 
 def _predict(params: dict[str, Any]) -> None:
     """Run predict_scene with the command's parameters; print summary and outputs."""
-    from alosmap.classes import get_task
     from alosmap.predict.pipeline import predict_scene
 
     res = predict_scene(
@@ -54,15 +53,21 @@ def _predict(params: dict[str, Any]) -> None:
         preview=params["preview"],
         progress=_common.show_progress(),
     )
-    names = {c.code: c.name for c in get_task(res.task).classes}
+    names = res.class_names
     total = max(1, res.valid_pixels)
     shares = ", ".join(
         f"{names.get(code, code)} {100 * n / total:.1f}%"
         for code, n in sorted(res.class_pixels.items(), key=lambda kv: -kv[1])
     )
+    masked = ""
+    if res.layover_pixels is not None and res.shadow_pixels is not None:
+        masked = (
+            f"; masked as no data: {res.layover_pixels} layover px, "
+            f"{res.shadow_pixels} shadow px"
+        )
     _common.info_line(
         f"{res.output.name}: {res.tiles_run}/{res.tiles_total} tiles in "
-        f"{res.seconds:.1f} s ({res.tiles_per_second:.2f} tiles/s); {shares}"
+        f"{res.seconds:.1f} s ({res.tiles_per_second:.2f} tiles/s); {shares}{masked}"
     )
     for path in res.files:  # map, confidence, probabilities, preview: one per line
         typer.echo(str(path))
@@ -74,7 +79,7 @@ def predict(
     model: ModelOpt = None,
     output: OutputOpt = None,
     tile: TileOpt = None,
-    overlap: OverlapOpt = 64,
+    overlap: OverlapOpt = None,
     batch_size: BatchOpt = 8,
     backend: BackendOpt = Backend.auto,
     device: DeviceOpt = "cpu",
@@ -97,6 +102,9 @@ def predict(
     (0 = no data) with a colour table, class names and a QGIS style (<map>.qml);
     water 1 / not water 0 / no data 255. --confidence writes <map>_confidence.tif.
     --bbox or --aoi map only the area's pixel window of the scene (same grid).
+    A JAXA 25 m mosaic tile's HH file (<tile>_<yy>_sl_HH_<ver>.tif) uses the
+    tile's files beside it: mask (layover and shadow become no data, counted in
+    the summary), date (acquisition dates in the map's tags) and .xml.
     Prints the files written, one per line.
     """
     _predict(dict(locals()))

@@ -29,7 +29,10 @@ class Format(str, Enum):
 
 MapArg = Annotated[
     Path,
-    map_argument("LULC or water map of alosmap, or a JAXA HRLULC tile (--task jaxa)."),
+    map_argument(
+        "Class map of alosmap (LULC, water or a model's own legend), or a JAXA "
+        "HRLULC tile (--task jaxa)."
+    ),
 ]
 
 

@@ -9,7 +9,14 @@ from typing import Annotated, Any
 
 import typer
 
-from alosmap.cli.options import Task, input_file
+from alosmap.cli.options import (
+    BandOpt,
+    OverwriteOpt,
+    Task,
+    Units,
+    UnitsOpt,
+    input_file,
+)
 
 app = typer.Typer(
     help="Build training data, pretrain (SAR-W-MixMAE), finetune and evaluate models.",
@@ -89,20 +96,21 @@ RUN_FILES = (
     "log.csv",
     "encoder.safetensors",
     "model.safetensors",
+    "last.safetensors",
     "reconstruction.png",
     "val_curve.png",
 )
 
 
-def _check_run_dir(output: Path, data: Path, pretrained: Path | None = None) -> None:
+def _check_run_dir(output: Path, data: Path, *inputs: Path | None) -> None:
     """Check the run directory before any work: writable, and no input replaced.
 
     Temporaries a killed run left beside the run's files are removed.
 
     Raises:
         OutputPathError: the directory cannot be made or written, it is the dataset
-            directory, or a file the run writes is ``pretrained`` (whatever
-            ``--resume`` says).
+            directory, or a file the run writes is one of ``inputs`` (the
+            ``--pretrained`` or ``--init-from`` file; whatever ``--resume`` says).
     """
     from alosmap._fileio import check_not_input, remove_stale_temps
     from alosmap.cli._common import check_output_dir
@@ -110,8 +118,8 @@ def _check_run_dir(output: Path, data: Path, pretrained: Path | None = None) -> 
     check_output_dir(output, create=True)
     check_not_input([output], [data])
     files = [output / name for name in RUN_FILES]
-    if pretrained is not None:
-        check_not_input(files, [pretrained])
+    files += sorted(output.glob("epoch_*.safetensors"))
+    check_not_input(files, [p for p in inputs if p is not None])
     remove_stale_temps(*files)
 
 
@@ -140,6 +148,13 @@ def init_model(
         bool,
         typer.Option("--no-refine-up", help="Plain head (×4 interpolation)."),
     ] = False,
+    tile_size: Annotated[
+        int,
+        typer.Option(
+            min=32,
+            help="Tile size in pixels the model is built for (a multiple of 32).",
+        ),
+    ] = 256,
     seed: Annotated[int, typer.Option(help="Seed of the random initialisation.")] = 0,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing file.")
@@ -157,7 +172,12 @@ def init_model(
     from alosmap.models import build_model
     from alosmap.spec import default_spec, save_model
 
-    arch = get_preset(preset, highres=not no_highres, refine_up=not no_refine_up)
+    arch = get_preset(
+        preset,
+        img_size=tile_size,
+        highres=not no_highres,
+        refine_up=not no_refine_up,
+    )
     spec = default_spec(
         task.value,
         arch,
@@ -171,85 +191,472 @@ def init_model(
     typer.echo(str(out))
 
 
+#: Help panels of `build-dataset`.
+_PAPER = "The paper's path: ALOS-2 scenes + JAXA tiles (default)"
+_OWN = "Your own data: (image, label) pairs + a legend"
+_PATCHES = "Patches and splits (both paths)"
+_IMAGES = "Reading the images (both paths)"
+#: Defaults of the paper's path (`None` in the options: given or not is checked).
+_PAPER_DEFAULTS = {
+    "anchors": 1_000_000,
+    "pretrain_months": "10,11",
+    "finetune_months": "9",
+}
+
+
 @app.command("build-dataset")
 def build_dataset_cmd(
-    sar: Annotated[
-        list[Path],
-        typer.Option(
-            "--sar",
-            metavar="<path>",
-            help="ALOS-2 HH scene, or a directory of them (its *.tif except LC_*); "
-            "repeat for more.",
-        ),
-    ],
-    lulc: Annotated[
-        Path,
-        typer.Option(help="Directory of JAXA HRLULC label tiles (LC_*.tif)."),
-    ],
     output: Annotated[
         Path,
         typer.Option("--output", "-o", file_okay=False, help="Dataset directory."),
     ],
+    sar: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--sar",
+            metavar="<path>",
+            help="ALOS-2 HH scene, or a directory of them (its *.tif except LC_*); "
+            "repeat for more. With --labels: the images.",
+            rich_help_panel=_PAPER,
+        ),
+    ] = None,
+    lulc: Annotated[
+        Path | None,
+        typer.Option(
+            help="Directory of JAXA HRLULC label tiles (LC_*.tif).",
+            rich_help_panel=_PAPER,
+        ),
+    ] = None,
     anchors: Annotated[
-        int, typer.Option(min=1, help="Anchor points drawn (the paper: 1,000,000).")
-    ] = 1_000_000,
+        int | None,
+        typer.Option(
+            min=1,
+            help="Anchor points drawn (default and the paper: 1,000,000).",
+            rich_help_panel=_PAPER,
+        ),
+    ] = None,
     pretrain_months: Annotated[
-        str, typer.Option(help="Months whose scenes give pretraining patches.")
-    ] = "10,11",
+        str | None,
+        typer.Option(
+            help="Months whose scenes give pretraining patches (default 10,11).",
+            rich_help_panel=_PAPER,
+        ),
+    ] = None,
     finetune_months: Annotated[
-        str, typer.Option(help="Months whose scenes give train/val/test patches.")
-    ] = "9",
+        str | None,
+        typer.Option(
+            help="Months whose scenes give train/val/test patches (default 9).",
+            rich_help_panel=_PAPER,
+        ),
+    ] = None,
+    manifest: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="<csv>",
+            help="CSV of pairs: columns image, label (required), split, date, scene "
+            "(optional); relative paths are relative to the CSV.",
+            rich_help_panel=_OWN,
+        ),
+    ] = None,
+    images: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--images",
+            metavar="<path>",
+            help="Image raster, or a directory of them (*.tif, *.tiff); repeat for "
+            "more. Paired with --labels.",
+            rich_help_panel=_OWN,
+        ),
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="<dir>",
+            help="Directory of label rasters, one per image (see --label-pattern).",
+            rich_help_panel=_OWN,
+        ),
+    ] = None,
+    label_pattern: Annotated[
+        str | None,
+        typer.Option(
+            help="File name of an image's label in --labels: {name} = the image's "
+            "file name, {stem} = without extension, e.g. '{stem}_label.tif' "
+            "(default: '{name}', the same file name).",
+            rich_help_panel=_OWN,
+        ),
+    ] = None,
+    legend: Annotated[
+        str | None,
+        typer.Option(
+            metavar="<preset|file>",
+            help="What label values mean: a preset (jaxa-lulc9: the paper's 9 "
+            "classes from JAXA codes, the default of --lulc; jaxa-water; "
+            "water-binary: 0/1, 255 no label) or a YAML/JSON legend file. Needed "
+            "with --manifest/--labels; values it does not name are refused.",
+            rich_help_panel=_OWN,
+        ),
+    ] = None,
+    label_nodata: Annotated[
+        list[float] | None,
+        typer.Option(
+            metavar="<value>",
+            help="A label value meaning 'no label' (besides the legend's ignored "
+            "values, the raster's no-data and NaN); repeat for more.",
+            rich_help_panel=_OWN,
+        ),
+    ] = None,
     split: Annotated[
-        str, typer.Option(help="Train/val/test fractions of the finetuning patches.")
-    ] = "0.7/0.15/0.15",
-    patch_size: Annotated[int, typer.Option(help="Patch side in pixels.")] = 256,
+        str | None,
+        typer.Option(
+            help="Train/val/test fractions, each ≥ 0 (default 0.7/0.15/0.15; "
+            "0/0/1: an all-test dataset for evaluation).",
+            rich_help_panel=_PATCHES,
+        ),
+    ] = None,
+    split_by: Annotated[
+        str | None,
+        typer.Option(
+            metavar="month|scene|random",
+            help="Paper's path: month (months pick pretrain or labelled scenes, "
+            "labelled patches split per patch). Own data: scene (whole scenes), "
+            "month (whole months), random (per patch); default scene with ≥ 3 "
+            "scenes, else random.",
+            rich_help_panel=_PATCHES,
+        ),
+    ] = None,
+    split_file: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="<file>",
+            help="Own data: lines 'scene-or-image,split' (train/val/test) giving "
+            "each image's split.",
+            rich_help_panel=_PATCHES,
+        ),
+    ] = None,
+    patch_size: Annotated[
+        int, typer.Option(help="Patch side in pixels.", rich_help_panel=_PATCHES)
+    ] = 256,
+    stride: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Own data: step of the patch grid (default: the patch size, no "
+            "overlap). The paper's path keeps anchored, non-overlapping patches.",
+            rich_help_panel=_PATCHES,
+        ),
+    ] = None,
+    min_valid: Annotated[
+        float | None,
+        typer.Option(
+            help="Keep patches with at least this fraction of valid SAR pixels "
+            "(default 0.5; = 1 − --max-nodata).",
+            rich_help_panel=_PATCHES,
+        ),
+    ] = None,
     max_nodata: Annotated[
+        float | None,
+        typer.Option(
+            help="Drop patches with a larger fraction of SAR no-data (default 0.5; "
+            "the same rule as --min-valid, give one).",
+            rich_help_panel=_PATCHES,
+        ),
+    ] = None,
+    min_labelled: Annotated[
         float,
-        typer.Option(help="Drop patches with a larger fraction of SAR no-data."),
+        typer.Option(
+            help="Keep patches with labels on at least this fraction of their "
+            "SAR-valid pixels (paper's path: labelled months only).",
+            rich_help_panel=_PATCHES,
+        ),
     ] = 0.5,
+    band: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Band of the images to use (required for multi-band files).",
+            rich_help_panel=_IMAGES,
+        ),
+    ] = None,
+    input_units: Annotated[
+        Units,
+        typer.Option(
+            "--input-units",
+            help="Units of the images: dn (ALOS-2 amplitude), db (σ0 dB), linear "
+            "power; auto reads the UNITS tag or guesses as predict does.",
+            rich_help_panel=_IMAGES,
+        ),
+    ] = Units.auto,
+    nodata: Annotated[
+        float | None,
+        typer.Option(
+            help="No-data value of the images (default: the files' own).",
+            rich_help_panel=_IMAGES,
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of anchors and splits.")] = 0,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing dataset.")
     ] = False,
 ) -> None:
-    """Build a training dataset by label-guided sampling (paper Section III-A).
+    """Build a training dataset: the paper's path, or your own (image, label) pairs.
 
-    Anchors are drawn from the label tiles with probability ∝ 1/frequency of their
-    class; non-overlapping patches of each scene that hold an anchor are kept
-    (unless mostly no data) with their nearest-resampled label patch. Scenes of the
-    pretraining months give the pretrain split, those of the finetuning months
-    train/val/test (per patch). Prints the dataset path; the summary goes to stderr
-    and summary.txt.
+    The paper's path (--sar + --lulc; Section III-A): anchors are drawn from JAXA
+    label tiles with probability ∝ 1/frequency of their class; non-overlapping
+    patches of each scene that hold an anchor are kept (unless mostly no data) with
+    their nearest-resampled labels. Scenes of the pretraining months give the
+    pretrain split, those of the finetuning months train/val/test (per patch).
+
+    Your own data (--manifest, or --images + --labels, and --legend): any rasters
+    GDAL reads and label rasters on any grid (nearest-resampled onto each patch);
+    labels are stored as the legend's classes, and values it does not name stop the
+    build with a table of the values found. The files, dtypes, manifest columns and
+    dataset.json keys: docs/dataset_format.md.
+
+    Prints the dataset path; the summary goes to stderr and summary.txt.
     """
+    from alosmap.cli import _common
+    from alosmap.train.images import ImageOptions
+
+    _common.check_output_dir(output, create=False)
+    image = ImageOptions(band, input_units.value, nodata)
+    given = {
+        "--manifest": manifest,
+        "--images": images,
+        "--labels": labels,
+        "--label-pattern": label_pattern,
+        "--label-nodata": label_nodata,
+        "--split-file": split_file,
+        "--stride": stride,
+    }
+    common = {
+        "split": split,
+        "patch_size": patch_size,
+        "valid": _valid_rule(min_valid, max_nodata),
+        "min_labelled": min_labelled,
+        "seed": seed,
+        "image": image,
+        "overwrite": overwrite,
+    }
+    if manifest is None and labels is None:
+        paper = {
+            "anchors": anchors,
+            "pretrain": pretrain_months,
+            "finetune": finetune_months,
+        }
+        result = _build_paper(sar, lulc, output, legend, split_by, given, paper, common)
+    else:
+        if sar and images:
+            raise _build_error("give the images with --images or --sar, not both")
+        _refuse(
+            "your own pairs (--manifest/--labels)",
+            {
+                "--lulc": lulc,
+                "--anchors": anchors,
+                "--pretrain-months": pretrain_months,
+                "--finetune-months": finetune_months,
+            },
+        )
+        own = {
+            "manifest": manifest,
+            "images": images or sar,
+            "labels": labels,
+            "pattern": label_pattern,
+            "legend": legend,
+            "label_nodata": label_nodata,
+            "split_by": split_by,
+            "split_file": split_file,
+            "stride": stride,
+        }
+        result = _build_own(output, own, common)
+    _common.info_line(result.summary_text.rstrip())
+    typer.echo(str(result.path))
+
+
+def _build_error(message: str) -> Exception:
+    from alosmap.train.errors import DatasetBuildError
+
+    return DatasetBuildError(message)
+
+
+def _refuse(path: str, given: dict[str, Any]) -> None:
+    """Refuse options of the other path (one line naming the first)."""
+    for name, value in given.items():
+        if value:
+            raise _build_error(f"{name} does not apply to {path}")
+
+
+def _valid_rule(
+    min_valid: float | None, max_nodata: float | None
+) -> tuple[float, float]:
+    """``(min_valid, max_nodata)``: the one given and ``1 −`` it (default 0.5, 0.5).
+
+    Each is kept as given (the paper's path records ``max_nodata``).
+    """
+    if (
+        min_valid is not None
+        and max_nodata is not None
+        and abs(min_valid - (1.0 - max_nodata)) > 1e-9
+    ):
+        raise _build_error(
+            f"--min-valid {min_valid:g} and --max-nodata {max_nodata:g} disagree "
+            "(--min-valid = 1 − --max-nodata); give one"
+        )
+    if min_valid is None:
+        max_nodata = 0.5 if max_nodata is None else max_nodata
+        return 1.0 - max_nodata, max_nodata
+    return min_valid, 1.0 - min_valid if max_nodata is None else max_nodata
+
+
+def _build_paper(
+    sar: list[Path] | None,
+    lulc: Path | None,
+    output: Path,
+    legend: str | None,
+    split_by: str | None,
+    given: dict[str, Any],
+    paper: dict[str, Any],
+    common: dict[str, Any],
+) -> Any:
+    """The paper's path: ALOS-2 scenes, JAXA tiles, anchors, month split."""
     from alosmap.cli import _common
     from alosmap.train.build_dataset import (
         BuildConfig,
         build_dataset,
         parse_months,
-        parse_split,
         scene_files,
     )
+    from alosmap.train.splits import parse_split
 
-    _common.check_output_dir(output, create=False)
+    if not sar or lulc is None:
+        raise _build_error(
+            "give --sar and --lulc (the paper's path: ALOS-2 scenes and JAXA tiles), "
+            "or your own pairs with --manifest, or --images and --labels"
+        )
+    _refuse("the paper's path (--sar/--lulc)", given)
+    if legend not in (None, "jaxa-lulc9", "jaxa-water"):
+        raise _build_error(
+            f"--legend {legend}: the paper's path (--lulc) stores JAXA codes, which "
+            "serve jaxa-lulc9 and jaxa-water; for another legend list your pairs "
+            "with --manifest or --images/--labels"
+        )
+    if split_by not in (None, "month"):
+        raise _build_error(
+            f"--split-by {split_by}: the paper's path splits by month "
+            "(--pretrain-months/--finetune-months, then per patch); for scene or "
+            "random splits list your pairs with --manifest or --images/--labels"
+        )
     config = BuildConfig(
-        anchors=anchors,
-        pretrain_months=parse_months(pretrain_months, "--pretrain-months"),
-        finetune_months=parse_months(finetune_months, "--finetune-months"),
-        split=parse_split(split),
-        patch_size=patch_size,
-        max_nodata=max_nodata,
-        seed=seed,
+        anchors=paper["anchors"] or _PAPER_DEFAULTS["anchors"],
+        pretrain_months=parse_months(
+            paper["pretrain"] or _PAPER_DEFAULTS["pretrain_months"],
+            "--pretrain-months",
+        ),
+        finetune_months=parse_months(
+            paper["finetune"] or _PAPER_DEFAULTS["finetune_months"],
+            "--finetune-months",
+        ),
+        split=parse_split(common["split"] or "0.7/0.15/0.15"),
+        patch_size=common["patch_size"],
+        max_nodata=common["valid"][1],
+        min_label_fraction=common["min_labelled"],
+        seed=common["seed"],
     )
-    result = build_dataset(
+    return build_dataset(
         scene_files(sar),
         lulc,
         output,
         config,
-        overwrite=overwrite,
+        overwrite=common["overwrite"],
         progress=_common.show_progress(),
+        image=common["image"],
     )
-    _common.info_line(result.summary_text.rstrip())
-    typer.echo(str(result.path))
+
+
+def _build_own(output: Path, own: dict[str, Any], common: dict[str, Any]) -> Any:
+    """Your own (image, label) pairs and a legend."""
+    from alosmap.cli import _common
+    from alosmap.train.build_general import GeneralConfig, build_general
+    from alosmap.train.label_values import UnknownLabelValuesError
+    from alosmap.train.splits import parse_split
+
+    pairs, inputs = _pairs(own)
+    legend = _legend(own["legend"], own["label_nodata"])
+    # NaN is always no label (and not JSON): only the integer values are recorded
+    inputs["label_nodata"] = [
+        int(v) for v in own["label_nodata"] or [] if float(v).is_integer()
+    ]
+    config = GeneralConfig(
+        patch_size=common["patch_size"],
+        stride=own["stride"],
+        min_valid=common["valid"][0],
+        min_labelled=common["min_labelled"],
+        split=parse_split(common["split"]) if common["split"] else None,
+        split_by=own["split_by"],
+        split_file=str(own["split_file"]) if own["split_file"] else None,
+        seed=common["seed"],
+    )
+    try:
+        return build_general(
+            pairs,
+            legend,
+            output,
+            config,
+            image=common["image"],
+            legend_source=str(own["legend"]),
+            inputs=inputs,
+            overwrite=common["overwrite"],
+            progress=_common.show_progress(),
+        )
+    except UnknownLabelValuesError as exc:
+        typer.echo(exc.table, err=True)  # the values found, above the error line
+        raise
+
+
+def _pairs(own: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    """The pairs of ``--manifest`` or ``--images`` + ``--labels``, and their record."""
+    from alosmap.train.pairs import match_pairs, read_pairs_manifest
+
+    if own["manifest"] is not None:
+        if own["images"] or own["labels"] or own["pattern"]:
+            raise _build_error(
+                "give your pairs with --manifest or with --images and --labels, "
+                "not both"
+            )
+        return read_pairs_manifest(own["manifest"]), {"manifest": str(own["manifest"])}
+    if not own["images"]:
+        raise _build_error("--labels needs the images: --images FILE_OR_DIR")
+    pattern = own["pattern"] or "{name}"
+    pairs = match_pairs(own["images"], own["labels"], pattern)
+    return pairs, {"label_dir": str(own["labels"]), "label_pattern": pattern}
+
+
+def _legend(name: str | None, label_nodata: list[float] | None) -> Any:
+    """``--legend`` with the ``--label-nodata`` values ignored."""
+    import math
+
+    from alosmap.classes import LABEL_PRESETS, LegendError, load_legend
+
+    if name is None:
+        raise _build_error(
+            "--legend is needed with --manifest/--labels: a preset "
+            f"({', '.join(LABEL_PRESETS)}) or a YAML/JSON legend file "
+            "(docs/dataset_format.md)"
+        )
+    extra = list(label_nodata or [])
+    bad = [v for v in extra if not math.isnan(v) and not float(v).is_integer()]
+    if bad:
+        raise _build_error(
+            f"--label-nodata {bad[0]:g}: label values are integers (NaN is always "
+            "no label)"
+        )
+    try:
+        legend = load_legend(name)
+    except LegendError as exc:
+        raise _build_error(f"--legend: {exc}") from exc
+    try:
+        return legend.with_ignore(v for v in extra if not math.isnan(v))
+    except LegendError as exc:
+        raise _build_error(f"--label-nodata: {exc}") from exc
 
 
 class Preset(str, Enum):
@@ -393,13 +800,27 @@ def pretrain_cmd(
     _echo_primary(result.encoder_path)
 
 
+class Freeze(str, Enum):
+    """What `finetune --freeze` keeps fixed."""
+
+    none = "none"
+    encoder = "encoder"
+    encoder_decoder = "encoder+decoder"
+
+
+class Normalization(str, Enum):
+    """Whose mean/std `finetune --normalization` trains with."""
+
+    model = "model"
+    data = "data"
+
+
 @app.command("finetune")
 def finetune_cmd(
     data: Annotated[
         Path,
         typer.Option(file_okay=False, help="Dataset directory (from build-dataset)."),
     ],
-    task: Annotated[Task, typer.Option(help="lulc (9 classes) or water.")],
     output: Annotated[
         Path,
         typer.Option(
@@ -410,6 +831,46 @@ def finetune_cmd(
             "val_curve.png.",
         ),
     ],
+    task: Annotated[
+        Task | None,
+        typer.Option(
+            help="lulc or water: the labels to train on a dataset of JAXA codes. "
+            "Leave out for a dataset with its own legend (it names the task)."
+        ),
+    ] = None,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(
+            parser=input_file("model", virtual=False, kind="model"),
+            metavar="MODEL",
+            help="Start from a complete trained model (.safetensors: a bundled model "
+            "such as alosmap/weights/water.safetensors, or an earlier run's): "
+            "encoder, decoder and head, in its architecture. It is evaluated and "
+            "saved as epoch 0; an epoch replaces it only if better on val.",
+        ),
+    ] = None,
+    reinit_head: Annotated[
+        bool,
+        typer.Option(
+            "--reinit-head",
+            help="With --init-from: a new head for the dataset's legend (when it "
+            "differs from the model's).",
+        ),
+    ] = False,
+    normalization: Annotated[
+        Normalization | None,
+        typer.Option(
+            help="Whose σ0 mean/std to train with and store: model (the --init-from "
+            "model's; its default) or data (the dataset's; the default otherwise)."
+        ),
+    ] = None,
+    freeze: Annotated[
+        Freeze,
+        typer.Option(
+            help="Keep parts fixed (no gradient, BatchNorm statistics kept): none, "
+            "encoder or encoder+decoder (needs --init-from; encoder: or --pretrained)."
+        ),
+    ] = Freeze.none,
     pretrained: Annotated[
         Path | None,
         typer.Option(
@@ -419,8 +880,12 @@ def finetune_cmd(
         ),
     ] = None,
     preset: Annotated[
-        Preset, typer.Option(help="Architecture preset (paper = Swin-B + UPerNet).")
-    ] = Preset.paper,
+        Preset | None,
+        typer.Option(
+            help="Architecture preset: small (default, CPU-friendly), tiny, or paper "
+            "(the paper's Swin-B + UPerNet). With --init-from: the model's own."
+        ),
+    ] = None,
     no_highres: Annotated[
         bool, typer.Option("--no-highres", help="Do not inject the high-res map.")
     ] = False,
@@ -428,22 +893,32 @@ def finetune_cmd(
         bool, typer.Option("--no-refine-up", help="Plain head (×4 interpolation).")
     ] = False,
     alpha_scale: Annotated[
-        float, typer.Option(help="α-scale of the focal class weights (LULC).")
+        float, typer.Option(help="α-scale of the focal class weights (multi-class).")
     ] = 2.25,
     epochs: Annotated[
         int | None,
-        typer.Option(min=1, help="Epochs (default: 200 for lulc, 100 for water)."),
+        typer.Option(
+            min=1,
+            help="Epochs (default, the paper's: 200 for lulc, 100 for water; other "
+            "legends 100 binary, 200 multi-class).",
+        ),
     ] = None,
     warmup_epochs: Annotated[
-        int, typer.Option(min=0, help="Linear warm-up epochs (then cosine).")
-    ] = 10,
+        int | None,
+        typer.Option(
+            min=0,
+            help="Linear warm-up epochs, then cosine (default: the paper's 10, 1 with "
+            "--init-from; at most half the epochs).",
+        ),
+    ] = None,
     batch_size: Annotated[
         int,
         typer.Option(
             min=1,
-            help="Patches per process (GPU); global batch = this × processes.",
+            help="Patches per process (GPU); global batch = this × processes. "
+            "Lowered, with a note, to the training patches (the paper: 64).",
         ),
-    ] = 64,
+    ] = 8,
     lr: LrOpt = None,
     blr: Annotated[
         float,
@@ -463,6 +938,24 @@ def finetune_cmd(
     dropout: Annotated[
         float, typer.Option(help="Dropout before the classifier while training.")
     ] = 0.1,
+    save_last: Annotated[
+        bool,
+        typer.Option(
+            "--save-last",
+            help="Also save the latest epoch as OUTPUT/last.safetensors (the final "
+            "one when the run ends), besides the best.",
+        ),
+    ] = False,
+    save_every: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Also save OUTPUT/epoch_NNN.safetensors every N epochs."
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(min=1, help="CPU threads of torch (default: torch's choice)."),
+    ] = None,
     augment: AugmentOpt = True,
     workers: WorkersOpt = None,
     device: TrainDeviceOpt = "auto",
@@ -476,25 +969,37 @@ def finetune_cmd(
     """Finetune the segmentation model (paper Section III-B) on a dataset.
 
     AdamW with layer-wise LR decay, linear warm-up then cosine to --min-lr (per
-    iteration), focal+dice (LULC, class weights from the training split) or
-    BCE+dice (water), flips/rot90 augmentation, AMP on CUDA. The best epoch by
-    validation mIoU (IoU_water for water) is saved as OUTPUT/model.safetensors,
-    ready for `alosmap predict`. Runs under `torchrun --nproc_per_node N -m alosmap
-    train finetune ...` for DDP. Prints the model path.
+    iteration), focal+dice (multi-class, class weights from the training split) or
+    BCE+dice (binary legends such as water), flips/rot90 augmentation, AMP on CUDA.
+    The best epoch by validation mIoU (IoU_water for binary legends) is saved as
+    OUTPUT/model.safetensors, ready for `alosmap predict`; its spec carries the
+    dataset's legend and the radiometry trained on. Prints the model path.
+
+    Defaults fit a laptop CPU (preset small, batch 8, torch's threads). The paper's
+    settings: --preset paper --batch-size 64 (per GPU, 8 GPUs under `torchrun
+    --nproc_per_node 8 -m alosmap train finetune ...`).
+
+    Transfer: --init-from MODEL starts from a trained model (by default 1 warm-up
+    epoch, LR 3e-4 absolute unless --lr/--blr is given, its normalisation; epoch 0 =
+    the model as it was); --freeze encoder trains only decoder and head.
     """
     from alosmap.cli import _common
     from alosmap.train.finetune import finetune
 
-    _check_run_dir(output, data, pretrained)
+    _check_run_dir(output, data, pretrained, init_from)
     result = finetune(
         data,
-        task.value,
+        task.value if task is not None else None,
         output,
         log=_common.info_line,
         pretrained=pretrained,
-        preset=preset.value,
-        highres=not no_highres,
-        refine_up=not no_refine_up,
+        init_from=init_from,
+        reinit_head=reinit_head,
+        normalization=normalization.value if normalization is not None else None,
+        freeze=freeze.value,
+        preset=preset.value if preset is not None else None,
+        highres=False if no_highres else None,
+        refine_up=False if no_refine_up else None,
         alpha_scale=alpha_scale,
         epochs=epochs,
         warmup_epochs=warmup_epochs,
@@ -506,6 +1011,9 @@ def finetune_cmd(
         weight_decay=weight_decay,
         drop_path=drop_path,
         dropout=dropout,
+        save_last=save_last,
+        save_every=save_every,
+        threads=threads,
         **_run_options(augment, workers, device, amp, seed, resume, stop_after),
     )
     _echo_primary(result.model_path)
@@ -545,9 +1053,11 @@ def evaluate_cmd(
 ) -> None:
     """Evaluate a model on a dataset split in the paper's table layout.
 
-    LULC: per-class IoU and accuracy, mIoU and mAcc (Table II); water: IoU_water,
-    precision and recall (Table III), in percent. The model's spec sets the task and
-    the input normalisation (the statistics the model was trained with).
+    LULC and other multi-class legends: per-class IoU and accuracy, mIoU and mAcc
+    (Table II); water and other binary legends: IoU_water, precision and recall
+    (Table III), in percent. The model's spec sets the legend (the dataset's labels
+    must follow it) and the input normalisation (the statistics the model was
+    trained with).
     """
     import json
 
@@ -571,3 +1081,92 @@ def evaluate_cmd(
         typer.echo(json.dumps(report, indent=2, sort_keys=True))
     else:
         typer.echo(format_table(report))
+
+
+@app.command("adapt")
+def adapt_cmd(
+    model: Annotated[
+        Path,
+        typer.Argument(
+            parser=input_file("model", virtual=False, kind="model"),
+            metavar="MODEL",
+            help="The model to adapt (.safetensors); it is not changed.",
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o", dir_okay=False, help="The adapted model file to write."
+        ),
+    ],
+    images: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--images",
+            metavar="SCENE",
+            help="Scenes of the new sensor, season or region, without labels "
+            "(--images A.tif B.tif ..., or repeated).",
+        ),
+    ] = None,
+    more: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[SCENE]...", help="More scenes.", show_default=False),
+    ] = None,
+    band: BandOpt = None,
+    input_units: UnitsOpt = Units.auto,
+    max_tiles: Annotated[
+        int,
+        typer.Option(
+            min=2, help="Most tiles (drawn at random) for the BatchNorm statistics."
+        ),
+    ] = 256,
+    batch_size: Annotated[
+        int, typer.Option(min=2, help="Tiles per forward pass (at least 2).")
+    ] = 8,
+    seed: Annotated[int, typer.Option(help="Seed of the tile draw and order.")] = 0,
+    no_bn: Annotated[
+        bool,
+        typer.Option("--no-bn", help="Keep the BatchNorm statistics (normalise only)."),
+    ] = False,
+    no_norm: Annotated[
+        bool,
+        typer.Option(
+            "--no-norm", help="Keep the input mean/std (BatchNorm statistics only)."
+        ),
+    ] = False,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Adapt a model to new scenes without labels (sensor, season or region).
+
+    Re-estimates the input normalisation (mean/std of σ0 dB, clipped like model
+    input, over the valid pixels of the scenes) and the BatchNorm statistics of the
+    network (forward passes over up to --max-tiles tiles of the scenes; no labels,
+    no weight updates), and writes a new model file whose spec records the new
+    radiometry and the provenance. Prints the path of the adapted model.
+    """
+    from alosmap.cli import _common
+    from alosmap.train.adapt import AdaptOptions, adapt
+
+    scenes = [*(images or []), *(more or [])]
+    if not scenes:
+        raise typer.BadParameter("give the scenes to adapt to", param_hint="--images")
+    opts = AdaptOptions(
+        band=band,
+        input_units=input_units.value,
+        max_tiles=max_tiles,
+        batch_size=batch_size,
+        seed=seed,
+        normalization=not no_norm,
+        batchnorm=not no_bn,
+        device=device,
+    )
+    result = adapt(
+        model,
+        [Path(s) for s in scenes],
+        output,
+        options=opts,
+        overwrite=overwrite,
+        log=_common.info_line,
+    )
+    typer.echo(str(result.path))

@@ -21,7 +21,11 @@ class OutCrs(str, Enum):
 
 
 MapArg = Annotated[
-    Path, map_argument("Water map of alosmap water (or a LULC map, or a JAXA tile).")
+    Path,
+    map_argument(
+        "Water map of alosmap water (or a LULC map, a map of a model with its own "
+        "legend, or a JAXA tile)."
+    ),
 ]
 
 
@@ -64,7 +68,8 @@ def vectorize(
         str | None,
         typer.Option(
             "--class",
-            help="Class to trace, by name or code (default Water, code 1).",
+            help="Class to trace, by name or code. Default: the positive class of "
+            "a binary legend (Water of a water map), else the water class.",
         ),
     ] = None,
     task: Annotated[

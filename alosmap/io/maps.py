@@ -1,17 +1,22 @@
 """Class maps on disk: their legend, class names, validity checks, block reading.
 
-``alosmap evaluate``, ``stats``, ``vectorize`` and ``mosaic`` read three kinds of
-class map:
+``alosmap evaluate``, ``stats``, ``vectorize`` and ``mosaic`` read class maps:
 
-* ``lulc``: maps of ``alosmap predict --task lulc``, LULC-9 codes 1-9, 0 = no data;
-* ``water``: maps of ``alosmap water``, 1 water, 0 not water, 255 = no data;
-* ``jaxa``: JAXA HRLULC tiles, codes 1-14, 0 = no data.
+* maps written by alosmap (``predict``, ``water``, ``batch``, ``mosaic``), whose
+  legend is the model's: the ``ALOSMAP_SPEC`` tag holds the model spec and with it
+  the legend (a user's own, or ``lulc``: LULC-9 codes 1-9, 0 = no data; ``water``:
+  1 water, 0 not water, 255 = no data); maps with only an ``ALOSMAP_TASK`` tag of a
+  bundled task get that task's legend;
+* other files, whose legend the caller names (:data:`LEGENDS`: ``lulc``, ``water``,
+  ``jaxa`` = JAXA HRLULC tiles, codes 1-14, 0 = no data), or gives as a
+  :class:`~alosmap.classes.Legend` (a legend file: the file then holds the
+  legend's label values, not map codes).
 
-A map written by alosmap says which it is in its ``ALOSMAP_TASK`` tag; for other
-files the caller names the legend. Each legend turns into a 256-entry lookup table
-from pixel value to class index (position in the legend), with :data:`IGNORE` for
-no data and :data:`UNKNOWN` for values that are not in the legend, so a file that
-does not follow its legend is caught instead of being miscounted.
+:func:`map_legend` is the one place that turns a map file (its tags) into its
+legend. Each legend turns into a lookup from pixel value to class index (position in
+the legend), with :data:`IGNORE` for no data and :data:`UNKNOWN` for values that are
+not in the legend, so a file that does not follow its legend is caught instead of
+being miscounted.
 
 Only band 1 is read, so maps of earlier releases, whose band 2 held the confidence,
 stay readable (for one release). Class names are read back from where
@@ -29,7 +34,7 @@ import contextlib
 import json
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,12 +46,13 @@ from rasterio.windows import Window
 
 from alosmap.classes import (
     IGNORE_INDEX,
-    JAXA_CLASSES,
-    JAXA_NODATA,
+    JAXA,
     LULC,
+    TASK_RECORDS,
     TASKS,
+    UNKNOWN_LABEL,
     WATER,
-    ClassInfo,
+    Legend,
 )
 from alosmap.errors import InputRasterError
 from alosmap.io.raster import open_raster
@@ -61,6 +67,9 @@ __all__ = [
     "apply_lut",
     "check_known",
     "class_names_from_file",
+    "legend_of_file",
+    "legend_text",
+    "map_legend",
     "open_map",
     "row_windows",
     "sidecar_path",
@@ -69,74 +78,96 @@ __all__ = [
 #: Lookup value of no-data pixels.
 IGNORE = IGNORE_INDEX
 #: Lookup value of pixel values outside the legend.
-UNKNOWN = 254
+UNKNOWN = UNKNOWN_LABEL
 #: Pixels per strip when reading block-wise (2 Mpx: ~2 MB of uint8 per array).
 CHUNK_PIXELS = 1 << 21
-#: Tasks of maps written by alosmap (the ``ALOSMAP_TASK`` tag).
+#: Tasks of the bundled models (an ``ALOSMAP_TASK`` tag without a spec).
 MAP_TASKS = TASKS
 
+#: The legends a command-line option can name for a file without alosmap tags.
+LEGENDS: dict[str, Legend] = {lg.name: lg for lg in (LULC, WATER, JAXA)}
+#: How messages call the named legends.
+_SHORT = {LULC.name: "LULC-9", WATER.name: "water", JAXA.name: "JAXA HRLULC"}
 
-@dataclass(frozen=True)
-class Legend:
-    """The codes a class raster uses.
 
-    Attributes:
-        name: ``lulc``, ``water`` or ``jaxa``.
-        classes: the classes, in index order.
-        nodata: the value meaning "no data".
-        title: human-readable description, for messages.
+def _ranges(values: Sequence[int]) -> str:
+    """``[1, 2, 3, 4, 7]`` → ``"1-4, 7"`` (runs of three or more as ranges)."""
+    vals = sorted(set(values))
+    parts: list[str] = []
+    i = 0
+    while i < len(vals):
+        j = i
+        while j + 1 < len(vals) and vals[j + 1] == vals[j] + 1:
+            j += 1
+        if j - i >= 2:
+            parts.append(f"{vals[i]}-{vals[j]}")
+        else:
+            parts.extend(str(v) for v in vals[i : j + 1])
+        i = j + 1
+    return ", ".join(parts)
+
+
+def legend_text(legend: Legend, labels: bool = False) -> str:
+    """A legend as messages name it: ``LULC-9 (codes 1-9, 0 = no data)``.
+
+    Args:
+        legend: the legend.
+        labels: describe its label values instead of its map codes.
     """
-
-    name: str
-    classes: tuple[ClassInfo, ...]
-    nodata: int
-    title: str
-
-    @property
-    def codes(self) -> list[int]:
-        """Class codes in index order."""
-        return [c.code for c in self.classes]
-
-    @property
-    def names(self) -> list[str]:
-        """Class names in index order."""
-        return [c.name for c in self.classes]
-
-    def lut(self, extra_nodata: float | None = None) -> np.ndarray:
-        """Value → class index; :data:`IGNORE` for no data, :data:`UNKNOWN` else.
-
-        Args:
-            extra_nodata: the file's own no-data value, ignored too when it is not
-                one of the legend's codes.
-        """
-        lut = np.full(256, UNKNOWN, dtype=np.uint8)
-        lut[self.nodata] = IGNORE
-        if extra_nodata is not None and _is_byte(extra_nodata):
-            lut[int(extra_nodata)] = IGNORE
-        for i, c in enumerate(self.classes):
-            lut[c.code] = i
-        return lut
+    name = _SHORT.get(legend.name, repr(legend.name))
+    if labels:
+        return f"{name} (label values {_ranges(list(legend.label_values()))})"
+    return f"{name} (codes {_ranges(legend.codes)}, {legend.nodata} = no data)"
 
 
-def _is_byte(value: float) -> bool:
-    return float(value).is_integer() and 0 <= value <= 255
+def map_legend(tags: Mapping[str, str], where: str = "map") -> Legend | None:
+    """The legend of a map written by alosmap, from its dataset tags.
+
+    The model spec in ``ALOSMAP_SPEC`` carries the legend (a user's or a bundled
+    task's, with the colours the model was given); a map with only the
+    ``ALOSMAP_TASK`` tag of a bundled task (``lulc``, ``water``) has that task's.
+
+    Args:
+        tags: the file's dataset metadata.
+        where: the file, for the message.
+
+    Returns:
+        The legend; None for a file without ``ALOSMAP_TASK`` (not written by
+        alosmap).
+
+    Raises:
+        InputRasterError: a task alosmap does not know and no readable spec.
+    """
+    task = tags.get("ALOSMAP_TASK")
+    if task is None:
+        return None
+    spec_text = tags.get("ALOSMAP_SPEC")
+    if spec_text:
+        from alosmap.errors import SpecError
+        from alosmap.spec import ModelSpec
+
+        with contextlib.suppress(SpecError, ValueError):
+            spec = ModelSpec.from_json(spec_text)
+            if spec.task == task:
+                return spec.legend
+    if task in TASK_RECORDS:
+        return TASK_RECORDS[task]
+    raise InputRasterError(
+        f"{where} has ALOSMAP_TASK={task!r}, a task alosmap does not know, and no "
+        "readable model spec (ALOSMAP_SPEC tag) with its legend; expected a "
+        f"{' or '.join(MAP_TASKS)} map or one written by alosmap predict"
+    )
 
 
-#: The legends, by name.
-LEGENDS: dict[str, Legend] = {
-    LULC.name: Legend(
-        LULC.name, LULC.classes, LULC.nodata, "LULC-9 (codes 1-9, 0 = no data)"
-    ),
-    WATER.name: Legend(
-        WATER.name,
-        WATER.classes,
-        WATER.nodata,
-        "water (1 water, 0 not, 255 = no data)",
-    ),
-    "jaxa": Legend(
-        "jaxa", JAXA_CLASSES, JAXA_NODATA, "JAXA HRLULC (codes 1-14, 0 = no data)"
-    ),
-}
+def legend_of_file(path: str | os.PathLike[str]) -> Legend | None:
+    """The legend of a map file written by alosmap (:func:`map_legend`), or None.
+
+    Raises:
+        InputRasterError: unreadable file, or a task alosmap does not know.
+    """
+    with open_raster(path) as ds:
+        tags = ds.tags()
+    return map_legend(tags, str(path))
 
 
 @dataclass(frozen=True)
@@ -145,13 +176,16 @@ class MapInfo:
 
     Attributes:
         path: the file.
-        legend: the codes it uses.
+        legend: the legend of its values.
         crs: its CRS (``None`` when it has none).
         transform: pixel → CRS coordinates.
         width: columns.
         height: rows.
         nodata: the file's no-data tag (``None`` when absent).
         block_rows: rows per internal block (1 for strip files).
+        labels: the values are the legend's label values (a label raster read
+            with a legend file), not its map codes.
+        hint: what to do about values outside the legend (end of the message).
     """
 
     path: Path
@@ -162,10 +196,24 @@ class MapInfo:
     height: int
     nodata: float | None
     block_rows: int
+    labels: bool = False
+    hint: str = ""
 
     def lut(self) -> np.ndarray:
-        """Value → class index of this file (see :meth:`Legend.lut`)."""
-        return self.legend.lut(self.nodata)
+        """Value → class index of this file's values 0-255 (:meth:`Legend.lut`)."""
+        if not self.labels:
+            return self.legend.lut(self.nodata)
+        lut = self.legend.jaxa_lut.copy()
+        nd = self.nodata
+        if nd is not None and float(nd).is_integer() and 0 <= nd <= 255:
+            lut[int(nd)] = IGNORE
+        return lut
+
+    def index(self, values: np.ndarray) -> np.ndarray:
+        """Class indices of raw values (:data:`IGNORE`, :data:`UNKNOWN` kept)."""
+        if self.labels:
+            return self.legend.labels_to_index(values, self.nodata)
+        return apply_lut(self.lut(), values, self.nodata)
 
     def classify(self, values: np.ndarray, role: str = "map") -> np.ndarray:
         """Class indices of raw values (:data:`IGNORE` at no data).
@@ -173,7 +221,7 @@ class MapInfo:
         Raises:
             InputRasterError: values outside the legend.
         """
-        index = apply_lut(self.lut(), values, self.nodata)
+        index = self.index(values)
         check_known(index, values, self, role)
         return index
 
@@ -206,39 +254,47 @@ def row_windows(
 
 def open_map(
     path: str | os.PathLike[str],
-    legend: str | None = None,
+    legend: str | Legend | None = None,
     *,
-    default: str | None = None,
+    default: str | Legend | None = None,
     allowed: tuple[str, ...] = MAP_TASKS,
     role: str = "map",
     option: str = "--task",
+    labels: bool = False,
+    hint: str = "",
 ) -> MapInfo:
     """Open a class raster and work out its legend.
 
-    The ``ALOSMAP_TASK`` tag of maps written by alosmap decides; ``legend`` is the
-    fallback for files without it (and must agree with the tag when both exist).
+    The tags of maps written by alosmap decide (:func:`map_legend`: the legend of
+    the model that made it, a user's legend included); ``legend`` is the fallback
+    for files without them (and must agree with the tags when both exist).
 
     Args:
         path: the raster.
-        legend: ``lulc``, ``water`` or ``jaxa``; ``None`` = from the tag.
-        default: legend of files with neither tag nor ``legend``; ``None`` = such
+        legend: a name of :data:`LEGENDS` (``lulc``, ``water``, ``jaxa``: map
+            codes) or a legend (map codes, or label values with ``labels``);
+            ``None`` = from the tags.
+        default: legend of files with neither tags nor ``legend``; ``None`` = such
             files are an error.
-        allowed: legends the caller can use.
+        allowed: the named legends the caller can use (a map with a user's legend
+            is always accepted).
         role: what the file is, for messages (``map``, ``reference``).
         option: the command-line option that sets ``legend``, for messages.
+        labels: a :class:`Legend` given as ``legend`` or ``default`` is read
+            through its label values (a label raster), not its map codes.
+        hint: the end of the message about values outside the legend.
 
     Raises:
         InputRasterError: unreadable; not an integer raster; a probabilities or
-            confidence file;
-            unknown or conflicting task; no tag and no ``legend``; a legend the
-            caller cannot use; class names that are not the legend's.
+            confidence file; unknown or conflicting task; no tag and no
+            ``legend``; a legend the caller cannot use; class names that are not
+            the legend's; a no-data value that is one of the legend's classes.
     """
     p = Path(path)
-    choices = "|".join(allowed)
     with open_raster(p) as ds:
         tags = ds.tags()
         dtype = np.dtype(ds.dtypes[0])
-        info = dict(
+        info: dict[str, Any] = dict(
             crs=ds.crs,
             transform=ds.transform,
             width=ds.width,
@@ -255,43 +311,85 @@ def open_map(
         raise InputRasterError(
             f"{role} {p} holds {dtype} values; expected integer class codes"
         )
-    tag = tags.get("ALOSMAP_TASK")
-    if tag is not None:
-        if tag not in MAP_TASKS:
-            raise InputRasterError(
-                f"{role} {p} has ALOSMAP_TASK={tag!r}, a task alosmap does not know; "
-                f"expected one of {', '.join(MAP_TASKS)}"
-            )
-        if legend is not None and legend != tag:
-            raise InputRasterError(
-                f"{role} {p} is a {tag} map (ALOSMAP_TASK tag) but {option} {legend} "
-                "was given; drop the option"
-            )
-        name = tag
-    elif legend is None and default is not None:
-        name = default
-    elif legend is None:
+    tagged = map_legend(tags, f"{role} {p}")
+    if tagged is not None:
+        _check_given(p, tagged, legend, role, option)
+        lg, by_labels = tagged, False
+        _check_class_names(p, lg, role)
+    else:
+        lg, by_labels = _given_legend(p, legend, default, allowed, role, option)
+        by_labels = by_labels and labels
+    _check_allowed(p, lg, allowed, role)
+    _check_nodata(p, lg, info["nodata"], by_labels, role)
+    return MapInfo(path=p, legend=lg, labels=by_labels, hint=hint, **info)
+
+
+def _check_given(
+    p: Path, tagged: Legend, legend: str | Legend | None, role: str, option: str
+) -> None:
+    """A legend given for a tagged map must be the map's own."""
+    if legend is None:
+        return
+    given = legend if isinstance(legend, str) else legend.name
+    if given != tagged.name:
+        raise InputRasterError(
+            f"{role} {p} is a {tagged.name} map (ALOSMAP_TASK tag) but {option} "
+            f"{given} was given; drop the option"
+        )
+
+
+def _given_legend(
+    p: Path,
+    legend: str | Legend | None,
+    default: str | Legend | None,
+    allowed: tuple[str, ...],
+    role: str,
+    option: str,
+) -> tuple[Legend, bool]:
+    """The legend of a file without alosmap tags, and whether it is a Legend given."""
+    chosen = legend if legend is not None else default
+    if chosen is None:
         raise InputRasterError(
             f"{role} {p} has no ALOSMAP_TASK tag (not written by alosmap?); say "
-            f"which codes it holds with {option} {choices}"
+            f"which codes it holds with {option} {'|'.join(allowed)}"
         )
-    else:
-        name = legend
-    if name not in allowed:
+    if isinstance(chosen, Legend):
+        return chosen, True
+    if chosen not in LEGENDS:
         raise InputRasterError(
-            f"{role} {p} holds {LEGENDS[name].title} codes; this command needs "
+            f"{option} {chosen!r}: expected one of {', '.join(LEGENDS)}"
+        )
+    return LEGENDS[chosen], False
+
+
+def _check_allowed(p: Path, lg: Legend, allowed: tuple[str, ...], role: str) -> None:
+    """A named legend the command cannot use (a JAXA tile as a map to evaluate)."""
+    if LEGENDS.get(lg.name) is lg and lg.name not in allowed:
+        raise InputRasterError(
+            f"{role} {p} holds {legend_text(lg)} codes; this command needs "
             f"a {' or '.join(allowed)} {role}"
         )
-    lg = LEGENDS[name]
-    nodata = info["nodata"]
-    if nodata is not None and nodata != lg.nodata and nodata in lg.codes:
+
+
+def _check_nodata(
+    p: Path, lg: Legend, nodata: float | None, labels: bool, role: str
+) -> None:
+    """A file whose no-data value is one of its legend's classes is contradictory."""
+    if nodata is None:
+        return
+    if labels:
+        named = lg.label_values()
+        if float(nodata).is_integer() and int(nodata) in named:
+            name = lg.classes[named[int(nodata)]].name
+            raise InputRasterError(
+                f"{role} {p} declares no-data {nodata:g}, which is the label value "
+                f"of {name!r} in the {legend_text(lg, True)} legend"
+            )
+    elif nodata != lg.nodata and nodata in lg.codes:
         raise InputRasterError(
             f"{role} {p} declares no-data {nodata:g}, which is a class code of the "
-            f"{lg.title} legend"
+            f"{legend_text(lg)} legend"
         )
-    if tag is not None:
-        _check_class_names(p, lg, role)
-    return MapInfo(path=p, legend=lg, **info)
 
 
 def _check_class_names(path: Path, legend: Legend, role: str) -> None:
@@ -304,7 +402,7 @@ def _check_class_names(path: Path, legend: Legend, role: str) -> None:
     if found != expected:
         raise InputRasterError(
             f"{role} {path} has classes {sorted(names.items())}, not the "
-            f"{legend.title} legend; alosmap cannot compare or name them"
+            f"{legend_text(legend)} legend; alosmap cannot compare or name them"
         )
 
 
@@ -335,7 +433,7 @@ def check_known(
     """Raise when a block holds values outside the file's legend.
 
     Args:
-        index: ``apply_lut(lut, values)``.
+        index: :meth:`MapInfo.index` of ``values``.
         values: the raw pixel values.
         info: the file.
         role: ``map`` or ``reference``, for the message.
@@ -346,9 +444,10 @@ def check_known(
     bad = index == UNKNOWN
     if bad.any():
         found = np.unique(values[bad])[:10].tolist()
+        hint = info.hint or f"; is it a {info.legend.name} raster?"
         raise InputRasterError(
             f"{role} {info.path} holds values {found} outside the "
-            f"{info.legend.title} legend; is it a {info.legend.name} raster?"
+            f"{legend_text(info.legend, info.labels)} legend{hint}"
         )
 
 

@@ -6,13 +6,22 @@ plus a validity mask. A pixel is **no data** when any of these says so:
 * the file's no-data tag (e.g. ``0`` for ALOS-2 L2.1, ``1`` for the 25 m mosaic);
 * DN ≤ 0 for amplitude DN, power ≤ 0 for linear power (σ0 undefined);
 * NaN or ±inf (±inf is counted and reported as a warning);
-* the GDAL mask band (internal/external mask or alpha), when the file has one.
+* the GDAL mask band (internal/external mask or alpha), when the file has one;
+* for a JAXA 25 m mosaic tile (``<tile>_<yy>_sl_HH_<version>.tif``,
+  :mod:`alosmap.io.alos2_mosaic`): DN 1 (also without a no-data tag), and the
+  values 0 (no data), 100 (layover) and 150 (shadow) of the tile's mask file, when
+  it is beside the HH file (layover and shadow pixels are counted).
+
+A scene also says what its backscatter is (``sigma0``, ``gamma0`` or ``unknown``:
+a ``BACKSCATTER`` tag, a mosaic's ``.xml`` or name, an ALOS-2 L2.1 name) and when
+it was acquired (a date, and for mosaic tiles the range of dates of the pixels).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime
 import logging
 import os
 import warnings
@@ -28,12 +37,20 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from alosmap.errors import AlosmapWarning, InputRasterError
-from alosmap.io.raster import acquisition_date, gdal_path, open_raster
+from alosmap.io import alos2_mosaic as mosaic
+from alosmap.io.raster import (
+    L21_NAME,
+    acquisition_date,
+    gdal_path,
+    is_virtual,
+    open_raster,
+)
 from alosmap.radiometry import (
     CALIBRATION_FACTOR_DB,
     INPUT_UNITS,
     Radiometry,
     guess_units,
+    parse_backscatter,
     to_db,
 )
 
@@ -75,7 +92,13 @@ SAMPLE_PIXELS = 2_000_000
 
 @dataclass
 class SceneInfo:
-    """What the pipeline and the outputs need to know about a scene."""
+    """What the pipeline and the outputs need to know about a scene.
+
+    ``date_range`` (first and last day) is known for mosaic tiles, with
+    ``date_source`` saying where it comes from (``date file ...``, ``xml metadata``,
+    ``file name year``); ``backscatter`` is ``sigma0``, ``gamma0`` or ``unknown``,
+    with ``backscatter_source``; ``mask`` is the mosaic mask file used, if any.
+    """
 
     path: Path
     width: int
@@ -89,6 +112,11 @@ class SceneInfo:
     units_source: str
     masked: bool
     date: date | None
+    date_range: tuple[datetime.date, datetime.date] | None = None
+    date_source: str | None = None
+    backscatter: str = "unknown"
+    backscatter_source: str = ""
+    mask: Path | None = None
 
 
 class Scene:
@@ -102,6 +130,7 @@ class Scene:
             a ``CALIBRATION_FACTOR`` tag in the file wins).
         band: 1-based band; required when the file has several bands.
         input_units: ``auto``, ``dn``, ``db`` or ``linear``.
+        nodata: the no-data value, instead of the file's own (NaN allowed).
 
     Raises:
         InputRasterError: missing/unreadable file, truncated data, wrong band,
@@ -117,18 +146,28 @@ class Scene:
         *,
         band: int | None = None,
         input_units: str = "auto",
+        nodata: float | None = None,
     ) -> None:
         self.path = Path(path)
+        self._forced_nodata = None if nodata is None else float(nodata)
         #: what GDAL opens (URLs as ``/vsicurl/``, ``/vsis3/`` ...), named in messages
         self.source = gdal_path(path)
         self.radiometry = radiometry
         self.ds = open_raster(path, decode_threads=True)
+        #: the mosaic tile's files (None: not a 25 m mosaic file name)
+        self.mosaic = mosaic.find_mosaic_files(path)
+        self._mask: mosaic.MosaicMask | None = None
         try:
             self._setup(band, input_units)
         except BaseException:
-            self.ds.close()
+            self.close()
             raise
         self.inf_pixels = 0
+        #: pixels with data in the scene (in the area) that the mosaic mask
+        #: marks as layover / shadow (so no data), counted once per row read
+        self.layover_pixels = 0
+        self.shadow_pixels = 0
+        self._counted = np.zeros(self.info.height, dtype=bool)
         #: offset (col, row) of :attr:`info`'s grid in the file (see :meth:`crop`)
         self._offset = (0, 0)
         self._inside: Callable[[Window], np.ndarray | bool] | None = None
@@ -170,6 +209,14 @@ class Scene:
         flags = ds.mask_flag_enums[band - 1]
         self.masked = MaskFlags.per_dataset in flags or MaskFlags.alpha in flags
         self.nodata = ds.nodatavals[band - 1]
+        if self._forced_nodata is not None:
+            self.nodata = self._forced_nodata
+        elif (
+            self.mosaic is not None and dtype.kind in "ui" and self.nodata in (None, 0)
+        ):
+            # JAXA's mosaics mark no data with DN 1, tag or no tag (DN 0 is invalid
+            # anyway: σ0 is undefined)
+            self.nodata = float(mosaic.DN_NODATA)
         sample = self._sample()
         units, source = self._units(input_units, dtype, sample)
         self.units = units
@@ -178,6 +225,7 @@ class Scene:
         tags = ds.tags()
         #: the dataset's metadata tags (``SYNTHETIC``, ``UNITS``, dates ...)
         self.tags: dict[str, str] = dict(tags)
+        meta = self._mosaic_setup()
         self.info = SceneInfo(
             path=self.path,
             width=ds.width,
@@ -191,7 +239,10 @@ class Scene:
             units_source=source,
             masked=self.masked,
             date=acquisition_date(self.source, tags),
+            mask=self._mask.path if self._mask is not None else None,
         )
+        self._set_dates(meta)
+        self._set_backscatter(meta)
         cf = tags.get("CALIBRATION_FACTOR")
         self.cf = self.radiometry.calibration_factor_db
         if cf is not None:
@@ -201,6 +252,68 @@ class Scene:
                 logger.warning("ignoring unreadable CALIBRATION_FACTOR tag %r", cf)
         if units == "dn" and self.cf != CALIBRATION_FACTOR_DB:
             logger.info("calibration factor from the file: %s dB", self.cf)
+
+    def _mosaic_setup(self) -> mosaic.MosaicMetadata | None:
+        """Open a mosaic tile's mask and read its ``.xml`` (None: no ``.xml``).
+
+        Raises:
+            InputRasterError: the mask file is unusable (see
+                :class:`~alosmap.io.alos2_mosaic.MosaicMask`).
+        """
+        files = self.mosaic
+        if files is None:
+            return None
+        meta = mosaic.read_metadata(files.xml) if files.xml is not None else None
+        if files.name.pol != "HH":
+            logger.warning(
+                "%s is the %s file of a mosaic tile; models map HH",
+                self.path.name,
+                files.name.pol,
+            )
+        if files.mask is not None:
+            codes = meta.mask_codes if meta is not None else None
+            self._mask = mosaic.MosaicMask(
+                files.mask, self.ds.width, self.ds.height, codes
+            )
+            logger.info("mosaic mask %s: layover and shadow are no data", files.mask)
+        elif is_virtual(self.path):
+            logger.info("mosaic siblings are not looked up beside %s", self.source)
+        else:
+            logger.warning(
+                "no mask file %s beside %s: layover and shadow are mapped",
+                files.name.sibling("mask"),
+                self.path.name,
+            )
+        return meta
+
+    def _set_dates(self, meta: mosaic.MosaicMetadata | None) -> None:
+        """A mosaic tile's date range (and its typical date, without a date tag)."""
+        if self.mosaic is None:
+            return
+        found = mosaic.mosaic_date_range(self.mosaic, meta)
+        info = self.info
+        info.date_range = (found.first, found.last)
+        info.date_source = found.source
+        if info.date is None:
+            info.date = found.typical
+
+    def _set_backscatter(self, meta: mosaic.MosaicMetadata | None) -> None:
+        """``sigma0``/``gamma0``: a ``BACKSCATTER`` tag, the ``.xml``, the name."""
+        info = self.info
+        tag = self.ds.tags().get("BACKSCATTER") or self.ds.tags(self.band).get(
+            "BACKSCATTER"
+        )
+        kind, source = parse_backscatter(tag), "BACKSCATTER tag"
+        if tag and kind is None:
+            logger.warning("ignoring unknown BACKSCATTER tag %r", tag)
+        if kind is None and meta is not None and meta.backscatter:
+            kind, source = meta.backscatter, "mosaic xml metadata"
+        if kind is None and self.mosaic is not None:
+            kind, source = "gamma0", "mosaic file name"
+        if kind is None and L21_NAME.search(self.path.name):
+            kind, source = "sigma0", "ALOS-2 L2.1 file name"
+        info.backscatter = kind or "unknown"
+        info.backscatter_source = source if kind else ""
 
     def _sample(self) -> np.ndarray:
         """Valid values of a sample of the band, for the units and plausibility checks.
@@ -345,6 +458,8 @@ class Scene:
         view._offset = (col, row)
         view._inside = inside
         view.inf_pixels = 0
+        view.layover_pixels = view.shadow_pixels = 0
+        view._counted = np.zeros(height, dtype=bool)
         view.info = dataclasses.replace(
             self.info,
             width=width,
@@ -388,8 +503,10 @@ class Scene:
         pipeline's precision) before the checks below.
 
         Valid: not the no-data value, inside the mask and the area of interest,
-        finite, and positive unless the units are dB, so that
-        :func:`~alosmap.radiometry.to_db` of every valid value is finite.
+        finite, positive unless the units are dB (so that
+        :func:`~alosmap.radiometry.to_db` of every valid value is finite), and for
+        a mosaic tile with a mask file, not no data, layover or shadow there (those
+        are counted in :attr:`layover_pixels` and :attr:`shadow_pixels`).
 
         Args:
             row: first row (of :attr:`info`'s grid: the window after :meth:`crop`).
@@ -429,11 +546,30 @@ class Scene:
         if self.units != "db":
             with np.errstate(invalid="ignore"):
                 valid &= raw > 0
+        if self._mask is not None:
+            codes = self._mask.read(win)
+            self._count_masked(row, valid, codes)
+            valid &= ~self._mask.invalid(codes)
         return raw, valid
 
+    def _count_masked(self, row: int, valid: np.ndarray, codes: np.ndarray) -> None:
+        """Add the layover/shadow pixels with data of rows not counted yet."""
+        assert self._mask is not None
+        new = ~self._counted[row : row + len(valid)]
+        if not new.any():
+            return
+        v, c = valid[new], codes[new]
+        self.layover_pixels += int(
+            np.count_nonzero(v & (c == self._mask.codes.layover))
+        )
+        self.shadow_pixels += int(np.count_nonzero(v & (c == self._mask.codes.shadow)))
+        self._counted[row : row + len(valid)] = True
+
     def close(self) -> None:
-        """Close the dataset."""
+        """Close the dataset (and a mosaic's mask file)."""
         self.ds.close()
+        if self._mask is not None:
+            self._mask.close()
 
     def __enter__(self) -> Scene:
         return self

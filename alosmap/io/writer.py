@@ -10,15 +10,20 @@ to be overwritten stays untouched until the new one is complete).
 Output encoding
 ---------------
 
-**LULC map** (``--task lulc``): band 1 ``class``, uint8 class codes 1-9
-(Water, Built-up, Cropland, Grassland, Forest, Bare, Solar panel, Wetland,
-Greenhouse), 0 = no data (GeoTIFF nodata tag 0).
+A map is band 1 ``class``, uint8 class codes of the model's legend
+(``spec.legend``: codes, names, colours and the no-data code, which is also the
+GeoTIFF nodata tag). The bundled tasks' legends:
 
-**Water map** (``--task water``): band 1 ``class``, uint8 1 = water, 0 = not water,
-255 = no data (nodata tag 255).
+**LULC map** (``--task lulc``): codes 1-9 (Water, Built-up, Cropland, Grassland,
+Forest, Bare, Solar panel, Wetland, Greenhouse), 0 = no data.
 
-Both are one band. They carry a GDAL colour table (the class colours), the class
-names and a QGIS style, written beside the map by :mod:`alosmap.io.style`:
+**Water map** (``--task water``): 1 = water, 0 = not water, 255 = no data.
+
+A model trained with a user's legend writes that legend's codes (say 10/20/30 with
+0 = no data, or a binary flood legend 0/1 with 255 = no data), names and colours.
+
+Every map carries a GDAL colour table (the class colours), the class names and a
+QGIS style, written beside the map by :mod:`alosmap.io.style`:
 
 * band 1 metadata items ``CLASS_<code>=<name>`` and the dataset metadata item
   ``CLASS_NAMES``, a JSON object ``{"<code>": "<name>"}`` (both inside the TIFF);
@@ -32,17 +37,19 @@ names and a QGIS style, written beside the map by :mod:`alosmap.io.style`:
 **Confidence** (``confidence=True``): a separate file ``<stem>_confidence.tif``
 beside the map, one band ``confidence``, uint8 maximum class probability in percent
 (0-100; at least 11 for valid LULC pixels, since the largest of 9 probabilities is
-≥ 1/9, and at least 50 for water), no data :data:`CONFIDENCE_NODATA` (255) wherever
-the map is no data, overviews NEAREST (an overview pixel's confidence belongs to that
-pixel's class), a viridis ``<stem>_confidence.qml``. Maps written before this layout
-carried the confidence as band 2 of the map; readers accept those for one release.
+≥ 1/9, and at least 50 for a binary legend), no data :data:`CONFIDENCE_NODATA`
+(255) wherever the map is no data, overviews NEAREST (an overview pixel's
+confidence belongs to that pixel's class), a viridis ``<stem>_confidence.qml``.
+Maps written before this layout carried the confidence as band 2 of the map;
+readers accept those for one release.
 
 **Probabilities** (``probabilities=True``): a separate file
-``<stem>_probabilities.tif`` beside the map with K bands (LULC: 9, one per class in
-code order; water: 1, the water probability), uint8 percent 0-100, 255 = no data,
-band descriptions = class names, scale 0.01 (so ``value * scale`` is a probability),
-overviews by AVERAGE, a viridis ``.qml`` of band 1. Percentages come from
-:func:`encode_probabilities` (round half up).
+``<stem>_probabilities.tif`` beside the map with K bands (one per class in the
+legend's order, the model's outputs: code order for LULC's 9; a binary legend: 1,
+the probability of its positive class ``legend.positive``, e.g. water), uint8
+percent 0-100, 255 = no data, band descriptions = class names, scale 0.01 (so
+``value * scale`` is a probability), overviews by AVERAGE, a viridis ``.qml`` of
+band 1. Percentages come from :func:`encode_probabilities` (round half up).
 
 Every file carries provenance metadata: ``ALOSMAP_VERSION``, ``ALOSMAP_MODEL``
 (model name), ``ALOSMAP_SPEC`` (model spec JSON), ``ALOSMAP_PARAMS`` (JSON of the run
@@ -96,7 +103,7 @@ from alosmap._fileio import (
     write_failed_for_space,
 )
 from alosmap._version import __version__
-from alosmap.classes import ClassInfo, colormap, get_task
+from alosmap.classes import ClassInfo, colormap
 from alosmap.errors import AlosmapError, OutputPathError
 from alosmap.io.maps import sidecar_path
 from alosmap.io.style import style_path, write_class_styles, write_percent_style
@@ -264,7 +271,7 @@ class MapWriter:
         height: rows of the scene.
         crs: CRS of the scene, or None for a scene without one.
         transform: affine transform of the scene.
-        spec: the model's spec (task, classes).
+        spec: the model's spec (its legend: codes, names, colours, no data).
         confidence: also write ``<stem>_confidence.tif`` (percent).
         probabilities: also write ``<stem>_probabilities.tif``.
         tags: extra dataset metadata (non-string values are stored as JSON).
@@ -304,7 +311,7 @@ class MapWriter:
         self.spec = spec
         self.confidence = bool(confidence)
         self.probabilities = bool(probabilities)
-        self.nodata = get_task(spec.task).nodata
+        self.nodata = spec.legend.nodata
         self.num_probability_bands = spec.num_outputs
         if self.width < 1 or self.height < 1:
             raise ValueError(
@@ -461,11 +468,11 @@ class MapWriter:
         ds.update_tags(1, **{f"CLASS_{k}": v for k, v in self._names.items()})
 
     def _describe_probabilities(self, ds: rasterio.io.DatasetWriter) -> None:
-        if get_task(self.spec.task).binary:
-            water = [c for c in self.spec.classes if c.code == 1]
-            descriptions = [water[0].name if water else "Water"]
+        legend = self.spec.legend
+        if legend.binary:  # one band: the probability of the positive class
+            descriptions = [legend.positive.name]
         else:
-            descriptions = [c.name for c in sorted(self.spec.classes, key=_code)]
+            descriptions = [c.name for c in self.spec.classes]  # model order
         for i, name in enumerate(descriptions, start=1):
             ds.set_band_description(i, name)
         ds.scales = (0.01,) * ds.count
@@ -749,7 +756,3 @@ def _as_nodata(
     if has_nodata and np.any(a[..., nodata_mask] != value):
         return np.where(nodata_mask, np.uint8(value), a)
     return a
-
-
-def _code(c: ClassInfo) -> int:
-    return c.code

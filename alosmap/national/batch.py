@@ -11,11 +11,12 @@ Each finished scene gets a record ``OUT_DIR/_alosmap/records/<scene stem>_<task>
 (format ``alosmap-batch-record/1``), written atomically *after* the map is in place.
 It holds what produced the map (model file name and SHA-256, alosmap version, the
 options), the map's size, modification time and SHA-256, and what the STAC catalog
-needs (footprint, acquisition time, classes and their pixel counts, km²). A scene is
-skipped when its record matches the current run, i.e. the same task, model SHA-256
-and output-changing options (tile, overlap, input units, band, confidence,
-probabilities), and the map is still there with the recorded size and modification
-time (and its confidence, probabilities and preview files are there). Batch size,
+needs (footprint, acquisition time, the model's legend, classes and their pixel
+counts, km²). A scene is skipped when its record matches the current run, i.e. the
+same task, model SHA-256 and output-changing options (tile, overlap, input units,
+band, confidence, probabilities), and the map is still there with the recorded size
+and modification time (and its confidence, probabilities and preview files are
+there). Batch size,
 backend, device and threads are recorded but do not force a re-run, nor does a newer
 alosmap version. Records of earlier releases (maps with the confidence as band 2,
 no ``confidence`` entry) are read as they are: their maps count as done.
@@ -79,7 +80,7 @@ from typing import TYPE_CHECKING, Any
 from alosmap._dist import DistInfo, dist_info
 from alosmap._fileio import atomic_write_bytes, sha256_file
 from alosmap._version import __version__
-from alosmap.classes import get_task
+from alosmap.classes import Legend
 from alosmap.errors import BackendUnavailableError, BatchError
 from alosmap.io.raster import is_virtual, raster_stem
 from alosmap.predict.options import AOI_FINGERPRINT_FIELDS, InferenceOptions
@@ -430,6 +431,7 @@ class _Plan:
         shard: this process's shard (array job and torchrun rank combined).
         dist: this process's place in a torchrun job.
         previews: also write PNG quicklooks.
+        legend: the model's legend (class names of the records, STAC classes).
     """
 
     out: Path
@@ -443,6 +445,7 @@ class _Plan:
     shard: Shard
     dist: DistInfo
     previews: bool
+    legend: Legend
 
     @property
     def task(self) -> str:
@@ -563,6 +566,7 @@ def _plan(
         shard=eff,
         dist=dist,
         previews=previews,
+        legend=spec.legend,
     )
 
 
@@ -712,7 +716,7 @@ def _record(
 
             footprint = mapping(shapely_wkt.loads(wkt))
     px_km2 = _pixel_area_km2(crs, transform, bounds)
-    names = {c.code: c.name for c in get_task(plan.task).classes}
+    names = {c.code: c.name for c in plan.legend.classes}
     size, mtime_ns = _output_stat(out) or (0, 0)
     extras = {}
     if result.confidence is not None:
@@ -733,6 +737,7 @@ def _record(
         "mtime_ns": mtime_ns,
         "sha256": sha256_file(out),
         "task": plan.task,
+        "legend": plan.legend.to_dict(),
         "model": Path(getattr(runtime, "path", None) or "").name,
         "model_sha256": plan.model_sha,
         "model_name": runtime.spec.name,

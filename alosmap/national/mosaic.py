@@ -7,14 +7,18 @@ CRS: each map is reprojected from its own CRS) and writes
   (:mod:`alosmap.grid`: EPSG:4326, 12000 × 12000 pixels of 1/12000°, origin on the
   cell's north-west corner), named like JAXA's tiles by the south-west corner:
   ``LC_N35E139.tif`` for LULC maps (so they line up pixel for pixel, and name for
-  name, with JAXA's LULC tiles) and ``WATER_N35E139.tif`` for water maps;
-* ``lulc.vrt`` (or ``water.vrt``), a GDAL VRT over every cell written.
+  name, with JAXA's LULC tiles), ``WATER_N35E139.tif`` for water maps and
+  ``<TASK>_N35E139.tif`` for maps of a model with its own legend (``FLOOD_...``);
+* ``lulc.vrt`` (``water.vrt``, ``<task>.vrt``), a GDAL VRT over every cell written.
 
+A mosaic takes maps of one legend (the legend of the models that made them, from
+each map's ``ALOSMAP_SPEC`` tag): maps of different legends are never mixed.
 Cells get the encoding of the per-scene maps (:mod:`alosmap.io.writer`): one band
-of LULC codes 1-9 with 0 = no data (water 1/0 with 255 = no data), the colour table,
-class names and QGIS style, and a ``LC_N35E139_confidence.tif`` beside each cell
-(percent, 255 = no data) when every input map has a confidence; the VRT gets its
-``.qml`` and, with confidence, ``lulc_confidence.vrt`` covers the confidence cells.
+of the legend's codes with its no-data code (LULC codes 1-9 with 0 = no data; water
+1/0 with 255 = no data), the colour table, class names and QGIS style, and a
+``LC_N35E139_confidence.tif`` beside each cell (percent, 255 = no data) when every
+input map has a confidence; the VRT gets its ``.qml`` and, with confidence,
+``lulc_confidence.vrt`` covers the confidence cells.
 Pixels of a cell that no map covers stay no data; cells no map has a valid pixel in
 are not written.
 
@@ -62,7 +66,7 @@ from typing import Any
 import numpy as np
 
 from alosmap._fileio import atomic_write_bytes, check_not_input, check_overwrite
-from alosmap.classes import LULC, TASKS, WATER, Task, get_task
+from alosmap.classes import LULC, WATER, Legend
 from alosmap.errors import MosaicInputError, OutputPathError
 from alosmap.grid import JAXA_CRS, JAXA_PIXELS_PER_DEGREE, Cell, cells_for_bounds
 from alosmap.io.raster import acquisition_datetime
@@ -71,7 +75,8 @@ logger = logging.getLogger(__name__)
 
 #: Merge rules for overlapping maps.
 MERGE_RULES = ("confidence", "latest", "first")
-#: Cell file name prefix per task (``LC_N35E139.tif`` as JAXA's LULC tiles).
+#: Cell file name prefix of the bundled tasks (``LC_N35E139.tif`` as JAXA's LULC
+#: tiles); other legends use their name in capitals (:func:`cell_prefix`).
 CELL_PREFIX = {LULC.name: "LC", WATER.name: "WATER"}
 #: Rows of a cell processed at a time.
 DEFAULT_BLOCK_ROWS = 1024
@@ -90,7 +95,7 @@ class SourceMap:
 
     Attributes:
         path: the map GeoTIFF.
-        task: ``lulc`` or ``water`` (``ALOSMAP_TASK`` tag).
+        task: ``lulc``, ``water`` or a user's legend name (``ALOSMAP_TASK`` tag).
         nodata: its no-data value.
         confidence: the file holding its confidence (percent): the
             ``<map>_confidence.tif`` beside it, or the map itself for a map of an
@@ -101,6 +106,7 @@ class SourceMap:
         spec_json: the model spec (``ALOSMAP_SPEC`` tag).
         model: the model name (``ALOSMAP_MODEL`` tag).
         source_scene: the source scene's file name (``SOURCE_SCENE`` tag).
+        legend: its legend (:func:`alosmap.io.maps.map_legend`).
     """
 
     path: Path
@@ -113,6 +119,7 @@ class SourceMap:
     model: str
     source_scene: str
     confidence_band: int = 1
+    legend: Legend = LULC
 
     @property
     def files(self) -> list[Path]:
@@ -167,10 +174,10 @@ def _read_map(path: Path) -> SourceMap | None:
     try:
         with rasterio.open(path) as ds:
             tags = ds.tags()
-            task = tags.get("ALOSMAP_TASK")
             product = tags.get("ALOSMAP_PRODUCT", "map")
-            if task not in TASKS or product != "map":
+            if "ALOSMAP_TASK" not in tags or product != "map":
                 return None
+            legend = _legend_of(path, tags)
             if ds.crs is None:
                 raise MosaicInputError(
                     f"{path} has no CRS, so it cannot be placed on the grid; "
@@ -188,7 +195,8 @@ def _read_map(path: Path) -> SourceMap | None:
         raise MosaicInputError(f"{path} has no no-data value; it is not an alosmap map")
     return SourceMap(
         path=path,
-        task=str(task),
+        task=legend.name,
+        legend=legend,
         nodata=nodata,
         confidence=confidence,
         confidence_band=conf_band,
@@ -198,6 +206,23 @@ def _read_map(path: Path) -> SourceMap | None:
         model=tags.get("ALOSMAP_MODEL", ""),
         source_scene=source,
     )
+
+
+def _legend_of(path: Path, tags: dict[str, str]) -> Legend:
+    """The legend of a map (its spec's, or a bundled task's).
+
+    Raises:
+        MosaicInputError: a task alosmap does not know and no readable spec.
+    """
+    from alosmap.errors import InputRasterError
+    from alosmap.io.maps import map_legend
+
+    try:
+        legend = map_legend(tags, str(path))
+    except InputRasterError as exc:
+        raise MosaicInputError(str(exc)) from exc
+    assert legend is not None  # tags hold ALOSMAP_TASK
+    return legend
 
 
 def _confidence_of(path: Path) -> Path | None:
@@ -227,17 +252,17 @@ def find_maps(
 
     Args:
         inputs: map files and/or directories holding them (e.g. a batch OUT_DIR).
-        task: keep only maps of this task; without it all maps must share one task.
+        task: keep only maps of this task (legend name); without it all maps must
+            share one legend.
 
     Returns:
         The maps, oldest acquisition first.
 
     Raises:
-        MosaicInputError: no maps, unreadable maps, maps of both tasks without
-            ``task``, or a named file that is not a map.
+        MosaicInputError: no maps, unreadable maps, maps of several legends without
+            ``task``, maps of one task name with different legends, or a named file
+            that is not a map.
     """
-    if task is not None and task not in TASKS:
-        raise MosaicInputError(f"--task {task!r}: choose one of {', '.join(TASKS)}")
     found: dict[Path, SourceMap] = {}
     for item in inputs:
         p = Path(item)
@@ -267,7 +292,17 @@ def find_maps(
             found.setdefault(p.resolve(), info)
         else:
             raise MosaicInputError(f"input not found: {p}")
-    maps = list(found.values())
+    maps = _one_task(list(found.values()), task, inputs)
+    _check_one_legend(maps)
+    return sorted(maps, key=lambda m: m.order)
+
+
+def _one_task(
+    maps: list[SourceMap],
+    task: str | None,
+    inputs: Sequence[str | os.PathLike[str]],
+) -> list[SourceMap]:
+    """The maps of ``task``, or all of them when they share one task."""
     where = ", ".join(str(Path(i)) for i in inputs)
     if not maps:
         raise MosaicInputError(f"no alosmap maps in {where}")
@@ -277,8 +312,10 @@ def find_maps(
             f"{t}: {_names([m for m in maps if m.task == t])}" for t in tasks
         )
         raise MosaicInputError(
-            f"{where} holds maps of different tasks ({listing}); a mosaic takes one "
-            "task: pass --task lulc or --task water (nothing was written)"
+            f"{where} holds maps of different tasks and legends ({listing}); a "
+            "mosaic takes one legend: pass --task "
+            + " or --task ".join(tasks)
+            + " (nothing was written)"
         )
     if task is not None:
         maps = [m for m in maps if m.task == task]
@@ -286,7 +323,41 @@ def find_maps(
             raise MosaicInputError(
                 f"no {task} maps in {where} (found {', '.join(tasks)} maps)"
             )
-    return sorted(maps, key=lambda m: m.order)
+    return maps
+
+
+def _legend_key(lg: Legend) -> tuple[Any, ...]:
+    """What maps must share to be mosaicked together: codes, names, no data."""
+    return (lg.name, lg.binary, lg.nodata, tuple((c.code, c.name) for c in lg.classes))
+
+
+def _check_one_legend(maps: Sequence[SourceMap]) -> None:
+    """Maps of one task name made with different legends are not mixed.
+
+    Raises:
+        MosaicInputError: naming a map of each legend.
+    """
+    keys: dict[tuple[Any, ...], list[SourceMap]] = {}
+    for m in maps:
+        keys.setdefault(_legend_key(m.legend), []).append(m)
+    if len(keys) < 2:
+        return
+    listing = "; ".join(
+        f"{_names(group)}: "
+        + ", ".join(f"{c.code}={c.name}" for c in group[0].legend.classes)
+        + f", no data {group[0].legend.nodata}"
+        for group in keys.values()
+    )
+    raise MosaicInputError(
+        f"the {maps[0].task} maps were made with different legends ({listing}); a "
+        "mosaic takes maps of one legend: mosaic each legend's maps separately "
+        "(nothing was written)"
+    )
+
+
+def cell_prefix(task: str) -> str:
+    """File name prefix of a task's cells: ``LC``, ``WATER`` or the task in capitals."""
+    return CELL_PREFIX.get(task, task.upper())
 
 
 def _is_alosmap_by_product(path: Path) -> bool:
@@ -424,12 +495,12 @@ def mosaic_maps(
         overwrite=overwrite,
         models=", ".join(sorted({m.model for m in maps if m.model})),
     )
-    written = list(_write_cells(plan, out, CELL_PREFIX[task], run, progress))
+    written = list(_write_cells(plan, out, cell_prefix(task), run, progress))
     if not written:
         raise MosaicInputError(
             "no map has a valid pixel on the grid; nothing was written"
         )
-    _write_vrts(vrt_path, [(cell, path) for cell, path, _ in written], run, task)
+    _write_vrts(vrt_path, [(cell, path) for cell, path, _ in written], run)
     return MosaicResult(
         cells=[path for _, path, _ in written],
         vrt=vrt_path,
@@ -450,28 +521,34 @@ def _outputs(
     from alosmap.io.writer import confidence_path
 
     vrt = out / f"{task}.vrt"
-    paths = [out / cell.name(CELL_PREFIX[task]) for cell in cells] + [vrt]
+    paths = [out / cell.name(cell_prefix(task)) for cell in cells] + [vrt]
     if with_conf:
         paths += [confidence_path(p) for p in paths]
     return paths
 
 
 def _write_vrts(
-    vrt_path: Path, cells: list[tuple[Cell, Path]], run: _MosaicRun, task: str
+    vrt_path: Path, cells: list[tuple[Cell, Path]], run: _MosaicRun
 ) -> None:
     """The VRT over the cells (and over their confidence files), with styles."""
     from alosmap.io.style import write_class_styles, write_percent_style
     from alosmap.io.writer import confidence_path
 
-    record = get_task(task)
-    write_vrt(vrt_path, cells, task=task, pixels_per_degree=run.pixels_per_degree)
-    write_class_styles(vrt_path, record.classes, record.nodata, pam=False)
+    legend = run.spec.legend
+    write_vrt(
+        vrt_path,
+        cells,
+        legend=legend,
+        spec_json=run.spec.to_json(),
+        pixels_per_degree=run.pixels_per_degree,
+    )
+    write_class_styles(vrt_path, legend.classes, legend.nodata, pam=False)
     if run.with_conf:
         conf_vrt = confidence_path(vrt_path)
         write_vrt(
             conf_vrt,
             [(cell, confidence_path(path)) for cell, path in cells],
-            task=task,
+            legend=legend,
             confidence=True,
             pixels_per_degree=run.pixels_per_degree,
         )
@@ -729,24 +806,28 @@ def write_vrt(
     path: str | os.PathLike[str],
     cells: Sequence[tuple[Cell, Path]],
     *,
-    task: str,
+    legend: Legend,
     confidence: bool = False,
     pixels_per_degree: int = JAXA_PIXELS_PER_DEGREE,
+    spec_json: str = "",
 ) -> Path:
     """Write a GDAL VRT mosaic over grid cells (atomically).
 
     The VRT spans the bounding box of the cells on the same grid; areas no cell
     covers read as no data. Its one band carries the colour table (only the
     legend's codes opaque) and class names; with ``confidence`` the files are the
-    cells' confidence files (percent, 255 = no data). Cell paths are stored
-    relative to the VRT when they sit in its directory tree.
+    cells' confidence files (percent, 255 = no data). Its metadata hold the task
+    (``ALOSMAP_TASK``) and, when given, the model spec (``ALOSMAP_SPEC``: with it
+    the legend, so that readers of the VRT find a user's legend). Cell paths are
+    stored relative to the VRT when they sit in its directory tree.
 
     Args:
         path: the ``.vrt`` file.
         cells: ``(cell, file)`` pairs; every file is a ``cell.size``² GeoTIFF.
-        task: ``lulc`` or ``water`` (legend and no-data value).
+        legend: the cells' legend (codes, names, colours, no-data value).
         confidence: the files are confidence files, not class maps.
         pixels_per_degree: grid resolution of the cells.
+        spec_json: the model spec of the cells (their ``ALOSMAP_SPEC`` tag).
 
     Returns:
         ``path``.
@@ -754,22 +835,22 @@ def write_vrt(
     if not cells:
         raise ValueError("write_vrt: no cells")
     out = Path(path)
-    record = get_task(task)
     n = pixels_per_degree
     west = min(c.lon for c, _ in cells)
     east = max(c.lon for c, _ in cells) + 1
     south = min(c.lat for c, _ in cells)
     north = max(c.lat for c, _ in cells) + 1
-    names = {str(c.code): c.name for c in record.classes}
+    names = {str(c.code): c.name for c in legend.classes}
     root = _vrt_dataset((east - west) * n, (north - south) * n, west, north, n)
     meta = ET.SubElement(root, "Metadata")
     for key, value in (
-        ("ALOSMAP_TASK", task),
+        ("ALOSMAP_TASK", legend.name),
         ("ALOSMAP_PRODUCT", "confidence" if confidence else "mosaic"),
+        *([("ALOSMAP_SPEC", spec_json)] if spec_json else []),
         *([] if confidence else [("CLASS_NAMES", json.dumps(names))]),
     ):
         ET.SubElement(meta, "MDI", key=key).text = value
-    band = _vrt_band(root, "confidence" if confidence else "class", record, names)
+    band = _vrt_band(root, "confidence" if confidence else "class", legend, names)
     for cell, file in sorted(cells, key=lambda cf: (-cf[0].lat, cf[0].lon)):
         src = ET.SubElement(band, "SimpleSource")
         _vrt_source(src, Path(file), out.parent, 1, n)
@@ -802,7 +883,7 @@ def _vrt_dataset(width: int, height: int, west: int, north: int, n: int) -> ET.E
 
 
 def _vrt_band(
-    root: ET.Element, desc: str, task: Task, names: dict[str, str]
+    root: ET.Element, desc: str, task: Legend, names: dict[str, str]
 ) -> ET.Element:
     """The ``VRTRasterBand``; a class band gets category names and colour table."""
     from alosmap.io.style import colour_table
@@ -861,6 +942,7 @@ __all__ = [
     "MosaicInputError",
     "MosaicResult",
     "SourceMap",
+    "cell_prefix",
     "find_maps",
     "merge_into",
     "mosaic_maps",

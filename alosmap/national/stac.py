@@ -35,18 +35,56 @@ from typing import Any
 
 from alosmap._fileio import atomic_write_bytes
 from alosmap._imports import lazy_import
-from alosmap.classes import LULC, WATER, Task, get_task
+from alosmap.classes import LULC, TASK_RECORDS, WATER, Legend, LegendError
 from alosmap.io.raster import L21_NAME, parse_utc
 
 logger = logging.getLogger(__name__)
 
 #: Directory of the catalog inside the batch output directory.
 STAC_DIR = "stac"
-#: Description of each task's collection.
+#: Description of the bundled tasks' collections (others: :func:`_description`).
 _COLLECTION_DESCRIPTION = {
     LULC.name: "9-class LULC maps (JAXA HRLULC-derived legend), codes 1-9, 0 = no data",
     WATER.name: "Water maps: 1 water, 0 not water, 255 no data",
 }
+
+
+def record_legend(rec: dict[str, Any]) -> Legend:
+    """The legend of a batch record's map: the record's, else its bundled task's.
+
+    Records of earlier releases carry no legend (their task is ``lulc`` or
+    ``water``); a record of a user's legend whose legend is unreadable falls back
+    to the map's own tags.
+
+    Raises:
+        InputRasterError: a record whose legend cannot be found.
+    """
+    data = rec.get("legend")
+    if isinstance(data, dict):
+        try:
+            return Legend.from_dict(data, source=f"record {rec.get('key')}")
+        except LegendError as exc:
+            logger.debug("record %s: %s", rec.get("key"), exc)
+    task = str(rec.get("task"))
+    if task in TASK_RECORDS:
+        return TASK_RECORDS[task]
+    from alosmap.errors import InputRasterError
+
+    raise InputRasterError(
+        f"record {rec.get('key')} of task {task!r} carries no readable legend"
+    )
+
+
+def _description(legend: Legend) -> str:
+    """A collection's description: the bundled task's, else the user's legend."""
+    if legend.name in _COLLECTION_DESCRIPTION:  # the name of a bundled legend
+        return _COLLECTION_DESCRIPTION[legend.name]
+    classes = ", ".join(f"{c.code} {c.name}" for c in legend.classes)
+    kind = "binary legend" if legend.binary else "legend"
+    return (
+        f"{legend.title}: maps of a model trained with the user's own {kind} "
+        f"{legend.name!r}: {classes}; {legend.nodata} = no data"
+    )
 
 
 def _stac_io() -> Any:
@@ -234,7 +272,7 @@ def _add_map_asset(item: Any, rec: dict[str, Any], out_dir: Path) -> None:
     from pystac.extensions.classification import ClassificationExtension
     from pystac.extensions.file import FileExtension
 
-    task = get_task(rec["task"])
+    task = record_legend(rec)
     path = out_dir / rec["output"]
     bands = _band_info(path)
     two_band = len(bands) == 2  # the layout of older releases: band 2 confidence
@@ -262,7 +300,7 @@ def _add_map_asset(item: Any, rec: dict[str, Any], out_dir: Path) -> None:
     )
 
 
-def _classes(task: Task, counts: list[dict[str, Any]] | None = None) -> list[Any]:
+def _classes(task: Legend, counts: list[dict[str, Any]] | None = None) -> list[Any]:
     """The legend as classification classes, no data last.
 
     With ``counts`` (batch records' ``classes``), each class also gets its pixel
@@ -302,14 +340,15 @@ def _slug(name: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in name.lower()).strip("_")
 
 
-def _summarise(collection: Any, task: str, items: list[Any]) -> None:
+def _summarise(collection: Any, legend: Legend, items: list[Any]) -> None:
     """Collection summaries: legend, acquisition date range, task, platforms."""
     pystac = lazy_import("pystac")
     from pystac.extensions.classification import ClassificationExtension
 
+    task = legend.name
     ClassificationExtension.summaries(
         collection, add_if_missing=True
-    ).classes = _classes(get_task(task))
+    ).classes = _classes(legend)
     times = sorted(i.datetime for i in items if i.datetime is not None)
     if times:
         collection.summaries.add(
@@ -347,22 +386,24 @@ def write_catalog(
         id="alosmap",
         title="alosmap maps",
         description=(
-            f"Land-use/land-cover and water maps made by alosmap from ALOS-2 "
-            f"PALSAR-2 HH scenes in {out.name}"
+            f"Land-use/land-cover and water maps (and maps of users' own legends) "
+            f"made by alosmap from SAR scenes in {out.name}"
         ),
     )
     by_task: dict[str, list[Any]] = {}
+    legends: dict[str, Legend] = {}
     for rec in records:
         by_task.setdefault(rec["task"], []).append(make_item(rec, out))
+        legends.setdefault(rec["task"], record_legend(rec))
     for task, items in sorted(by_task.items()):
         collection = pystac.Collection(
             id=f"alosmap-{task}",
             title=f"alosmap {task} maps",
-            description=_COLLECTION_DESCRIPTION[get_task(task).name],
+            description=_description(legends[task]),
             extent=pystac.Extent.from_items(items),
             license="other",
         )
-        _summarise(collection, task, items)
+        _summarise(collection, legends[task], items)
         collection.add_items(items)
         catalog.add_child(collection)
     catalog.normalize_hrefs(str(root_dir))

@@ -240,10 +240,11 @@ class AreaStats:
 
     Attributes:
         map: the map file.
-        legend: ``lulc``, ``water`` or ``jaxa``.
+        legend: its legend's name: ``lulc``, ``water``, ``jaxa`` or the legend of
+            the model that made the map (``flood``, say).
         crs: the map's CRS as text.
         method: how pixel areas were computed.
-        classes: one entry per legend class, in code order.
+        classes: one entry per legend class, in the legend's order.
         nodata_pixels: no-data pixels (inside the AOI), excluded from the classes.
         nodata_m2: their area.
         aoi: the AOI file, if any.
@@ -361,7 +362,8 @@ def class_areas(
     """Area per class of a class map, optionally inside an AOI.
 
     Args:
-        path: the map (``lulc`` or ``water`` map of alosmap, or a JAXA tile).
+        path: the map (a map of alosmap, whatever its legend: its tags say which,
+            or a JAXA tile).
         legend: the map's legend when it has no ``ALOSMAP_TASK`` tag
             (``lulc``, ``water`` or ``jaxa``).
         aoi: polygon file (GeoJSON, or any OGR format with pyogrio); pixels whose

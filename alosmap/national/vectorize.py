@@ -56,7 +56,7 @@ from alosmap.errors import (
     InputRasterError,
     OutputPathError,
 )
-from alosmap.io.maps import LEGENDS, MapInfo, open_map
+from alosmap.io.maps import LEGENDS, MapInfo, legend_text, open_map
 from alosmap.io.raster import open_raster
 from alosmap.national.stats import ellipsoid_of, equal_area_xy
 
@@ -115,17 +115,29 @@ def _pyogrio() -> Any:
 
 
 def _resolve_class(info: MapInfo, wanted: str | int | None) -> tuple[int, str]:
-    """(code, name) of the class to trace; default Water (code 1 in every legend)."""
-    classes = info.legend.classes
+    """(code, name) of the class to trace.
+
+    By default the positive class of a binary legend (Water of a water map),
+    else the legend's water class (a name starting with "water": LULC, JAXA).
+    """
+    legend = info.legend
+    classes = legend.classes
+    choices = ", ".join(f"{c.code}={c.name}" for c in classes)
     if wanted is None:
-        wanted = 1
+        water = (c for c in classes if c.name.lower().startswith("water"))
+        default = legend.positive if legend.binary else next(water, None)
+        if default is None:
+            raise InputRasterError(
+                f"the {legend_text(legend)} legend of {info.path} has no water "
+                f"class; name the class to trace with --class ({choices})"
+            )
+        return default.code, default.name
     for c in classes:
         if str(wanted).strip().lower() in (str(c.code), c.name.lower()):
             return c.code, c.name
-    choices = ", ".join(f"{c.code}={c.name}" for c in classes)
     raise InputRasterError(
-        f"class {wanted!r} is not in the {info.legend.title} legend of {info.path}; "
-        f"choose one of {choices}"
+        f"class {wanted!r} is not in the {legend_text(legend)} legend of "
+        f"{info.path}; choose one of {choices}"
     )
 
 
@@ -227,10 +239,12 @@ def vectorize_map(
     """Write the polygons of one class of a map (water by default).
 
     Args:
-        map_path: a water or LULC map of alosmap, or a JAXA tile (``legend``).
+        map_path: a class map of alosmap (water, LULC, a model's own legend), or
+            a JAXA tile (``legend``).
         output: ``.geojson``/``.json`` or ``.gpkg`` file.
         legend: the map's legend when it has no ``ALOSMAP_TASK`` tag.
-        class_: class name or code to trace; default Water (code 1).
+        class_: class name or code to trace; default the positive class of a
+            binary legend (Water), else the legend's water class.
         min_area_m2: drop polygons smaller than this (m²).
         simplify: Douglas-Peucker tolerance in pixels (0 = exact pixel outlines).
         crs: ``wgs84``, ``map`` or ``auto`` (WGS 84 for GeoJSON, the map's CRS for

@@ -3,7 +3,8 @@
 :class:`StripAccumulator` sums each window's probabilities times its blend weights
 (:func:`~alosmap.tiling.tile_weights`) over a rolling band of at most ``tile`` rows,
 divides by the summed weights once a row can receive no more windows, and turns the
-rows into class codes (argmax, or a threshold for a binary task), the confidence
+rows into class codes of the model's legend (argmax, or a threshold for a binary
+legend: index 1, its positive class, where the probability reaches it), the confidence
 and the per-class probability bands (uint8 percent).
 
 Everything up to the uint8 rows stays where the model runs (torch tensors on the
@@ -20,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from alosmap.classes import get_task
 from alosmap.spec import ModelSpec
 from alosmap.tiling import Tile, tile_weights
 
@@ -77,7 +77,7 @@ class StripAccumulator:
         height: scene height.
         tile: window size.
         overlap: overlap of the window grid (for the blend weights).
-        spec: model spec (task, classes, threshold).
+        spec: model spec (its legend: codes, no data, binary; the threshold).
         emit: called with the :class:`Rows` of each finished run of rows, in
             increasing row order.
         want_confidence: compute the confidence (top class probability, percent).
@@ -100,7 +100,7 @@ class StripAccumulator:
     ) -> None:
         import torch
 
-        task = get_task(spec.task)
+        task = spec.legend
         self._torch = torch
         self.device = torch.device(device)
         self.gpu = self.device.type == "cuda"

@@ -34,7 +34,8 @@ from alosmap.radiometry import INPUT_UNITS
 from alosmap.runtime.base import BACKENDS, check_device, check_precision
 from alosmap.spec import ModelSpec
 
-#: Pixels shared by neighbouring windows unless told otherwise.
+#: Pixels shared by neighbouring windows of 256-pixel tiles unless told otherwise
+#: (:func:`default_overlap`: a quarter of the tile).
 DEFAULT_OVERLAP = 64
 #: Tiles per model call unless told otherwise.
 DEFAULT_BATCH = 8
@@ -68,14 +69,16 @@ class InferenceOptions:
     :meth:`replace`; both validate.
 
     Attributes:
-        task: ``lulc`` or ``water``; None for the model's task (``lulc`` without a
+        task: ``lulc``, ``water`` or, with ``model``, the name of the model's own
+            legend (``flood``, say); None for the model's task (``lulc`` without a
             model). Must match the model's task.
         model: ``.safetensors``, ``.onnx`` or TensorRT ``.engine`` model file; None
             for the bundled model of the task.
         tile: window size; None for the model's (the only one it accepts: its
             position embedding is fixed).
         overlap: pixels shared by neighbouring windows, blended smoothly
-            (``0 <= overlap < tile``).
+            (``0 <= overlap < tile``); None: a quarter of the model's tile
+            (:func:`default_overlap`, 64 for 256-pixel tiles).
         batch_size: tiles per model call (does not change the result).
         backend: ``auto`` (by the model file), ``torch``, ``onnx`` or ``tensorrt``.
         device: ``cpu``, ``cuda`` or ``cuda:N``.
@@ -105,7 +108,7 @@ class InferenceOptions:
     task: str | None = None
     model: str | os.PathLike[str] | None = None
     tile: int | None = None
-    overlap: int = DEFAULT_OVERLAP
+    overlap: int | None = None
     batch_size: int = DEFAULT_BATCH
     backend: str = "auto"
     device: str = "cpu"
@@ -135,16 +138,13 @@ class InferenceOptions:
                 )
         if not isinstance(self.bbox_crs, str) or not self.bbox_crs.strip():
             raise InferenceOptionError(f"bbox_crs {self.bbox_crs!r}: expected a CRS")
-        if self.task is not None and self.task not in TASKS:
-            raise InferenceOptionError(
-                f"task {self.task!r}: choose one of {', '.join(TASKS)}"
-            )
+        self._check_task()
         _at_least("tile", self.tile, 1)
         _at_least("batch_size", self.batch_size, 1)
         _at_least("band", self.band, 1)
         _at_least("threads", self.threads, 1)
         _at_least("overlap", self.overlap, 0)
-        if self.tile is not None:
+        if self.tile is not None and self.overlap is not None:
             self._check_overlap(self.tile)
         if self.backend not in BACKENDS:
             raise BackendOptionError(
@@ -156,6 +156,16 @@ class InferenceOptions:
             raise InferenceOptionError(
                 f"input_units {self.input_units!r}: choose one of "
                 f"{', '.join(UNITS_CHOICES)}"
+            )
+
+    def _check_task(self) -> None:
+        """A bundled task, or (with a model) any legend name: the model decides."""
+        if self.task is None or self.task in TASKS:
+            return
+        if self.model is None or not isinstance(self.task, str) or not self.task:
+            raise InferenceOptionError(
+                f"task {self.task!r}: choose one of {', '.join(TASKS)} (a model "
+                "trained with its own legend is named with model=/--model)"
             )
 
     @property
@@ -201,8 +211,13 @@ class InferenceOptions:
                 f"{size}×{size} tiles (its position embedding is fixed); leave the "
                 "tile unset"
             )
-        self._check_overlap(size)
-        return self.replace(task=task, tile=size)
+        resolved = self.replace(
+            task=task,
+            tile=size,
+            overlap=default_overlap(size) if self.overlap is None else self.overlap,
+        )
+        resolved._check_overlap(size)
+        return resolved
 
     def fingerprint(self, model_sha256: str) -> dict[str, Any]:
         """The output-changing options a batch records with each map.
@@ -249,10 +264,15 @@ class InferenceOptions:
         return fp
 
     def _check_overlap(self, tile: int) -> None:
-        if not 0 <= self.overlap < tile:
+        if self.overlap is not None and not 0 <= self.overlap < tile:
             raise InferenceOptionError(
                 f"overlap {self.overlap}: must be in 0..{tile - 1}"
             )
+
+
+def default_overlap(tile: int) -> int:
+    """Overlap of neighbouring windows unless told: a quarter of the tile."""
+    return tile // 4
 
 
 #: Logger of :func:`warn_bundled_model`.
@@ -347,6 +367,7 @@ __all__ = [
     "InferenceOptionError",
     "InferenceOptions",
     "bundled_model_warning",
+    "default_overlap",
     "option_names",
     "parse_bbox",
     "warn_bundled_model",

@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -46,7 +47,11 @@ from alosmap._progress import Progress, progress_bar
 from alosmap.classes import TASKS
 from alosmap.errors import InputRasterError, ModelFileError, SpecMismatchError
 from alosmap.predict.blend import Rows, StripAccumulator
-from alosmap.predict.options import InferenceOptions, warn_bundled_model
+from alosmap.predict.options import (
+    InferenceOptions,
+    default_overlap,
+    warn_bundled_model,
+)
 from alosmap.predict.stages import StageClock, device_sync
 from alosmap.predict.tiles import HostStrip, StripSource
 from alosmap.spec import ModelSpec
@@ -83,6 +88,12 @@ class PredictResult:
         stage_seconds: seconds per pipeline stage
             (:class:`~alosmap.predict.stages.StageClock`; threads overlap, so they
             add up to more than ``seconds``).
+        layover_pixels: pixels with data that a mosaic tile's mask marks as
+            layover, mapped as no data (None: the scene had no such mask).
+        shadow_pixels: the same for shadow.
+        backscatter: the scene's backscatter (``sigma0``, ``gamma0``, ``unknown``).
+        date_range: first and last acquisition date (mosaic tiles), else None.
+        class_names: the legend's name of each output code.
     """
 
     output: Path
@@ -97,6 +108,11 @@ class PredictResult:
     valid_pixels: int = 0
     confidence: Path | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    layover_pixels: int | None = None
+    shadow_pixels: int | None = None
+    backscatter: str = "unknown"
+    date_range: tuple[date, date] | None = None
+    class_names: dict[int, str] = field(default_factory=dict)
 
     @property
     def files(self) -> list[Path]:
@@ -121,6 +137,8 @@ class _RunStats:
     tiles_run: int
     model_seconds: float
     class_pixels: np.ndarray
+    layover_pixels: int | None = None
+    shadow_pixels: int | None = None
 
 
 def default_model_path(task: str) -> Path:
@@ -243,6 +261,7 @@ def predict_scene(
         sc = _area_of_interest(whole, opts)
         if runtime is None:
             warn_bundled_model(asked, sc.tags)
+        warn_backscatter(spec, sc.info)
         writer = _map_writer(out_path, sc.info, spec, opts, model_path, runtime)
         with writer:
             rt = runtime if runtime is not None else load_model(model_path, opts)
@@ -252,12 +271,6 @@ def predict_scene(
             finally:
                 if runtime is None:
                     rt.close()
-            if sc.inf_pixels:
-                logger.warning(
-                    "%d pixel(s) of %s were ±inf and are treated as no data",
-                    sc.inf_pixels,
-                    scene_path.name,
-                )
             with clock.stage("cog"):
                 final = writer.finalize()
         info = sc.info
@@ -285,7 +298,34 @@ def predict_scene(
         class_pixels={c: int(n) for c, n in enumerate(stats.class_pixels) if n},
         valid_pixels=int(stats.class_pixels.sum()),
         stage_seconds=dict(clock.seconds),
+        layover_pixels=stats.layover_pixels,
+        shadow_pixels=stats.shadow_pixels,
+        backscatter=info.backscatter,
+        date_range=info.date_range,
+        class_names={c.code: c.name for c in spec.legend.classes},
     )
+
+
+def backscatter_warning(spec: ModelSpec, info: SceneInfo) -> str | None:
+    """The line that says a model of σ0 runs on γ0 (or the reverse), else None.
+
+    Unknown on either side gives no warning.
+    """
+    want, have = spec.radiometry.backscatter, info.backscatter
+    if "unknown" in (want, have) or want == have:
+        return None
+    return (
+        f"model {spec.name!r} was trained on {want} backscatter but "
+        f"{Path(info.path).name} is {have} ({info.backscatter_source}): expect "
+        f"biased classes, on slopes most; map it with a model trained on {have}"
+    )
+
+
+def warn_backscatter(spec: ModelSpec, info: SceneInfo) -> None:
+    """Log :func:`backscatter_warning` when there is one."""
+    message = backscatter_warning(spec, info)
+    if message is not None:
+        logger.warning("%s", message)
 
 
 def _area_of_interest(scene: Scene, opts: InferenceOptions) -> Scene:
@@ -443,9 +483,29 @@ def _map_writer(
             "ALOSMAP_PARAMS": json.dumps(params, sort_keys=True),
             "SOURCE_SCENE": info.path.name,
             **({"ACQUISITION_DATE": info.date.isoformat()} if info.date else {}),
+            **scene_tags(info),
         },
         overwrite=opts.overwrite,
     )
+
+
+def scene_tags(info: SceneInfo) -> dict[str, str]:
+    """Provenance tags of what the scene is: backscatter, acquisition date range.
+
+    ``SOURCE_BACKSCATTER`` (``sigma0``, ``gamma0``, ``unknown``) always; for mosaic
+    tiles ``ACQUISITION_START_DATE`` and ``ACQUISITION_END_DATE`` (ISO dates),
+    ``ACQUISITION_DATES_SOURCE`` (date file, xml metadata or file name year) and
+    ``SOURCE_MASK`` (the mask file's name, when one was used).
+    """
+    tags = {"SOURCE_BACKSCATTER": info.backscatter}
+    if info.date_range is not None:
+        first, last = info.date_range
+        tags["ACQUISITION_START_DATE"] = first.isoformat()
+        tags["ACQUISITION_END_DATE"] = last.isoformat()
+        tags["ACQUISITION_DATES_SOURCE"] = info.date_source or ""
+    if info.mask is not None:
+        tags["SOURCE_MASK"] = info.mask.name
+    return tags
 
 
 # --------------------------------------------------------------------------------------
@@ -548,8 +608,9 @@ def _run(
     """Stream the scene: reader thread → device (here) → accumulator → writer thread."""
     info = sc.info
     tile = opts.tile or spec.tile_size
+    overlap = default_overlap(tile) if opts.overlap is None else opts.overlap
     device = str(rt.device)
-    source = StripSource(sc, spec.radiometry, tile, opts.overlap, device)
+    source = StripSource(sc, spec.radiometry, tile, overlap, device)
     total = len(source.rows) * len(source.cols)
     # few strips in flight: a strip is width × tile values (memory grows with width)
     jobs: queue.Queue[object] = queue.Queue(maxsize=4)
@@ -564,7 +625,7 @@ def _run(
         info.width,
         info.height,
         tile,
-        opts.overlap,
+        overlap,
         spec,
         emit,
         want_confidence=opts.confidence,
@@ -606,7 +667,16 @@ def _run(
         raise write_errors[0]
     if pixels.sum() == 0:
         raise InputRasterError(f"{info.path}: every pixel is no data; nothing to map")
-    return _RunStats(total, feeder.run, clock.seconds["model"], pixels)
+    if sc.inf_pixels:
+        logger.warning(
+            "%d pixel(s) of %s were ±inf and are treated as no data",
+            sc.inf_pixels,
+            Path(info.path).name,
+        )
+    stats = _RunStats(total, feeder.run, clock.seconds["model"], pixels)
+    if info.mask is not None:  # a mosaic tile's layover/shadow mask
+        stats.layover_pixels, stats.shadow_pixels = sc.layover_pixels, sc.shadow_pixels
+    return stats
 
 
 @contextlib.contextmanager
@@ -733,6 +803,7 @@ class _Feeder:
 __all__ = [
     "PredictResult",
     "StripAccumulator",
+    "backscatter_warning",
     "default_model_path",
     "load_model",
     "model_file",

@@ -29,7 +29,6 @@ import numpy as np
 
 from alosmap._fileio import atomic_write, check_output_place, check_overwrite
 from alosmap._imports import lazy_import
-from alosmap.classes import get_task
 from alosmap.errors import InputRasterError
 from alosmap.spec import ModelSpec
 
@@ -281,7 +280,7 @@ def write_preview(
         sar_db=sar_db,
         sar_label=f"σ0 {_polarisation(scene, band)} [dB]",
         map_rgb=_map_rgb(mp.values, mp.valid, colors),
-        map_label=get_task(spec.task).title,
+        map_label=spec.legend.title,
         confidence=_confidence(conf),
         geo=_geo_axes(mp.crs, mp.transform, mp.full_shape),
     )

@@ -11,6 +11,9 @@ that exercises every part of the tool honestly:
 * :func:`generate_scene` resamples a world onto a north-up UTM grid and simulates
   L-band HH backscatter (class-wise σ0, texture, speckle) as ALOS-2 Level 2.1
   amplitude DN in a tilted swath footprint, named and tagged like a real product.
+  The class means and spreads are calibrated to real PALSAR-2 HH figures (25 m
+  mosaic, De Alban et al. 2018, Remote Sensing 10(2):306; see
+  ``alosmap.synthetic._scene`` and :data:`SIGMA0_DB`).
 * :func:`write_label_tiles` writes a world as ``LC_N{lat}E{lon}.tif`` tiles.
 * :func:`generate_scenes` writes a set of scenes (:class:`SceneSpec`) on one world.
 * :func:`make_sample_data` writes the committed ``sample_data/``.

@@ -54,3 +54,102 @@ def test_colormap_and_unknown_task():
     assert cmap[1][3] == 255 and len(cmap) == 256
     with pytest.raises(ValueError, match="unknown task"):
         C.classes_for_task("forest")
+
+
+# ---------------------------------------------------------------- legends
+def test_presets_are_legends_with_the_historical_lookups():
+    assert C.LULC.metric == "miou" and C.WATER.metric == "iou_water"
+    assert C.get_task("lulc") is C.LULC and C.Task is C.Legend
+    # jaxa-lulc9 reads JAXA codes exactly as the paper's lookup did
+    codes = np.arange(256, dtype=np.uint8)
+    ref = np.array([C._JAXA_LUTS["lulc"][c] for c in codes])
+    idx = C.LULC.labels_to_index(codes)
+    known = idx != C.UNKNOWN_LABEL
+    assert (idx[known] == ref[known]).all()
+    assert (ref[~known] == C.IGNORE_INDEX).all() and not known[15:].any()
+    # water-binary: 0/1 labels, 255 no label; jaxa-water: JAXA codes
+    assert C.LABEL_PRESETS["water-binary"].labels_to_index(
+        np.array([0, 1, 255, 2], np.uint8)
+    ).tolist() == [0, 1, 255, 254]
+    assert C.LABEL_PRESETS["jaxa-water"].labels_to_index(
+        np.array([0, 1, 2, 14], np.uint8)
+    ).tolist() == [255, 1, 0, 0]
+    assert C.WATER_BINARY.same_outputs(C.WATER)
+
+
+def test_labels_to_index_any_dtype_nan_and_file_nodata():
+    lg = C.WATER_BINARY
+    a = np.array([0.0, 1.0, np.nan, -1.0, 0.5, 7.0], dtype=np.float32)
+    assert lg.labels_to_index(a).tolist() == [0, 1, 255, 254, 254, 254]
+    assert lg.labels_to_index(a, nodata=-1.0).tolist() == [0, 1, 255, 255, 254, 254]
+    big = np.array([1000, 0, -1], dtype=np.int16)
+    assert lg.with_ignore([-1]).labels_to_index(big).tolist() == [254, 0, 255]
+    counts = {0.0: 5, 1.0: 2, -1.0: 3, 9.0: 1}
+    assert lg.unknown_values(counts) == {-1.0: 3, 9.0: 1}
+    assert lg.unknown_values(counts, nodata=-1.0) == {9.0: 1}
+
+
+def test_legend_file_yaml_list_form(tmp_path):
+    p = tmp_path / "my-legend.yaml"
+    p.write_text(
+        "name: landcover3\n"
+        "ignore: [-1, 99]\n"
+        "classes:\n"
+        "  - {name: Water, values: [1], code: 10, color: '#0000ff'}\n"
+        "  - {name: Vegetation, values: [2, 3], code: 20, color: [0, 200, 0]}\n"
+        "  - {name: Urban, values: [4]}\n",
+        encoding="utf-8",
+    )
+    lg = C.load_legend(p)
+    assert lg.name == "landcover3" and not lg.binary and lg.nodata == 0
+    assert lg.codes == [10, 20, 4] and lg.names == ["Water", "Vegetation", "Urban"]
+    assert lg.classes[0].color == (0, 0, 255)
+    lab = np.array([1, 2, 3, 4, -1, 99, 5], dtype=np.int32)
+    assert lg.labels_to_index(lab).tolist() == [0, 1, 1, 2, 255, 255, 254]
+    assert C.Legend.from_dict(lg.to_dict()) == lg
+    # map codes → index (for reading maps)
+    assert lg.lut()[[10, 20, 4, 0, 7]].tolist() == [0, 1, 2, 255, 254]
+
+
+def test_legend_file_json_mapping_form_and_defaults(tmp_path):
+    p = tmp_path / "flood.json"
+    p.write_text('{"binary": true, "classes": {"0": "Dry", "1": "Flooded"}}')
+    lg = C.load_legend(p)
+    assert lg.name == "flood" and lg.binary and lg.num_outputs == 1
+    assert lg.codes == [0, 1] and lg.nodata == 255  # 0 is a class
+    assert lg.positive.name == "Flooded"
+    assert C.load_legend("water-binary") is C.WATER_BINARY
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("classes: [{name: A}]", "2 to"),
+        ("classes: [{name: A, values: [1]}, {name: B, values: [1], code: 2}]", "both"),
+        ("classes: [{name: A}, {name: a}]", "unique"),
+        ("binary: true\nclasses: [{name: A}, {name: B}, {name: C}]", "exactly 2"),
+        (
+            "nodata: 1\nclasses: [{name: A, values: [1]}, {name: B, values: [2]}]",
+            "no-data",
+        ),
+        ("classes: [{name: A, color: red}, {name: B}]", "colour"),
+        ("classes: [{name: A, valus: [1]}, {name: B}]", "unknown key"),
+        ("colours: []", "unknown key"),
+        ("name: water\nclasses: [{name: A}, {name: B}]", "bundled water"),
+        ("name: 3x\nclasses: [{name: A}, {name: B}]", "start with a letter"),
+        ("classes: [{name: A, values: [0.5]}, {name: B}]", "integer"),
+        ("ignore: [1]\nclasses: [{name: A, values: [1]}, {name: B}]", "ignored"),
+        ("[1, 2]", "object"),
+        ("classes: [unclosed", "YAML"),
+    ],
+)
+def test_bad_legend_files_say_why(tmp_path, text, match):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text, encoding="utf-8")
+    with pytest.raises(C.LegendError, match=match):
+        C.load_legend(p)
+
+
+def test_unknown_legend_name():
+    with pytest.raises(C.LegendError, match="neither a preset"):
+        C.load_legend("no-such-preset")

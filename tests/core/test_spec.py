@@ -132,3 +132,38 @@ def test_weights_must_match_architecture(tmp_path):
     )
     with pytest.raises(ModelFileError, match="1 missing"):
         load_model(path)
+
+
+def test_spec_with_a_users_legend_round_trips(tmp_path):
+    from alosmap.classes import Legend, get_task
+    from alosmap.spec import ModelSpec, default_spec
+
+    lg = Legend.from_dict(
+        {
+            "name": "landcover3",
+            "nodata": 0,
+            "ignore": [-1],
+            "classes": [
+                {"name": "Water", "values": [1], "code": 10},
+                {"name": "Vegetation", "values": [2, 3], "code": 20},
+                {"name": "Urban", "values": [4], "code": 30},
+            ],
+        }
+    )
+    spec = default_spec(lg, get_preset("tiny"))
+    assert spec.task == "landcover3" and spec.num_outputs == 3
+    back = ModelSpec.from_json(spec.to_json())
+    assert back == spec and back.legend == lg and back.threshold is None
+    # a bundled task's spec stores no legend object and reads back its preset
+    water = default_spec("water", get_preset("tiny"))
+    assert "legend" not in water.to_dict()
+    assert ModelSpec.from_json(water.to_json()).legend is get_task("water")
+    # a task that is neither bundled nor described
+    data = spec.to_dict()
+    del data["legend"]
+    with pytest.raises(SpecError, match="not a bundled task"):
+        ModelSpec.from_dict(data)
+    data = spec.to_dict()
+    data["legend"]["classes"][0]["color"] = "nope"
+    with pytest.raises(SpecError, match="colour"):
+        ModelSpec.from_dict(data)

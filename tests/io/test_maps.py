@@ -81,3 +81,97 @@ def test_old_two_band_maps_stay_readable(tmp_path, cli):
     if code == 2:
         pytest.skip(f"evaluate's options changed: {err.strip()[-200:]}")
     assert code == 0, err
+
+
+def _custom_map(path, codes, legend, *, spec_tag=True):
+    """A map of a model with ``legend`` (the real writer), or only its task tag."""
+    from alosmap.arch import get_preset
+    from alosmap.io.writer import MapWriter
+    from alosmap.spec import default_spec
+
+    if spec_tag:
+        spec = default_spec(legend, get_preset("tiny"), name="test-own-legend")
+        with MapWriter(
+            path,
+            width=codes.shape[1],
+            height=codes.shape[0],
+            crs=CRS_UTM,
+            transform=TRANSFORM,
+            spec=spec,
+        ) as w:
+            w.write_rows(0, codes)
+            w.finalize()
+        return path
+    return write_raster(
+        path,
+        codes,
+        crs=CRS_UTM,
+        transform=TRANSFORM,
+        nodata=legend.nodata,
+        tags={"ALOSMAP_TASK": legend.name},
+    )
+
+
+def test_a_maps_legend_comes_from_its_spec(tmp_path):
+    """Maps of a model with its own legend are read with that legend."""
+    import pytest
+
+    from alosmap.classes import ClassInfo, Legend
+    from alosmap.errors import InputRasterError
+    from alosmap.io.maps import legend_of_file, open_map
+
+    legend = Legend(
+        "landcover3",
+        "Land cover",
+        (
+            ClassInfo(10, "Open water", (0, 0, 255), (1,)),
+            ClassInfo(20, "Vegetation", (0, 160, 0), (2,)),
+            ClassInfo(30, "Settlement", (200, 0, 0), (3,)),
+        ),
+        nodata=0,
+    )
+    codes = np.array([[10, 20, 30, 0], [30, 30, 20, 10]], np.uint8)
+    m = _custom_map(tmp_path / "m.tif", codes, legend)
+    assert legend_of_file(m) == legend
+    info = open_map(m)
+    assert info.legend == legend and not info.labels
+    assert info.classify(codes).tolist() == [[0, 1, 2, 255], [2, 2, 1, 0]]
+    # stats/vectorize may name the legends of untagged files; a tagged map decides
+    assert open_map(m, allowed=("lulc", "water", "jaxa")).legend == legend
+    with pytest.raises(InputRasterError, match=r"is a landcover3 map .* lulc"):
+        open_map(m, "lulc")
+    with pytest.raises(InputRasterError, match=r"values \[40\] outside"):
+        info.classify(np.array([[40]], np.uint8))
+    # a task tag of an unknown legend without a spec cannot be read
+    bare = _custom_map(tmp_path / "bare.tif", codes, legend, spec_tag=False)
+    with pytest.raises(InputRasterError, match="ALOSMAP_TASK='landcover3'"):
+        open_map(bare)
+
+
+def test_named_legends_and_label_legends(tmp_path):
+    """``LEGENDS`` names map codes; a Legend given with labels=True reads labels."""
+    import pytest
+
+    from alosmap.classes import JAXA, LULC, WATER, WATER_BINARY
+    from alosmap.errors import InputRasterError
+    from alosmap.io.maps import LEGENDS, legend_text, open_map
+
+    assert LEGENDS == {"lulc": LULC, "water": WATER, "jaxa": JAXA}
+    assert legend_text(LULC) == "LULC-9 (codes 1-9, 0 = no data)"
+    assert legend_text(WATER) == "water (codes 0, 1, 255 = no data)"
+    labels = np.array([[0, 1, 255, 1]], np.uint8)
+    p = write_raster(
+        tmp_path / "l.tif", labels, crs=CRS_UTM, transform=TRANSFORM, nodata=None
+    )
+    info = open_map(p, WATER_BINARY, labels=True, role="reference")
+    assert info.labels and info.classify(labels).tolist() == [[0, 1, 255, 1]]
+    as_jaxa = open_map(p, "jaxa", allowed=("jaxa",))
+    assert as_jaxa.classify(labels[:, :2]).tolist() == [[255, 0]]  # 0 = no data
+    with pytest.raises(InputRasterError, match=r"\[255\] outside the JAXA"):
+        as_jaxa.classify(labels)
+    # a label raster whose no-data value is a class's label value is refused
+    q = write_raster(
+        tmp_path / "q.tif", labels, crs=CRS_UTM, transform=TRANSFORM, nodata=0
+    )
+    with pytest.raises(InputRasterError, match="label value of 'Not water'"):
+        open_map(q, WATER_BINARY, labels=True)

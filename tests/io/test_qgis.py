@@ -1,7 +1,9 @@
 """Products open right in QGIS and GDAL: checked with the real clients.
 
 Every product type is written by the real code (a tiny model from conftest): a LULC
-map, a water map, a confidence file, a mosaic cell and the mosaic VRT. QGIS's Python
+map, a water map, a confidence file, a mosaic cell and the mosaic VRT, and the maps
+(and mosaic VRT) of models trained with users' own legends: ``landcover3`` (codes
+10/20/30, 0 = no data) and a binary ``flood`` legend (0/1, 255 = no data). QGIS's Python
 bindings (the system ``/usr/bin/python3`` with Debian's ``python3-qgis``; not the
 venv) load each one headless (``QT_QPA_PLATFORM=offscreen``, :mod:`qgis_check`):
 class products must come up with a paletted renderer listing exactly the legend's
@@ -25,13 +27,34 @@ import numpy as np
 import pytest
 import rasterio
 
-from alosmap.classes import LULC9_CLASSES, WATER_CLASSES
+from alosmap.classes import LULC9_CLASSES, WATER_CLASSES, ClassInfo, Legend
 from alosmap.io.style import VIRIDIS, style_path
 from alosmap.io.writer import confidence_path
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 CHECK = Path(__file__).with_name("qgis_check.py")
 PPD = 1200  # mosaic grid: 1/1200° pixels (same code path as JAXA's 12000)
+#: Users' own legends (as a legend file would give them).
+LANDCOVER3 = Legend(
+    "landcover3",
+    "Land cover, 3 classes",
+    (
+        ClassInfo(10, "Open water", (31, 95, 191), (1,)),
+        ClassInfo(20, "Vegetation", (40, 160, 60), (2,)),
+        ClassInfo(30, "Settlement", (200, 50, 50), (3,)),
+    ),
+    nodata=0,
+)
+FLOOD = Legend(
+    "flood",
+    "Flood map",
+    (
+        ClassInfo(0, "Dry", (235, 235, 225), (0,)),
+        ClassInfo(1, "Flooded", (0, 92, 230), (1,)),
+    ),
+    nodata=255,
+    binary=True,
+)
 
 
 def _has_qgis() -> bool:
@@ -52,29 +75,44 @@ pytestmark = [
 ]
 
 
-def _varied_model(directory: Path, task: str) -> Path:
+def _varied_model(
+    directory: Path, task: str | Legend, centre_on: Path | None = None
+) -> Path:
     """A tiny untrained model whose classes follow the input.
 
     As conftest's tiny models, with the classifier weights scaled so that several
-    classes (and confidences) show up instead of one class everywhere.
+    classes (and confidences) show up instead of one class everywhere; with
+    ``centre_on`` (a scene) the classifier's bias is also set so that each output's
+    mean logit on the scene's first tile is zero.
     """
     import torch
 
     from alosmap.arch import get_preset
     from alosmap.models import build_model
+    from alosmap.radiometry import dn_to_db, normalize
     from alosmap.spec import Radiometry, default_spec, save_model
 
     spec = default_spec(
         task,
         get_preset("tiny", img_size=256),
         radiometry=Radiometry(mean_db=-12.0, std_db=7.0),
-        name=f"tiny-varied-{task}",
+        name=f"tiny-varied-{spec_name(task)}",
     )
     torch.manual_seed(1)
     model = build_model(spec.arch).eval()
     with torch.no_grad():
         model.head.conv_seg.weight.mul_(50.0)
-    return save_model(model, spec, directory / f"varied-{task}.safetensors")
+        if centre_on is not None:
+            with rasterio.open(centre_on) as ds:
+                db = dn_to_db(ds.read(1, window=((0, 256), (0, 256))))
+            x = normalize(db, spec.radiometry, np.isfinite(db))
+            mean = model(torch.from_numpy(x)[None, None]).mean(dim=(0, 2, 3))
+            model.head.conv_seg.bias.sub_(mean)
+    return save_model(model, spec, directory / f"varied-{spec_name(task)}.safetensors")
+
+
+def spec_name(task: str | Legend) -> str:
+    return task if isinstance(task, str) else task.name
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +132,17 @@ def products(tmp_path_factory, small_scene):
     mos = mosaic_maps(
         [lulc.output], d / "mosaic", merge="latest", pixels_per_degree=PPD
     )
+    own = {
+        lg.name: predict_scene(
+            small_scene,
+            d / f"scene_{lg.name}.tif",
+            model=_varied_model(d, lg, centre_on=small_scene),
+        ).output
+        for lg in (LANDCOVER3, FLOOD)
+    }
+    own_mos = mosaic_maps(
+        [own["landcover3"]], d / "mosaic3", merge="latest", pixels_per_degree=PPD
+    )
     assert lulc.confidence is not None
     return {
         "lulc map": (lulc.output, LULC9_CLASSES),
@@ -101,6 +150,9 @@ def products(tmp_path_factory, small_scene):
         "confidence": (lulc.confidence, None),
         "mosaic cell": (mos.cells[0], LULC9_CLASSES),
         "mosaic vrt": (mos.vrt, LULC9_CLASSES),
+        "landcover3 map": (own["landcover3"], LANDCOVER3.classes),
+        "flood map": (own["flood"], FLOOD.classes),
+        "landcover3 mosaic vrt": (own_mos.vrt, LANDCOVER3.classes),
     }
 
 
@@ -160,7 +212,18 @@ def qgis_report(products, tmp_path_factory):
     }
 
 
-@pytest.mark.parametrize("name", ["lulc map", "water map", "mosaic cell", "mosaic vrt"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "lulc map",
+        "water map",
+        "mosaic cell",
+        "mosaic vrt",
+        "landcover3 map",
+        "flood map",
+        "landcover3 mosaic vrt",
+    ],
+)
 def test_class_products_render_as_paletted_class_maps(name, products, qgis_report):
     path, legend = products[name]
     res = qgis_report[name]

@@ -1,4 +1,10 @@
-"""The real ALOS-2 PALSAR-2 25 m mosaic tile in ../shared/data runs end to end."""
+"""The real ALOS-2 PALSAR-2 25 m mosaic tile in ../shared/data runs end to end.
+
+Sibling discovery, no data 1 and the date range of the tile are in
+``test_alos2_mosaic.py``.
+"""
+
+from datetime import date
 
 import numpy as np
 import pytest
@@ -32,7 +38,7 @@ def test_real_tile_radiometry(tiny_lulc_model):
     assert -30 < np.median(db[valid]) < 0
 
 
-def test_real_tile_end_to_end(tmp_path, tiny_lulc_model):
+def test_real_tile_end_to_end(tmp_path, tiny_lulc_model, caplog):
     out = tmp_path / "map.tif"
     res = predict_scene(TILE, out, model=tiny_lulc_model, batch_size=16)
     with rasterio.open(TILE) as src, rasterio.open(out) as dst:
@@ -40,5 +46,17 @@ def test_real_tile_end_to_end(tmp_path, tiny_lulc_model):
         assert dst.shape == src.shape
         dn = src.read(1)
         classes = dst.read(1)
+        tags = dst.tags()
     np.testing.assert_array_equal(classes == 0, dn == 1)
     assert res.tiles_run < res.tiles_total / 2  # the empty rows were skipped
+    # the tile's siblings: γ0 from its .xml, the dates from its date file
+    assert res.backscatter == "gamma0" and tags["SOURCE_BACKSCATTER"] == "gamma0"
+    assert res.date_range == (date(2020, 9, 9), date(2020, 9, 9))
+    assert tags["ACQUISITION_DATE"] == "2020-09-09"
+    assert tags["ACQUISITION_START_DATE"] == tags["ACQUISITION_END_DATE"]
+    assert tags["ACQUISITION_END_DATE"] == "2020-09-09"
+    # no mask file comes with this copy of the tile: nothing masked, and said so
+    assert res.layover_pixels is None and "SOURCE_MASK" not in tags
+    assert "no mask file N23W161_20_mask_F02DAR.tif" in caplog.text
+    # the test model's spec says σ0 (the default)
+    assert "trained on sigma0 backscatter but" in caplog.text

@@ -527,3 +527,52 @@ def test_leftovers_of_a_killed_run_are_removed_on_open(tmp_path, lulc_spec):
         assert live.exists()  # a live process's temporary stays
         write_strips(mw, lulc_grid(), np.full((H, W), 50, np.uint8))
         mw.finalize()
+
+
+def test_a_users_legend_decides_codes_no_data_and_probability_bands(tmp_path):
+    """A model's own legend: classes in model order 30, 10, 20 (not code order)."""
+    from alosmap.classes import ClassInfo, Legend
+
+    legend = Legend(
+        "landcover3",
+        "Land cover",
+        (
+            ClassInfo(30, "Settlement", (200, 50, 50), (3,)),
+            ClassInfo(10, "Open water", (31, 95, 191), (1,)),
+            ClassInfo(20, "Vegetation", (40, 160, 60), (2,)),
+        ),
+        nodata=7,
+    )
+    spec = default_spec(legend, get_preset("tiny"), name="test-own")
+    codes = np.array([[10, 20, 30, 7]] * 4, np.uint8)
+    prob = np.full((3, 4, 4), 30, np.uint8)
+    out = tmp_path / "m.tif"
+    with MapWriter(
+        out,
+        width=4,
+        height=4,
+        crs=CRS_UTM,
+        transform=TRANSFORM,
+        spec=spec,
+        probabilities=True,
+    ) as w:
+        with pytest.raises(
+            ValueError, match=r"code 1 is not a class .*\[7, 10, 20, 30\]"
+        ):
+            w.write_rows(0, np.ones((4, 4), np.uint8))
+        w.write_rows(0, codes, probabilities=prob)
+        w.finalize()
+    with rasterio.open(out) as ds:
+        assert ds.nodata == 7 and ds.read(1).tolist() == codes.tolist()
+        assert ds.colormap(1)[30] == (200, 50, 50, 255)
+    with rasterio.open(probabilities_path(out)) as ds:
+        # one band per model output, in the model's order
+        assert ds.descriptions == ("Settlement", "Open water", "Vegetation")
+        assert ds.read(1)[0, 3] == PROBABILITY_NODATA  # where the map is no data
+    assert class_names_from_file(out) == {
+        10: "Open water",
+        20: "Vegetation",
+        30: "Settlement",
+    }
+    labels = [e.get("label") for e in ET.parse(style_path(out)).iter("paletteEntry")]
+    assert labels == ["Open water", "Vegetation", "Settlement"]

@@ -107,5 +107,13 @@ def test_options_are_validated_once_in_python_terms(tmp_path, small_scene):
     with pytest.raises(TypeError, match="unknown inference option"):
         predict_scene(small_scene, tmp_path / "m.tif", overlapp=32)
     opts = InferenceOptions(confidence=True)
-    assert opts.replace(overlap=0).overlap == 0 and opts.overlap == 64
+    assert opts.replace(overlap=0).overlap == 0 and opts.overlap is None
+    # unset: a quarter of the model's tile, resolved against the model
+    from alosmap.arch import get_preset
+    from alosmap.spec import default_spec
+
+    for tile, overlap in ((256, 64), (64, 16)):
+        spec = default_spec("lulc", get_preset("tiny").replace(img_size=tile))
+        assert opts.for_model(spec, "m").overlap == overlap
+        assert opts.replace(overlap=8).for_model(spec, "m").overlap == 8
     assert list(tmp_path.iterdir()) == []

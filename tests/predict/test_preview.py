@@ -187,3 +187,54 @@ def test_degree_ticks_are_round_and_on_the_edge():
     assert _deg_label(-3.5, 1, "N", "S") == "3.5°S"
     ticks = _edge_ticks(np.array([35.3, 35.2]), np.array([0.0, 100.0]), [35.25])
     assert ticks == [(50.0, 35.25)]
+
+
+def test_preview_of_a_users_legend(tmp_path, monkeypatch):
+    """A model's own legend: its title over the map panel, its names and colours."""
+    from alosmap.classes import ClassInfo, Legend
+    from alosmap.predict import preview
+
+    legend = Legend(
+        "landcover3",
+        "Land cover, 3 classes",
+        (
+            ClassInfo(10, "Open water", (31, 95, 191), (1,)),
+            ClassInfo(20, "Vegetation", (40, 160, 60), (2,)),
+            ClassInfo(30, "Settlement", (200, 50, 50), (3,)),
+        ),
+        nodata=0,
+    )
+    spec = default_spec(legend, get_preset("tiny"))
+    scene = generate_scene(
+        tmp_path, seed=3, width=200, height=120, write_label_tiles=False
+    ).path
+    with rasterio.open(scene) as ds:
+        dn = ds.read(1)
+        crs, transform = ds.crs, ds.transform
+    codes = np.where(dn > 0, np.where(dn > np.median(dn[dn > 0]), 30, 10), 0)
+    with MapWriter(
+        tmp_path / "m.tif",
+        width=dn.shape[1],
+        height=dn.shape[0],
+        crs=crs,
+        transform=transform,
+        spec=spec,
+    ) as mw:
+        mw.write_rows(0, codes.astype(np.uint8))
+        path = mw.finalize()
+    seen = {}
+    figure = preview._figure
+
+    def spy(title, panels, entries):
+        seen.update(label=panels.map_label, entries=entries)
+        return figure(title, panels, entries)
+
+    monkeypatch.setattr(preview, "_figure", spy)
+    out = preview.write_preview(tmp_path / "p.png", scene, path, spec, max_size=100)
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert seen["label"] == "Land cover, 3 classes"
+    entries = [(label.split("  ")[0], rgb) for label, rgb in seen["entries"]]
+    assert entries == [
+        ("Open water", (31 / 255, 95 / 255, 191 / 255)),
+        ("Settlement", (200 / 255, 50 / 255, 50 / 255)),
+    ]

@@ -29,7 +29,7 @@ from alosmap.train.build_dataset import (
     parse_split,
     sample_anchors,
 )
-from alosmap.train.data import FORMAT, PatchDataset, TrainingData
+from alosmap.train.data import FORMAT, MANIFEST_FIELDS, PatchDataset, TrainingData
 
 SAMPLE = REPO / "sample_data"
 TILE = SAMPLE / "LC_N35E139.tif"
@@ -286,12 +286,13 @@ def test_bad_input_leaves_nothing(case, tmp_path, make_geotiff):
     [
         lambda: parse_split("0.5/0.5/0.2"),
         lambda: parse_split("0.7/0.3"),
-        lambda: parse_split("0.7/0.3/-0.0"),
+        lambda: parse_split("0.7/0.4/-0.1"),
+        lambda: parse_split("0/0/0"),
         lambda: parse_split("a/b/c"),
         lambda: parse_months("13"),
         lambda: parse_months("0,9"),
         lambda: parse_months("sep"),
-        lambda: BuildConfig(split=(0.8, 0.2, 0.0)),
+        lambda: BuildConfig(split=(0.9, 0.2, -0.1)),
         lambda: BuildConfig(pretrain_months=(0,)),
         lambda: BuildConfig(pretrain_months=(9, 10), finetune_months=(9,)),
         lambda: BuildConfig(max_nodata=1.0),
@@ -305,6 +306,7 @@ def test_bad_parameters(make):
 
 def test_parsers():
     assert parse_split("0.7/0.15/0.15") == (0.7, 0.15, 0.15)
+    assert parse_split("0/0/1") == (0.0, 0.0, 1.0)
     assert parse_months("11, 10") == (10, 11)
     assert parse_months("") == ()
 
@@ -375,3 +377,115 @@ def test_real_jaxa_tiles_count_and_anchor():
             row, col = ds.index(a["lon"], a["lat"])
             value = ds.read(1, window=Window(col, row, 1, 1))[0, 0]
         assert value == a["code"]
+
+
+# ------------------------------------------------ the paper's path stays as it was
+def _files(path: Path) -> dict[str, bytes]:
+    """The dataset's files, with its own path (in dataset.json, summary.txt) masked."""
+    return {
+        p.name: p.read_bytes().replace(str(path).encode(), b"<DATASET>")
+        for p in sorted(path.iterdir())
+    }
+
+
+PAPER_KEYS = {
+    "format",
+    "alosmap_version",
+    "patch_size",
+    "normalization",
+    "class_counts",
+    "build",
+    "summary",
+}
+
+
+def test_paper_path_options_at_their_defaults_keep_the_bytes(built, tmp_path, cli):
+    result, _ = built
+    common = ["train", "build-dataset", "--sar", SAMPLE, "--lulc", SAMPLE]
+    code, _, err = cli(*common, "--anchors", 300, "-o", tmp_path / "a")
+    assert code == 0, err
+    a = _files(tmp_path / "a")
+    assert a == _files(result.path)  # the CLI and the library, byte for byte
+    assert sorted(a) == [
+        "anchors.npy",
+        "dataset.json",
+        "labels.npy",
+        "manifest.csv",
+        "sar_db.npy",
+        "summary.txt",
+    ]
+    meta = json.loads(a["dataset.json"])
+    assert set(meta) == PAPER_KEYS  # no legend, labels or radiometry record
+    assert a["manifest.csv"].splitlines()[0].decode() == ",".join(MANIFEST_FIELDS)
+    # every new option at its default value (or the same rule): the same files;
+    # image options, when given, are recorded in build.image
+    explicit = [
+        *("--legend", "jaxa-lulc9", "--split-by", "month", "--split", "0.7/0.15/0.15"),
+        *("--pretrain-months", "10,11", "--finetune-months", "9", "--anchors", 300),
+        *("--min-valid", "0.5", "--min-labelled", "0.5", "--input-units", "auto"),
+        *("--band", 1),
+    ]
+    code, _, err = cli(*common, *explicit, "-o", tmp_path / "b")
+    assert code == 0, err
+    b = _files(tmp_path / "b")
+    assert {k: v for k, v in b.items() if k != "dataset.json"} == {
+        k: v for k, v in a.items() if k != "dataset.json"
+    }
+    meta_b = json.loads(b["dataset.json"])
+    assert meta_b["build"].pop("image") == {
+        "band": 1,
+        "input_units": "auto",
+        "nodata": None,
+    }
+    assert meta_b == meta
+    # what finetune puts in the model spec: the paper's defaults, and a given band
+    assert TrainingData(tmp_path / "a").image_radiometry == {}
+    assert TrainingData(tmp_path / "b").image_radiometry == {"band": 1}
+    assert TrainingData(tmp_path / "a").radiometry.units == "dn"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--stride", "128"),
+        ("--label-nodata", "-1"),
+        ("--split-by", "scene"),
+        ("--legend", "water-binary"),
+        ("--label-pattern", "{stem}.tif"),
+    ],
+)
+def test_paper_path_refuses_options_of_own_data(args, tmp_path, cli):
+    code, _, err = cli(
+        "train",
+        "build-dataset",
+        "--sar",
+        SAMPLE,
+        "--lulc",
+        SAMPLE,
+        "-o",
+        tmp_path / "x",
+        *args,
+    )
+    assert code == 1 and args[0] in err and err.count("\n") == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_zero_fractions_and_statistics_without_a_train_split(tmp_path):
+    # all finetuning patches to test: statistics from the pretrain split, noted
+    config = BuildConfig(anchors=300, seed=0, split=(0.0, 0.0, 1.0))
+    result = build_dataset(SAMPLE_SCENES, SAMPLE, tmp_path / "a", config)
+    meta = json.loads((result.path / "dataset.json").read_text())
+    assert result.summary["patches"]["train"] == result.summary["patches"]["val"] == 0
+    assert result.summary["patches"]["test"] > 0
+    assert meta["normalization"]["split"] == "pretrain"
+    assert np.isfinite(meta["normalization"]["mean_db"])
+    assert any("pretrain split" in n for n in result.summary["notes"])
+    # no pretraining months either: null statistics, never NaN
+    config = BuildConfig(anchors=300, split=(0, 0, 1), pretrain_months=())
+    result = build_dataset(SAMPLE_SCENES, SAMPLE, tmp_path / "b", config)
+    text = (result.path / "dataset.json").read_text()
+    assert "NaN" not in text
+    assert json.loads(text)["normalization"]["mean_db"] is None
+    assert "not train one" in result.summary_text
+    data = TrainingData(result.path)
+    assert not data.has_statistics and len(PatchDataset(data, "test")) > 0

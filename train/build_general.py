@@ -1,0 +1,756 @@
+"""``build-dataset`` from any (image, label) pairs and a legend (bring your own data).
+
+The general path next to the paper's (:mod:`alosmap.train.build_dataset`):
+
+1. **Pairs** (:mod:`alosmap.train.pairs`): a manifest CSV, or images matched to a
+   label directory by a file-name pattern.
+2. **Images** are any rasters GDAL reads, single- or multi-band (``--band``), in
+   amplitude DN, dB or linear power (``--input-units``, else as the file's
+   ``UNITS`` tag says or guessed, as ``predict`` does), with the file's no-data
+   value (or ``--nodata``); read through :class:`~alosmap.io.scene.Scene` into σ0
+   dB with a validity mask.
+3. **Labels** are rasters on any grid and of any numeric type. Before anything is
+   written every label raster is scanned and each value checked against the
+   legend (:mod:`alosmap.train.label_values`): a value the legend does not name
+   (and that is not ignored, the raster's no-data or NaN) stops the build with a
+   table of the values found.
+4. **Patches**: each image is cut into ``P × P`` patches on a regular grid of its
+   own pixels with step ``stride`` (default ``P``: no overlap), from the top-left
+   corner; a remainder narrower than ``P`` at the right or bottom is not used.
+   The label raster is resampled by nearest neighbour onto each patch's grid
+   (or read pixel for pixel when one of the two has no CRS and both have the same
+   size). A patch is kept when at least ``min_valid`` of its pixels hold valid
+   SAR and at least ``min_labelled`` of those carry a label.
+5. **Splits** (:mod:`alosmap.train.splits`): the manifest's split column, a split
+   file, or ``split_by``: ``scene`` (whole scenes/groups), ``month`` (whole
+   months of the acquisition dates) or ``random`` (per patch). Default: ``scene``
+   with at least 3 scenes, else ``random``.
+6. **Output**: the same files as the paper's path (no ``anchors.npy``), labels as
+   training indices of the legend (255 = no label), ``dataset.json`` with the
+   legend, ``"labels": "index"``, the images' radiometry and statistics from the
+   train split only (null without one: such a dataset evaluates, it cannot train).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alosmap._fileio import atomic_dir, check_not_input_dir, remove_stale_temps
+from alosmap._version import __version__
+from alosmap.classes import IGNORE_INDEX, UNKNOWN_LABEL, Legend
+from alosmap.errors import InputRasterError
+from alosmap.radiometry import DEFAULT_CLIP_DB
+from alosmap.train.data import FORMAT, MANIFEST_FIELDS, PatchRecord, write_manifest
+from alosmap.train.errors import DatasetBuildError
+from alosmap.train.general_summary import format_general_summary, general_summary
+from alosmap.train.images import ImageOptions, open_image, summarize_radiometry
+from alosmap.train.label_values import (
+    LabelValues,
+    check_label_values,
+    scan_label_values,
+)
+from alosmap.train.pairs import Pair
+from alosmap.train.patch_store import PatchStore, normalization
+from alosmap.train.splits import (
+    LABELLED_SPLITS,
+    SPLIT_BY,
+    check_fractions,
+    read_split_file,
+    split_groups,
+    split_patches,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_SPLIT", "GeneralBuildResult", "GeneralConfig", "build_general"]
+
+#: Train / val / test fractions when none are given.
+DEFAULT_SPLIT = (0.7, 0.15, 0.15)
+#: Scenes (groups) from which ``--split-by`` defaults to ``scene``.
+MIN_SCENES_FOR_SCENE_SPLIT = 3
+
+
+# --------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class GeneralConfig:
+    """Parameters of a build from (image, label) pairs.
+
+    Attributes:
+        patch_size: patch side ``P`` in pixels.
+        stride: step of the patch grid in pixels (None: ``P``, no overlap).
+        min_valid: smallest fraction of a patch's pixels with valid SAR.
+        min_labelled: smallest fraction of its SAR-valid pixels with a label.
+        split: train / val / test fractions (None: 0.7/0.15/0.15); zeros allowed.
+        split_by: ``scene``, ``month`` or ``random`` (None: ``scene`` with at
+            least 3 scenes, else ``random``).
+        split_file: a file mapping scenes or images to splits.
+        seed: seed of the splits.
+        block_rows: rows per window when scanning label rasters.
+
+    Raises:
+        DatasetBuildError: on any invalid value (the message names its option).
+    """
+
+    patch_size: int = 256
+    stride: int | None = None
+    min_valid: float = 0.5
+    min_labelled: float = 0.5
+    split: tuple[float, float, float] | None = None
+    split_by: str | None = None
+    split_file: str | None = None
+    seed: int = 0
+    block_rows: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.patch_size < 8:
+            raise DatasetBuildError(f"--patch-size {self.patch_size}: must be ≥ 8")
+        if self.stride is not None and self.stride < 1:
+            raise DatasetBuildError(f"--stride {self.stride}: must be ≥ 1")
+        if not 0.0 < self.min_valid <= 1.0:
+            raise DatasetBuildError(
+                f"--min-valid {self.min_valid:g}: must be in (0, 1]"
+            )
+        if not 0.0 <= self.min_labelled <= 1.0:
+            raise DatasetBuildError(
+                f"--min-labelled {self.min_labelled:g}: must be in [0, 1]"
+            )
+        if self.split is not None:
+            check_fractions(self.split)
+        if self.split_by is not None and self.split_by not in SPLIT_BY:
+            raise DatasetBuildError(
+                f"--split-by {self.split_by!r}: choose {', '.join(SPLIT_BY)}"
+            )
+        if self.split_file is not None and (self.split_by or self.split):
+            raise DatasetBuildError(
+                "--split-file decides the splits: leave out --split-by and --split"
+            )
+
+    @property
+    def step(self) -> int:
+        """The patch grid's step (``stride``, else ``patch_size``)."""
+        return self.stride or self.patch_size
+
+    @property
+    def fractions(self) -> tuple[float, float, float]:
+        """``split`` or the default fractions."""
+        return self.split or DEFAULT_SPLIT
+
+
+@dataclass
+class GeneralBuildResult:
+    """What :func:`build_general` made.
+
+    Attributes:
+        path: the dataset directory.
+        summary: the summary stored in ``dataset.json``.
+        summary_text: the same as a readable table (also in ``summary.txt``).
+    """
+
+    path: Path
+    summary: dict[str, Any]
+    summary_text: str
+
+
+# --------------------------------------------------------------------- inputs
+@dataclass
+class _Image:
+    """A checked pair: the image's grid and radiometry, the label's grid."""
+
+    pair: Pair
+    width: int
+    height: int
+    crs: Any
+    transform: Any
+    date: date | None
+    radiometry: dict[str, Any]
+    label_nodata: float | None
+    pixel_grid: bool  # label read pixel for pixel (no CRS on one side)
+    split: str | None = None  # given by the manifest or the split file
+    row: dict[str, Any] = field(default_factory=dict)  # summary row
+
+    @property
+    def group(self) -> str:
+        """The split unit (scene / group)."""
+        return self.pair.group
+
+    @property
+    def month(self) -> str:
+        """``YYYY-MM`` of the acquisition date ("" without one)."""
+        return self.date.strftime("%Y-%m") if self.date else ""
+
+
+def _lonlat_bounds(crs: Any, bounds: Any) -> tuple[float, float, float, float]:
+    from rasterio.warp import transform_bounds
+
+    return transform_bounds(crs, "EPSG:4326", *bounds, densify_pts=21)
+
+
+def _overlaps(a: Sequence[float], b: Sequence[float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _inspect_pair(pair: Pair, image: ImageOptions) -> _Image:
+    """Open an image and its label; check they can be paired."""
+    from alosmap.io.raster import open_raster
+
+    with open_image(pair.image, image) as sc:
+        info = sc.info
+        radiometry = {
+            "band": sc.band,
+            "units": sc.units,
+            "calibration_factor_db": float(sc.cf),
+            "backscatter": getattr(info, "backscatter", "unknown"),
+        }
+        bounds = sc.ds.bounds
+    with open_raster(pair.label) as ds:
+        if ds.count < 1:
+            raise InputRasterError(f"{pair.label}: the label raster has no bands")
+        label_crs, label_bounds, label_nodata = ds.crs, ds.bounds, ds.nodatavals[0]
+        label_shape = (ds.height, ds.width)
+    pixel = info.crs is None or label_crs is None
+    if pixel and label_shape != (info.height, info.width):
+        raise InputRasterError(
+            f"{pair.where}: {'the image' if info.crs is None else 'the label'} has "
+            "no CRS, so the label must have the image's size to be read pixel for "
+            f"pixel; {pair.label.name} is {label_shape[1]}×{label_shape[0]}, "
+            f"{pair.image.name} {info.width}×{info.height}"
+        )
+    if not pixel and not _overlaps(
+        _lonlat_bounds(info.crs, bounds), _lonlat_bounds(label_crs, label_bounds)
+    ):
+        raise InputRasterError(
+            f"{pair.where}: the label {pair.label} does not overlap the image "
+            f"{pair.image}"
+        )
+    return _Image(
+        pair,
+        info.width,
+        info.height,
+        info.crs,
+        info.transform,
+        pair.date or info.date,
+        radiometry,
+        label_nodata,
+        pixel,
+    )
+
+
+@dataclass
+class _Plan:
+    """How the splits are decided: the rule and, for a given split, each image's."""
+
+    rule: str  # "manifest", "file", "scene", "month" or "random"
+    source: str  # for the summary
+    unused_keys: list[str] = field(default_factory=list)
+
+
+def _split_key(img: _Image, mapping: dict[str, str]) -> str | None:
+    p = img.pair
+    for key in (p.scene, p.image.name, p.image.stem, str(p.image)):
+        if key and key in mapping:
+            return key
+    return None
+
+
+def _plan_splits(images: list[_Image], config: GeneralConfig) -> _Plan:
+    """The split rule; the images' splits when the manifest or a file gives them.
+
+    Raises:
+        DatasetBuildError: clashing split options, a split file that misses
+            images, ``month`` without dates.
+    """
+    if any(i.pair.split for i in images):
+        if config.split_file or config.split_by or config.split:
+            raise DatasetBuildError(
+                "the manifest's split column decides the splits: leave out "
+                "--split, --split-by and --split-file (or the column)"
+            )
+        for i in images:
+            i.split = i.pair.split
+        return _Plan("manifest", "the manifest's split column")
+    if config.split_file:
+        return _plan_from_file(images, config.split_file)
+    groups = {i.group for i in images}
+    rule = config.split_by or (
+        "scene" if len(groups) >= MIN_SCENES_FOR_SCENE_SPLIT else "random"
+    )
+    if rule == "month":
+        undated = [i.pair.image.name for i in images if i.date is None]
+        if undated:
+            raise DatasetBuildError(
+                f"--split-by month needs every image's date (a date column in the "
+                f"manifest, an ACQUISITION_DATE tag or an ALOS-2 file name); none "
+                f"for {', '.join(undated[:3])}"
+                + (f" and {len(undated) - 3} more" if len(undated) > 3 else "")
+                + "; or use --split-by scene|random"
+            )
+    if config.split_by:
+        return _Plan(rule, f"--split-by {rule}")
+    return _Plan(rule, f"default: {rule} ({len(groups)} scene(s); scene from 3)")
+
+
+def _plan_from_file(images: list[_Image], path: str) -> _Plan:
+    mapping = read_split_file(path)
+    missing, used = [], set()
+    for i in images:
+        key = _split_key(i, mapping)
+        if key is None:
+            missing.append(i.pair.image.name)
+            continue
+        i.split = mapping[key]
+        used.add(key)
+    if missing:
+        raise DatasetBuildError(
+            f"--split-file {path}: no split for {', '.join(missing[:3])}"
+            + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            + " (keys: the manifest's scene, the image file name or stem, or its "
+            "path as given)"
+        )
+    unused = sorted(set(mapping) - used)
+    return _Plan("file", f"--split-file {path}", unused)
+
+
+def _check_inputs(
+    pairs: Sequence[Pair],
+    legend: Legend,
+    source: str,
+    config: GeneralConfig,
+    image: ImageOptions,
+) -> tuple[list[_Image], LabelValues, _Plan]:
+    """Everything checked before anything is written."""
+    if not pairs:
+        raise DatasetBuildError("no (image, label) pairs given")
+    images = [_inspect_pair(p, image) for p in pairs]
+    plan = _plan_splits(images, config)
+    values = scan_label_values([p.label for p in pairs], block_rows=config.block_rows)
+    check_label_values(values, legend, source)
+    return images, values, plan
+
+
+# -------------------------------------------------------------------- patches
+def _cells(img: _Image, config: GeneralConfig) -> list[tuple[int, int]]:
+    p, s = config.patch_size, config.step
+    return [
+        (r, c)
+        for r in range(0, img.height - p + 1, s)
+        for c in range(0, img.width - p + 1, s)
+    ]
+
+
+def _label_patch(ds: Any, img: _Image, r: int, c: int, p: int) -> np.ndarray:
+    """The label raster's values on the patch at ``(r, c)`` of the image.
+
+    Nearest neighbour onto the patch's grid (float64, NaN outside the label raster
+    and at its no-data), or the same pixels when one of the two has no CRS.
+    """
+    from affine import Affine
+    from rasterio import band
+    from rasterio.enums import Resampling
+    from rasterio.warp import reproject
+    from rasterio.windows import Window
+
+    if img.pixel_grid:
+        return ds.read(1, window=Window(c, r, p, p))
+    dst = np.full((p, p), np.nan, dtype=np.float64)
+    reproject(
+        source=band(ds, 1),
+        destination=dst,
+        src_nodata=img.label_nodata,
+        dst_nodata=np.nan,
+        dst_transform=img.transform @ Affine.translation(c, r),
+        dst_crs=img.crs,
+        resampling=Resampling.nearest,
+        init_dest_nodata=True,
+        num_threads=1,
+    )
+    return dst
+
+
+def _scene_row(img: _Image, candidates: int) -> dict[str, Any]:
+    p = img.pair
+    return {
+        "name": p.image.name,
+        "image": str(p.image),
+        "label": str(p.label),
+        "scene": img.group,
+        "date": img.date.isoformat() if img.date else "",
+        "candidates": candidates,
+        "kept": 0,
+        "dropped_sar_nodata": 0,
+        "dropped_label_nodata": 0,
+        **img.radiometry,
+    }
+
+
+def _extract_image(
+    img: _Image,
+    out: PatchStore,
+    legend: Legend,
+    config: GeneralConfig,
+    image: ImageOptions,
+    bar: Any,
+) -> None:
+    """Read, check and store one image's patches; fill its summary row."""
+    from alosmap.io.raster import open_raster
+
+    p, k = config.patch_size, legend.num_train_classes
+    cells = _cells(img, config)
+    img.row = info = _scene_row(img, len(cells))
+    with open_image(img.pair.image, image) as sc, open_raster(img.pair.label) as ds:
+        for r in sorted({rc[0] for rc in cells}):
+            db, valid = sc.read_strip(r, p)
+            for c in (cc for rr, cc in cells if rr == r):
+                bar.update(1)
+                v = valid[:, c : c + p]
+                vf = float(v.mean())
+                if vf < config.min_valid or not v.any():
+                    info["dropped_sar_nodata"] += 1
+                    continue
+                raw = _label_patch(ds, img, r, c, p)
+                idx = legend.labels_to_index(raw, nodata=img.label_nodata)
+                if (idx == UNKNOWN_LABEL).any():  # the scan refused these
+                    raise DatasetBuildError(
+                        f"{img.pair.label}: a value outside the legend at patch "
+                        f"({r}, {c}) of {img.pair.image.name}"
+                    )
+                hist = np.bincount(idx[v], minlength=256)
+                labelled = 1.0 - hist[IGNORE_INDEX] / int(v.sum())
+                if labelled < config.min_labelled or labelled == 0:
+                    info["dropped_label_nodata"] += 1
+                    continue
+                record = PatchRecord(
+                    index=-1,
+                    split="",
+                    scene=img.group,
+                    date=info["date"],
+                    row=r,
+                    col=c,
+                    valid_fraction=vf,
+                    histogram=[int(h) for h in hist[:k]],
+                    extra={
+                        "image": str(img.pair.image),
+                        "label": str(img.pair.label),
+                        "labelled_fraction": f"{labelled:.4f}",
+                    },
+                )
+                out.add(record, img.group, db[:, c : c + p], idx, v)
+                info["kept"] += 1
+
+
+def _extract(
+    tmp: Path,
+    images: list[_Image],
+    legend: Legend,
+    config: GeneralConfig,
+    image: ImageOptions,
+    progress: bool,
+) -> PatchStore:
+    """Cut, check and store every image's patches into the arrays in ``tmp``.
+
+    Raises:
+        DatasetBuildError: no image holds a whole patch, or every patch was dropped.
+    """
+    from alosmap._progress import progress_bar
+
+    p = config.patch_size
+    n_cand = sum(len(_cells(i, config)) for i in images)
+    if n_cand == 0:
+        raise DatasetBuildError(
+            f"no image holds a whole {p}×{p} patch (the largest is "
+            f"{max(i.width for i in images)}×{max(i.height for i in images)}); "
+            "use a smaller --patch-size"
+        )
+    out = PatchStore.create(tmp, n_cand, p)
+    with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(
+            progress_bar(n_cand, "patches", progress, unit="patch")
+        )
+        for img in images:
+            _extract_image(img, out, legend, config, image, bar)
+    if out.close(tmp) == 0:
+        raise DatasetBuildError(
+            f"all {n_cand} candidate patches were dropped (SAR valid < "
+            f"{config.min_valid:.0%} or labels on < {config.min_labelled:.0%} of "
+            "the SAR-valid pixels); lower --min-valid / --min-labelled or check "
+            "the images' no-data and the labels"
+        )
+    return out
+
+
+# --------------------------------------------------------------------- splits
+def _assign(
+    images: list[_Image], out: PatchStore, plan: _Plan, config: GeneralConfig
+) -> tuple[np.ndarray, dict[str, str]]:
+    """Each patch's split and each scene's (month's) when whole ones were assigned.
+
+    The splits are also set in the records and the images' summary rows.
+    """
+    splits, chosen = _split_of_patches(images, out, plan, config)
+    _note_image_splits(images, splits, out)
+    return splits, chosen
+
+
+def _split_of_patches(
+    images: list[_Image], out: PatchStore, plan: _Plan, config: GeneralConfig
+) -> tuple[np.ndarray, dict[str, str]]:
+    """Each patch's split, and each scene's (month's) split when whole ones moved."""
+    rng = np.random.default_rng(config.seed)
+    groups = np.asarray(out.groups, dtype=object)
+    splits = np.full(len(groups), "test", dtype=object)
+    if plan.rule in ("manifest", "file"):
+        given = {str(i.pair.image): i.split for i in images}
+        for n, rec in enumerate(out.records):
+            splits[n] = given[rec.extra["image"]]
+        return splits, {}
+    if plan.rule == "random":
+        for name, idx in split_patches(
+            np.arange(len(groups)), config.fractions, rng
+        ).items():
+            splits[idx] = name
+        return splits, {}
+    month = {i.group: i.month for i in images}
+    unit = groups if plan.rule == "scene" else np.array([month[g] for g in groups])
+    names, counts = np.unique(unit.astype(str), return_counts=True)
+    chosen = split_groups(
+        dict(zip(names.tolist(), counts.tolist(), strict=True)), config.fractions, rng
+    )
+    for n, u in enumerate(unit):
+        splits[n] = chosen[str(u)]
+    return splits, chosen
+
+
+def _empty_split_notes(
+    splits: np.ndarray, plan: _Plan, config: GeneralConfig, units: int
+) -> list[str]:
+    """Notes on splits the fractions ask for that got no patch."""
+    if plan.rule in ("manifest", "file"):
+        return []
+    notes = []
+    for name, f in zip(LABELLED_SPLITS, config.fractions, strict=True):
+        if f > 0 and not (splits == name).any():
+            why = (
+                f"{units} {plan.rule}(s) for the splits"
+                if plan.rule in ("scene", "month")
+                else "too few patches"
+            )
+            notes.append(
+                f"no {name} patches although --split gives it {f:g} ({why}); "
+                "use more images, --split-by random or other fractions"
+            )
+    return notes
+
+
+def _input_notes(images: list[_Image], plan: _Plan, config: GeneralConfig) -> list[str]:
+    """The summary's notes on the inputs: unused split keys, images too small."""
+    p = config.patch_size
+    notes = []
+    if plan.unused_keys:
+        notes.append(f"split keys not used: {', '.join(plan.unused_keys)}")
+    notes += [
+        f"{i.pair.image.name}: smaller than one {p}×{p} patch; no patches"
+        for i in images
+        if i.width < p or i.height < p
+    ]
+    return notes
+
+
+def _note_image_splits(
+    images: list[_Image], splits: np.ndarray, out: PatchStore
+) -> None:
+    """Set each record's split; fill each image's summary row with its split(s)."""
+    for rec, sp in zip(out.records, splits, strict=True):
+        rec.split = str(sp)
+    per_image: dict[str, set[str]] = {}
+    for rec, sp in zip(out.records, splits, strict=True):
+        per_image.setdefault(rec.extra["image"], set()).add(str(sp))
+    for i in images:
+        i.row["split"] = "/".join(
+            s for s in LABELLED_SPLITS if s in per_image.get(str(i.pair.image), ())
+        )
+
+
+# --------------------------------------------------------------------- output
+def _class_notes(hist: np.ndarray, legend: Legend, source: str) -> list[str]:
+    """A note (and warning) when the kept patches hold one class only."""
+    present = np.flatnonzero(hist.sum(axis=0))
+    if len(present) != 1:
+        return []
+    name = legend.classes[int(present[0])].name
+    return [
+        f"every labelled pixel is {name!r}: a dataset of one class teaches nothing; "
+        f"check that --legend {source} is how the labels are coded (docs/"
+        "dataset_format.md)"
+    ]
+
+
+def _manifest_fields(k: int) -> list[str]:
+    return [
+        *MANIFEST_FIELDS[:7],
+        *[f"h{c}" for c in range(k)],
+        "image",
+        "label",
+        "labelled_fraction",
+    ]
+
+
+def _metadata(
+    legend: Legend,
+    radiometry: dict[str, Any],
+    config: GeneralConfig,
+    build: dict[str, Any],
+    summary: dict[str, Any],
+    train_hist: np.ndarray,
+) -> dict[str, Any]:
+    """``dataset.json``: what :class:`~alosmap.train.data.TrainingData` reads."""
+    norm = summary["normalization"]
+    return {
+        "format": FORMAT,
+        "alosmap_version": __version__,
+        "patch_size": config.patch_size,
+        "labels": "index",
+        "legend": legend.to_dict(),
+        "radiometry": radiometry,
+        "normalization": {
+            "mean_db": norm["mean_db"],
+            "std_db": norm["std_db"],
+            "clip_db": list(DEFAULT_CLIP_DB),
+            "split": norm["split"],
+        },
+        "class_counts": {legend.name: [int(v) for v in train_hist]},
+        "build": build,
+        "summary": summary,
+    }
+
+
+def _build_record(
+    config: GeneralConfig,
+    images: list[_Image],
+    plan: _Plan,
+    image: ImageOptions,
+    inputs: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "input": "pairs",
+        "patch_size": config.patch_size,
+        "stride": config.step,
+        "min_valid": config.min_valid,
+        "min_labelled": config.min_labelled,
+        "split": list(config.fractions) if plan.rule in SPLIT_BY else None,
+        "split_rule": plan.rule,
+        "split_source": plan.source,
+        "seed": config.seed,
+        "image": image.to_dict(),
+        **inputs,
+        "pairs": [
+            {
+                "image": str(i.pair.image),
+                "label": str(i.pair.label),
+                "scene": i.group,
+                "date": i.date.isoformat() if i.date else None,
+                "split": i.split,
+            }
+            for i in images
+        ],
+    }
+
+
+def build_general(
+    pairs: Sequence[Pair],
+    legend: Legend,
+    out_dir: str | os.PathLike[str],
+    config: GeneralConfig | None = None,
+    *,
+    image: ImageOptions | None = None,
+    legend_source: str = "",
+    inputs: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> GeneralBuildResult:
+    """Build a dataset from (image, label) pairs and a legend (see the module docs).
+
+    Args:
+        pairs: the images and their labels (:mod:`alosmap.train.pairs`).
+        legend: how label values map to classes (``--label-nodata`` values
+            already among its ignored ones: :meth:`Legend.with_ignore`).
+        out_dir: dataset directory to create.
+        config: build parameters (defaults: :class:`GeneralConfig`).
+        image: how to read the images (band, units, no-data).
+        legend_source: how the legend was given (a preset name or a file).
+        inputs: more to record in ``dataset.json``'s ``build`` (the manifest,
+            the label directory and pattern).
+        overwrite: replace an existing dataset directory (only one that holds a
+            ``dataset.json`` or is empty).
+        progress: draw progress bars on stderr.
+
+    Returns:
+        The dataset path and its summary.
+
+    Raises:
+        InputRasterError: a missing or unreadable image or label raster, a label
+            that misses its image.
+        UnknownLabelValuesError: label values the legend does not name (nothing
+            is written; its ``table`` lists the values found).
+        OutputExistsError: ``out_dir`` exists and ``overwrite`` is False.
+        OutputPathError: ``out_dir`` is, or holds, an input.
+        DatasetBuildError: bad parameters, clashing split options, no patch kept.
+    """
+    config = config or GeneralConfig()
+    image = image or ImageOptions()
+    out_dir = Path(out_dir)
+    source = legend_source or legend.name
+    images, values, plan = _check_inputs(pairs, legend, source, config, image)
+    given = [(inputs or {}).get("manifest"), config.split_file]
+    check_not_input_dir(
+        out_dir,
+        [*(p.image for p in pairs), *(p.label for p in pairs), *filter(None, given)],
+    )
+    remove_stale_temps(out_dir)
+    notes = _input_notes(images, plan, config)
+    with atomic_dir(out_dir, overwrite, "dataset.json") as tmp:
+        out = _extract(tmp, images, legend, config, image, progress)
+        splits, chosen = _assign(images, out, plan, config)
+        notes += _empty_split_notes(splits, plan, config, len(chosen))
+        k = legend.num_train_classes
+        write_manifest(tmp / "manifest.csv", out.records, _manifest_fields(k))
+        norm = normalization(out.sums, splits, notes)
+        radiometry, note = summarize_radiometry([i.radiometry for i in images])
+        if note:
+            notes.append(note)
+        hist = np.array([r.histogram for r in out.records], dtype=np.int64)
+        train_hist = hist[splits == "train"].sum(axis=0)
+        notes += _class_notes(hist, legend, source)
+        build = _build_record(
+            config, images, plan, image, {**(inputs or {}), "legend": source}
+        )
+        summary = general_summary(
+            out_dir,
+            legend,
+            [i.row for i in images],
+            notes,
+            splits,
+            chosen,
+            plan.source,
+            config,
+            norm,
+            hist,
+            values,
+        )
+        meta = _metadata(legend, radiometry, config, build, summary, train_hist)
+        (tmp / "dataset.json").write_text(
+            json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        text = format_general_summary(summary, legend)
+        (tmp / "summary.txt").write_text(text, encoding="utf-8")
+    for note in notes:
+        logger.warning(note)
+    return GeneralBuildResult(out_dir, summary, text)

@@ -1,0 +1,178 @@
+"""The summary of a dataset built from (image, label) pairs (``dataset.json``, text)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from alosmap.classes import Legend
+from alosmap.train.data import FORMAT
+from alosmap.train.label_values import LabelValues
+from alosmap.train.patch_store import Normalization, format_normalization
+from alosmap.train.splits import LABELLED_SPLITS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from alosmap.train.build_general import GeneralConfig
+
+__all__ = ["format_general_summary", "general_summary"]
+
+
+def _shares(counts: np.ndarray) -> list[float]:
+    c = np.asarray(counts, dtype=np.float64)
+    total = c.sum()
+    return (c / total).tolist() if total else c.tolist()
+
+
+def _label_values(values: LabelValues, legend: Legend) -> list[dict[str, Any]]:
+    keys = sorted(
+        values.counts, key=lambda v: (1, 0.0) if isinstance(v, str) else (0, float(v))
+    )
+    return [
+        {
+            "value": v,
+            "pixels": values.counts[v],
+            "share": values.counts[v] / max(1, values.total),
+            "files": len(values.files[v]),
+            "meaning": values.meaning(v, legend),
+        }
+        for v in keys
+    ]
+
+
+def general_summary(
+    out_dir: Path,
+    legend: Legend,
+    rows: list[dict[str, Any]],
+    notes: list[str],
+    splits: np.ndarray,
+    units: dict[str, str],
+    source: str,
+    config: GeneralConfig,
+    norm: Normalization,
+    hist: np.ndarray,
+    values: LabelValues,
+) -> dict[str, Any]:
+    """The build summary (``dataset.json``'s ``summary``, ``summary.txt``).
+
+    Args:
+        out_dir: the dataset directory.
+        legend: the dataset's legend.
+        rows: one summary row per image.
+        notes: notes of the build.
+        splits: each kept patch's split.
+        units: the split of each scene (month) when whole ones were assigned.
+        source: what decided the splits.
+        config: the build parameters.
+        norm: the σ0 statistics.
+        hist: [N, K] pixels of each class per kept patch (SAR-valid pixels).
+        values: the scan of the label rasters.
+    """
+    patches = {k: int((splits == k).sum()) for k in LABELLED_SPLITS}
+    total = max(1, sum(patches.values()))
+    return {
+        "path": str(out_dir),
+        "legend": legend.name,
+        "images": rows,
+        "notes": notes,
+        "patches": patches,
+        "split": {
+            "source": source,
+            "asked": list(config.fractions) if config.split_file is None else None,
+            "made": [patches[k] / total for k in LABELLED_SPLITS],
+            "units": units,
+        },
+        "candidates": sum(r["candidates"] for r in rows),
+        "dropped": {
+            "sar_nodata": sum(r["dropped_sar_nodata"] for r in rows),
+            "label_nodata": sum(r["dropped_label_nodata"] for r in rows),
+        },
+        "rule": {
+            "patch_size": config.patch_size,
+            "stride": config.step,
+            "min_sar_valid": config.min_valid,
+            "min_label_fraction": config.min_labelled,
+            "label_rule_applies_to": "all patches",
+        },
+        "normalization": {
+            "split": norm.split,
+            "mean_db": norm.mean_db,
+            "std_db": norm.std_db,
+        },
+        "label_values": _label_values(values, legend),
+        "class_shares": {
+            "all": _shares(hist.sum(axis=0)),
+            "train": _shares(hist[splits == "train"].sum(axis=0)),
+        },
+    }
+
+
+def _image_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    lines = [
+        f"{'image':<32} {'scene':<16} {'date':<10} {'split':<10} {'units':<6} "
+        f"{'cand.':>6} {'kept':>6} {'sar-nd':>6} {'lab-nd':>6}"
+    ]
+    for r in rows:
+        lines.append(
+            f"{r['name'][:32]:<32} {r['scene'][:16]:<16} {r['date'] or '-':<10} "
+            f"{r.get('split') or '-':<10} {r['units']:<6} {r['candidates']:>6} "
+            f"{r['kept']:>6} {r['dropped_sar_nodata']:>6} "
+            f"{r['dropped_label_nodata']:>6}"
+        )
+    return lines
+
+
+def _value_lines(rows: Sequence[dict[str, Any]], limit: int = 30) -> list[str]:
+    lines = [
+        "label values (all pixels of the label rasters)",
+        f"{'value':>10} {'pixels':>12} {'share %':>8} {'files':>6}  meaning",
+    ]
+    for r in rows[:limit]:
+        lines.append(
+            f"{r['value']!s:>10} {r['pixels']:>12,} {100 * r['share']:>8.2f} "
+            f"{r['files']:>6}  {r['meaning']}"
+        )
+    if len(rows) > limit:
+        lines.append(f"... and {len(rows) - limit} more values")
+    return lines
+
+
+def format_general_summary(summary: dict[str, Any], legend: Legend) -> str:
+    """The summary as a readable plain-text table."""
+    lines = [
+        f"alosmap dataset {summary['path']} ({FORMAT}), legend {legend.name}",
+        "",
+        *_image_lines(summary["images"]),
+    ]
+    lines += [f"note: {n}" for n in summary["notes"]]
+    sp, split = summary["patches"], summary["split"]
+    made = "  ".join(
+        f"{k} {100 * f:.1f} %"
+        for k, f in zip(LABELLED_SPLITS, split["made"], strict=True)
+    )
+    d, rule = summary["dropped"], summary["rule"]
+    lines += [
+        "",
+        "patches: "
+        + "  ".join(f"{k} {sp[k]}" for k in sp)
+        + f"  (total {sum(sp.values())})",
+        f"split: {split['source']}; made {made}",
+        f"patches of {rule['patch_size']}×{rule['patch_size']} px every "
+        f"{rule['stride']} px; dropped: {d['sar_nodata']} with SAR valid < "
+        f"{rule['min_sar_valid']:.0%}, {d['label_nodata']} with labels on < "
+        f"{rule['min_label_fraction']:.0%} of the SAR-valid pixels",
+        format_normalization(summary["normalization"]),
+        "",
+        *_value_lines(summary["label_values"]),
+        "",
+        f"{'class share (%)':<24} {'all':>8} {'train':>8}",
+    ]
+    shares = summary["class_shares"]
+    for i, c in enumerate(legend.classes):
+        lines.append(
+            f"  {i}: {c.name[:19]:<19} {100 * shares['all'][i]:>8.2f} "
+            f"{100 * shares['train'][i]:>8.2f}"
+        )
+    return "\n".join(lines) + "\n"
