@@ -66,7 +66,9 @@ from alosmap.radiometry import DEFAULT_CLIP_DB
 from alosmap.train.data import FORMAT, PatchRecord, write_manifest
 from alosmap.train.errors import DatasetBuildError
 from alosmap.train.images import ImageOptions, open_image
+from alosmap.train.label_values import row_blocks
 from alosmap.train.patch_store import (
+    BuildResult,
     Normalization,
     PatchStore,
     format_normalization,
@@ -245,9 +247,6 @@ def _blocks(
     tiles: Sequence[Path], block_rows: int, progress: bool, desc: str
 ) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield ``(tile index, first row, window)`` over all tiles in row windows."""
-    from rasterio.errors import RasterioError
-    from rasterio.windows import Window
-
     from alosmap._progress import progress_bar
 
     heights = []
@@ -260,14 +259,7 @@ def _blocks(
     with progress_bar(total, desc, progress, unit="win") as bar:
         for i, t in enumerate(tiles):
             with _open(t) as ds:
-                for r0 in range(0, ds.height, block_rows):
-                    h = min(block_rows, ds.height - r0)
-                    try:
-                        a = ds.read(1, window=Window(0, r0, ds.width, h))
-                    except (RasterioError, OSError) as exc:
-                        raise InputRasterError(
-                            f"cannot read rows {r0}..{r0 + h} of {t}: {exc}"
-                        ) from exc
+                for r0, a in row_blocks(ds, t, block_rows):
                     if a.dtype != np.uint8:
                         a = np.where((a >= 0) & (a < N_CODES), a, 0).astype(np.uint8)
                     yield i, r0, a
@@ -402,21 +394,6 @@ class _SceneInput:
     width: int
     height: int
     bounds_lonlat: tuple[float, float, float, float]
-
-
-@dataclass
-class BuildResult:
-    """What :func:`build_dataset` made.
-
-    Attributes:
-        path: the dataset directory.
-        summary: the summary stored in ``dataset.json``.
-        summary_text: the same as a readable table (also in ``summary.txt``).
-    """
-
-    path: Path
-    summary: dict[str, Any]
-    summary_text: str
 
 
 def _inspect_scenes(

@@ -60,7 +60,7 @@ from alosmap.train.label_values import (
     scan_label_values,
 )
 from alosmap.train.pairs import Pair
-from alosmap.train.patch_store import PatchStore, normalization
+from alosmap.train.patch_store import BuildResult, PatchStore, normalization
 from alosmap.train.splits import (
     LABELLED_SPLITS,
     SPLIT_BY,
@@ -72,7 +72,7 @@ from alosmap.train.splits import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_SPLIT", "GeneralBuildResult", "GeneralConfig", "build_general"]
+__all__ = ["DEFAULT_SPLIT", "GeneralConfig", "build_general"]
 
 #: Train / val / test fractions when none are given.
 DEFAULT_SPLIT = (0.7, 0.15, 0.15)
@@ -144,21 +144,6 @@ class GeneralConfig:
     def fractions(self) -> tuple[float, float, float]:
         """``split`` or the default fractions."""
         return self.split or DEFAULT_SPLIT
-
-
-@dataclass
-class GeneralBuildResult:
-    """What :func:`build_general` made.
-
-    Attributes:
-        path: the dataset directory.
-        summary: the summary stored in ``dataset.json``.
-        summary_text: the same as a readable table (also in ``summary.txt``).
-    """
-
-    path: Path
-    summary: dict[str, Any]
-    summary_text: str
 
 
 # --------------------------------------------------------------------- inputs
@@ -675,7 +660,7 @@ def build_general(
     inputs: dict[str, Any] | None = None,
     overwrite: bool = False,
     progress: bool = False,
-) -> GeneralBuildResult:
+) -> BuildResult:
     """Build a dataset from (image, label) pairs and a legend (see the module docs).
 
     Args:
@@ -753,4 +738,4 @@ def build_general(
         (tmp / "summary.txt").write_text(text, encoding="utf-8")
     for note in notes:
         logger.warning(note)
-    return GeneralBuildResult(out_dir, summary, text)
+    return BuildResult(out_dir, summary, text)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -103,6 +104,28 @@ def _window_values(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.unique(a, return_counts=True, equal_nan=True)
 
 
+def row_blocks(
+    ds: Any, path: str | os.PathLike[str], block_rows: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(first row, band 1 of block_rows full-width rows)`` of an open raster.
+
+    Raises:
+        InputRasterError: rows that cannot be read (naming them and ``path``).
+    """
+    from rasterio.errors import RasterioError
+    from rasterio.windows import Window
+
+    for r0 in range(0, ds.height, block_rows):
+        h = min(block_rows, ds.height - r0)
+        try:
+            a = ds.read(1, window=Window(0, r0, ds.width, h))
+        except (RasterioError, OSError) as exc:
+            raise InputRasterError(
+                f"cannot read rows {r0}..{r0 + h} of {path}: {exc}"
+            ) from exc
+        yield r0, a
+
+
 def scan_label_values(
     paths: Sequence[str | os.PathLike[str]], *, block_rows: int = 1024
 ) -> LabelValues:
@@ -111,9 +134,6 @@ def scan_label_values(
     Raises:
         InputRasterError: a file that cannot be read.
     """
-    from rasterio.errors import RasterioError
-    from rasterio.windows import Window
-
     from alosmap.io.raster import open_raster
 
     out = LabelValues()
@@ -128,14 +148,7 @@ def scan_label_values(
             if nd is not None and not math.isnan(nd):
                 k = int(nd) if float(nd).is_integer() else float(nd)
                 out.nodata.setdefault(k, []).append(path.name)
-            for r0 in range(0, ds.height, block_rows):
-                h = min(block_rows, ds.height - r0)
-                try:
-                    a = ds.read(1, window=Window(0, r0, ds.width, h))
-                except (RasterioError, OSError) as exc:
-                    raise InputRasterError(
-                        f"cannot read rows {r0}..{r0 + h} of {path}: {exc}"
-                    ) from exc
+            for _, a in row_blocks(ds, path, block_rows):
                 out.add(*_window_values(a), path.name)
                 if len(out.counts) > MAX_VALUES:
                     raise DatasetBuildError(

@@ -189,3 +189,21 @@ def format_normalization(n: dict[str, Any]) -> str:
         f"normalisation ({n['split']} split, σ0 clipped to {lo:g}..{hi:g} dB): "
         f"mean {n['mean_db']:.3f} dB, std {n['std_db']:.3f} dB"
     )
+
+
+@dataclass
+class BuildResult:
+    """What a dataset build made.
+
+    Returned by :func:`~alosmap.train.build_dataset.build_dataset` and
+    :func:`~alosmap.train.build_general.build_general`.
+
+    Attributes:
+        path: the dataset directory.
+        summary: the summary stored in ``dataset.json``.
+        summary_text: the same as a readable table (also in ``summary.txt``).
+    """
+
+    path: Path
+    summary: dict[str, Any]
+    summary_text: str
