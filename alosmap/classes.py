@@ -240,7 +240,7 @@ class Legend:
 
     # ------------------------------------------------------------- labels
     @property
-    def jaxa_lut(self) -> np.ndarray:
+    def label_lut(self) -> np.ndarray:
         """256-entry lookup: label value → training index (unknown → 254)."""
         return self._lut
 
@@ -412,9 +412,11 @@ LABEL_PRESETS: dict[str, Legend] = {
 }
 
 #: 256-entry lookup: JAXA code -> LULC-9 training index (255 = ignore).
-JAXA_TO_LULC9 = np.where(LULC.jaxa_lut == UNKNOWN_LABEL, IGNORE_INDEX, LULC.jaxa_lut)
+JAXA_TO_LULC9 = np.where(LULC.label_lut == UNKNOWN_LABEL, IGNORE_INDEX, LULC.label_lut)
 #: 256-entry lookup: JAXA code -> water training index (1 water, 0 not, 255 ignore).
-JAXA_TO_WATER = np.where(WATER.jaxa_lut == UNKNOWN_LABEL, IGNORE_INDEX, WATER.jaxa_lut)
+JAXA_TO_WATER = np.where(
+    WATER.label_lut == UNKNOWN_LABEL, IGNORE_INDEX, WATER.label_lut
+)
 _JAXA_LUTS = {"lulc": JAXA_TO_LULC9, "water": JAXA_TO_WATER}
 
 

@@ -526,7 +526,7 @@ def _task_counts(counts: np.ndarray, task: Task) -> np.ndarray:
     k = task.num_train_classes
     out = np.zeros(k, dtype=np.int64)
     for code in range(1, N_CODES):
-        idx = int(task.jaxa_lut[code])
+        idx = int(task.label_lut[code])
         if idx < k:
             out[idx] += counts[code]
     return out

@@ -262,12 +262,22 @@ class TrainingData:
             DatasetFormatError: the dataset has no statistics (no train split), or
                 a bad ``"radiometry"`` record.
         """
+        return self.input_radiometry(self.clip_db, self.mean_db, self.std_db)
+
+    def input_radiometry(
+        self, clip_db: tuple[float, float], mean_db: float, std_db: float
+    ) -> Radiometry:
+        """What the images held (:attr:`image_radiometry`), normalised as given.
+
+        Raises:
+            DatasetFormatError: a bad ``"radiometry"`` record.
+        """
         try:
             return Radiometry(
                 **self.image_radiometry,
-                clip_db=self.clip_db,
-                mean_db=self.mean_db,
-                std_db=self.std_db,
+                clip_db=clip_db,
+                mean_db=mean_db,
+                std_db=std_db,
             )
         except (SpecError, TypeError) as exc:
             raise DatasetFormatError(

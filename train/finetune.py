@@ -75,7 +75,6 @@ from alosmap._fileio import atomic_write_bytes
 from alosmap._version import __version__
 from alosmap.arch import ArchConfig, get_preset
 from alosmap.classes import Legend
-from alosmap.errors import SpecError
 from alosmap.metrics import ConfusionMatrix, threshold_probabilities, water_metrics
 from alosmap.models import build_model
 from alosmap.radiometry import Radiometry
@@ -331,17 +330,7 @@ def dataset_radiometry(data: TrainingData, stats: Radiometry) -> Radiometry:
     Raises:
         DatasetFormatError: a bad ``radiometry`` record.
     """
-    try:
-        return Radiometry(
-            **data.image_radiometry,
-            clip_db=stats.clip_db,
-            mean_db=stats.mean_db,
-            std_db=stats.std_db,
-        )
-    except (SpecError, TypeError) as exc:
-        raise DatasetFormatError(
-            f"{data.root}/dataset.json: bad radiometry record ({exc})"
-        ) from exc
+    return data.input_radiometry(stats.clip_db, stats.mean_db, stats.std_db)
 
 
 def _arch_differences(model: ArchConfig, wanted: ArchConfig) -> list[str]:

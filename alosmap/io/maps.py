@@ -203,7 +203,7 @@ class MapInfo:
         """Value → class index of this file's values 0-255 (:meth:`Legend.lut`)."""
         if not self.labels:
             return self.legend.lut(self.nodata)
-        lut = self.legend.jaxa_lut.copy()
+        lut = self.legend.label_lut.copy()
         nd = self.nodata
         if nd is not None and float(nd).is_integer() and 0 <= nd <= 255:
             lut[int(nd)] = IGNORE

@@ -47,11 +47,7 @@ from alosmap._progress import Progress, progress_bar
 from alosmap.classes import TASKS
 from alosmap.errors import InputRasterError, ModelFileError, SpecMismatchError
 from alosmap.predict.blend import Rows, StripAccumulator
-from alosmap.predict.options import (
-    InferenceOptions,
-    default_overlap,
-    warn_bundled_model,
-)
+from alosmap.predict.options import InferenceOptions, warn_bundled_model
 from alosmap.predict.stages import StageClock, device_sync
 from alosmap.predict.tiles import HostStrip, StripSource
 from alosmap.spec import ModelSpec
@@ -608,7 +604,7 @@ def _run(
     """Stream the scene: reader thread → device (here) → accumulator → writer thread."""
     info = sc.info
     tile = opts.tile or spec.tile_size
-    overlap = default_overlap(tile) if opts.overlap is None else opts.overlap
+    overlap = cast("int", opts.overlap)  # resolved by for_model
     device = str(rt.device)
     source = StripSource(sc, spec.radiometry, tile, overlap, device)
     total = len(source.rows) * len(source.cols)
