@@ -1,22 +1,19 @@
-"""Swin encoder of the segmentation model (timm modules, MixMIM-style forward).
+"""Swin encoder of the segmentation model (MixMIM-style forward).
 
-The encoder is the one SAR-W-MixMAE pretrains (a MixMIM encoder), rebuilt from
-timm's :class:`~timm.models.swin_transformer.SwinTransformer` parts:
+The encoder is the one SAR-W-MixMAE pretrains (a MixMIM encoder), built from the
+Swin modules of :mod:`alosmap.models.swin` (timm's layout and parameter names, no
+timm import):
 
-* **No shifted windows.** MixMIM has no shift or roll in any block. timm shifts every
-  odd block by ``window // 2``; :func:`_disable_shifts` zeroes every block's
-  ``shift_size`` and ``target_shift_size`` (so a later ``set_input_size`` cannot bring
-  the shift back), drops the ``attn_mask`` buffer and turns ``dynamic_mask`` off. On
-  top of that the encoder runs the blocks with its own :func:`window_block_forward`,
-  which never rolls, so the result does not depend on timm's block ``forward``.
+* **No shifted windows.** MixMIM has no shift or roll in any block, and neither has
+  :class:`~alosmap.models.swin.SwinBlock`.
 * **Fixed 2-D sin-cos absolute position embedding** added right after patch
   embedding (MixMIM/MAE layout, see :func:`sincos_pos_embed_2d`). It is a
   *non-persistent buffer*: it is a deterministic function of ``embed_dim`` and the
   token grid, so it is not stored in ``state_dict`` (MixMIM's ``absolute_pos_embed``
   key is dropped on load), it is never seen by an optimiser or its weight-decay
   groups, it follows ``.to(device, dtype)``, and it becomes a constant in ONNX.
-* **timm parameter names.** ``self.patch_embed`` and ``self.layers`` are timm's own
-  modules, so the encoder's ``state_dict`` keys (``patch_embed.proj.weight``,
+* **timm parameter names.** ``self.patch_embed`` and ``self.layers`` have timm's
+  module layout, so the encoder's ``state_dict`` keys (``patch_embed.proj.weight``,
   ``layers.2.blocks.17.attn.qkv.weight``, ...) are timm's and a MixMIM /
   SAR-W-MixMAE checkpoint passed through
   ``timm.models.swin_transformer.checkpoint_filter_fn(state_dict, encoder)`` loads
@@ -27,12 +24,12 @@ timm's :class:`~timm.models.swin_transformer.SwinTransformer` parts:
 
 Hook for MixMAE pretraining: :meth:`SwinEncoder.forward` accepts ``attn_bias``, one
 optional additive attention bias per stage (``N`` = window area, ``nW`` = windows per
-image), passed to every block's timm ``WindowAttention(x, mask=...)``:
+image), passed to every block's ``WindowAttention(x, mask=...)``:
 
 * ``[nW, N, N]``: shared by the batch (MixMIM draws one mask per batch);
 * ``[B·nW, N, N]``: one per window of every image, in the order the windows are
   partitioned (image, window row, window column), for masks that differ per sample.
-  timm reads the leading dimension as its window count, so both shapes work unchanged.
+  The attention reads the leading dimension as its window count, so both shapes work.
 
 Building it from the per-token source mask is the pretraining code's job
 (:func:`alosmap.train.mixmae.attention_bias`): window-partition the stage mask ``m``
@@ -43,20 +40,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import torch
 from torch import nn
 
 from alosmap.arch import ArchConfig
 from alosmap.errors import SpecError
-
-if TYPE_CHECKING:
-    from timm.models.swin_transformer import (
-        PatchMerging,
-        SwinTransformerBlock,
-        SwinTransformerStage,
-    )
+from alosmap.models.swin import (
+    PatchEmbed,
+    SwinStage,
+    init_linear_layers,
+    stage_windows,
+    swin_layers,
+)
 
 
 def sincos_pos_embed_2d(
@@ -80,7 +77,7 @@ def sincos_pos_embed_2d(
         dtype: output dtype.
 
     Returns:
-        Table of shape [grid_h, grid_w, D] (NHWC, ready to add to timm tokens).
+        Table of shape [grid_h, grid_w, D] (NHWC, ready to add to the tokens).
 
     Raises:
         SpecError: if ``embed_dim`` is not a multiple of 4.
@@ -106,82 +103,6 @@ def sincos_pos_embed_2d(
     return table.to(dtype)
 
 
-def _disable_shifts(layers: nn.Module) -> None:
-    """Turn every timm Swin block into a plain (non-shifted) W-MSA block, in place.
-
-    timm 1.0.x keeps the shift in ``shift_size`` (used by ``_attn``) and
-    ``target_shift_size`` (used to recompute it in ``set_input_size``), and the
-    shifted-window mask in the ``attn_mask`` buffer (or recomputes it per forward
-    when ``dynamic_mask``). All four are neutralised.
-    """
-    from timm.models.swin_transformer import SwinTransformerBlock
-
-    for module in layers.modules():
-        if isinstance(module, SwinTransformerBlock):
-            module.shift_size = (0, 0)
-            module.target_shift_size = (0, 0)
-            module.dynamic_mask = False
-            module.always_partition = False
-            module.register_buffer("attn_mask", None, persistent=False)
-
-
-def window_block_forward(
-    block: SwinTransformerBlock,
-    x: torch.Tensor,
-    attn_bias: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Run one timm ``SwinTransformerBlock`` without any window shift.
-
-    Same maths as timm's block with ``shift_size == 0``: pre-norm window attention
-    (with timm's relative position bias) and a pre-norm MLP, each with a residual.
-    The token grid must be divisible by the block's window (checked at build time).
-
-    Args:
-        block: a timm ``SwinTransformerBlock`` (uses ``norm1``, ``attn``,
-            ``drop_path1``, ``norm2``, ``mlp``, ``drop_path2``, ``window_size``).
-        x: tokens [B, H, W, C].
-        attn_bias: optional additive attention bias, [nW, N, N] shared by the batch
-            or [B·nW, N, N] per image (``N`` = window area); MixMAE's source-image
-            restriction.
-
-    Returns:
-        Tokens [B, H, W, C].
-    """
-    b, h, w, c = x.shape
-    wh, ww = block.window_size
-    y = block.norm1(x)
-    # [B, H, W, C] -> [B·nW, wh·ww, C], windows in row-major order per image
-    y = y.view(b, h // wh, wh, w // ww, ww, c).permute(0, 1, 3, 2, 4, 5)
-    y = y.reshape(-1, wh * ww, c)
-    y = block.attn(y, mask=attn_bias)
-    # [B·nW, wh·ww, C] -> [B, H, W, C]
-    y = y.view(b, h // wh, w // ww, wh, ww, c).permute(0, 1, 3, 2, 4, 5)
-    y = y.reshape(b, h, w, c)
-    x = x + block.drop_path1(y)
-    x = x + block.drop_path2(block.mlp(block.norm2(x)))
-    return x
-
-
-def patch_merging_forward(merge: PatchMerging, x: torch.Tensor) -> torch.Tensor:
-    """Run timm's ``PatchMerging`` (2×2 token merge, LayerNorm, linear 4C → 2C).
-
-    Same channel order as timm 1.0.x (and MixMIM's ``cat[x0, x1, x2, x3]``): for each
-    2×2 cell the tokens are ordered (0,0), (1,0), (0,1), (1,1). Written out here
-    because timm's version pads odd sizes with ``F.pad``, which leaves no-op ``Pad``
-    nodes in an ONNX graph; our grids are always even.
-
-    Args:
-        merge: a timm ``PatchMerging`` (uses ``norm`` and ``reduction``).
-        x: tokens [B, H, W, C], H and W even.
-
-    Returns:
-        Tokens [B, H/2, W/2, 2C].
-    """
-    b, h, w, c = x.shape
-    x = x.reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).flatten(3)
-    return merge.reduction(merge.norm(x))
-
-
 class SwinEncoder(nn.Module):
     """Hierarchical Swin encoder returning five NCHW feature maps.
 
@@ -204,8 +125,9 @@ class SwinEncoder(nn.Module):
     the stages see ``patch_embed(x) + APE`` as MixMIM does.
 
     Attributes:
-        patch_embed: timm ``PatchEmbed`` (NHWC output).
-        layers: timm ``SwinTransformerStage`` list (``layers.0`` has no downsample).
+        patch_embed: :class:`~alosmap.models.swin.PatchEmbed` (NHWC output).
+        layers: :class:`~alosmap.models.swin.SwinStage` s (``layers.0`` has no
+            downsample).
         out_norms: one LayerNorm per stage output.
         out_channels: channels of the five outputs.
         out_strides: strides of the five outputs.
@@ -228,32 +150,20 @@ class SwinEncoder(nn.Module):
             SpecError: if a window does not tile its stage grid.
         """
         super().__init__()
-        from timm.models.swin_transformer import SwinTransformer
-
         self.arch = arch
-        swin = SwinTransformer(
-            img_size=arch.img_size,
-            patch_size=arch.patch_size,
-            in_chans=arch.in_chans,
-            num_classes=0,
-            embed_dim=arch.embed_dim,
-            depths=arch.depths,
-            num_heads=arch.num_heads,
-            # one window per stage (timm documents and accepts a per-stage
-            # sequence, its annotation names one window for all); timm clamps a
-            # window to a smaller stage grid
-            window_size=tuple((w, w) for w in arch.window_size),  # type: ignore[arg-type]
-            mlp_ratio=arch.mlp_ratio,
-            qkv_bias=True,
-            drop_path_rate=arch.drop_path_rate,
-            # sizes are checked by SegmentationModel; the forward here is ours
-            strict_img_size=False,
+        grid = arch.img_size // arch.patch_size
+        # built in timm's order (patch embedding, stages, then every linear layer
+        # re-initialised), so a seed gives the weights the timm-built encoder had
+        self.patch_embed = PatchEmbed(arch.in_chans, arch.embed_dim, arch.patch_size)
+        self.layers: nn.Sequential = swin_layers(
+            arch.embed_dim,
+            arch.depths,
+            arch.num_heads,
+            stage_windows(arch.window_size, grid, arch.num_stages),
+            arch.mlp_ratio,
+            arch.drop_path_rate,
         )
-        # keep timm's modules (and so timm's parameter names); drop norm and head
-        self.patch_embed: nn.Module = swin.patch_embed
-        self.layers: nn.Sequential = swin.layers
-        _disable_shifts(self.layers)
-        del swin
+        init_linear_layers(self)
 
         chans = arch.stage_channels
         self.out_norms = nn.ModuleList(nn.LayerNorm(c) for c in chans)
@@ -263,10 +173,9 @@ class SwinEncoder(nn.Module):
             *(arch.patch_size * 2**i for i in range(arch.num_stages)),
         )
         self.window_sizes: tuple[tuple[int, int], ...] = tuple(
-            _window(stage) for stage in self.stages
+            stage.window_size for stage in self.stages
         )
 
-        grid = arch.img_size // arch.patch_size
         multiple = arch.stride
         for i, (wh, ww) in enumerate(self.window_sizes):
             g = grid // 2**i
@@ -287,9 +196,9 @@ class SwinEncoder(nn.Module):
         )
 
     @property
-    def stages(self) -> list[SwinTransformerStage]:
-        """The timm stages of :attr:`layers`, in order."""
-        return [cast("SwinTransformerStage", stage) for stage in self.layers]
+    def stages(self) -> list[SwinStage]:
+        """The stages of :attr:`layers`, in order."""
+        return [cast("SwinStage", stage) for stage in self.layers]
 
     def _pos_embed(self, h: int, w: int, x: torch.Tensor) -> torch.Tensor:
         """APE for an [h, w] token grid: the buffer, or a fresh table if it differs."""
@@ -322,21 +231,8 @@ class SwinEncoder(nn.Module):
         tokens = tokens + self._pos_embed(tokens.shape[1], tokens.shape[2], tokens)
         for i, stage in enumerate(self.stages):
             bias = attn_bias[i] if attn_bias is not None else None
-            if i > 0:  # stage 1 has no downsample; later ones halve H, W, double C
-                tokens = patch_merging_forward(stage.downsample, tokens)
-            for block in _blocks(stage):
-                tokens = window_block_forward(block, tokens, bias)
+            # stage 1 has no downsample; later ones halve H, W and double C
+            tokens = stage(tokens, bias)
             # stage i+1: [B, H/(4·2^i), W/(4·2^i), C·2^i] -> NCHW after LayerNorm
             outs.append(self.out_norms[i](tokens).permute(0, 3, 1, 2).contiguous())
         return outs
-
-
-def _blocks(stage: SwinTransformerStage) -> list[SwinTransformerBlock]:
-    """The timm Swin blocks of one stage, in order."""
-    return [cast("SwinTransformerBlock", block) for block in stage.blocks]
-
-
-def _window(stage: SwinTransformerStage) -> tuple[int, int]:
-    """The (h, w) window of a stage (timm's, after clamping to the stage grid)."""
-    wh, ww = _blocks(stage)[0].window_size
-    return wh, ww

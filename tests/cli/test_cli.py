@@ -109,6 +109,34 @@ def test_train_and_export_are_mounted_lazily(args):
     assert loaded == "[]", (args, loaded)
 
 
+def test_predict_runs_without_timm_torchvision_or_dynamo(
+    tiny_lulc_model, small_scene, tmp_path
+):
+    """The model is built from alosmap's own Swin modules: none of the ≈ 1.5 s of
+    modules timm imports (torchvision, torch._dynamo) load for a torch-backend run."""
+    probe = (
+        "import sys\n"
+        f"sys.argv = ['alosmap', 'predict', {str(small_scene)!r}, '-o',"
+        f" {str(tmp_path / 'm.tif')!r}, '--model', {str(tiny_lulc_model)!r}]\n"
+        "from alosmap.cli.main import run\n"
+        "try:\n"
+        "    run()\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "mods = ('timm', 'torchvision', 'torch._dynamo')\n"
+        "print('LOADED', [m for m in mods if m in sys.modules])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "m.tif").is_file()
+    assert out.stdout.rstrip().endswith("LOADED []"), out.stdout
+
+
 def test_lazy_sub_app_loads_when_run():
     code, loaded = _loaded_after("export", "onnx", "--help")
     assert code == 0 and "alosmap.cli.export" in loaded

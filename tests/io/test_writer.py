@@ -241,6 +241,22 @@ def test_is_valid_cog_with_nearest_overviews(lulc_outputs):
         np.testing.assert_array_equal(ovr, codes[::2, ::2][: H // 2, : W // 2])
 
 
+def test_percent_files_use_the_predictor_and_stay_lossless(lulc_outputs):
+    """Confidence and probabilities: DEFLATE with the predictor, values kept."""
+    _, path, _, conf, pu8 = lulc_outputs
+    for p, expected in ((confidence_path(path), conf), (probabilities_path(path), pu8)):
+        ok, messages = validate_cog(p)
+        assert ok, messages
+        with rasterio.open(p) as ds:
+            assert ds.compression.name.lower() == "deflate"
+            assert ds.tags(ns="IMAGE_STRUCTURE").get("PREDICTOR") == "2"
+            data = ds.read()
+            nodata = ds.nodata
+        want = expected if expected.ndim == 3 else expected[None]
+        keep = data != nodata
+        np.testing.assert_array_equal(data[keep], want[keep])
+
+
 def test_checkerboard_overview_never_averages(tmp_path, lulc_spec):
     rr, cc = np.mgrid[:H, :W]
     codes = np.where((rr + cc) % 2 == 0, 1, 3).astype(np.uint8)
