@@ -592,3 +592,21 @@ def test_a_users_legend_decides_codes_no_data_and_probability_bands(tmp_path):
     }
     labels = [e.get("label") for e in ET.parse(style_path(out)).iter("paletteEntry")]
     assert labels == ["Open water", "Vegetation", "Settlement"]
+
+
+def test_disk_full_while_building_the_cogs_leaves_nothing(mount_tmpfs, lulc_spec):
+    """Rows written, then no room left for the COGs: "disk full", no file left."""
+    import shutil
+
+    disk = mount_tmpfs("4m")
+    codes = lulc_grid()
+    p = lulc_probs(codes)
+    mw = make_writer(disk, lulc_spec, confidence=True, probabilities=True)
+    with mw:
+        write_strips(mw, codes, encode_probabilities(p.max(0)), encode_probabilities(p))
+        # the rows are in the temporary files; leave too little for the COGs
+        filler = disk / "filler"
+        filler.write_bytes(b"\0" * (shutil.disk_usage(disk).free - 40_000))
+        with pytest.raises(OutputPathError, match="disk full"):
+            mw.finalize()
+    assert listing(disk) == ["filler"]
