@@ -3,7 +3,10 @@
 :func:`run_batch` maps every scene with :func:`~alosmap.predict.pipeline.predict_scene`,
 opening the model once per process, into ``OUT_DIR/<scene stem>_<task>.tif`` (with
 ``<scene stem>_<task>_confidence.tif`` beside it by default, which ``alosmap mosaic
---merge confidence`` uses).
+--merge confidence`` uses). A scene's host-only tail (building its COGs, the preview,
+hashing the map for its record) runs in a background thread while the model maps the
+next scene, so a GPU is not left idle between scenes; at most one scene is finishing
+at a time.
 
 Resume
 ------
@@ -72,6 +75,7 @@ import os
 import socket
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -86,7 +90,7 @@ from alosmap.io.raster import is_virtual, raster_stem
 from alosmap.predict.options import AOI_FINGERPRINT_FIELDS, InferenceOptions
 
 if TYPE_CHECKING:  # pragma: no cover
-    from alosmap.predict.pipeline import PredictResult
+    from alosmap.predict.pipeline import PredictResult, StreamedScene
     from alosmap.runtime.base import Runtime
 
 logger = logging.getLogger(__name__)
@@ -623,6 +627,17 @@ def _map_all(plan: _Plan, res: BatchResult, progress: bool) -> None:
     )
     bar.update(len(res.skipped))
     runtime = None
+    finishing: tuple[Job, Future[dict[str, Any]]] | None = None
+
+    def collect() -> None:  # the scene finishing in the background, once it has
+        nonlocal finishing
+        if finishing is not None:
+            job, future = finishing
+            finishing = None
+            _count(res, job, future)
+            bar.update(1)
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="alosmap-finish")
     try:
         if todo:
             runtime = load_model(plan.model_path, plan.options)
@@ -630,21 +645,39 @@ def _map_all(plan: _Plan, res: BatchResult, progress: bool) -> None:
             bar.set_postfix(scene=job.scene.name[:40], refresh=False)
             try:
                 assert runtime is not None
-                rec = _map_one(job, runtime, plan)
+                streamed = _stream_one(job, runtime, plan)
             except Exception as exc:  # one bad scene is reported, not fatal
-                msg = _one_line(exc)
-                logger.warning("%s failed: %s", job.scene, msg)
-                res.failed.append((str(job.scene), msg))
-            else:
-                res.done.append(job.key)
-                res.outputs.append(job.output)
-                res.km2 += rec["area_km2"]
-                res.tiles += rec["tiles_run"]
-            bar.update(1)
+                collect()
+                _failed(res, job, exc)
+                bar.update(1)
+                continue
+            collect()  # one scene finishing at a time
+            finishing = (job, pool.submit(_finish_one, job, streamed, runtime, plan))
+        collect()
     finally:
+        pool.shutdown(wait=True)  # a scene being finished ends before we return
         bar.close()
         if runtime is not None:
             runtime.close()
+
+
+def _count(res: BatchResult, job: Job, future: Future[dict[str, Any]]) -> None:
+    """Count a scene's outcome into ``res`` (waits for it to finish)."""
+    try:
+        rec = future.result()
+    except Exception as exc:  # one bad scene is reported, not fatal
+        _failed(res, job, exc)
+        return
+    res.done.append(job.key)
+    res.outputs.append(job.output)
+    res.km2 += rec["area_km2"]
+    res.tiles += rec["tiles_run"]
+
+
+def _failed(res: BatchResult, job: Job, exc: BaseException) -> None:
+    msg = _one_line(exc)
+    logger.warning("%s failed: %s", job.scene, msg)
+    res.failed.append((str(job.scene), msg))
 
 
 def _short(value: Any) -> str:
@@ -659,15 +692,15 @@ def _one_line(exc: BaseException) -> str:
     return text if isinstance(exc, AlosmapError) else f"{type(exc).__name__}: {text}"
 
 
-def _map_one(job: Job, runtime: Runtime, plan: _Plan) -> dict[str, Any]:
-    """Map one scene and write its record; return the record."""
+def _stream_one(job: Job, runtime: Runtime, plan: _Plan) -> StreamedScene:
+    """Run the model over one scene: every row of its maps written, none in place."""
     from alosmap.errors import InputRasterError
-    from alosmap.predict.pipeline import predict_scene
+    from alosmap.predict.pipeline import stream_scene
 
     if not is_virtual(job.scene) and not job.scene.is_file():
         raise InputRasterError(f"scene not found: {job.scene}")
     preview = job.output.with_suffix(".png") if plan.previews else None
-    result = predict_scene(
+    return stream_scene(
         job.scene,
         job.output,
         plan.options,
@@ -676,6 +709,13 @@ def _map_one(job: Job, runtime: Runtime, plan: _Plan) -> dict[str, Any]:
         progress=False,
         overwrite=True,
     )
+
+
+def _finish_one(
+    job: Job, streamed: StreamedScene, runtime: Runtime, plan: _Plan
+) -> dict[str, Any]:
+    """Put one streamed scene's outputs in place and write its record; the record."""
+    result = streamed.finish()
     rec = _record(job, result, runtime, plan)
     atomic_write_bytes(
         record_path(job.output.parent, job.key),

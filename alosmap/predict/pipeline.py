@@ -238,6 +238,37 @@ def predict_scene(
             left behind).
         TypeError: an override that is not an inference option.
     """
+    return stream_scene(
+        scene,
+        output,
+        options,
+        runtime=runtime,
+        progress=progress,
+        preview=preview,
+        profile=profile,
+        **overrides,
+    ).finish()
+
+
+def stream_scene(
+    scene: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+    options: InferenceOptions | None = None,
+    *,
+    runtime: Runtime | None = None,
+    progress: bool = False,
+    preview: str | os.PathLike[str] | None = None,
+    profile: bool = False,
+    **overrides: Any,
+) -> StreamedScene:
+    """The model's part of :func:`predict_scene`: every row of the maps written.
+
+    Returns a :class:`StreamedScene`, whose :meth:`~StreamedScene.finish` builds the
+    COGs, the styles and the preview (host work only) and returns the
+    :class:`PredictResult`; until then nothing is at the output paths. Batch mode
+    finishes one scene while the model maps the next. Arguments and errors as
+    :func:`predict_scene`'s.
+    """
     from alosmap.io.scene import Scene
 
     t_start = time.perf_counter()
@@ -259,7 +290,7 @@ def predict_scene(
             warn_bundled_model(asked, sc.tags)
         warn_backscatter(spec, sc.info)
         writer = _map_writer(out_path, sc.info, spec, opts, model_path, runtime)
-        with writer:
+        try:
             rt = runtime if runtime is not None else load_model(model_path, opts)
             clock = StageClock(device_sync(str(rt.device)) if profile else None)
             try:
@@ -267,39 +298,79 @@ def predict_scene(
             finally:
                 if runtime is None:
                     rt.close()
-            with clock.stage("cog"):
+        except BaseException:
+            writer.abort()  # a failed run leaves nothing behind
+            raise
+    return StreamedScene(
+        writer, spec, opts, sc.info, stats, clock, preview_path, t_start
+    )
+
+
+@dataclass
+class StreamedScene:
+    """A scene whose map rows are all written (:func:`stream_scene`).
+
+    Call :meth:`finish` (the COGs, styles, preview: what makes the files appear)
+    or :meth:`abort` (nothing is left); either may run in another thread.
+    """
+
+    writer: MapWriter
+    spec: ModelSpec
+    opts: InferenceOptions
+    info: SceneInfo
+    stats: _RunStats
+    clock: StageClock
+    preview: Path | None
+    t_start: float
+
+    def finish(self) -> PredictResult:
+        """Build the COGs and the preview; the outputs appear; the run's result.
+
+        Raises:
+            AlosmapError: the outputs cannot be written (nothing is left behind).
+        """
+        writer, spec, opts, info = self.writer, self.spec, self.opts, self.info
+        try:
+            with self.clock.stage("cog"):
                 final = writer.finalize()
-        info = sc.info
+        except BaseException:
+            writer.abort()
+            raise
         logger.info(
             "seconds by stage: %s",
-            ", ".join(f"{k} {v:.2f}" for k, v in clock.seconds.items() if v > 0),
+            ", ".join(f"{k} {v:.2f}" for k, v in self.clock.seconds.items() if v > 0),
         )
-    if preview_path is not None:
-        try:
-            conf = writer.conf_path if opts.confidence else None
-            _write_preview(preview_path, final, spec, info, opts.overwrite, conf)
-        except BaseException:
-            _remove_outputs(writer)  # a failed run leaves no outputs
-            raise
-    return PredictResult(
-        output=final,
-        task=spec.task,
-        probabilities=Path(writer.prob_path) if opts.probabilities else None,
-        confidence=Path(writer.conf_path) if opts.confidence else None,
-        preview=preview_path,
-        tiles_total=stats.tiles_total,
-        tiles_run=stats.tiles_run,
-        seconds=time.perf_counter() - t_start,
-        model_seconds=stats.model_seconds,
-        class_pixels={c: int(n) for c, n in enumerate(stats.class_pixels) if n},
-        valid_pixels=int(stats.class_pixels.sum()),
-        stage_seconds=dict(clock.seconds),
-        layover_pixels=stats.layover_pixels,
-        shadow_pixels=stats.shadow_pixels,
-        backscatter=info.backscatter,
-        date_range=info.date_range,
-        class_names={c.code: c.name for c in spec.legend.classes},
-    )
+        if self.preview is not None:
+            try:
+                conf = writer.conf_path if opts.confidence else None
+                _write_preview(self.preview, final, spec, info, opts.overwrite, conf)
+            except BaseException:
+                _remove_outputs(writer)  # a failed run leaves no outputs
+                raise
+        stats = self.stats
+        return PredictResult(
+            output=final,
+            task=spec.task,
+            probabilities=Path(writer.prob_path) if opts.probabilities else None,
+            confidence=Path(writer.conf_path) if opts.confidence else None,
+            preview=self.preview,
+            tiles_total=stats.tiles_total,
+            tiles_run=stats.tiles_run,
+            seconds=time.perf_counter() - self.t_start,
+            model_seconds=stats.model_seconds,
+            class_pixels={c: int(n) for c, n in enumerate(stats.class_pixels) if n},
+            valid_pixels=int(stats.class_pixels.sum()),
+            stage_seconds=dict(self.clock.seconds),
+            layover_pixels=stats.layover_pixels,
+            shadow_pixels=stats.shadow_pixels,
+            backscatter=info.backscatter,
+            date_range=info.date_range,
+            class_names={c.code: c.name for c in spec.legend.classes},
+        )
+
+    def abort(self) -> None:
+        """Discard the scene's outputs (nothing is left). Idempotent."""
+        self.writer.abort()
 
 
 def backscatter_warning(spec: ModelSpec, info: SceneInfo) -> str | None:
@@ -798,10 +869,12 @@ class _Feeder:
 
 __all__ = [
     "PredictResult",
+    "StreamedScene",
     "StripAccumulator",
     "backscatter_warning",
     "default_model_path",
     "load_model",
     "model_file",
     "predict_scene",
+    "stream_scene",
 ]

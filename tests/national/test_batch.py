@@ -303,12 +303,13 @@ def test_resume_after_a_crash_redoes_only_the_unfinished_scene(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    # kill -9 as soon as the third scene's map is being written
+    # kill -9 as soon as the third scene's map is being written and the second
+    # scene (finished in the background meanwhile) is recorded
     deadline = time.monotonic() + 240
     leftovers = []
     while time.monotonic() < deadline and proc.poll() is None:
         leftovers = list(out.glob(f".{maps[2].name}.*"))
-        if leftovers:
+        if leftovers and record_path(out, maps[1].stem).exists():
             proc.send_signal(signal.SIGKILL)
             break
         time.sleep(0.005)

@@ -95,6 +95,48 @@ def test_load_model_is_reused_across_scenes(tmp_path, small_scene, tiny_lulc_mod
         assert (da.read(1) == db.read(1)).all()
 
 
+def test_a_streamed_scene_finishes_in_another_thread_as_predict_does(
+    tmp_path, small_scene, tiny_lulc_model
+):
+    """stream_scene + finish (batch mode finishes scenes in a background thread)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from alosmap.predict.pipeline import predict_scene, stream_scene
+
+    kw = dict(model=tiny_lulc_model, overlap=32, confidence=True)
+    ref = predict_scene(small_scene, tmp_path / "a.tif", **kw)
+    streamed = stream_scene(small_scene, tmp_path / "b.tif", **kw)
+    # every row is written, but nothing is at the output paths before finish()
+    assert not (tmp_path / "b.tif").exists()
+    assert not (tmp_path / "b_confidence.tif").exists()
+    with ThreadPoolExecutor(1) as pool:
+        res = pool.submit(streamed.finish).result()
+    assert res.output == tmp_path / "b.tif"
+    assert res.class_pixels == ref.class_pixels
+    assert res.tiles_run == ref.tiles_run
+    for name in ("{}.tif", "{}_confidence.tif"):
+        a, b = tmp_path / name.format("a"), tmp_path / name.format("b")
+        with rasterio.open(a) as da, rasterio.open(b) as db:
+            assert (da.read() == db.read()).all()
+            assert db.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+
+
+def test_an_aborted_streamed_scene_leaves_nothing(
+    tmp_path, small_scene, tiny_lulc_model
+):
+    from alosmap.predict.pipeline import stream_scene
+
+    out = tmp_path / "out"
+    out.mkdir()
+    streamed = stream_scene(
+        small_scene, out / "m.tif", model=tiny_lulc_model, probabilities=True
+    )
+    assert any(out.iterdir())  # the hidden temporary files
+    streamed.abort()
+    streamed.abort()  # idempotent
+    assert list(out.iterdir()) == []
+
+
 def test_options_are_validated_once_in_python_terms(tmp_path, small_scene):
     from alosmap import AlosmapError, InferenceOptions, predict_scene
 
