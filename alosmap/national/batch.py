@@ -651,7 +651,11 @@ def _map_all(plan: _Plan, res: BatchResult, progress: bool) -> None:
                 _failed(res, job, exc)
                 bar.update(1)
                 continue
-            collect()  # one scene finishing at a time
+            try:
+                collect()  # one scene finishing at a time
+            except BaseException:  # Ctrl-C while waiting: this scene leaves nothing
+                streamed.abort()
+                raise
             finishing = (job, pool.submit(_finish_one, job, streamed, runtime, plan))
         collect()
     finally:

@@ -716,19 +716,17 @@ def _run(
     )
     bar = _progress_bar(total, Path(info.path), progress)
     feeder = _Feeder(rt, acc, source, opts.batch_size, bar, clock, slots)
-    reader.start()
-    wthread.start()
     try:
+        # started inside the try: a Ctrl-C while a thread starts still stops both
+        reader.start()
+        wthread.start()
         feeder.feed(_strips(strips))
         pixels = acc.class_pixels
-    except BaseException:
-        stop.set()
-        raise
     finally:
         stop.set()
         jobs.put(_STOP)
-        wthread.join()
-        reader.join(timeout=5)
+        # both threads end before the scene and the writer close under them
+        _join_threads(wthread, reader)
         bar.close()
     if write_errors:
         raise write_errors[0]
@@ -744,6 +742,25 @@ def _run(
     if info.mask is not None:  # a mosaic tile's layover/shadow mask
         stats.layover_pixels, stats.shadow_pixels = sc.layover_pixels, sc.shadow_pixels
     return stats
+
+
+def _join_threads(*threads: threading.Thread) -> None:
+    """Wait until every started thread has ended, whatever Ctrl-C says meanwhile.
+
+    The reader and writer threads use the scene's and the writer's GDAL datasets,
+    which close right after: leaving one running there crashes the process (seen:
+    a segmentation fault after Ctrl-C). They stop at their next strip or row, so
+    the wait is short; a Ctrl-C during it is raised once they have.
+    """
+    interrupted = False
+    for t in threads:
+        while t.ident is not None and t.is_alive():
+            try:
+                t.join()
+            except KeyboardInterrupt:
+                interrupted = True
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager

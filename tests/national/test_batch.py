@@ -284,6 +284,42 @@ def test_without_pystac_the_batch_still_works(
 
 
 @pytest.mark.slow
+def test_ctrl_c_keeps_the_finished_scenes_and_leaves_no_partial_one(
+    tiny_lulc_model, tmp_path
+):
+    """Ctrl-C while scene 2 streams (scene 1 maybe finishing in the background):
+    scene 1 is completed and recorded, scene 2 leaves nothing, exit code 130."""
+    out = tmp_path / "out"
+    maps = [out / f"{s.stem}_lulc.tif" for s in SAMPLE_SCENES]
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "alosmap", "-q", "batch"),
+            *map(str, SAMPLE_SCENES),
+            *("-o", str(out), "-m", str(tiny_lulc_model), "--overlap", "0"),
+        ],
+        env=_subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 240
+    seen = False
+    while time.monotonic() < deadline and proc.poll() is None:
+        if list(out.glob(f".{maps[1].name}.*")):
+            proc.send_signal(signal.SIGINT)
+            seen = True
+            break
+        time.sleep(0.005)
+    proc.wait(timeout=120)
+    assert seen, proc.stderr.read().decode()[-2000:]
+    assert proc.returncode == 130
+    assert maps[0].is_file() and record_path(out, maps[0].stem).is_file()
+    assert not maps[2].exists()
+    if not record_path(out, maps[1].stem).exists():  # interrupted: nothing of it left
+        assert not maps[1].exists()
+        assert not list(out.glob(f".{maps[1].name}.*"))
+
+
+@pytest.mark.slow
 def test_resume_after_a_crash_redoes_only_the_unfinished_scene(
     tiny_lulc_model, tmp_path
 ):

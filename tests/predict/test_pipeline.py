@@ -301,3 +301,27 @@ def test_onnx_backend_matches_torch(tmp_path, small_scene, tiny_lulc_model):
     predict_scene(small_scene, b, model=onnx_path, backend="auto")
     ca, cb = _read(a)[0], _read(b)[0]
     assert (ca == cb).mean() >= 0.999
+
+
+def test_ctrl_c_while_the_threads_start_stops_the_reader_first(
+    monkeypatch, tmp_path, small_scene, tiny_lulc_model
+):
+    """A Ctrl-C that lands while the writer thread starts (seen in batch mode,
+    where it crashed the process once the scene closed under the running reader):
+    the reader has stopped before the error leaves, and no file is left."""
+    import threading
+
+    real_start = threading.Thread.start
+
+    def start(self: threading.Thread) -> None:
+        if self.name == "alosmap-writer":
+            raise KeyboardInterrupt  # the signal, at that very instant
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        predict_scene(small_scene, out / "m.tif", model=tiny_lulc_model)
+    assert not [t for t in threading.enumerate() if t.name == "alosmap-reader"]
+    assert list(out.iterdir()) == []
