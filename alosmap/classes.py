@@ -620,14 +620,3 @@ def _legend_from_data(data: Any, source: str) -> Legend:
             "legend another name"
         )
     return legend
-
-
-def legend_summary(legend: Legend) -> str:
-    """One line per class: code, name, label values (for messages and --help)."""
-    lines = [f"{legend.name}: {legend.title} (map no data = {legend.nodata})"]
-    for i, c in enumerate(legend.classes):
-        vals = ", ".join(map(str, c.label_values))
-        lines.append(f"  {i}: code {c.code} {c.name} <- label values {vals}")
-    if legend.ignore:
-        lines.append(f"  ignored label values: {', '.join(map(str, legend.ignore))}")
-    return "\n".join(lines)

@@ -68,7 +68,7 @@ def scene_tiles(
     count: int,
     *,
     seed: int = 0,
-    overlap: int = 64,
+    overlap: int | None = None,
 ) -> np.ndarray:
     """``count`` model-input windows of one scene, as the pipeline would feed them.
 
@@ -81,7 +81,8 @@ def scene_tiles(
         spec: the model spec (tile size, radiometry).
         count: windows wanted (fewer when the scene has fewer valid windows).
         seed: seed of the window choice.
-        overlap: grid overlap in pixels (the ``predict`` default).
+        overlap: grid overlap in pixels; default ``predict``'s for the model (a
+            quarter of its tile).
 
     Returns:
         ``[n, 1, tile, tile]`` float32, ``n <= count``.
@@ -90,13 +91,14 @@ def scene_tiles(
         InputRasterError: unreadable scene, or no valid pixel at all.
     """
     from alosmap.io.scene import Scene
+    from alosmap.predict.options import default_overlap
     from alosmap.predict.tiles import read_strip_tiles
     from alosmap.tiling import axis_starts
 
     tile = spec.tile_size
     with Scene(path, spec.radiometry) as scene:
         info = scene.info
-        ov = min(overlap, tile - 1)
+        ov = default_overlap(tile) if overlap is None else min(overlap, tile - 1)
         rows, cols = (
             axis_starts(info.height, tile, ov),
             axis_starts(info.width, tile, ov),

@@ -19,6 +19,25 @@ UTM54 = CRS.from_epsg(32654)
 DEFAULT_TRANSFORM = Affine(10.0, 0.0, 350000.0, 0.0, -10.0, 3910000.0)
 
 
+def _landcover3():
+    from alosmap.classes import ClassInfo, Legend
+
+    return Legend(
+        "landcover3",
+        "Land cover, 3 classes",
+        (
+            ClassInfo(10, "Open water", (31, 95, 191), (1,)),
+            ClassInfo(20, "Vegetation", (40, 160, 60), (2,)),
+            ClassInfo(30, "Settlement", (200, 50, 50), (3,)),
+        ),
+        nodata=0,
+    )
+
+
+#: A user's own legend (as a legend file would give it): codes 10/20/30, 0 = no data.
+LANDCOVER3 = _landcover3()
+
+
 def write_raster(path, array, *, crs, transform, nodata, tags=None):
     """Write ``array`` ([H, W] or [C, H, W]) as a GeoTIFF (no CRS when None)."""
     a = np.asarray(array)

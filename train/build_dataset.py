@@ -50,6 +50,7 @@ import json
 import logging
 import math
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import date
@@ -67,6 +68,7 @@ from alosmap.train.data import FORMAT, PatchRecord, write_manifest
 from alosmap.train.errors import DatasetBuildError
 from alosmap.train.images import ImageOptions, open_image
 from alosmap.train.label_values import row_blocks
+from alosmap.train.pairs import image_files
 from alosmap.train.patch_store import (
     BuildResult,
     Normalization,
@@ -196,6 +198,10 @@ def parse_months(text: str, option: str = "--months") -> tuple[int, ...]:
 
 
 # ------------------------------------------------------------- inputs
+#: JAXA label tile names (``LC_N35E139.tif``): never scenes.
+_LABEL_TILE = re.compile("LC_")
+
+
 def scene_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     """The scenes that ``--sar`` names: files as given, directories expanded.
 
@@ -203,21 +209,7 @@ def scene_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     JAXA label tiles (``LC_*``) and the mask, date, incidence and HV files of JAXA
     25 m mosaic tiles (the HH file reads its mask).
     """
-    from alosmap.train.pairs import MOSAIC_SIBLING
-
-    scenes: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            scenes += sorted(
-                q
-                for q in p.iterdir()
-                if q.suffix.lower() in (".tif", ".tiff")
-                and not q.name.startswith("LC_")
-                and not MOSAIC_SIBLING.match(q.name)
-            )
-        else:
-            scenes.append(p)
-    return scenes
+    return image_files(paths, skip=_LABEL_TILE)
 
 
 def find_label_tiles(tile_dir: str | os.PathLike[str]) -> list[Path]:
@@ -446,7 +438,8 @@ def _tile_bounds(tiles: Sequence[Path]) -> list[tuple[float, float, float, float
     return out
 
 
-def _intersects(a: Sequence[float], b: Sequence[float]) -> bool:
+def boxes_intersect(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Whether two ``(left, bottom, right, top)`` boxes share an area."""
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
@@ -501,7 +494,7 @@ def _label_patch(
         crs, "EPSG:4326", min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
     )
     for ds, tb in zip(tiles, tile_bounds, strict=True):
-        if not _intersects(box, tb):
+        if not boxes_intersect(box, tb):
             continue
         # init_dest_nodata=False: each tile only fills where it has labels, so
         # a patch that straddles tiles gets labels from all of them.
@@ -702,7 +695,9 @@ def _check_inputs(
     tiles = find_label_tiles(tile_dir)
     inputs = _inspect_scenes(scenes, config)
     tile_bounds = _tile_bounds(tiles)
-    if not any(_intersects(s.bounds_lonlat, tb) for s in inputs for tb in tile_bounds):
+    if not any(
+        boxes_intersect(s.bounds_lonlat, tb) for s in inputs for tb in tile_bounds
+    ):
         raise InputRasterError(
             f"--lulc {tile_dir}: none of the {len(tiles)} label tile(s) overlaps any "
             "of the scenes; give the tiles that cover the scenes"

@@ -50,6 +50,7 @@ from alosmap._version import __version__
 from alosmap.classes import IGNORE_INDEX, UNKNOWN_LABEL, Legend
 from alosmap.errors import InputRasterError
 from alosmap.radiometry import DEFAULT_CLIP_DB
+from alosmap.train.build_dataset import boxes_intersect
 from alosmap.train.data import FORMAT, MANIFEST_FIELDS, PatchRecord, write_manifest
 from alosmap.train.errors import DatasetBuildError
 from alosmap.train.general_summary import format_general_summary, general_summary
@@ -180,10 +181,6 @@ def _lonlat_bounds(crs: Any, bounds: Any) -> tuple[float, float, float, float]:
     return transform_bounds(crs, "EPSG:4326", *bounds, densify_pts=21)
 
 
-def _overlaps(a: Sequence[float], b: Sequence[float]) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
-
-
 def _inspect_pair(pair: Pair, image: ImageOptions) -> _Image:
     """Open an image and its label; check they can be paired."""
     from alosmap.io.raster import open_raster
@@ -210,7 +207,7 @@ def _inspect_pair(pair: Pair, image: ImageOptions) -> _Image:
             f"pixel; {pair.label.name} is {label_shape[1]}×{label_shape[0]}, "
             f"{pair.image.name} {info.width}×{info.height}"
         )
-    if not pixel and not _overlaps(
+    if not pixel and not boxes_intersect(
         _lonlat_bounds(info.crs, bounds), _lonlat_bounds(label_crs, label_bounds)
     ):
         raise InputRasterError(

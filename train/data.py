@@ -40,6 +40,7 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -284,9 +285,12 @@ class TrainingData:
                 f"{self.root}/dataset.json: bad radiometry record ({exc})"
             ) from exc
 
-    @property
+    @cached_property
     def own_legend(self) -> Legend | None:
-        """The legend of a dataset of the user's labels (None: JAXA codes)."""
+        """The legend of a dataset of the user's labels (None: JAXA codes).
+
+        Read once (the data loader asks for every patch).
+        """
         raw = self.meta.get("legend")
         if raw is None:
             return None
@@ -391,7 +395,6 @@ class PatchDataset:
         self.data = data
         self.split = split
         self.legend = data.legend(task)
-        self.task = self.legend.name
         self.idx = data.indices(split)
         self.augment = augment
         if radiometry is None and data.has_statistics:

@@ -107,14 +107,15 @@ def evaluate(
         DatasetFormatError: the split has no patches.
     """
     legend = _data_legend(data, spec)
-    ds = PatchDataset(data, split, legend, return_db=True)
+    # normalised with the model's radiometry, not the dataset's statistics
+    ds = PatchDataset(data, split, legend, radiometry=spec.radiometry)
     if len(ds) == 0:
         raise DatasetFormatError(f"{data.root}: no {split!r} patches to evaluate")
     names = [c.name for c in spec.classes]
     cm = ConfusionMatrix(len(names))
     model = model.to(device).eval()
-    for _x, y, db in _batches(ds, batch_size):
-        logits = model(normalise_db(db, spec).to(device))
+    for x, y in _batches(ds, batch_size):
+        logits = model(x.to(device))
         if legend.binary:
             prob = torch.sigmoid(logits[:, 0].float())
             pred = threshold_probabilities(prob, spec.threshold or 0.5)
@@ -159,14 +160,15 @@ def evaluate_file(
 def format_table(report: dict[str, Any]) -> str:
     """The paper's table layout as text (Table II for LULC, Table III for water)."""
     title = f"{report['model']} on {report['split']} ({report['patches']} patches)"
-    # the table's layout follows the kind of legend (binary or not), for any name
-    kind = "water" if report.get("binary", report["task"] == "water") else "lulc"
+    # the layout follows the kind of legend (binary or not); reports without the
+    # "binary" key: from the task (a bundled one) or the metrics' keys
     return _format_table(
-        kind,
+        report["task"],
         report["metrics"],
         report["classes"],
         title,
         threshold=report.get("threshold"),
+        binary=report.get("binary"),
     )
 
 

@@ -374,11 +374,6 @@ class FinetuneRun(TrainingRun[FinetuneConfig, FinetuneResult]):
         return self.data.legend(self.cfg.task)
 
     @property
-    def task(self) -> Legend:
-        """The legend (its historical name)."""
-        return self.legend
-
-    @property
     def normalization(self) -> str:
         """``model`` or ``data``: whose mean/std the inputs are normalised with."""
         return self.cfg.normalization or ("data" if self.init is None else "model")

@@ -74,11 +74,14 @@ class Pair:
         return self.scene or self.image.name
 
 
-def image_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+def image_files(
+    paths: Sequence[str | os.PathLike[str]], *, skip: re.Pattern[str] | None = None
+) -> list[Path]:
     """Files as given; directories stand for their ``*.tif``/``*.tiff`` (by name).
 
     In a directory, the mask, date, incidence and HV files of JAXA 25 m mosaic
-    tiles (:data:`MOSAIC_SIBLING`) are not images: the HH file reads them.
+    tiles (:data:`MOSAIC_SIBLING`) are not images: the HH file reads them; nor are
+    the files whose names ``skip`` matches.
     """
     out: list[Path] = []
     for p in map(Path, paths):
@@ -89,6 +92,7 @@ def image_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
                 if q.is_file()
                 and q.suffix.lower() in RASTER_SUFFIXES
                 and not MOSAIC_SIBLING.match(q.name)
+                and not (skip is not None and skip.match(q.name))
             )
         else:
             out.append(p)

@@ -123,7 +123,13 @@ CeilingProbOpt = Annotated[
         "--probabilities", help="With --ceiling: also write the probabilities."
     ),
 ]
-TileOverlapOpt = Annotated[int, typer.Option(min=0, help="Tile overlap (px).")]
+TileOverlapOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=0,
+        help="Tile overlap (px). Default: predict's, a quarter of the model's tile.",
+    ),
+]
 RssSizesOpt = Annotated[
     str,
     typer.Option(
@@ -152,7 +158,7 @@ def bench(
     onnx: OnnxFile = None,
     engine: EngineFile = None,
     device: DeviceOpt = "cpu",
-    overlap: TileOverlapOpt = 64,
+    overlap: TileOverlapOpt = None,
     threads: ThreadsOpt = None,
     rss_sizes: RssSizesOpt = "",
     nodata_check: NodataCheckOpt = False,
@@ -227,7 +233,7 @@ def _ceiling(
     task: str,
     device: str,
     batch_size: int,
-    overlap: int,
+    overlap: int | None,
     confidence: bool,
     probabilities: bool,
     as_json: bool,

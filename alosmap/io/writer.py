@@ -423,28 +423,34 @@ class MapWriter:
     def _open_all(self, crs: Any, transform: Affine) -> None:
         """Open the temporary GeoTIFF of every output and describe it."""
         georef = {"crs": crs, "transform": transform}
+        # (kind, final path, bands, no data, overviews, DEFLATE level, predictor)
         wanted = [
-            ("map", self.path, 1, self.nodata, "NEAREST", MAP_LEVEL),
-            ("confidence", self.conf_path, 1, CONFIDENCE_NODATA, "NEAREST", None),
+            ("map", self.path, 1, self.nodata, "NEAREST", MAP_LEVEL, False),
+            (
+                "confidence",
+                self.conf_path,
+                1,
+                CONFIDENCE_NODATA,
+                "NEAREST",
+                PERCENT_LEVEL,
+                True,
+            ),
             (
                 "probabilities",
                 self.prob_path,
                 self.num_probability_bands,
                 PROBABILITY_NODATA,
                 "AVERAGE",
-                None,
+                PERCENT_LEVEL,
+                True,
             ),
         ]
-        for kind, final, count, nodata, resampling, level in wanted:
+        for kind, final, count, nodata, resampling, level, pred in wanted:
             if final not in self._outputs():
                 continue
             tmp = self._temp_path(final, "tmp")
             ds = self._open_temp(tmp, count=count, nodata=nodata, **georef)
-            # percent bands: a faster level, with the predictor (see PERCENT_LEVEL)
-            percent = level is None
-            self._files[kind] = _Output(
-                final, tmp, ds, resampling, level or PERCENT_LEVEL, percent
-            )
+            self._files[kind] = _Output(final, tmp, ds, resampling, level, pred)
             ds.update_tags(**self._tags[kind])
         self._describe_map(self._files["map"].ds)
         if "confidence" in self._files:

@@ -1,8 +1,8 @@
 """The refined UPerNet-Swin segmentation model (``alosmap.models``).
 
-A timm Swin encoder (MixMIM-style: no shifted windows, fixed sin-cos APE), a UPerNet
-decoder with the optional high-resolution injection, and the plain or progressive
-refine-up head. Build it with :func:`build_model` from an
+A Swin encoder (timm's layout, MixMIM-style: no shifted windows, fixed sin-cos APE),
+a UPerNet decoder with the optional high-resolution injection, and the plain or
+progressive refine-up head. Build it with :func:`build_model` from an
 :class:`~alosmap.arch.ArchConfig`.
 """
 

@@ -219,7 +219,7 @@ class BenchRequest:
     onnx: Path | None = None
     engine: Path | None = None
     device: str = "cpu"
-    overlap: int = 64
+    overlap: int | None = None  # None: predict's default for the model
     threads: int | None = None
     rss_sizes: tuple[int, ...] = ()
     nodata_check: bool = False
@@ -316,7 +316,7 @@ def agreement_tiles(scene: Path, spec: ModelSpec, count: int) -> np.ndarray:
         BackendOptionError: a scene smaller than a tile, or without valid windows.
     """
     from alosmap.io.scene import Scene
-    from alosmap.predict.options import DEFAULT_OVERLAP
+    from alosmap.predict.options import default_overlap
     from alosmap.predict.tiles import read_strip_tiles
     from alosmap.tiling import axis_starts
 
@@ -327,8 +327,9 @@ def agreement_tiles(scene: Path, spec: ModelSpec, count: int) -> np.ndarray:
         if h < t or w < t:
             raise BackendOptionError(f"the agreement scene must be >= {t} px")
         side = max(1, int(np.ceil(np.sqrt(count))))
-        rows = _spread(axis_starts(h, t, DEFAULT_OVERLAP), side)
-        cols = _spread(axis_starts(w, t, DEFAULT_OVERLAP), side)
+        ov = default_overlap(t)
+        rows = _spread(axis_starts(h, t, ov), side)
+        cols = _spread(axis_starts(w, t, ov), side)
         for r in rows:
             if len(out) >= count:
                 break
@@ -734,7 +735,7 @@ def measure(
     device: str = "cpu",
     batch_size: int = 8,
     batches: int = 3,
-    overlap: int = 64,
+    overlap: int | None = None,
     nodata_fraction: float = 0.0,
     threads: int | None = None,
     precision: str | None = None,

@@ -124,7 +124,7 @@ def run_ceiling(
     task: str = "lulc",
     device: str = "cpu",
     batch_size: int = 8,
-    overlap: int = 64,
+    overlap: int | None = None,
     confidence: bool = False,
     probabilities: bool = False,
 ) -> CeilingResult:
@@ -142,7 +142,7 @@ def run_ceiling(
             ``water`` (one output).
         device: ``cpu``, ``cuda`` or ``cuda:N``.
         batch_size: tiles per batch.
-        overlap: tile overlap (px).
+        overlap: tile overlap (px); default ``predict``'s (a quarter of the tile).
         confidence: also write the confidence map.
         probabilities: also write the probabilities.
 
@@ -150,12 +150,15 @@ def run_ceiling(
         BackendUnavailableError: a CUDA device PyTorch does not see.
     """
     from alosmap.predict.bench import peak_rss_mb, write_bench_scene
+    from alosmap.predict.options import default_overlap
     from alosmap.predict.pipeline import default_model_path, predict_scene
     from alosmap.runtime.base import require_torch_device
     from alosmap.spec import load_spec
 
     device = require_torch_device(device)
     spec = load_spec(default_model_path(task))
+    if overlap is None:
+        overlap = default_overlap(spec.tile_size)
     rt = NullRuntime(spec, device)
     kw: dict[str, Any] = dict(
         runtime=rt,

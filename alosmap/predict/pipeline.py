@@ -330,12 +330,8 @@ class StreamedScene:
             AlosmapError: the outputs cannot be written (nothing is left behind).
         """
         writer, spec, opts, info = self.writer, self.spec, self.opts, self.info
-        try:
-            with self.clock.stage("cog"):
-                final = writer.finalize()
-        except BaseException:
-            writer.abort()
-            raise
+        with self.clock.stage("cog"):
+            final = writer.finalize()  # on failure it leaves nothing behind
         logger.info(
             "seconds by stage: %s",
             ", ".join(f"{k} {v:.2f}" for k, v in self.clock.seconds.items() if v > 0),

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from alosmap.predict.options import DEFAULT_OVERLAP
+from alosmap.predict.options import default_overlap
 from alosmap.predict.stages import StageClock
 from alosmap.radiometry import Radiometry, normalize, to_db
 from alosmap.spec import ModelSpec
@@ -314,7 +314,7 @@ def iter_scene_tiles(
     path: str | os.PathLike[str],
     spec: ModelSpec,
     *,
-    overlap: int = DEFAULT_OVERLAP,
+    overlap: int | None = None,
     band: int | None = None,
     input_units: str = "auto",
 ) -> Iterator[tuple[Tile, np.ndarray]]:
@@ -323,7 +323,8 @@ def iter_scene_tiles(
     Args:
         path: the scene (any raster ``predict`` accepts).
         spec: the model spec (tile size, radiometry).
-        overlap: pixels shared by neighbouring windows (``0 <= overlap < tile``).
+        overlap: pixels shared by neighbouring windows (``0 <= overlap < tile``);
+            default ``predict``'s, a quarter of the model's tile.
         band: 1-based band of a multi-band scene.
         input_units: ``auto``, ``dn``, ``db`` or ``linear``.
 
@@ -337,6 +338,8 @@ def iter_scene_tiles(
     """
     from alosmap.io.scene import Scene
 
+    if overlap is None:
+        overlap = default_overlap(spec.tile_size)
     with Scene(path, spec.radiometry, band=band, input_units=input_units) as scene:
         for strip in iter_strip_tiles(scene, spec.radiometry, spec.tile_size, overlap):
             yield from strip.tiles

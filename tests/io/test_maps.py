@@ -2,7 +2,7 @@
 
 import numpy as np
 from affine import Affine
-from conftest import write_raster
+from conftest import LANDCOVER3, write_raster
 from rasterio.crs import CRS
 
 from alosmap.io.maps import class_names_from_file, sidecar_path
@@ -116,20 +116,10 @@ def test_a_maps_legend_comes_from_its_spec(tmp_path):
     """Maps of a model with its own legend are read with that legend."""
     import pytest
 
-    from alosmap.classes import ClassInfo, Legend
     from alosmap.errors import InputRasterError
     from alosmap.io.maps import legend_of_file, open_map
 
-    legend = Legend(
-        "landcover3",
-        "Land cover",
-        (
-            ClassInfo(10, "Open water", (0, 0, 255), (1,)),
-            ClassInfo(20, "Vegetation", (0, 160, 0), (2,)),
-            ClassInfo(30, "Settlement", (200, 0, 0), (3,)),
-        ),
-        nodata=0,
-    )
+    legend = LANDCOVER3
     codes = np.array([[10, 20, 30, 0], [30, 30, 20, 10]], np.uint8)
     m = _custom_map(tmp_path / "m.tif", codes, legend)
     assert legend_of_file(m) == legend

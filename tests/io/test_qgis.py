@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from conftest import LANDCOVER3
 
 from alosmap.classes import LULC9_CLASSES, WATER_CLASSES, ClassInfo, Legend
 from alosmap.io.style import VIRIDIS, style_path
@@ -35,16 +36,6 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 CHECK = Path(__file__).with_name("qgis_check.py")
 PPD = 1200  # mosaic grid: 1/1200° pixels (same code path as JAXA's 12000)
 #: Users' own legends (as a legend file would give them).
-LANDCOVER3 = Legend(
-    "landcover3",
-    "Land cover, 3 classes",
-    (
-        ClassInfo(10, "Open water", (31, 95, 191), (1,)),
-        ClassInfo(20, "Vegetation", (40, 160, 60), (2,)),
-        ClassInfo(30, "Settlement", (200, 50, 50), (3,)),
-    ),
-    nodata=0,
-)
 FLOOD = Legend(
     "flood",
     "Flood map",

@@ -167,3 +167,27 @@ def test_child_peak_memory_is_its_own():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert float(out.stdout) < held.nbytes / 2**20 / 2
+
+
+def test_tile_helpers_use_predicts_grid_for_small_tiles(small_scene):
+    """A 64 px model: bench, export parity and iter_scene_tiles cut the windows of
+    predict's grid (overlap a quarter of the tile), where a fixed 64 px overlap
+    used to fail ("overlap 64: must be in 0..63") or cut another grid."""
+    from alosmap.arch import get_preset
+    from alosmap.export.parity import scene_tiles
+    from alosmap.io.scene import Scene
+    from alosmap.predict.bench import agreement_tiles
+    from alosmap.predict.tiles import iter_scene_tiles
+    from alosmap.spec import default_spec
+    from alosmap.tiling import axis_starts
+
+    spec = default_spec("lulc", get_preset("tiny", img_size=64))
+    tiles = list(iter_scene_tiles(small_scene, spec))
+    with Scene(small_scene, spec.radiometry) as sc:
+        h, w = sc.info.height, sc.info.width
+    grid = {(r, c) for r in axis_starts(h, 64, 16) for c in axis_starts(w, 64, 16)}
+    assert {(t.row, t.col) for t, _ in tiles} <= grid
+    assert len(tiles) > len(grid) // 2  # the no-data corners skip a few
+    agree = agreement_tiles(small_scene, spec, 9)  # a 3 × 3 spread (corners: no data)
+    assert agree.shape[1:] == (1, 64, 64) and 0 < len(agree) <= 9
+    assert scene_tiles(small_scene, spec, 3).shape == (3, 1, 64, 64)

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import rasterio
+from conftest import LANDCOVER3
 
 from alosmap.arch import get_preset
 from alosmap.errors import InputRasterError, OutputExistsError
@@ -191,19 +192,9 @@ def test_degree_ticks_are_round_and_on_the_edge():
 
 def test_preview_of_a_users_legend(tmp_path, monkeypatch):
     """A model's own legend: its title over the map panel, its names and colours."""
-    from alosmap.classes import ClassInfo, Legend
     from alosmap.predict import preview
 
-    legend = Legend(
-        "landcover3",
-        "Land cover, 3 classes",
-        (
-            ClassInfo(10, "Open water", (31, 95, 191), (1,)),
-            ClassInfo(20, "Vegetation", (40, 160, 60), (2,)),
-            ClassInfo(30, "Settlement", (200, 50, 50), (3,)),
-        ),
-        nodata=0,
-    )
+    legend = LANDCOVER3
     spec = default_spec(legend, get_preset("tiny"))
     scene = generate_scene(
         tmp_path, seed=3, width=200, height=120, write_label_tiles=False

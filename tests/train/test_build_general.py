@@ -138,6 +138,25 @@ def _water_args(chips: Path, labels: Path, out: Path, *extra: str) -> list[str]:
     return _args(chips, labels, out, "--band", "1", "--legend", "water-binary", *extra)
 
 
+def _manifest_args(manifest: Path, out: Path, *extra: str) -> list[str]:
+    """``build-dataset --manifest`` of the 0/1 chips read as water."""
+    return [
+        "train",
+        "build-dataset",
+        "--manifest",
+        str(manifest),
+        "--legend",
+        "water-binary",
+        "--band",
+        "1",
+        "--patch-size",
+        str(P),
+        "-o",
+        str(out),
+        *extra,
+    ]
+
+
 def _manifest_rows(out: Path) -> list[dict[str, str]]:
     with (out / "manifest.csv").open(encoding="utf-8") as f:
         return list(csv.DictReader(f))
@@ -380,20 +399,7 @@ def test_manifest_with_split_column_and_relative_paths(tmp_path, cli):
         ],
     )
     out = tmp_path / "ds"
-    code, _, err = cli(
-        "train",
-        "build-dataset",
-        "--manifest",
-        manifest,
-        "--legend",
-        "water-binary",
-        "--band",
-        "1",
-        "--patch-size",
-        P,
-        "-o",
-        out,
-    )
+    code, _, err = cli(*_manifest_args(manifest, out))
     assert code == 0, err
     rows = _manifest_rows(out)
     for r in rows:
@@ -404,22 +410,7 @@ def test_manifest_with_split_column_and_relative_paths(tmp_path, cli):
     meta = json.loads((out / "dataset.json").read_text())
     assert meta["build"]["split_rule"] == "manifest"
     # a split column and --split-by contradict each other
-    code, _, err = cli(
-        "train",
-        "build-dataset",
-        "--manifest",
-        manifest,
-        "--legend",
-        "water-binary",
-        "--band",
-        "1",
-        "--patch-size",
-        P,
-        "-o",
-        tmp_path / "x",
-        "--split-by",
-        "scene",
-    )
+    code, _, err = cli(*_manifest_args(manifest, tmp_path / "x", "--split-by", "scene"))
     assert code == 1 and "split column" in err
 
 
@@ -577,22 +568,7 @@ def test_month_split_from_manifest_dates_and_sar_as_images(tmp_path, cli):
         ],
     )
     out = tmp_path / "ds"
-    code, _, err = cli(
-        "train",
-        "build-dataset",
-        "--manifest",
-        manifest,
-        "--legend",
-        "water-binary",
-        "--band",
-        "1",
-        "--patch-size",
-        P,
-        "--split-by",
-        "month",
-        "-o",
-        out,
-    )
+    code, _, err = cli(*_manifest_args(manifest, out, "--split-by", "month"))
     assert code == 0, err
     by_month: dict[str, set[str]] = {}
     for r in _manifest_rows(out):
