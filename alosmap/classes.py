@@ -172,21 +172,22 @@ class Legend:
     binary: bool = False
     ignore: tuple[int, ...] = ()
     _lut: np.ndarray = field(init=False, repr=False, compare=False)
+    #: label values outside 0..255 → training index (or IGNORE_INDEX)
+    _wide: dict[int, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         """Validate, and build the label lookup."""
         object.__setattr__(self, "classes", tuple(self.classes))
         object.__setattr__(self, "ignore", tuple(int(v) for v in self.ignore))
         _check_legend(self)
+        table = {v: IGNORE_INDEX for v in self.ignore} | self.label_values()
         lut = np.full(256, UNKNOWN_LABEL, dtype=np.uint8)
-        for v in self.ignore:
+        for v, i in table.items():
             if 0 <= v <= 255:
-                lut[v] = IGNORE_INDEX
-        for i, c in enumerate(self.classes):
-            for v in c.label_values:
-                if 0 <= v <= 255:
-                    lut[v] = i
+                lut[v] = i
         object.__setattr__(self, "_lut", lut)
+        wide = {v: i for v, i in table.items() if not 0 <= v <= 255}
+        object.__setattr__(self, "_wide", wide)
 
     # ------------------------------------------------------------ outputs
     @property
@@ -269,6 +270,12 @@ class Legend:
         return out
 
     def _general_lookup(self, a: np.ndarray) -> np.ndarray:
+        """:meth:`labels_to_index` of a non-uint8 array (without its ``nodata``).
+
+        Whole values in 0..255 go through the label lookup, other whole values
+        through :attr:`_wide` (once per distinct value); non-finite ones are
+        ignored, fractional ones unknown.
+        """
         out = np.full(a.shape, UNKNOWN_LABEL, dtype=np.uint8)
         if a.dtype.kind == "f":
             finite = np.isfinite(a)
@@ -276,24 +283,13 @@ class Legend:
             whole = finite & (a == np.round(np.where(finite, a, 0)))
         else:
             whole = np.ones(a.shape, dtype=bool)
-        for v in self.ignore:
-            out[whole & (a == v)] = IGNORE_INDEX
-        for v, i in self.label_values().items():
-            out[whole & (a == v)] = i
-        return out
-
-    def unknown_values(
-        self, counts: Mapping[float, int], nodata: float | None = None
-    ) -> dict[float, int]:
-        """The values of ``counts`` (value → pixels) that the legend does not name."""
-        named = set(self.label_values()) | set(self.ignore)
-        out = {}
-        for v, n in counts.items():
-            fv = float(v)
-            if math.isnan(fv) or (nodata is not None and fv == nodata):
-                continue
-            if not (fv.is_integer() and int(fv) in named):
-                out[v] = n
+        byte = whole & (a >= 0) & (a <= 255)
+        out[byte] = self._lut[a[byte].astype(np.intp)]
+        rest = whole & ~byte
+        if self._wide and rest.any():
+            values, inverse = np.unique(a[rest], return_inverse=True)
+            found = [self._wide.get(int(v), UNKNOWN_LABEL) for v in values.tolist()]
+            out[rest] = np.asarray(found, dtype=np.uint8)[inverse]
         return out
 
     # ------------------------------------------------------------- records
@@ -434,11 +430,6 @@ def get_task(task: str | Legend) -> Legend:
         raise ValueError(
             f"unknown task {task!r}; expected one of {', '.join(TASK_RECORDS)}"
         ) from None
-
-
-def classes_for_task(task: str) -> tuple[ClassInfo, ...]:
-    """Return the output legend of a task (``"lulc"`` or ``"water"``)."""
-    return get_task(task).classes
 
 
 def jaxa_to_training(labels: np.ndarray, task: str | Legend) -> np.ndarray:

@@ -282,7 +282,7 @@ def default_spec(task: str | Legend, arch: ArchConfig, **kwargs: Any) -> ModelSp
     """
     if isinstance(task, Legend):
         legend = task
-        if legend.name not in TASK_RECORDS or legend != get_task(legend.name):
+        if TASK_RECORDS.get(legend.name) != legend:  # not a bundled task's own
             kwargs.setdefault("custom_legend", legend)
         else:
             kwargs.setdefault("classes", legend.classes)

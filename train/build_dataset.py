@@ -64,7 +64,9 @@ from alosmap._version import __version__
 from alosmap.classes import TASK_RECORDS, Task
 from alosmap.errors import InputRasterError
 from alosmap.radiometry import DEFAULT_CLIP_DB
+from alosmap.train import defaults
 from alosmap.train.data import FORMAT, PatchRecord, write_manifest
+from alosmap.train.defaults import DEFAULT_SPLIT
 from alosmap.train.errors import DatasetBuildError
 from alosmap.train.images import ImageOptions, open_image
 from alosmap.train.label_values import row_blocks
@@ -130,14 +132,14 @@ class BuildConfig:
         DatasetBuildError: on any invalid value (the message names it).
     """
 
-    anchors: int = 1_000_000
-    pretrain_months: tuple[int, ...] = (10, 11)
-    finetune_months: tuple[int, ...] = (9,)
-    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
-    patch_size: int = 256
-    max_nodata: float = 0.5
-    min_label_fraction: float = 0.5
-    seed: int = 0
+    anchors: int = defaults.ANCHORS
+    pretrain_months: tuple[int, ...] = defaults.PRETRAIN_MONTHS
+    finetune_months: tuple[int, ...] = defaults.FINETUNE_MONTHS
+    split: tuple[float, float, float] = DEFAULT_SPLIT
+    patch_size: int = defaults.PATCH_SIZE
+    max_nodata: float = defaults.MAX_NODATA
+    min_label_fraction: float = defaults.MIN_LABEL_FRACTION
+    seed: int = defaults.SEED
     block_rows: int = 1000
 
     def __post_init__(self) -> None:

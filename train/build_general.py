@@ -50,8 +50,10 @@ from alosmap._version import __version__
 from alosmap.classes import IGNORE_INDEX, UNKNOWN_LABEL, Legend
 from alosmap.errors import InputRasterError
 from alosmap.radiometry import DEFAULT_CLIP_DB
+from alosmap.train import defaults
 from alosmap.train.build_dataset import boxes_intersect
 from alosmap.train.data import FORMAT, MANIFEST_FIELDS, PatchRecord, write_manifest
+from alosmap.train.defaults import DEFAULT_SPLIT, MIN_SCENES_FOR_SCENE_SPLIT
 from alosmap.train.errors import DatasetBuildError
 from alosmap.train.general_summary import format_general_summary, general_summary
 from alosmap.train.images import ImageOptions, open_image, summarize_radiometry
@@ -75,11 +77,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_SPLIT", "GeneralConfig", "build_general"]
 
-#: Train / val / test fractions when none are given.
-DEFAULT_SPLIT = (0.7, 0.15, 0.15)
-#: Scenes (groups) from which ``--split-by`` defaults to ``scene``.
-MIN_SCENES_FOR_SCENE_SPLIT = 3
-
 
 # --------------------------------------------------------------------- config
 @dataclass(frozen=True)
@@ -91,9 +88,10 @@ class GeneralConfig:
         stride: step of the patch grid in pixels (None: ``P``, no overlap).
         min_valid: smallest fraction of a patch's pixels with valid SAR.
         min_labelled: smallest fraction of its SAR-valid pixels with a label.
-        split: train / val / test fractions (None: 0.7/0.15/0.15); zeros allowed.
+        split: train / val / test fractions (None: ``DEFAULT_SPLIT``); zeros
+            allowed.
         split_by: ``scene``, ``month`` or ``random`` (None: ``scene`` with at
-            least 3 scenes, else ``random``).
+            least ``MIN_SCENES_FOR_SCENE_SPLIT`` scenes, else ``random``).
         split_file: a file mapping scenes or images to splits.
         seed: seed of the splits.
         block_rows: rows per window when scanning label rasters.
@@ -102,14 +100,14 @@ class GeneralConfig:
         DatasetBuildError: on any invalid value (the message names its option).
     """
 
-    patch_size: int = 256
+    patch_size: int = defaults.PATCH_SIZE
     stride: int | None = None
-    min_valid: float = 0.5
-    min_labelled: float = 0.5
+    min_valid: float = 1.0 - defaults.MAX_NODATA
+    min_labelled: float = defaults.MIN_LABEL_FRACTION
     split: tuple[float, float, float] | None = None
     split_by: str | None = None
     split_file: str | None = None
-    seed: int = 0
+    seed: int = defaults.SEED
     block_rows: int = 1024
 
     def __post_init__(self) -> None:

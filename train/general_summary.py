@@ -10,7 +10,7 @@ import numpy as np
 
 from alosmap.classes import Legend
 from alosmap.train.data import FORMAT
-from alosmap.train.label_values import LabelValues
+from alosmap.train.label_values import LabelValues, format_value_rows, value_rows
 from alosmap.train.patch_store import Normalization, format_normalization
 from alosmap.train.splits import LABELLED_SPLITS
 
@@ -24,22 +24,6 @@ def _shares(counts: np.ndarray) -> list[float]:
     c = np.asarray(counts, dtype=np.float64)
     total = c.sum()
     return (c / total).tolist() if total else c.tolist()
-
-
-def _label_values(values: LabelValues, legend: Legend) -> list[dict[str, Any]]:
-    keys = sorted(
-        values.counts, key=lambda v: (1, 0.0) if isinstance(v, str) else (0, float(v))
-    )
-    return [
-        {
-            "value": v,
-            "pixels": values.counts[v],
-            "share": values.counts[v] / max(1, values.total),
-            "files": len(values.files[v]),
-            "meaning": values.meaning(v, legend),
-        }
-        for v in keys
-    ]
 
 
 def general_summary(
@@ -101,7 +85,7 @@ def general_summary(
             "mean_db": norm.mean_db,
             "std_db": norm.std_db,
         },
-        "label_values": _label_values(values, legend),
+        "label_values": value_rows(values, legend),
         "class_shares": {
             "all": _shares(hist.sum(axis=0)),
             "train": _shares(hist[splits == "train"].sum(axis=0)),
@@ -121,21 +105,6 @@ def _image_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
             f"{r['kept']:>6} {r['dropped_sar_nodata']:>6} "
             f"{r['dropped_label_nodata']:>6}"
         )
-    return lines
-
-
-def _value_lines(rows: Sequence[dict[str, Any]], limit: int = 30) -> list[str]:
-    lines = [
-        "label values (all pixels of the label rasters)",
-        f"{'value':>10} {'pixels':>12} {'share %':>8} {'files':>6}  meaning",
-    ]
-    for r in rows[:limit]:
-        lines.append(
-            f"{r['value']!s:>10} {r['pixels']:>12,} {100 * r['share']:>8.2f} "
-            f"{r['files']:>6}  {r['meaning']}"
-        )
-    if len(rows) > limit:
-        lines.append(f"... and {len(rows) - limit} more values")
     return lines
 
 
@@ -165,7 +134,8 @@ def format_general_summary(summary: dict[str, Any], legend: Legend) -> str:
         f"{rule['min_label_fraction']:.0%} of the SAR-valid pixels",
         format_normalization(summary["normalization"]),
         "",
-        *_value_lines(summary["label_values"]),
+        "label values (all pixels of the label rasters)",
+        *format_value_rows(summary["label_values"]),
         "",
         f"{'class share (%)':<24} {'all':>8} {'train':>8}",
     ]

@@ -27,7 +27,9 @@ __all__ = [
     "LabelValues",
     "UnknownLabelValuesError",
     "check_label_values",
+    "format_value_rows",
     "scan_label_values",
+    "value_rows",
 ]
 
 #: Rows of the value table shown (the rest is summed up in one line).
@@ -162,24 +164,46 @@ def _sort_key(v: float | str) -> tuple[int, float]:
     return (1, 0.0) if isinstance(v, str) else (0, float(v))
 
 
+def value_rows(values: LabelValues, legend: Legend) -> list[dict[str, Any]]:
+    """One record per value found, in value order (text values last).
+
+    Keys: ``value``, ``pixels``, ``share`` (of all pixels scanned, 0–1), ``files``
+    (how many label rasters hold it) and ``meaning`` (:meth:`LabelValues.meaning`).
+    """
+    return [
+        {
+            "value": v,
+            "pixels": values.counts[v],
+            "share": values.counts[v] / max(1, values.total),
+            "files": len(values.files[v]),
+            "meaning": values.meaning(v, legend),
+        }
+        for v in sorted(values.counts, key=_sort_key)
+    ]
+
+
+def format_value_rows(
+    rows: Sequence[dict[str, Any]], limit: int = TABLE_ROWS
+) -> list[str]:
+    """:func:`value_rows` records as text lines (a header, at most ``limit`` rows)."""
+    lines = [f"{'value':>10} {'pixels':>12} {'share %':>8} {'files':>6}  meaning"]
+    for r in rows[:limit]:
+        lines.append(
+            f"{r['value']!s:>10} {r['pixels']:>12,} {100 * r['share']:>8.2f} "
+            f"{r['files']:>6}  {r['meaning']}"
+        )
+    if len(rows) > limit:
+        lines.append(f"... and {len(rows) - limit} more values")
+    return lines
+
+
 def value_table(values: LabelValues, legend: Legend, limit: int = TABLE_ROWS) -> str:
     """The values found: value, pixels, share, files, and what each means."""
-    lines = [f"{'value':>10} {'pixels':>12} {'share %':>8} {'files':>6}  meaning"]
-    keys = sorted(values.counts, key=_sort_key)
-    unknown = set(values.unknown(legend))
-    # unknown values first when the table is cut
-    if len(keys) > limit:
-        keys = [k for k in keys if k in unknown] + [k for k in keys if k not in unknown]
-    for k in keys[:limit]:
-        n = values.counts[k]
-        share = 100.0 * n / values.total if values.total else 0.0
-        lines.append(
-            f"{k!s:>10} {n:>12,} {share:>8.2f} {len(values.files[k]):>6}  "
-            f"{values.meaning(k, legend)}"
-        )
-    if len(keys) > limit:
-        lines.append(f"... and {len(keys) - limit} more values")
-    return "\n".join(lines)
+    rows = value_rows(values, legend)
+    if len(rows) > limit:  # unknown values first when the table is cut
+        unknown = set(values.unknown(legend))
+        rows.sort(key=lambda r: r["value"] not in unknown)
+    return "\n".join(format_value_rows(rows, limit))
 
 
 def check_label_values(values: LabelValues, legend: Legend, source: str) -> None:

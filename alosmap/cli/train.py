@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +18,7 @@ from alosmap.cli.options import (
     UnitsOpt,
     input_file,
 )
+from alosmap.train import defaults
 
 app = typer.Typer(
     help="Build training data, pretrain (SAR-W-MixMAE), finetune and evaluate models.",
@@ -196,12 +198,14 @@ _PAPER = "The paper's path: ALOS-2 scenes + JAXA tiles (default)"
 _OWN = "Your own data: (image, label) pairs + a legend"
 _PATCHES = "Patches and splits (both paths)"
 _IMAGES = "Reading the images (both paths)"
-#: Defaults of the paper's path (`None` in the options: given or not is checked).
-_PAPER_DEFAULTS = {
-    "anchors": 1_000_000,
-    "pretrain_months": "10,11",
-    "finetune_months": "9",
-}
+# build-dataset's defaults and help texts: alosmap.train.defaults (the dataclasses'
+# own; a light module). The paper's options are `None` in the signature (given or
+# not is checked): left out, BuildConfig fills them in.
+
+
+def _joined(values: Iterable[float], sep: str) -> str:
+    """``(0.7, 0.15, 0.15)`` → ``0.7/0.15/0.15``; ``(10, 11)`` → ``10,11``."""
+    return sep.join(f"{v:g}" for v in values)
 
 
 @app.command("build-dataset")
@@ -231,21 +235,23 @@ def build_dataset_cmd(
         int | None,
         typer.Option(
             min=1,
-            help="Anchor points drawn (default and the paper: 1,000,000).",
+            help=f"Anchor points drawn (default and the paper: {defaults.ANCHORS:,}).",
             rich_help_panel=_PAPER,
         ),
     ] = None,
     pretrain_months: Annotated[
         str | None,
         typer.Option(
-            help="Months whose scenes give pretraining patches (default 10,11).",
+            help="Months whose scenes give pretraining patches (default "
+            f"{_joined(defaults.PRETRAIN_MONTHS, ',')}).",
             rich_help_panel=_PAPER,
         ),
     ] = None,
     finetune_months: Annotated[
         str | None,
         typer.Option(
-            help="Months whose scenes give train/val/test patches (default 9).",
+            help="Months whose scenes give train/val/test patches (default "
+            f"{_joined(defaults.FINETUNE_MONTHS, ',')}).",
             rich_help_panel=_PAPER,
         ),
     ] = None,
@@ -308,8 +314,9 @@ def build_dataset_cmd(
     split: Annotated[
         str | None,
         typer.Option(
-            help="Train/val/test fractions, each ≥ 0 (default 0.7/0.15/0.15; "
-            "0/0/1: an all-test dataset for evaluation).",
+            help="Train/val/test fractions, each ≥ 0 (default "
+            f"{_joined(defaults.DEFAULT_SPLIT, '/')}; 0/0/1: an all-test dataset for "
+            "evaluation).",
             rich_help_panel=_PATCHES,
         ),
     ] = None,
@@ -319,8 +326,8 @@ def build_dataset_cmd(
             metavar="month|scene|random",
             help="Paper's path: month (months pick pretrain or labelled scenes, "
             "labelled patches split per patch). Own data: scene (whole scenes), "
-            "month (whole months), random (per patch); default scene with ≥ 3 "
-            "scenes, else random.",
+            "month (whole months), random (per patch); default scene with ≥ "
+            f"{defaults.MIN_SCENES_FOR_SCENE_SPLIT} scenes, else random.",
             rich_help_panel=_PATCHES,
         ),
     ] = None,
@@ -335,7 +342,7 @@ def build_dataset_cmd(
     ] = None,
     patch_size: Annotated[
         int, typer.Option(help="Patch side in pixels.", rich_help_panel=_PATCHES)
-    ] = 256,
+    ] = defaults.PATCH_SIZE,
     stride: Annotated[
         int | None,
         typer.Option(
@@ -349,15 +356,15 @@ def build_dataset_cmd(
         float | None,
         typer.Option(
             help="Keep patches with at least this fraction of valid SAR pixels "
-            "(default 0.5; = 1 − --max-nodata).",
+            f"(default {1.0 - defaults.MAX_NODATA:g}; = 1 − --max-nodata).",
             rich_help_panel=_PATCHES,
         ),
     ] = None,
     max_nodata: Annotated[
         float | None,
         typer.Option(
-            help="Drop patches with a larger fraction of SAR no-data (default 0.5; "
-            "the same rule as --min-valid, give one).",
+            help="Drop patches with a larger fraction of SAR no-data (default "
+            f"{defaults.MAX_NODATA:g}; the same rule as --min-valid, give one).",
             rich_help_panel=_PATCHES,
         ),
     ] = None,
@@ -368,7 +375,7 @@ def build_dataset_cmd(
             "SAR-valid pixels (paper's path: labelled months only).",
             rich_help_panel=_PATCHES,
         ),
-    ] = 0.5,
+    ] = defaults.MIN_LABEL_FRACTION,
     band: Annotated[
         int | None,
         typer.Option(
@@ -393,7 +400,9 @@ def build_dataset_cmd(
             rich_help_panel=_IMAGES,
         ),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of anchors and splits.")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Seed of anchors and splits.")
+    ] = defaults.SEED,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing dataset.")
     ] = False,
@@ -488,9 +497,10 @@ def _refuse(path: str, given: dict[str, Any]) -> None:
 def _valid_rule(
     min_valid: float | None, max_nodata: float | None
 ) -> tuple[float, float]:
-    """``(min_valid, max_nodata)``: the one given and ``1 −`` it (default 0.5, 0.5).
+    """``(min_valid, max_nodata)``: the one given and ``1 −`` it.
 
-    Each is kept as given (the paper's path records ``max_nodata``).
+    Neither given: the default ``max_nodata`` and ``1 −`` it. Each is kept
+    as given (the paper's path records ``max_nodata``).
     """
     if (
         min_valid is not None
@@ -502,7 +512,7 @@ def _valid_rule(
             "(--min-valid = 1 − --max-nodata); give one"
         )
     if min_valid is None:
-        max_nodata = 0.5 if max_nodata is None else max_nodata
+        max_nodata = defaults.MAX_NODATA if max_nodata is None else max_nodata
         return 1.0 - max_nodata, max_nodata
     return min_valid, 1.0 - min_valid if max_nodata is None else max_nodata
 
@@ -519,13 +529,7 @@ def _build_paper(
 ) -> Any:
     """The paper's path: ALOS-2 scenes, JAXA tiles, anchors, month split."""
     from alosmap.cli import _common
-    from alosmap.train.build_dataset import (
-        BuildConfig,
-        build_dataset,
-        parse_months,
-        scene_files,
-    )
-    from alosmap.train.splits import parse_split
+    from alosmap.train.build_dataset import build_dataset, scene_files
 
     if not sar or lulc is None:
         raise _build_error(
@@ -545,30 +549,39 @@ def _build_paper(
             "(--pretrain-months/--finetune-months, then per patch); for scene or "
             "random splits list your pairs with --manifest or --images/--labels"
         )
-    config = BuildConfig(
-        anchors=paper["anchors"] or _PAPER_DEFAULTS["anchors"],
-        pretrain_months=parse_months(
-            paper["pretrain"] or _PAPER_DEFAULTS["pretrain_months"],
-            "--pretrain-months",
-        ),
-        finetune_months=parse_months(
-            paper["finetune"] or _PAPER_DEFAULTS["finetune_months"],
-            "--finetune-months",
-        ),
-        split=parse_split(common["split"] or "0.7/0.15/0.15"),
-        patch_size=common["patch_size"],
-        max_nodata=common["valid"][1],
-        min_label_fraction=common["min_labelled"],
-        seed=common["seed"],
-    )
     return build_dataset(
         scene_files(sar),
         lulc,
         output,
-        config,
+        _paper_config(paper, common),
         overwrite=common["overwrite"],
         progress=_common.show_progress(),
         image=common["image"],
+    )
+
+
+def _paper_config(paper: dict[str, Any], common: dict[str, Any]) -> Any:
+    """The paper's ``BuildConfig`` from the options given.
+
+    Options left out (or empty) are not passed: the dataclass's defaults fill them.
+    """
+    from alosmap.train.build_dataset import BuildConfig, parse_months
+    from alosmap.train.splits import parse_split
+
+    given: dict[str, Any] = {}
+    if paper["anchors"]:
+        given["anchors"] = paper["anchors"]
+    for side in ("pretrain", "finetune"):
+        if paper[side]:
+            given[f"{side}_months"] = parse_months(paper[side], f"--{side}-months")
+    if common["split"]:
+        given["split"] = parse_split(common["split"])
+    return BuildConfig(
+        **given,
+        patch_size=common["patch_size"],
+        max_nodata=common["valid"][1],
+        min_label_fraction=common["min_labelled"],
+        seed=common["seed"],
     )
 
 

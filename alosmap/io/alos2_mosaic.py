@@ -288,23 +288,50 @@ def mosaic_date_range(
 ) -> DateRange:
     """The tile's acquisition dates: the date file, else the ``.xml``, else the year.
 
-    An unreadable date file is logged and skipped.
+    An unreadable date file is logged and skipped. The date file's range is cached
+    (see :func:`_date_file_range`): a :class:`~alosmap.io.scene.Scene` and
+    :func:`~alosmap.io.raster.acquisition_date` both ask, and the file is read, and
+    a broken one reported, once.
     """
     zero = (metadata.zero_date if metadata else None) or files.name.launch
-    if files.date is not None:
-        try:
-            found = read_date_range(files.date, zero)
-        except InputRasterError as exc:
-            logger.warning("ignoring the date file: %s", exc)
-            found = None
-        if found is not None:
-            return found
+    found = _date_file_range(files.date, zero) if files.date is not None else None
+    if found is not None:
+        return found
     if metadata is not None and metadata.first_date and metadata.last_date:
         first, last = sorted((metadata.first_date, metadata.last_date))
         typical = first if first == last else None
         return DateRange(first, last, typical, "xml metadata")
     year = files.name.year
     return DateRange(date(year, 1, 1), date(year, 12, 31), None, "file name year")
+
+
+def _date_file_range(path: Path, zero: date) -> DateRange | None:
+    """:func:`read_date_range`, or None (a warning) when the file is unreadable."""
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        logger.warning(
+            "ignoring the date file: cannot read date file %s: %s", path, exc
+        )
+        return None
+    return _cached_date_file_range(str(path), stat.st_mtime_ns, stat.st_size, zero)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_date_file_range(
+    path: str, mtime_ns: int, size: int, zero: date
+) -> DateRange | None:
+    """:func:`_date_file_range`, cached (a file's warning is logged once).
+
+    ``mtime_ns`` and ``size`` are part of the cache key: a rewritten file is read
+    again. Unlike :func:`_day_counts`, a failure is cached too.
+    """
+    del mtime_ns, size
+    try:
+        return read_date_range(path, zero)
+    except InputRasterError as exc:
+        logger.warning("ignoring the date file: %s", exc)
+        return None
 
 
 # -------------------------------------------------------------------------- xml

@@ -287,7 +287,13 @@ class Scene:
         return meta
 
     def _set_dates(self, meta: mosaic.MosaicMetadata | None) -> None:
-        """A mosaic tile's date range (and its typical date, without a date tag)."""
+        """A mosaic tile's date range (and its typical date, without a date tag).
+
+        :func:`~alosmap.io.raster.acquisition_date` (for :attr:`info`'s date) may
+        have asked already: :func:`~alosmap.io.alos2_mosaic.mosaic_date_range`
+        caches the date file's range, so it is read, and a broken one reported,
+        once.
+        """
         if self.mosaic is None:
             return
         found = mosaic.mosaic_date_range(self.mosaic, meta)

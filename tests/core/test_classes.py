@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 
@@ -53,7 +55,7 @@ def test_colormap_and_unknown_task():
     assert cmap[0] == (0, 0, 0, 0)
     assert cmap[1][3] == 255 and len(cmap) == 256
     with pytest.raises(ValueError, match="unknown task"):
-        C.classes_for_task("forest")
+        C.get_task("forest")
 
 
 # ---------------------------------------------------------------- legends
@@ -84,9 +86,55 @@ def test_labels_to_index_any_dtype_nan_and_file_nodata():
     assert lg.labels_to_index(a, nodata=-1.0).tolist() == [0, 1, 255, 255, 254, 254]
     big = np.array([1000, 0, -1], dtype=np.int16)
     assert lg.with_ignore([-1]).labels_to_index(big).tolist() == [254, 0, 255]
-    counts = {0.0: 5, 1.0: 2, -1.0: 3, 9.0: 1}
-    assert lg.unknown_values(counts) == {-1.0: 3, 9.0: 1}
-    assert lg.unknown_values(counts, nodata=-1.0) == {9.0: 1}
+
+
+def _reference_index(lg: C.Legend, a: np.ndarray) -> list[int]:
+    """Training indices of ``a``, one pixel at a time (the lookup's definition)."""
+    table = {v: C.IGNORE_INDEX for v in lg.ignore} | lg.label_values()
+    out = []
+    for x in a.ravel().tolist():
+        if not math.isfinite(x):
+            out.append(C.IGNORE_INDEX)
+        elif float(x).is_integer():
+            out.append(table.get(int(x), C.UNKNOWN_LABEL))
+        else:
+            out.append(C.UNKNOWN_LABEL)
+    return out
+
+
+WIDE = C.Legend(
+    "wide",
+    "Values beyond a byte",
+    (
+        C.ClassInfo(1, "Low", (0, 0, 255), (-5, 3)),
+        C.ClassInfo(2, "Mid", (0, 255, 0), (255, 256, 300)),
+        C.ClassInfo(3, "High", (255, 0, 0), (70000, 2**40)),
+    ),
+    nodata=0,
+    ignore=(-9999, 0, 1000),
+)
+
+
+@pytest.mark.parametrize(
+    "legend", [C.LULC, C.WATER_BINARY, WIDE], ids=lambda lg: lg.name
+)
+@pytest.mark.parametrize(
+    "dtype", ["int8", "int16", "uint16", "int32", "int64", "float32", "float64"]
+)
+def test_general_lookup_matches_a_per_pixel_reference(legend, dtype):
+    dt = np.dtype(dtype)
+    pool = [-9999, -300, -5, -1, 0, 1, 3, 7, 14, 254, 255, 256, 300, 1000, 70000]
+    pool += [2**40, -(2**40)]
+    if dt.kind == "f":
+        pool += [0.5, -2.5, 300.25, np.nan, np.inf, -np.inf]
+    if dt.kind in "iu":
+        info = np.iinfo(dt)
+        pool = [v for v in pool if info.min <= v <= info.max] + [info.min, info.max]
+    rng = np.random.default_rng(0)
+    a = np.array(pool, dtype=dt)[rng.integers(0, len(pool), (7, 60))]
+    got = legend.labels_to_index(a)
+    assert got.dtype == np.uint8 and got.shape == a.shape
+    assert got.ravel().tolist() == _reference_index(legend, a)
 
 
 def test_legend_file_yaml_list_form(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from datetime import date, timedelta
 
 import numpy as np
@@ -180,6 +181,32 @@ def test_date_range_is_read_block_by_block(tmp_path, monkeypatch):
     # the scene's date for build-dataset, batch records: the typical day
     assert acquisition_date(hh, {}) == date(2020, 9, 9)
     assert acquisition_date(hh, {"ACQUISITION_DATE": "2020-10-01"}) == date(2020, 10, 1)
+
+
+def test_unreadable_date_file_is_read_and_reported_once(tmp_path, caplog, monkeypatch):
+    hh, _ = make_tile(tmp_path, parts=("hh", "mask"))
+    date_file = tmp_path / "N23W161_20_date_F02DAR.tif"
+    date_file.write_bytes(b"II*\0 garbled, not a GeoTIFF")
+    opened = []
+    real_open = mosaic.open_raster
+
+    def open_raster(path, **kw):
+        opened.append(str(path))
+        return real_open(path, **kw)
+
+    monkeypatch.setattr(mosaic, "open_raster", open_raster)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with Scene(hh, Radiometry()) as sc:
+            info = sc.info
+            assert info.date is None  # the name gives only the year
+            assert info.date_range == (date(2020, 1, 1), date(2020, 12, 31))
+            assert info.date_source == "file name year"
+    said = [r for r in caplog.records if "ignoring the date file" in r.getMessage()]
+    assert len(said) == 1, caplog.text
+    assert said[0].levelname == "WARNING" and "N23W161_20_date" in said[0].getMessage()
+    assert not [w for w in caught if "date" in str(w.message)]
+    assert opened.count(str(date_file)) == 1
 
 
 # ------------------------------------------------------------- predict / water

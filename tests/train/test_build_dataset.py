@@ -343,6 +343,62 @@ def test_cli_prints_the_path_and_maps_errors(tmp_path):
     assert not _leftovers(tmp_path, "x")
 
 
+def _stub_build(monkeypatch, module, name: str) -> list:
+    """Replace ``module.name`` (a dataset build) by a stub; return its configs."""
+    import types
+
+    configs: list = []
+
+    def build(*args, **kwargs):
+        configs.append(args[3])  # (images, labels or legend, output, config)
+        return types.SimpleNamespace(summary_text="", path=args[2])
+
+    monkeypatch.setattr(module, name, build)
+    return configs
+
+
+def test_cli_defaults_are_build_config_defaults(tmp_path, cli, monkeypatch):
+    """Left out, every option of the paper's path gives BuildConfig's default."""
+    from alosmap.train import build_dataset as module
+
+    configs = _stub_build(monkeypatch, module, "build_dataset")
+    common = ["train", "build-dataset", "--sar", SAMPLE, "--lulc", SAMPLE]
+    code, _, err = cli(*common, "-o", tmp_path / "a")
+    assert code == 0, err
+    code, _, err = cli(*common, "--min-valid", "0.75", "-o", tmp_path / "b")
+    assert code == 0, err
+    assert configs == [BuildConfig(), BuildConfig(max_nodata=0.25)]
+
+
+def test_help_shows_the_defaults_of_the_library():
+    """`build-dataset --help` states BuildConfig's and DEFAULT_SPLIT's values."""
+    import typer
+
+    from alosmap.cli.train import app
+    from alosmap.train.defaults import DEFAULT_SPLIT, MIN_SCENES_FOR_SCENE_SPLIT
+
+    group = typer.main.get_command(app)
+    params = {p.name: p for p in group.commands["build-dataset"].params}
+    d = BuildConfig()
+    assert d.split == DEFAULT_SPLIT
+    stated = {
+        "anchors": f"(default and the paper: {d.anchors:,})",
+        "pretrain_months": f"(default {','.join(map(str, d.pretrain_months))})",
+        "finetune_months": f"(default {','.join(map(str, d.finetune_months))})",
+        "split": f"(default {'/'.join(f'{v:g}' for v in DEFAULT_SPLIT)};",
+        "split_by": f"default scene with ≥ {MIN_SCENES_FOR_SCENE_SPLIT} scenes",
+        "min_valid": f"(default {1 - d.max_nodata:g};",
+        "max_nodata": f"(default {d.max_nodata:g};",
+    }
+    for name, text in stated.items():
+        assert text in params[name].help, (name, params[name].help)
+        assert params[name].default is None  # given or not is checked
+    shown = {"patch_size": d.patch_size, "min_labelled": d.min_label_fraction}
+    for name, value in {**shown, "seed": d.seed}.items():
+        assert params[name].default == value, name
+        assert params[name].show_default, name
+
+
 # ------------------------------------------------------------ real JAXA tiles
 @pytest.mark.realdata
 @pytest.mark.skipif(not JAXA_TILES, reason="real JAXA tiles not in ../shared/data")

@@ -19,6 +19,7 @@ from conftest import SHARED_DATA, write_raster
 from rasterio.crs import CRS
 from rasterio.warp import transform as warp_transform
 from rasterio.warp import transform_bounds
+from test_build_dataset import _stub_build
 
 from alosmap.classes import IGNORE_INDEX, load_legend
 from alosmap.train.data import PatchDataset, TrainingData
@@ -537,6 +538,25 @@ def test_stride_and_patch_rules(tmp_path, cli):
     assert summary["dropped"] == {"sar_nodata": 0, "label_nodata": 2}
     code, err, _ = build("e", "--min-valid", "0.9", "--max-nodata", "0.5")
     assert code == 1 and "disagree" in err
+
+
+def test_cli_defaults_are_general_config_defaults(tmp_path, cli, monkeypatch):
+    """Left out, the shared options (from BuildConfig) give GeneralConfig's
+    defaults: the two paths' dataclasses agree."""
+    from alosmap.train import build_general as module
+
+    configs = _stub_build(monkeypatch, module, "build_general")
+    chips, labels = make_chips(tmp_path, n=1)
+    args = [
+        *("train", "build-dataset", "--images", chips, "--labels", labels),
+        *("--label-pattern", "{stem}_label.tif", "--legend", "water-binary"),
+    ]
+    code, _, err = cli(*args, "-o", tmp_path / "a")
+    assert code == 0, err
+    code, _, err = cli(*args, "--max-nodata", "0.25", "-o", tmp_path / "b")
+    assert code == 0, err
+    assert configs == [module.GeneralConfig(), module.GeneralConfig(min_valid=0.75)]
+    assert configs[0].fractions == module.DEFAULT_SPLIT
 
 
 def test_paper_only_options_are_refused_on_own_data(tmp_path, cli):
