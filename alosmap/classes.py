@@ -272,24 +272,35 @@ class Legend:
     def _general_lookup(self, a: np.ndarray) -> np.ndarray:
         """:meth:`labels_to_index` of a non-uint8 array (without its ``nodata``).
 
-        Whole values in 0..255 go through the label lookup, other whole values
-        through :attr:`_wide` (once per distinct value); non-finite ones are
-        ignored, fractional ones unknown.
+        One gather through the label lookup, extended by an entry for values
+        below 0 and one for values above 255 (unknown); legend values outside
+        0..255 (:attr:`_wide`) are then looked up once per distinct value.
+        Non-finite values are ignored, fractional ones unknown.
         """
-        out = np.full(a.shape, UNKNOWN_LABEL, dtype=np.uint8)
+        if a.dtype.kind == "b":
+            return self._lut[a.view(np.uint8)]
+        ext = np.concatenate(([UNKNOWN_LABEL], self._lut, [UNKNOWN_LABEL]))
+        whole: np.ndarray | None = None
         if a.dtype.kind == "f":
             finite = np.isfinite(a)
-            out[~finite] = IGNORE_INDEX
             whole = finite & (a == np.round(np.where(finite, a, 0)))
+            idx = np.clip(np.where(whole, a, -1), -1, 256).astype(np.int16)
         else:
-            whole = np.ones(a.shape, dtype=bool)
-        byte = whole & (a >= 0) & (a <= 255)
-        out[byte] = self._lut[a[byte].astype(np.intp)]
-        rest = whole & ~byte
-        if self._wide and rest.any():
-            values, inverse = np.unique(a[rest], return_inverse=True)
-            found = [self._wide.get(int(v), UNKNOWN_LABEL) for v in values.tolist()]
-            out[rest] = np.asarray(found, dtype=np.uint8)[inverse]
+            info = np.iinfo(a.dtype)
+            bounds = max(info.min, -1), min(info.max, 256)
+            idx = np.clip(a, *bounds).astype(np.int16, copy=False)
+        idx += 1
+        out = ext.astype(np.uint8)[idx]
+        if whole is not None:
+            out[~finite] = IGNORE_INDEX
+        if self._wide:
+            rest = (a < 0) | (a > 255)
+            if whole is not None:
+                rest &= whole
+            if rest.any():
+                values, inverse = np.unique(a[rest], return_inverse=True)
+                found = [self._wide.get(int(v), UNKNOWN_LABEL) for v in values.tolist()]
+                out[rest] = np.asarray(found, dtype=np.uint8)[inverse]
         return out
 
     # ------------------------------------------------------------- records

@@ -191,6 +191,7 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     verbose: Annotated[
         int,
         typer.Option(
@@ -218,7 +219,8 @@ def main(
     _common.configure_logging(-1 if quiet else verbose)
     from alosmap._process import configure_process
 
-    configure_process()  # GDAL's block cache; the environment wins
+    # GDAL's block cache; the environment wins
+    configure_process(ctx.invoked_subcommand)
 
 
 app.command("predict")(predict)

@@ -84,7 +84,7 @@ import logging
 import os
 import threading
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -263,6 +263,66 @@ class _Output:
     predictor: bool
 
 
+class _BlockRows:
+    """Strips gathered into whole rows of the temporary files' blocks.
+
+    GDAL keeps a partly written block in its block cache until the rest of it
+    arrives; when the cache cannot hold a row of blocks (a wide scene with
+    probabilities: 9 bands × 512 rows × width), it writes the partial block,
+    then reads it back, decompresses and compresses it again for the next strip.
+    Handed over whole, each block is compressed and written once, whatever the
+    cache, which then needs to hold no written rows at all.
+
+    Args:
+        height: rows of the raster.
+        block: rows of a block.
+    """
+
+    def __init__(self, height: int, block: int) -> None:
+        self.height, self.block = height, block
+        #: first row of a block row → (rows filled, one buffer per array)
+        self._open: dict[int, tuple[np.ndarray, list[np.ndarray | None]]] = {}
+
+    def add(
+        self, row0: int, arrays: list[np.ndarray | None]
+    ) -> Iterator[tuple[int, list[np.ndarray | None]]]:
+        """``(first row, arrays)`` of every block row that ``arrays`` completes.
+
+        ``arrays`` hold rows ``row0 ..`` on their second-to-last axis (None: an
+        output not written); a block row the strip covers whole is passed on as
+        views, the others are copied until their last rows arrive.
+        """
+        h = next(a for a in arrays if a is not None).shape[-2]
+        for b0 in range(row0 - row0 % self.block, row0 + h, self.block):
+            b1 = min(b0 + self.block, self.height)
+            s0, s1 = max(row0, b0), min(row0 + h, b1)
+            part = [
+                None if a is None else a[..., s0 - row0 : s1 - row0, :] for a in arrays
+            ]
+            if (s0, s1) == (b0, b1):
+                yield b0, part
+                continue
+            filled, bufs = self._open.get(b0) or self._new(b0, b1, part)
+            for buf, src in zip(bufs, part, strict=True):
+                if buf is not None and src is not None:
+                    buf[..., s0 - b0 : s1 - b0, :] = src
+            filled[s0 - b0 : s1 - b0] = True
+            if filled.all():
+                del self._open[b0]
+                yield b0, bufs
+
+    def _new(
+        self, b0: int, b1: int, part: list[np.ndarray | None]
+    ) -> tuple[np.ndarray, list[np.ndarray | None]]:
+        rows = b1 - b0
+        bufs = [
+            None if a is None else np.empty((*a.shape[:-2], rows, a.shape[-1]), a.dtype)
+            for a in part
+        ]
+        self._open[b0] = (np.zeros(rows, dtype=bool), bufs)
+        return self._open[b0]
+
+
 class MapWriter:
     """Write a class map (and optional confidence and probabilities) strip by strip.
 
@@ -279,7 +339,9 @@ class MapWriter:
             mw.finalize()
 
     Calls are serialised by a lock, so one writer thread may write while another
-    thread calls :meth:`abort`.
+    thread calls :meth:`abort`. Strips reach GDAL as whole rows of the files'
+    512-row blocks: the rows of a block row still incomplete are held here (uint8,
+    one or two block rows when strips come in order).
 
     Args:
         path: output map (``.tif``/``.tiff``); its directory must exist.
@@ -342,6 +404,7 @@ class MapWriter:
 
         self._lock = threading.Lock()
         self._written = np.zeros(self.height, dtype=bool)
+        self._blocks = _BlockRows(self.height, BLOCKSIZE)
         self._state = "open"  # open -> finalized | aborted
         self._temps: list[Path] = []
         self._valid_codes = np.zeros(256, dtype=bool)
@@ -595,7 +658,6 @@ class MapWriter:
         conf: np.ndarray | None,
         prob: np.ndarray | None,
     ) -> None:
-        window = Window(0, row0, self.width, h)
         with self._lock:
             if self._state != "open" or not self._files:
                 raise AlosmapError(f"map writer for {self.path} is {self._state}")
@@ -604,16 +666,29 @@ class MapWriter:
                     f"rows {row0}..{row0 + h - 1}: some were already written "
                     "(each row must be written exactly once)"
                 )
-            try:
-                self._files["map"].ds.write(classes, 1, window=window)
-                if conf is not None:
-                    self._files["confidence"].ds.write(conf, 1, window=window)
-                if prob is not None:
-                    self._files["probabilities"].ds.write(prob, window=window)
-            except (RasterioError, OSError) as exc:
-                self._raise_if_disk_full(exc, self.path)
-                raise
+            for r, (c, cf, pr) in self._blocks.add(row0, [classes, conf, prob]):
+                self._write_block(r, c, cf, pr)
             self._written[row0 : row0 + h] = True
+
+    def _write_block(
+        self,
+        row0: int,
+        classes: np.ndarray | None,
+        conf: np.ndarray | None,
+        prob: np.ndarray | None,
+    ) -> None:
+        """Write whole block rows starting at ``row0`` into the temporary files."""
+        assert classes is not None
+        window = Window(0, row0, self.width, classes.shape[0])
+        try:
+            self._files["map"].ds.write(classes, 1, window=window)
+            if conf is not None:
+                self._files["confidence"].ds.write(conf, 1, window=window)
+            if prob is not None:
+                self._files["probabilities"].ds.write(prob, window=window)
+        except (RasterioError, OSError) as exc:
+            self._raise_if_disk_full(exc, self.path)
+            raise
 
     def _check_classes(self, classes: np.ndarray) -> np.ndarray:
         if classes.dtype != np.uint8:

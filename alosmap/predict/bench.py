@@ -929,7 +929,7 @@ def machine_description(report: dict[str, Any]) -> str:
 def _main(argv: list[str]) -> None:
     from alosmap._process import configure_process
 
-    configure_process()  # as the CLI does
+    configure_process("predict")  # as the CLI does for predict
     mode, payload = (argv[1], argv[2]) if len(argv) > 2 else ("pipeline", argv[1])
     args = json.loads(payload)
     if mode == "compare":

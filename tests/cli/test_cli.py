@@ -1,5 +1,6 @@
 """The command line: help everywhere, exit codes, fast start without torch."""
 
+import os
 import subprocess
 import sys
 import time
@@ -293,3 +294,18 @@ def test_unreadable_input_exits_1(cli, tmp_path, small_scene):
     locked.chmod(0)
     code, _, err = cli("stats", locked)
     assert code == 1 and "not readable" in err
+
+
+@pytest.mark.parametrize(
+    ("command", "mb"),
+    [("predict", "16"), ("water", "16"), ("batch", "16"), ("stats", "64")],
+)
+def test_gdal_cache_per_command_and_the_environment_wins(cli, monkeypatch, command, mb):
+    """Mapping commands get a small GDAL block cache, the others 64 MB."""
+    monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    code, _, err = cli(command, "--help")
+    assert code == 0, err
+    assert os.environ["GDAL_CACHEMAX"] == mb
+    monkeypatch.setenv("GDAL_CACHEMAX", "300")
+    cli(command, "--help")
+    assert os.environ["GDAL_CACHEMAX"] == "300"

@@ -1,3 +1,4 @@
+import itertools
 import json
 import os
 import warnings
@@ -338,6 +339,61 @@ def test_rows_in_any_order(tmp_path, lulc_spec):
         path = mw.finalize()
     with rasterio.open(path) as ds:
         np.testing.assert_array_equal(ds.read(1), codes)
+
+
+class _WriteLog:
+    """A temporary dataset that records the row windows GDAL is asked to write."""
+
+    def __init__(self, ds, log):
+        self._ds, self._log = ds, log
+
+    def write(self, array, *args, window, **kw):
+        self._log.append((window.row_off, window.height))
+        return self._ds.write(array, *args, window=window, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self._ds, name)
+
+
+def test_strips_reach_gdal_as_whole_rows_of_blocks(tmp_path, lulc_spec):
+    """Any strips, any order: GDAL only ever gets whole rows of 512-row blocks.
+
+    (A partly written block stays in GDAL's cache or, when the cache is full, is
+    written, read back and compressed again for every strip.)
+    """
+    h = 1300  # block rows 0-512, 512-1024, 1024-1300 (the last one short)
+    rng = np.random.default_rng(5)
+    codes = rng.integers(1, 10, size=(h, W), dtype=np.uint8)
+    conf = rng.integers(0, 101, size=(h, W), dtype=np.uint8)
+    probs = rng.integers(0, 101, size=(9, h, W), dtype=np.uint8)
+    cuts = [0, 1, 8, 200, 512, 1024, 1030, 1299, h]  # 512-1024: one whole block row
+    strips = list(itertools.pairwise(cuts))
+    rng.shuffle(strips)
+    log: list[tuple[int, int]] = []
+    mw = MapWriter(
+        tmp_path / "map.tif",
+        width=W,
+        height=h,
+        spec=lulc_spec,
+        crs=CRS_UTM,
+        transform=TRANSFORM,
+        confidence=True,
+        probabilities=True,
+    )
+    with mw:
+        for out in mw._files.values():
+            out.ds = _WriteLog(out.ds, log)
+        for r0, r1 in strips:
+            mw.write_rows(r0, codes[r0:r1], conf[r0:r1], probs[:, r0:r1])
+        path = mw.finalize()
+    assert log and all(r % 512 == 0 and (r + n) in (r + 512, h) for r, n in log)
+    assert sorted(set(log)) == [(0, 512), (512, 512), (1024, h - 1024)]
+    with rasterio.open(path) as ds:
+        np.testing.assert_array_equal(ds.read(1), codes)
+    with rasterio.open(confidence_path(path)) as ds:
+        np.testing.assert_array_equal(ds.read(1), conf)
+    with rasterio.open(probabilities_path(path)) as ds:
+        np.testing.assert_array_equal(ds.read(), probs)
 
 
 def test_crs_none(tmp_path, lulc_spec):
