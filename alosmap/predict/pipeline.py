@@ -579,6 +579,8 @@ def scene_tags(info: SceneInfo) -> dict[str, str]:
 #: Strips held at once: the one the main thread cuts windows from and the one the
 #: reader prepares (a strip is tile rows × scene width: memory grows with width).
 _STRIPS_IN_FLIGHT = 2
+#: Seconds a reader or writer thread may take to stop before a warning names it.
+_JOIN_NOTICE_S = 2.0
 
 
 def _reader(
@@ -712,17 +714,19 @@ def _run(
     )
     bar = _progress_bar(total, Path(info.path), progress)
     feeder = _Feeder(rt, acc, source, opts.batch_size, bar, clock, slots)
+    stopping = True  # until the scene has streamed: a failure or Ctrl-C
     try:
         # started inside the try: a Ctrl-C while a thread starts still stops both
         reader.start()
         wthread.start()
         feeder.feed(_strips(strips))
         pixels = acc.class_pixels
+        stopping = False
     finally:
         stop.set()
         jobs.put(_STOP)
         # both threads end before the scene and the writer close under them
-        _join_threads(wthread, reader)
+        _join_threads(wthread, reader, stopping=stopping)
         bar.close()
     if write_errors:
         raise write_errors[0]
@@ -740,21 +744,32 @@ def _run(
     return stats
 
 
-def _join_threads(*threads: threading.Thread) -> None:
+def _join_threads(*threads: threading.Thread, stopping: bool = False) -> None:
     """Wait until every started thread has ended, whatever Ctrl-C says meanwhile.
 
     The reader and writer threads use the scene's and the writer's GDAL datasets,
     which close right after: leaving one running there crashes the process (seen:
     a segmentation fault after Ctrl-C). They stop at their next strip or row, so
-    the wait is short; a Ctrl-C during it is raised once they have.
+    the wait is short; a Ctrl-C during it is raised once they have. When
+    ``stopping`` (a failure or Ctrl-C, not the writer draining its last rows), a
+    thread still busy after :data:`_JOIN_NOTICE_S` (a read from a slow or hung
+    network file) is named in a warning, once, so that the wait is not silent.
     """
     interrupted = False
     for t in threads:
+        noticed = not stopping
         while t.ident is not None and t.is_alive():
             try:
-                t.join()
+                t.join(None if noticed else _JOIN_NOTICE_S)
             except KeyboardInterrupt:
                 interrupted = True
+            if not noticed and t.is_alive():
+                noticed = True
+                logger.warning(
+                    "waiting for the %s thread to end its current %s before stopping",
+                    t.name.removeprefix("alosmap-"),
+                    "write" if "writer" in t.name else "read",
+                )
     if interrupted:
         raise KeyboardInterrupt
 

@@ -325,3 +325,45 @@ def test_ctrl_c_while_the_threads_start_stops_the_reader_first(
         predict_scene(small_scene, out / "m.tif", model=tiny_lulc_model)
     assert not [t for t in threading.enumerate() if t.name == "alosmap-reader"]
     assert list(out.iterdir()) == []
+
+
+def test_stopping_names_a_thread_that_is_slow_to_end(
+    monkeypatch, tmp_path, make_geotiff, caplog
+):
+    """Ctrl-C while the reader waits on a slow read: the wait is announced (once),
+    the interrupt still leaves, nothing is left; a normal end announces nothing."""
+    import time
+
+    from alosmap.io.writer import MapWriter
+    from alosmap.predict import pipeline
+    from alosmap.predict.tiles import StripSource
+
+    monkeypatch.setattr(pipeline, "_JOIN_NOTICE_S", 0.05)
+    real_read, real_write = StripSource.read, MapWriter.write_rows
+
+    def slow_read(self, row):
+        time.sleep(0.3)  # a slow network file
+        return real_read(self, row)
+
+    def slow_write(self, *args, **kw):
+        time.sleep(0.1)  # the writer draining its last rows at the end
+        return real_write(self, *args, **kw)
+
+    scene = make_geotiff(np.full((300, 300), 2000, dtype=np.uint16))
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setattr(MapWriter, "write_rows", slow_write)
+    kw = dict(overlap=16, batch_size=2)
+    predict_scene(scene, out / "ok.tif", runtime=ConvRuntime(tile=64), **kw)
+    assert "waiting for" not in caplog.text
+
+    monkeypatch.setattr(StripSource, "read", slow_read)
+    with pytest.raises(KeyboardInterrupt):
+        predict_scene(
+            scene, out / "m.tif", runtime=ExplodingRuntime(1, KeyboardInterrupt), **kw
+        )
+    notices = [r for r in caplog.records if "waiting for" in r.getMessage()]
+    assert [r.getMessage() for r in notices] == [
+        "waiting for the reader thread to end its current read before stopping"
+    ]
+    assert all(p.name.startswith("ok") for p in out.iterdir())  # none of m.tif
