@@ -20,7 +20,11 @@
     pre-activation, whereas the mean would halve it); then timm's
     ``checkpoint_filter_fn`` renames ``layers.i.downsample`` →
     ``layers.(i+1).downsample`` and resizes relative position bias tables to our
-    windows.
+    windows (and a patch embedding of another size). Only this conversion needs
+    timm, an optional dependency (``pip install 'alosmap[mixmim]'``), imported only
+    for a checkpoint that needs it: for keys already in the encoder's layout with
+    its shapes (every alosmap encoder file, a MixMIM checkpoint already converted)
+    the filter is the identity and is not called.
 
 A full alosmap model file (``alosmap.spec`` metadata) or a file with no encoder key
 is refused with :class:`CheckpointError`; a shape mismatch (another preset) names
@@ -194,6 +198,57 @@ def _strip_prefix(key: str) -> str:
     return key
 
 
+def _conversion_needed(state: dict[str, torch.Tensor], encoder: nn.Module) -> str:
+    """Why ``state`` needs timm's ``checkpoint_filter_fn`` ("" when it does not).
+
+    The filter renames the downsample layers of MixMIM's layout, resamples a patch
+    embedding of another kernel size and resizes relative position bias tables of
+    other windows (same heads); otherwise it only drops the ``relative_position_index``
+    and ``attn_mask`` buffers, which ``_DROP`` has already dropped: it would return
+    ``state`` unchanged. Raises AttributeError, as the filter does, for a bias table
+    of a block the encoder lacks.
+    """
+    if "layers.0.downsample.reduction.weight" in state:
+        return "MixMIM's layout, downsampling at the end of a stage"
+    w = state.get("patch_embed.proj.weight")
+    own = encoder.get_parameter("patch_embed.proj.weight")
+    if w is not None and tuple(w.shape[-2:]) != tuple(own.shape[-2:]):
+        return f"a {tuple(w.shape[-2:])} patch embedding to resample"
+    for k, v in state.items():
+        if k.endswith("relative_position_bias_table"):
+            attn = encoder.get_submodule(k[:-29])
+            table = cast(torch.Tensor, attn.relative_position_bias_table)
+            if v.shape[1:] == table.shape[1:] and v.shape[0] != table.shape[0]:
+                return "relative position bias tables of other windows to resize"
+    return ""
+
+
+def _map_swin_keys(
+    state: dict[str, torch.Tensor], encoder: nn.Module, path: Path
+) -> dict[str, torch.Tensor]:
+    """``state`` through timm's ``checkpoint_filter_fn`` where it changes anything.
+
+    Raises:
+        CheckpointError: the conversion fails, or is needed and timm is missing.
+    """
+    try:
+        reason = _conversion_needed(state, encoder)
+        if not reason:
+            return dict(state)
+        try:
+            from timm.models.swin_transformer import checkpoint_filter_fn
+        except ImportError:
+            raise CheckpointError(
+                f"{path}: converting it ({reason}) needs timm, which is not "
+                "installed: pip install 'alosmap[mixmim]' (or pip install timm)"
+            ) from None
+        return checkpoint_filter_fn(state, encoder)
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot map onto the encoder ({exc})") from exc
+
+
 def load_pretrained_encoder(
     encoder: nn.Module, path: str | os.PathLike[str]
 ) -> LoadReport:
@@ -210,8 +265,6 @@ def load_pretrained_encoder(
         CheckpointError: unsafe or unreadable file, a full model file, no encoder
             key at all, or a shape mismatch (naming the first mismatching key).
     """
-    from timm.models.swin_transformer import checkpoint_filter_fn
-
     p = Path(path)
     raw, source = _read_state(p)
     report = LoadReport(source=source)
@@ -241,10 +294,7 @@ def load_pretrained_encoder(
     # only Swin-shaped keys go through timm's filter; the rest are reported
     swin = {k: v for k, v in state.items() if k.split(".")[0] in _ENCODER_ROOTS}
     other = [k for k in state if k not in swin]
-    try:
-        mapped = checkpoint_filter_fn(swin, encoder)
-    except Exception as exc:
-        raise CheckpointError(f"{p}: cannot map onto the encoder ({exc})") from exc
+    mapped = _map_swin_keys(swin, encoder, p)
     resized = [
         k
         for k, v in swin.items()

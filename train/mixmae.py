@@ -28,7 +28,7 @@ tokens of its own source image: the stage mask is window-partitioned like the to
 and the additive bias is ``-1e4`` where two tokens come from different images
 (MixMIM subtracts ``1e30``, or 65500 in fp16; ``-1e4`` is finite in every autocast
 dtype and still makes ``exp`` underflow to exactly 0 in float32). Because masks
-differ per pair, the bias is per sample, ``[B·nW, N, N]``; timm's
+differ per pair, the bias is per sample, ``[B·nW, N, N]``; the encoder's
 ``WindowAttention`` accepts it as its ``mask`` (``nW`` is then ``B·nW``).
 
 **Decoder (dual reconstruction).** The final-stage tokens (after the encoder's last
@@ -36,7 +36,8 @@ output LayerNorm, MixMIM's final ``norm``) are projected to the decoder width an
 split into two streams: the tokens of image ``i`` with a learnable mask token where
 ``i`` was hidden, and the tokens of the partner with the mask token elsewhere. Both
 streams go through the decoder side by side (``2B`` sequences), with a fixed 2-D
-sin-cos position embedding, timm ViT blocks, a LayerNorm and a linear layer that
+sin-cos position embedding, plain ViT blocks (timm's ``Block`` layout, without
+timm: :mod:`alosmap.train.vit_block`), a LayerNorm and a linear layer that
 predicts each 32×32 patch (``32·32·C`` values). Un-mixing takes, for each image and
 cell, the prediction from the sample in which that cell of the image was hidden, so
 every token is predicted from a view that did not show it. Decoder size per preset:
@@ -69,6 +70,7 @@ from torch import nn
 
 from alosmap.arch import ArchConfig
 from alosmap.models import SwinEncoder, sincos_pos_embed_2d
+from alosmap.train.vit_block import ViTBlock
 
 __all__ = [
     "DECODER_PRESETS",
@@ -360,7 +362,8 @@ class MixMAE(nn.Module):
             are frozen.
         decoder_embed: last-stage channels → decoder width.
         mask_token: learnable token for hidden cells.
-        decoder_blocks: timm ViT blocks.
+        decoder_blocks: plain ViT blocks (:class:`~alosmap.train.vit_block.ViTBlock`,
+            timm's ``Block`` layout).
         decoder_norm: LayerNorm before the prediction.
         decoder_pred: decoder width → ``patch·patch·in_chans`` pixels per cell.
         patch: cell size in pixels (the encoder stride).
@@ -377,8 +380,6 @@ class MixMAE(nn.Module):
             decoder: decoder size.
         """
         super().__init__()
-        from timm.models.vision_transformer import Block
-
         self.arch = arch
         self.decoder_config = decoder
         self.encoder = SwinEncoder(arch)
@@ -391,13 +392,7 @@ class MixMAE(nn.Module):
         self.decoder_embed = nn.Linear(c_last, decoder.dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder.dim))
         self.decoder_blocks = nn.ModuleList(
-            Block(
-                decoder.dim,
-                decoder.heads,
-                mlp_ratio=decoder.mlp_ratio,
-                qkv_bias=True,
-                norm_layer=nn.LayerNorm,
-            )
+            ViTBlock(decoder.dim, decoder.heads, decoder.mlp_ratio)
             for _ in range(decoder.depth)
         )
         self.decoder_norm = nn.LayerNorm(decoder.dim)

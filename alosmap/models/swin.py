@@ -1,15 +1,17 @@
 """The Swin modules of the encoder: patch embedding, window attention, blocks, stages.
 
 Written for alosmap so that mapping never imports timm (≈ 1.5 s of every ``alosmap
-predict``, most of it the torchvision and ``torch._dynamo`` modules timm pulls in;
-training still uses timm for MixMAE's decoder blocks and MixMIM checkpoints). They
-keep timm's module layout and parameter names, so the encoder's ``state_dict`` keys
-(``patch_embed.proj.weight``, ``layers.2.blocks.17.attn.qkv.weight``,
-``layers.1.downsample.reduction.weight``, ...) are those of timm's Swin and of MixMIM
-checkpoints passed through timm's ``checkpoint_filter_fn``; and a model built with a
-seed gets the initial weights the timm-built encoder had (same modules, built in the
-same order, the same truncated-normal draws). ``tests/models/test_swin_parity.py``
-checks both, and the outputs, against timm.
+predict``, most of it the torchvision and ``torch._dynamo`` modules timm pulls in).
+timm is an optional dependency (``alosmap[mixmim]``), imported only to convert MixMIM
+``.pth`` checkpoints; MixMAE's decoder blocks are alosmap's too
+(:mod:`alosmap.train.vit_block`). These modules keep timm's module layout and
+parameter names, so the encoder's ``state_dict`` keys (``patch_embed.proj.weight``,
+``layers.2.blocks.17.attn.qkv.weight``, ``layers.1.downsample.reduction.weight``,
+...) are those of timm's Swin and of MixMIM checkpoints passed through timm's
+``checkpoint_filter_fn``; and a model built with a seed gets the initial weights the
+timm-built encoder had (same modules, built in the same order, the same
+truncated-normal draws). ``tests/models/test_swin_parity.py`` checks both, and the
+outputs, against timm.
 
 What differs from timm's Swin on purpose: no shifted windows anywhere (MixMIM has
 none), so no shift sizes, roll or shifted-window mask; blocks run on an ``[B, H, W,

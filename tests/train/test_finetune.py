@@ -3,6 +3,7 @@ encoders and bad input."""
 
 import csv
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -195,6 +196,7 @@ def _fresh(arch):
 
 
 def test_mixmim_checkpoint_loads(tmp_path):
+    pytest.importorskip("timm")  # MixMIM's layout goes through timm's filter
     arch = get_preset("tiny", img_size=64)
     torch.manual_seed(0)
     source = build_model(arch).encoder
@@ -242,6 +244,73 @@ def test_own_encoder_file_loads_and_bad_files_fail(tmp_path):
     torch.save({"model": {"x": torch.zeros(1)}, "args": _Args()}, tmp_path / "u.pth")
     with pytest.raises(CheckpointError, match="safely"):
         load_pretrained_encoder(_fresh(arch), tmp_path / "u.pth")
+
+
+@pytest.fixture
+def no_timm(monkeypatch):
+    """timm as if not installed: importing it, or any of its modules, fails."""
+    for name in [m for m in sys.modules if m.startswith("timm.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "timm", None)
+
+
+def test_encoder_files_load_without_timm(tmp_path, no_timm):
+    arch = get_preset("tiny", img_size=64)
+    torch.manual_seed(0)
+    model = build_model(arch)
+    enc_file = save_encoder(model.encoder, arch, tmp_path / "enc.safetensors")
+    target = _fresh(arch)
+    report = load_pretrained_encoder(target, enc_file)
+    assert sorted(report.matched) == sorted(model.encoder.state_dict())
+    assert not report.missing and not report.unexpected and not report.notes
+    for k, v in model.encoder.state_dict().items():
+        assert torch.equal(target.state_dict()[k], v), k
+    # a .pth already in the encoder's layout needs no conversion either
+    torch.save({"model": model.encoder.state_dict()}, tmp_path / "own.pth")
+    assert load_pretrained_encoder(_fresh(arch), tmp_path / "own.pth").matched
+    # another preset: still the shape error, not a call for timm
+    with pytest.raises(CheckpointError, match=r"patch_embed\.proj\.weight has shape"):
+        load_pretrained_encoder(_fresh(get_preset("small", img_size=64)), enc_file)
+
+
+def test_conversions_without_timm_say_what_to_install(tmp_path, no_timm):
+    arch = get_preset("tiny", img_size=64)
+    torch.manual_seed(0)
+    encoder = build_model(arch).encoder
+    torch.save({"model": _mixmim_state(encoder)}, tmp_path / "mixmim.pth")
+    other_windows = save_encoder(encoder, arch, tmp_path / "enc.safetensors")
+    small_windows = _fresh(arch.replace(window_size=(4, 4, 4, 4)))
+    for target, path, why in [
+        (_fresh(arch), tmp_path / "mixmim.pth", "MixMIM's layout"),
+        (small_windows, other_windows, "relative position bias tables"),
+    ]:
+        with pytest.raises(CheckpointError) as err:
+            load_pretrained_encoder(target, path)
+        msg = str(err.value)
+        assert "\n" not in msg and why in msg, msg
+        assert "needs timm" in msg and "pip install 'alosmap[mixmim]'" in msg, msg
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # timm's table resizing
+def test_timm_filter_is_skipped_only_where_it_changes_nothing(tmp_path):
+    swin = pytest.importorskip("timm.models.swin_transformer")
+    from alosmap.train.checkpoint import _conversion_needed
+
+    arch = get_preset("tiny", img_size=64)
+    encoder = _fresh(arch)
+    own = encoder.state_dict()
+    assert _conversion_needed(own, encoder) == ""
+    mapped = swin.checkpoint_filter_fn(dict(own), encoder)
+    assert list(mapped) == list(own)
+    assert all(mapped[k] is v for k, v in own.items())
+    assert "MixMIM" in _conversion_needed(_mixmim_state(encoder), encoder)
+    big_patch = {**own, "patch_embed.proj.weight": torch.zeros(16, 1, 8, 8)}
+    assert "patch embedding" in _conversion_needed(big_patch, encoder)
+    # with timm, the tables of other windows are resized
+    enc_file = save_encoder(encoder, arch, tmp_path / "enc.safetensors")
+    target = _fresh(arch.replace(window_size=(4, 4, 4, 4)))
+    report = load_pretrained_encoder(target, enc_file)
+    assert "relative position bias tables resized" in report.summary()
 
 
 class _Args:
