@@ -82,6 +82,8 @@ Log = Callable[[str], None]
 
 #: The line a run logs once when the tensorboard package is not installed.
 TENSORBOARD_MISSING = "TensorBoard logs skipped: pip install 'alosmap[train]'"
+#: The line a run logs once when matplotlib is not installed (no PNG figures).
+FIGURES_MISSING = "figures (PNG) skipped: pip install 'alosmap[plot]'"
 
 
 class RunConfig(Protocol):
@@ -203,6 +205,7 @@ class TrainingRun(ABC, Generic[ConfigT, ResultT]):
         self.step = 0
         self.rows: list[dict[str, Any]] = []
         self.tb: Any = None
+        self.figures = False  # matplotlib is there (rank 0): draw()
 
     # -- hooks -----------------------------------------------------------------------
     @abstractmethod
@@ -354,6 +357,7 @@ class TrainingRun(ABC, Generic[ConfigT, ResultT]):
         if ckpt is not None:
             self._restore(ckpt)
         self.tb = self._tensorboard()
+        self.figures = self._can_draw()
 
     def _train_loader(self) -> None:
         from torch.utils.data import DataLoader, DistributedSampler
@@ -410,6 +414,21 @@ class TrainingRun(ABC, Generic[ConfigT, ResultT]):
             self.log(TENSORBOARD_MISSING)
             return None
         return SummaryWriter(str(self.out / "tb"), purge_step=self.epoch + 1)
+
+    def _can_draw(self) -> bool:
+        """Whether the figures can be drawn (primary process, matplotlib present).
+
+        Without matplotlib (the ``plot`` extra), one line says so; the run, its
+        CSV log and its model files are the same.
+        """
+        if not self.info.primary:
+            return False
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            self.log(FIGURES_MISSING)
+            return False
+        return True
 
     def autocast(self) -> Any:
         """Autocast to the AMP dtype on CUDA; a no-op context otherwise."""
@@ -517,7 +536,8 @@ class TrainingRun(ABC, Generic[ConfigT, ResultT]):
         if self.info.primary:
             self.save_products()
             write_csv(self.out / "log.csv", self.rows)
-            self.draw()
+            if self.figures:
+                self.draw()
             if self.tb is not None:
                 for k, v in self.scalars(row).items():
                     self.tb.add_scalar(k, v, int(row["epoch"]))

@@ -443,3 +443,33 @@ def test_bad_input(pretrain_data, make_training_data, tmp_path):
     _fails([*base, "--data", str(pretrain_data), "-o", str(tmp_path / "ftrun"),
             "--preset", "tiny", "--batch-size", "4"],
            "not an alosmap pretrain checkpoint")  # fmt: skip
+
+
+def test_without_matplotlib_pretraining_and_finetuning_still_run(
+    pretrain_data, tmp_path, monkeypatch
+):
+    """A core install (no `plot` extra): one line says the figures are skipped; the
+    runs, their logs and their model files are written (it crashed at the first
+    figure before)."""
+    from alosmap.train.engine import FIGURES_MISSING
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # not installed
+    lines: list[str] = []
+    pre = tmp_path / "pre"
+    pretrain(pretrain_data, pre, epochs=2, log=lines.append, **FAST)
+    ft = tmp_path / "ft"
+    finetune(
+        pretrain_data,
+        "water",
+        ft,
+        epochs=2,
+        pretrained=pre / "encoder.safetensors",
+        log=lines.append,
+        **FAST,
+    )
+    assert lines.count(FIGURES_MISSING) == 2  # once per run
+    assert FIGURES_MISSING == "figures (PNG) skipped: pip install 'alosmap[plot]'"
+    assert (pre / "encoder.safetensors").exists()
+    assert (ft / "model.safetensors").exists()
+    assert not list(tmp_path.rglob("*.png"))
+    assert len((ft / "log.csv").read_text().splitlines()) == 3  # header + 2 epochs
