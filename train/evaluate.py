@@ -19,6 +19,7 @@ and ``std_db``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,6 +30,7 @@ from torch import nn
 
 from alosmap._fileio import atomic_write_bytes
 from alosmap.classes import Legend
+from alosmap.errors import BackendUnavailableError
 from alosmap.metrics import (
     ConfusionMatrix,
     jsonable,
@@ -41,6 +43,8 @@ from alosmap.report import plot_confusion
 from alosmap.spec import ModelSpec, load_model
 from alosmap.train.data import PatchDataset, TrainingData
 from alosmap.train.errors import DatasetFormatError
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "evaluate",
@@ -173,15 +177,22 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def write_report(report: dict[str, Any], out_dir: str | os.PathLike[str]) -> Path:
-    """Write ``report.json`` and ``confusion_matrix.png`` into ``out_dir``."""
+    """Write ``report.json`` and ``confusion_matrix.png`` into ``out_dir``.
+
+    Without matplotlib (the ``plot`` extra) the figure is skipped with a warning
+    that says how to get it; the report is written all the same.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(report, indent=2, sort_keys=True) + "\n"
     atomic_write_bytes(out / "report.json", text.encode("utf-8"))
-    plot_confusion(
-        report["confusion_matrix"],
-        report["classes"],
-        out / "confusion_matrix.png",
-        title=f"{report['model']} — {report['split']} (row %)",
-    )
+    try:
+        plot_confusion(
+            report["confusion_matrix"],
+            report["classes"],
+            out / "confusion_matrix.png",
+            title=f"{report['model']} — {report['split']} (row %)",
+        )
+    except BackendUnavailableError:
+        logger.warning("confusion_matrix.png skipped: pip install 'alosmap[plot]'")
     return out / "report.json"

@@ -124,6 +124,7 @@ def batch(
     all_scenes = expand_scenes(scenes or [])
     if manifest is not None:
         all_scenes += read_manifest(manifest)
+    _refuse_directories(all_scenes)
     res = run_batch(
         all_scenes,
         output_dir,
@@ -134,6 +135,21 @@ def batch(
         progress=_common.show_progress(),
     )
     _report(res)
+
+
+def _refuse_directories(scenes: list[Path]) -> None:
+    """A directory among the scenes is a usage error (exit 2), not a failed scene.
+
+    Which of its files are scenes (HH, not HV, masks or date files) is the user's
+    call: a quoted glob says it.
+    """
+    for p in scenes:
+        if p.is_dir():
+            raise typer.BadParameter(
+                f"{p} is a directory: give its scenes, e.g. '{p / 'IMG-HH-*.tif'}' "
+                "(quoted: expanded here, '**' for subfolders) or a --manifest",
+                param_hint="SCENE",
+            )
 
 
 def _report(res: BatchResult) -> None:

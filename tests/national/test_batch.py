@@ -426,3 +426,22 @@ def test_confidence_file_missing_redoes_the_scene(
     conf.unlink()
     res = run_batch(small_scenes[:1], out, model=tiny_lulc_model, stac=False)
     assert len(res.done) == 1 and conf.is_file()
+
+
+def test_a_directory_is_a_usage_error_with_the_glob_to_use(
+    small_scenes, tiny_lulc_model, tmp_path, cli
+):
+    """`alosmap batch DIR` stops at once (exit 2) saying how to name its scenes,
+    instead of one "scene not found: DIR" failure in a report."""
+    folder = small_scenes[0].parent
+    out = tmp_path / "out"
+    code, _, err = cli("batch", folder, "-o", out, "-m", tiny_lulc_model)
+    text = "".join(err.replace("│", "").split())  # the error box, unwrapped
+    assert code == 2, err
+    assert "isadirectory" in text and "IMG-HH-*.tif" in text and folder.name in text
+    assert not out.exists()
+    manifest = tmp_path / "list.txt"
+    manifest.write_text(f"{small_scenes[0]}\n{folder}\n")
+    code, _, err = cli("batch", "-f", manifest, "-o", out, "-m", tiny_lulc_model)
+    text = "".join(err.replace("│", "").split())
+    assert code == 2 and "isadirectory" in text and not out.exists()

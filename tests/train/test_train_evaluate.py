@@ -119,3 +119,33 @@ def test_cli_bad_data(tmp_path, tiny_lulc_model):
     )
     assert res.exit_code == 1
     assert "not an alosmap dataset" in str(res.exception)
+
+
+def test_report_without_matplotlib_skips_only_the_figure(
+    make_training_data, tmp_path, monkeypatch
+):
+    """A core install: report.json is written, the PNG skipped with one warning (it
+    failed with exit 1 after writing the report before)."""
+    import sys
+
+    from alosmap.models import build_model
+    from alosmap.spec import save_model
+
+    data_dir = make_training_data()
+    spec = default_spec("lulc", get_preset("tiny", img_size=64), radiometry=SPEC_RAD)
+    model_file = save_model(
+        build_model(spec.arch).eval(), spec, tmp_path / "m.safetensors"
+    )
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # not installed
+    out = tmp_path / "report"
+    res = runner.invoke(
+        app,
+        [
+            *("train", "evaluate", "--model", str(model_file)),
+            *("--data", str(data_dir), "--split", "val", "-o", str(out)),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "report.json").read_text())["split"] == "val"
+    assert sorted(p.name for p in out.iterdir()) == ["report.json"]
+    assert "confusion_matrix.png skipped: pip install 'alosmap[plot]'" in res.output
