@@ -216,7 +216,8 @@ def test_mixmim_checkpoint_loads(tmp_path):
     assert "summed" in report.summary()
 
 
-def test_own_encoder_file_loads_and_bad_files_fail(tmp_path):
+def _own_encoder_loaded(tmp_path):
+    """A tiny model's encoder saved as alosmap writes it, loaded into a fresh one."""
     arch = get_preset("tiny", img_size=64)
     torch.manual_seed(0)
     model = build_model(arch)
@@ -224,6 +225,11 @@ def test_own_encoder_file_loads_and_bad_files_fail(tmp_path):
     target = _fresh(arch)
     report = load_pretrained_encoder(target, enc_file)
     assert sorted(report.matched) == sorted(model.encoder.state_dict())
+    return arch, model, enc_file, target, report
+
+
+def test_own_encoder_file_loads_and_bad_files_fail(tmp_path):
+    arch, model, enc_file, _, report = _own_encoder_loaded(tmp_path)
     assert not report.missing and not report.unexpected
 
     # a full model file
@@ -255,13 +261,7 @@ def no_timm(monkeypatch):
 
 
 def test_encoder_files_load_without_timm(tmp_path, no_timm):
-    arch = get_preset("tiny", img_size=64)
-    torch.manual_seed(0)
-    model = build_model(arch)
-    enc_file = save_encoder(model.encoder, arch, tmp_path / "enc.safetensors")
-    target = _fresh(arch)
-    report = load_pretrained_encoder(target, enc_file)
-    assert sorted(report.matched) == sorted(model.encoder.state_dict())
+    arch, model, enc_file, target, report = _own_encoder_loaded(tmp_path)
     assert not report.missing and not report.unexpected and not report.notes
     for k, v in model.encoder.state_dict().items():
         assert torch.equal(target.state_dict()[k], v), k
