@@ -171,7 +171,9 @@ class Legend:
     nodata: int
     binary: bool = False
     ignore: tuple[int, ...] = ()
-    _lut: np.ndarray = field(init=False, repr=False, compare=False)
+    #: label value + 1 → training index, for values -1 (any below 0) to 256 (any
+    #: above 255): the 256-entry lookup with an "unknown" entry at each end
+    _lut_ext: np.ndarray = field(init=False, repr=False, compare=False)
     #: label values outside 0..255 → training index (or IGNORE_INDEX)
     _wide: dict[int, int] = field(init=False, repr=False, compare=False)
 
@@ -181,13 +183,19 @@ class Legend:
         object.__setattr__(self, "ignore", tuple(int(v) for v in self.ignore))
         _check_legend(self)
         table = {v: IGNORE_INDEX for v in self.ignore} | self.label_values()
-        lut = np.full(256, UNKNOWN_LABEL, dtype=np.uint8)
+        ext = np.full(258, UNKNOWN_LABEL, dtype=np.uint8)
         for v, i in table.items():
             if 0 <= v <= 255:
-                lut[v] = i
-        object.__setattr__(self, "_lut", lut)
+                ext[v + 1] = i
+        ext.flags.writeable = False
+        object.__setattr__(self, "_lut_ext", ext)
         wide = {v: i for v, i in table.items() if not 0 <= v <= 255}
         object.__setattr__(self, "_wide", wide)
+
+    @property
+    def _lut(self) -> np.ndarray:
+        """The 256-entry lookup of uint8 labels (a view)."""
+        return self._lut_ext[1:257]
 
     # ------------------------------------------------------------ outputs
     @property
@@ -279,7 +287,6 @@ class Legend:
         """
         if a.dtype.kind == "b":
             return self._lut[a.view(np.uint8)]
-        ext = np.concatenate(([UNKNOWN_LABEL], self._lut, [UNKNOWN_LABEL]))
         whole: np.ndarray | None = None
         if a.dtype.kind == "f":
             finite = np.isfinite(a)
@@ -290,7 +297,7 @@ class Legend:
             bounds = max(info.min, -1), min(info.max, 256)
             idx = np.clip(a, *bounds).astype(np.int16, copy=False)
         idx += 1
-        out = ext.astype(np.uint8)[idx]
+        out = self._lut_ext[idx]
         if whole is not None:
             out[~finite] = IGNORE_INDEX
         if self._wide:

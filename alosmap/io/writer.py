@@ -273,6 +273,9 @@ class _BlockRows:
     Handed over whole, each block is compressed and written once, whatever the
     cache, which then needs to hold no written rows at all.
 
+    Each row must come once (:class:`MapWriter` checks it), so a count of the rows
+    received tells when a block row is complete.
+
     Args:
         height: rows of the raster.
         block: rows of a block.
@@ -280,8 +283,10 @@ class _BlockRows:
 
     def __init__(self, height: int, block: int) -> None:
         self.height, self.block = height, block
-        #: first row of a block row → (rows filled, one buffer per array)
-        self._open: dict[int, tuple[np.ndarray, list[np.ndarray | None]]] = {}
+        #: first row of an incomplete block row → one buffer per array
+        self._open: dict[int, list[np.ndarray | None]] = {}
+        #: first row of an incomplete block row → rows received
+        self._rows: dict[int, int] = {}
 
     def add(
         self, row0: int, arrays: list[np.ndarray | None]
@@ -302,25 +307,24 @@ class _BlockRows:
             if (s0, s1) == (b0, b1):
                 yield b0, part
                 continue
-            filled, bufs = self._open.get(b0) or self._new(b0, b1, part)
+            bufs = self._open.get(b0) or self._new(b0, b1 - b0, part)
             for buf, src in zip(bufs, part, strict=True):
                 if buf is not None and src is not None:
                     buf[..., s0 - b0 : s1 - b0, :] = src
-            filled[s0 - b0 : s1 - b0] = True
-            if filled.all():
-                del self._open[b0]
+            self._rows[b0] += s1 - s0
+            if self._rows[b0] == b1 - b0:
+                del self._open[b0], self._rows[b0]
                 yield b0, bufs
 
     def _new(
-        self, b0: int, b1: int, part: list[np.ndarray | None]
-    ) -> tuple[np.ndarray, list[np.ndarray | None]]:
-        rows = b1 - b0
+        self, b0: int, rows: int, part: list[np.ndarray | None]
+    ) -> list[np.ndarray | None]:
         bufs = [
             None if a is None else np.empty((*a.shape[:-2], rows, a.shape[-1]), a.dtype)
             for a in part
         ]
-        self._open[b0] = (np.zeros(rows, dtype=bool), bufs)
-        return self._open[b0]
+        self._open[b0], self._rows[b0] = bufs, 0
+        return bufs
 
 
 class MapWriter:
