@@ -41,7 +41,7 @@ lint: $(VENV)/.installed
 demo: $(VENV)/.installed
 	bash scripts/demo.sh $(VENV)
 
-## regenerate sample_data/ byte for byte
+## regenerate sample_data/ (byte for byte on the machine that made it; within 1 DN elsewhere)
 sample-data: $(VENV)/.installed
 	$(ALOSMAP) synth sample-data sample_data --overwrite
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -69,11 +70,19 @@ def cli(monkeypatch, capsys):
 
     def invoke(*args):
         monkeypatch.setattr(sys, "argv", ["alosmap", *map(str, args)])
+        # the command configures the root logger (-q: ERROR); later tests must not
+        # inherit that, whatever order they run in
+        root = logging.getLogger()
+        level, handlers = root.level, root.handlers[:]
         try:
             run()
             code = 0
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else int(e.code is not None)
+        finally:
+            root.setLevel(level)
+            root.handlers[:] = handlers
+            logging.captureWarnings(False)
         out, err = capsys.readouterr()
         return code, out, err
 

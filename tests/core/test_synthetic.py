@@ -42,8 +42,6 @@ WATER, BUILT, GREENHOUSE, SOLAR = (
 )
 ALL_CODES = [c.code for c in JAXA_CLASSES]
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "sample_data"
-#: Library versions the committed sample_data/ was made with (byte identity).
-SAMPLE_ENV = {"numpy": "2.4", "scipy": "1.17", "gdal": "3.10"}
 
 
 def _sha256(path: Path) -> str:
@@ -493,35 +491,43 @@ def test_committed_sample_data_metadata():
         assert tile.nodata == 0 and tile.dtypes == ("uint8",)
 
 
-def _env_matches() -> bool:
-    import numpy
-    import scipy
+#: Across machines the committed scenes are reproduced within this: float math
+#: vectorised for another instruction set (AVX2 against AVX-512) or other library
+#: versions rounds a few values the other way (3.4e-5 of the pixels by 1 DN seen).
+MAX_DN_STEP, MAX_CHANGED_FRACTION = 1, 1e-4
 
-    have = {
-        "numpy": numpy.__version__,
-        "scipy": scipy.__version__,
-        "gdal": rasterio.__gdal_version__,
-    }
-    return all(have[k].startswith(v + ".") for k, v in SAMPLE_ENV.items())
+
+def _differences(new: np.ndarray, old: np.ndarray) -> tuple[int, float]:
+    """Largest absolute difference and the fraction of pixels that differ."""
+    diff = np.abs(new.astype(np.int64) - old.astype(np.int64))
+    return int(diff.max()), float(np.mean(diff > 0))
 
 
 @needs_sample
-def test_sample_data_regenerates_identically(tmp_path):
-    res = CliRunner().invoke(app, ["sample-data", str(tmp_path)])
-    assert res.exit_code == 0, res.output
-    assert (tmp_path / "SHA256SUMS").read_text() == (
-        SAMPLE_DIR / "SHA256SUMS"
-    ).read_text() or not _env_matches()
-    # With other library versions, at least the pixels must (nearly) agree.
+def test_sample_data_regenerates_identically_here_and_closely_anywhere(tmp_path):
+    """Two regenerations on one machine are byte-identical; against the committed
+    files (made on another CPU, maybe with other libraries) the metadata is equal
+    and the pixels within ``MAX_DN_STEP`` on at most ``MAX_CHANGED_FRACTION``."""
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for out in runs:
+        res = CliRunner().invoke(app, ["sample-data", str(out)])
+        assert res.exit_code == 0, res.output
+    assert (runs[0] / "SHA256SUMS").read_text() == (runs[1] / "SHA256SUMS").read_text()
     for name in _read_sums(SAMPLE_DIR / "SHA256SUMS"):
         with (
-            rasterio.open(tmp_path / name) as new,
+            rasterio.open(runs[0] / name) as new,
             rasterio.open(SAMPLE_DIR / name) as old,
         ):
             assert new.profile == old.profile and new.tags() == old.tags()
-            if name.startswith("IMG-"):
-                x, y = new.read(1), old.read(1)
-                assert np.mean(x == y) > 0.999, name
+            step, changed = _differences(new.read(1), old.read(1))
+        if name.startswith("IMG-"):  # DN: a rounding moves a value by one
+            assert step <= MAX_DN_STEP and changed <= MAX_CHANGED_FRACTION, (
+                name,
+                step,
+                changed,
+            )
+        else:  # class codes: a value near a threshold may take the other class
+            assert changed <= MAX_CHANGED_FRACTION, (name, changed)
 
 
 def test_a_failed_write_leaves_no_partial_set(tmp_path, monkeypatch):

@@ -283,40 +283,77 @@ def test_without_pystac_the_batch_still_works(
 # -- resume after a crash, two ranks ------------------------------------------------
 
 
+#: ``alosmap batch`` whose model, on scene number ``sys.argv[1]`` (1-based), says
+#: READY on stdout and then waits until the process is interrupted or killed: the
+#: test chooses the moment of its signal by an event, whatever the machine's speed
+#: or load.
+_BLOCK_ON_SCENE = """
+import sys, threading
+from alosmap.cli.main import run
+from alosmap.predict import pipeline
+
+real_stream, scenes = pipeline.stream_scene, []
+
+class Blocking:
+    def __init__(self, rt):
+        self._rt = rt
+    def __getattr__(self, name):
+        return getattr(self._rt, name)
+    def run(self, batch):
+        print("READY", flush=True)
+        threading.Event().wait()  # until SIGINT raises KeyboardInterrupt here
+
+def stream_scene(scene, *args, **kw):
+    scenes.append(scene)
+    if len(scenes) == block_on:
+        kw["runtime"] = Blocking(kw["runtime"])
+    return real_stream(scene, *args, **kw)
+
+block_on = int(sys.argv[1])
+pipeline.stream_scene = stream_scene
+sys.argv = ["alosmap", *sys.argv[2:]]
+run()
+"""
+
+
+def _batch_blocked_on(scene: int, out: Path, model: Path) -> subprocess.Popen:
+    """Start ``alosmap -q batch SAMPLE_SCENES`` whose model blocks on scene ``scene``
+    (1-based); returns once it blocks (READY read) or has ended."""
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-c", _BLOCK_ON_SCENE, str(scene), "-q", "batch"),
+            *map(str, SAMPLE_SCENES),
+            *("-o", str(out), "-m", str(model), "--overlap", "0"),
+        ],
+        env=_subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    ready = proc.stdout.readline()  # blocks until the model waits (or the end)
+    if ready.strip() != "READY":
+        _, err = proc.communicate(timeout=300)
+        pytest.fail(f"batch did not reach scene {scene}: {ready!r} {err[-2000:]}")
+    return proc
+
+
 @pytest.mark.slow
 def test_ctrl_c_keeps_the_finished_scenes_and_leaves_no_partial_one(
     tiny_lulc_model, tmp_path
 ):
-    """Ctrl-C while scene 2 streams (scene 1 maybe finishing in the background):
-    scene 1 is completed and recorded, scene 2 leaves nothing, exit code 130."""
+    """Ctrl-C while the model runs on scene 2 (scene 1 maybe finishing in the
+    background): scene 1 is completed and recorded, scene 2 leaves nothing, exit
+    code 130."""
     out = tmp_path / "out"
     maps = [out / f"{s.stem}_lulc.tif" for s in SAMPLE_SCENES]
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "alosmap", "-q", "batch"),
-            *map(str, SAMPLE_SCENES),
-            *("-o", str(out), "-m", str(tiny_lulc_model), "--overlap", "0"),
-        ],
-        env=_subprocess_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 240
-    seen = False
-    while time.monotonic() < deadline and proc.poll() is None:
-        if list(out.glob(f".{maps[1].name}.*")):
-            proc.send_signal(signal.SIGINT)
-            seen = True
-            break
-        time.sleep(0.005)
-    proc.wait(timeout=120)
-    assert seen, proc.stderr.read().decode()[-2000:]
-    assert proc.returncode == 130
+    proc = _batch_blocked_on(2, out, tiny_lulc_model)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
     assert maps[0].is_file() and record_path(out, maps[0].stem).is_file()
+    assert not maps[1].exists() and not record_path(out, maps[1].stem).exists()
     assert not maps[2].exists()
-    if not record_path(out, maps[1].stem).exists():  # interrupted: nothing of it left
-        assert not maps[1].exists()
-        assert not list(out.glob(f".{maps[1].name}.*"))
+    assert not list(out.glob(".*lulc*"))  # no temporaries of any scene
 
 
 @pytest.mark.slow
@@ -325,32 +362,18 @@ def test_resume_after_a_crash_redoes_only_the_unfinished_scene(
 ):
     out = tmp_path / "out"
     maps = [out / f"{s.stem}_lulc.tif" for s in SAMPLE_SCENES]
-    args = [
-        "batch",
-        *map(str, SAMPLE_SCENES),
-        "-o",
-        str(out),
-        "-m",
-        str(tiny_lulc_model),
-    ]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "alosmap", "-q", *args, "--overlap", "0"],
-        env=_subprocess_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    # kill -9 as soon as the third scene's map is being written and the second
-    # scene (finished in the background meanwhile) is recorded
-    deadline = time.monotonic() + 240
-    leftovers = []
-    while time.monotonic() < deadline and proc.poll() is None:
-        leftovers = list(out.glob(f".{maps[2].name}.*"))
-        if leftovers and record_path(out, maps[1].stem).exists():
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.005)
-    proc.wait(timeout=60)
-    assert leftovers, proc.stderr.read().decode()[-2000:]
+    proc = _batch_blocked_on(3, out, tiny_lulc_model)
+    # kill -9 while the third scene's map is being written, once the second scene
+    # (finishing in the background meanwhile: a state reached whatever the load)
+    # is recorded
+    deadline = time.monotonic() + 300
+    while not record_path(out, maps[1].stem).exists() and proc.poll() is None:
+        assert time.monotonic() < deadline, "scene 2 was never recorded"
+        time.sleep(0.01)
+    leftovers = list(out.glob(f".{maps[2].name}.*"))
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert leftovers, err[-2000:]
     assert proc.returncode == -signal.SIGKILL
     # the unfinished scene has no finished-looking map and no record
     assert maps[0].is_file() and maps[1].is_file() and not maps[2].exists()

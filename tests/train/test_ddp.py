@@ -4,10 +4,16 @@ Under torchrun each rank gets 2 of the 4 training patches. On CPU the decoder's
 BatchNorm cannot be synchronised (SyncBatchNorm needs a GPU), so each rank
 normalises with its own 2 patches and DDP averages the two ranks' gradients: the
 single-process reference therefore runs the two halves separately and optimises
-the mean of their losses. Adam's first step is ``lr·g/(|g|+ε)``, which magnifies
-float reduction-order differences where ``|g| ≈ ε``, so parameters agree to a
-fraction of the LR (measured ≈ 0.08·lr); a wrong gradient (e.g. rank 0's data only)
-is off by ≈ 2·lr.
+the mean of their losses.
+
+What is compared is the all-reduced gradient, not the updated weights: AdamW's
+first step moves each weight by about ``lr·sign(g)``, so a gradient near zero whose
+sign depends on the summation order (which differs between instruction sets, e.g.
+AVX2 and AVX-512) moves by 2·lr. The gradient of the DDP step is read back from
+the checkpoint's optimiser state (after one step Adam's first moment is
+``(1 − β1)·g``), and it must match the reference's to float tolerance relative to
+the gradient's scale; a wrong gradient (e.g. rank 0's data only) is off by the
+order of the gradient itself.
 """
 
 import os
@@ -80,12 +86,29 @@ def test_two_process_step_matches_single_process(make_training_data, tmp_path):
         total = total + loss_fn(model(x), y) / 2
     opt.zero_grad()
     total.backward()
-    opt.step()
 
-    diffs = {
-        k: (ckpt["model"][k] - p.detach()).abs().max().item()
-        for k, p in model.named_parameters()
-    }
-    worst = max(diffs, key=diffs.get)
-    print(f"DDP parity: max |Δw| = {diffs[worst]:.3g} ({worst})")
-    assert diffs[worst] < 0.2 * LR, (worst, diffs[worst])
+    # the DDP run's gradient of each parameter, from Adam's first moment after step 1
+    beta1 = ckpt["optimizer"]["param_groups"][0]["betas"][0]
+    state = ckpt["optimizer"]["state"]
+    ids = [i for g in ckpt["optimizer"]["param_groups"] for i in g["params"]]
+    params = [p for g in opt.param_groups for p in g["params"]]
+    assert len(ids) == len(params)
+    names = {id(p): k for k, p in model.named_parameters()}
+    # a tensor's error relative to its own gradient, or to a thousandth of the
+    # model's largest one where its own is numerically zero (a bias before a norm)
+    floor = 1e-3 * max(p.grad.abs().max().item() for p in params if p.grad is not None)
+    errors = {}
+    for i, p in zip(ids, params, strict=True):
+        if p.grad is None:
+            continue
+        ddp_grad = state[i]["exp_avg"] / (1 - beta1)
+        scale = max(p.grad.abs().max().item(), floor)
+        errors[names[id(p)]] = (ddp_grad - p.grad).abs().max().item() / scale
+    worst = max(errors, key=errors.get)
+    print(f"DDP parity: max |Δg|/max|g| = {errors[worst]:.3g} ({worst})")
+    # float32 sums in another order: ~1e-5 relative (measured); a wrong gradient: ~1
+    assert errors[worst] < 1e-3, (worst, errors[worst])
+    # and the weights took that step (within the documented 2·lr of sign flips)
+    opt.step()
+    for k, p in model.named_parameters():
+        assert (ckpt["model"][k] - p.detach()).abs().max().item() <= 2.5 * LR, k
