@@ -5,23 +5,29 @@ command's inputs is refused whatever ``overwrite`` says, outputs are refused whe
 exist (unless ``overwrite``), built in hidden temporary files beside the final path
 (``.<name>.<kind>-<pid>-<random>``) and renamed into place only when complete. The
 process id in the name tells a later run which leftovers of a killed run it may remove
-(:func:`remove_stale_temps`).
+(:func:`remove_stale_temps`). Without ``overwrite`` the final rename never replaces a
+file that appeared meanwhile (another run writing the same output):
+:func:`rename_no_replace` fails instead, and nothing of this run stays.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import functools
 import hashlib
 import os
 import re
 import secrets
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import cast
 
-from alosmap.errors import OutputExistsError, OutputPathError
+from alosmap.errors import DiskFullError, OutputExistsError, OutputPathError
 
 
 def check_overwrite(paths: Iterable[str | os.PathLike[str]], overwrite: bool) -> None:
@@ -39,9 +45,104 @@ def check_overwrite(paths: Iterable[str | os.PathLike[str]], overwrite: bool) ->
             names += f" and {len(existing) - 3} more"
         verb = "exists" if len(existing) == 1 else "exist"
         raise OutputExistsError(
-            f"{names} {verb}; pass --overwrite (overwrite=True) to replace, or "
-            "choose another path"
+            f"{names} {verb}; pass --overwrite to replace, or choose another path"
         )
+
+
+def appeared_meanwhile(path: str | os.PathLike[str]) -> OutputExistsError:
+    """The error for an output that appeared while this run was writing it."""
+    return OutputExistsError(
+        f"{path} appeared meanwhile (another run writing the same output?); left "
+        "it as it is and kept nothing of this run: choose another path, or pass "
+        "--overwrite to replace it"
+    )
+
+
+#: ``renameat2`` flag: fail with EEXIST instead of replacing the target (Linux).
+_RENAME_NOREPLACE = 1
+#: ``AT_FDCWD``: paths relative to the working directory (Linux).
+_AT_FDCWD = -100
+
+
+@functools.cache
+def _renameat2() -> Callable[..., int] | None:
+    """The C library's ``renameat2`` (Linux, glibc 2.28 or later), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        func = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
+    func.restype = ctypes.c_int
+    return cast("Callable[..., int]", func)
+
+
+def rename_no_replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Rename ``src`` to ``dst`` unless ``dst`` exists, atomically.
+
+    ``renameat2(RENAME_NOREPLACE)`` where the system and file system have it; else,
+    for a file, a hard link ``dst`` (which fails if ``dst`` exists) and the removal
+    of ``src``; else (a directory, a file system without hard links) a rename after
+    a check, which only a run starting in between can defeat.
+
+    Raises:
+        FileExistsError: ``dst`` exists (``src`` is left as it is).
+        OSError: the rename failed otherwise.
+    """
+    src_b, dst_b = os.fsencode(src), os.fsencode(dst)
+    func = _renameat2()
+    if func is not None:
+        if func(_AT_FDCWD, src_b, _AT_FDCWD, dst_b, _RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err == errno.EEXIST:
+            raise FileExistsError(err, os.strerror(err), os.fsdecode(dst))
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EPERM):
+            raise OSError(err, os.strerror(err), os.fsdecode(src))
+        # the file system has no RENAME_NOREPLACE: below
+    if not os.path.isdir(src_b):
+        try:
+            os.link(src_b, dst_b, follow_symlinks=False)
+        except FileExistsError:
+            raise
+        except OSError:
+            pass  # no hard links here (EPERM, ENOTSUP, EXDEV…): below
+        else:
+            os.unlink(src_b)
+            return
+    if os.path.lexists(dst_b):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), os.fsdecode(dst))
+    os.rename(src_b, dst_b)
+
+
+def move_into_place(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], *, replace: bool
+) -> None:
+    """Rename a finished temporary onto its final path.
+
+    Args:
+        src: the temporary.
+        dst: the final path.
+        replace: replace ``dst`` if it exists (``--overwrite``); else a ``dst``
+            that appeared since the outputs were checked is left as it is.
+
+    Raises:
+        OutputExistsError: ``dst`` exists and not ``replace`` (``src`` is kept).
+    """
+    if replace:
+        os.replace(src, dst)
+        return
+    try:
+        rename_no_replace(src, dst)
+    except FileExistsError as exc:
+        raise appeared_meanwhile(dst) from exc
 
 
 def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
@@ -216,6 +317,44 @@ def write_failed_for_space(
         return False
 
 
+def format_size(n: int) -> str:
+    """Bytes as people read them: ``512 B``, ``1.5 KiB``, ``230.4 MiB``, ``1.2 GiB``."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def disk_full_error(
+    output: str | os.PathLike[str],
+    directory: str | os.PathLike[str],
+    needed: int | None = None,
+) -> DiskFullError:
+    """The one-line error for a full disk while writing ``output`` into ``directory``.
+
+    It names the directory, its free space and, when known, the space ``needed``.
+    """
+    try:
+        free: int | None = shutil.disk_usage(directory).free
+    except OSError:
+        free = None
+    room = format_size(free) if free is not None else "too little space"
+    need = (
+        f", the outputs need up to {format_size(needed)} before compression"
+        if needed
+        else ""
+    )
+    return DiskFullError(
+        f"disk full while writing {output}: {room} free in {directory}{need}; free "
+        "some space or choose another output directory (nothing was written)",
+        directory=str(directory),
+        free=free,
+        needed=needed,
+    )
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
@@ -228,7 +367,9 @@ def make_readable(path: str | os.PathLike[str]) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[Path]:
+def atomic_path(
+    path: str | os.PathLike[str], suffix: str = ".tmp", *, replace: bool = True
+) -> Iterator[Path]:
     """Yield a hidden temporary file beside ``path``, renamed onto it on success.
 
     The file exists (empty) when yielded; a writer that must create it itself (GDAL)
@@ -238,6 +379,12 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[
     Args:
         path: the final file.
         suffix: ending of the temporary name (a driver may need ``.gpkg``, ``.tif``).
+        replace: replace an existing ``path`` (``--overwrite``); else a ``path``
+            that appeared meanwhile (another run) is left as it is.
+
+    Raises:
+        OutputExistsError: ``path`` appeared meanwhile and not ``replace``
+            (nothing is left behind).
     """
     out = Path(path)
     fd, name = tempfile.mkstemp(prefix=temp_prefix(out), suffix=suffix, dir=out.parent)
@@ -246,25 +393,34 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[
     try:
         yield tmp
         make_readable(tmp)
-        os.replace(tmp, out)
+        move_into_place(tmp, out, replace=replace)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
+def atomic_write(
+    path: str | os.PathLike[str],
+    write: Callable[[Path], object],
+    *,
+    replace: bool = True,
+) -> Path:
     """Let ``write`` fill a temporary file beside ``path``, then rename it over it.
 
     On any error (or Ctrl-C) the temporary file is removed and ``path`` is untouched.
+    Without ``replace``, a ``path`` that appeared meanwhile is kept and
+    :class:`OutputExistsError` raised.
     """
-    with atomic_path(path) as tmp:
+    with atomic_path(path, replace=replace) as tmp:
         write(tmp)
     return Path(path)
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically."""
-    return atomic_write(path, lambda p: p.write_bytes(data))
+def atomic_write_bytes(
+    path: str | os.PathLike[str], data: bytes, *, replace: bool = True
+) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda p: p.write_bytes(data), replace=replace)
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -283,14 +439,17 @@ def atomic_dir(out_dir: Path, overwrite: bool, marker: str) -> Iterator[Path]:
     An existing ``out_dir`` is replaced only with ``overwrite``, and only when it is
     empty or holds ``marker`` (a file that says it is one of ours, e.g.
     ``dataset.json``). On any error the temporary directory is removed and
-    ``out_dir`` is untouched.
+    ``out_dir`` is untouched; an ``out_dir`` that appeared meanwhile (another run)
+    is never replaced.
 
     Raises:
         OutputExistsError: ``out_dir`` exists (without ``overwrite``), is not a
-            directory, or is a non-empty directory without ``marker``.
+            directory, or is a non-empty directory without ``marker``; or it
+            appeared while the temporary directory was being filled.
         OutputPathError: the parent directory does not exist.
     """
-    if out_dir.exists() or out_dir.is_symlink():
+    existed = out_dir.exists() or out_dir.is_symlink()
+    if existed:
         check_overwrite([out_dir], overwrite)
         if not out_dir.is_dir():
             raise OutputExistsError(f"{out_dir} exists and is not a directory")
@@ -306,13 +465,13 @@ def atomic_dir(out_dir: Path, overwrite: bool, marker: str) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
-        if out_dir.exists():
+        if existed and out_dir.exists():  # checked above: ours to replace
             old = Path(tempfile.mkdtemp(prefix=temp_prefix(out_dir, "old"), dir=parent))
             os.replace(out_dir, old / "d")
             os.replace(tmp, out_dir)
             shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
+        else:  # absent when checked: whatever appeared meanwhile is not ours
+            move_into_place(tmp, out_dir, replace=False)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

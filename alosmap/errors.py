@@ -1,9 +1,9 @@
 """Exceptions and warnings raised by alosmap.
 
 Library code raises these typed errors; only the command-line layer turns them into
-exit codes (1 for an :class:`AlosmapError`, 2 for usage errors). Where it helps, an
-error also derives from the matching builtin so ``except OSError`` / ``except
-ValueError`` keeps working.
+exit codes (1 for an :class:`AlosmapError`, 2 for usage errors, 143 for
+:class:`Terminated`). Where it helps, an error also derives from the matching builtin
+so ``except OSError`` / ``except ValueError`` keeps working.
 """
 
 from __future__ import annotations
@@ -41,6 +41,27 @@ class OutputPathError(AlosmapError, OSError):
     """An output path cannot be written (missing or read-only directory, bad suffix)."""
 
 
+class DiskFullError(OutputPathError):
+    """The disk (or quota) filled up while writing an output; nothing was left.
+
+    Attributes:
+        directory: the directory written to (its file system is full).
+        free: its free bytes when the error was seen (None: unknown).
+        needed: bytes the outputs may need at most (None: unknown).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        directory: str | None = None,
+        free: int | None = None,
+        needed: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.directory, self.free, self.needed = directory, free, needed
+
+
 class BackendUnavailableError(AlosmapError, ImportError):
     """An optional runtime (ONNX Runtime, TensorRT, CUDA) is not installed."""
 
@@ -71,3 +92,11 @@ class ExportError(AlosmapError, ValueError):
 
 class ParityError(ExportError):
     """An exported model's output differs from its reference beyond the tolerance."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread of the command-line tool.
+
+    A ``KeyboardInterrupt`` so that every clean-up that Ctrl-C runs runs alike
+    (no hidden temporaries are left); the tool then exits with 143.
+    """

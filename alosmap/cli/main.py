@@ -2,7 +2,9 @@
 
 Exit codes: 0 success, 1 failure (an :class:`~alosmap.errors.AlosmapError` or a full
 disk, reported as one line on stderr; traceback with ``-vv``), 2 usage error, 130
-interrupted. ``--install-completion`` / ``--show-completion`` set up shell completion.
+interrupted (Ctrl-C), 143 terminated (SIGTERM); a stopped command cleans up as it
+does on a failure and says so in one line. ``--install-completion`` /
+``--show-completion`` set up shell completion.
 
 The ``train`` and ``export`` sub-apps are mounted lazily (:data:`LAZY_APPS`): their
 modules are imported only when one of their commands (or their own ``--help``) runs,
@@ -219,8 +221,8 @@ def main(
     _common.configure_logging(-1 if quiet else verbose)
     from alosmap._process import configure_process
 
-    # GDAL's block cache; the environment wins
-    configure_process(ctx.invoked_subcommand)
+    # GDAL's block cache (the environment wins); libtiff's own lines below -vv
+    configure_process(ctx.invoked_subcommand, verbosity=-1 if quiet else verbose)
 
 
 app.command("predict")(predict)
@@ -236,16 +238,34 @@ app.add_typer(synth_app, name="synth")
 
 
 def run() -> None:
-    """Console-script entry point: run the app and map errors to exit codes."""
+    """Console-script entry point: run the app and map errors to exit codes.
+
+    SIGTERM and Ctrl-C stop the command with its clean-up (see
+    :func:`~alosmap._process.sigterm_interrupts`), then one line and 143 or 130.
+    """
+    from alosmap._process import INTERRUPTED_EXIT, TERMINATED_EXIT, sigterm_interrupts
+
+    with sigterm_interrupts() as signals:
+        try:
+            _run()
+        except BaseException as exc:
+            if not signals and not _interrupted(exc):
+                raise
+    if signals:
+        _common.error_line("terminated")
+        sys.exit(TERMINATED_EXIT)
+    _common.error_line("interrupted")
+    sys.exit(INTERRUPTED_EXIT)
+
+
+def _run() -> None:
+    """Run the app; report an error as one line and exit 1 (see :func:`_fail`)."""
     from alosmap.errors import AlosmapError
 
     try:
         app()
     except AlosmapError as exc:
         _fail(exc, str(exc))
-    except KeyboardInterrupt:
-        _common.error_line("interrupted")
-        sys.exit(130)
     except Exception as exc:
         from alosmap._fileio import is_disk_full
 
@@ -254,11 +274,27 @@ def run() -> None:
         _fail(exc, str(exc))
 
 
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` comes of Ctrl-C: a ``KeyboardInterrupt`` or what it caused.
+
+    Typer turns a ``KeyboardInterrupt`` into an exit (130) that silently chains it.
+    """
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def _fail(exc: Exception, message: str) -> None:
     """Report ``exc`` as one line (a full disk as such) and exit 1; raise at ``-vv``."""
     from alosmap._fileio import is_disk_full
+    from alosmap.errors import DiskFullError
 
-    if is_disk_full(exc):
+    if is_disk_full(exc) and not isinstance(exc, DiskFullError):
         message = (
             f"disk full while writing {_disk_full_target(exc)}; nothing was written"
         )

@@ -5,7 +5,10 @@ writes them into a hidden temporary tiled GeoTIFF beside the output and, once ev
 row is there, turns it into a Cloud-Optimized GeoTIFF (GDAL's COG driver) and moves
 it into place with :func:`os.replace`. A file at the output path is therefore always
 complete; an interrupted run leaves nothing behind (and an existing output that was
-to be overwritten stays untouched until the new one is complete).
+to be overwritten stays untouched until the new one is complete). Without
+``overwrite`` no file is replaced: one that appeared meanwhile (another run writing
+the same output) stops the move and nothing of this run stays
+(:class:`~alosmap.errors.OutputExistsError`).
 
 Output encoding
 ---------------
@@ -70,8 +73,9 @@ ZSTD (which the bundled GDAL supports) because every GeoTIFF reader understands 
 
 Safety: an output that is one of ``inputs`` is refused whatever ``overwrite`` says;
 the leftovers of a killed run (hidden temporaries of these outputs, owned by no live
-process) are removed when a writer opens; a full disk raises :class:`OutputPathError`
-("disk full while writing ...") and leaves nothing behind.
+process) are removed when a writer opens; a full disk raises
+:class:`~alosmap.errors.DiskFullError` ("disk full while writing ...", naming the
+directory, its free space and what the outputs need) and leaves nothing behind.
 
 Reading maps back (legend, class names) is :mod:`alosmap.io.maps`.
 """
@@ -79,6 +83,8 @@ Reading maps back (legend, class names) is :mod:`alosmap.io.maps`.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import json
 import logging
 import os
@@ -99,10 +105,14 @@ from rasterio.windows import Window
 
 from alosmap._fileio import (
     LOW_SPACE,
+    appeared_meanwhile,
     check_not_input,
     check_output_place,
     check_overwrite,
+    disk_full_error,
+    make_readable,
     remove_stale_temps,
+    rename_no_replace,
     temp_path,
     write_failed_for_space,
 )
@@ -110,7 +120,7 @@ from alosmap._version import __version__
 from alosmap.classes import ClassInfo, colormap
 from alosmap.errors import AlosmapError, OutputPathError
 from alosmap.io.maps import sidecar_path
-from alosmap.io.style import style_path, write_class_styles, write_percent_style
+from alosmap.io.style import class_qml, pam_xml, percent_qml, style_path
 from alosmap.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -357,7 +367,8 @@ class MapWriter:
         confidence: also write ``<stem>_confidence.tif`` (percent).
         probabilities: also write ``<stem>_probabilities.tif``.
         tags: extra dataset metadata (non-string values are stored as JSON).
-        overwrite: replace existing outputs (only once the new ones are complete).
+        overwrite: replace existing outputs (only once the new ones are complete);
+            without it no file is replaced, not even one that appears meanwhile.
         params: run parameters, stored as JSON in ``ALOSMAP_PARAMS``.
         source_scene: the input scene; its file name goes in ``SOURCE_SCENE``.
         inputs: files the outputs must not be (the scene); refused whatever
@@ -367,7 +378,8 @@ class MapWriter:
         OutputExistsError: an output exists and ``overwrite`` is False.
         OutputPathError: an output is an input; the directory is missing or not
             writable, the path is a directory or its suffix is not ``.tif``/``.tiff``;
-            the disk is full (nothing is left behind).
+            the disk is full (:class:`~alosmap.errors.DiskFullError`; nothing is
+            left behind).
     """
 
     def __init__(
@@ -400,9 +412,12 @@ class MapWriter:
                 f"width and height must be >= 1, got {self.width} x {self.height}"
             )
         self._check_paths(overwrite, list(inputs))
+        self._overwrite = bool(overwrite)
         finals = [
             f for p in self._outputs() for f in (p, sidecar_path(p), style_path(p))
         ]
+        #: sidecars already there (a deleted map's): replaced even without overwrite
+        self._old_sidecars = {f for f in finals if f.exists()}
         for f in remove_stale_temps(*finals):
             logger.info("removed leftover %s", f)
 
@@ -577,13 +592,21 @@ class MapWriter:
         """Turn a write error for want of space into one line.
 
         Raises:
-            OutputPathError: "disk full while writing ..." when the disk is full.
+            DiskFullError: "disk full while writing ..." when the disk is full,
+                naming the directory, its free space and what the outputs need.
         """
         if write_failed_for_space(exc, path.parent, low):
-            raise OutputPathError(
-                f"disk full while writing {self.path}; free some space or choose "
-                "another output directory (nothing was written)"
-            ) from exc
+            raise disk_full_error(self.path, path.parent, self.space_needed()) from exc
+
+    def space_needed(self) -> int:
+        """Bytes the outputs may need at most while :meth:`finalize` builds them.
+
+        Their uncompressed size, twice (the temporary GeoTIFFs and the COGs exist
+        together) plus a third (the COGs' overviews): compression makes the real
+        need smaller, often much smaller.
+        """
+        bands = 1 + self.confidence + (self.num_probability_bands * self.probabilities)
+        return self.width * self.height * bands * 7 // 3
 
     # -- writing ----------------------------------------------------------------
 
@@ -749,15 +772,17 @@ class MapWriter:
                         f"{_missing_ranges(self._written)} were never written "
                         f"({int((~self._written).sum())} of {self.height} missing)"
                     )
-                self._close_datasets()
+                closing = self._close_datasets()
                 # libtiff may fail to flush a full disk without an error GDAL raises
                 self._raise_if_disk_full(None, self.path, _NO_SPACE)
+                for level, message in closing:
+                    if level > _CE_WARNING:
+                        raise AlosmapError(f"cannot write {self.path}: {message}")
+                    logger.warning("%s: GDAL: %s", self.path, message)
                 cogs = [(self._build_cog(o), o.final) for o in self._files.values()]
-                self._write_styles()
-                # Replace the map last: its appearing marks the end of the run.
-                for cog, final in reversed(cogs):
-                    os.replace(cog, final)
-                    self._temps.remove(cog)
+                styles = self._write_styles()
+                # The map last: its appearing marks the end of the run.
+                self._move_into_place([*styles, *reversed(cogs)])
                 self._state = "finalized"
             except BaseException:
                 if self._state != "finalized":
@@ -767,6 +792,40 @@ class MapWriter:
             self._cleanup()
         logger.info("wrote %s", self.path)
         return self.path
+
+    def _move_into_place(self, moves: list[tuple[Path, Path]]) -> None:
+        """Rename each ``(temporary, final)`` in order: all of them, or none.
+
+        With ``overwrite`` each final file is replaced. Without, a final file is
+        never replaced (a sidecar already there when the writer opened, a deleted
+        map's, excepted): one that appeared meanwhile (another run) stops the
+        moves, and the files this run had moved already are removed, so that
+        no half set of outputs is left.
+
+        Raises:
+            OutputExistsError: a final file appeared meanwhile (not with
+                ``overwrite``).
+        """
+        placed: list[tuple[Path, int, int]] = []  # final, device, inode
+        try:
+            for tmp, final in moves:
+                st = os.stat(tmp)
+                if self._overwrite or final in self._old_sidecars:
+                    os.replace(tmp, final)
+                else:
+                    try:
+                        rename_no_replace(tmp, final)
+                    except FileExistsError as exc:
+                        raise appeared_meanwhile(final) from exc
+                placed.append((final, st.st_dev, st.st_ino))
+                self._temps.remove(tmp)
+        except BaseException:
+            for final, dev, ino in placed:  # ours only: not what replaced them since
+                with contextlib.suppress(OSError):
+                    st = os.lstat(final)
+                    if (st.st_dev, st.st_ino) == (dev, ino):
+                        final.unlink()
+            raise
 
     def _build_cog(self, out: _Output) -> Path:
         dst = self._temp_path(out.final, "cog")
@@ -780,7 +839,7 @@ class MapWriter:
             "BIGTIFF": "IF_SAFER",
             "NUM_THREADS": "ALL_CPUS",
         }
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _gdal_lines_held(out.tmp.name, dst.name):
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             try:
                 rasterio.shutil.copy(out.tmp, dst, driver="COG", **options)
@@ -789,31 +848,64 @@ class MapWriter:
                 raise AlosmapError(f"cannot write {out.final}: {exc}") from exc
         return dst
 
-    def _write_styles(self) -> None:
+    def _write_styles(self) -> list[tuple[Path, Path]]:
         """The sidecars: categories, colour table and QGIS styles of every file.
 
-        Written before the data files are moved into place, so that a full disk
-        leaves no new map behind; a stale ``.aux.xml`` (statistics of an old file)
-        of the confidence and probabilities files is removed.
+        Written into hidden temporaries before the data files are moved into
+        place (with them, by :meth:`_move_into_place`), so that a full disk leaves
+        no new map behind; a stale ``.aux.xml`` (statistics of an old file) of
+        the confidence and probabilities files is removed.
+
+        Returns:
+            ``(temporary, final)`` of each sidecar.
         """
+        classes, nodata = self.spec.classes, self.nodata
+        files = [
+            (style_path(self.path), class_qml(classes, nodata)),
+            (sidecar_path(self.path), pam_xml(classes, nodata)),
+        ]
+        for kind, title in (("confidence", "confidence"), ("probabilities", "")):
+            if kind in self._files:
+                final = self._files[kind].final
+                files.append(
+                    (style_path(final), percent_qml(1, title or "probability"))
+                )
+        moves = []
         try:
-            write_class_styles(self.path, self.spec.classes, self.nodata)
-            for kind, title in (("confidence", "confidence"), ("probabilities", "")):
-                if kind in self._files:
-                    final = self._files[kind].final
-                    write_percent_style(final, title or "probability")
-                    _unlink(sidecar_path(final))
+            for final, data in files:
+                tmp = self._temp_path(final, "tmp")
+                tmp.write_bytes(data)
+                make_readable(tmp)
+                moves.append((tmp, final))
+            for kind in ("confidence", "probabilities"):
+                if kind not in self._files:
+                    continue
+                stale = sidecar_path(self._files[kind].final)
+                if self._overwrite or stale in self._old_sidecars:
+                    _unlink(stale)
         except OSError as exc:
             self._raise_if_disk_full(exc, self.path)
             raise OutputPathError(
                 f"cannot write the styles of {self.path}: {exc}"
             ) from exc
+        return moves
 
-    def _close_datasets(self) -> None:
-        for out in self._files.values():
-            if out.ds is not None and not out.ds.closed:
-                out.ds.close()
-            out.ds = None
+    def _close_datasets(self) -> list[tuple[int, str]]:
+        """Close the temporary GeoTIFFs; GDAL's errors in doing so (not printed).
+
+        Closing writes the blocks GDAL still holds: on a full disk it fails, and
+        GDAL would print each error on stderr (rasterio raises none of them).
+
+        Returns:
+            ``(level, message)`` of GDAL's errors and warnings (see
+            :func:`_gdal_errors`).
+        """
+        with _gdal_errors() as caught:
+            for out in self._files.values():
+                if out.ds is not None and not out.ds.closed:
+                    out.ds.close()
+                out.ds = None
+        return caught
 
     def _cleanup(self) -> None:
         """Close datasets and remove every temporary file (and GDAL's by-products)."""
@@ -848,6 +940,84 @@ class MapWriter:
         if exc_type is None and self._state == "open":
             logger.warning("%s: leaving the writer without finalize()", self.path)
         self.abort()
+
+
+#: GDAL's error handler: ``void handler(CPLErr, CPLErrorNum, const char *message)``.
+_CPL_HANDLER = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_int, ctypes.c_char_p)
+#: GDAL's ``CE_Warning`` (``CE_Failure`` and ``CE_Fatal`` are above).
+_CE_WARNING = 2
+
+
+@functools.cache
+def _gdal_error_stack() -> tuple[Any, Any] | None:
+    """GDAL's ``CPLPushErrorHandler`` and ``CPLPopErrorHandler``; None if not found."""
+    from alosmap._process import loaded_libraries
+
+    for path in loaded_libraries("libgdal"):
+        try:
+            lib = ctypes.CDLL(path)
+            push, pop = lib.CPLPushErrorHandler, lib.CPLPopErrorHandler
+        except (OSError, AttributeError):
+            continue
+        push.argtypes, push.restype = [_CPL_HANDLER], None
+        pop.argtypes, pop.restype = [], None
+        return push, pop
+    return None
+
+
+@contextlib.contextmanager
+def _gdal_errors() -> Iterator[list[tuple[int, str]]]:
+    """Collect the errors GDAL reports in this thread during the block, unprinted.
+
+    Only for GDAL calls that rasterio does not watch (closing a dataset), where
+    GDAL would print them on stderr (``ERROR 1: ...``). Where libgdal is not found
+    (not Linux), nothing is collected and GDAL prints them.
+
+    Yields:
+        ``(level, message)`` of each: 2 a warning, 3 or more an error.
+    """
+    caught: list[tuple[int, str]] = []
+    stack = _gdal_error_stack()
+    if stack is None:
+        yield caught
+        return
+    push, pop = stack
+
+    def collect(level: int, number: int, message: bytes | None) -> None:
+        caught.append((level, (message or b"").decode("utf-8", "replace")))
+
+    handler = _CPL_HANDLER(collect)  # referenced until popped
+    push(handler)
+    try:
+        yield caught
+    finally:
+        pop()
+
+
+@contextlib.contextmanager
+def _gdal_lines_held(*names: str) -> Iterator[None]:
+    """Hold GDAL's log lines (rasterio's) about the files ``names`` during the block.
+
+    They are logged when the block succeeds, and dropped when it fails: its error
+    says what went wrong (a full disk makes GDAL warn of each file it could not
+    finish, then fail).
+    """
+    log = logging.getLogger("rasterio._env")
+    held: list[logging.LogRecord] = []
+
+    def hold(record: logging.LogRecord) -> bool:
+        if any(name in record.getMessage() for name in names):
+            held.append(record)
+            return False
+        return True
+
+    log.addFilter(hold)
+    try:
+        yield
+    finally:
+        log.removeFilter(hold)
+    for record in held:
+        log.handle(record)
 
 
 def _as_nodata(

@@ -530,7 +530,9 @@ def _plan(
 
     Raises:
         BatchError: see :func:`run_batch`.
+        AoiError: the area of interest is unusable (before any scene is opened).
     """
+    from alosmap.national.aoi import read_area
     from alosmap.predict.pipeline import model_file
     from alosmap.spec import load_spec
 
@@ -541,6 +543,8 @@ def _plan(
     spec = load_spec(model_path)
     # checked here once rather than failing every scene alike
     resolved = opts.for_model(spec, model_path.name)
+    bbox = opts.bbox if isinstance(opts.bbox, tuple) else None
+    read_area(bbox, opts.bbox_crs, opts.aoi)  # a bad area fails here, not per scene
     model_sha = sha256_file(model_path)
     fingerprint = resolved.fingerprint(model_sha)
     jobs = plan_jobs(scenes, out, spec.task)
@@ -679,6 +683,17 @@ def _count(res: BatchResult, job: Job, future: Future[dict[str, Any]]) -> None:
 
 
 def _failed(res: BatchResult, job: Job, exc: BaseException) -> None:
+    """Count a failed scene; a full disk stops the batch (every next scene would fail).
+
+    Raises:
+        DiskFullError: ``exc`` again, when it says the disk is full (so does
+            an ``OSError`` of a full disk).
+    """
+    from alosmap._fileio import is_disk_full
+    from alosmap.errors import DiskFullError
+
+    if isinstance(exc, DiskFullError) or is_disk_full(exc):
+        raise exc
     msg = _one_line(exc)
     logger.warning("%s failed: %s", job.scene, msg)
     res.failed.append((str(job.scene), msg))

@@ -287,9 +287,11 @@ def vectorize_map(
     ]
     if fmt == "geojson":
         text = _geojson(polys, props, out_crs if target == "map" else None)
-        atomic_write(out, lambda p: p.write_text(text, encoding="utf-8"))
+        atomic_write(
+            out, lambda p: p.write_text(text, encoding="utf-8"), replace=overwrite
+        )
     else:
-        _write_gpkg(out, polys, props, out_crs)
+        _write_gpkg(out, polys, props, out_crs, replace=overwrite)
     return VectorizeResult(
         path=out,
         polygons=len(polys),
@@ -385,8 +387,13 @@ def _write_gpkg(
     polys: np.ndarray,
     props: list[dict[str, Any]],
     crs: CRS | None,
+    *,
+    replace: bool,
 ) -> None:
-    """Write a GeoPackage (MultiPolygon layer named after the file) atomically."""
+    """Write a GeoPackage (MultiPolygon layer named after the file) atomically.
+
+    ``replace``: whether a file that appeared meanwhile may be replaced.
+    """
     raw = _pyogrio()
     fields = ["id", "class", "code", "area_m2"]
     data = [
@@ -400,7 +407,7 @@ def _write_gpkg(
     )
 
     # GDAL wants the .gpkg suffix, so the temporary file gets one too
-    with atomic_path(out, suffix=".gpkg") as tmp:
+    with atomic_path(out, suffix=".gpkg", replace=replace) as tmp:
         tmp.unlink()  # GDAL creates the GeoPackage itself
         raw.write(
             tmp,

@@ -441,7 +441,9 @@ def _check_outputs(
     from alosmap._fileio import check_output_place, remove_stale_temps, same_file
     from alosmap._imports import lazy_import
     from alosmap.errors import OutputPathError
+    from alosmap.predict.preview import preview_format
 
+    preview_format(preview)  # a suffix it can write, before any work
     if any(same_file(preview, o) for o in outs):
         raise OutputPathError(f"--preview {preview} is one of the map files")
     check_output_place(preview)

@@ -1,4 +1,4 @@
-"""PNG quicklook of a prediction: the SAR scene beside the map, with a legend.
+"""PNG (or JPEG) quicklook of a prediction: the SAR scene beside the map, with a legend.
 
 Both rasters are read decimated (at most ``max_size`` pixels on the longer side,
 nearest neighbour, using overviews where the files have them), so a 12000 × 12000
@@ -13,6 +13,10 @@ viridis, with its colour bar); a legend lists only the classes present in the ma
 with their share of the mapped area. Georeferenced scenes get latitude/longitude
 ticks on the panel edges and a graticule; a scene without a CRS gets plain pixel
 (column/row) axes and no scale bar. No data is white in every panel.
+
+The file's suffix picks the format (:data:`PREVIEW_FORMATS`): ``.png``, or ``.jpg`` /
+``.jpeg`` for a JPEG (smaller, slightly blurred class edges); another suffix is
+refused before anything is drawn (:func:`preview_format`).
 """
 
 from __future__ import annotations
@@ -29,10 +33,15 @@ import numpy as np
 
 from alosmap._fileio import atomic_write, check_output_place, check_overwrite
 from alosmap._imports import lazy_import
-from alosmap.errors import InputRasterError
+from alosmap.errors import InputRasterError, OutputPathError
 from alosmap.spec import ModelSpec
 
-__all__ = ["write_preview"]
+__all__ = ["PREVIEW_FORMATS", "preview_format", "write_preview"]
+
+#: The quicklook's format (matplotlib's name) by file suffix.
+PREVIEW_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
+#: JPEG quality (Pillow's 0-95 scale): class edges stay crisp enough to read.
+_JPEG_QUALITY = 92
 
 #: dots per inch of the PNG (a decimated panel pixel is one PNG pixel).
 _DPI = 100
@@ -203,6 +212,22 @@ def _polarisation(scene: Path, band: int) -> str:
     return m[1].upper() if m else f"band {band}"
 
 
+def preview_format(path: str | os.PathLike[str]) -> str:
+    """The format of a quicklook written to ``path``, from its suffix.
+
+    Raises:
+        OutputPathError: the suffix is not one of :data:`PREVIEW_FORMATS`.
+    """
+    fmt = PREVIEW_FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        suffix = Path(path).suffix or "no suffix"
+        raise OutputPathError(
+            f"--preview {path}: {suffix} is not an image format alosmap writes; "
+            "end it in .png, .jpg or .jpeg"
+        )
+    return fmt
+
+
 def write_preview(
     png_path: str | os.PathLike[str],
     scene_path: str | os.PathLike[str],
@@ -216,7 +241,7 @@ def write_preview(
     overwrite: bool = False,
     confidence_path: str | os.PathLike[str] | None = None,
 ) -> Path:
-    """Write a PNG quicklook: the SAR scene (σ0 dB) beside the map, with a legend.
+    """Write a PNG (or JPEG) quicklook: the SAR scene (σ0 dB) beside the map.
 
     The scene is shown in grey with a 2-98 % stretch of its valid σ0 values and a
     dB colour bar; the map in its colour table's colours (the spec's class colours
@@ -226,10 +251,11 @@ def write_preview(
     the mapped pixels. Georeferenced rasters get latitude/longitude edge ticks and
     a graticule; without a CRS the axes are pixel columns/rows. The title gives the
     scene file name and acquisition date (from its tags or L2.1 file name) when
-    known. The file is written atomically.
+    known. The file is written atomically; its suffix picks PNG or JPEG
+    (:func:`preview_format`).
 
     Args:
-        png_path: output PNG.
+        png_path: output PNG (``.png``) or JPEG (``.jpg``, ``.jpeg``).
         scene_path: the input SAR scene.
         map_path: the class map written for it (same grid).
         spec: the model spec (classes, calibration factor).
@@ -237,7 +263,8 @@ def write_preview(
         max_size: longest side, in pixels, of each panel's decimated read.
         input_units: units of the scene values: ``dn``, ``db`` or ``linear``.
         nodata: no-data value of the scene; defaults to the file's own (or its mask).
-        overwrite: replace an existing ``png_path``.
+        overwrite: replace an existing ``png_path``; without it, one that appears
+            meanwhile (another run) is kept and nothing is written.
         confidence_path: the map's confidence file (band 1, percent 0-100, with its
             own no-data value), e.g. ``<map stem>_confidence.tif``; adds a panel.
 
@@ -246,13 +273,15 @@ def write_preview(
 
     Raises:
         OutputExistsError: ``png_path`` exists and ``overwrite`` is False.
-        OutputPathError: the directory of ``png_path`` does not exist.
+        OutputPathError: the directory of ``png_path`` does not exist, or its
+            suffix is not a format written here.
         InputRasterError: a raster is missing or unreadable.
         BackendUnavailableError: matplotlib is not installed.
     """
     from alosmap.io.raster import acquisition_date
 
     out = Path(png_path)
+    fmt = preview_format(out)
     check_overwrite([out], overwrite)
     check_output_place(out)
     if max_size < 16:
@@ -285,16 +314,19 @@ def write_preview(
         geo=_geo_axes(mp.crs, mp.transform, mp.full_shape),
     )
     fig = _figure(title, panels, _legend_entries(spec, colors, Path(map_path)))
+    jpeg = {"pil_kwargs": {"quality": _JPEG_QUALITY}} if fmt == "jpeg" else {}
     return atomic_write(
         out,
         lambda tmp: fig.savefig(
             tmp,
-            format="png",
+            format=fmt,
             dpi=_DPI,
             facecolor="white",
             bbox_inches="tight",
             pad_inches=0.08,
+            **jpeg,
         ),
+        replace=overwrite,
     )
 
 
