@@ -121,6 +121,8 @@ def batch(
         raise typer.BadParameter(
             "give SCENES and/or --manifest FILE", param_hint="SCENES"
         )
+    # the options, the area of interest and the tiling are checked before any scene
+    options = opt.inference_options(params)
     all_scenes = expand_scenes(scenes or [])
     if manifest is not None:
         all_scenes += read_manifest(manifest)
@@ -128,7 +130,7 @@ def batch(
     res = run_batch(
         all_scenes,
         output_dir,
-        opt.inference_options(params),
+        options,
         shard=Shard.parse(shard) if shard else None,
         previews=previews,
         stac=stac,

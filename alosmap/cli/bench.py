@@ -180,6 +180,7 @@ def bench(
     With --ceiling: the pipeline alone (reading, radiometry, blending, writing, COG)
     with a zero-cost model: the most tiles/s any model can get through predict here.
     """
+    _check_overlap(overlap, model, preset, task if ceiling else None)
     if ceiling:
         _ceiling(
             size if size is not None else 6000,
@@ -225,6 +226,42 @@ def bench(
         typer.echo(json.dumps(report, indent=2))
     else:
         _print_report(report)
+
+
+def _check_overlap(
+    overlap: int | None, model: Path | None, preset: str, ceiling_task: str | None
+) -> None:
+    """``--overlap`` that does not fit the model's tile: a usage error (exit 2).
+
+    The tile is the bundled model's of ``ceiling_task`` with ``--ceiling``, else
+    ``--model``'s or ``--preset``'s. A model or preset that cannot be read is left
+    to the benchmark to report.
+    """
+    if overlap is None:
+        return
+    from alosmap.errors import AlosmapError, InferenceOptionError
+    from alosmap.predict.options import InferenceOptions
+
+    try:
+        if ceiling_task is not None:
+            from alosmap.predict.pipeline import default_model_path
+            from alosmap.spec import load_spec
+
+            tile = load_spec(default_model_path(ceiling_task)).tile_size
+        elif model is not None:
+            from alosmap.spec import load_spec
+
+            tile = load_spec(model).tile_size
+        else:
+            from alosmap.arch import get_preset
+
+            tile = get_preset(preset).img_size
+    except (AlosmapError, ValueError):
+        return
+    try:
+        InferenceOptions(tile=tile, overlap=overlap)
+    except InferenceOptionError as exc:
+        opt.usage_error(opt.flag_message(str(exc)))
 
 
 def _ceiling(

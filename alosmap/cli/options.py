@@ -10,7 +10,11 @@ unreadable or directory path is an :class:`~alosmap.errors.AlosmapError`: one li
 exit 1) or, for rasters, a GDAL virtual path or URL (``/vsizip/``, ``/vsicurl/``,
 ``/vsis3/``, ``https://``, ``s3://``), passed on as the string it is (a
 ``pathlib.Path`` would collapse ``//``). Exit 2 stays for usage errors: unknown
-options, bad syntax, numbers out of range.
+options, bad syntax, numbers out of range. :func:`inference_options` also checks,
+before any scene is opened, what needs more than one option or a file: the area
+of interest (an ``--aoi`` file without polygons, an unknown ``--bbox-crs``, a
+latitude beyond ±90) and ``--tile``/``--overlap`` against the model; those usage
+errors are one line (:func:`usage_error`), exit 2.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+
+from alosmap.cli import _common
 
 if TYPE_CHECKING:  # pragma: no cover
     from alosmap.predict.options import InferenceOptions
@@ -228,10 +234,28 @@ ProbOpt = Annotated[
         help="Also write <output>_probabilities.tif (uint8 percent per class).",
     ),
 ]
+
+
+def _preview_path(value: Path | None) -> Path | None:
+    """``--preview``: a suffix alosmap writes (.png, .jpg, .jpeg), else exit 2."""
+    if value is not None:
+        from alosmap.errors import OutputPathError
+        from alosmap.predict.preview import preview_format
+
+        try:
+            preview_format(value)
+        except OutputPathError as exc:
+            usage_error(str(exc))
+    return value
+
+
 PreviewOpt = Annotated[
     Path | None,
     typer.Option(
-        "--preview", dir_okay=False, help="Also write a PNG quicklook (SAR | map)."
+        "--preview",
+        dir_okay=False,
+        callback=_preview_path,
+        help="Also write a quicklook (SAR | map): PNG, or JPEG for .jpg/.jpeg.",
     ),
 ]
 UnitsOpt = Annotated[
@@ -304,14 +328,25 @@ def plain(value: Any) -> Any:
     return value.value if isinstance(value, Enum) else value
 
 
+def usage_error(message: str) -> NoReturn:
+    """Report a usage error as one line (``alosmap: error: message``); exit 2."""
+    _common.error_line(message)
+    raise typer.Exit(2)
+
+
 def inference_options(values: Mapping[str, Any]) -> InferenceOptions:
     """:class:`~alosmap.predict.options.InferenceOptions` from a command's parameters.
+
+    Checked here, before any scene is opened (usage errors, exit 2): the options'
+    ranges, the area of interest (:func:`check_area`) and, when ``--tile`` or
+    ``--overlap`` is given, their fit to the model (:func:`check_tiling`).
 
     Args:
         values: the parameters as the command received them (e.g. its
             ``locals()``); those that are not inference options (scene, output,
             ...) are left out, choice enums are turned into their values.
     """
+    from alosmap.errors import InferenceOptionError
     from alosmap.predict.options import InferenceOptions, option_names
 
     if values.get("bbox") is not None and values.get("aoi") is not None:
@@ -319,7 +354,88 @@ def inference_options(values: Mapping[str, Any]) -> InferenceOptions:
             "give at most one area of interest", param_hint="'--aoi' / '--bbox'"
         )
     names = option_names()
-    return InferenceOptions(**{k: plain(v) for k, v in values.items() if k in names})
+    try:
+        options = InferenceOptions(
+            **{k: plain(v) for k, v in values.items() if k in names}
+        )
+    except InferenceOptionError as exc:
+        usage_error(flag_message(str(exc)))
+    check_area(options)
+    check_tiling(options)
+    return options
+
+
+def flag_message(message: str) -> str:
+    """An option error of the library (``overlap 999: ...``) as the flag says it.
+
+    The message's first word, when it is an inference option, becomes the flag
+    (``--overlap 999: ...``); a flag said again in parentheses after the value
+    (``tile 7 (--tile 7): ...``) is dropped.
+    """
+    import re
+
+    from alosmap.predict.options import option_names
+
+    name, _, rest = message.partition(" ")
+    if name not in option_names():
+        return message
+    flag = "--" + name.replace("_", "-")
+    value, _, tail = rest.partition(" ")
+    if tail.startswith(f"({flag} "):
+        tail = re.sub(r"^\([^)]*\)", "", tail)
+        return f"{flag} {value}{tail}"
+    return f"{flag} {rest}"
+
+
+def check_area(options: InferenceOptions) -> None:
+    """Read the area of interest once, before any scene: a bad one is a usage error.
+
+    An ``--aoi`` file that is not GeoJSON (or a vector file), is empty, holds no
+    polygon or is not longitude/latitude, an ``--bbox-crs`` that is not a CRS and
+    a ``--bbox`` out of the longitude/latitude range stop the command with one
+    line, exit 2. (A missing or unreadable file was refused when the option was
+    parsed, exit 1; so is a vector AOI without pyogrio, a missing install.)
+    """
+    from alosmap.errors import AoiError
+    from alosmap.national.aoi import parse_crs, read_area
+
+    try:
+        if options.bbox is None:  # --bbox-crs without --bbox: a typo all the same
+            try:
+                parse_crs(options.bbox_crs)
+            except ValueError as exc:
+                raise AoiError(
+                    f"--bbox-crs {options.bbox_crs!r}: not a CRS ({exc})"
+                ) from exc
+        bbox = options.bbox if isinstance(options.bbox, tuple) else None
+        read_area(bbox, options.bbox_crs, options.aoi)
+    except AoiError as exc:
+        if isinstance(exc.__cause__, ImportError):
+            raise
+        usage_error(str(exc))
+
+
+def check_tiling(options: InferenceOptions) -> None:
+    """``--tile``/``--overlap`` checked against the model's tile: a usage error.
+
+    Only when one of them is given (the model's spec is read for it; a model that
+    cannot be read is left to the command to report).
+    """
+    if options.tile is None and options.overlap is None:
+        return
+    from alosmap.errors import AlosmapError, InferenceOptionError
+    from alosmap.predict.pipeline import model_file
+    from alosmap.spec import load_spec
+
+    try:
+        path = model_file(options)
+        spec = load_spec(path)
+    except AlosmapError:
+        return
+    try:
+        options.for_model(spec, path.name)
+    except InferenceOptionError as exc:
+        usage_error(flag_message(str(exc)))
 
 
 __all__ = [
@@ -349,8 +465,12 @@ __all__ = [
     "TileOpt",
     "Units",
     "UnitsOpt",
+    "check_area",
+    "check_tiling",
+    "flag_message",
     "inference_options",
     "input_file",
     "plain",
+    "usage_error",
     "virtual_or_path",
 ]

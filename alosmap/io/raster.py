@@ -173,18 +173,124 @@ def open_raster(
             (``https://``, ``s3://``, ``gs://``; see :func:`gdal_path`).
         decode_threads: a compressed GeoTIFF decodes the blocks of each read on all
             cores (GDAL's ``NUM_THREADS`` open option; GDAL releases the GIL, so
-            a reader thread then overlaps the model). Other formats open as usual.
+            a reader thread then overlaps the model). Other formats, and remote
+            files (:func:`is_remote`), open as usual.
+
+    Raises:
+        InputRasterError: the file is missing or GDAL cannot open it (the message
+            says why: :func:`read_error`).
     """
     check_input_file(path)
     name = gdal_path(path)
     try:
         ds = rasterio.open(name)
-        if decode_threads and ds.driver == "GTiff" and ds.compression is not None:
+        if (
+            decode_threads
+            and ds.driver == "GTiff"
+            and ds.compression is not None
+            and not is_remote(name)
+        ):
             ds.close()
             ds = rasterio.open(name, NUM_THREADS="ALL_CPUS")
         return ds
     except (RasterioError, OSError) as exc:
-        raise InputRasterError(f"cannot read {name} as a raster: {exc}") from exc
+        raise InputRasterError(
+            f"cannot read {name} as a raster: {read_error(exc, name)}"
+        ) from exc
+
+
+#: GDAL's network file systems (a ``/vsizip/`` path may hold one: nested).
+_REMOTE_VSI = (
+    "/vsicurl",
+    "/vsis3",
+    "/vsigs",
+    "/vsiaz",
+    "/vsiadls",
+    "/vsioss",
+    "/vsiswift",
+    "/vsiwebhdfs",
+    "/vsihdfs",
+)
+#: What rasterio says when GDAL's own error is in the exception's causes.
+_SEE_CAUSE = "See previous exception"
+#: GDAL's words for a server that answers a ``Range`` request with the whole file.
+_NO_RANGE = "Range downloading not supported"
+#: GDAL's (and curl's) words for a connection that failed or broke off: a short
+#: read, no answer (not an HTTP error status such as 404, which speaks for itself).
+_NETWORK_FAILURE = re.compile(
+    r"got \d+ bytes, expected \d+|CURL error|connect|Empty reply|timed out|"
+    r"Timeout|transfer closed|Recv failure|response_code=(0|206)\b",
+    re.I,
+)
+
+
+def is_remote(path: str | os.PathLike[str]) -> bool:
+    """Whether GDAL reads ``path`` over the network (``/vsicurl/``, URLs, ``s3://``).
+
+    Remote GeoTIFFs are opened without GDAL's multi-threaded decoding
+    (:func:`open_raster`): its worker threads fetch the blocks, and a failed
+    request there reaches stderr as a bare ``ERROR 1:`` line while the read
+    itself reports a misleading decoding error.
+    """
+    name = gdal_path(path)
+    return any(vsi + "/" in name for vsi in _REMOTE_VSI)
+
+
+def read_error(
+    exc: BaseException,
+    source: str | os.PathLike[str],
+    driver: str | None = None,
+    hint: str | None = None,
+) -> str:
+    """What made a GDAL open or read fail, in GDAL's words, with a hint.
+
+    rasterio raises ``Read failed. See previous exception for details.`` with
+    GDAL's errors chained as causes; the deepest one names what went wrong: the
+    missing source file of a VRT, a short read from a server. A server that
+    ignores HTTP ``Range`` requests is said to be one (GDAL needs them to read a
+    remote file in parts).
+
+    Args:
+        exc: the exception rasterio raised.
+        source: the path GDAL opened (a network path gets the hint that the
+            connection failed, where GDAL's words say so).
+        driver: the dataset's GDAL driver when it is open (a ``VRT``'s missing
+            file is one of its sources).
+        hint: said in parentheses when none of the hints above applies.
+
+    Returns:
+        One line: the cause, then a hint in parentheses where one helps.
+    """
+    causes: list[str] = []
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        text = " ".join(str(e).split())
+        if text and _SEE_CAUSE not in text and text not in causes:
+            causes.append(text)
+        nxt = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
+        # GDAL's errors (rasterio's CPLE_* classes) and I/O errors, nothing else
+        gdal = nxt is not None and type(nxt).__module__.startswith("rasterio")
+        e = nxt if gdal or isinstance(nxt, OSError) else None
+    cause = causes[-1] if causes else type(exc).__name__
+    name = os.fspath(source)
+    if any(_NO_RANGE in c for c in causes):
+        return (
+            f"the server does not support HTTP Range requests ({cause.rstrip('!')}); "
+            "GDAL needs them to read a file over HTTP: serve it from a server that "
+            "supports them, or download it and map the local copy"
+        )
+    if is_remote(name) and _NETWORK_FAILURE.search(" ".join(causes)):
+        return (
+            f"{cause} (reading over the network failed: did the server stop, or "
+            "cut the connection?)"
+        )
+    if driver == "VRT" and re.search(
+        r"No such file|does not exist|not recognized as", cause
+    ):
+        return f"{cause} (a source file of the VRT is missing or unreadable)"
+    return f"{cause} ({hint})" if hint else cause
 
 
 def acquisition_date(path: str | os.PathLike[str], tags: dict[str, str]) -> date | None:
@@ -281,7 +387,9 @@ def describe_raster(path: str | os.PathLike[str]) -> dict[str, Any]:
                 1, out_shape=(h, w), window=Window(0, 0, ds.width, ds.height)
             )
         except (RasterioError, OSError) as exc:
-            raise InputRasterError(f"cannot read pixels of {path}: {exc}") from exc
+            raise InputRasterError(
+                f"cannot read pixels of {path}: {read_error(exc, path, ds.driver)}"
+            ) from exc
         valid = (
             np.isfinite(sample)
             if sample.dtype.kind == "f"

@@ -25,7 +25,7 @@ import datetime
 import logging
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -44,6 +44,7 @@ from alosmap.io.raster import (
     gdal_path,
     is_virtual,
     open_raster,
+    read_error,
 )
 from alosmap.radiometry import (
     CALIBRATION_FACTOR_DB,
@@ -84,10 +85,33 @@ def _spread_starts(length: int, size: int, align: int, n: int) -> list[int]:
     return sorted(starts)
 
 
+def _search_parts(win: Window, bh: int, bw: int) -> Iterator[Window]:
+    """``win`` in reads along whole ``bh × bw`` blocks, each ≤ ~SEARCH_PIXELS.
+
+    Row by row of blocks, left to right: a read that starts or ends inside
+    ``win`` is cut at its edge.
+    """
+    c0, r0 = int(win.col_off), int(win.row_off)
+    c1, r1 = c0 + int(win.width), r0 + int(win.height)
+    rows = max(1, SEARCH_PIXELS // max(1, c1 - c0) // bh) * bh
+    cols = max(bw, SEARCH_PIXELS // (rows * bw) * bw)
+    for r in range(r0 - r0 % bh, r1, rows):
+        for c in range(c0 - c0 % bw, c1, cols):
+            top, left = max(r, r0), max(c, c0)
+            h, w = min(r + rows, r1) - top, min(c + cols, c1) - left
+            if h > 0 and w > 0:
+                yield Window(left, top, w, h)
+
+
 #: Files with more pixels (and no overviews) are sampled by blocks, not decimated.
 FULL_SAMPLE_PIXELS = 4096 * 4096
 #: About how many pixels a block sample reads.
 SAMPLE_PIXELS = 2_000_000
+#: Most pixels one read of the search for data reads (:meth:`Scene._find_data`).
+SEARCH_PIXELS = 4 * 1024 * 1024
+#: VRT sources whose destination is all that a VRT band holds (others, such as
+#: ``KernelFilteredSource``, reach beyond it).
+_VRT_SOURCES = ("SimpleSource", "ComplexSource", "AveragedSource")
 
 
 @dataclass
@@ -219,6 +243,13 @@ class Scene:
             self.nodata = float(mosaic.DN_NODATA)
         sample = self._sample()
         units, source = self._units(input_units, dtype, sample)
+        if not self._usable(sample, units).size:
+            # a sample can miss data (a huge VRT with a small source, data in a
+            # corner): "no valid pixels" only when the whole band says so
+            found = self._find_data(units)
+            if found.size:
+                sample = found
+                units, source = self._units(input_units, dtype, sample)
         self.units = units
         self.units_source = source
         self._check_plausible(sample, units)
@@ -329,6 +360,9 @@ class Scene:
         (0.17 s at 6000², once more than the run itself decodes it), so its sample
         is a spread of whole blocks (:meth:`_block_sample`, ~2 % to 10 % of the file);
         the decimated read remains the fallback when those hold no valid value.
+        A sample can miss small data in a huge raster: when it holds no usable
+        value, :meth:`_find_data` searches the band before anything says "no valid
+        pixels".
         """
         ds = self.ds
         try:
@@ -343,9 +377,103 @@ class Scene:
                 arr = ds.read(self.band, out_shape=shape, masked=False)
         except (RasterioError, OSError) as exc:
             raise InputRasterError(
-                f"cannot read pixels of {self.source}: {exc}"
+                f"cannot read pixels of {self.source}: "
+                f"{read_error(exc, self.source, ds.driver)}"
             ) from exc
         return self._valid_values(arr)
+
+    @staticmethod
+    def _usable(values: np.ndarray, units: str) -> np.ndarray:
+        """The values σ0 is defined for: all in dB, the positive ones otherwise."""
+        return values if units == "db" else values[values > 0]
+
+    def _find_data(self, units: str) -> np.ndarray:
+        """Valid values of the first part of the band that has some (none: empty).
+
+        Called when the sample held none. A VRT whose band is nothing but its
+        sources' rectangles (no data elsewhere) is searched in those rectangles
+        (:meth:`_data_windows`), anything else block row by block row. Each read is
+        at most :data:`SEARCH_PIXELS`; the search stops at the first one with a
+        value that is valid in ``units``.
+
+        Raises:
+            InputRasterError: a read fails.
+        """
+        ds = self.ds
+        windows = self._data_windows(units)
+        logger.info(
+            "%s: no valid value in a sample; searching %s for data",
+            self.source,
+            "the whole band" if windows is None else f"{len(windows)} VRT source(s)",
+        )
+        if windows is None:
+            windows = [Window(0, 0, ds.width, ds.height)]
+        bh, bw = (max(1, int(v)) for v in ds.block_shapes[self.band - 1])
+        try:
+            for win in windows:
+                for part in _search_parts(win, bh, bw):
+                    arr = ds.read(self.band, window=part)
+                    found = self._usable(self._valid_values(arr), units)
+                    if found.size:
+                        return found
+        except (RasterioError, OSError) as exc:
+            raise InputRasterError(
+                f"cannot read pixels of {self.source}: "
+                f"{read_error(exc, self.source, ds.driver)}"
+            ) from exc
+        return np.empty(0)
+
+    def _data_windows(self, units: str) -> list[Window] | None:
+        """The windows of a VRT band where its data can be: its sources' rectangles.
+
+        None when that is not known (not a VRT, a derived band, other kinds of
+        source or sources without a destination rectangle) or when the band's
+        pixels outside its sources (its no-data value, else 0) would be valid.
+        """
+        import xml.etree.ElementTree as ET
+
+        ds = self.ds
+        if ds.driver != "VRT":
+            return None
+        try:
+            root = ET.fromstring(ds.tags(ns="xml:VRT").get("xml:VRT", ""))
+        except ET.ParseError:
+            return None
+        band = next(
+            (b for b in root.iter("VRTRasterBand") if b.get("band") == str(self.band)),
+            None,
+        )
+        if band is None or band.get("subClass"):
+            return None
+        own = ds.nodatavals[self.band - 1]
+        fill = 0.0 if own is None else float(own)
+        empty_invalid = (self.nodata is not None and fill == self.nodata) or (
+            units != "db" and fill <= 0
+        )
+        if not empty_invalid:
+            return None
+        windows = []
+        for child in band:
+            if not child.tag.endswith("Source"):
+                continue
+            rect = child.find("DstRect")
+            if child.tag not in _VRT_SOURCES or rect is None:
+                return None
+            try:
+                x, y, w, h = (
+                    float(rect.get(k, "nan"))
+                    for k in ("xOff", "yOff", "xSize", "ySize")
+                )
+            except ValueError:
+                return None
+            if not all(map(np.isfinite, (x, y, w, h))):
+                return None
+            c0, r0 = max(0, int(np.floor(x))), max(0, int(np.floor(y)))
+            c1 = min(ds.width, int(np.ceil(x + w)))
+            r1 = min(ds.height, int(np.ceil(y + h)))
+            if c1 > c0 and r1 > r0:
+                windows.append(Window(c0, r0, c1 - c0, r1 - r0))
+        return windows
 
     def _valid_values(self, arr: np.ndarray) -> np.ndarray:
         a = arr.astype(np.float64).ravel()
@@ -396,10 +524,8 @@ class Scene:
                 f"{self.source}: negative values (min {sample.min():g}) cannot be "
                 f"{what}{hint} db"
             )
-        v = sample
-        if units in ("dn", "linear"):
-            v = v[v > 0]
-        if v.size == 0:
+        v = self._usable(sample, units)
+        if v.size == 0:  # after the whole band was searched (_find_data)
             raise InputRasterError(
                 f"{self.source}: no valid pixels (everything is no data"
                 + (f" = {self.nodata:g}" if self.nodata is not None else "")
@@ -529,9 +655,11 @@ class Scene:
             raw = ds.read(self.band, window=win)
             mask = ds.read_masks(self.band, window=win) if self.masked else None
         except (RasterioError, OSError) as exc:
+            cause = read_error(
+                exc, self.source, ds.driver, hint="truncated or corrupt file?"
+            )
             raise InputRasterError(
-                f"cannot read rows {row}..{row + height} of {self.source} "
-                f"(truncated or corrupt file?): {exc}"
+                f"cannot read rows {row}..{row + height} of {self.source}: {cause}"
             ) from exc
         if self.nodata is None:
             valid = np.ones(raw.shape, dtype=bool)

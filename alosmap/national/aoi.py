@@ -55,7 +55,9 @@ __all__ = [
     "aoi_windows",
     "bbox_aoi",
     "map_aoi_mask",
+    "parse_crs",
     "read_aoi",
+    "read_area",
 ]
 
 #: CRS of GeoJSON without a ``crs`` member (RFC 7946): WGS 84 lon/lat.
@@ -131,23 +133,75 @@ def _check_lonlat(geometry: BaseGeometry, crs: CRS, what: str, hint: str) -> Non
             )
 
 
+def parse_crs(text: Any) -> CRS:
+    """A CRS from anything :meth:`rasterio.crs.CRS.from_user_input` reads, quietly.
+
+    GDAL/PROJ print an unknown code (``ERROR 1: PROJ: ... crs not found``) on
+    stderr unless an error handler is installed: :class:`rasterio.Env` installs
+    one, so the only report is the exception.
+
+    Raises:
+        rasterio.errors.CRSError: ``text`` is not a CRS.
+    """
+    import rasterio
+
+    if isinstance(text, CRS):
+        return text
+    with rasterio.Env():
+        return CRS.from_user_input(text)
+
+
 def bbox_aoi(bbox: tuple[float, float, float, float], crs: str | CRS) -> Aoi:
     """A bounding box ``(minx, miny, maxx, maxy)`` in ``crs`` as an AOI.
 
     Its ``path`` is the option that gave it (``--bbox minx,miny,maxx,maxy``), for
-    messages.
+    messages. In a geographic CRS, x is the longitude (-180..360) and y the
+    latitude (-90..90).
 
     Raises:
         AoiError: ``crs`` is not a CRS, or lon/lat values out of range.
     """
     try:
-        the_crs = crs if isinstance(crs, CRS) else CRS.from_user_input(crs)
+        the_crs = parse_crs(crs)
     except Exception as exc:  # CRSError
         raise AoiError(f"--bbox-crs {crs!r}: not a CRS ({exc})") from exc
     label = "--bbox " + ",".join(f"{v:g}" for v in bbox)
+    if the_crs.is_geographic:
+        x0, y0, x1, y1 = bbox
+        for name, value, low, high in (
+            ("longitude", x0, -180, 360),
+            ("longitude", x1, -180, 360),
+            ("latitude", y0, -90, 90),
+            ("latitude", y1, -90, 90),
+        ):
+            if not low <= value <= high:
+                raise AoiError(
+                    f"{label}: {name} {value:g} is outside {low}..{high} (the "
+                    f"--bbox-crs {crs} is longitude/latitude; give --bbox-crs for "
+                    "other CRSs)"
+                )
     geometry = box(*bbox)
-    _check_lonlat(geometry, the_crs, label, "give --bbox-crs for other CRSs")
     return Aoi(path=Path(label), geometry=geometry, crs=the_crs)
+
+
+def read_area(
+    bbox: tuple[float, float, float, float] | None,
+    bbox_crs: str | CRS,
+    aoi: str | os.PathLike[str] | None,
+) -> Aoi | None:
+    """The area of interest of ``--bbox``/``--bbox-crs`` or ``--aoi`` (None: none).
+
+    ``predict`` reads it with each scene; ``batch`` and the command line read it
+    once more before any scene, so that a bad area stops them at the start.
+
+    Raises:
+        AoiError: see :func:`bbox_aoi` and :func:`read_aoi`.
+    """
+    if bbox is not None:
+        return bbox_aoi(bbox, bbox_crs)
+    if aoi is not None:
+        return read_aoi(aoi)
+    return None
 
 
 def _polygonal(geom: BaseGeometry) -> BaseGeometry:
@@ -160,7 +214,10 @@ def _polygonal(geom: BaseGeometry) -> BaseGeometry:
 
 def _read_geojson(path: Path) -> tuple[list[BaseGeometry], CRS]:
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        if not text.strip():
+            raise AoiError(f"AOI {path} is empty: expected GeoJSON polygons")
+        obj = json.loads(text)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AoiError(f"cannot read AOI {path} as GeoJSON: {exc}") from exc
     if not isinstance(obj, dict) or "type" not in obj:
@@ -169,7 +226,7 @@ def _read_geojson(path: Path) -> tuple[list[BaseGeometry], CRS]:
     member = obj.get("crs")
     if member is not None:
         try:
-            crs = CRS.from_user_input(member["properties"]["name"])
+            crs = parse_crs(member["properties"]["name"])
         except (KeyError, TypeError, ValueError) as exc:
             raise AoiError(f"AOI {path}: unreadable 'crs' member {member!r}") from exc
     raw: list[Any]

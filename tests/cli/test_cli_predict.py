@@ -165,7 +165,7 @@ def test_model_spec_mismatch(cli, small_scene, tiny_water_model, outdir):
         "-o",
         outdir / "m.tif",
     )
-    assert code == 1 and "--tile 512" in _one_error_line(err)
+    assert code == 2 and "--tile 512" in _one_error_line(err)  # a usage error
     not_model = outdir.parent / "weights.safetensors"
     not_model.write_bytes(b"\x00" * 16)
     code, _, err = cli("predict", small_scene, "-m", not_model, "-o", outdir / "m.tif")

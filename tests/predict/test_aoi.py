@@ -181,7 +181,9 @@ def test_aoi_missing_the_scene_is_one_line(cli, scene, tiny_lulc_model, tmp_path
         "predict", scene, "-m", tiny_lulc_model, "-o", out,
         "--bbox", "1,2,3,4", "--bbox-crs", "EPSG:99999",
     )  # fmt: skip
-    assert code == 1 and "--bbox-crs" in _one_error_line(err)
+    # an unknown CRS is a usage error, said once (no "ERROR 1: PROJ" line of GDAL)
+    assert code == 2 and "--bbox-crs" in _one_error_line(err)
+    assert len(err.strip().splitlines()) == 1, err
     assert not out.exists()
 
 
