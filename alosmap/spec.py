@@ -16,9 +16,11 @@ Reading a spec never imports torch, and loading weights never unpickles anything
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import re
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from alosmap._fileio import (
     check_not_input,
     check_overwrite,
     remove_stale_temps,
+    sha256_file,
 )
 from alosmap._version import __version__
 from alosmap.arch import ArchConfig, check_fields
@@ -70,6 +73,8 @@ class ModelSpec:
         threshold: probability threshold for the water task (0.5 in the paper).
         name: short model name.
         provenance: free-form strings: what data, which command, when, version.
+            Input files are named without this machine's paths, with their
+            SHA-256 (:func:`provenance_file`).
         format_version: layout version of the spec.
         legend: the whole legend (map no data, binary, ignored label values);
             None for the bundled tasks' own legends. Read it as :attr:`legend`.
@@ -297,6 +302,64 @@ def default_spec(task: str | Legend, arch: ArchConfig, **kwargs: Any) -> ModelSp
 
 
 # --------------------------------------------------------------------------------------
+# provenance: files named without the paths of the machine that made them
+# --------------------------------------------------------------------------------------
+
+#: A URL or a GDAL virtual path (``/vsicurl/…``, ``s3://…``): not a local file.
+_NOT_LOCAL = re.compile(r"^(/vsi[a-z0-9_]+/|[a-z][a-z0-9+.-]*://)", re.IGNORECASE)
+
+
+def provenance_name(
+    path: str | os.PathLike[str], base: str | os.PathLike[str] | None = None
+) -> str:
+    """How provenance names a file: never by an absolute path of this machine.
+
+    Args:
+        path: the file (or folder).
+        base: a folder to name it relative to (a dataset's); None: its name only.
+
+    Returns:
+        ``path`` relative to ``base`` (``../scenes/a.tif``) when the two share a
+        folder below the file system's root, else its last component (a relative
+        path climbing to the root would be the absolute path in disguise). A URL
+        or a GDAL virtual path is named by its last component too.
+    """
+    text = os.fspath(path)
+    if _NOT_LOCAL.match(text):
+        return text.rstrip("/").rsplit("/", 1)[-1]
+    full = os.path.abspath(text)
+    if base is not None:
+        folder = os.path.abspath(base)
+        with contextlib.suppress(ValueError):  # another drive (Windows)
+            common = Path(os.path.commonpath([full, folder]))
+            if common.parent != common:
+                return Path(os.path.relpath(full, folder)).as_posix()
+    return Path(full).name
+
+
+def provenance_sha256(path: str | os.PathLike[str]) -> str | None:
+    """The SHA-256 (hex) of a local file; None for a URL, a virtual path or a folder."""
+    text = os.fspath(path)
+    if _NOT_LOCAL.match(text) or not os.path.isfile(text):
+        return None
+    return sha256_file(text)
+
+
+def provenance_file(key: str, path: str | os.PathLike[str]) -> dict[str, str]:
+    """Provenance entries of one input file: its name and its SHA-256.
+
+    Returns:
+        ``{key: name}`` (:func:`provenance_name`) and ``{key}_sha256`` when the
+        file is local.
+    """
+    out = {key: provenance_name(path)}
+    digest = provenance_sha256(path)
+    if digest is not None:
+        out[f"{key}_sha256"] = digest
+    return out
+
+
+# --------------------------------------------------------------------------------------
 # .safetensors model files
 # --------------------------------------------------------------------------------------
 
@@ -456,7 +519,9 @@ def save_model(
     out = _atomic_target(Path(path), overwrite, inputs)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {SPEC_KEY: spec.to_json(), "format": "pt"}
-    return atomic_write(out, lambda tmp: save_file(state, str(tmp), metadata=meta))
+    return atomic_write(
+        out, lambda tmp: save_file(state, str(tmp), metadata=meta), replace=overwrite
+    )
 
 
 def load_model(

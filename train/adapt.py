@@ -44,7 +44,14 @@ from alosmap._fileio import check_not_input, check_output_place, check_overwrite
 from alosmap._version import __version__
 from alosmap.io.scene import Scene
 from alosmap.radiometry import Radiometry, normalize
-from alosmap.spec import ModelSpec, load_model, save_model
+from alosmap.spec import (
+    ModelSpec,
+    load_model,
+    provenance_file,
+    provenance_name,
+    provenance_sha256,
+    save_model,
+)
 from alosmap.tiling import axis_starts
 from alosmap.train.errors import TrainingError
 
@@ -342,14 +349,23 @@ def _provenance(
     tiles: int,
     layers: int,
 ) -> dict[str, str]:
-    """The source model's provenance plus the adaptation's."""
+    """The source model's provenance plus the adaptation's.
+
+    Files are named without this machine's paths: the source model and the scenes
+    by their names, with their SHA-256 (``-`` for a scene that is no local file).
+    """
     old = spec.radiometry
+    source_entries = provenance_file("adapted_from", source)
+    source_entries["adapted_from"] += f" ({spec.name})"
     return {
         **spec.provenance,
         "alosmap_version": __version__,
         "command": "alosmap train adapt",
-        "adapted_from": f"{source} ({spec.name})",
-        "adapt_scenes": "; ".join(str(s.path) for s in scans),
+        **source_entries,
+        "adapt_scenes": "; ".join(provenance_name(s.path) for s in scans),
+        "adapt_scenes_sha256": "; ".join(
+            provenance_sha256(s.path) or "-" for s in scans
+        ),
         "adapt_pixels": str(stats.n),
         "adapt_tiles": str(tiles),
         "adapt_batchnorm_layers": str(layers),

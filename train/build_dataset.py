@@ -64,6 +64,7 @@ from alosmap._version import __version__
 from alosmap.classes import TASK_RECORDS, Task
 from alosmap.errors import InputRasterError
 from alosmap.radiometry import DEFAULT_CLIP_DB
+from alosmap.spec import provenance_name, provenance_sha256
 from alosmap.train import defaults
 from alosmap.train.data import FORMAT, PatchRecord, write_manifest
 from alosmap.train.defaults import DEFAULT_SPLIT
@@ -818,8 +819,12 @@ def _summary(
     scene_rows = scene_rows + [
         _scene_row(s, "skipped") for s in inputs.scenes if s.group == "skip"
     ]
+    # the scenes relative to the dataset: no path of the machine that built it
+    scene_rows = [
+        {**r, "path": provenance_name(r["path"], out_dir)} for r in scene_rows
+    ]
     return {
-        "path": str(out_dir),
+        "path": out_dir.name,
         "scenes": scene_rows,
         "notes": inputs.notes,
         "patches": {
@@ -864,8 +869,15 @@ def _metadata(
     norm: Normalization,
     train_hist: np.ndarray,
     summary: dict[str, Any],
+    out_dir: Path,
 ) -> dict[str, Any]:
-    """``dataset.json``: what :class:`~alosmap.train.data.TrainingData` reads."""
+    """``dataset.json``: what :class:`~alosmap.train.data.TrainingData` reads.
+
+    The scenes, tiles and label directory are named relative to the dataset
+    (``out_dir``), the files with their SHA-256: no path of the machine that built
+    it is recorded.
+    """
+    scenes = [s.path for s in inputs.scenes]
     return {
         "format": FORMAT,
         "alosmap_version": __version__,
@@ -882,9 +894,11 @@ def _metadata(
         },
         "build": {
             **asdict(config),
-            "scenes": [str(s.path) for s in inputs.scenes],
-            "tiles": [str(t) for t in inputs.tiles],
-            "label_dir": str(tile_dir),
+            "scenes": [provenance_name(p, out_dir) for p in scenes],
+            "scenes_sha256": [provenance_sha256(p) for p in scenes],
+            "tiles": [provenance_name(t, out_dir) for t in inputs.tiles],
+            "tiles_sha256": [provenance_sha256(t) for t in inputs.tiles],
+            "label_dir": provenance_name(tile_dir, out_dir),
             "anchors_file": "anchors.npy",
             "split_unit": "patch",
         },
@@ -971,7 +985,7 @@ def build_dataset(
             counts,
             train_hist,
         )
-        meta = _metadata(config, inputs, tile_dir, norm, train_hist, summary)
+        meta = _metadata(config, inputs, tile_dir, norm, train_hist, summary, out_dir)
         if not image.is_default:
             meta["build"]["image"] = image.to_dict()
         (tmp / "dataset.json").write_text(

@@ -9,9 +9,11 @@ The general path next to the paper's (:mod:`alosmap.train.build_dataset`):
    ``UNITS`` tag says or guessed, as ``predict`` does), with the file's no-data
    value (or ``--nodata``); read through :class:`~alosmap.io.scene.Scene` into σ0
    dB with a validity mask.
-3. **Labels** are rasters on any grid and of any numeric type. Before anything is
-   written every label raster is scanned and each value checked against the
-   legend (:mod:`alosmap.train.label_values`): a value the legend does not name
+3. **Labels** are rasters on any grid and of any numeric type, one band of class
+   values (``--label-band`` picks it in a raster of several bands, which is refused
+   without it). Before anything is written every label raster is scanned and each
+   value checked against the legend (:mod:`alosmap.train.label_values`): a value
+   the legend does not name
    (and that is not ignored, the raster's no-data or NaN) stops the build with a
    table of the values found.
 4. **Patches**: each image is cut into ``P × P`` patches on a regular grid of its
@@ -50,6 +52,7 @@ from alosmap._version import __version__
 from alosmap.classes import IGNORE_INDEX, UNKNOWN_LABEL, Legend
 from alosmap.errors import InputRasterError
 from alosmap.radiometry import DEFAULT_CLIP_DB
+from alosmap.spec import provenance_name, provenance_sha256
 from alosmap.train import defaults
 from alosmap.train.build_dataset import boxes_intersect
 from alosmap.train.data import FORMAT, MANIFEST_FIELDS, PatchRecord, write_manifest
@@ -95,6 +98,8 @@ class GeneralConfig:
         split_file: a file mapping scenes or images to splits.
         seed: seed of the splits.
         block_rows: rows per window when scanning label rasters.
+        label_band: the band of the label rasters that holds the labels (None: the
+            only one; a label raster of several bands is then refused).
 
     Raises:
         DatasetBuildError: on any invalid value (the message names its option).
@@ -109,12 +114,15 @@ class GeneralConfig:
     split_file: str | None = None
     seed: int = defaults.SEED
     block_rows: int = 1024
+    label_band: int | None = None
 
     def __post_init__(self) -> None:
         if self.patch_size < 8:
             raise DatasetBuildError(f"--patch-size {self.patch_size}: must be ≥ 8")
         if self.stride is not None and self.stride < 1:
             raise DatasetBuildError(f"--stride {self.stride}: must be ≥ 1")
+        if self.label_band is not None and self.label_band < 1:
+            raise DatasetBuildError(f"--label-band {self.label_band}: must be ≥ 1")
         if not 0.0 < self.min_valid <= 1.0:
             raise DatasetBuildError(
                 f"--min-valid {self.min_valid:g}: must be in (0, 1]"
@@ -159,6 +167,9 @@ class _Image:
     radiometry: dict[str, Any]
     label_nodata: float | None
     pixel_grid: bool  # label read pixel for pixel (no CRS on one side)
+    label_band: int = 1  # the label raster's band that holds the labels
+    image_name: str = ""  # the image as recorded: relative to the dataset
+    label_name: str = ""  # the label as recorded: relative to the dataset
     split: str | None = None  # given by the manifest or the split file
     row: dict[str, Any] = field(default_factory=dict)  # summary row
 
@@ -179,7 +190,34 @@ def _lonlat_bounds(crs: Any, bounds: Any) -> tuple[float, float, float, float]:
     return transform_bounds(crs, "EPSG:4326", *bounds, densify_pts=21)
 
 
-def _inspect_pair(pair: Pair, image: ImageOptions) -> _Image:
+def _label_band(path: Path, count: int, wanted: int | None) -> int:
+    """The band of a label raster with ``count`` bands that holds the labels.
+
+    Raises:
+        InputRasterError: no band; several and no ``--label-band`` (a colour
+            rendering, an RGB export or an image given as labels would otherwise
+            be read as its first band); ``--label-band`` beyond ``count``.
+    """
+    if count < 1:
+        raise InputRasterError(f"{path}: the label raster has no bands")
+    if wanted is None:
+        if count > 1:
+            raise InputRasterError(
+                f"{path}: the label raster has {count} bands, labels are one band "
+                f"of class values; name it with --label-band N (1..{count})"
+            )
+        return 1
+    if wanted > count:
+        raise InputRasterError(
+            f"{path}: --label-band {wanted}, but the label raster has {count} "
+            f"band{'s' if count > 1 else ''}"
+        )
+    return wanted
+
+
+def _inspect_pair(
+    pair: Pair, image: ImageOptions, label_band: int | None = None
+) -> _Image:
     """Open an image and its label; check they can be paired."""
     from alosmap.io.raster import open_raster
 
@@ -193,9 +231,9 @@ def _inspect_pair(pair: Pair, image: ImageOptions) -> _Image:
         }
         bounds = sc.ds.bounds
     with open_raster(pair.label) as ds:
-        if ds.count < 1:
-            raise InputRasterError(f"{pair.label}: the label raster has no bands")
-        label_crs, label_bounds, label_nodata = ds.crs, ds.bounds, ds.nodatavals[0]
+        band = _label_band(pair.label, ds.count, label_band)
+        label_crs, label_bounds = ds.crs, ds.bounds
+        label_nodata = ds.nodatavals[band - 1]
         label_shape = (ds.height, ds.width)
     pixel = info.crs is None or label_crs is None
     if pixel and label_shape != (info.height, info.width):
@@ -222,6 +260,7 @@ def _inspect_pair(pair: Pair, image: ImageOptions) -> _Image:
         radiometry,
         label_nodata,
         pixel,
+        label_band=band,
     )
 
 
@@ -297,7 +336,7 @@ def _plan_from_file(images: list[_Image], path: str) -> _Plan:
             "path as given)"
         )
     unused = sorted(set(mapping) - used)
-    return _Plan("file", f"--split-file {path}", unused)
+    return _Plan("file", f"--split-file {Path(path).name}", unused)
 
 
 def _check_inputs(
@@ -310,9 +349,13 @@ def _check_inputs(
     """Everything checked before anything is written."""
     if not pairs:
         raise DatasetBuildError("no (image, label) pairs given")
-    images = [_inspect_pair(p, image) for p in pairs]
+    images = [_inspect_pair(p, image, config.label_band) for p in pairs]
     plan = _plan_splits(images, config)
-    values = scan_label_values([p.label for p in pairs], block_rows=config.block_rows)
+    values = scan_label_values(
+        [p.label for p in pairs],
+        block_rows=config.block_rows,
+        band=config.label_band or 1,
+    )
     check_label_values(values, legend, source)
     return images, values, plan
 
@@ -340,10 +383,10 @@ def _label_patch(ds: Any, img: _Image, r: int, c: int, p: int) -> np.ndarray:
     from rasterio.windows import Window
 
     if img.pixel_grid:
-        return ds.read(1, window=Window(c, r, p, p))
+        return ds.read(img.label_band, window=Window(c, r, p, p))
     dst = np.full((p, p), np.nan, dtype=np.float64)
     reproject(
-        source=band(ds, 1),
+        source=band(ds, img.label_band),
         destination=dst,
         src_nodata=img.label_nodata,
         dst_nodata=np.nan,
@@ -360,8 +403,8 @@ def _scene_row(img: _Image, candidates: int) -> dict[str, Any]:
     p = img.pair
     return {
         "name": p.image.name,
-        "image": str(p.image),
-        "label": str(p.label),
+        "image": img.image_name,
+        "label": img.label_name,
         "scene": img.group,
         "date": img.date.isoformat() if img.date else "",
         "candidates": candidates,
@@ -418,8 +461,8 @@ def _extract_image(
                     valid_fraction=vf,
                     histogram=[int(h) for h in hist[:k]],
                     extra={
-                        "image": str(img.pair.image),
-                        "label": str(img.pair.label),
+                        "image": img.image_name,
+                        "label": img.label_name,
                         "labelled_fraction": f"{labelled:.4f}",
                     },
                 )
@@ -488,7 +531,7 @@ def _split_of_patches(
     groups = np.asarray(out.groups, dtype=object)
     splits = np.full(len(groups), "test", dtype=object)
     if plan.rule in ("manifest", "file"):
-        given = {str(i.pair.image): i.split for i in images}
+        given = {i.image_name: i.split for i in images}
         for n, rec in enumerate(out.records):
             splits[n] = given[rec.extra["image"]]
         return splits, {}
@@ -555,7 +598,7 @@ def _note_image_splits(
         per_image.setdefault(rec.extra["image"], set()).add(str(sp))
     for i in images:
         i.row["split"] = "/".join(
-            s for s in LABELLED_SPLITS if s in per_image.get(str(i.pair.image), ())
+            s for s in LABELLED_SPLITS if s in per_image.get(i.image_name, ())
         )
 
 
@@ -630,11 +673,14 @@ def _build_record(
         "split_source": plan.source,
         "seed": config.seed,
         "image": image.to_dict(),
+        "label_band": config.label_band or 1,
         **inputs,
         "pairs": [
             {
-                "image": str(i.pair.image),
-                "label": str(i.pair.label),
+                "image": i.image_name,
+                "image_sha256": provenance_sha256(i.pair.image),
+                "label": i.label_name,
+                "label_sha256": provenance_sha256(i.pair.label),
                 "scene": i.group,
                 "date": i.date.isoformat() if i.date else None,
                 "split": i.split,
@@ -695,6 +741,13 @@ def build_general(
         [*(p.image for p in pairs), *(p.label for p in pairs), *filter(None, given)],
     )
     remove_stale_temps(out_dir)
+    for i in images:  # recorded relative to the dataset, not by this machine's paths
+        i.image_name = provenance_name(i.pair.image, out_dir)
+        i.label_name = provenance_name(i.pair.label, out_dir)
+    inputs = {
+        k: provenance_name(v, out_dir) if k in ("manifest", "label_dir") else v
+        for k, v in (inputs or {}).items()
+    }
     notes = _input_notes(images, plan, config)
     with atomic_dir(out_dir, overwrite, "dataset.json") as tmp:
         out = _extract(tmp, images, legend, config, image, progress)

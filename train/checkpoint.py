@@ -147,6 +147,25 @@ def save_encoder(
     return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=meta))
 
 
+def _unpickling_detail(exc: BaseException) -> str:
+    """The reason in ``torch.load(weights_only=True)``'s refusal, on one line.
+
+    PyTorch wraps it in paragraphs of advice (worded differently by version); kept
+    is ``GLOBAL <name>`` for a pickle that asks for code (the attack or a custom
+    class), else the unpickler's own reason (``Unsupported operand 110`` for a file
+    that is no pickle of tensors), else the last line.
+    """
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return f"GLOBAL {found.group(1)}"
+    found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+    if found:
+        return found.group(1).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
 def _read_state(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     """Tensors of ``path`` and the source kind, refusing anything unsafe."""
     if not path.is_file():
@@ -173,9 +192,14 @@ def _read_state(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        detail = _unpickling_detail(exc)
+        if not detail.startswith("GLOBAL"):  # not a pickle of tensors at all
+            raise CheckpointError(
+                f"{path}: not a readable checkpoint ({detail})"
+            ) from exc
         raise CheckpointError(
             f"{path} cannot be loaded safely (it needs arbitrary unpickling: "
-            f"{str(exc).splitlines()[0]}); re-save its state dict with plain tensors "
+            f"{detail}); re-save its state dict with plain tensors "
             "(torch.save({'model': model.state_dict()}, ...)) and try again"
         ) from exc
     except Exception as exc:

@@ -140,6 +140,21 @@ def write_manifest(
             w.writerow(r.to_row())
 
 
+def _open_array(path: Path) -> np.ndarray:
+    """Memory-map one of a dataset's ``.npy`` arrays.
+
+    Raises:
+        DatasetFormatError: not an ``.npy`` file, or cut short (an interrupted copy).
+    """
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DatasetFormatError(
+            f"{path}: not a readable .npy array ({exc}); rebuild the dataset with "
+            "`alosmap train build-dataset`"
+        ) from exc
+
+
 class TrainingData:
     """An opened dataset directory.
 
@@ -170,8 +185,8 @@ class TrainingData:
                 raise DatasetFormatError(f"{self.root}: {name} is missing")
         with (self.root / "manifest.csv").open(encoding="utf-8") as f:
             self.records = [PatchRecord.from_row(r) for r in csv.DictReader(f)]
-        self.sar = np.load(self.root / "sar_db.npy", mmap_mode="r")
-        self.labels = np.load(self.root / "labels.npy", mmap_mode="r")
+        self.sar = _open_array(self.root / "sar_db.npy")
+        self.labels = _open_array(self.root / "labels.npy")
         if (
             len(self.records) != self.sar.shape[0]
             or self.sar.shape != self.labels.shape

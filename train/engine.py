@@ -33,6 +33,10 @@ Details:
   group: the decoder and head, whose layer-wise scale is 1, so it is the
   schedule's own value (in pretraining, without layer-wise decay, every group has
   it).
+* A run that fails before its first row is saved (a bad ``--pretrained`` file, a
+  checkpoint of another shape, an interrupt in the first epoch) leaves nothing:
+  the run directory (and its parents) that this run created are removed again. A
+  directory that was there before is never removed, nor is anything in it.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
+import shutil
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -161,6 +167,46 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
 
 
+def make_run_dir(path: Path) -> list[Path]:
+    """Create the run directory and its missing parents, one by one.
+
+    Returns:
+        The directories this call created, outermost first (empty when ``path``
+        was there). One made meanwhile by another process is not counted.
+    """
+    missing: list[Path] = []
+    p = path
+    while not os.path.lexists(p) and p.parent != p:
+        missing.append(p)
+        p = p.parent
+    made: list[Path] = []
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except FileExistsError:
+            continue
+        made.append(d)
+    path.mkdir(parents=True, exist_ok=True)  # an error when it is not a directory
+    return made
+
+
+def remove_made_dirs(made: list[Path]) -> None:
+    """Remove what :func:`make_run_dir` created: the run directory, empty parents.
+
+    The innermost (the run directory, with everything this run wrote in it) goes
+    whole; each parent only while it is empty. Failures are only logged: the
+    caller is already reporting the error that stopped the run.
+    """
+    if not made:
+        return
+    try:
+        shutil.rmtree(made[-1])
+        for d in reversed(made[:-1]):
+            d.rmdir()
+    except OSError as exc:
+        logging.getLogger(__name__).debug("left %s: %s", made[-1], exc)
+
+
 def _quiet(_msg: str) -> None:
     """The log of ranks other than 0."""
 
@@ -206,6 +252,9 @@ class TrainingRun(ABC, Generic[ConfigT, ResultT]):
         self.rows: list[dict[str, Any]] = []
         self.tb: Any = None
         self.figures = False  # matplotlib is there (rank 0): draw()
+        #: directories this run created (rank 0), removed if it fails before a save
+        self.made_dirs: list[Path] = []
+        self.saved = False  # a row of this run was saved (its products, last.pt)
 
     # -- hooks -----------------------------------------------------------------------
     @abstractmethod
@@ -326,7 +375,7 @@ class TrainingRun(ABC, Generic[ConfigT, ResultT]):
         """Run directory, model (DDP), optimiser, loaders; resume from ``last.pt``."""
         cfg = self.cfg
         if self.info.primary:
-            self.out.mkdir(parents=True, exist_ok=True)
+            self.made_dirs = make_run_dir(self.out)
         ddp.barrier()
         ckpt = self._resume_checkpoint()
         self.resumed = ckpt is not None
@@ -544,22 +593,33 @@ class TrainingRun(ABC, Generic[ConfigT, ResultT]):
                 self.tb.flush()
             self.log(self.epoch_message(row, secs))
         self.save_checkpoint()
+        self.saved = True
 
     def run(self) -> ResultT:
-        """Set up, then train (and validate) epoch by epoch until done or stopped."""
-        self.setup()
-        self.on_start()
-        done_now = 0
+        """Set up, then train (and validate) epoch by epoch until done or stopped.
+
+        On a failure before the first saved row, the run directory this run
+        created is removed (see the module docstring).
+        """
         try:
-            while self.epoch < self.cfg.epochs:
-                if self.cfg.stop_after is not None and done_now >= self.cfg.stop_after:
-                    break
-                t0 = time.perf_counter()
-                train = self.train_epoch()
-                val = self.validate()
-                self.end_epoch(train, val, time.perf_counter() - t0)
-                done_now += 1
-        finally:
-            if self.tb is not None:
-                self.tb.close()
+            self.setup()
+            done_now = 0
+            try:
+                self.on_start()
+                while self.epoch < self.cfg.epochs:
+                    stop = self.cfg.stop_after
+                    if stop is not None and done_now >= stop:
+                        break
+                    t0 = time.perf_counter()
+                    train = self.train_epoch()
+                    val = self.validate()
+                    self.end_epoch(train, val, time.perf_counter() - t0)
+                    done_now += 1
+            finally:
+                if self.tb is not None:
+                    self.tb.close()
+        except BaseException:
+            if not self.saved:
+                remove_made_dirs(self.made_dirs)
+            raise
         return self.result()

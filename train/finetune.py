@@ -78,7 +78,13 @@ from alosmap.classes import Legend
 from alosmap.metrics import ConfusionMatrix, threshold_probabilities, water_metrics
 from alosmap.models import build_model
 from alosmap.radiometry import Radiometry
-from alosmap.spec import ModelSpec, default_spec, save_model
+from alosmap.spec import (
+    ModelSpec,
+    default_spec,
+    provenance_file,
+    provenance_name,
+    save_model,
+)
 from alosmap.train.checkpoint import (
     InitModel,
     load_init_weights,
@@ -655,22 +661,41 @@ class FinetuneRun(TrainingRun[FinetuneConfig, FinetuneResult]):
             **{f"val_{k}": v for k, v in val.items()},
         }
 
-    def _provenance(self) -> dict[str, str]:
-        """Where the weights of the epoch being saved come from."""
+    @cached_property
+    def _inputs(self) -> dict[str, str]:
+        """The provenance of the run's inputs (hashed once, not at every save).
+
+        Files are named without this machine's paths: the dataset by its folder's
+        name and the SHA-256 of its ``dataset.json``, the ``--pretrained`` and
+        ``--init-from`` files by their names and SHA-256.
+        """
         cfg = self.cfg
-        score = float(self.rows[-1][f"val_{self.metric}"]) if self.rows else math.nan
-        start = {"pretrained": str(cfg.pretrained) if cfg.pretrained else "none"}
+        data = provenance_file("data_json", Path(cfg.data) / "dataset.json")
+        start = {
+            "data": provenance_name(Path(cfg.data).resolve()),
+            **{k: v for k, v in data.items() if k != "data_json"},
+        }
+        if cfg.pretrained is not None:
+            start |= provenance_file("pretrained", cfg.pretrained)
+        else:
+            start["pretrained"] = "none"
         if self.init is not None:
-            start["init_from"] = f"{self.init.path} ({self.init.spec.name})"
+            start |= provenance_file("init_from", self.init.path)
+            start["init_from"] += f" ({self.init.spec.name})"
             if cfg.reinit_head:
                 start["reinit_head"] = "yes"
         elif cfg.pretrained is None:
             start["pretrained"] = "none (scratch)"
+        return start
+
+    def _provenance(self) -> dict[str, str]:
+        """Where the weights of the epoch being saved come from."""
+        cfg = self.cfg
+        score = float(self.rows[-1][f"val_{self.metric}"]) if self.rows else math.nan
         return {
             "alosmap_version": __version__,
             "command": "alosmap train finetune",
-            "data": str(Path(cfg.data).resolve()),
-            **start,
+            **self._inputs,
             "preset": cfg.preset or ("init-from" if self.init else DEFAULT_PRESET),
             "normalization": self.normalization,
             "freeze": cfg.freeze,

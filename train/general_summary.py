@@ -57,7 +57,7 @@ def general_summary(
     patches = {k: int((splits == k).sum()) for k in LABELLED_SPLITS}
     total = max(1, sum(patches.values()))
     return {
-        "path": str(out_dir),
+        "path": out_dir.name,
         "legend": legend.name,
         "images": rows,
         "notes": notes,

@@ -107,9 +107,9 @@ def _window_values(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def row_blocks(
-    ds: Any, path: str | os.PathLike[str], block_rows: int
+    ds: Any, path: str | os.PathLike[str], block_rows: int, band: int = 1
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """``(first row, band 1 of block_rows full-width rows)`` of an open raster.
+    """``(first row, band ``band`` of block_rows full-width rows)`` of a raster.
 
     Raises:
         InputRasterError: rows that cannot be read (naming them and ``path``).
@@ -120,7 +120,7 @@ def row_blocks(
     for r0 in range(0, ds.height, block_rows):
         h = min(block_rows, ds.height - r0)
         try:
-            a = ds.read(1, window=Window(0, r0, ds.width, h))
+            a = ds.read(band, window=Window(0, r0, ds.width, h))
         except (RasterioError, OSError) as exc:
             raise InputRasterError(
                 f"cannot read rows {r0}..{r0 + h} of {path}: {exc}"
@@ -129,9 +129,9 @@ def row_blocks(
 
 
 def scan_label_values(
-    paths: Sequence[str | os.PathLike[str]], *, block_rows: int = 1024
+    paths: Sequence[str | os.PathLike[str]], *, block_rows: int = 1024, band: int = 1
 ) -> LabelValues:
-    """Count the values of every label raster (band 1), each file once.
+    """Count the values of every label raster (its band ``band``), each file once.
 
     Raises:
         InputRasterError: a file that cannot be read.
@@ -146,11 +146,11 @@ def scan_label_values(
             continue
         done.add(key)
         with open_raster(path) as ds:
-            nd = ds.nodatavals[0] if ds.count else None
+            nd = ds.nodatavals[band - 1] if ds.count >= band else None
             if nd is not None and not math.isnan(nd):
                 k = int(nd) if float(nd).is_integer() else float(nd)
                 out.nodata.setdefault(k, []).append(path.name)
-            for _, a in row_blocks(ds, path, block_rows):
+            for _, a in row_blocks(ds, path, block_rows, band):
                 out.add(*_window_values(a), path.name)
                 if len(out.counts) > MAX_VALUES:
                     raise DatasetBuildError(

@@ -74,6 +74,12 @@ def _describe_model(path: Path, backend: str, as_json: bool) -> None:
     from alosmap.runtime.probe import describe_backend
     from alosmap.spec import load_spec
 
+    if backend == "onnx":
+        # what ONNX Runtime would refuse (external data outside the model's
+        # folder) is said here, as `predict -m` says it, not "runs here"
+        from alosmap.runtime.onnx_backend import read_onnx_metadata
+
+        read_onnx_metadata(Path(path))
     spec = load_spec(path)
     runs = _runs_here(describe_backend(backend))
     if as_json:

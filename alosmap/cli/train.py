@@ -311,6 +311,16 @@ def build_dataset_cmd(
             rich_help_panel=_OWN,
         ),
     ] = None,
+    label_band: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            metavar="N",
+            help="Band of the label rasters that holds the labels (default: the "
+            "only one; label rasters of several bands are refused without it).",
+            rich_help_panel=_OWN,
+        ),
+    ] = None,
     split: Annotated[
         str | None,
         typer.Option(
@@ -434,6 +444,7 @@ def build_dataset_cmd(
         "--labels": labels,
         "--label-pattern": label_pattern,
         "--label-nodata": label_nodata,
+        "--label-band": label_band,
         "--split-file": split_file,
         "--stride": stride,
     }
@@ -472,6 +483,7 @@ def build_dataset_cmd(
             "pattern": label_pattern,
             "legend": legend,
             "label_nodata": label_nodata,
+            "label_band": label_band,
             "split_by": split_by,
             "split_file": split_file,
             "stride": stride,
@@ -607,6 +619,7 @@ def _build_own(output: Path, own: dict[str, Any], common: dict[str, Any]) -> Any
         split_by=own["split_by"],
         split_file=str(own["split_file"]) if own["split_file"] else None,
         seed=common["seed"],
+        label_band=own["label_band"],
     )
     try:
         return build_general(

@@ -789,17 +789,41 @@ def run_bench(
     Raises:
         BackendOptionError: a tensorrt variant without an engine, or onnx variants
             that need an export and no ``export_onnx``.
+        BenchError: no variant could be measured (each one's error named); some
+            variants failing is no error: the report names their errors.
     """
     notes: list[str] = []
     with temp_workdir() as tmp:
         work = Path(tmp)
         files = _bench_files(request, work, notes, export_onnx)
         report = compare(request, files, workdir=work)
+        check_measured(report["variants"])
         pipeline = _pipeline_runs(request, files, work)
     report.update(model=files.name, machine=machine_description(report), notes=notes)
     if pipeline:
         report["pipeline"] = [asdict(r) for r in pipeline]
     return report
+
+
+class BenchError(AlosmapError):
+    """Nothing could be measured: every variant of ``alosmap bench`` failed."""
+
+
+def check_measured(variants: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse a comparison in which no variant could be measured.
+
+    Args:
+        variants: the ``variants`` of a :func:`compare` report.
+
+    Raises:
+        BenchError: every variant failed; one line with each one's error.
+    """
+    if any(not v["error"] for v in variants):
+        return
+    why = "; ".join(
+        f"{v['variant']}: {' '.join(str(v['error']).split())}" for v in variants
+    )
+    raise BenchError(f"no variant could be measured ({why})")
 
 
 def _bench_files(

@@ -333,20 +333,128 @@ def prepare_gpu_libraries(ort: Any, tensorrt: bool) -> None:
             logger.debug("import tensorrt failed: %s", exc)
 
 
+def _graph_tensors(graph: Any) -> Iterator[Any]:
+    """Every ``TensorProto`` of a graph: initializers, sparse ones, node attributes.
+
+    Subgraphs (``If``/``Loop`` bodies) are walked too.
+    """
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield from (sparse.values, sparse.indices)
+    for node in graph.node:
+        yield from _node_tensors(node)
+
+
+def _node_tensors(node: Any) -> Iterator[Any]:
+    """The tensors in a node's attributes (and in its subgraphs)."""
+    for attr in node.attribute:
+        if attr.HasField("t"):
+            yield attr.t
+        yield from attr.tensors
+        for sparse in [attr.sparse_tensor, *attr.sparse_tensors]:
+            yield from (sparse.values, sparse.indices)
+        if attr.HasField("g"):
+            yield from _graph_tensors(attr.g)
+        for sub in attr.graphs:
+            yield from _graph_tensors(sub)
+
+
+def _external_data_problem(
+    entries: dict[str, str], folder: Path, real_folder: str
+) -> str | None:
+    """Why ONNX Runtime would refuse one tensor's external data (None: it is fine).
+
+    The rules of ONNX Runtime (``ValidateExternalDataPath``): a location relative to
+    the model's folder, that stays inside it once resolved (no ``..``, no symbolic
+    link out of it), naming a file that exists and holds ``offset + length`` bytes.
+    """
+    import ntpath
+    import posixpath
+
+    location = entries.get("location", "")
+    if not location:
+        return "no location"
+    if (
+        posixpath.isabs(location)
+        or ntpath.isabs(location)
+        or ntpath.splitdrive(location)[0]
+    ):
+        return "an absolute path"
+    if ".." in re.split(r"[\\/]", location):
+        return "outside the model's folder (..)"
+    try:
+        real = os.path.realpath(folder / location)
+    except (OSError, ValueError):  # a NUL byte, a name too long
+        return "not a valid file name"
+    if os.path.commonpath([real, real_folder]) != real_folder or real == real_folder:
+        return "outside the model's folder"
+    if not os.path.isfile(real):
+        return "no such file beside the model"
+    try:
+        offset = int(entries.get("offset") or 0)
+        length = int(entries["length"]) if entries.get("length") else 0
+    except ValueError:
+        return "a malformed offset or length"
+    if offset < 0 or length < 0 or offset + length > os.path.getsize(real):
+        return "beyond the end of the file"
+    return None
+
+
+def check_external_data(model: Any, path: Path) -> None:
+    """Refuse an ONNX model whose external data ONNX Runtime would not load.
+
+    Tensors stored outside the ``.onnx`` file name their file in ``external_data``.
+    ONNX Runtime only reads such a file inside the model's folder (by a relative
+    location, resolved without leaving the folder), so a location elsewhere (an
+    absolute path, ``../secret.bin``, a link out of the folder) or a missing file is
+    refused here, before any session is made, with the tensor and the location.
+
+    Args:
+        model: the ``ModelProto``, loaded without its external data.
+        path: the ``.onnx`` file.
+
+    Raises:
+        ModelFileError: one line naming the tensor, the location and why.
+    """
+    onnx = lazy_import("onnx")
+    folder = Path(path).parent
+    real_folder = os.path.realpath(folder)
+    tensors = [
+        *_graph_tensors(model.graph),
+        *(t for f in model.functions for n in f.node for t in _node_tensors(n)),
+    ]
+    for tensor in tensors:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        entries = {e.key: e.value for e in tensor.external_data}
+        why = _external_data_problem(entries, folder, real_folder)
+        if why is not None:
+            location = entries.get("location", "")
+            raise ModelFileError(
+                f"{path}: cannot run: tensor {tensor.name!r} keeps its data in "
+                f"{location!r}, {why}; ONNX Runtime only loads external data from a "
+                "file inside the model's folder, named relative to it"
+            )
+
+
 def read_onnx_metadata(path: Path) -> dict[str, str]:
     """The ``metadata_props`` of an ONNX file and its graph input name/shape.
+
+    The external data locations are checked too (:func:`check_external_data`).
 
     Returns:
         The string pairs, plus ``"__input__"`` (the first graph input's name).
 
     Raises:
-        ModelFileError: not a readable ONNX file.
+        ModelFileError: not a readable ONNX file, or external data ONNX Runtime
+            would refuse.
     """
     onnx = lazy_import("onnx")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
         raise ModelFileError(f"{path}: not a readable ONNX model ({exc})") from exc
+    check_external_data(model, path)
     meta = {p.key: p.value for p in model.metadata_props}
     meta["__input__"] = model.graph.input[0].name if model.graph.input else "input"
     return meta

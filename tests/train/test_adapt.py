@@ -82,8 +82,11 @@ def test_adapt_normalisation_batchnorm_and_provenance(model, make_geotiff, tmp_p
     assert spec.radiometry.clip_db == src.radiometry.clip_db
     p = spec.provenance
     assert p["adapt_pixels"] == str(n) and p["adapt_tiles"] == "6"
-    assert str(model) in p["adapted_from"] and p["command"] == "alosmap train adapt"
-    assert p["adapt_scenes"] == f"{a}; {b}"
+    assert p["adapted_from"] == f"{model.name} ({src.name})"
+    assert p["adapted_from_sha256"] == before and p["command"] == "alosmap train adapt"
+    # the scenes by name and SHA-256, never by this machine's paths
+    assert p["adapt_scenes"] == "a.tif; b.tif"
+    assert p["adapt_scenes_sha256"] == f"{_sha(a)}; {_sha(b)}"
     assert {"adapt_date", "alosmap_version"} <= set(p)
     assert spec.name.endswith("-adapted") and spec.legend == src.legend
 

@@ -437,11 +437,16 @@ def test_real_jaxa_tiles_count_and_anchor():
 
 # ------------------------------------------------ the paper's path stays as it was
 def _files(path: Path) -> dict[str, bytes]:
-    """The dataset's files, with its own path (in dataset.json, summary.txt) masked."""
-    return {
-        p.name: p.read_bytes().replace(str(path).encode(), b"<DATASET>")
-        for p in sorted(path.iterdir())
-    }
+    """The dataset's files, with its own name (in dataset.json, summary.txt) masked."""
+    own = (f'"path": "{path.name}"', f"alosmap dataset {path.name} ")
+    masked = ('"path": "<DATASET>"', "alosmap dataset <DATASET> ")
+    out = {}
+    for p in sorted(path.iterdir()):
+        data = p.read_bytes()
+        for a, b in zip(own, masked, strict=True):
+            data = data.replace(a.encode(), b.encode())
+        out[p.name] = data
+    return out
 
 
 PAPER_KEYS = {

@@ -95,7 +95,8 @@ def test_init_from_starts_from_the_model(base, tmp_path):
     assert new.radiometry.mean_db == src.radiometry.mean_db  # "model" by default
     assert new.radiometry.std_db == src.radiometry.std_db
     assert new.provenance["normalization"] == "model"
-    assert str(model) in new.provenance["init_from"]
+    assert new.provenance["init_from"] == f"{model.name} ({src.name})"
+    assert str(model.parent) not in json.dumps(new.provenance)  # no path of ours
     assert new.provenance["best_epoch"] == str(ckpt["best_epoch"])
 
 
