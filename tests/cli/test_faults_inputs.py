@@ -273,7 +273,12 @@ def _serve_forever(root: str, mode: str) -> None:
 def http_server(root: Path, mode: str):
     """``http://127.0.0.1:<port>`` serving ``root`` in ``mode``; stopped on exit."""
     proc = subprocess.Popen(
-        [sys.executable, __file__, str(root), mode], stdout=subprocess.PIPE, text=True
+        [sys.executable, __file__, str(root), mode],
+        stdout=subprocess.PIPE,
+        # a client that hangs up mid-body makes the server print a traceback: it is
+        # the server's, not alosmap's, and must not reach the captured stderr
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         line = proc.stdout.readline()  # the child prints its port when it listens
