@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 import typer
@@ -184,10 +183,8 @@ def test_lazy_mount_shows_what_add_typer_shows():
 
 
 def test_exit_codes():
-    t0 = time.perf_counter()
-    res = _alosmap("--help")
+    res = _alosmap("--help")  # its imports: test_help_does_not_import_torch_and_is_fast
     assert res.returncode == 0 and "info" in res.stdout
-    assert time.perf_counter() - t0 < 60  # generous: only catches pathological imports
     assert _alosmap("no-such-command").returncode == 2
     # without a path, info lists this machine's backends (see tests/test_runtime.py)
     assert _alosmap("info").returncode == 0
