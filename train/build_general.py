@@ -27,7 +27,13 @@ The general path next to the paper's (:mod:`alosmap.train.build_dataset`):
    file, or ``split_by``: ``scene`` (whole scenes/groups), ``month`` (whole
    months of the acquisition dates) or ``random`` (per patch). Default: ``scene``
    with at least 3 scenes, else ``random``.
-6. **Output**: the same files as the paper's path (no ``anchors.npy``), labels as
+6. **Checks** (in the summary): every class's pixels per split and in the patches
+   the filters dropped; a legend class without training pixels stops the build
+   (unless ``allow_missing_classes``); the label check
+   (:mod:`alosmap.train.label_checks`) flags classes whose backscatter in a scene
+   contradicts the same class elsewhere. Pairs are left out by the manifest's
+   ``exclude`` column or by scene (``exclude_scenes``), and recorded as left out.
+7. **Output**: the same files as the paper's path (no ``anchors.npy``), labels as
    training indices of the legend (255 = no label), ``dataset.json`` with the
    legend, ``"labels": "index"``, the images' radiometry and statistics from the
    train split only (null without one: such a dataset evaluates, it cannot train).
@@ -39,7 +45,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -60,6 +66,7 @@ from alosmap.train.defaults import DEFAULT_SPLIT, MIN_SCENES_FOR_SCENE_SPLIT
 from alosmap.train.errors import DatasetBuildError
 from alosmap.train.general_summary import format_general_summary, general_summary
 from alosmap.train.images import ImageOptions, open_image, summarize_radiometry
+from alosmap.train.label_checks import LabelCheck, check_patches
 from alosmap.train.label_values import (
     LabelValues,
     check_label_values,
@@ -100,6 +107,10 @@ class GeneralConfig:
         block_rows: rows per window when scanning label rasters.
         label_band: the band of the label rasters that holds the labels (None: the
             only one; a label raster of several bands is then refused).
+        exclude_scenes: scenes (the pairs' scene/group, else image file name)
+            whose pairs are left out (``--exclude-scene``).
+        allow_missing_classes: build even when a legend class has no training
+            pixels (a warning instead of an error).
 
     Raises:
         DatasetBuildError: on any invalid value (the message names its option).
@@ -115,6 +126,8 @@ class GeneralConfig:
     seed: int = defaults.SEED
     block_rows: int = 1024
     label_band: int | None = None
+    exclude_scenes: tuple[str, ...] = ()
+    allow_missing_classes: bool = False
 
     def __post_init__(self) -> None:
         if self.patch_size < 8:
@@ -172,6 +185,8 @@ class _Image:
     label_name: str = ""  # the label as recorded: relative to the dataset
     split: str | None = None  # given by the manifest or the split file
     row: dict[str, Any] = field(default_factory=dict)  # summary row
+    #: pixels per class (SAR-valid) of the patches each filter dropped
+    dropped: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def group(self) -> str:
@@ -213,6 +228,38 @@ def _label_band(path: Path, count: int, wanted: int | None) -> int:
             f"band{'s' if count > 1 else ''}"
         )
     return wanted
+
+
+@contextlib.contextmanager
+def _no_crs_warnings() -> Iterator[None]:
+    """Silence the warnings of a raster without CRS: here it is allowed.
+
+    rasterio's NotGeoreferencedWarning and the scene reader's (which speaks of a
+    map); the build says it once, in its own words (:func:`_log_no_crs`).
+    """
+    import warnings
+
+    from rasterio.errors import NotGeoreferencedWarning
+
+    from alosmap.errors import AlosmapWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        warnings.filterwarnings("ignore", ".* has no CRS", AlosmapWarning)
+        yield
+
+
+def _log_no_crs(images: list[_Image]) -> None:
+    """One log line for the pairs read pixel for pixel (a raster without a CRS)."""
+    pixel = [i for i in images if i.pixel_grid]
+    if pixel:
+        first = pixel[0]
+        which = first.pair.image if first.crs is None else first.pair.label
+        logger.warning(
+            f"{len(pixel)} of {len(images)} pair(s) have a raster without a CRS "
+            f"(first: {which.name}): their labels are read pixel for pixel, "
+            "image and label having the same size"
+        )
 
 
 def _inspect_pair(
@@ -415,6 +462,25 @@ def _scene_row(img: _Image, candidates: int) -> dict[str, Any]:
     }
 
 
+def _patch_index(
+    ds: Any, img: _Image, legend: Legend, r: int, c: int, p: int
+) -> np.ndarray:
+    """The patch's labels as training indices (:data:`IGNORE_INDEX`: no label).
+
+    Raises:
+        DatasetBuildError: a value outside the legend (the scan refused these).
+    """
+    idx = legend.labels_to_index(
+        _label_patch(ds, img, r, c, p), nodata=img.label_nodata
+    )
+    if (idx == UNKNOWN_LABEL).any():
+        raise DatasetBuildError(
+            f"{img.pair.label}: a value outside the legend at patch "
+            f"({r}, {c}) of {img.pair.image.name}"
+        )
+    return idx
+
+
 def _extract_image(
     img: _Image,
     out: PatchStore,
@@ -429,6 +495,7 @@ def _extract_image(
     p, k = config.patch_size, legend.num_train_classes
     cells = _cells(img, config)
     img.row = info = _scene_row(img, len(cells))
+    img.dropped = {f: np.zeros(k, np.int64) for f in ("sar_nodata", "label_nodata")}
     with open_image(img.pair.image, image) as sc, open_raster(img.pair.label) as ds:
         for r in sorted({rc[0] for rc in cells}):
             db, valid = sc.read_strip(r, p)
@@ -438,18 +505,17 @@ def _extract_image(
                 vf = float(v.mean())
                 if vf < config.min_valid or not v.any():
                     info["dropped_sar_nodata"] += 1
+                    if v.any():  # the classes the filter took (SAR-valid pixels)
+                        idx = _patch_index(ds, img, legend, r, c, p)
+                        hist = np.bincount(idx[v], minlength=256)
+                        img.dropped["sar_nodata"] += hist[:k]
                     continue
-                raw = _label_patch(ds, img, r, c, p)
-                idx = legend.labels_to_index(raw, nodata=img.label_nodata)
-                if (idx == UNKNOWN_LABEL).any():  # the scan refused these
-                    raise DatasetBuildError(
-                        f"{img.pair.label}: a value outside the legend at patch "
-                        f"({r}, {c}) of {img.pair.image.name}"
-                    )
+                idx = _patch_index(ds, img, legend, r, c, p)
                 hist = np.bincount(idx[v], minlength=256)
                 labelled = 1.0 - hist[IGNORE_INDEX] / int(v.sum())
                 if labelled < config.min_labelled or labelled == 0:
                     info["dropped_label_nodata"] += 1
+                    img.dropped["label_nodata"] += hist[:k]
                     continue
                 record = PatchRecord(
                     index=-1,
@@ -468,6 +534,7 @@ def _extract_image(
                 )
                 out.add(record, img.group, db[:, c : c + p], idx, v)
                 info["kept"] += 1
+    info["dropped_class_pixels"] = {f: a.tolist() for f, a in img.dropped.items()}
 
 
 def _extract(
@@ -602,6 +669,144 @@ def _note_image_splits(
         )
 
 
+# ------------------------------------------------------------------ exclusion
+def _exclude(
+    pairs: Sequence[Pair], scenes: Sequence[str]
+) -> tuple[list[Pair], list[tuple[Pair, str]]]:
+    """The pairs to use, and those left out with why (``manifest`` or the option).
+
+    Raises:
+        DatasetBuildError: a scene no pair has (naming the scenes), every pair
+            left out.
+    """
+    known = list(dict.fromkeys(p.group for p in pairs))
+    unknown = [s for s in scenes if s not in known]
+    if unknown:
+        shown = ", ".join(known[:20])
+        more = f" and {len(known) - 20} more" if len(known) > 20 else ""
+        raise DatasetBuildError(
+            f"--exclude-scene {unknown[0]!r}: no pair has that scene; the scenes "
+            f"are {shown}{more}"
+        )
+    kept, left = [], []
+    for p in pairs:
+        if p.exclude or p.group in scenes:
+            left.append((p, "manifest" if p.exclude else "--exclude-scene"))
+        else:
+            kept.append(p)
+    if pairs and not kept:
+        raise DatasetBuildError(
+            f"all {len(pairs)} pairs are excluded (--exclude-scene, the manifest's "
+            "exclude column): nothing to build"
+        )
+    return kept, left
+
+
+def _excluded_record(
+    left: Sequence[tuple[Pair, str]], out_dir: Path
+) -> list[dict[str, str]]:
+    """The pairs left out, as ``dataset.json`` records them (no absolute path)."""
+    return [
+        {
+            "image": provenance_name(p.image, out_dir),
+            "label": provenance_name(p.label, out_dir),
+            "scene": p.group,
+            "by": by,
+        }
+        for p, by in left
+    ]
+
+
+# --------------------------------------------------------------------- checks
+def _class_pixels(
+    hist: np.ndarray, splits: np.ndarray, images: Sequence[_Image]
+) -> dict[str, np.ndarray]:
+    """Pixels of each class per split, and in the patches each filter dropped."""
+    out = {s: hist[splits == s].sum(axis=0) for s in LABELLED_SPLITS}
+    for f in ("sar_nodata", "label_nodata"):
+        out[f"dropped_{f}"] = np.sum([i.dropped[f] for i in images], axis=0)
+    return out
+
+
+def _missing_classes(
+    pixels: dict[str, np.ndarray], legend: Legend, config: GeneralConfig
+) -> list[str]:
+    """A note on the legend's classes without training pixels.
+
+    Only with training patches (a dataset without them evaluates, it cannot
+    train).
+
+    Raises:
+        DatasetBuildError: such a class, unless ``config.allow_missing_classes``.
+    """
+    train = pixels["train"]
+    missing = [i for i in range(len(train)) if train[i] == 0]
+    if not train.any() or not missing:
+        return []
+    what = "; ".join(
+        f"class {i} {legend.classes[i].name!r}: val {pixels['val'][i]:,} px, test "
+        f"{pixels['test'][i]:,} px, dropped {pixels['dropped_label_nodata'][i]:,} "
+        f"px by --min-labelled {config.min_labelled:g} and "
+        f"{pixels['dropped_sar_nodata'][i]:,} px by --min-valid {config.min_valid:g}"
+        for i in missing
+    )
+    head = f"the legend {legend.name!r} has classes without training pixels: {what}"
+    if not config.allow_missing_classes:
+        raise DatasetBuildError(
+            f"{head}; lower --min-labelled, add training data with the class, or "
+            "give --allow-missing-classes to build without it"
+        )
+    return [f"{head}; built anyway (--allow-missing-classes): no model learns it"]
+
+
+def _label_check(
+    tmp: Path, out: PatchStore, splits: np.ndarray, legend: Legend
+) -> LabelCheck:
+    """The label check of the patches written in ``tmp``."""
+    sar = np.load(tmp / "sar_db.npy", mmap_mode="r")
+    labels = np.load(tmp / "labels.npy", mmap_mode="r")
+    return check_patches(sar, labels, out.groups, [str(s) for s in splits], legend)
+
+
+def _checks(
+    tmp: Path,
+    out: PatchStore,
+    images: Sequence[_Image],
+    splits: np.ndarray,
+    legend: Legend,
+    config: GeneralConfig,
+    source: str,
+) -> tuple[np.ndarray, dict[str, np.ndarray], LabelCheck, list[str]]:
+    """The class and label checks of the kept patches.
+
+    Returns:
+        Their class histograms ``[N, K]``, the class pixels
+        (:func:`_class_pixels`), the label check and the notes of it all.
+
+    Raises:
+        DatasetBuildError: a legend class without training pixels, unless
+            ``config.allow_missing_classes`` (:func:`_missing_classes`).
+    """
+    hist = np.array([r.histogram for r in out.records], dtype=np.int64)
+    pixels = _class_pixels(hist, splits, images)
+    notes = _missing_classes(pixels, legend, config)
+    notes += _class_notes(hist, legend, source)
+    check = _label_check(tmp, out, splits, legend)
+    return hist, pixels, check, notes + _check_notes(check)
+
+
+def _check_notes(check: LabelCheck) -> list[str]:
+    """A note (and warning) naming the scenes the label check flags."""
+    scenes = check.flagged_scenes
+    if not scenes:
+        return []
+    return [
+        f"label check: in {len(scenes)} scene(s) a class's σ0 contradicts the same "
+        f"class elsewhere: {', '.join(scenes)} (table in summary.txt); "
+        + check.way_out()
+    ]
+
+
 # --------------------------------------------------------------------- output
 def _class_notes(hist: np.ndarray, legend: Legend, source: str) -> list[str]:
     """A note (and warning) when the kept patches hold one class only."""
@@ -655,6 +860,23 @@ def _metadata(
     }
 
 
+def _record_names(
+    images: Sequence[_Image], inputs: dict[str, Any] | None, out_dir: Path
+) -> dict[str, Any]:
+    """Name the images and labels relative to the dataset, as recorded.
+
+    Not by this machine's paths; ``inputs`` comes back with its manifest or label
+    directory named so too.
+    """
+    for i in images:
+        i.image_name = provenance_name(i.pair.image, out_dir)
+        i.label_name = provenance_name(i.pair.label, out_dir)
+    return {
+        k: provenance_name(v, out_dir) if k in ("manifest", "label_dir") else v
+        for k, v in (inputs or {}).items()
+    }
+
+
 def _build_record(
     config: GeneralConfig,
     images: list[_Image],
@@ -674,6 +896,8 @@ def _build_record(
         "seed": config.seed,
         "image": image.to_dict(),
         "label_band": config.label_band or 1,
+        "exclude_scenes": list(config.exclude_scenes),
+        "allow_missing_classes": config.allow_missing_classes,
         **inputs,
         "pairs": [
             {
@@ -734,23 +958,21 @@ def build_general(
     image = image or ImageOptions()
     out_dir = Path(out_dir)
     source = legend_source or legend.name
-    images, values, plan = _check_inputs(pairs, legend, source, config, image)
+    used, left_out = _exclude(pairs, config.exclude_scenes)
+    with _no_crs_warnings():
+        images, values, plan = _check_inputs(used, legend, source, config, image)
+    _log_no_crs(images)
     given = [(inputs or {}).get("manifest"), config.split_file]
     check_not_input_dir(
         out_dir,
         [*(p.image for p in pairs), *(p.label for p in pairs), *filter(None, given)],
     )
     remove_stale_temps(out_dir)
-    for i in images:  # recorded relative to the dataset, not by this machine's paths
-        i.image_name = provenance_name(i.pair.image, out_dir)
-        i.label_name = provenance_name(i.pair.label, out_dir)
-    inputs = {
-        k: provenance_name(v, out_dir) if k in ("manifest", "label_dir") else v
-        for k, v in (inputs or {}).items()
-    }
+    inputs = _record_names(images, inputs, out_dir)
     notes = _input_notes(images, plan, config)
     with atomic_dir(out_dir, overwrite, "dataset.json") as tmp:
-        out = _extract(tmp, images, legend, config, image, progress)
+        with _no_crs_warnings():
+            out = _extract(tmp, images, legend, config, image, progress)
         splits, chosen = _assign(images, out, plan, config)
         notes += _empty_split_notes(splits, plan, config, len(chosen))
         k = legend.num_train_classes
@@ -759,12 +981,13 @@ def build_general(
         radiometry, note = summarize_radiometry([i.radiometry for i in images])
         if note:
             notes.append(note)
-        hist = np.array([r.histogram for r in out.records], dtype=np.int64)
-        train_hist = hist[splits == "train"].sum(axis=0)
-        notes += _class_notes(hist, legend, source)
-        build = _build_record(
-            config, images, plan, image, {**(inputs or {}), "legend": source}
+        hist, pixels, check, more = _checks(
+            tmp, out, images, splits, legend, config, source
         )
+        notes += more
+        excluded = _excluded_record(left_out, out_dir)
+        extra = {**inputs, "legend": source, "excluded": excluded}
+        build = _build_record(config, images, plan, image, extra)
         summary = general_summary(
             out_dir,
             legend,
@@ -777,8 +1000,11 @@ def build_general(
             norm,
             hist,
             values,
+            class_pixels=pixels,
+            label_check=check.to_dict(),
+            excluded=excluded,
         )
-        meta = _metadata(legend, radiometry, config, build, summary, train_hist)
+        meta = _metadata(legend, radiometry, config, build, summary, pixels["train"])
         (tmp / "dataset.json").write_text(
             json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +10,7 @@ import numpy as np
 
 from alosmap.classes import Legend
 from alosmap.train.data import FORMAT
+from alosmap.train.label_checks import SUMMARY_SCENES, format_label_check
 from alosmap.train.label_values import LabelValues, format_value_rows, value_rows
 from alosmap.train.patch_store import Normalization, format_normalization
 from alosmap.train.splits import LABELLED_SPLITS
@@ -38,6 +39,10 @@ def general_summary(
     norm: Normalization,
     hist: np.ndarray,
     values: LabelValues,
+    *,
+    class_pixels: Mapping[str, np.ndarray] | None = None,
+    label_check: dict[str, Any] | None = None,
+    excluded: Sequence[dict[str, str]] = (),
 ) -> dict[str, Any]:
     """The build summary (``dataset.json``'s ``summary``, ``summary.txt``).
 
@@ -53,6 +58,11 @@ def general_summary(
         norm: the σ0 statistics.
         hist: [N, K] pixels of each class per kept patch (SAR-valid pixels).
         values: the scan of the label rasters.
+        class_pixels: pixels of each class per split (``train``, ``val``,
+            ``test``) and in the dropped patches (``dropped_sar_nodata``,
+            ``dropped_label_nodata``), over SAR-valid pixels.
+        label_check: the label check (:meth:`LabelCheck.to_dict`).
+        excluded: the pairs left out (``image``, ``label``, ``scene``, ``by``).
     """
     patches = {k: int((splits == k).sum()) for k in LABELLED_SPLITS}
     total = max(1, sum(patches.values()))
@@ -90,6 +100,11 @@ def general_summary(
             "all": _shares(hist.sum(axis=0)),
             "train": _shares(hist[splits == "train"].sum(axis=0)),
         },
+        "class_pixels": {
+            k: [int(n) for n in v] for k, v in (class_pixels or {}).items()
+        },
+        "excluded": list(excluded),
+        "label_check": label_check,
     }
 
 
@@ -145,4 +160,47 @@ def format_general_summary(summary: dict[str, Any], legend: Legend) -> str:
             f"  {i}: {c.name[:19]:<19} {100 * shares['all'][i]:>8.2f} "
             f"{100 * shares['train'][i]:>8.2f}"
         )
-    return "\n".join(lines) + "\n"
+    lines += _class_pixel_lines(summary, legend)
+    lines += _excluded_lines(summary.get("excluded") or [])
+    text = "\n".join(lines) + "\n"
+    if summary.get("label_check"):
+        text += "\n" + format_label_check(summary["label_check"], SUMMARY_SCENES)
+    return text
+
+
+def _class_pixel_lines(summary: dict[str, Any], legend: Legend) -> list[str]:
+    """Pixels of each class per split and in the patches the filters dropped."""
+    px = summary.get("class_pixels")
+    if not px:
+        return []
+    rule = summary["rule"]
+    sar = f"dropped SAR<{rule['min_sar_valid']:.0%}"
+    lab = f"dropped lab<{rule['min_label_fraction']:.0%}"
+    lines = [
+        "",
+        f"{'class pixels (SAR-valid)':<24} {'train':>11} {'val':>11} {'test':>11} "
+        f"{sar:>17} {lab:>17}",
+    ]
+    trains = any(px["train"])  # without training patches: an evaluation dataset
+    for i, c in enumerate(legend.classes):
+        none = "  ← no training pixels" if trains and px["train"][i] == 0 else ""
+        lines.append(
+            f"  {i}: {c.name[:19]:<19} {px['train'][i]:>11,} {px['val'][i]:>11,} "
+            f"{px['test'][i]:>11,} {px['dropped_sar_nodata'][i]:>17,} "
+            f"{px['dropped_label_nodata'][i]:>17,}{none}"
+        )
+    return lines
+
+
+def _excluded_lines(excluded: Sequence[dict[str, str]]) -> list[str]:
+    """The pairs left out (manifest's exclude column, --exclude-scene)."""
+    if not excluded:
+        return []
+    return [
+        "",
+        f"excluded: {len(excluded)} pair(s), not used",
+        *(
+            f"  {Path(e['image']).name} (scene {e['scene']}; by {e['by']})"
+            for e in excluded
+        ),
+    ]

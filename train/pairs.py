@@ -4,12 +4,17 @@ Two ways to list them:
 
 * a **manifest** CSV (:func:`read_pairs_manifest`) with a header and the columns
   ``image``, ``label`` (required), ``split`` (train/val/test), ``date``
-  (YYYY-MM-DD) and ``scene`` (or ``group``: images of one scene or area, kept in
-  one split). Relative paths are relative to the CSV's directory;
+  (YYYY-MM-DD), ``scene`` (or ``group``: images of one scene or area, kept in
+  one split) and ``exclude`` (true/1/yes: the pair is listed but not used).
+  Relative paths are relative to the CSV's directory;
 * **images and a label directory** (:func:`match_pairs`): each image's label is
   ``LABEL_DIR / pattern``, the pattern naming the image with ``{name}`` (its file
   name, the default: the same file name) or ``{stem}`` (without the extension),
-  e.g. ``{stem}_label.tif``.
+  e.g. ``{stem}_label.tif``; or with ``{key}``, the part of the image's name that an
+  **image pattern** leaves: ``--image-pattern '{key}_S1Hand.tif'`` with
+  ``--label-pattern '{key}_LabelHand.tif'`` pairs ``Bolivia_1_S1Hand.tif`` with
+  ``Bolivia_1_LabelHand.tif``. With an image pattern, a directory of images stands
+  for its files that match it.
 """
 
 from __future__ import annotations
@@ -30,12 +35,16 @@ __all__ = [
     "MANIFEST_COLUMNS",
     "Pair",
     "image_files",
+    "image_key_pattern",
     "match_pairs",
     "read_pairs_manifest",
 ]
 
 #: Columns of an input manifest (``image`` and ``label`` are required).
-MANIFEST_COLUMNS = ("image", "label", "split", "date", "scene", "group")
+MANIFEST_COLUMNS = ("image", "label", "split", "date", "scene", "group", "exclude")
+#: ``exclude`` cells that leave a pair out, and those that keep it.
+EXCLUDE_TRUE = ("true", "1", "yes", "y")
+EXCLUDE_FALSE = ("false", "0", "no", "n", "")
 #: Raster suffixes a directory of images is listed by.
 RASTER_SUFFIXES = (".tif", ".tiff")
 _REMOTE = re.compile(r"^(/vsi[a-z0-9_]+/|[a-z][a-z0-9+.-]*://)", re.IGNORECASE)
@@ -59,6 +68,7 @@ class Pair:
             name, if any).
         scene: the scene or group the manifest gives (None: the image file name).
         where: where it was listed (for messages), e.g. ``"pairs.csv row 3"``.
+        exclude: the manifest's ``exclude`` column leaves it out of the build.
     """
 
     image: Path
@@ -67,6 +77,7 @@ class Pair:
     date: date | None = None
     scene: str | None = None
     where: str = ""
+    exclude: bool = False
 
     @property
     def group(self) -> str:
@@ -99,13 +110,46 @@ def image_files(
     return out
 
 
-def _label_name(pattern: str, image: Path) -> str:
+def image_key_pattern(pattern: str) -> re.Pattern[str]:
+    """The regular expression of an ``--image-pattern`` such as ``{key}_S1Hand.tif``.
+
+    ``{key}`` (exactly once) matches any non-empty part of a file name, ``*`` any
+    part that is not the key; the rest is literal (case-sensitive).
+
+    Raises:
+        DatasetBuildError: no ``{key}``, or another ``{...}`` field.
+    """
+    parts = re.split(r"(\{[^{}]*\})", pattern)
+    fields = [p for p in parts if p.startswith("{") and p.endswith("}")]
+    if fields.count("{key}") != 1 or len(fields) != 1 or "/" in pattern:
+        raise DatasetBuildError(
+            f"--image-pattern {pattern!r}: name the images' file names with {{key}} "
+            "once (the part shared with the label's name; '*' for any other part), "
+            "e.g. '{key}_S1Hand.tif' with --label-pattern '{key}_LabelHand.tif'"
+        )
+    regex = "".join(
+        "(?P<key>.+)" if p == "{key}" else ".*".join(re.escape(q) for q in p.split("*"))
+        for p in parts
+    )
+    return re.compile(regex + r"\Z")
+
+
+def _label_name(pattern: str, image: Path, key: str | None = None) -> str:
+    fields = {"name": image.name, "stem": image.stem}
+    if key is not None:
+        fields["key"] = key
     try:
-        name = pattern.format(name=image.name, stem=image.stem)
+        name = pattern.format(**fields)
     except (KeyError, IndexError, ValueError) as exc:
+        with_key = (
+            ", {key} (the part --image-pattern leaves)"
+            if key is not None
+            else "; {key} needs --image-pattern"
+        )
         raise DatasetBuildError(
             f"--label-pattern {pattern!r}: use {{name}} (the image's file name) or "
-            f"{{stem}} (without its extension), e.g. '{{stem}}_label.tif' ({exc!r})"
+            f"{{stem}} (without its extension){with_key}, e.g. '{{stem}}_label.tif' "
+            f"({exc!r})"
         ) from None
     if not name or "/" in name or "\\" in name:
         raise DatasetBuildError(
@@ -115,15 +159,51 @@ def _label_name(pattern: str, image: Path) -> str:
     return name
 
 
+def _image_keys(
+    images: Sequence[str | os.PathLike[str]], image_pattern: str | None
+) -> dict[Path, str | None]:
+    """Each image and its ``{key}`` (None without an image pattern).
+
+    With a pattern, a directory stands for its files that match it, and a file
+    given by name must match it.
+
+    Raises:
+        DatasetBuildError: a bad pattern, a file given by name that does not match.
+    """
+    if image_pattern is None:
+        return dict.fromkeys(image_files(images))
+    regex = image_key_pattern(image_pattern)
+    out: dict[Path, str | None] = {}
+    for given in map(Path, images):
+        for f in image_files([given]):
+            m = regex.match(f.name)
+            if m is not None:
+                out[f] = m["key"]
+            elif not given.is_dir():
+                raise DatasetBuildError(
+                    f"--images {f}: its name does not match --image-pattern "
+                    f"{image_pattern!r}"
+                )
+    return out
+
+
 def match_pairs(
     images: Sequence[str | os.PathLike[str]],
     label_dir: str | os.PathLike[str],
     pattern: str = "{name}",
+    image_pattern: str | None = None,
 ) -> list[Pair]:
     """Pair each image with ``label_dir / pattern`` (see the module docs).
 
     Files that are another image's label are not images (so images and labels may
     share a directory).
+
+    Args:
+        images: image files and directories.
+        label_dir: the directory of the labels.
+        pattern: the label's file name: ``{name}``, ``{stem}``, ``{key}``.
+        image_pattern: the images' file names, with ``{key}`` (see
+            :func:`image_key_pattern`); None: every raster of a directory.
 
     Raises:
         InputRasterError: no label directory, no images, images without a label.
@@ -132,12 +212,16 @@ def match_pairs(
     d = Path(label_dir)
     if not d.is_dir():
         raise InputRasterError(f"--labels {d}: label directory not found")
-    files = image_files(images)
-    labels = {f: d / _label_name(pattern, f) for f in files}
+    keys = _image_keys(images, image_pattern)
+    files = list(keys)
+    labels = {f: d / _label_name(pattern, f, keys[f]) for f in files}
     label_set = {_key(p) for p in labels.values()}
     files = [f for f in files if _key(f) not in label_set or _key(labels[f]) == _key(f)]
     if not files:
-        raise InputRasterError(f"--images {', '.join(map(str, images))}: no images")
+        matching = f" matching {image_pattern!r}" if image_pattern else ""
+        raise InputRasterError(
+            f"--images {', '.join(map(str, images))}: no images{matching}"
+        )
     same = [f.name for f in files if _key(labels[f]) == _key(f)]
     if same:
         raise DatasetBuildError(
@@ -198,7 +282,7 @@ def _header(fields: Sequence[str] | None, path: Path) -> dict[str, str]:
     if missing:
         raise DatasetBuildError(
             f"--manifest {path}: no {' or '.join(missing)} column; the header must "
-            "name image and label (and optionally split, date, scene)"
+            "name image and label (and optionally split, date, scene, exclude)"
         )
     if "scene" in names.values() and "group" in names.values():
         raise DatasetBuildError(
@@ -218,6 +302,12 @@ def _pair_from_row(row: dict[str, str], base: Path, where: str) -> Pair:
             f"{', '.join(LABELLED_SPLITS)} (or empty)"
         )
     scene = (row.get("scene") or row.get("group") or "").strip() or None
+    exclude = row.get("exclude", "").strip().lower()
+    if exclude not in EXCLUDE_TRUE + EXCLUDE_FALSE:
+        raise DatasetBuildError(
+            f"{where}: exclude {row['exclude']!r} is not one of true, 1, yes (leave "
+            "the pair out) or false, 0, no, empty (use it)"
+        )
     return Pair(
         _resolve(image, base),
         _resolve(label, base),
@@ -225,6 +315,7 @@ def _pair_from_row(row: dict[str, str], base: Path, where: str) -> Pair:
         _parse_date(row.get("date", ""), where),
         scene,
         where,
+        exclude in EXCLUDE_TRUE,
     )
 
 
