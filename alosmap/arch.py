@@ -17,6 +17,8 @@ Choices the paper leaves open, made here and configurable:
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +85,67 @@ class ArchConfig:
         """Return a copy with ``changes`` applied (validated)."""
         return dataclasses.replace(self, **changes)
 
+    def stage_windows(self, img_size: int | None = None) -> tuple[int, ...]:
+        """Each stage's attention window at ``img_size`` (default: the own one).
+
+        A window larger than its stage's token grid is clamped to the grid (the
+        stage then attends globally), as in :func:`stage_windows`.
+        """
+        size = self.img_size if img_size is None else img_size
+        grid = size // self.patch_size
+        return tuple(
+            w for w, _ in stage_windows(self.window_size, grid, self.num_stages)
+        )
+
+    def tile_size_problem(self, size: int) -> str | None:
+        """Why the model cannot be built for ``size``-px tiles, or None if it can.
+
+        Every stage grid (``size / (patch_size · 2^i)`` tokens) must be whole and
+        tiled by that stage's window (clamped to the grid).
+        """
+        if size < self.stride or size % self.stride:
+            return f"{size} is not a multiple of the model stride {self.stride}"
+        grid = size // self.patch_size
+        for i, w in enumerate(self.stage_windows(size)):
+            g = grid // 2**i
+            if g % w:
+                return (
+                    f"stage {i + 1} has a {g}×{g} token grid, which its {w}×{w} "
+                    "attention window does not tile"
+                )
+        return None
+
+    def valid_tile_sizes(self, up_to: int | None = None) -> list[int]:
+        """The tile sizes (multiples of the stride) the model can be built for.
+
+        Args:
+            up_to: largest size listed (default: 4 × ``img_size``, at least 1024).
+        """
+        top = up_to if up_to is not None else max(1024, 4 * self.img_size)
+        sizes = range(self.stride, top + 1, self.stride)
+        return [s for s in sizes if self.tile_size_problem(s) is None]
+
+    def with_tile_size(self, size: int) -> ArchConfig:
+        """The same network built for ``size``-px tiles (its weights fit both).
+
+        The weights do not depend on the tile size, with one exception handled
+        when they are loaded (:class:`~alosmap.models.swin.WindowAttention`): a
+        stage whose window is clamped to a smaller grid keeps the relative position
+        biases of the offsets that remain.
+
+        Raises:
+            SpecError: ``size`` does not fit the windows; the message lists the
+                sizes that do.
+        """
+        problem = self.tile_size_problem(size)
+        if problem is not None:
+            valid = ", ".join(map(str, self.valid_tile_sizes()))
+            raise SpecError(
+                f"tile size {size} does not fit the model ({problem}); valid tile "
+                f"sizes with windows {self.window_size}: {valid}"
+            )
+        return self.replace(img_size=size)
+
     def __post_init__(self) -> None:
         """Validate field values; raise :class:`SpecError` naming the field."""
         for name in ("depths", "num_heads", "window_size", "pool_scales"):
@@ -148,6 +211,24 @@ class ArchConfig:
             return cls(**data)
         except TypeError as exc:
             raise SpecError(f"arch: {exc}") from exc
+
+
+def stage_windows(
+    windows: Sequence[int], grid: int, num_stages: int
+) -> tuple[tuple[int, int], ...]:
+    """Each stage's ``(h, w)`` window, clamped to its token grid (``ceil(grid / 2^i)``).
+
+    Args:
+        windows: the configured window of each stage.
+        grid: token grid of the first stage (tile size / patch size).
+        num_stages: number of stages.
+    """
+    out = []
+    for i in range(num_stages):
+        g = math.ceil(grid / 2**i)
+        w = min(windows[i], g)
+        out.append((w, w))
+    return tuple(out)
 
 
 def check_fields(

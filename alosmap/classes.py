@@ -200,8 +200,17 @@ class Legend:
     # ------------------------------------------------------------ outputs
     @property
     def metric(self) -> str:
-        """The model-selection metric: ``"iou_water"`` (binary) or ``"miou"``."""
-        return "iou_water" if self.binary else "miou"
+        """The model-selection metric: ``"miou"``, or ``iou_<positive class>``.
+
+        A binary legend's (:func:`alosmap.metrics.positive_iou_name`): the water
+        legend's is ``iou_water``, a positive class *Flooded area* gives
+        ``iou_flooded_area``.
+        """
+        if not self.binary:
+            return "miou"
+        from alosmap.metrics import positive_iou_name  # metrics imports this module
+
+        return positive_iou_name(self.positive.name)
 
     @property
     def num_outputs(self) -> int:

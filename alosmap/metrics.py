@@ -22,13 +22,22 @@ it is a false positive). mIoU, mAcc and mF1 are means over the classes whose val
 is defined; the number of such classes is reported next to them.
 :meth:`ConfusionMatrix.summary` turns NaN into ``None`` for JSON.
 
+**Validation noise.** A score pooled over a few scenes is noisy: the matrices of
+each unit (scene or patch, :func:`confusion_per_item`) are kept apart, and
+:func:`bootstrap_scores` resamples the units with replacement (the same seeded draws
+every call) and pools each resample's matrices into one score; percentiles of these
+give an interval (:func:`percentile_interval`), and the same draws applied to two
+models scored on the same units give a paired distribution of their difference.
+
 Inputs may be numpy arrays or torch tensors; this module never imports torch at
-import time (only :meth:`ConfusionMatrix.all_reduce_` imports it, when called).
+import time (only :func:`all_reduce_sum` and :meth:`ConfusionMatrix.all_reduce_`
+import it, when called).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,12 +49,20 @@ __all__ = [
     "WATER_THRESHOLD",
     "ConfusionMatrix",
     "accuracy_per_class",
+    "all_reduce_sum",
+    "batched_score",
+    "binary_metrics",
+    "bootstrap_scores",
     "cohen_kappa",
+    "confusion_per_item",
     "f1_per_class",
     "iou_per_class",
     "jsonable",
     "nan_mean",
     "overall_accuracy",
+    "percentile_interval",
+    "positive_iou_name",
+    "slug",
     "threshold_probabilities",
     "water_metrics",
 ]
@@ -285,19 +302,7 @@ class ConfusionMatrix:
         Returns:
             ``self``.
         """
-        try:
-            import torch
-            import torch.distributed as dist
-        except ImportError:
-            return self
-        if not (dist.is_available() and dist.is_initialized()):
-            return self
-        device = torch.device("cpu")
-        if dist.get_backend(group) == "nccl":
-            device = torch.device("cuda", torch.cuda.current_device())
-        buf = torch.from_numpy(self.matrix.copy()).to(device)
-        dist.all_reduce(buf, op=dist.ReduceOp.SUM, group=group)
-        self.matrix[...] = buf.cpu().numpy()
+        self.matrix[...] = all_reduce_sum(self.matrix, group)
         return self
 
     def iou(self) -> np.ndarray:
@@ -423,3 +428,163 @@ def threshold_probabilities(
     """
     p = _to_numpy(prob)
     return (p >= threshold).astype(np.uint8)
+
+
+def slug(name: str) -> str:
+    """``name`` in lower case, runs of other characters than ``a-z0-9`` as ``_``.
+
+    ``"Flooded area"`` → ``"flooded_area"``; a name with none of them → ``"class"``.
+    """
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "class"
+
+
+def positive_iou_name(positive: str) -> str:
+    """The score name of a binary legend: ``iou_<slug of its positive class>``.
+
+    The water legend's positive class, *Water*, gives ``iou_water``.
+    """
+    return f"iou_{slug(positive)}"
+
+
+def binary_metrics(
+    cm: ConfusionMatrix | np.ndarray, positive: str = "Water"
+) -> dict[str, float]:
+    """:func:`water_metrics` of a binary legend whose class 1 is ``positive``.
+
+    Returns:
+        ``{positive_iou_name(positive), "precision", "recall"}`` as floats.
+    """
+    m = water_metrics(cm)
+    return {positive_iou_name(positive): m.pop("iou_water"), **m}
+
+
+def all_reduce_sum(array: np.ndarray, group: Any = None) -> np.ndarray:
+    """``array`` summed over all ``torch.distributed`` ranks (a new array).
+
+    Every rank must call it with an array of the same shape and dtype (it is a
+    collective). Without an initialised process group: a copy of ``array``. With
+    the NCCL backend the values travel through the current CUDA device.
+    """
+    try:
+        import torch
+        import torch.distributed as dist
+    except ImportError:
+        return np.array(array)
+    if not (dist.is_available() and dist.is_initialized()):
+        return np.array(array)
+    device = torch.device("cpu")
+    if dist.get_backend(group) == "nccl":
+        device = torch.device("cuda", torch.cuda.current_device())
+    buf = torch.from_numpy(np.ascontiguousarray(array).copy()).to(device)
+    dist.all_reduce(buf, op=dist.ReduceOp.SUM, group=group)
+    return buf.cpu().numpy()
+
+
+def confusion_per_item(
+    pred: Any, target: Any, num_classes: int, ignore_index: int = IGNORE_INDEX
+) -> np.ndarray:
+    """One confusion matrix per item of a batch (rows = truth).
+
+    Args:
+        pred: predicted class indices ``[B, ...]`` (numpy or torch, integers).
+        target: true class indices of the same shape; ``ignore_index`` skipped.
+        num_classes: ``K``.
+        ignore_index: truth value excluded from counting.
+
+    Returns:
+        int64 ``[B, K, K]``; item ``b`` is what :class:`ConfusionMatrix` counts
+        for ``pred[b], target[b]``.
+
+    Raises:
+        ValueError: mismatched shapes, or values outside ``[0, K)`` at counted
+            pixels.
+    """
+    p = _to_numpy(pred)
+    t = _to_numpy(target)
+    if p.shape != t.shape or p.ndim < 1:
+        raise ValueError(f"pred {p.shape} and target {t.shape}: need one [B, ...]")
+    b, k = p.shape[0], int(num_classes)
+    t = t.reshape(b, -1).astype(np.int64, copy=False)
+    p = p.reshape(b, -1).astype(np.int64, copy=False)
+    item = np.broadcast_to(np.arange(b)[:, None], t.shape)
+    valid = t != ignore_index
+    t, p, item = t[valid], p[valid], item[valid]
+    if t.size and (min(t.min(), p.min()) < 0 or max(t.max(), p.max()) >= k):
+        raise ValueError(f"class indices outside [0, {k}) at counted pixels")
+    flat = (item * k + t) * k + p
+    return np.bincount(flat, minlength=b * k * k).reshape(b, k, k)
+
+
+def batched_score(matrices: np.ndarray, binary: bool) -> np.ndarray:
+    """The selection score of each of ``[..., K, K]`` confusion matrices.
+
+    Binary legends: the IoU of class 1 (``water_metrics``' ``iou_water``); others:
+    the mIoU over the classes whose IoU is defined (:meth:`ConfusionMatrix.miou`).
+    NaN where undefined.
+    """
+    m = np.asarray(matrices, dtype=np.float64)
+    tp = np.diagonal(m, axis1=-2, axis2=-1)
+    iou = _ratio(tp, m.sum(axis=-2) + m.sum(axis=-1) - tp)
+    if binary:
+        return iou[..., 1]
+    ok = ~np.isnan(iou)
+    n = ok.sum(axis=-1)
+    return _ratio(np.where(ok, iou, 0.0).sum(axis=-1), n)
+
+
+def bootstrap_scores(
+    units: Sequence[np.ndarray],
+    binary: bool,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    chunk: int = 100,
+) -> list[np.ndarray]:
+    """Scores of bootstrap resamples of units, the same draws for every model.
+
+    Each resample draws ``U`` units with replacement (multinomial counts, seeded by
+    ``seed``: the same draws every call) and pools their confusion matrices into one
+    score (:func:`batched_score`). Given several models scored on the same units,
+    each model's ``r``-th score is on the same resample: their differences are a
+    paired bootstrap of the difference.
+
+    Args:
+        units: one ``[U, K, K]`` array of per-unit confusion matrices per model.
+        binary: binary legend (IoU of class 1) or mIoU.
+        resamples: number of resamples.
+        seed: seed of the draws.
+        chunk: resamples drawn at a time (bounds the memory: ``chunk × U``).
+
+    Returns:
+        One float64 ``[resamples]`` array per model (NaN where undefined).
+    """
+    flat = [np.asarray(u, dtype=np.float64).reshape(len(u), -1) for u in units]
+    n, k = len(flat[0]), math.isqrt(flat[0].shape[1])
+    if any(len(f) != n for f in flat):
+        raise ValueError("every model needs the same units")
+    if n == 0:
+        return [np.full(resamples, math.nan) for _ in flat]
+    rng = np.random.default_rng(seed)
+    out: list[list[np.ndarray]] = [[] for _ in flat]
+    for start in range(0, resamples, chunk):
+        size = min(chunk, resamples - start)
+        weights = rng.multinomial(n, np.full(n, 1.0 / n), size=size).astype(float)
+        for o, f in zip(out, flat, strict=True):
+            pooled = (weights @ f).reshape(size, k, k)
+            o.append(batched_score(pooled, binary))
+    return [np.concatenate(o) if o else np.zeros(0) for o in out]
+
+
+def percentile_interval(samples: np.ndarray, level: float) -> tuple[float, float]:
+    """The central ``level`` percentile interval of ``samples`` (NaN ignored).
+
+    ``level`` 0.9 gives the 5th and 95th percentiles; NaN, NaN when no sample is
+    defined.
+    """
+    s = np.asarray(samples, dtype=np.float64)
+    s = s[~np.isnan(s)]
+    if not s.size:
+        return math.nan, math.nan
+    tail = 100.0 * (1.0 - level) / 2.0
+    lo, hi = np.percentile(s, [tail, 100.0 - tail])
+    return float(lo), float(hi)

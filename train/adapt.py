@@ -24,6 +24,24 @@ The adapted model is written as a new file (never over the input model or a
 scene), its spec carrying the new radiometry (mean/std, and the band, units,
 calibration factor and backscatter kind of the scenes when they agree) and the
 provenance of the adaptation: source model, scenes, pixels, tiles, date, version.
+The log reports the input statistics before (the model's) and after (the adapted
+ones), and warns when they differ by more than :data:`WARN_MEAN_SHIFT_DB` in mean
+or a factor :data:`WARN_STD_RATIO` in standard deviation (:func:`shift_warning`).
+
+**Adapt or finetune?**
+
+* ``adapt`` (no labels, no weight changes) corrects a shift of the *inputs*: another
+  sensor's calibration, another season or region, with **the same kind of scenes as
+  the training data** (a similar mix of classes). Give it representative unlabelled
+  scenes of the new sensor, season or region, as many as you can.
+* Do **not** adapt on the scenes you want to map when their class mix is not the
+  training data's: a flood scene (say 25 % water where training saw 5 %) has a
+  lower mean σ0 *because of the water*; adapting to it moves the normalisation with
+  the very change to be mapped, and the adapted model then finds less water.
+* ``finetune --init-from MODEL`` (labels needed, a few labelled scenes suffice)
+  changes the weights: use it when the classes look different (another band or
+  frequency, another legend, a class the model confuses), or when adapting is not
+  enough. The two combine: adapt, then finetune from the adapted model.
 """
 
 from __future__ import annotations
@@ -56,6 +74,8 @@ from alosmap.tiling import axis_starts
 from alosmap.train.errors import TrainingError
 
 __all__ = [
+    "WARN_MEAN_SHIFT_DB",
+    "WARN_STD_RATIO",
     "AdaptOptions",
     "AdaptResult",
     "RunningStats",
@@ -63,10 +83,18 @@ __all__ = [
     "batchnorm_layers",
     "recompute_batchnorm",
     "scene_statistics",
+    "shift_warning",
 ]
 
 #: Running statistics of BatchNorm layers: the only tensors adaptation changes.
 BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
+#: The scenes' mean σ0 (dB) this far from the model's draws a warning: about the
+#: shift of a flood scene with 25 % water (water ≈ −22 dB, land ≈ −8 dB) against
+#: training data with a few percent.
+WARN_MEAN_SHIFT_DB = 1.5
+#: The scenes' σ0 standard deviation this many times larger (or smaller) than the
+#: model's draws a warning.
+WARN_STD_RATIO = 1.25
 
 Log = Callable[[str], None]
 _T = TypeVar("_T")
@@ -153,6 +181,9 @@ class AdaptResult:
         tiles: tiles passed through the network (0 without BatchNorm update).
         batchnorm_layers: BatchNorm layers whose statistics were re-estimated.
         old: the source model's radiometry.
+        scene_mean_db: mean σ0 (dB, clipped) of the scenes' valid pixels.
+        scene_std_db: its standard deviation.
+        warnings: what the log warned about (:func:`shift_warning`).
     """
 
     path: Path
@@ -161,6 +192,9 @@ class AdaptResult:
     tiles: int
     batchnorm_layers: int
     old: Radiometry
+    scene_mean_db: float = math.nan
+    scene_std_db: float = math.nan
+    warnings: list[str] = field(default_factory=list)
 
 
 def _open(path: Path, radiometry: Radiometry, opts: AdaptOptions) -> Scene:
@@ -376,6 +410,54 @@ def _provenance(
     }
 
 
+def shift_warning(model: Radiometry, mean_db: float, std_db: float) -> str | None:
+    """The warning for scenes whose statistics are far from the model's, or None.
+
+    Far: the mean more than :data:`WARN_MEAN_SHIFT_DB` away, or the standard
+    deviation more than :data:`WARN_STD_RATIO` times larger or smaller.
+    """
+    shift = mean_db - model.mean_db
+    ratio = std_db / model.std_db
+    if abs(shift) <= WARN_MEAN_SHIFT_DB and 1 / WARN_STD_RATIO <= ratio <= (
+        WARN_STD_RATIO
+    ):
+        return None
+    return (
+        f"the scenes' σ0 statistics differ from the model's (mean {shift:+.2f} dB, "
+        f"std ×{ratio:.2f}; warned beyond ±{WARN_MEAN_SHIFT_DB:g} dB or "
+        f"×{WARN_STD_RATIO:g}). If these are the scenes to be mapped, or their mix "
+        "of classes differs from the training data's (e.g. flood scenes with 25 % "
+        "water), the shift comes from the classes, not the sensor, and adapting "
+        "to it hides the change to be mapped: adapt on representative unlabelled "
+        "scenes of the new sensor, season or region instead (or finetune "
+        "--init-from on labelled ones)"
+    )
+
+
+def _report(
+    say: Log, old: Radiometry, new: Radiometry | None, stats: RunningStats, scenes: int
+) -> str | None:
+    """Log the input statistics before and after (None: kept); the warning, if any."""
+    say(
+        f"input statistics (σ0 dB): before (the model's) mean {old.mean_db:.3f}, "
+        f"std {old.std_db:.3f}"
+    )
+    after = (
+        f"after (adapted) mean {new.mean_db:.3f}, std {new.std_db:.3f}"
+        if new is not None
+        else f"after: kept (--no-norm); the scenes' mean {stats.mean:.3f}, std "
+        f"{stats.std:.3f}"
+    )
+    say(
+        f"input statistics (σ0 dB): {after}, over {stats.n:,} valid pixels of "
+        f"{scenes} scene(s)"
+    )
+    warning = shift_warning(old, stats.mean, stats.std)
+    if warning is not None:
+        say(f"warning: {warning}")
+    return warning
+
+
 def _check_paths(
     model_path: Path, images: Sequence[Path], output: Path, overwrite: bool
 ) -> None:
@@ -433,10 +515,8 @@ def adapt(
         if opts.normalization
         else spec.radiometry
     )
-    say(
-        f"σ0 over {stats.n:,} valid pixels of {len(paths)} scene(s): mean "
-        f"{stats.mean:.3f} dB, std {stats.std:.3f} dB (model: mean "
-        f"{spec.radiometry.mean_db:.3f}, std {spec.radiometry.std_db:.3f})"
+    warning = _report(
+        say, spec.radiometry, rad if opts.normalization else None, stats, len(paths)
     )
     n_tiles, layers = 0, 0
     if opts.batchnorm:
@@ -459,4 +539,14 @@ def adapt(
         provenance=_provenance(spec, src, scans, stats, n_tiles, layers),
     )
     path = save_model(model, new, out, overwrite=overwrite, inputs=[src, *paths])
-    return AdaptResult(path, new, stats.n, n_tiles, layers, spec.radiometry)
+    return AdaptResult(
+        path,
+        new,
+        stats.n,
+        n_tiles,
+        layers,
+        spec.radiometry,
+        stats.mean,
+        stats.std,
+        [warning] if warning else [],
+    )

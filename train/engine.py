@@ -12,7 +12,11 @@ Per epoch: train on this rank's shard (the LR is set before every step: linear
 warm-up, then a cosine), validate (if the subclass does), then on rank 0 only:
 write the products, rewrite ``log.csv``, redraw the figures, add the TensorBoard
 scalars and log a line; then ``last.pt`` is saved. Files are written atomically,
-``last.pt`` last, so a kill at any point resumes from a consistent epoch.
+``last.pt`` last, so a kill at any point resumes from a consistent epoch. The loop
+ends after the configured epochs, after ``stop_after`` epochs of this call, or when
+the subclass says so (:meth:`TrainingRun.should_stop`: early stopping, decided
+from the state ``last.pt`` holds, so a resumed run stops where a straight one
+would); then the subclass's final line is logged.
 
 Details:
 
@@ -339,6 +343,19 @@ class TrainingRun(ABC, Generic[ConfigT, ResultT]):
     def on_start(self) -> None:
         """Called after :meth:`setup`, before the first epoch."""
 
+    def should_stop(self) -> bool:
+        """Whether to end the run before the next epoch (early stopping).
+
+        Checked before every epoch, on every rank: the answer must be the same on
+        all of them (derive it from state every rank holds, such as all-reduced
+        validation results) and follow from what ``last.pt`` restores.
+        """
+        return False
+
+    def final_message(self) -> str | None:
+        """The line logged when the loop ends (what was kept and why it stopped)."""
+        return None
+
     @abstractmethod
     def result(self) -> ResultT:
         """What the run returns."""
@@ -598,6 +615,9 @@ class TrainingRun(ABC, Generic[ConfigT, ResultT]):
     def run(self) -> ResultT:
         """Set up, then train (and validate) epoch by epoch until done or stopped.
 
+        Stops after ``epochs``, after ``stop_after`` epochs of this call, or when
+        :meth:`should_stop` says so; then logs :meth:`final_message`.
+
         On a failure before the first saved row, the run directory this run
         created is removed (see the module docstring).
         """
@@ -606,7 +626,7 @@ class TrainingRun(ABC, Generic[ConfigT, ResultT]):
             done_now = 0
             try:
                 self.on_start()
-                while self.epoch < self.cfg.epochs:
+                while self.epoch < self.cfg.epochs and not self.should_stop():
                     stop = self.cfg.stop_after
                     if stop is not None and done_now >= stop:
                         break
@@ -615,6 +635,9 @@ class TrainingRun(ABC, Generic[ConfigT, ResultT]):
                     val = self.validate()
                     self.end_epoch(train, val, time.perf_counter() - t0)
                     done_now += 1
+                message = self.final_message()
+                if message:
+                    self.log(message)
             finally:
                 if self.tb is not None:
                     self.tb.close()

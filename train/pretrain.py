@@ -26,7 +26,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -36,7 +36,7 @@ from torch import nn
 from alosmap._dist import DistInfo
 from alosmap._fileio import atomic_write_bytes
 from alosmap.arch import ArchConfig, get_preset
-from alosmap.train import mixmae
+from alosmap.train import defaults, mixmae
 from alosmap.train.checkpoint import save_encoder
 from alosmap.train.data import PatchDataset, TrainingData
 from alosmap.train.engine import Log, TrainingRun
@@ -108,7 +108,8 @@ class PretrainConfig:
         sar_w: SAR-W backscatter weighting of the loss (off: plain MixMAE).
         sar_w_scale: the weighting's exponent scale (1: weights in [1, e]).
         augment: random flips/rot90 of the patches (and their weights).
-        workers: DataLoader workers per process.
+        workers: DataLoader workers per process (default: min(4, the CPUs it
+            may use), :func:`~alosmap.train.defaults.data_workers`).
         device: ``auto``, ``cpu``, ``cuda``.
         amp: mixed precision on CUDA.
         seed: seed of initialisation, shuffling, augmentation and masks.
@@ -135,7 +136,7 @@ class PretrainConfig:
     sar_w: bool = True
     sar_w_scale: float = 1.0
     augment: bool = True
-    workers: int = 4
+    workers: int = field(default_factory=defaults.data_workers)
     device: str = "auto"
     amp: bool = True
     seed: int = 0

@@ -78,7 +78,8 @@ def evaluate(
     The reference is resampled onto the map's grid (nearest neighbour).
     Pixels without data in either raster, or outside the AOI, are not
     counted. LULC (any multi-class legend): per-class IoU and accuracy, mIoU,
-    mAcc (paper Table II); water (any binary legend): IoU of the positive
+    mAcc (paper Table II; means over the classes present in the reference,
+    absent ones marked *); water (any binary legend): IoU of the positive
     class, precision, recall (Table III), on stdout.
     """
     from alosmap.national.evaluate import evaluate_map, format_report

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from enum import Enum
 from pathlib import Path
@@ -11,7 +10,6 @@ from typing import Annotated, Any
 import typer
 
 from alosmap.cli.options import (
-    BandOpt,
     OverwriteOpt,
     Task,
     Units,
@@ -34,7 +32,9 @@ AugmentOpt = Annotated[
 WorkersOpt = Annotated[
     int | None,
     typer.Option(
-        min=0, help="Data-loading workers per process (default: min(4, CPUs))."
+        min=0,
+        help=f"Data-loading workers per process (default {defaults.MAX_WORKERS}; "
+        "never more than the CPUs the process may use).",
     ),
 ]
 TrainDeviceOpt = Annotated[
@@ -79,11 +79,11 @@ def _run_options(
 ) -> dict[str, Any]:
     """The options `pretrain` and `finetune` share, as library options.
 
-    ``workers`` defaults to min(4, CPUs).
+    ``workers``: :func:`alosmap.train.defaults.data_workers` (capped at the CPUs).
     """
     return {
         "augment": augment,
-        "workers": workers if workers is not None else min(4, os.cpu_count() or 1),
+        "workers": defaults.data_workers(workers),
         "device": device,
         "amp": amp,
         "seed": seed,
@@ -259,8 +259,8 @@ def build_dataset_cmd(
         Path | None,
         typer.Option(
             metavar="<csv>",
-            help="CSV of pairs: columns image, label (required), split, date, scene "
-            "(optional); relative paths are relative to the CSV.",
+            help="CSV of pairs: columns image, label (required), split, date, "
+            "scene, exclude (optional); relative paths are relative to the CSV.",
             rich_help_panel=_OWN,
         ),
     ] = None,
@@ -286,8 +286,19 @@ def build_dataset_cmd(
         str | None,
         typer.Option(
             help="File name of an image's label in --labels: {name} = the image's "
-            "file name, {stem} = without extension, e.g. '{stem}_label.tif' "
-            "(default: '{name}', the same file name).",
+            "file name, {stem} = without extension, {key} = the part "
+            "--image-pattern leaves, e.g. '{stem}_label.tif' (default: '{name}', "
+            "the same file name).",
+            rich_help_panel=_OWN,
+        ),
+    ] = None,
+    image_pattern: Annotated[
+        str | None,
+        typer.Option(
+            help="File names of the images with {key}, the part shared with the "
+            "label's name ('*': any other part), e.g. '{key}_S1Hand.tif' with "
+            "--label-pattern '{key}_LabelHand.tif'; a directory of --images "
+            "stands for its files that match.",
             rich_help_panel=_OWN,
         ),
     ] = None,
@@ -321,6 +332,25 @@ def build_dataset_cmd(
             rich_help_panel=_OWN,
         ),
     ] = None,
+    exclude_scene: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NAME",
+            help="Leave out the pairs of this scene (the manifest's scene/group, "
+            "else the image file name; as the label check names it); repeat for "
+            "more. The manifest's exclude column does the same per row.",
+            rich_help_panel=_OWN,
+        ),
+    ] = None,
+    allow_missing_classes: Annotated[
+        bool,
+        typer.Option(
+            "--allow-missing-classes",
+            help="Build even when a class of the legend has no training pixels "
+            "(a warning; by default an error).",
+            rich_help_panel=_OWN,
+        ),
+    ] = False,
     split: Annotated[
         str | None,
         typer.Option(
@@ -428,8 +458,14 @@ def build_dataset_cmd(
     Your own data (--manifest, or --images + --labels, and --legend): any rasters
     GDAL reads and label rasters on any grid (nearest-resampled onto each patch);
     labels are stored as the legend's classes, and values it does not name stop the
-    build with a table of the values found. The files, dtypes, manifest columns and
-    dataset.json keys: docs/dataset_format.md.
+    build with a table of the values found. The summary gives every class's pixels
+    per split and in the patches the filters dropped (a class without training
+    pixels stops the build unless --allow-missing-classes), and the label check:
+    per class and scene the σ0 distribution, flagging scenes where a class
+    contradicts the same class elsewhere (leave them out with --exclude-scene or
+    the manifest's exclude column; `alosmap train inspect` shows it again, with a
+    figure). The files, dtypes, manifest columns and dataset.json keys:
+    docs/dataset_format.md.
 
     Prints the dataset path; the summary goes to stderr and summary.txt.
     """
@@ -443,10 +479,13 @@ def build_dataset_cmd(
         "--images": images,
         "--labels": labels,
         "--label-pattern": label_pattern,
+        "--image-pattern": image_pattern,
         "--label-nodata": label_nodata,
         "--label-band": label_band,
         "--split-file": split_file,
         "--stride": stride,
+        "--exclude-scene": exclude_scene,
+        "--allow-missing-classes": allow_missing_classes,
     }
     common = {
         "split": split,
@@ -481,12 +520,15 @@ def build_dataset_cmd(
             "images": images or sar,
             "labels": labels,
             "pattern": label_pattern,
+            "image_pattern": image_pattern,
             "legend": legend,
             "label_nodata": label_nodata,
             "label_band": label_band,
             "split_by": split_by,
             "split_file": split_file,
             "stride": stride,
+            "exclude_scenes": tuple(exclude_scene or ()),
+            "allow_missing_classes": allow_missing_classes,
         }
         result = _build_own(output, own, common)
     _common.info_line(result.summary_text.rstrip())
@@ -620,6 +662,8 @@ def _build_own(output: Path, own: dict[str, Any], common: dict[str, Any]) -> Any
         split_file=str(own["split_file"]) if own["split_file"] else None,
         seed=common["seed"],
         label_band=own["label_band"],
+        exclude_scenes=own["exclude_scenes"],
+        allow_missing_classes=own["allow_missing_classes"],
     )
     try:
         return build_general(
@@ -643,7 +687,7 @@ def _pairs(own: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
     from alosmap.train.pairs import match_pairs, read_pairs_manifest
 
     if own["manifest"] is not None:
-        if own["images"] or own["labels"] or own["pattern"]:
+        if own["images"] or own["labels"] or own["pattern"] or own["image_pattern"]:
             raise _build_error(
                 "give your pairs with --manifest or with --images and --labels, "
                 "not both"
@@ -652,8 +696,11 @@ def _pairs(own: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
     if not own["images"]:
         raise _build_error("--labels needs the images: --images FILE_OR_DIR")
     pattern = own["pattern"] or "{name}"
-    pairs = match_pairs(own["images"], own["labels"], pattern)
-    return pairs, {"label_dir": str(own["labels"]), "label_pattern": pattern}
+    pairs = match_pairs(own["images"], own["labels"], pattern, own["image_pattern"])
+    record = {"label_dir": str(own["labels"]), "label_pattern": pattern}
+    if own["image_pattern"]:
+        record["image_pattern"] = own["image_pattern"]
+    return pairs, record
 
 
 def _legend(name: str | None, label_nodata: list[float] | None) -> Any:
@@ -683,6 +730,80 @@ def _legend(name: str | None, label_nodata: list[float] | None) -> Any:
         return legend.with_ignore(v for v in extra if not math.isnan(v))
     except LegendError as exc:
         raise _build_error(f"--label-nodata: {exc}") from exc
+
+
+@app.command("inspect")
+def inspect_cmd(
+    data: Annotated[
+        Path,
+        typer.Argument(
+            metavar="DATASET",
+            exists=True,
+            file_okay=False,
+            help="Dataset directory (from build-dataset).",
+        ),
+    ],
+    figure: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            dir_okay=False,
+            metavar="FIGURE.png",
+            help="Also draw, per class, the σ0 histogram of each scene (flagged "
+            "scenes in red; needs pip install 'alosmap[plot]').",
+        ),
+    ] = None,
+    task: Annotated[
+        Task | None,
+        typer.Option(
+            help="Datasets of JAXA codes (the paper's path): lulc (default) or "
+            "water. Datasets of your own labels use their legend."
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the check as JSON.")
+    ] = False,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Check a dataset's labels against the radar before training on them.
+
+    Exit code 1 when a scene is flagged, as for any check (the report is printed
+    either way).
+
+    For each class and scene (train, val and test patches): its pixels and the
+    median and quartiles of their σ0 (dB). A class is flagged in a scene when its
+    median there lies beyond ±3.5 robust SD (at least 3.5 dB) from the class's
+    median over the scenes, or inside another class's typical quartiles and outside
+    its own: e.g. 'water' drawn from optical images over flooded fields or towns,
+    as bright as land. A flag is not proof: look at the figure; if those labels are
+    wrong, rebuild without the scene: build-dataset --exclude-scene NAME (or the
+    input manifest's exclude column). The same check is in build-dataset's summary
+    (a warning there: the dataset is still built).
+    """
+    import json
+
+    from alosmap._fileio import check_output_place, check_overwrite
+    from alosmap._imports import lazy_import
+    from alosmap.train.label_checks import check_dataset, plot_label_check
+
+    if figure is not None:
+        if figure.suffix.lower() != ".png":
+            from alosmap.cli.options import usage_error
+
+            usage_error(f"--output {figure}: the figure is a PNG file; name it *.png")
+        lazy_import("matplotlib")
+        check_output_place(figure)
+        check_overwrite([figure], overwrite)
+    check = check_dataset(data, task.value if task is not None else None)
+    if figure is not None:
+        plot_label_check(check, figure)
+    if as_json:
+        typer.echo(json.dumps(check.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        typer.echo(check.format(), nl=False)
+    if check.flagged_scenes:
+        raise typer.Exit(1)
 
 
 class Preset(str, Enum):
@@ -872,7 +993,11 @@ def finetune_cmd(
             help="Start from a complete trained model (.safetensors: a bundled model "
             "such as alosmap/weights/water.safetensors, or an earlier run's): "
             "encoder, decoder and head, in its architecture. It is evaluated and "
-            "saved as epoch 0; an epoch replaces it only if better on val.",
+            "saved as epoch 0; an epoch replaces it only with a gain on val beyond "
+            "the noise. Transfer defaults: "
+            f"{defaults.INIT_EPOCHS} epochs, LR {defaults.INIT_LR:g}, "
+            f"{defaults.INIT_WARMUP} warm-up epoch, --patience "
+            f"{defaults.INIT_PATIENCE}.",
         ),
     ] = None,
     reinit_head: Annotated[
@@ -926,7 +1051,17 @@ def finetune_cmd(
         typer.Option(
             min=1,
             help="Epochs (default, the paper's: 200 for lulc, 100 for water; other "
-            "legends 100 binary, 200 multi-class).",
+            f"legends 100 binary, 200 multi-class; {defaults.INIT_EPOCHS} with "
+            "--init-from).",
+        ),
+    ] = None,
+    patience: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Stop when the kept model (the best on val, changed only by a gain "
+            "beyond the noise) has not changed for N epochs; 0: never (default: "
+            f"{defaults.INIT_PATIENCE} with --init-from, else 0).",
         ),
     ] = None,
     warmup_epochs: Annotated[
@@ -1005,9 +1140,16 @@ def finetune_cmd(
     settings: --preset paper --batch-size 64 (per GPU, 8 GPUs under `torchrun
     --nproc_per_node 8 -m alosmap train finetune ...`).
 
-    Transfer: --init-from MODEL starts from a trained model (by default 1 warm-up
-    epoch, LR 3e-4 absolute unless --lr/--blr is given, its normalisation; epoch 0 =
-    the model as it was); --freeze encoder trains only decoder and head.
+    Validation knows its noise: per-scene scores, a bootstrap interval over the val
+    scenes (their patches with fewer than 3 scenes) and val_loss are logged; an
+    epoch replaces the kept model only when its paired gain is above 0 in 95 % of
+    the resamples. The last line names the kept epoch, its score and interval, the
+    starting model's score and why the run ended (on stderr; stdout: the model).
+
+    Transfer: --init-from MODEL starts from a trained model with its own defaults
+    (fewer epochs, an absolute LR unless --lr/--blr is given, 1 warm-up epoch, early
+    stopping: values under --init-from; its normalisation; epoch 0 = the model as
+    it was); --freeze encoder trains only decoder and head.
     """
     from alosmap.cli import _common
     from alosmap.train.finetune import finetune
@@ -1029,6 +1171,7 @@ def finetune_cmd(
         alpha_scale=alpha_scale,
         epochs=epochs,
         warmup_epochs=warmup_epochs,
+        patience=patience,
         batch_size=batch_size,
         lr=lr,
         blr=blr,
@@ -1130,15 +1273,22 @@ def adapt_cmd(
         typer.Option(
             "--images",
             metavar="SCENE",
-            help="Scenes of the new sensor, season or region, without labels "
-            "(--images A.tif B.tif ..., or repeated).",
+            help="Representative scenes of the new sensor, season or region, "
+            "without labels (--images A.tif B.tif ..., or repeated).",
         ),
     ] = None,
     more: Annotated[
         list[str] | None,
         typer.Argument(metavar="[SCENE]...", help="More scenes.", show_default=False),
     ] = None,
-    band: BandOpt = None,
+    band: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Band of the scenes to use (multi-band files): the one the model "
+            "was trained on, e.g. HH for ALOS-2, VV or VH for Sentinel-1.",
+        ),
+    ] = None,
     input_units: UnitsOpt = Units.auto,
     max_tiles: Annotated[
         int,
@@ -1169,7 +1319,17 @@ def adapt_cmd(
     input, over the valid pixels of the scenes) and the BatchNorm statistics of the
     network (forward passes over up to --max-tiles tiles of the scenes; no labels,
     no weight updates), and writes a new model file whose spec records the new
-    radiometry and the provenance. Prints the path of the adapted model.
+    radiometry and the provenance. Reports the input statistics before (the
+    model's) and after, and warns when they differ much. Prints the path of the
+    adapted model.
+
+    Adapt or finetune? Adapt corrects shifted inputs (another sensor's
+    calibration, season or region) given representative unlabelled scenes whose
+    mix of classes is like the training data's. Do not adapt on the scenes to be
+    mapped when their mix differs (e.g. flood scenes, 25 % water): the statistics
+    then shift with the classes and the adapted model misses the change. With
+    labelled patches, or when classes look different (another band or legend),
+    use 'alosmap train finetune --init-from MODEL'.
     """
     from alosmap.cli import _common
     from alosmap.train.adapt import AdaptOptions, adapt

@@ -12,6 +12,12 @@ timm import):
   token grid, so it is not stored in ``state_dict`` (MixMIM's ``absolute_pos_embed``
   key is dropped on load), it is never seen by an optimiser or its weight-decay
   groups, it follows ``.to(device, dtype)``, and it becomes a constant in ONNX.
+  **Another tile size**: being fixed, it is rebuilt for the new token grid (not
+  interpolated, as a learned table would be: timm's ``resample_abs_pos_embed``);
+  the table of an ``h × w`` grid is the top-left corner of any larger one. The
+  model for other tiles is :meth:`ArchConfig.with_tile_size
+  <alosmap.arch.ArchConfig.with_tile_size>`, which refuses the sizes whose stage
+  grids the windows do not tile (and lists those that fit).
 * **timm parameter names.** ``self.patch_embed`` and ``self.layers`` have timm's
   module layout, so the encoder's ``state_dict`` keys (``patch_embed.proj.weight``,
   ``layers.2.blocks.17.attn.qkv.weight``, ...) are timm's and a MixMIM /
@@ -176,15 +182,15 @@ class SwinEncoder(nn.Module):
             stage.window_size for stage in self.stages
         )
 
+        problem = arch.tile_size_problem(arch.img_size)
+        if problem is not None:
+            raise SpecError(
+                f"arch.window_size {arch.window_size} at img_size {arch.img_size}: "
+                f"{problem}; the tile sizes these windows fit: "
+                + ", ".join(map(str, arch.valid_tile_sizes()))
+            )
         multiple = arch.stride
         for i, (wh, ww) in enumerate(self.window_sizes):
-            g = grid // 2**i
-            if g % wh or g % ww:
-                raise SpecError(
-                    f"arch.window_size: stage {i + 1} has a {g}×{g} token grid at "
-                    f"img_size {arch.img_size}, which window {wh} does not tile; "
-                    f"use a divisor of {g}"
-                )
             cell = arch.patch_size * 2**i
             multiple = math.lcm(multiple, cell * wh, cell * ww)
         self.size_multiple = multiple

@@ -17,16 +17,25 @@ What differs from timm's Swin on purpose: no shifted windows anywhere (MixMIM ha
 none), so no shift sizes, roll or shifted-window mask; blocks run on an ``[B, H, W,
 C]`` grid divisible by their window (the encoder checks it at build time); the
 attention's optional ``mask`` is MixMAE's additive bias.
+
+Another tile size: a window is clamped to its stage's token grid, so the same
+network built for smaller tiles has smaller windows in its last stages. Its
+relative position bias tables are then smaller, and a table of a larger window
+loads into them (:func:`resize_bias_table`): the biases of the offsets that remain,
+exactly (a centre crop; timm interpolates, which changes them). A table of a
+smaller window is interpolated (bicubic) as timm does.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import nn
+
+from alosmap.arch import stage_windows
 
 #: Standard deviation of the truncated-normal initialisation of every linear layer
 #: and of the relative position bias tables (cut at ±2, as timm's ``trunc_normal_``).
@@ -103,6 +112,37 @@ def relative_position_index(wh: int, ww: int) -> torch.Tensor:
     return dy * (2 * ww - 1) + dx  # [N, N], N = wh·ww
 
 
+def resize_bias_table(
+    table: torch.Tensor, window: tuple[int, int]
+) -> torch.Tensor | None:
+    """A relative position bias table of another square window, for ``window``.
+
+    Args:
+        table: ``[(2w − 1)², heads]`` of a ``w × w`` window.
+        window: the ``(wh, ww)`` window it is wanted for.
+
+    Returns:
+        ``[(2wh − 1)·(2ww − 1), heads]``: the centre crop (every offset of the
+        smaller window keeps its bias) or a bicubic interpolation (a larger
+        window); None when ``table`` is not of a square window's shape.
+    """
+    if table.ndim != 2:
+        return None
+    side = math.isqrt(table.shape[0])
+    if side * side != table.shape[0] or side % 2 == 0:
+        return None
+    th, tw = 2 * window[0] - 1, 2 * window[1] - 1
+    grid = table.T.reshape(1, -1, side, side)  # [1, heads, dy, dx]
+    if th <= side and tw <= side:
+        r0, c0 = (side - th) // 2, (side - tw) // 2
+        grid = grid[:, :, r0 : r0 + th, c0 : c0 + tw]
+    else:
+        grid = nn.functional.interpolate(
+            grid.float(), size=(th, tw), mode="bicubic", align_corners=False
+        ).to(table.dtype)
+    return grid.reshape(table.shape[1], th * tw).T.contiguous()
+
+
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside one window, with a relative position bias.
 
@@ -134,6 +174,24 @@ class WindowAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * head_dim * num_heads)
         self.proj = nn.Linear(head_dim * num_heads, dim)
         trunc_normal_(self.relative_position_bias_table)
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        """Load; a bias table of another window size is resized to this window.
+
+        The network built for another tile size (a window clamped to a smaller
+        stage grid) loads the weights of the one it was trained at
+        (:func:`resize_bias_table`).
+        """
+        key = prefix + "relative_position_bias_table"
+        table = state_dict.get(key)
+        own = self.relative_position_bias_table
+        if isinstance(table, torch.Tensor) and table.shape != own.shape:
+            resized = resize_bias_table(table, self.window_size)
+            if resized is not None and resized.shape == own.shape:
+                state_dict[key] = resized
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def position_bias(self) -> torch.Tensor:
         """The bias ``[1, heads, N, N]`` added to every window's attention logits."""
@@ -332,18 +390,6 @@ def init_linear_layers(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def stage_windows(
-    windows: Sequence[int], grid: int, num_stages: int
-) -> tuple[tuple[int, int], ...]:
-    """Each stage's window, clamped to its token grid (``ceil(grid / 2^i)``)."""
-    out = []
-    for i in range(num_stages):
-        g = math.ceil(grid / 2**i)
-        w = min(windows[i], g)
-        out.append((w, w))
-    return tuple(out)
-
-
 __all__ = [
     "DropPath",
     "Mlp",
@@ -354,6 +400,7 @@ __all__ = [
     "WindowAttention",
     "init_linear_layers",
     "relative_position_index",
+    "resize_bias_table",
     "stage_windows",
     "swin_layers",
     "trunc_normal_",

@@ -36,6 +36,13 @@ Metrics (paper Section III-B, :mod:`alosmap.metrics`): the confusion matrix (row
 reference, columns = map), per-class IoU and accuracy, mIoU, mAcc and overall
 accuracy for a multi-class legend (LULC); IoU of the positive class (water),
 precision and recall for a binary one.
+
+**Means over the classes present in the reference.** A class of the legend that the
+reference does not hold (no Solar panel in this tile) has no true pixel: its IoU
+and F1 are 0 as soon as the map shows it once, whatever the map's quality on the
+classes that are there. mIoU, mAcc and mF1 are therefore means over the classes
+present in the reference (``means_over``, ``*_classes`` say so); the absent
+classes keep their rows, marked (``absent_from_reference``, ``in_reference``).
 """
 
 from __future__ import annotations
@@ -234,7 +241,9 @@ def evaluate_map(
         The JSON-ready report: ``task``, ``binary``, ``map``, ``reference``,
         ``reference_legend``, ``aoi``, ``classes``, ``codes``,
         ``confusion_matrix`` (rows = reference, columns = map), ``metrics``
-        (fractions; multi-class: :meth:`ConfusionMatrix.summary`, binary:
+        (fractions; multi-class: :meth:`ConfusionMatrix.summary` with mIoU,
+        mAcc, mF1 over the classes present in the reference, ``means_over``,
+        ``absent_from_reference`` and per class ``in_reference``; binary:
         ``iou_water`` (IoU of the positive class), ``precision``, ``recall``,
         ``overall_accuracy``, ``pixels``; both: ``kappa`` (Cohen's κ) and
         ``f1_per_class``, class name → F1; multi-class also ``mf1``) and
@@ -293,10 +302,14 @@ def _legend_label(given: str | Legend, ref: MapInfo) -> str:
 
 
 def _metrics(cm: ConfusionMatrix, legend: Legend) -> dict[str, Any]:
-    """Table III metrics of a binary legend, else Table II's (:meth:`summary`)."""
+    """Table III metrics of a binary legend, else Table II's (:meth:`summary`).
+
+    Multi-class: the means over the classes present in the reference (see the
+    module docs); each class says whether it is (``in_reference``).
+    """
     names = legend.names
     if not legend.binary:
-        return cm.summary(names)
+        return _present_means(cm, names)
     return {
         **water_metrics(cm),
         "overall_accuracy": cm.overall_accuracy(),
@@ -304,6 +317,26 @@ def _metrics(cm: ConfusionMatrix, legend: Legend) -> dict[str, Any]:
         "kappa": cm.kappa(),
         "f1_per_class": dict(zip(names, cm.f1().tolist(), strict=True)),
     }
+
+
+def _present_means(cm: ConfusionMatrix, names: list[str]) -> dict[str, Any]:
+    """:meth:`ConfusionMatrix.summary` with mIoU, mAcc, mF1 over the present classes.
+
+    Present: at least one reference pixel. Their IoU, accuracy and F1 are defined.
+    """
+    out = cm.summary(names)
+    present = cm.matrix.sum(axis=1) > 0
+    n = int(present.sum())
+    for key, values in (("miou", cm.iou()), ("macc", cm.accuracy()), ("mf1", cm.f1())):
+        out[key] = float(values[present].mean()) if n else None
+        out[f"{key}_classes"] = n
+    for name, there in zip(names, present.tolist(), strict=True):
+        out["per_class"][name]["in_reference"] = there
+    out["means_over"] = "classes present in the reference"
+    out["absent_from_reference"] = [
+        name for name, there in zip(names, present.tolist(), strict=True) if not there
+    ]
+    return out
 
 
 def _check_jaxa_default(ref: MapInfo, found: Mapping[int, int]) -> None:
@@ -517,15 +550,47 @@ def _title(report: dict[str, Any]) -> str:
     )
 
 
+def _marked(report: dict[str, Any]) -> tuple[list[str], dict[str, Any], str]:
+    """Class names (absent ones marked ``*``), metrics keyed by them, and the note.
+
+    Reports of earlier releases (means over every class with a value) get no mark
+    and no note.
+    """
+    names, met = list(report["classes"]), report["metrics"]
+    if _is_binary(report) or "means_over" not in met:
+        return names, met, ""
+    absent = set(met.get("absent_from_reference") or [])
+    shown = [f"{n}*" if n in absent else n for n in names]
+    marked = dict(met)
+    for key in ("per_class", "f1_per_class"):
+        if key in met:
+            marked[key] = {s: met[key][n] for s, n in zip(shown, names, strict=True)}
+    n = met.get("miou_classes", len(names) - len(absent))
+    note = f"means over the {n} classes present in the reference"
+    if absent:
+        note += (
+            "; * = absent from it, left out of the means: any map pixel of such a "
+            "class is a false alarm, its IoU 0"
+        )
+    return shown, marked, note
+
+
 def format_report(report: dict[str, Any]) -> str:
-    """The paper's table (Table II or III) and the confusion matrix, as text."""
+    """The paper's table (Table II or III) and the confusion matrix, as text.
+
+    Multi-class: the classes absent from the reference are marked ``*`` and a line
+    says what the means are over.
+    """
+    names, metrics, note = _marked(report)
     table = format_table(
         report["task"],
-        report["metrics"],
-        report["classes"],
+        metrics,
+        names,
         _title(report),
         binary=_is_binary(report),
     )
+    if note:
+        table += f"\n({note})"
     cm = format_confusion(report["confusion_matrix"], report["classes"])
     return (
         f"{table}\n\nConfusion matrix (pixels; rows = reference, columns = map)\n{cm}"
@@ -538,8 +603,10 @@ def report_csv(report: dict[str, Any]) -> str:
     Columns: ``class``, ``code``, ``iou``, ``accuracy`` (= recall),
     ``precision``, ``f1``, ``reference_pixels``, ``map_pixels``, then one
     ``map:<class>`` column per map class (pixel counts: the confusion matrix, rows
-    = reference). A last row ``all`` holds mIoU, mAcc and mean F1 (LULC; empty for
-    water) and the column totals. Metrics are fractions; empty where undefined.
+    = reference), then ``in_reference`` (``yes``/``no``: whether the reference
+    holds the class). A last row ``all`` holds mIoU, mAcc and mean F1 (LULC, over
+    the classes present in the reference; empty for water) and the column totals.
+    Metrics are fractions; empty where undefined.
     """
     m = np.asarray(report["confusion_matrix"], dtype=np.int64)
     names = report["classes"]
@@ -559,6 +626,7 @@ def report_csv(report: dict[str, Any]) -> str:
             "reference_pixels",
             "map_pixels",
             *(f"map:{n}" for n in names),
+            "in_reference",
         ]
     )
 
@@ -578,6 +646,7 @@ def report_csv(report: dict[str, Any]) -> str:
                 int(support[i]),
                 int(predicted[i]),
                 *(int(v) for v in m[i]),
+                "yes" if support[i] else "no",
             ]
         )
     met = report["metrics"]
@@ -598,6 +667,7 @@ def report_csv(report: dict[str, Any]) -> str:
             int(support.sum()),
             int(predicted.sum()),
             *(int(v) for v in predicted),
+            "",
         ]
     )
     return buf.getvalue()

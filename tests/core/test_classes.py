@@ -61,6 +61,11 @@ def test_colormap_and_unknown_task():
 # ---------------------------------------------------------------- legends
 def test_presets_are_legends_with_the_historical_lookups():
     assert C.LULC.metric == "miou" and C.WATER.metric == "iou_water"
+    flood = C.Legend.from_dict(
+        {"name": "flood", "binary": True, "classes": [{"code": 0, "name": "Dry"},
+                                      {"code": 1, "name": "Flooded area"}]}
+    )  # fmt: skip
+    assert flood.binary and flood.metric == "iou_flooded_area"
     assert C.get_task("lulc") is C.LULC and C.Task is C.Legend
     # jaxa-lulc9 reads JAXA codes exactly as the paper's lookup did
     codes = np.arange(256, dtype=np.uint8)

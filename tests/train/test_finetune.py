@@ -134,6 +134,10 @@ def test_water_run(make_training_data, tmp_path):
     res = finetune(data, "water", tmp_path / "w", epochs=1, **FAST)
     rows = _rows(tmp_path / "w" / "log.csv")
     assert {"train_bce", "val_iou_water", "val_precision", "val_recall"} <= set(rows[0])
+    assert {"val_loss", "val_iou_water_lo", "val_iou_water_hi", "kept_epoch"} <= set(
+        rows[0]
+    )
+    assert float(rows[0]["val_loss"]) > 0
     assert load_model(res.model_path)[1].task == "water"
 
 
@@ -388,6 +392,18 @@ def test_val_curve_percent_and_training_loss(tmp_path, monkeypatch):
         tmp_path / "w.png", [{"epoch": 1, "val_iou_water": 0.5}], "val_iou_water"
     )
     assert len(figures[-1].axes) == 1
+    # the interval shaded, the kept epoch (not the highest) marked, the class named
+    rows = [
+        {"epoch": "0", "val_iou_dry": "0.70", "val_iou_dry_lo": "0.6",
+         "val_iou_dry_hi": "0.8", "kept_epoch": "0"},
+        {"epoch": "1", "train_loss": "0.5", "val_iou_dry": "0.72",
+         "val_iou_dry_lo": "0.6", "val_iou_dry_hi": "0.8", "kept_epoch": "0"},
+    ]  # fmt: skip
+    plot_curve(tmp_path / "d.png", rows, "val_iou_dry")
+    score_ax = figures[-1].axes[-1]
+    assert score_ax.get_ylabel() == "validation IoU_dry (%)"
+    texts = [t.get_text() for t in score_ax.get_legend().get_texts()]
+    assert "kept 70.0 % (epoch 0)" in texts and "90 % interval" in texts
 
 
 def test_missing_tensorboard_is_said_once(make_training_data, tmp_path, monkeypatch):

@@ -266,8 +266,12 @@ def test_bad_init_from(base, tmp_path, make_training_data):
               "-o", str(tmp_path / "m256.safetensors")],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
-    _fails("64-px patches do not fit the 256-px tiles", *base_args, "-o",
-           tmp_path / "d", "--init-from", tmp_path / "m256.safetensors")  # fmt: skip
+    # 64-px patches fit the 256-px model (rebuilt for them:
+    # test_transfer_frictions.py); 72-px ones do not
+    d72 = make_training_data("d72", size=72, splits=(("train", 2), ("val", 2)))
+    _fails("72-px patches do not fit the model", "--data", d72, "--task", "water",
+           *FAST_CLI, "-o", tmp_path / "d",
+           "--init-from", tmp_path / "m256.safetensors")  # fmt: skip
     # the output may not replace the model it starts from
     _fails("is the input", *base_args, "-o", model.parent, "--init-from", model)
 
@@ -298,13 +302,15 @@ def test_exact_resume_from_init(base, tmp_path):
 
 def test_init_from_default_lr(make_training_data, tmp_path):
     """With --init-from and no LR given: 3e-4 absolute (the paper's rule at batch 8
-    gives 1.9e-5, too little for a few epochs); an LR or base LR given is kept."""
+    gives 1.9e-5, too little for a few epochs); 20 epochs, early stopping after 5;
+    an LR or base LR given is kept."""
     from alosmap.train.finetune import INIT_LR, make_config
 
     data = make_training_data(splits=(("train", 4), ("val", 2)))
     model = tmp_path / "m.safetensors"
     cfg = make_config(data, "water", tmp_path / "a", init_from=model)
     assert cfg.lr == INIT_LR == 3e-4 and cfg.warmup_epochs == 1
+    assert (cfg.epochs, cfg.patience) == (20, 5)
     assert (
         make_config(data, "water", tmp_path / "b", init_from=model, lr=1e-3).lr == 1e-3
     )
