@@ -816,7 +816,11 @@ class MapWriter:
                     try:
                         rename_no_replace(tmp, final)
                     except FileExistsError as exc:
-                        raise appeared_meanwhile(final) from exc
+                        # named by the map the user asked for, with the part found
+                        what = self.path if final == self.path else None
+                        raise appeared_meanwhile(
+                            what or f"{self.path} ({final.name})"
+                        ) from exc
                 placed.append((final, st.st_dev, st.st_ino))
                 self._temps.remove(tmp)
         except BaseException:
