@@ -117,6 +117,7 @@ from alosmap._fileio import atomic_write_bytes
 from alosmap._version import __version__
 from alosmap.arch import ArchConfig, get_preset
 from alosmap.classes import Legend
+from alosmap.errors import SpecError
 from alosmap.metrics import (
     ConfusionMatrix,
     all_reduce_sum,
@@ -681,15 +682,14 @@ class FinetuneRun(TrainingRun[FinetuneConfig, FinetuneResult]):
             )
         patch = self.data.patch_size
         if patch % arch.img_size:  # the same weights, built for the patches' size
-            problem = arch.tile_size_problem(patch)
-            if problem is not None:
-                valid = ", ".join(map(str, arch.valid_tile_sizes()))
+            try:
+                arch = arch.with_tile_size(patch)
+            except SpecError as exc:  # it lists the sizes that fit
                 raise TrainingError(
                     f"{self.data.root}: its {patch}-px patches do not fit the model "
-                    f"{init.path} ({problem}); build the dataset with a --patch-size "
-                    f"the model takes: {valid}"
-                )
-            arch = arch.with_tile_size(patch)
+                    f"{init.path}: {exc}; build the dataset with a --patch-size of one "
+                    "of those"
+                ) from exc
             self.log(
                 f"note: {init.path.name} maps {spec.tile_size}-px tiles; this run "
                 f"and its model use {patch}-px tiles (the dataset's patches)"
