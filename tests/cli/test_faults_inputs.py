@@ -14,19 +14,15 @@ it listens; the test waits for that line, never for a time.
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
-import os
-import re
-import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from http_serve import http_server
 
 #: the grid of the scenes here (UTM 54N, 10 m pixels)
 UTM54 = "EPSG:32654"
@@ -207,89 +203,6 @@ def test_a_huge_vrt_with_data_in_a_corner_is_mapped(cli_fd, tiny_lulc_model, tmp
 # ----------------------------------------------- 3. reads that fail: name the cause
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    """Serves the current directory; ``mode`` decides how it misbehaves.
-
-    ``no-range``: ignores ``Range`` (200 and the whole file). ``dies``: answers
-    ranges, but the body that takes what it sent past 64 KiB (the file's
-    header is read by then) stops half-way and the server is gone.
-    """
-
-    protocol_version = "HTTP/1.1"
-    mode = "ranges"
-    sent = 0  # body bytes sent so far (dies)
-
-    def log_message(self, *args):  # quiet
-        pass
-
-    def do_HEAD(self):
-        self._serve(body=False)
-
-    def do_GET(self):
-        self._serve(body=True)
-
-    def _serve(self, body):
-        name = self.path.split("?", 1)[0].lstrip("/")
-        if not name or "/" in name or not os.path.isfile(name):
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        data = Path(name).read_bytes()
-        m = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
-        if m and self.mode != "no-range":
-            start = int(m[1])
-            end = min(int(m[2]) if m[2] else len(data) - 1, len(data) - 1)
-            chunk = data[start : end + 1]
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
-            self.send_header("Accept-Ranges", "bytes")
-        else:
-            chunk = data
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(chunk)))
-        self.end_headers()
-        if not body:
-            return
-        if self.mode == "dies" and _Handler.sent + len(chunk) > 65536:
-            self.wfile.write(chunk[: len(chunk) // 2])
-            self.wfile.flush()
-            self.connection.shutdown(2)
-            os._exit(0)  # the server dies mid-body: no resuming either
-        _Handler.sent += len(chunk)
-        self.wfile.write(chunk)
-
-
-def _serve_forever(root: str, mode: str) -> None:
-    """Child process: serve ``root`` on 127.0.0.1, print the port, run until killed."""
-    os.chdir(root)
-    _Handler.mode = mode
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    print(server.server_address[1], flush=True)
-    server.serve_forever()
-
-
-@contextmanager
-def http_server(root: Path, mode: str):
-    """``http://127.0.0.1:<port>`` serving ``root`` in ``mode``; stopped on exit."""
-    proc = subprocess.Popen(
-        [sys.executable, __file__, str(root), mode],
-        stdout=subprocess.PIPE,
-        # a client that hangs up mid-body makes the server print a traceback: it is
-        # the server's, not alosmap's, and must not reach the captured stderr
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        line = proc.stdout.readline()  # the child prints its port when it listens
-        assert line.strip().isdigit(), "the test HTTP server did not start"
-        yield f"http://127.0.0.1:{int(line)}"
-    finally:
-        proc.kill()
-        proc.wait(timeout=60)
-        proc.stdout.close()
-
-
 @pytest.fixture
 def gdal_http_env(monkeypatch):
     """Fail fast instead of retrying; no directory listings; no proxy."""
@@ -403,7 +316,3 @@ def test_bench_overlap_beyond_the_tile_is_a_usage_error(cli_fd):
     code, out, err = cli_fd("bench", "--overlap", "256", "--size", "0")
     assert code == 2 and out == ""
     assert "--overlap 256: must be in 0..255" in _one_line(err)
-
-
-if __name__ == "__main__":  # the child process of http_server()
-    _serve_forever(sys.argv[1], sys.argv[2])

@@ -1,100 +1,22 @@
 """Scenes and maps from anywhere GDAL reads: VRTs, ``/vsizip/``, ``/vsicurl/``, URLs.
 
 The ``/vsicurl/`` tests serve files from a loopback HTTP server with range requests
-(:class:`RangeHandler`), started by the test on ``127.0.0.1`` (port 0) and stopped
-at its end. The server runs in a child process, not a thread: rasterio holds the
-GIL while GDAL opens a dataset, so a server thread of the same process could not
-answer and the open would hang.
+(:func:`http_serve.http_server`), started by the test on ``127.0.0.1`` and stopped
+at its end.
 """
 
 from __future__ import annotations
 
-import http.server
 import os
-import re
-import subprocess
-import sys
 import zipfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
+from http_serve import http_server
 
 from alosmap.io.raster import gdal_path, is_virtual, open_raster, raster_stem
-
-
-class RangeHandler(http.server.BaseHTTPRequestHandler):
-    """Serves files of the current directory with HEAD, GET and ``Range``."""
-
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):  # quiet
-        pass
-
-    def do_HEAD(self):
-        self._serve(body=False)
-
-    def do_GET(self):
-        self._serve(body=True)
-
-    def _empty(self, status, headers=()):
-        self.send_response(status)
-        for k, v in headers:
-            self.send_header(k, v)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def _serve(self, body):
-        name = self.path.split("?", 1)[0].lstrip("/")
-        if not name or "/" in name or not os.path.isfile(name):
-            self._empty(404)
-            return
-        data = Path(name).read_bytes()
-        size = len(data)
-        m = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
-        if m:
-            start = int(m[1])
-            end = min(int(m[2]) if m[2] else size - 1, size - 1)
-            if start >= size:
-                self._empty(416, [("Content-Range", f"bytes */{size}")])
-                return
-            chunk = data[start : end + 1]
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-        else:
-            chunk = data
-            self.send_response(200)
-        self.send_header("Accept-Ranges", "bytes")
-        self.send_header("Content-Length", str(len(chunk)))
-        self.end_headers()
-        if body:
-            self.wfile.write(chunk)
-
-
-def _serve_forever(root: str) -> None:
-    """Child process: serve ``root`` on 127.0.0.1, print the port, run until killed."""
-    os.chdir(root)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
-    print(server.server_address[1], flush=True)
-    server.serve_forever()
-
-
-@contextmanager
-def http_server(root: Path):
-    """``http://127.0.0.1:<port>`` serving ``root``; the server stops on exit."""
-    proc = subprocess.Popen(
-        [sys.executable, __file__, str(root)], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        line = proc.stdout.readline()  # the child prints its port when it listens
-        assert line.strip().isdigit(), "the test HTTP server did not start"
-        yield f"http://127.0.0.1:{int(line)}"
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
-        proc.stdout.close()
 
 
 @pytest.fixture
@@ -318,7 +240,3 @@ def test_vsicurl_scene_and_map(
         code, out, err = cli("-q", "predict", f"/vsicurl/{base}/gone.tif")
         assert code == 1 and "alosmap: error:" in err and "gone.tif" in err
         assert len(err.strip().splitlines()) == 1, err
-
-
-if __name__ == "__main__":  # the child process of http_server()
-    _serve_forever(sys.argv[1])
