@@ -360,10 +360,6 @@ class Legend:
         ] == [(c.code, c.name) for c in other.classes]
 
 
-#: The historical name of a legend record.
-Task = Legend
-
-
 def _is_byte(value: float) -> bool:
     return float(value).is_integer() and 0 <= value <= 255
 
@@ -441,22 +437,18 @@ JAXA_TO_WATER = np.where(
     WATER.label_lut == UNKNOWN_LABEL, IGNORE_INDEX, WATER.label_lut
 )
 _JAXA_LUTS = {"lulc": JAXA_TO_LULC9, "water": JAXA_TO_WATER}
+#: Every legend alosmap knows by name (:func:`resolve_legend`): the bundled tasks,
+#: JAXA's own legend and the label presets.
+NAMED_LEGENDS: dict[str, Legend] = {**TASK_RECORDS, JAXA.name: JAXA, **LABEL_PRESETS}
 
 
 def get_task(task: str | Legend) -> Legend:
     """The legend of a bundled task (a name or already a record).
 
     Raises:
-        ValueError: for an unknown task name.
+        LegendError: (a ValueError) for an unknown task name.
     """
-    if isinstance(task, Legend):
-        return task
-    try:
-        return TASK_RECORDS[task]
-    except KeyError:
-        raise ValueError(
-            f"unknown task {task!r}; expected one of {', '.join(TASK_RECORDS)}"
-        ) from None
+    return resolve_legend(task, names=TASK_RECORDS, files=False, what="task")
 
 
 def jaxa_to_training(labels: np.ndarray, task: str | Legend) -> np.ndarray:
@@ -485,29 +477,60 @@ def colormap(classes: tuple[ClassInfo, ...]) -> dict[int, tuple[int, int, int, i
 
 
 # ------------------------------------------------------------------ legend files
-def load_legend(name_or_path: str | os.PathLike[str]) -> Legend:
-    """A label preset by name (:data:`LABEL_PRESETS`) or a YAML/JSON legend file.
+def resolve_legend(
+    value: str | os.PathLike[str] | Legend,
+    *,
+    names: Mapping[str, Legend] | None = None,
+    files: bool = True,
+    what: str = "legend",
+) -> Legend:
+    """The one way from a name, a label preset or a legend file to a :class:`Legend`.
+
+    Args:
+        value: a legend (returned as is), a name of ``names`` or the path of a YAML
+            or JSON legend file.
+        names: the names accepted (default :data:`NAMED_LEGENDS`: the bundled
+            tasks, ``jaxa`` and the label presets).
+        files: whether a legend file may be given.
+        what: what the value is called in messages (``task``, ``legend``).
 
     Raises:
-        LegendError: an unknown preset, an unreadable file or a bad legend.
+        LegendError: an unknown name, an unreadable file or a bad legend.
     """
-    text = str(name_or_path)
-    if text in LABEL_PRESETS:
-        return LABEL_PRESETS[text]
+    if isinstance(value, Legend):
+        return value
+    names = NAMED_LEGENDS if names is None else names
+    text = str(value)
+    if text in names:
+        return names[text]
+    if not files:
+        raise LegendError(
+            f"unknown {what} {text!r}; expected one of {', '.join(names)}"
+        )
     p = Path(text)
     if not p.is_file():
         raise LegendError(
-            f"legend {text!r}: neither a preset ({', '.join(LABEL_PRESETS)}) nor a "
-            "legend file"
+            f"{what} {text!r}: neither a preset ({', '.join(names)}) nor a legend file"
         )
     try:
         raw = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise LegendError(f"legend {p}: cannot read it ({exc})") from exc
+        raise LegendError(f"{what} {p}: cannot read it ({exc})") from exc
     data = _parse_legend_text(raw, p)
     if isinstance(data, dict):
         data.setdefault("name", _name_from_stem(p.stem))
     return _legend_from_data(data, str(p))
+
+
+def load_legend(name_or_path: str | os.PathLike[str]) -> Legend:
+    """A label preset by name (:data:`LABEL_PRESETS`) or a YAML/JSON legend file.
+
+    What ``--legend`` options take: :func:`resolve_legend` over the label presets.
+
+    Raises:
+        LegendError: an unknown preset, an unreadable file or a bad legend.
+    """
+    return resolve_legend(name_or_path, names=LABEL_PRESETS)
 
 
 def _parse_legend_text(raw: str, p: Path) -> Any:

@@ -225,12 +225,12 @@ def _strip_prefix(key: str) -> str:
 def _conversion_needed(state: dict[str, torch.Tensor], encoder: nn.Module) -> str:
     """Why ``state`` needs timm's ``checkpoint_filter_fn`` ("" when it does not).
 
-    The filter renames the downsample layers of MixMIM's layout, resamples a patch
-    embedding of another kernel size and resizes relative position bias tables of
-    other windows (same heads); otherwise it only drops the ``relative_position_index``
-    and ``attn_mask`` buffers, which ``_DROP`` has already dropped: it would return
-    ``state`` unchanged. Raises AttributeError, as the filter does, for a bias table
-    of a block the encoder lacks.
+    The filter renames the downsample layers of MixMIM's layout and resamples a
+    patch embedding of another kernel size; otherwise it only drops the
+    ``relative_position_index`` and ``attn_mask`` buffers, which ``_DROP`` has
+    already dropped, and resizes relative position bias tables of other windows,
+    which :func:`_resize_bias_tables` does as loading a model at another tile size
+    does (it would return ``state`` unchanged).
     """
     if "layers.0.downsample.reduction.weight" in state:
         return "MixMIM's layout, downsampling at the end of a stage"
@@ -238,13 +238,43 @@ def _conversion_needed(state: dict[str, torch.Tensor], encoder: nn.Module) -> st
     own = encoder.get_parameter("patch_embed.proj.weight")
     if w is not None and tuple(w.shape[-2:]) != tuple(own.shape[-2:]):
         return f"a {tuple(w.shape[-2:])} patch embedding to resample"
-    for k, v in state.items():
-        if k.endswith("relative_position_bias_table"):
-            attn = encoder.get_submodule(k[:-29])
-            table = cast(torch.Tensor, attn.relative_position_bias_table)
-            if v.shape[1:] == table.shape[1:] and v.shape[0] != table.shape[0]:
-                return "relative position bias tables of other windows to resize"
     return ""
+
+
+_BIAS_TABLE = "relative_position_bias_table"
+
+
+def _resize_bias_tables(
+    state: dict[str, torch.Tensor], encoder: nn.Module
+) -> list[str]:
+    """Resize, in ``state``, bias tables of other windows to the encoder's windows.
+
+    An encoder pretrained at another tile size (windows clamped to other stage
+    grids) loads as a model does at another tile size:
+    :func:`~alosmap.models.swin.resize_bias_table` (centre crop or bicubic), the
+    function :class:`~alosmap.models.swin.WindowAttention` loads with.
+
+    Returns:
+        The keys resized.
+    """
+    from alosmap.models.swin import resize_bias_table
+
+    resized = []
+    for k, v in list(state.items()):
+        if not k.endswith(_BIAS_TABLE):
+            continue
+        try:
+            attn = encoder.get_submodule(k[: -len(_BIAS_TABLE) - 1])
+        except AttributeError:
+            continue  # a block the encoder lacks: reported as unexpected
+        own = cast(torch.Tensor, getattr(attn, _BIAS_TABLE, None))
+        if own is None or v.shape == own.shape or v.shape[1:] != own.shape[1:]:
+            continue
+        table = resize_bias_table(v, attn.window_size)
+        if table is not None and table.shape == own.shape:
+            state[k] = table
+            resized.append(k)
+    return resized
 
 
 def _map_swin_keys(
@@ -318,12 +348,12 @@ def load_pretrained_encoder(
     # only Swin-shaped keys go through timm's filter; the rest are reported
     swin = {k: v for k, v in state.items() if k.split(".")[0] in _ENCODER_ROOTS}
     other = [k for k in state if k not in swin]
+    resized = _resize_bias_tables(swin, encoder)
     mapped = _map_swin_keys(swin, encoder, p)
-    resized = [
+    resized += [
         k
         for k, v in swin.items()
-        if k.endswith("relative_position_bias_table")
-        and tuple(mapped.get(k, v).shape) != tuple(v.shape)
+        if k.endswith(_BIAS_TABLE) and tuple(mapped.get(k, v).shape) != tuple(v.shape)
     ]
     if resized:
         report.notes.append(f"{len(resized)} relative position bias tables resized")

@@ -3,15 +3,18 @@
 Layout of a dataset directory (format ``alosmap-dataset/1``)::
 
     DATA_DIR/
-      dataset.json     format, alosmap version, patch size, normalisation (training
-                       split only), class pixel counts per task (training split only),
-                       the build parameters and the summary
+      dataset.json     the record (``dataset.record.DatasetRecord``):
+                       format, version, patch size, labels (``jaxa`` codes or
+                       ``index``) and their legend, the images' radiometry,
+                       normalisation and class pixel counts (training split
+                       only), the build parameters and the summary
       manifest.csv     one row per patch: index, split, scene, date (YYYY-MM-DD),
                        row, col (window on the scene's own grid), valid_fraction
                        (SAR-valid share) and the patch's histogram of JAXA codes
                        (h0 … h14) over its SAR-valid pixels (h0 = unlabelled);
                        a dataset of the user's labels has h0 … h{K-1} (pixels of
-                       each training class) and more columns (image, label, ...)
+                       each training class) and more columns (image, label,
+                       labelled_fraction, weight)
       sar_db.npy       float16 [N, P, P]: σ0 in dB on the scene grid, NaN = no data
       labels.npy       uint8   [N, P, P]: JAXA HRLULC codes 1-14, 0 = no data
                        (resampled by nearest neighbour onto the patch's SAR grid);
@@ -23,121 +26,32 @@ Layout of a dataset directory (format ``alosmap-dataset/1``)::
 ``docs/dataset_format.md`` describes every file and key.
 
 Splits: ``pretrain`` (unlabelled use, pretraining months) and ``train`` / ``val`` /
-``test`` (finetuning month). The paper's datasets store labels as JAXA codes so one
-dataset serves both tasks: :func:`alosmap.classes.jaxa_to_training` maps them at load
-time. A dataset built from the user's labels and legend records the legend in
-``dataset.json`` (``"legend"``, ``"labels": "index"``) and stores training indices of
-that legend (255 = no label): it serves that legend's task only.
+``test`` (finetuning month). Whichever source built it, the record says what the
+labels are: JAXA codes (the paper's, ``"labels": "jaxa"``), which serve every bundled
+task (:func:`alosmap.classes.jaxa_to_training` maps them at load time), or training
+indices of the record's legend (``"labels": "index"``, 255 = no label), which serve
+that legend only (:attr:`DatasetRecord.tasks
+<alosmap.train.dataset.record.DatasetRecord.tasks>`). Each patch's training
+sampling weight is the manifest's ``weight`` column (1 without one).
 Arrays are opened memory-mapped (``np.load(mmap_mode="r")``), never loaded whole.
 """
 
 from __future__ import annotations
 
 import csv
-import json
-import math
 import os
-import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from functools import cached_property
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from alosmap.classes import (
-    IGNORE_INDEX,
-    TASK_RECORDS,
-    Legend,
-    LegendError,
-    get_task,
-    jaxa_to_training,
-)
-from alosmap.errors import SpecError
-from alosmap.radiometry import DEFAULT_CLIP_DB, Radiometry, normalize
+from alosmap.classes import IGNORE_INDEX, Legend, jaxa_to_training, resolve_legend
+from alosmap.radiometry import Radiometry, normalize
+from alosmap.train.dataset.record import DatasetRecord, PatchRecord
 from alosmap.train.errors import DatasetFormatError
 
-FORMAT = "alosmap-dataset/1"
 SPLITS = ("pretrain", "train", "val", "test")
-MANIFEST_FIELDS = (
-    "index",
-    "split",
-    "scene",
-    "date",
-    "row",
-    "col",
-    "valid_fraction",
-    *[f"h{c}" for c in range(15)],
-)
-
-
-@dataclass
-class PatchRecord:
-    """One manifest row."""
-
-    index: int
-    split: str
-    scene: str
-    date: str
-    row: int
-    col: int
-    valid_fraction: float
-    histogram: list[int]
-    #: more columns (datasets of the user's labels: image, label, group, ...)
-    extra: dict[str, str] = field(default_factory=dict)
-
-    def to_row(self) -> dict[str, Any]:
-        """CSV row."""
-        d: dict[str, Any] = {
-            "index": self.index,
-            "split": self.split,
-            "scene": self.scene,
-            "date": self.date,
-            "row": self.row,
-            "col": self.col,
-            "valid_fraction": f"{self.valid_fraction:.4f}",
-        }
-        d.update({f"h{c}": int(n) for c, n in enumerate(self.histogram)})
-        d.update(self.extra)
-        return d
-
-    @classmethod
-    def from_row(cls, row: dict[str, str]) -> PatchRecord:
-        """Parse a CSV row (histogram: every ``h<k>`` column, in the order of k)."""
-        hist = sorted(int(k[1:]) for k in row if _HIST_COLUMN.fullmatch(k))
-        return cls(
-            index=int(row["index"]),
-            split=row["split"],
-            scene=row["scene"],
-            date=row["date"],
-            row=int(row["row"]),
-            col=int(row["col"]),
-            valid_fraction=float(row["valid_fraction"]),
-            histogram=[int(row[f"h{c}"]) for c in hist],
-            extra={
-                k: v
-                for k, v in row.items()
-                if k not in _BASE_FIELDS and not _HIST_COLUMN.fullmatch(k)
-            },
-        )
-
-
-_HIST_COLUMN = re.compile(r"h\d+")
-_BASE_FIELDS = frozenset(MANIFEST_FIELDS[:7])
-
-
-def write_manifest(
-    path: Path,
-    records: Sequence[PatchRecord],
-    fields: Sequence[str] = MANIFEST_FIELDS,
-) -> None:
-    """Write ``manifest.csv`` with the columns ``fields``."""
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(fields))
-        w.writeheader()
-        for r in records:
-            w.writerow(r.to_row())
 
 
 def _open_array(path: Path) -> np.ndarray:
@@ -164,22 +78,9 @@ class TrainingData:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
-        meta_path = self.root / "dataset.json"
-        if not meta_path.is_file():
-            raise DatasetFormatError(
-                f"{self.root} is not an alosmap dataset (no dataset.json); "
-                "make one with `alosmap train build-dataset`"
-            )
-        try:
-            self.meta: dict[str, Any] = json.loads(meta_path.read_text("utf-8"))
-        except json.JSONDecodeError as exc:
-            raise DatasetFormatError(f"{meta_path}: not valid JSON ({exc})") from exc
-        if self.meta.get("format") != FORMAT:
-            raise DatasetFormatError(
-                f"{self.root}: dataset format {self.meta.get('format')!r}, this "
-                f"alosmap reads {FORMAT!r}; rebuild it with "
-                "`alosmap train build-dataset`"
-            )
+        #: what dataset.json holds
+        self.record = DatasetRecord.read(self.root)
+        self.meta: dict[str, Any] = self.record.to_dict()
         for name in ("manifest.csv", "sar_db.npy", "labels.npy"):
             if not (self.root / name).is_file():
                 raise DatasetFormatError(f"{self.root}: {name} is missing")
@@ -204,11 +105,7 @@ class TrainingData:
     @property
     def has_statistics(self) -> bool:
         """Whether the build recorded σ0 statistics (null without training patches)."""
-        norm = self.meta.get("normalization", {})
-        return all(
-            isinstance(norm.get(k), (int, float)) and math.isfinite(norm[k])
-            for k in ("mean_db", "std_db")
-        )
+        return self.record.has_statistics
 
     def _statistic(self, key: str) -> float:
         if not self.has_statistics:
@@ -217,7 +114,7 @@ class TrainingData:
                 "statistics to normalise with: it can evaluate a model but not "
                 "train one (rebuild it with a train fraction in --split)"
             )
-        return float(self.meta["normalization"][key])
+        return float(self.record.normalization[key])
 
     @property
     def mean_db(self) -> float:
@@ -239,33 +136,16 @@ class TrainingData:
 
     @property
     def clip_db(self) -> tuple[float, float]:
-        """σ0 range (dB) clipped before normalising, as the build recorded it.
-
-        A record without one (hand-made datasets) means the default range.
-        """
-        lo, hi = self.meta["normalization"].get("clip_db", DEFAULT_CLIP_DB)
-        return float(lo), float(hi)
+        """σ0 range (dB) clipped before normalising, as the build recorded it."""
+        return self.record.clip_db
 
     @property
     def image_radiometry(self) -> dict[str, Any]:
         """What the images held (``dataset.json``'s ``"radiometry"``).
 
-        Keys ``band``, ``units``, ``calibration_factor_db``, ``backscatter``. The
-        paper's datasets record none: their scenes are ALOS-2 L2.1 amplitude DN
-        (band 1, CF −83 dB, σ0), :class:`~alosmap.radiometry.Radiometry`'s
-        defaults; a band or units given to their build (``build.image``) count.
+        Keys ``band``, ``units``, ``calibration_factor_db``, ``backscatter``.
         """
-        keys = ("band", "units", "calibration_factor_db", "backscatter")
-        raw = self.meta.get("radiometry")
-        if isinstance(raw, dict):
-            return {k: raw[k] for k in keys if k in raw}
-        image = self.meta.get("build", {}).get("image") or {}
-        out: dict[str, Any] = {}
-        if image.get("band") is not None:
-            out["band"] = image["band"]
-        if image.get("input_units") not in (None, "auto"):
-            out["units"] = image["input_units"]
-        return out
+        return dict(self.record.radiometry)
 
     @property
     def radiometry(self) -> Radiometry:
@@ -288,62 +168,40 @@ class TrainingData:
         Raises:
             DatasetFormatError: a bad ``"radiometry"`` record.
         """
-        try:
-            return Radiometry(
-                **self.image_radiometry,
-                clip_db=clip_db,
-                mean_db=mean_db,
-                std_db=std_db,
-            )
-        except (SpecError, TypeError) as exc:
-            raise DatasetFormatError(
-                f"{self.root}/dataset.json: bad radiometry record ({exc})"
-            ) from exc
+        return self.record.input_radiometry(clip_db, mean_db, std_db)
 
-    @cached_property
+    @property
     def own_legend(self) -> Legend | None:
-        """The legend of a dataset of the user's labels (None: JAXA codes).
-
-        Read once (the data loader asks for every patch).
-        """
-        raw = self.meta.get("legend")
-        if raw is None:
-            return None
-        try:
-            return Legend.from_dict(raw, source=f"{self.root}/dataset.json legend")
-        except LegendError as exc:
-            raise DatasetFormatError(str(exc)) from exc
+        """The legend of a dataset of training indices (None: JAXA codes)."""
+        return self.record.legend if self.record.labels == "index" else None
 
     def legend(self, task: str | Legend | None = None) -> Legend:
         """The legend its labels are trained with.
 
         Args:
-            task: a bundled task name (``lulc``/``water``) for a dataset of JAXA
-                codes; for a dataset with its own legend, None or that legend's name.
+            task: a legend or its name among :attr:`DatasetRecord.tasks` (the
+                bundled tasks for JAXA codes, the dataset's own legend otherwise);
+                None: the only one.
 
         Raises:
             DatasetFormatError: the dataset cannot serve ``task``.
         """
-        own = self.own_legend
+        tasks = self.record.tasks
         name = task.name if isinstance(task, Legend) else task
-        if own is not None:
-            if name not in (None, own.name):
-                raise DatasetFormatError(
-                    f"{self.root}: its labels follow the legend {own.name!r} "
-                    f"({', '.join(own.names)}), not {name!r}; leave --task out"
-                )
-            return own
+        if name is None and len(tasks) == 1:
+            return next(iter(tasks.values()))
+        if name in tasks:
+            return resolve_legend(name, names=tasks, files=False, what="task")
+        what = (
+            f"holds JAXA codes, which serve the tasks {', '.join(tasks)}"
+            if self.own_legend is None
+            else f"its labels follow the legend {self.record.legend.name!r} "
+            f"({', '.join(self.record.legend.names)})"
+        )
         if name is None:
-            raise DatasetFormatError(
-                f"{self.root}: holds JAXA codes, which serve the tasks "
-                f"{', '.join(TASK_RECORDS)}: name one (--task)"
-            )
-        if name not in TASK_RECORDS:
-            raise DatasetFormatError(
-                f"{self.root}: holds JAXA codes, which serve the tasks "
-                f"{', '.join(TASK_RECORDS)}, not {name!r}"
-            )
-        return get_task(name)
+            raise DatasetFormatError(f"{self.root}: {what}: name one (--task)")
+        hint = "" if self.own_legend is None else "; leave --task out"
+        raise DatasetFormatError(f"{self.root}: {what}, not {name!r}{hint}")
 
     def labels_to_index(self, labels: np.ndarray, legend: Legend) -> np.ndarray:
         """Stored labels → training indices of ``legend`` (255 = no label)."""
@@ -354,7 +212,13 @@ class TrainingData:
     def class_counts(self, task: str | Legend) -> list[int]:
         """Training-split pixel counts per training class of ``task``."""
         name = task.name if isinstance(task, Legend) else task
-        return [int(n) for n in self.meta["class_counts"][name]]
+        return [int(n) for n in self.record.class_counts[name]]
+
+    def weights(self, split: str) -> np.ndarray:
+        """Sampling weights of the patches of ``split`` (in :meth:`indices` order)."""
+        return np.array(
+            [r.weight for r in self.records if r.split == split], dtype=np.float64
+        )
 
     def indices(self, split: str) -> np.ndarray:
         """Patch indices of ``split``."""
@@ -411,6 +275,8 @@ class PatchDataset:
         self.split = split
         self.legend = data.legend(task)
         self.idx = data.indices(split)
+        #: sampling weights of the items (the manifest's ``weight`` column)
+        self.weights = data.weights(split)
         self.augment = augment
         if radiometry is None and data.has_statistics:
             radiometry = data.radiometry

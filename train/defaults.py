@@ -1,7 +1,7 @@
 """Defaults of dataset building and finetuning, in one light module (no NumPy, no GDAL).
 
-:class:`~alosmap.train.build_dataset.BuildConfig`,
-:class:`~alosmap.train.build_general.GeneralConfig`,
+:class:`~alosmap.train.dataset.jaxa.BuildConfig`,
+:class:`~alosmap.train.dataset.general.GeneralConfig`,
 :func:`~alosmap.train.finetune.make_config` and the options of ``alosmap train
 build-dataset`` and ``finetune`` (their values and help texts) take them from here,
 so the commands' ``--help`` stays quick and always states the library's values.

@@ -18,12 +18,14 @@ import torch.distributed as dist
 from alosmap._dist import DistInfo, dist_info
 
 __all__ = [
+    "WeightedSampler",
     "all_gather_objects",
     "barrier",
     "cleanup",
     "init_distributed",
     "is_primary",
     "reduce_sums",
+    "train_sampler",
 ]
 
 
@@ -101,3 +103,60 @@ def all_gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+class WeightedSampler(torch.utils.data.Sampler[int]):
+    """Training items drawn with replacement, with probability ∝ their weight.
+
+    The sampler of a dataset whose manifest gives its patches unequal weights (the
+    input manifest's ``weight`` column); each epoch draws as many items as
+    :class:`~torch.utils.data.DistributedSampler` with ``drop_last`` gives, and
+    each rank takes every ``num_replicas``-th of one draw seeded by ``seed`` and the
+    epoch (the same on every rank: exact resumes, disjoint shards).
+    """
+
+    def __init__(
+        self, weights: Any, num_replicas: int, rank: int, seed: int = 0
+    ) -> None:
+        self.weights = torch.as_tensor(weights, dtype=torch.float64)
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.seed = seed
+        self.num_samples = len(self.weights) // num_replicas
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the draw (call once per epoch)."""
+        self.epoch = epoch
+
+    def __iter__(self) -> Any:
+        g = torch.Generator()
+        g.manual_seed(self.seed + self.epoch)
+        n = self.num_samples * self.num_replicas
+        idx = torch.multinomial(self.weights, n, replacement=True, generator=g)
+        return iter(idx[self.rank :: self.num_replicas].tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def train_sampler(
+    dataset: Any, num_replicas: int, rank: int, seed: int
+) -> torch.utils.data.DistributedSampler[int] | WeightedSampler:
+    """The sampler of a training split: each rank its shard, reshuffled per epoch.
+
+    Patches of unequal ``dataset.weights`` (the manifest's ``weight`` column):
+    :class:`WeightedSampler`; otherwise every patch once per epoch
+    (:class:`~torch.utils.data.DistributedSampler`, ``drop_last``).
+    """
+    weights = getattr(dataset, "weights", None)
+    if weights is not None and len(set(weights.tolist())) > 1:
+        return WeightedSampler(weights, num_replicas, rank, seed)
+    return torch.utils.data.DistributedSampler(
+        dataset,
+        num_replicas=num_replicas,
+        rank=rank,
+        shuffle=True,
+        seed=seed,
+        drop_last=True,
+    )

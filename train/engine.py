@@ -25,7 +25,9 @@ Details:
   process; the global batch (``batch_size · world_size``) sets the LR through
   :func:`~alosmap.train.optim.scaled_lr` unless an absolute ``lr`` is given.
 * Training shards come from :class:`~torch.utils.data.DistributedSampler`
-  (``set_epoch`` every epoch, ``drop_last``). The losses are batch-level
+  (``set_epoch`` every epoch, ``drop_last``), or, when the dataset's patches
+  have unequal weights (the manifest's ``weight`` column), from
+  ``distributed.WeightedSampler`` (drawn ∝ weight). The losses are batch-level
   statistics, so DDP optimises the mean of the per-rank losses, the usual
   data-parallel objective.
 * AMP: bf16 autocast on CUDA when the GPU supports it, else fp16 with a
@@ -426,17 +428,12 @@ class TrainingRun(ABC, Generic[ConfigT, ResultT]):
         self.figures = self._can_draw()
 
     def _train_loader(self) -> None:
-        from torch.utils.data import DataLoader, DistributedSampler
+        from torch.utils.data import DataLoader
 
         cfg, info = self.cfg, self.info
         self.train_ds = self.train_dataset()
-        self.sampler: DistributedSampler[int] = DistributedSampler(
-            self.train_ds,
-            num_replicas=info.world_size,
-            rank=info.rank,
-            shuffle=True,
-            seed=cfg.seed,
-            drop_last=True,
+        self.sampler = ddp.train_sampler(
+            self.train_ds, info.world_size, info.rank, cfg.seed
         )
         self.train_loader = DataLoader(
             self.train_ds,
@@ -453,7 +450,7 @@ class TrainingRun(ABC, Generic[ConfigT, ResultT]):
     def _restore(self, ckpt: dict[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        if ckpt.get("scaler"):
+        if ckpt["scaler"]:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch = int(ckpt["epoch"])
         self.step = int(ckpt["step"])

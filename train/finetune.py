@@ -569,7 +569,7 @@ class FinetuneRun(TrainingRun[FinetuneConfig, FinetuneResult]):
                 )
         self._fit_batch(len(data.indices("train")))
         legend = self.legend
-        if not legend.binary and legend.name not in data.meta.get("class_counts", {}):
+        if not legend.binary and legend.name not in data.record.class_counts:
             raise DatasetFormatError(
                 f"{data.root}: dataset.json has no {legend.name} class counts"
             )
@@ -822,7 +822,7 @@ class FinetuneRun(TrainingRun[FinetuneConfig, FinetuneResult]):
         """The kept model's score, epoch and per-unit matrices."""
         self.best_score = float(ckpt["best_score"])
         self.best_epoch = int(ckpt["best_epoch"])
-        kept = ckpt.get("kept_units")  # None in a last.pt of an older version
+        kept = ckpt["kept_units"]
         self.kept_units = None if kept is None else kept.numpy().astype(np.int64)
 
     # -- one epoch -------------------------------------------------------------------

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alosmap.classes import IGNORE_INDEX, Task, get_task
+from alosmap.classes import IGNORE_INDEX, Legend, get_task
 
 __all__ = [
     "DEFAULT_EPS",
@@ -416,7 +416,7 @@ _WATER_OPTIONS = ("lambda_dice", "eps", "ignore_index")
 
 
 def build_loss(
-    task: str | Task,
+    task: str | Legend,
     class_counts: Sequence[float] | np.ndarray | torch.Tensor | None = None,
     **overrides: Any,
 ) -> FocalDiceLoss | BCEDiceLoss:

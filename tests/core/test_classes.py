@@ -66,7 +66,7 @@ def test_presets_are_legends_with_the_historical_lookups():
                                       {"code": 1, "name": "Flooded area"}]}
     )  # fmt: skip
     assert flood.binary and flood.metric == "iou_flooded_area"
-    assert C.get_task("lulc") is C.LULC and C.Task is C.Legend
+    assert C.get_task("lulc") is C.LULC
     # jaxa-lulc9 reads JAXA codes exactly as the paper's lookup did
     codes = np.arange(256, dtype=np.uint8)
     ref = np.array([C._JAXA_LUTS["lulc"][c] for c in codes])

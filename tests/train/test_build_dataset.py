@@ -11,16 +11,15 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from conftest import REPO, SAMPLE_SCENES, SHARED_DATA
-from rasterio.enums import Resampling
-from rasterio.warp import reproject
+from conftest import REPO, SAMPLE_SCENES, SHARED_DATA, nearest_onto
 from rasterio.warp import transform as warp_transform
 from rasterio.windows import Window
 
 from alosmap.classes import JAXA_TO_LULC9, JAXA_TO_WATER, jaxa_to_training
 from alosmap.errors import InputRasterError, OutputExistsError
 from alosmap.radiometry import dn_to_db
-from alosmap.train.build_dataset import (
+from alosmap.train.data import PatchDataset, TrainingData
+from alosmap.train.dataset.jaxa import (
     BuildConfig,
     DatasetBuildError,
     build_dataset,
@@ -29,7 +28,7 @@ from alosmap.train.build_dataset import (
     parse_split,
     sample_anchors,
 )
-from alosmap.train.data import FORMAT, MANIFEST_FIELDS, PatchDataset, TrainingData
+from alosmap.train.dataset.record import FORMAT, MANIFEST_FIELDS, RECORD_KEYS
 
 SAMPLE = REPO / "sample_data"
 TILE = SAMPLE / "LC_N35E139.tif"
@@ -74,6 +73,24 @@ def test_layout_and_loaders(built):
         assert int(y[y != 255].max()) < k
     assert len(PatchDataset(data, "pretrain")) > 0
     assert not _leftovers(result.path.parent, ".data.tmp")
+
+
+def test_summary_has_the_label_check(built):
+    """The label check of `alosmap train inspect` runs on the paper's build too:
+    LULC-9 classes per scene of the labelled patches, in summary.txt and json."""
+    from alosmap.train.dataset.label_checks import check_dataset
+
+    result, data = built
+    check = result.summary["label_check"]
+    assert check == check_dataset(data).to_dict()  # the same as `inspect`
+    assert check["legend"] == "lulc"
+    assert [c["class_name"] for c in check["classes"]] == list(
+        data.legend("lulc").names
+    )
+    labelled = {r.scene for r in data.records if r.split != "pretrain"}
+    assert {r["scene"] for r in check["rows"]} == labelled
+    assert "label check:" in result.summary_text
+    assert data.meta["summary"]["label_check"] == check
 
 
 def test_months_go_to_their_splits(built):
@@ -130,15 +147,8 @@ def test_sar_and_labels_match_an_independent_read(built):
         sar = dn_to_db(dn).astype(np.float16)
         # float32 (builder) vs float64 (dn_to_db) before rounding: ≤ 1 float16 ulp
         np.testing.assert_allclose(data.sar[i], sar, atol=0.016, equal_nan=True)
-        expected = np.zeros((P, P), np.uint8)
         with rasterio.open(TILE) as tile:
-            reproject(
-                rasterio.band(tile, 1),
-                expected,
-                dst_transform=transform,
-                dst_crs=crs,
-                resampling=Resampling.nearest,
-            )
+            expected = nearest_onto(tile, (P, P), transform, crs)
         np.testing.assert_array_equal(data.labels[i], expected)
         valid = np.isfinite(sar)
         assert r.valid_fraction == pytest.approx(valid.mean(), abs=1e-4)
@@ -359,7 +369,7 @@ def _stub_build(monkeypatch, module, name: str) -> list:
 
 def test_cli_defaults_are_build_config_defaults(tmp_path, cli, monkeypatch):
     """Left out, every option of the paper's path gives BuildConfig's default."""
-    from alosmap.train import build_dataset as module
+    from alosmap.train.dataset import jaxa as module
 
     configs = _stub_build(monkeypatch, module, "build_dataset")
     common = ["train", "build-dataset", "--sar", SAMPLE, "--lulc", SAMPLE]
@@ -449,15 +459,7 @@ def _files(path: Path) -> dict[str, bytes]:
     return out
 
 
-PAPER_KEYS = {
-    "format",
-    "alosmap_version",
-    "patch_size",
-    "normalization",
-    "class_counts",
-    "build",
-    "summary",
-}
+PAPER_KEYS = {"format", *RECORD_KEYS}
 
 
 def test_paper_path_options_at_their_defaults_keep_the_bytes(built, tmp_path, cli):
@@ -476,10 +478,11 @@ def test_paper_path_options_at_their_defaults_keep_the_bytes(built, tmp_path, cl
         "summary.txt",
     ]
     meta = json.loads(a["dataset.json"])
-    assert set(meta) == PAPER_KEYS  # no legend, labels or radiometry record
+    assert set(meta) == PAPER_KEYS  # the one record of both sources
+    assert meta["labels"] == "jaxa" and meta["legend"]["name"] == "jaxa"
     assert a["manifest.csv"].splitlines()[0].decode() == ",".join(MANIFEST_FIELDS)
     # every new option at its default value (or the same rule): the same files;
-    # image options, when given, are recorded in build.image
+    # the image options are recorded in build.image
     explicit = [
         *("--legend", "jaxa-lulc9", "--split-by", "month", "--split", "0.7/0.15/0.15"),
         *("--pretrain-months", "10,11", "--finetune-months", "9", "--anchors", 300),
@@ -498,10 +501,21 @@ def test_paper_path_options_at_their_defaults_keep_the_bytes(built, tmp_path, cl
         "input_units": "auto",
         "nodata": None,
     }
+    assert meta["build"].pop("image") == {
+        "band": None,
+        "input_units": "auto",
+        "nodata": None,
+    }
     assert meta_b == meta
-    # what finetune puts in the model spec: the paper's defaults, and a given band
-    assert TrainingData(tmp_path / "a").image_radiometry == {}
-    assert TrainingData(tmp_path / "b").image_radiometry == {"band": 1}
+    # what finetune puts in the model spec: what the scenes hold (ALOS-2 DN)
+    alos2 = {
+        "band": 1,
+        "units": "dn",
+        "calibration_factor_db": -83.0,
+        "backscatter": "sigma0",
+    }
+    assert TrainingData(tmp_path / "a").image_radiometry == alos2
+    assert TrainingData(tmp_path / "b").image_radiometry == alos2
     assert TrainingData(tmp_path / "a").radiometry.units == "dn"
 
 

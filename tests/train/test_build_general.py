@@ -135,9 +135,12 @@ def _args(chips: Path, labels: Path, out: Path, *extra: str) -> list[str]:
     ]
 
 
-def _water_args(chips: Path, labels: Path, out: Path, *extra: str) -> list[str]:
-    """:func:`_args` for the 0/1 chips read as water (band 1, ``water-binary``)."""
-    return _args(chips, labels, out, "--band", "1", "--legend", "water-binary", *extra)
+def _water_args(
+    chips: Path, labels: Path, out: Path, *extra: str, band: int = 1
+) -> list[str]:
+    """:func:`_args` for the 0/1 chips read as water (``band``, ``water-binary``)."""
+    legend = ("--legend", "water-binary")
+    return _args(chips, labels, out, "--band", str(band), *legend, *extra)
 
 
 def _manifest_args(manifest: Path, out: Path, *extra: str) -> list[str]:
@@ -169,7 +172,7 @@ def test_chips_to_dataset_with_label_nodata_option(tmp_path, cli):
     chips, labels = make_chips(tmp_path)
     out = tmp_path / "ds"
     code, stdout, err = cli(
-        *_args(chips, labels, out, "--band", "1", "--legend", "water-binary"),
+        *_water_args(chips, labels, out),
         "--label-nodata",
         "-1",
     )
@@ -202,7 +205,7 @@ def test_dataset_reads_back_as_legend_indices(tmp_path, cli):
     chips, labels = make_chips(tmp_path)
     out = tmp_path / "ds"
     code, _, err = cli(
-        *_args(chips, labels, out, "--band", "2", "--legend", "water-binary"),
+        *_water_args(chips, labels, out, band=2),
         "--label-nodata",
         "-1",
         "--split-by",
@@ -253,9 +256,7 @@ def test_dataset_reads_back_as_legend_indices(tmp_path, cli):
 def test_label_nodata_from_the_raster_tag(tmp_path, cli):
     chips, labels = make_chips(tmp_path, n=2, tag_nodata=True)
     out = tmp_path / "ds"
-    code, _, err = cli(
-        *_args(chips, labels, out, "--band", "1", "--legend", "water-binary")
-    )
+    code, _, err = cli(*_water_args(chips, labels, out))
     assert code == 0, err
     meta = json.loads((out / "dataset.json").read_text())
     assert meta["build"]["split_rule"] == "random"  # 2 scenes < 3
@@ -275,9 +276,7 @@ def test_label_nodata_from_the_raster_tag(tmp_path, cli):
 def test_unknown_label_values_are_refused_with_a_table(tmp_path, cli):
     chips, labels = make_chips(tmp_path, n=3)
     out = tmp_path / "ds"
-    code, stdout, err = cli(
-        *_args(chips, labels, out, "--band", "1", "--legend", "water-binary")
-    )
+    code, stdout, err = cli(*_water_args(chips, labels, out))
     assert code == 1 and stdout == ""
     table, _, error = err.rpartition("alosmap: error: ")
     assert "value" in table and "pixels" in table and "share %" in table
@@ -351,7 +350,7 @@ def test_all_test_split_has_no_statistics(tmp_path, cli):
     chips, labels = make_chips(tmp_path, n=3)
     out = tmp_path / "ds"
     code, _, err = cli(
-        *_args(chips, labels, out, "--band", "1", "--legend", "water-binary"),
+        *_water_args(chips, labels, out),
         "--label-nodata",
         "-1",
         "--split",
@@ -376,6 +375,15 @@ def test_all_test_split_has_no_statistics(tmp_path, cli):
 
 
 # -------------------------------------------------------------------- splits
+def _pair_row(i: int, **columns: str) -> dict[str, str]:
+    """The input-manifest row of chip ``i`` (paths relative to the CSV)."""
+    return {
+        "image": f"chips/chip_{i}.tif",
+        "label": f"labels/chip_{i}_label.tif",
+        **columns,
+    }
+
+
 def _write_manifest(path: Path, rows: list[dict[str, str]]) -> Path:
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -390,13 +398,7 @@ def test_manifest_with_split_column_and_relative_paths(tmp_path, cli):
     manifest = _write_manifest(
         tmp_path / "pairs.csv",
         [
-            {
-                "image": f"chips/chip_{i}.tif",
-                "label": f"labels/chip_{i}_label.tif",
-                "split": s,
-                "date": f"2023-0{i + 1}-15",
-                "scene": f"area{i // 2}",
-            }
+            _pair_row(i, split=s, date=f"2023-0{i + 1}-15", scene=f"area{i // 2}")
             for i, s in enumerate(wanted)
         ],
     )
@@ -417,11 +419,61 @@ def test_manifest_with_split_column_and_relative_paths(tmp_path, cli):
     assert code == 1 and "split column" in err
 
 
+def test_manifest_weight_column(tmp_path, cli):
+    """``weight``: each pair's patches carry it; 0 leaves the pair out; others
+    (negative, not finite, not a number) are refused with the row."""
+    from alosmap.train.distributed import WeightedSampler, train_sampler
+
+    make_chips(tmp_path, n=4, tag_nodata=True)
+    weights = ["2", "0", "", "0.5"]
+    rows = [
+        _pair_row(i, split="val" if i == 3 else "train", weight=w)
+        for i, w in enumerate(weights)
+    ]
+    manifest = _write_manifest(tmp_path / "pairs.csv", rows)
+    out = tmp_path / "ds"
+    code, _, err = cli(*_manifest_args(manifest, out))
+    assert code == 0, err
+    got = {Path(r["image"]).name: r["weight"] for r in _manifest_rows(out)}
+    assert got and set(got.values()) <= {"2", "1", "0.5"}
+    assert got["chip_0.tif"] == "2" and got["chip_2.tif"] == "1"
+    assert "chip_1.tif" not in got
+    meta = json.loads((out / "dataset.json").read_text())
+    assert [e["by"] for e in meta["build"]["excluded"]] == ["weight 0"]
+    assert [p["weight"] for p in meta["build"]["pairs"]] == [2.0, 1.0, 0.5]
+    assert "weight" in (out / "summary.txt").read_text().splitlines()[2]
+    data = TrainingData(out)
+    w = data.weights("train")
+    names = [Path(r.extra["image"]).name for r in data.records if r.split == "train"]
+    assert w.tolist() == [2.0 if n == "chip_0.tif" else 1.0 for n in names]
+    # training draws ∝ weight; equal weights (the paper's datasets): each once
+    assert isinstance(
+        train_sampler(PatchDataset(data, "train", None), 1, 0, 0), WeightedSampler
+    )
+    data.records = [r for r in data.records if r.weight == 1.0 or r.split != "train"]
+    plain = train_sampler(PatchDataset(data, "train", None), 1, 0, 0)
+    assert not isinstance(plain, WeightedSampler) and len(plain) == len(plain.dataset)
+    # chip_0's patches twice as often as chip_2's
+    sampler = WeightedSampler(np.repeat(w, 200), num_replicas=1, rank=0, seed=3)
+    drawn = np.repeat(np.array(names), 200)[list(sampler)]
+    ratio = (drawn == "chip_0.tif").mean() / (drawn == "chip_2.tif").mean()
+    n0, n2 = names.count("chip_0.tif"), names.count("chip_2.tif")
+    assert abs(ratio / (2.0 * n0 / n2) - 1.0) < 0.1
+    assert list(sampler) == list(sampler)  # seeded per epoch
+    sampler.set_epoch(1)
+    assert list(sampler) != list(WeightedSampler(np.repeat(w, 200), 1, 0, 3))
+    for bad in ("-1", "nan", "inf", "heavy"):
+        rows[0]["weight"] = bad
+        _write_manifest(tmp_path / "bad.csv", rows)
+        code, _, err = cli(*_manifest_args(tmp_path / "bad.csv", tmp_path / bad))
+        assert code == 1 and "row 2: weight" in err and "≥ 0" in err, (bad, err)
+
+
 def test_split_by_scene_hits_the_fractions_with_whole_chips(tmp_path, cli):
     chips, labels = make_chips(tmp_path, n=10, tag_nodata=True)
     out = tmp_path / "ds"
     code, _, err = cli(
-        *_args(chips, labels, out, "--band", "1", "--legend", "water-binary"),
+        *_water_args(chips, labels, out),
         "--split-by",
         "scene",
         "--split",
@@ -545,7 +597,7 @@ def test_stride_and_patch_rules(tmp_path, cli):
 def test_cli_defaults_are_general_config_defaults(tmp_path, cli, monkeypatch):
     """Left out, the shared options (from BuildConfig) give GeneralConfig's
     defaults: the two paths' dataclasses agree."""
-    from alosmap.train import build_general as module
+    from alosmap.train.dataset import general as module
 
     configs = _stub_build(monkeypatch, module, "build_general")
     chips, labels = make_chips(tmp_path, n=1)
@@ -565,7 +617,7 @@ def test_paper_only_options_are_refused_on_own_data(tmp_path, cli):
     chips, labels = make_chips(tmp_path, n=1, tag_nodata=True)
     out = tmp_path / "ds"
     code, _, err = cli(
-        *_args(chips, labels, out, "--band", "1", "--legend", "water-binary"),
+        *_water_args(chips, labels, out),
         "--anchors",
         "10",
     )
@@ -580,14 +632,7 @@ def test_month_split_from_manifest_dates_and_sar_as_images(tmp_path, cli):
     months = ["2023-01-10", "2023-01-20", "2023-02-05", "2023-03-01"]
     manifest = _write_manifest(
         tmp_path / "pairs.csv",
-        [
-            {
-                "image": f"chips/chip_{i}.tif",
-                "label": f"labels/chip_{i}_label.tif",
-                "date": d,
-            }
-            for i, d in enumerate(months)
-        ],
+        [_pair_row(i, date=d) for i, d in enumerate(months)],
     )
     out = tmp_path / "ds"
     code, _, err = cli(*_manifest_args(manifest, out, "--split-by", "month"))

@@ -282,17 +282,41 @@ def test_conversions_without_timm_say_what_to_install(tmp_path, no_timm):
     torch.manual_seed(0)
     encoder = build_model(arch).encoder
     torch.save({"model": _mixmim_state(encoder)}, tmp_path / "mixmim.pth")
-    other_windows = save_encoder(encoder, arch, tmp_path / "enc.safetensors")
-    small_windows = _fresh(arch.replace(window_size=(4, 4, 4, 4)))
     for target, path, why in [
         (_fresh(arch), tmp_path / "mixmim.pth", "MixMIM's layout"),
-        (small_windows, other_windows, "relative position bias tables"),
     ]:
         with pytest.raises(CheckpointError) as err:
             load_pretrained_encoder(target, path)
         msg = str(err.value)
         assert "\n" not in msg and why in msg, msg
         assert "needs timm" in msg and "pip install 'alosmap[mixmim]'" in msg, msg
+
+
+@pytest.mark.parametrize("pretrained_at,tile", [(256, 64), (64, 256), (256, 128)])
+def test_pretrained_encoder_at_another_tile_size(
+    tmp_path, no_timm, pretrained_at, tile
+):
+    """``--pretrained`` from another tile size needs no timm: the bias tables of
+    clamped windows load as a whole model's do at another tile size
+    (``--init-from``: ``WindowAttention`` resizes them)."""
+    arch = get_preset("tiny", img_size=pretrained_at)
+    torch.manual_seed(0)
+    source = build_model(arch)
+    enc_file = save_encoder(source.encoder, arch, tmp_path / "enc.safetensors")
+    other = arch.with_tile_size(tile)
+    target = _fresh(other)
+    report = load_pretrained_encoder(target, enc_file)
+    assert not report.missing and not report.unexpected
+    assert "relative position bias tables resized" in report.summary()
+    # the same weights as the whole model loaded at that tile size (--init-from)
+    whole = build_model(other)
+    whole.load_state_dict(source.state_dict())
+    own = whole.encoder.state_dict()
+    resized = 0
+    for k, v in target.state_dict().items():
+        assert torch.equal(v, own[k]), k
+        resized += tuple(v.shape) != tuple(source.encoder.state_dict()[k].shape)
+    assert resized >= 1
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # timm's table resizing

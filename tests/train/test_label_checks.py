@@ -19,7 +19,7 @@ import pytest
 from affine import Affine
 from conftest import UTM54, write_raster
 
-from alosmap.train.label_checks import (
+from alosmap.train.dataset.label_checks import (
     BIN_DB,
     LOW_DB,
     NBINS,
@@ -112,9 +112,9 @@ def _meta(out: Path) -> dict:
 def flood_dataset(tmp_path_factory):
     """The five scenes built into a dataset (once for the module's tests)."""
     from alosmap.classes import load_legend
-    from alosmap.train.build_general import GeneralConfig, build_general
-    from alosmap.train.images import ImageOptions
-    from alosmap.train.pairs import read_pairs_manifest
+    from alosmap.train.dataset.general import GeneralConfig, build_general
+    from alosmap.train.dataset.images import ImageOptions
+    from alosmap.train.dataset.pairs import read_pairs_manifest
 
     root = tmp_path_factory.mktemp("flood")
     out = root / "ds"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from alosmap.classes import WATER_BINARY
-from alosmap.train.label_values import NAN, LabelValues
+from alosmap.train.dataset.label_values import NAN, LabelValues
 
 
 def _scan(nodata: dict[float | str, list[str]] | None = None) -> LabelValues:

@@ -241,11 +241,14 @@ def _write_texture(root, n=16, size=64, seed=0):
     gets far below the loss of predicting the mean (≈ 1 for normalised targets)
     within a few dozen steps.
     """
-    import json
-
     import numpy as np
 
-    from alosmap.train.data import FORMAT, PatchRecord, write_manifest
+    from alosmap.train.dataset.record import (
+        MANIFEST_FIELDS,
+        DatasetRecord,
+        PatchRecord,
+        write_dataset,
+    )
 
     rng = np.random.default_rng(seed)
     # even about each cell's centre in x and y, so flips and rot90 leave it unchanged
@@ -258,13 +261,17 @@ def _write_texture(root, n=16, size=64, seed=0):
     root.mkdir(parents=True)
     np.save(root / "sar_db.npy", sar)
     np.save(root / "labels.npy", np.zeros(sar.shape, np.uint8))
-    write_manifest(
-        root / "manifest.csv",
+    record = DatasetRecord.of_jaxa_codes(
+        size, (-12.0, 5.0, "pretrain"), {}, build={}, summary={}
+    )
+    write_dataset(
+        root,
+        record,
         [PatchRecord(i, "pretrain", "texture", "2022-10-01", 0, 0, 1.0, [0] * 15)
          for i in range(n)],
+        MANIFEST_FIELDS,
+        "",
     )  # fmt: skip
-    meta = {"format": FORMAT, "normalization": {"mean_db": -12.0, "std_db": 5.0}}
-    (root / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     return root
 
 

@@ -216,8 +216,8 @@ def _pair_files(make_geotiff, tmp_path):
 
 
 def test_image_and_label_patterns_pair_by_key(make_geotiff, tmp_path):
+    from alosmap.train.dataset.pairs import match_pairs
     from alosmap.train.errors import DatasetBuildError
-    from alosmap.train.pairs import match_pairs
 
     images, labels = _pair_files(make_geotiff, tmp_path)
     (images / "notes_S1.tif").write_bytes(b"")  # not matching: not an image
@@ -286,16 +286,16 @@ def test_evaluate_means_over_the_classes_in_the_reference(tmp_path, cli):
 def test_workers_default_to_the_cpus_this_process_may_use(monkeypatch):
     import os
 
-    from alosmap.cli.train import _run_options
     from alosmap.train import defaults
     from alosmap.train.finetune import FinetuneConfig
+    from alosmap.train.requests import RunOptions
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0}, raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     assert defaults.available_cpus() == 1
     assert defaults.data_workers() == 1 and defaults.data_workers(3) == 1
     assert defaults.data_workers(0) == 0
-    opts = _run_options(True, None, "cpu", False, 0, True, None)
+    opts = RunOptions(True, None, "cpu", False, 0, True, None).options()
     assert opts["workers"] == 1
     cfg = FinetuneConfig(data=Path("d"), task="water", out_dir=Path("o"))
     assert cfg.workers == 1

@@ -28,7 +28,8 @@ from alosmap.metrics import (
 )
 from alosmap.models import build_model
 from alosmap.spec import default_spec, load_spec, save_model
-from alosmap.train.data import PatchRecord, TrainingData, write_manifest
+from alosmap.train.data import TrainingData
+from alosmap.train.dataset.record import PatchRecord, write_manifest
 from alosmap.train.finetune import (
     FinetuneRun,
     Validation,

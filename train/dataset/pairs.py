@@ -5,7 +5,9 @@ Two ways to list them:
 * a **manifest** CSV (:func:`read_pairs_manifest`) with a header and the columns
   ``image``, ``label`` (required), ``split`` (train/val/test), ``date``
   (YYYY-MM-DD), ``scene`` (or ``group``: images of one scene or area, kept in
-  one split) and ``exclude`` (true/1/yes: the pair is listed but not used).
+  one split), ``exclude`` (true/1/yes: the pair is listed but not used) and
+  ``weight`` (the pair's patches' sampling weight in training, a finite number
+  ≥ 0, default 1; 0 leaves the pair out as ``exclude`` does).
   Relative paths are relative to the CSV's directory;
 * **images and a label directory** (:func:`match_pairs`): each image's label is
   ``LABEL_DIR / pattern``, the pattern naming the image with ``{name}`` (its file
@@ -20,6 +22,7 @@ Two ways to list them:
 from __future__ import annotations
 
 import csv
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -28,8 +31,8 @@ from datetime import date
 from pathlib import Path
 
 from alosmap.errors import InputRasterError
+from alosmap.train.dataset.splits import LABELLED_SPLITS
 from alosmap.train.errors import DatasetBuildError
-from alosmap.train.splits import LABELLED_SPLITS
 
 __all__ = [
     "MANIFEST_COLUMNS",
@@ -41,7 +44,16 @@ __all__ = [
 ]
 
 #: Columns of an input manifest (``image`` and ``label`` are required).
-MANIFEST_COLUMNS = ("image", "label", "split", "date", "scene", "group", "exclude")
+MANIFEST_COLUMNS = (
+    "image",
+    "label",
+    "split",
+    "date",
+    "scene",
+    "group",
+    "exclude",
+    "weight",
+)
 #: ``exclude`` cells that leave a pair out, and those that keep it.
 EXCLUDE_TRUE = ("true", "1", "yes", "y")
 EXCLUDE_FALSE = ("false", "0", "no", "n", "")
@@ -69,6 +81,8 @@ class Pair:
         scene: the scene or group the manifest gives (None: the image file name).
         where: where it was listed (for messages), e.g. ``"pairs.csv row 3"``.
         exclude: the manifest's ``exclude`` column leaves it out of the build.
+        weight: the sampling weight of its patches in training (the manifest's
+            ``weight`` column; 0 leaves it out of the build).
     """
 
     image: Path
@@ -78,6 +92,7 @@ class Pair:
     scene: str | None = None
     where: str = ""
     exclude: bool = False
+    weight: float = 1.0
 
     @property
     def group(self) -> str:
@@ -282,7 +297,8 @@ def _header(fields: Sequence[str] | None, path: Path) -> dict[str, str]:
     if missing:
         raise DatasetBuildError(
             f"--manifest {path}: no {' or '.join(missing)} column; the header must "
-            "name image and label (and optionally split, date, scene, exclude)"
+            "name image and label (and optionally split, date, scene, exclude, "
+            "weight)"
         )
     if "scene" in names.values() and "group" in names.values():
         raise DatasetBuildError(
@@ -316,7 +332,29 @@ def _pair_from_row(row: dict[str, str], base: Path, where: str) -> Pair:
         scene,
         where,
         exclude in EXCLUDE_TRUE,
+        _parse_weight(row.get("weight", ""), where),
     )
+
+
+def _parse_weight(text: str, where: str) -> float:
+    """A ``weight`` cell: a finite number ≥ 0 (empty: 1).
+
+    Raises:
+        DatasetBuildError: anything else.
+    """
+    text = text.strip()
+    if not text:
+        return 1.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0.0):
+        raise DatasetBuildError(
+            f"{where}: weight {text!r} is not a finite number ≥ 0 (the sampling "
+            "weight of the pair's patches; 0 leaves it out; empty: 1)"
+        )
+    return value
 
 
 def read_pairs_manifest(path: str | os.PathLike[str]) -> list[Pair]:

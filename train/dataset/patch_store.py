@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from alosmap.radiometry import DEFAULT_CLIP_DB
-from alosmap.train.data import PatchRecord
+from alosmap.train.dataset.record import PatchRecord
 
 logger = logging.getLogger(__name__)
 
@@ -195,8 +195,8 @@ def format_normalization(n: dict[str, Any]) -> str:
 class BuildResult:
     """What a dataset build made.
 
-    Returned by :func:`~alosmap.train.build_dataset.build_dataset` and
-    :func:`~alosmap.train.build_general.build_general`.
+    Returned by :func:`~alosmap.train.dataset.jaxa.build_dataset` and
+    :func:`~alosmap.train.dataset.general.build_general`.
 
     Attributes:
         path: the dataset directory.

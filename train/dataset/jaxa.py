@@ -3,7 +3,7 @@
 The builder turns ALOS-2 HH scenes and JAXA HRLULC label tiles into the on-disk
 dataset that :mod:`alosmap.train.data` reads (``docs/dataset_format.md``). Any
 other (image, label) pairs with a legend go through
-:mod:`alosmap.train.build_general`. The steps:
+:mod:`.general`. The steps:
 
 1. **Class frequencies.** Pixels of every JAXA code are counted over *all* label
    tiles (``LC_*.tif``), read in windows of :attr:`BuildConfig.block_rows` rows
@@ -38,15 +38,12 @@ other (image, label) pairs with a legend go through
    Normalisation and class counts come from the training split only (without
    training patches: statistics from the pretrain split, else null).
 
-The bytes of a dataset depend only on the inputs and these parameters: the options
-added for other data (band, units, no-data of the images) are recorded only when
-given, so the paper's datasets stay byte-identical to earlier versions'.
+The bytes of a dataset depend only on the inputs and these parameters.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -60,31 +57,45 @@ from typing import Any
 import numpy as np
 
 from alosmap._fileio import atomic_dir, check_not_input_dir, remove_stale_temps
-from alosmap._version import __version__
-from alosmap.classes import TASK_RECORDS, Task
+from alosmap.classes import LULC, TASK_RECORDS, Legend, jaxa_to_training
 from alosmap.errors import InputRasterError
-from alosmap.radiometry import DEFAULT_CLIP_DB
 from alosmap.spec import provenance_name, provenance_sha256
 from alosmap.train import defaults
-from alosmap.train.data import FORMAT, PatchRecord, write_manifest
-from alosmap.train.defaults import DEFAULT_SPLIT
-from alosmap.train.errors import DatasetBuildError
-from alosmap.train.images import ImageOptions, open_image
-from alosmap.train.label_values import row_blocks
-from alosmap.train.pairs import image_files
-from alosmap.train.patch_store import (
+from alosmap.train.dataset.images import (
+    ImageOptions,
+    open_image,
+    scene_radiometry,
+    summarize_radiometry,
+)
+from alosmap.train.dataset.label_checks import (
+    SUMMARY_SCENES,
+    check_patches,
+    format_label_check,
+)
+from alosmap.train.dataset.label_values import row_blocks
+from alosmap.train.dataset.pairs import image_files
+from alosmap.train.dataset.patch_store import (
     BuildResult,
     Normalization,
     PatchStore,
     format_normalization,
     normalization,
 )
-from alosmap.train.splits import (
+from alosmap.train.dataset.record import (
+    FORMAT,
+    MANIFEST_FIELDS,
+    DatasetRecord,
+    PatchRecord,
+    write_dataset,
+)
+from alosmap.train.dataset.splits import (
     LABELLED_SPLITS,
     check_fractions,
     parse_split,
     split_patches,
 )
+from alosmap.train.defaults import DEFAULT_SPLIT
+from alosmap.train.errors import DatasetBuildError
 
 logger = logging.getLogger(__name__)
 
@@ -517,7 +528,7 @@ def _label_patch(
 
 
 # ---------------------------------------------------------------- summary
-def _task_counts(counts: np.ndarray, task: Task) -> np.ndarray:
+def _task_counts(counts: np.ndarray, task: Legend) -> np.ndarray:
     """Pixel counts [K] of ``task``'s training classes from JAXA code counts [15]."""
     k = task.num_train_classes
     out = np.zeros(k, dtype=np.int64)
@@ -528,7 +539,7 @@ def _task_counts(counts: np.ndarray, task: Task) -> np.ndarray:
     return out
 
 
-def _shares(counts: np.ndarray, task: Task) -> list[float]:
+def _shares(counts: np.ndarray, task: Legend) -> list[float]:
     """Shares (0..1) of ``task``'s training classes from JAXA code counts [15]."""
     out = _task_counts(counts, task).astype(np.float64)
     total = out.sum()
@@ -582,7 +593,26 @@ def format_summary(summary: dict[str, Any]) -> str:
                 f"{100 * shares['anchors'][i]:>8.2f} "
                 f"{100 * shares['train'][i]:>8.2f}"
             )
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    if summary.get("label_check"):
+        text += "\n" + format_label_check(summary["label_check"], SUMMARY_SCENES)
+    return text
+
+
+def _label_check(tmp: Path, out: PatchStore, splits: np.ndarray) -> dict[str, Any]:
+    """The label check of the patches written in ``tmp``, as LULC-9 classes."""
+    sar = np.load(tmp / "sar_db.npy", mmap_mode="r")
+    labels = np.load(tmp / "labels.npy", mmap_mode="r")
+    check = check_patches(
+        sar,
+        labels,
+        [r.scene for r in out.records],
+        [str(s) for s in splits],
+        LULC,
+        lambda y: jaxa_to_training(y, LULC),
+        own_data=False,
+    )
+    return check.to_dict()
 
 
 # ------------------------------------------------------------------ build
@@ -595,8 +625,11 @@ def _extract_scene(
     config: BuildConfig,
     bar: Any,
     image: ImageOptions,
+    radiometry: list[dict[str, Any]],
 ) -> tuple[dict[str, Any], list[int]]:
     """Read, check and store a scene's candidate patches.
+
+    What the scene holds (:func:`scene_radiometry`) is appended to ``radiometry``.
 
     Returns:
         The scene's summary row and the cells (``row · n_cols + col``) kept.
@@ -611,6 +644,7 @@ def _extract_scene(
         return info, kept
     min_valid = 1.0 - config.max_nodata
     with open_image(scene.path, image) as sc:  # ALOS-2 DN, the default CF
+        radiometry.append(scene_radiometry(sc))
         for pr in np.unique(cand[:, 0]):
             r = int(pr) * p
             db, valid = sc.read_strip(r, p)  # one read per patch row
@@ -762,6 +796,7 @@ def _extract_patches(
     config: BuildConfig,
     progress: bool,
     image: ImageOptions,
+    radiometry: list[dict[str, Any]],
 ) -> tuple[PatchStore, list[dict[str, Any]], np.ndarray]:
     """Cut, check and store the candidates into ``sar_db.npy`` and ``labels.npy``.
 
@@ -787,7 +822,15 @@ def _extract_patches(
         )
         for s, cand, (a_idx, a_cell) in zip(inputs.used, cands, cells, strict=True):
             info, kept = _extract_scene(
-                s, cand, out, tile_ds, inputs.tile_bounds, config, bar, image
+                s,
+                cand,
+                out,
+                tile_ds,
+                inputs.tile_bounds,
+                config,
+                bar,
+                image,
+                radiometry,
             )
             scene_rows.append(info)
             hit[a_idx[np.isin(a_cell, kept)]] = True
@@ -870,29 +913,24 @@ def _metadata(
     train_hist: np.ndarray,
     summary: dict[str, Any],
     out_dir: Path,
-) -> dict[str, Any]:
-    """``dataset.json``: what :class:`~alosmap.train.data.TrainingData` reads.
+    radiometry: dict[str, Any],
+) -> DatasetRecord:
+    """``dataset.json``: JAXA codes (``"labels": "jaxa"``), every bundled task.
 
     The scenes, tiles and label directory are named relative to the dataset
     (``out_dir``), the files with their SHA-256: no path of the machine that built
     it is recorded.
     """
     scenes = [s.path for s in inputs.scenes]
-    return {
-        "format": FORMAT,
-        "alosmap_version": __version__,
-        "patch_size": config.patch_size,
-        "normalization": {
-            "mean_db": norm.mean_db,
-            "std_db": norm.std_db,
-            "clip_db": list(DEFAULT_CLIP_DB),
-            "split": norm.split,
-        },
-        "class_counts": {
+    return DatasetRecord.of_jaxa_codes(
+        config.patch_size,
+        (norm.mean_db, norm.std_db, norm.split),
+        {
             task.name: [int(v) for v in _task_counts(train_hist, task)]
             for task in TASK_RECORDS.values()
         },
-        "build": {
+        radiometry=radiometry,
+        build={
             **asdict(config),
             "scenes": [provenance_name(p, out_dir) for p in scenes],
             "scenes_sha256": [provenance_sha256(p) for p in scenes],
@@ -902,8 +940,8 @@ def _metadata(
             "anchors_file": "anchors.npy",
             "split_unit": "patch",
         },
-        "summary": summary,
-    }
+        summary=summary,
+    )
 
 
 def build_dataset(
@@ -963,13 +1001,21 @@ def build_dataset(
         )
         np.save(tmp / "anchors.npy", anchors)
         cells, cands = _candidate_patches(inputs.used, anchors, config)
+        held: list[dict[str, Any]] = []  # what each scene holds
         out, scene_rows, hit = _extract_patches(
-            tmp, inputs, len(anchors), cells, cands, config, progress, image
+            tmp,
+            inputs,
+            len(anchors),
+            cells,
+            cands,
+            config,
+            progress,
+            image,
+            held,
         )
         splits = _assign_splits(out.groups, config.split, split_rng)
         for rec, sp in zip(out.records, splits, strict=True):
             rec.split = str(sp)
-        write_manifest(tmp / "manifest.csv", out.records)
         norm = normalization(out.sums, splits, inputs.notes, fallback="pretrain")
         hist = np.array([r.histogram for r in out.records], dtype=np.int64)
         train_hist = hist[splits == "train"].sum(axis=0)
@@ -985,12 +1031,14 @@ def build_dataset(
             counts,
             train_hist,
         )
-        meta = _metadata(config, inputs, tile_dir, norm, train_hist, summary, out_dir)
-        if not image.is_default:
-            meta["build"]["image"] = image.to_dict()
-        (tmp / "dataset.json").write_text(
-            json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        summary["label_check"] = _label_check(tmp, out, splits)
+        radiometry, note = summarize_radiometry(held)
+        if note:
+            inputs.notes.append(note)
+        record = _metadata(
+            config, inputs, tile_dir, norm, train_hist, summary, out_dir, radiometry
         )
+        record.build["image"] = image.to_dict()
         text = format_summary(summary)
-        (tmp / "summary.txt").write_text(text, encoding="utf-8")
+        write_dataset(tmp, record, out.records, MANIFEST_FIELDS, text)
     return BuildResult(out_dir, summary, text)

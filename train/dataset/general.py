@@ -1,8 +1,8 @@
 """``build-dataset`` from any (image, label) pairs and a legend (bring your own data).
 
-The general path next to the paper's (:mod:`alosmap.train.build_dataset`):
+The general path next to the paper's (:mod:`.jaxa`):
 
-1. **Pairs** (:mod:`alosmap.train.pairs`): a manifest CSV, or images matched to a
+1. **Pairs** (:mod:`.pairs`): a manifest CSV, or images matched to a
    label directory by a file-name pattern.
 2. **Images** are any rasters GDAL reads, single- or multi-band (``--band``), in
    amplitude DN, dB or linear power (``--input-units``, else as the file's
@@ -12,7 +12,7 @@ The general path next to the paper's (:mod:`alosmap.train.build_dataset`):
 3. **Labels** are rasters on any grid and of any numeric type, one band of class
    values (``--label-band`` picks it in a raster of several bands, which is refused
    without it). Before anything is written every label raster is scanned and each
-   value checked against the legend (:mod:`alosmap.train.label_values`): a value
+   value checked against the legend (:mod:`.label_values`): a value
    the legend does not name
    (and that is not ignored, the raster's no-data or NaN) stops the build with a
    table of the values found.
@@ -23,14 +23,14 @@ The general path next to the paper's (:mod:`alosmap.train.build_dataset`):
    (or read pixel for pixel when one of the two has no CRS and both have the same
    size). A patch is kept when at least ``min_valid`` of its pixels hold valid
    SAR and at least ``min_labelled`` of those carry a label.
-5. **Splits** (:mod:`alosmap.train.splits`): the manifest's split column, a split
+5. **Splits** (:mod:`.splits`): the manifest's split column, a split
    file, or ``split_by``: ``scene`` (whole scenes/groups), ``month`` (whole
    months of the acquisition dates) or ``random`` (per patch). Default: ``scene``
    with at least 3 scenes, else ``random``.
 6. **Checks** (in the summary): every class's pixels per split and in the patches
    the filters dropped; a legend class without training pixels stops the build
    (unless ``allow_missing_classes``); the label check
-   (:mod:`alosmap.train.label_checks`) flags classes whose backscatter in a scene
+   (:mod:`.label_checks`) flags classes whose backscatter in a scene
    contradicts the same class elsewhere. Pairs are left out by the manifest's
    ``exclude`` column or by scene (``exclude_scenes``), and recorded as left out.
 7. **Output**: the same files as the paper's path (no ``anchors.npy``), labels as
@@ -42,7 +42,6 @@ The general path next to the paper's (:mod:`alosmap.train.build_dataset`):
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -54,27 +53,37 @@ from typing import Any
 import numpy as np
 
 from alosmap._fileio import atomic_dir, check_not_input_dir, remove_stale_temps
-from alosmap._version import __version__
 from alosmap.classes import IGNORE_INDEX, UNKNOWN_LABEL, Legend
 from alosmap.errors import InputRasterError
-from alosmap.radiometry import DEFAULT_CLIP_DB
 from alosmap.spec import provenance_name, provenance_sha256
 from alosmap.train import defaults
-from alosmap.train.build_dataset import boxes_intersect
-from alosmap.train.data import FORMAT, MANIFEST_FIELDS, PatchRecord, write_manifest
-from alosmap.train.defaults import DEFAULT_SPLIT, MIN_SCENES_FOR_SCENE_SPLIT
-from alosmap.train.errors import DatasetBuildError
-from alosmap.train.general_summary import format_general_summary, general_summary
-from alosmap.train.images import ImageOptions, open_image, summarize_radiometry
-from alosmap.train.label_checks import LabelCheck, check_patches
-from alosmap.train.label_values import (
+from alosmap.train.dataset.general_summary import (
+    format_general_summary,
+    general_summary,
+)
+from alosmap.train.dataset.images import (
+    ImageOptions,
+    open_image,
+    scene_radiometry,
+    summarize_radiometry,
+)
+from alosmap.train.dataset.jaxa import boxes_intersect
+from alosmap.train.dataset.label_checks import LabelCheck, check_patches
+from alosmap.train.dataset.label_values import (
     LabelValues,
     check_label_values,
     scan_label_values,
 )
-from alosmap.train.pairs import Pair
-from alosmap.train.patch_store import BuildResult, PatchStore, normalization
-from alosmap.train.splits import (
+from alosmap.train.dataset.pairs import Pair
+from alosmap.train.dataset.patch_store import BuildResult, PatchStore, normalization
+from alosmap.train.dataset.record import (
+    MANIFEST_FIELDS,
+    DatasetRecord,
+    PatchRecord,
+    normalization_record,
+    write_dataset,
+)
+from alosmap.train.dataset.splits import (
     LABELLED_SPLITS,
     SPLIT_BY,
     check_fractions,
@@ -82,6 +91,8 @@ from alosmap.train.splits import (
     split_groups,
     split_patches,
 )
+from alosmap.train.defaults import DEFAULT_SPLIT, MIN_SCENES_FOR_SCENE_SPLIT
+from alosmap.train.errors import DatasetBuildError
 
 logger = logging.getLogger(__name__)
 
@@ -270,12 +281,7 @@ def _inspect_pair(
 
     with open_image(pair.image, image) as sc:
         info = sc.info
-        radiometry = {
-            "band": sc.band,
-            "units": sc.units,
-            "calibration_factor_db": float(sc.cf),
-            "backscatter": getattr(info, "backscatter", "unknown"),
-        }
+        radiometry = scene_radiometry(sc)
         bounds = sc.ds.bounds
     with open_raster(pair.label) as ds:
         band = _label_band(pair.label, ds.count, label_band)
@@ -458,6 +464,7 @@ def _scene_row(img: _Image, candidates: int) -> dict[str, Any]:
         "kept": 0,
         "dropped_sar_nodata": 0,
         "dropped_label_nodata": 0,
+        "weight": p.weight,
         **img.radiometry,
     }
 
@@ -530,6 +537,7 @@ def _extract_image(
                         "image": img.image_name,
                         "label": img.label_name,
                         "labelled_fraction": f"{labelled:.4f}",
+                        "weight": f"{img.pair.weight:g}",
                     },
                 )
                 out.add(record, img.group, db[:, c : c + p], idx, v)
@@ -690,14 +698,16 @@ def _exclude(
         )
     kept, left = [], []
     for p in pairs:
-        if p.exclude or p.group in scenes:
-            left.append((p, "manifest" if p.exclude else "--exclude-scene"))
+        if p.exclude or p.weight == 0.0:
+            left.append((p, "manifest" if p.exclude else "weight 0"))
+        elif p.group in scenes:
+            left.append((p, "--exclude-scene"))
         else:
             kept.append(p)
     if pairs and not kept:
         raise DatasetBuildError(
             f"all {len(pairs)} pairs are excluded (--exclude-scene, the manifest's "
-            "exclude column): nothing to build"
+            "exclude column or weight 0): nothing to build"
         )
     return kept, left
 
@@ -828,36 +838,32 @@ def _manifest_fields(k: int) -> list[str]:
         "image",
         "label",
         "labelled_fraction",
+        "weight",
     ]
 
 
-def _metadata(
+def _record(
     legend: Legend,
     radiometry: dict[str, Any],
     config: GeneralConfig,
     build: dict[str, Any],
     summary: dict[str, Any],
     train_hist: np.ndarray,
-) -> dict[str, Any]:
-    """``dataset.json``: what :class:`~alosmap.train.data.TrainingData` reads."""
+) -> DatasetRecord:
+    """``dataset.json``: labels as training indices of ``legend``."""
     norm = summary["normalization"]
-    return {
-        "format": FORMAT,
-        "alosmap_version": __version__,
-        "patch_size": config.patch_size,
-        "labels": "index",
-        "legend": legend.to_dict(),
-        "radiometry": radiometry,
-        "normalization": {
-            "mean_db": norm["mean_db"],
-            "std_db": norm["std_db"],
-            "clip_db": list(DEFAULT_CLIP_DB),
-            "split": norm["split"],
-        },
-        "class_counts": {legend.name: [int(v) for v in train_hist]},
-        "build": build,
-        "summary": summary,
-    }
+    return DatasetRecord(
+        patch_size=config.patch_size,
+        labels="index",
+        legend=legend,
+        radiometry=radiometry,
+        normalization=normalization_record(
+            norm["mean_db"], norm["std_db"], norm["split"]
+        ),
+        class_counts={legend.name: [int(v) for v in train_hist]},
+        build=build,
+        summary=summary,
+    )
 
 
 def _record_names(
@@ -908,6 +914,7 @@ def _build_record(
                 "scene": i.group,
                 "date": i.date.isoformat() if i.date else None,
                 "split": i.split,
+                "weight": i.pair.weight,
             }
             for i in images
         ],
@@ -929,7 +936,7 @@ def build_general(
     """Build a dataset from (image, label) pairs and a legend (see the module docs).
 
     Args:
-        pairs: the images and their labels (:mod:`alosmap.train.pairs`).
+        pairs: the images and their labels (:mod:`.pairs`).
         legend: how label values map to classes (``--label-nodata`` values
             already among its ignored ones: :meth:`Legend.with_ignore`).
         out_dir: dataset directory to create.
@@ -975,8 +982,6 @@ def build_general(
             out = _extract(tmp, images, legend, config, image, progress)
         splits, chosen = _assign(images, out, plan, config)
         notes += _empty_split_notes(splits, plan, config, len(chosen))
-        k = legend.num_train_classes
-        write_manifest(tmp / "manifest.csv", out.records, _manifest_fields(k))
         norm = normalization(out.sums, splits, notes)
         radiometry, note = summarize_radiometry([i.radiometry for i in images])
         if note:
@@ -1004,12 +1009,10 @@ def build_general(
             label_check=check.to_dict(),
             excluded=excluded,
         )
-        meta = _metadata(legend, radiometry, config, build, summary, pixels["train"])
-        (tmp / "dataset.json").write_text(
-            json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
+        record = _record(legend, radiometry, config, build, summary, pixels["train"])
         text = format_general_summary(summary, legend)
-        (tmp / "summary.txt").write_text(text, encoding="utf-8")
+        fields = _manifest_fields(legend.num_train_classes)
+        write_dataset(tmp, record, out.records, fields, text)
     for note in notes:
         logger.warning(note)
     return BuildResult(out_dir, summary, text)

@@ -19,7 +19,7 @@ from alosmap.io.scene import Scene
 from alosmap.radiometry import INPUT_UNITS, Radiometry
 from alosmap.train.errors import DatasetBuildError
 
-__all__ = ["ImageOptions", "open_image", "summarize_radiometry"]
+__all__ = ["ImageOptions", "open_image", "scene_radiometry", "summarize_radiometry"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,16 @@ def open_image(path: str | os.PathLike[str], options: ImageOptions) -> Scene:
         input_units=options.input_units,
         nodata=options.nodata,
     )
+
+
+def scene_radiometry(scene: Scene) -> dict[str, Any]:
+    """What an opened image holds: band, units, calibration factor, backscatter."""
+    return {
+        "band": scene.band,
+        "units": scene.units,
+        "calibration_factor_db": float(scene.cf),
+        "backscatter": scene.info.backscatter,
+    }
 
 
 def summarize_radiometry(rows: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], str]:

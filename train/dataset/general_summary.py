@@ -9,14 +9,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from alosmap.classes import Legend
-from alosmap.train.data import FORMAT
-from alosmap.train.label_checks import SUMMARY_SCENES, format_label_check
-from alosmap.train.label_values import LabelValues, format_value_rows, value_rows
-from alosmap.train.patch_store import Normalization, format_normalization
-from alosmap.train.splits import LABELLED_SPLITS
+from alosmap.train.dataset.label_checks import SUMMARY_SCENES, format_label_check
+from alosmap.train.dataset.label_values import (
+    LabelValues,
+    format_value_rows,
+    value_rows,
+)
+from alosmap.train.dataset.patch_store import Normalization, format_normalization
+from alosmap.train.dataset.record import FORMAT
+from alosmap.train.dataset.splits import LABELLED_SPLITS
 
 if TYPE_CHECKING:  # pragma: no cover
-    from alosmap.train.build_general import GeneralConfig
+    from alosmap.train.dataset.general import GeneralConfig
 
 __all__ = ["format_general_summary", "general_summary"]
 
@@ -109,9 +113,12 @@ def general_summary(
 
 
 def _image_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The images' table; a ``weight`` column when a manifest weight is not 1."""
+    weighted = any(r["weight"] != 1.0 for r in rows)
     lines = [
         f"{'image':<32} {'scene':<16} {'date':<10} {'split':<10} {'units':<6} "
         f"{'cand.':>6} {'kept':>6} {'sar-nd':>6} {'lab-nd':>6}"
+        + (f" {'weight':>6}" if weighted else "")
     ]
     for r in rows:
         lines.append(
@@ -119,6 +126,7 @@ def _image_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
             f"{r.get('split') or '-':<10} {r['units']:<6} {r['candidates']:>6} "
             f"{r['kept']:>6} {r['dropped_sar_nodata']:>6} "
             f"{r['dropped_label_nodata']:>6}"
+            + (f" {r['weight']:>6g}" if weighted else "")
         )
     return lines
 

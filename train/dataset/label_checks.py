@@ -50,7 +50,7 @@ import numpy as np
 
 from alosmap.classes import Legend
 from alosmap.train.data import TrainingData
-from alosmap.train.splits import LABELLED_SPLITS
+from alosmap.train.dataset.splits import LABELLED_SPLITS
 
 __all__ = [
     "BIN_DB",
