@@ -81,6 +81,121 @@ def window_grid(height: int, width: int, tile: int, overlap: int) -> list[list[T
     return [[Tile(r, c, h, w) for c in cols] for r in rows]
 
 
+def default_overlap(tile: int) -> int:
+    """Pixels shared by neighbouring windows unless told: a quarter of the tile.
+
+    The one place that decides it (64 for 256-pixel tiles); options resolved
+    against a model (:meth:`~alosmap.predict.options.InferenceOptions.for_model`)
+    carry the result.
+    """
+    return tile // 4
+
+
+def window_support(
+    start: int, size: int, length: int, tile: int, overlap: int
+) -> tuple[int, int]:
+    """The pixels ``[lo, hi)`` of one axis where a window's blend weight is non-zero.
+
+    Args:
+        start: the window's start (one of :func:`axis_starts`).
+        size: its size inside the raster (``min(tile, length)``).
+        length: raster size along the axis.
+        tile: window size.
+        overlap: overlap of the grid.
+    """
+    ramp = _ramp(tile, overlap, start > 0, start + size < length)[:size]
+    nonzero = np.flatnonzero(ramp)
+    return start + int(nonzero[0]), start + int(nonzero[-1]) + 1
+
+
+def area_starts(length: int, tile: int, overlap: int, lo: int, hi: int) -> list[int]:
+    """The window starts of an axis whose non-zero blend weight reaches ``[lo, hi)``.
+
+    These are exactly the windows the whole raster's blend mixes into the pixels
+    ``lo .. hi - 1``: the others give them weight 0.
+    """
+    size = min(tile, length)
+    starts = []
+    for s in axis_starts(length, tile, overlap):
+        a, b = window_support(s, size, length, tile, overlap)
+        if a < hi and lo < b:
+            starts.append(s)
+    return starts
+
+
+@dataclass(frozen=True)
+class GridPart:
+    """The windows of a raster's grid that a rectangle of it needs, in a frame.
+
+    A map of a part is the part of the map: the window grid is the whole raster's
+    (:func:`window_grid`), and a part (an area of interest) takes the windows whose
+    non-zero blend weight reaches it (:func:`area_starts`): every pixel of the part
+    then gets the same windows with the same weights as in the whole raster's blend.
+
+    The windows are blended in the **frame**: the rectangle they cover, widened by
+    one pixel on every side that is not the raster's border. A window then touches
+    the frame's border exactly where it touches the raster's, so blend weights
+    computed in frame coordinates (:func:`tile_weights` of the frame's size) are the
+    raster's. The widening pixel is covered by no window and never part of the area.
+
+    Attributes:
+        rows: window start rows, in frame coordinates.
+        cols: window start columns, in frame coordinates.
+        frame: the frame in raster coordinates (``height``/``width``: its size).
+        area: the part in frame coordinates.
+        end: frame row after the last window's last row (where blending ends).
+    """
+
+    rows: list[int]
+    cols: list[int]
+    frame: Tile
+    area: Tile
+    end: int
+
+    @property
+    def windows(self) -> int:
+        """How many windows the part takes."""
+        return len(self.rows) * len(self.cols)
+
+
+def grid_part(height: int, width: int, tile: int, overlap: int, area: Tile) -> GridPart:
+    """The windows of the ``height × width`` raster's grid that ``area`` needs.
+
+    Args:
+        height: raster height.
+        width: raster width.
+        tile: window size.
+        overlap: overlap of the grid.
+        area: the part, in raster pixels (inside the raster).
+
+    Raises:
+        ValueError: ``area`` is empty or not inside the raster.
+    """
+    if not (
+        area.height >= 1
+        and area.width >= 1
+        and area.row >= 0
+        and area.col >= 0
+        and area.row + area.height <= height
+        and area.col + area.width <= width
+    ):
+        raise ValueError(f"area {area} is not inside a {height} × {width} raster")
+    rows = area_starts(height, tile, overlap, area.row, area.row + area.height)
+    cols = area_starts(width, tile, overlap, area.col, area.col + area.width)
+    th, tw = min(tile, height), min(tile, width)
+    r0 = max(rows[0] - 1, 0)
+    c0 = max(cols[0] - 1, 0)
+    r1 = min(rows[-1] + th + 1, height)
+    c1 = min(cols[-1] + tw + 1, width)
+    return GridPart(
+        rows=[r - r0 for r in rows],
+        cols=[c - c0 for c in cols],
+        frame=Tile(r0, c0, r1 - r0, c1 - c0),
+        area=Tile(area.row - r0, area.col - c0, area.height, area.width),
+        end=rows[-1] + th - r0,
+    )
+
+
 def cut_tiles(
     strip: np.ndarray, valid: np.ndarray, row: int, cols: Sequence[int], tile: int
 ) -> tuple[list[tuple[Tile, np.ndarray]], int]:

@@ -41,8 +41,10 @@ def info(
 
     A model: its spec (legend: classes, codes, label values, no data) and the
     backend that runs it here. A raster: size, CRS, pixels,
-    no-data. The backends: PyTorch, ONNX Runtime (each execution provider checked by
-    loading it) and TensorRT, with devices, precisions and versions.
+    no-data; for a map of alosmap also its provenance (alosmap version, model name,
+    file and SHA-256, the input as given, the options that made it). The backends:
+    PyTorch, ONNX Runtime (each execution provider checked by loading it) and
+    TensorRT, with devices, precisions and versions.
     """
     if path is None or backends:
         if path is not None:
@@ -62,12 +64,30 @@ def _describe_path(path: Path, as_json: bool) -> None:
     from alosmap.io.raster import describe_raster
 
     desc = describe_raster(path)
+    if desc.get("acquisition_date") is None:  # a JAXA mosaic tile: its date file
+        from alosmap.io.scene import scene_date
+
+        d = scene_date(path, {})
+        desc["acquisition_date"] = d.isoformat() if d else None
+    prov = _map_provenance(path)
     if as_json:
-        typer.echo(json.dumps(desc, indent=2, default=str))
+        typer.echo(json.dumps({**desc, "provenance": prov}, indent=2, default=str))
         return
-    width = max(len(k) for k in desc)
+    width = max(len(k) for k in [*desc, "provenance"])
     for k, v in desc.items():
         typer.echo(f"{k.ljust(width)}  {v}")
+    for k, v in prov.items():  # what made the map: model, its SHA-256, input, options
+        text = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+        typer.echo(f"{'provenance'.ljust(width)}  {k}: {text}")
+
+
+def _map_provenance(path: Path) -> dict[str, Any]:
+    """The provenance tags of an alosmap map (empty for other rasters)."""
+    from alosmap.io.raster import open_raster
+    from alosmap.io.writer import provenance
+
+    with open_raster(path) as ds:
+        return provenance(ds.tags())
 
 
 def _describe_model(path: Path, backend: str, as_json: bool) -> None:

@@ -1,11 +1,11 @@
 """Opening rasters and reading their metadata: acquisition date and time, summary.
 
-The scene readers (:mod:`alosmap.io.scene`), the dataset builder, the previews and
-the national-scale tools (batch records, mosaic merge order) take the acquisition
-date of a scene from here: the ``ACQUISITION_DATE``/``ACQUISITION_DATETIME``/
-``TIFFTAG_DATETIME`` tags, else the date in an ALOS-2 Level 2.1 file name, else, for
-a JAXA 25 m mosaic tile (:mod:`alosmap.io.alos2_mosaic`), the date of most of its
-pixels in the tile's date file (or the ``.xml``'s date when it names one day).
+The acquisition date of a raster from its own metadata is read here: the
+``ACQUISITION_DATE``/``ACQUISITION_DATETIME``/``TIFFTAG_DATETIME`` tags, else the
+date in an ALOS-2 Level 2.1 file name. A JAXA 25 m mosaic tile's date lives in the
+files beside it (:mod:`alosmap.io.alos2_mosaic`, which builds on this module): the
+scene supplies it (:attr:`alosmap.io.scene.SceneInfo.date`,
+:func:`alosmap.io.scene.scene_date`), so this module imports no sibling reader.
 """
 
 from __future__ import annotations
@@ -294,11 +294,10 @@ def read_error(
 
 
 def acquisition_date(path: str | os.PathLike[str], tags: dict[str, str]) -> date | None:
-    """Acquisition date from the metadata tags, else an L2.1 name, else a mosaic's.
+    """Acquisition date from the metadata tags, else an ALOS-2 L2.1 file name.
 
-    A mosaic tile's date (``<tile>_<yy>_sl_HH_<version>.tif``) is the most common
-    day of its date file beside it, or the ``.xml``'s when that names one day; a
-    tile with only the year in its name has no date (None).
+    None otherwise; a mosaic tile's date comes from its date file, through the
+    scene (:func:`alosmap.io.scene.scene_date`).
     """
     for key in _DATE_TAGS:
         value = tags.get(key)
@@ -316,18 +315,7 @@ def acquisition_date(path: str | os.PathLike[str], tags: dict[str, str]) -> date
             return date(2000 + int(d[:2]), int(d[2:4]), int(d[4:]))
         except ValueError:
             return None
-    return _mosaic_date(path)
-
-
-def _mosaic_date(path: str | os.PathLike[str]) -> date | None:
-    """The typical date of a mosaic tile (None: not a tile, or only its year)."""
-    from alosmap.io import alos2_mosaic as mosaic
-
-    files = mosaic.find_mosaic_files(path)
-    if files is None:
-        return None
-    meta = mosaic.read_metadata(files.xml) if files.xml is not None else None
-    return mosaic.mosaic_date_range(files, meta).typical
+    return None
 
 
 def parse_utc(text: str) -> datetime:

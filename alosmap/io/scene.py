@@ -70,6 +70,24 @@ PLAUSIBLE_DB = (-80.0, 40.0)
 MAX_OUTSIDE = 0.05
 
 
+def scene_date(path: str | os.PathLike[str], tags: dict[str, str]) -> date | None:
+    """A scene's acquisition date without opening it as a :class:`Scene`.
+
+    Its tags or ALOS-2 L2.1 name (:func:`~alosmap.io.raster.acquisition_date`),
+    else, for a JAXA 25 m mosaic tile, the most common day of its date file (or
+    the ``.xml``'s when that names one day): :attr:`SceneInfo.date` of the opened
+    scene. None when neither says (a tile with only the year in its name).
+    """
+    found = acquisition_date(path, tags)
+    if found is not None:
+        return found
+    files = mosaic.find_mosaic_files(path)
+    if files is None:
+        return None
+    meta = mosaic.read_metadata(files.xml) if files.xml is not None else None
+    return mosaic.mosaic_date_range(files, meta).typical
+
+
 def _percent(share: float) -> str:
     """``0.071`` → ``"7 %"``; shares that round to 0 or 100 keep a decimal."""
     pct = 100 * share

@@ -2,5 +2,5 @@
 
 ``batch`` maps scene lists (resumable, sharded), ``mosaic`` merges maps onto the
 JAXA 1° grid, ``stac`` catalogues them; ``evaluate``, ``stats`` and ``vectorize``
-read class maps (``aoi`` restricts them to areas of interest).
+read class maps (restricted to areas of interest by :mod:`alosmap.io.aoi`).
 """

@@ -70,7 +70,6 @@ import contextlib
 import glob
 import json
 import logging
-import math
 import os
 import socket
 import time
@@ -532,7 +531,7 @@ def _plan(
         BatchError: see :func:`run_batch`.
         AoiError: the area of interest is unusable (before any scene is opened).
     """
-    from alosmap.national.aoi import read_area
+    from alosmap.io.aoi import read_area
     from alosmap.predict.pipeline import model_file
     from alosmap.spec import load_spec
 
@@ -764,7 +763,10 @@ def _record(
         crs = ds.crs
         transform = ds.transform
         shape = [ds.height, ds.width]
-        bounds = ds.bounds
+        # the date the scene supplied (a mosaic tile's from its date file)
+        scene_date = ds.tags().get("ACQUISITION_DATE")
+    if scene_date:
+        scene_tags.setdefault("ACQUISITION_DATE", scene_date)
     acquired = acquisition_datetime(job.scene.name, scene_tags)
     footprint = None
     with contextlib.suppress(Exception):  # optional: the map is complete without it
@@ -774,7 +776,7 @@ def _record(
             from shapely.geometry import mapping
 
             footprint = mapping(shapely_wkt.loads(wkt))
-    px_km2 = _pixel_area_km2(crs, transform, bounds)
+    area_km2 = _mapped_km2(out) if crs is not None else float("nan")
     names = {c.code: c.name for c in plan.legend.classes}
     size, mtime_ns = _output_stat(out) or (0, 0)
     extras = {}
@@ -813,7 +815,7 @@ def _record(
             for c, n in sorted(result.class_pixels.items())
         ],
         "valid_pixels": result.valid_pixels,
-        "area_km2": round(result.valid_pixels * px_km2, 6),
+        "area_km2": round(area_km2, 6),
         "tiles_total": result.tiles_total,
         "tiles_run": result.tiles_run,
         "seconds": round(result.seconds, 3),
@@ -823,19 +825,15 @@ def _record(
     }
 
 
-def _pixel_area_km2(crs: Any, transform: Any, bounds: Any) -> float:
-    """Area of one pixel in km² (at the centre latitude for geographic CRSs)."""
-    det = abs(transform.a * transform.e - transform.b * transform.d)
-    if crs is None:
-        return float("nan")
-    if crs.is_geographic:
-        lat = math.radians((bounds.top + bounds.bottom) / 2)
-        # metres per degree on WGS 84 at this latitude (series expansion)
-        m_lat = 111132.92 - 559.82 * math.cos(2 * lat) + 1.175 * math.cos(4 * lat)
-        m_lon = 111412.84 * math.cos(lat) - 93.5 * math.cos(3 * lat)
-        return det * m_lat * m_lon / 1e6
-    factor = crs.linear_units_factor[1] if crs.linear_units_factor else 1.0
-    return det * factor * factor / 1e6
+def _mapped_km2(path: Path) -> float:
+    """The mapped area of a map in km², as ``alosmap stats`` says.
+
+    Exact per row on the ellipsoid for geographic grids
+    (:func:`~alosmap.national.stats.class_areas`, the one owner of pixel areas).
+    """
+    from alosmap.national.stats import class_areas
+
+    return class_areas(path).mapped_m2 / 1e6
 
 
 # -- end of the run: gather, report, catalog ----------------------------------------

@@ -68,6 +68,7 @@ from alosmap.classes import (
     load_legend,
 )
 from alosmap.errors import InputRasterError
+from alosmap.io.aoi import AoiMask, aoi_windows, map_aoi_mask
 from alosmap.io.maps import (
     IGNORE,
     UNKNOWN,
@@ -77,7 +78,6 @@ from alosmap.io.maps import (
     open_map,
 )
 from alosmap.metrics import ConfusionMatrix, jsonable, water_metrics
-from alosmap.national.aoi import AoiMask, aoi_windows, map_aoi_mask
 from alosmap.report import format_confusion, format_table
 
 logger = logging.getLogger(__name__)

@@ -374,8 +374,8 @@ def class_areas(
         AoiError: unreadable AOI, or one that covers no pixel of the map.
     """
     from alosmap.errors import AoiError
+    from alosmap.io.aoi import aoi_windows, map_aoi_mask
     from alosmap.io.raster import open_raster
-    from alosmap.national.aoi import aoi_windows, map_aoi_mask
 
     info = open_map(path, legend, allowed=tuple(LEGENDS))
     areas = pixel_areas(info.crs, info.transform, info.height)

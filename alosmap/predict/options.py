@@ -5,9 +5,11 @@ model, tiling, runtime, extra outputs, input interpretation). It is frozen and c
 its values when it is made, so :func:`~alosmap.predict.pipeline.predict_scene`,
 :func:`~alosmap.national.batch.run_batch` and the command line share one validation.
 Checks that need the model (its task and tile size) are made by
-:meth:`InferenceOptions.for_model`; :meth:`InferenceOptions.fingerprint` is the part
-of the options that a batch records next to each map to decide whether a finished
-scene can be skipped.
+:meth:`InferenceOptions.for_model`, which returns the options resolved against it
+(:class:`ResolvedOptions`: task, tile and overlap set, the default overlap decided
+there and only there); :meth:`ResolvedOptions.fingerprint` is the part of the
+options that a batch records next to each map to decide whether a finished scene
+can be skipped.
 
 Errors name the option as a Python keyword (``overlap 300: must be in 0..255``).
 """
@@ -33,10 +35,11 @@ from alosmap.errors import (
 from alosmap.radiometry import INPUT_UNITS
 from alosmap.runtime.base import BACKENDS, check_device, check_precision
 from alosmap.spec import ModelSpec
+from alosmap.tiling import default_overlap
 
 #: Pixels shared by neighbouring windows of 256-pixel tiles unless told otherwise
-#: (:func:`default_overlap`: a quarter of the tile).
-DEFAULT_OVERLAP = 64
+#: (:func:`~alosmap.tiling.default_overlap`: a quarter of the tile).
+DEFAULT_OVERLAP = default_overlap(256)
 #: Tiles per model call unless told otherwise.
 DEFAULT_BATCH = 8
 #: ``input_units`` values: ``auto`` (the scene's tag, else a guess) or a unit.
@@ -78,7 +81,7 @@ class InferenceOptions:
             position embedding is fixed).
         overlap: pixels shared by neighbouring windows, blended smoothly
             (``0 <= overlap < tile``); None: a quarter of the model's tile
-            (:func:`default_overlap`, 64 for 256-pixel tiles).
+            (:func:`~alosmap.tiling.default_overlap`, 64 for 256-pixel tiles).
         batch_size: tiles per model call (does not change the result).
         backend: ``auto`` (by the model file), ``torch``, ``onnx`` or ``tensorrt``.
         device: ``cpu``, ``cuda`` or ``cuda:N``.
@@ -98,10 +101,11 @@ class InferenceOptions:
         bbox_crs: CRS of ``bbox`` (anything :meth:`rasterio.crs.CRS.from_user_input`
             reads; checked when a scene is opened).
         aoi: area of interest as a polygon file (GeoJSON, GeoPackage, ...; see
-            :mod:`alosmap.national.aoi`); at most one of ``bbox`` and ``aoi``.
+            :mod:`alosmap.io.aoi`); at most one of ``bbox`` and ``aoi``.
 
     Raises:
-        InferenceOptionError: a value out of range (the message names it).
+        InferenceOptionError: a value out of range (the message names it), or a
+            16-bit precision the device has no native arithmetic for.
         BackendOptionError: an unknown backend, device or precision.
     """
 
@@ -152,10 +156,34 @@ class InferenceOptions:
             )
         check_device(self.device)
         check_precision(self.precision)
+        self._check_native_precision()
         if self.input_units not in UNITS_CHOICES:
             raise InferenceOptionError(
                 f"input_units {self.input_units!r}: choose one of "
                 f"{', '.join(UNITS_CHOICES)}"
+            )
+
+    def _check_native_precision(self) -> None:
+        """bf16/fp16 only where the device runs them natively (a usage error if not).
+
+        The backend is the one that will run the model: ``backend``, else the model
+        file's (the bundled default models are ``.onnx``); see
+        :func:`~alosmap.runtime.probe.precision_problem`.
+        """
+        if self.precision in (None, "fp32"):
+            return
+        from alosmap.runtime.base import SUFFIX_BACKEND
+        from alosmap.runtime.probe import precision_problem
+
+        backend = self.backend
+        if backend == "auto":
+            path = self.model_path
+            backend = SUFFIX_BACKEND.get(path.suffix.lower(), "") if path else "onnx"
+        why = precision_problem(self.precision, self.device, backend)
+        if why is not None:
+            raise InferenceOptionError(
+                f"precision {self.precision} (--precision {self.precision}): "
+                f"refused: {why}; use fp32"
             )
 
     def _check_task(self) -> None:
@@ -187,8 +215,8 @@ class InferenceOptions:
             )
         return dataclasses.replace(self, **changes) if changes else self
 
-    def for_model(self, spec: ModelSpec, model_name: str) -> InferenceOptions:
-        """These options checked against a model, with ``task`` and ``tile`` filled.
+    def for_model(self, spec: ModelSpec, model_name: str) -> ResolvedOptions:
+        """These options checked against a model: ``task``, ``tile``, ``overlap`` set.
 
         Args:
             spec: the model's spec.
@@ -211,20 +239,57 @@ class InferenceOptions:
                 f"{size}×{size} tiles (its position embedding is fixed); leave the "
                 "tile unset"
             )
-        resolved = self.replace(
-            task=task,
-            tile=size,
-            overlap=default_overlap(size) if self.overlap is None else self.overlap,
+        return ResolvedOptions(
+            **{
+                **{f: getattr(self, f) for f in option_names()},
+                "task": task,
+                "tile": size,
+                "overlap": default_overlap(size)
+                if self.overlap is None
+                else self.overlap,
+            }
         )
-        resolved._check_overlap(size)
-        return resolved
+
+    def _check_overlap(self, tile: int) -> None:
+        if self.overlap is not None and not 0 <= self.overlap < tile:
+            raise InferenceOptionError(
+                f"overlap {self.overlap}: must be in 0..{tile - 1}"
+            )
+
+
+@dataclass(frozen=True)
+class ResolvedOptions(InferenceOptions):
+    """Inference options resolved against a model (:meth:`InferenceOptions.for_model`).
+
+    ``task``, ``tile`` and ``overlap`` are set (the model's task and tile, the
+    overlap given or :func:`~alosmap.tiling.default_overlap` of the tile): code
+    that maps reads them as they are.
+
+    Attributes:
+        task: the model's task (its legend's name).
+        tile: the model's tile size.
+        overlap: pixels shared by neighbouring windows (``0 <= overlap < tile``).
+    """
+
+    task: str = "lulc"
+    tile: int = 256
+    overlap: int = DEFAULT_OVERLAP
+
+    def __post_init__(self) -> None:
+        """Validate as :class:`InferenceOptions`; ``overlap`` must fit ``tile``."""
+        super().__post_init__()
+        if self.task is None or self.tile is None or self.overlap is None:
+            raise InferenceOptionError(
+                "resolved options need task, tile and overlap (for_model sets them)"
+            )
+        self._check_overlap(self.tile)
 
     def fingerprint(self, model_sha256: str) -> dict[str, Any]:
         """The output-changing options a batch records with each map.
 
         A finished map is reused only when the record's fingerprint equals this
         one. Batch size, backend, device, threads and ``compile`` do not change the
-        map and are left out. Call it on options resolved by :meth:`for_model`.
+        map and are left out.
 
         Args:
             model_sha256: SHA-256 of the model file.
@@ -236,12 +301,8 @@ class InferenceOptions:
             area of interest is set.
 
         Raises:
-            ValueError: the options are not resolved against a model.
+            AoiError: the AOI file cannot be read.
         """
-        if self.task is None or self.tile is None:
-            raise ValueError(
-                "fingerprint() needs options resolved by for_model(spec, name)"
-            )
         values = {
             **{f: getattr(self, f) for f in FINGERPRINT_FIELDS if f != "model_sha256"},
             "model_sha256": model_sha256,
@@ -262,17 +323,6 @@ class InferenceOptions:
 
                 raise AoiError(f"cannot read AOI {self.aoi}: {exc}") from exc
         return fp
-
-    def _check_overlap(self, tile: int) -> None:
-        if self.overlap is not None and not 0 <= self.overlap < tile:
-            raise InferenceOptionError(
-                f"overlap {self.overlap}: must be in 0..{tile - 1}"
-            )
-
-
-def default_overlap(tile: int) -> int:
-    """Overlap of neighbouring windows unless told: a quarter of the tile."""
-    return tile // 4
 
 
 #: Logger of :func:`warn_bundled_model`.
@@ -366,6 +416,7 @@ __all__ = [
     "DEFAULT_OVERLAP",
     "InferenceOptionError",
     "InferenceOptions",
+    "ResolvedOptions",
     "bundled_model_warning",
     "default_overlap",
     "option_names",

@@ -28,12 +28,13 @@ by one :class:`~alosmap.predict.options.InferenceOptions`.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import queue
+import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -46,12 +47,17 @@ from alosmap._fileio import check_overwrite
 from alosmap._progress import Progress, progress_bar
 from alosmap.classes import TASKS
 from alosmap.errors import InputRasterError, ModelFileError, SpecMismatchError
-from alosmap.predict.blend import Rows, StripAccumulator
-from alosmap.predict.options import InferenceOptions, warn_bundled_model
+from alosmap.predict.area import MapArea, count_masked, map_area
+from alosmap.predict.blend import Rows, StripAccumulator, pipeline_engine
+from alosmap.predict.options import (
+    InferenceOptions,
+    ResolvedOptions,
+    warn_bundled_model,
+)
 from alosmap.predict.stages import StageClock, device_sync
 from alosmap.predict.tiles import HostStrip, StripSource
 from alosmap.spec import ModelSpec
-from alosmap.tiling import Tile
+from alosmap.tiling import Tile, axis_starts
 
 if TYPE_CHECKING:  # pragma: no cover
     from alosmap.io.scene import Scene, SceneInfo
@@ -60,7 +66,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-#: Where the bundled default models live (``<task>.safetensors``).
+#: Where the bundled default models live (``<task>.onnx``, and ``<task>.safetensors``
+#: for PyTorch: ``--backend torch``, training and export start from it).
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 _STOP = object()
 
@@ -137,15 +144,19 @@ class _RunStats:
     shadow_pixels: int | None = None
 
 
-def default_model_path(task: str) -> Path:
-    """The bundled default model of ``task``.
+def default_model_path(task: str, backend: str = "auto") -> Path:
+    """The bundled default model of ``task`` (``.onnx``; ``.safetensors`` for torch).
+
+    The ``.onnx`` file runs on ONNX Runtime, without PyTorch; ``backend="torch"``
+    gets the ``.safetensors`` model it was exported from.
 
     Raises:
         ModelFileError: when this installation carries no bundled model for the task.
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
-    path = WEIGHTS_DIR / f"{task}.safetensors"
+    suffix = ".safetensors" if backend == "torch" else ".onnx"
+    path = WEIGHTS_DIR / f"{task}{suffix}"
     if not path.is_file():
         raise ModelFileError(
             f"no bundled {task} model in this installation ({path}); pass --model FILE"
@@ -162,7 +173,9 @@ def default_output_path(scene: str | os.PathLike[str], task: str) -> Path:
 
 def model_file(options: InferenceOptions) -> Path:
     """The options' model file, or the bundled model of their task (``lulc``)."""
-    return options.model_path or default_model_path(options.task or "lulc")
+    return options.model_path or default_model_path(
+        options.task or "lulc", options.backend
+    )
 
 
 def load_model(
@@ -285,25 +298,25 @@ def stream_scene(
     with Scene(
         scene, spec.radiometry, band=opts.band, input_units=opts.input_units
     ) as whole:
-        sc = _area_of_interest(whole, opts)
+        # the whole scene's window grid; an area of interest selects from it
+        area = map_area(whole, opts, spec.legend.nodata)
+        info = whole.info if area.is_whole else whole.crop(area.window).info
         if runtime is None:
-            warn_bundled_model(asked, sc.tags)
-        warn_backscatter(spec, sc.info)
-        writer = _map_writer(out_path, sc.info, spec, opts, model_path, runtime)
+            warn_bundled_model(asked, whole.tags)
+        warn_backscatter(spec, info)
+        writer = _map_writer(out_path, info, spec, opts, model_path, runtime, scene)
         try:
             rt = runtime if runtime is not None else load_model(model_path, opts)
             clock = StageClock(device_sync(str(rt.device)) if profile else None)
             try:
-                stats = _run(sc, rt, spec, writer, opts, progress, clock)
+                stats = _run(whole, area, rt, spec, writer, opts, progress, clock)
             finally:
                 if runtime is None:
                     rt.close()
         except BaseException:
             writer.abort()  # a failed run leaves nothing behind
             raise
-    return StreamedScene(
-        writer, spec, opts, sc.info, stats, clock, preview_path, t_start
-    )
+    return StreamedScene(writer, spec, opts, info, stats, clock, preview_path, t_start)
 
 
 @dataclass
@@ -389,29 +402,6 @@ def warn_backscatter(spec: ModelSpec, info: SceneInfo) -> None:
     message = backscatter_warning(spec, info)
     if message is not None:
         logger.warning("%s", message)
-
-
-def _area_of_interest(scene: Scene, opts: InferenceOptions) -> Scene:
-    """The scene seen through the AOI's pixel window (the scene without an AOI).
-
-    Raises:
-        AoiError: an unreadable AOI, a bad ``bbox_crs``, a scene without CRS, or
-            an AOI that covers no pixel of the scene.
-    """
-    if opts.bbox is None and opts.aoi is None:
-        return scene
-    from alosmap.national.aoi import aoi_window, bbox_aoi, read_aoi
-
-    if opts.bbox is not None:
-        aoi = bbox_aoi(
-            cast(tuple[float, float, float, float], opts.bbox), opts.bbox_crs
-        )
-    else:
-        aoi = read_aoi(cast(Path, opts.aoi))
-    info = scene.info
-    area = aoi_window(aoi, info.crs, info.transform, info.width, info.height)
-    logger.info("area of interest %s: scene window %s", aoi.path, area.window)
-    return scene.crop(area.window, inside=area.mask)
 
 
 def _check_outputs(
@@ -518,21 +508,49 @@ def _map_writer(
     opts: InferenceOptions,
     model_path: Path,
     runtime: Runtime | None,
+    scene: str | os.PathLike[str] | None = None,
 ) -> MapWriter:
-    """The map writer, with the tags that say what produced the map."""
-    from alosmap.io.writer import MapWriter
+    """The map writer, with the tags that say what produced the map.
 
-    params = {
+    Provenance: the model's name (``ALOSMAP_MODEL``, from the writer), file name
+    and SHA-256 (``ALOSMAP_MODEL_FILE``, ``ALOSMAP_MODEL_SHA256``: hashed once per
+    opened runtime, :func:`_model_sha256`), the input as given (``scene``, URL
+    included: ``SOURCE_INPUT``) and, in ``ALOSMAP_PARAMS``, every option that
+    changes the map (tile, overlap, precision, backend, device, ``compile``,
+    band, units and where they came from, the area of interest) plus the batch
+    size and the outputs asked for.
+    """
+    from alosmap.io.writer import MapWriter
+    from alosmap.runtime.base import resolve_backend
+
+    if runtime is not None:
+        backend, device = runtime.name, str(runtime.device)
+    else:
+        backend, device = resolve_backend(model_path, opts.backend), opts.device
+    params: dict[str, Any] = {
         "tile": opts.tile,
         "overlap": opts.overlap,
         "batch_size": opts.batch_size,
-        "backend": opts.backend,
-        "device": opts.device,
-        "precision": opts.precision or getattr(runtime, "precision", None),
+        "backend": backend,
+        "device": device,
+        # unset: the backend's default, torch fp32, ONNX / TensorRT the file's own
+        "precision": opts.precision
+        or getattr(runtime, "precision", None)
+        or ("fp32" if backend == "torch" else "model file's"),
+        "compile": bool(opts.compile),
         "input_units": info.units,
         "input_units_source": info.units_source,
         "band": info.band,
+        "confidence": bool(opts.confidence),
+        "probabilities": bool(opts.probabilities),
     }
+    if opts.bbox is not None:
+        params.update(bbox=list(opts.bbox), bbox_crs=opts.bbox_crs)
+    elif opts.aoi is not None:  # read already: the map's area comes from it
+        from alosmap._fileio import sha256_file
+
+        params.update(aoi=os.fspath(opts.aoi), aoi_sha256=sha256_file(opts.aoi))
+    sha = _model_sha256(model_path, runtime)
     return MapWriter(
         out_path,
         width=info.width,
@@ -543,15 +561,44 @@ def _map_writer(
         confidence=opts.confidence,
         probabilities=opts.probabilities,
         inputs=[info.path],
+        params=params,
+        source_scene=scene if scene is not None else info.path,
         tags={
-            "ALOSMAP_MODEL": model_path.name,
-            "ALOSMAP_PARAMS": json.dumps(params, sort_keys=True),
-            "SOURCE_SCENE": info.path.name,
+            "ALOSMAP_MODEL_FILE": model_path.name,
+            **({"ALOSMAP_MODEL_SHA256": sha} if sha else {}),
             **({"ACQUISITION_DATE": info.date.isoformat()} if info.date else {}),
             **scene_tags(info),
         },
         overwrite=opts.overwrite,
     )
+
+
+#: SHA-256 of the model file of each opened runtime, hashed on the runtime's first
+#: map (batch mode maps many scenes with one runtime: one hash, not one per scene).
+_RUNTIME_SHA256: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def _model_sha256(model_path: Path, runtime: Runtime | None) -> str | None:
+    """SHA-256 (hex) of the model file; None without a file (an in-memory runtime).
+
+    Without a runtime the model is opened for this one scene, and hashed with it.
+    """
+    from alosmap._fileio import sha256_file
+
+    if runtime is not None:
+        try:
+            return _RUNTIME_SHA256[runtime]
+        except KeyError:
+            pass
+        except TypeError:  # a runtime that cannot be a weak key: hash each time
+            runtime = None
+    path = getattr(runtime, "path", None) or model_path
+    if not Path(path).is_file():
+        return None
+    digest = sha256_file(path)
+    if runtime is not None:
+        _RUNTIME_SHA256[runtime] = digest
+    return digest
 
 
 def scene_tags(info: SceneInfo) -> dict[str, str]:
@@ -606,7 +653,7 @@ def _reader(
                 return
             strip = source.read(row)
             for stage, seconds in strip.seconds.items():
-                clock.add(stage, seconds)
+                clock.add(stage, seconds, strip.cpu_seconds.get(stage, 0.0))
             _put(out, strip, stop)
         _put(out, _STOP, stop)
     except BaseException as exc:  # handed to the main thread
@@ -625,10 +672,12 @@ def _put(q: queue.Queue[object], item: object, stop: threading.Event) -> None:
 
 def _writer_loop(
     writer: MapWriter,
+    area: MapArea,
     jobs: queue.Queue[object],
     errors: list[BaseException],
     clock: StageClock,
 ) -> None:
+    """Writer thread: the frame's finished rows, cropped to the map, into ``writer``."""
     while True:
         job = jobs.get()
         if job is _STOP:
@@ -641,9 +690,11 @@ def _writer_loop(
                 with clock.stage("d2h"):
                     rows.wait()
             with clock.stage("write"):
-                writer.write_rows(
-                    rows.row, rows.classes, rows.confidence, rows.probabilities
-                )
+                out = area.crop(rows)
+                if out is not None:
+                    writer.write_rows(
+                        out.row, out.classes, out.confidence, out.probabilities
+                    )
         except BaseException as exc:
             errors.append(exc)
 
@@ -664,21 +715,29 @@ def _progress_bar(total: int, scene: Path, progress: bool) -> Progress:
 
 
 def _run(
-    sc: Scene,
+    whole: Scene,
+    area: MapArea,
     rt: Runtime,
     spec: ModelSpec,
     writer: MapWriter,
-    opts: InferenceOptions,
+    opts: ResolvedOptions,
     progress: bool,
     clock: StageClock,
 ) -> _RunStats:
-    """Stream the scene: reader thread → device (here) → accumulator → writer thread."""
+    """Stream the area's windows: reader → device (here) → accumulator → writer.
+
+    The writer thread crops the finished rows to the map (:class:`MapArea`).
+    """
+    # the frame: the scene window that holds the area's windows (all of a whole scene)
+    sc = whole if area.is_whole else whole.crop(area.frame)
     info = sc.info
-    tile = opts.tile or spec.tile_size
-    overlap = cast("int", opts.overlap)  # resolved by for_model
+    tile, overlap = opts.tile, opts.overlap
     device = str(rt.device)
-    source = StripSource(sc, spec.radiometry, tile, overlap, device)
-    total = len(source.rows) * len(source.cols)
+    engine = pipeline_engine()  # numpy on the CPU, torch on a GPU
+    source = StripSource(
+        sc, spec.radiometry, tile, overlap, device, area.part, engine=engine
+    )
+    total = area.part.windows
     # few strips in flight: a strip is width × tile values (memory grows with width)
     jobs: queue.Queue[object] = queue.Queue(maxsize=4)
     write_errors: list[BaseException] = []
@@ -698,6 +757,7 @@ def _run(
         want_confidence=opts.confidence,
         want_probabilities=opts.probabilities,
         device=device,
+        engine=engine,
     )
     strips: queue.Queue[object] = queue.Queue(maxsize=_STRIPS_IN_FLIGHT)
     slots = threading.Semaphore(_STRIPS_IN_FLIGHT)
@@ -710,19 +770,22 @@ def _run(
     )
     wthread = threading.Thread(
         target=_writer_loop,
-        args=(writer, jobs, write_errors, clock),
+        args=(writer, area, jobs, write_errors, clock),
         name="alosmap-writer",
         daemon=True,
     )
     bar = _progress_bar(total, Path(info.path), progress)
-    feeder = _Feeder(rt, acc, source, opts.batch_size, bar, clock, slots)
+    # every model call has one shape, a function of the scene (see _Feeder)
+    rows = axis_starts(whole.info.height, tile, overlap)
+    cols = axis_starts(whole.info.width, tile, overlap)
+    batch = min(opts.batch_size, len(rows) * len(cols))
+    feeder = _Feeder(rt, acc, source, batch, area.part.end, bar, clock, slots)
     stopping = True  # until the scene has streamed: a failure or Ctrl-C
     try:
         # started inside the try: a Ctrl-C while a thread starts still stops both
         reader.start()
         wthread.start()
         feeder.feed(_strips(strips))
-        pixels = acc.class_pixels
         stopping = False
     finally:
         stop.set()
@@ -732,6 +795,7 @@ def _run(
         bar.close()
     if write_errors:
         raise write_errors[0]
+    pixels = area.class_pixels
     if pixels.sum() == 0:
         raise InputRasterError(f"{info.path}: every pixel is no data; nothing to map")
     if sc.inf_pixels:
@@ -742,7 +806,11 @@ def _run(
         )
     stats = _RunStats(total, feeder.run, clock.seconds["model"], pixels)
     if info.mask is not None:  # a mosaic tile's layover/shadow mask
-        stats.layover_pixels, stats.shadow_pixels = sc.layover_pixels, sc.shadow_pixels
+        stats.layover_pixels, stats.shadow_pixels = (
+            (sc.layover_pixels, sc.shadow_pixels)
+            if area.is_whole
+            else count_masked(whole, area)
+        )
     return stats
 
 
@@ -778,9 +846,14 @@ def _join_threads(*threads: threading.Thread, stopping: bool = False) -> None:
 
 @contextlib.contextmanager
 def _threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` torch intra-op threads (then back to the current)."""
-    import torch
+    """Run the block with ``n`` torch intra-op threads (then back to the current).
 
+    Nothing to do where PyTorch is not loaded (the host path of ONNX Runtime).
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
     before = torch.get_num_threads()
     if before != n:
         torch.set_num_threads(n)
@@ -796,7 +869,18 @@ class _Feeder:
 
     Windows go through in grid order, so the map does not depend on the batch size.
     The batch is a ``[batch_size, 1, tile, tile]`` tensor on the model's device,
-    reused (its padding, only for scenes smaller than a tile, stays zero).
+    reused (its padding, only for scenes smaller than a tile, stays zero). Every
+    model call gets the whole tensor, the last one too (its unused slots hold
+    earlier windows, whose results are dropped): a runtime may round a window's
+    probabilities differently in batches of another size (measured: the torch
+    CPU runtime in a batch of 1 vs 8, up to 4e-8), and so a window's result does
+    not depend on how many windows the run has (an area of interest, the last
+    batch). ``batch_size`` is a function of the scene: the option, or the
+    scene's number of windows when it has fewer.
+
+    Args:
+        end: the frame row where the last window ends (the rows below, a frame's
+            margin, are never finished).
     """
 
     def __init__(
@@ -805,24 +889,27 @@ class _Feeder:
         acc: StripAccumulator,
         source: StripSource,
         batch_size: int,
+        end: int,
         bar: Progress,
         clock: StageClock,
         slots: threading.Semaphore,
     ) -> None:
-        import torch
-
         self.rt, self.acc, self.source = rt, acc, source
+        self.end = end
         self.slots = slots
         self.bar, self.clock = bar, clock
         self.tile = source.tile
-        self.buf = torch.zeros(
-            (batch_size, 1, self.tile, self.tile),
-            dtype=torch.float32,
-            device=acc.device,
+        xp = acc.xp
+        self.buf = xp.zeros(
+            (batch_size, 1, self.tile, self.tile), dtype=xp.float32, device=acc.device
         )
+        # the batch as the runtime takes it: the same memory, viewed (a torch
+        # runtime on the host engine's NumPy batch, or the reverse)
+        self.batch = _runtime_view(self.buf, getattr(rt, "array_kind", "torch"))
         self.pending: list[Tile] = []
         self.run = 0
-        self._model_threads = torch.get_num_threads()
+        torch = sys.modules.get("torch")
+        self._model_threads = torch.get_num_threads() if torch is not None else 0
 
     def feed(self, strips: Iterator[HostStrip]) -> None:
         """Run every strip's windows, the last partial batch too, and finish the map.
@@ -834,17 +921,17 @@ class _Feeder:
         the cores busy (measured: blending a window took 1.6 ms on two threads of
         a busy 2-core machine, 0.29 ms on one).
         """
-        import torch
-
+        torch = sys.modules.get("torch")
         threads = self._model_threads
-        if not self.acc.gpu:
+        if torch is not None and not self.acc.gpu:
             torch.set_num_threads(1)
         try:
             self._feed(strips)
             with self.clock.stage("finish", device=True):
-                self.acc.finish()
+                self.acc.flush(self.end)
         finally:
-            torch.set_num_threads(threads)
+            if torch is not None:
+                torch.set_num_threads(threads)
 
     def _feed(self, strips: Iterator[HostStrip]) -> None:
         height, width = self.acc.height, self.acc.width
@@ -868,7 +955,7 @@ class _Feeder:
         self.acc.open_band(strip.row, dev.valid)
         for col in dev.cols:
             with clock.stage("cut", device=True):
-                self.buf[len(self.pending), 0, :th, :tw].copy_(dev.x[:, col : col + tw])
+                self.buf[len(self.pending), 0, :th, :tw] = dev.x[:, col : col + tw]
             self.pending.append(Tile(strip.row, col, th, tw))
             if len(self.pending) == len(self.buf):
                 self._infer()
@@ -880,8 +967,9 @@ class _Feeder:
             return
         clock, acc = self.clock, self.acc
         with clock.stage("model", device=True), _threads(self._model_threads):
-            probs = self.rt.run(self.buf[:n])
-        expected = (n, acc.k, self.tile, self.tile)
+            # the full batch (see the class); probabilities as the engine's arrays
+            probs = acc.asarray(self.rt.run(self.batch))
+        expected = (len(self.buf), acc.k, self.tile, self.tile)
         if tuple(probs.shape) != expected:
             raise SpecMismatchError(
                 f"the runtime returned {tuple(probs.shape)}, expected {expected}"
@@ -895,6 +983,22 @@ class _Feeder:
         self.run += n
         self.bar.update(n)
         self.pending.clear()
+
+
+def _runtime_view(buf: Any, kind: str) -> Any:
+    """The batch buffer ``buf`` as a runtime of ``kind`` takes it (same memory).
+
+    ``kind`` is the runtime's ``array_kind``: ``numpy`` (ONNX Runtime on the CPU)
+    or ``torch``. A NumPy buffer (the host engine) is viewed as a CPU tensor for a
+    torch runtime, a CPU tensor as NumPy for a NumPy runtime.
+    """
+    if kind == "numpy" and not isinstance(buf, np.ndarray):
+        return buf.numpy()
+    if kind != "numpy" and isinstance(buf, np.ndarray):
+        import torch
+
+        return torch.from_numpy(buf)
+    return buf
 
 
 __all__ = [

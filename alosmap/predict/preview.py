@@ -278,7 +278,7 @@ def write_preview(
         InputRasterError: a raster is missing or unreadable.
         BackendUnavailableError: matplotlib is not installed.
     """
-    from alosmap.io.raster import acquisition_date
+    from alosmap.io.scene import scene_date
 
     out = Path(png_path)
     fmt = preview_format(out)
@@ -302,7 +302,7 @@ def write_preview(
     )
     colors = mp.colormap or {c.code: (*c.color, 255) for c in spec.classes}
     title = scene.name
-    when = acquisition_date(scene, sar.tags)
+    when = scene_date(scene, sar.tags)  # a mosaic tile's from its date file
     if when is not None:
         title += f"  ({when.isoformat()})"
     panels = _Panels(

@@ -22,20 +22,20 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from alosmap.predict.options import default_overlap
+from alosmap._xp import is_numpy
+from alosmap.predict.blend import engine_namespace
+from alosmap.predict.options import InferenceOptions
 from alosmap.predict.stages import StageClock
-from alosmap.radiometry import Radiometry, normalize, to_db
+from alosmap.radiometry import Radiometry, model_input
 from alosmap.spec import ModelSpec
-from alosmap.tiling import Tile, axis_starts, cut_tiles
+from alosmap.tiling import GridPart, Tile, axis_starts, cut_tiles
 
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
-
     from alosmap.io.scene import Scene
 
 
@@ -68,8 +68,7 @@ def host_input(
         units: the scene's units (``dn``, ``db`` or ``linear``).
         cf: the scene's calibration factor (dB).
     """
-    x = raw.astype(np.float32, copy=units == "db")
-    return normalize(to_db(x, units, cf), radiometry, valid, inplace=True)
+    return model_input(raw, valid, radiometry, units, cf)
 
 
 def window_columns(
@@ -107,13 +106,15 @@ class HostStrip:
 
     Attributes:
         row: raster row of the strip.
-        values: the model input (normalised float32) on the CPU path, the file's
-            values on the GPU path (pinned); None when no pixel is valid.
-        valid: validity of the strip's pixels (a pinned tensor on the GPU path);
+        values: the model input (normalised float32 NumPy) on the host engine,
+            the file's values on the torch engine (a tensor, pinned for a GPU);
+            None when no pixel is valid.
+        valid: validity of the strip's pixels (a tensor on the torch engine);
             None when none is valid.
         cols: start columns of the windows with valid pixels.
         skipped: windows of the strip without a valid pixel.
         seconds: ``{stage: seconds}`` the reader spent (``read``, ``radiometry``).
+        cpu_seconds: the same in the reader thread's CPU time.
     """
 
     row: int
@@ -122,6 +123,7 @@ class HostStrip:
     cols: list[int]
     skipped: int
     seconds: dict[str, float]
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -136,8 +138,8 @@ class DeviceStrip:
     """
 
     row: int
-    x: torch.Tensor
-    valid: torch.Tensor
+    x: Any
+    valid: Any
     cols: list[int]
 
 
@@ -150,6 +152,13 @@ class StripSource:
         tile: the model's tile size.
         overlap: pixels shared by neighbouring windows.
         device: the model's device (``cpu``, ``cuda``, ``cuda:N``).
+        part: the windows to read (a part of a larger scene's grid, in the
+            coordinates of ``scene``, its frame: :func:`~alosmap.tiling.grid_part`);
+            None: the whole grid of ``scene``.
+        engine: the array namespace the strips go to (``numpy``: the reader
+            thread converts them on the host; ``torch``: raw values go to
+            ``device`` and are converted there); default
+            :func:`~alosmap.predict.blend.engine_namespace`'s for ``device``.
     """
 
     def __init__(
@@ -159,14 +168,20 @@ class StripSource:
         tile: int,
         overlap: int,
         device: str = "cpu",
+        part: GridPart | None = None,
+        engine: str | None = None,
     ) -> None:
         self.scene = scene
         self.radiometry = radiometry
         self.tile = tile
         self.device = device
         self.gpu = device.startswith("cuda")
-        self.rows = axis_starts(scene.info.height, tile, overlap)
-        self.cols = axis_starts(scene.info.width, tile, overlap)
+        self.host = is_numpy(engine_namespace(device, engine))
+        if part is None:
+            self.rows = axis_starts(scene.info.height, tile, overlap)
+            self.cols = axis_starts(scene.info.width, tile, overlap)
+        else:
+            self.rows, self.cols = part.rows, part.cols
         self._rows = RowBuffer(scene)
 
     def __iter__(self) -> Iterator[HostStrip]:
@@ -180,40 +195,40 @@ class StripSource:
         Strips are read in increasing row order (the reader thread's).
         """
         sc = self.scene
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         raw, valid = self._rows.get(row, row + min(self.tile, sc.info.height))
         valid = valid.copy()  # the band keeps it; not the reader's whole buffer
         cols, skipped = window_columns(valid, self.cols, self.tile)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.thread_time()
         if not cols:
-            return HostStrip(row, None, None, [], skipped, {"read": t1 - t0})
-        if self.gpu:
-            values, mask = _pinned(raw), _pinned(valid)
-        else:
+            return HostStrip(
+                row, None, None, [], skipped, {"read": t1 - t0}, {"read": c1 - c0}
+            )
+        if self.host:
             values = host_input(raw, valid, self.radiometry, sc.units, sc.cf)
             mask = valid
+        else:  # raw values, converted on the device
+            values, mask = _pinned(raw, self.gpu), _pinned(valid, self.gpu)
         seconds = {"read": t1 - t0, "radiometry": time.perf_counter() - t1}
-        return HostStrip(row, values, mask, cols, skipped, seconds)
+        cpu = {"read": c1 - c0, "radiometry": time.thread_time() - c1}
+        return HostStrip(row, values, mask, cols, skipped, seconds, cpu)
 
     def to_device(
         self, strip: HostStrip, clock: StageClock | None = None
     ) -> DeviceStrip:
         """The strip's input on the model's device (a strip with valid pixels).
 
-        On a GPU: asynchronous copies from pinned memory (``h2d``), then σ0 dB and
-        the normalisation there (``radiometry``); on the CPU the reader already did
-        both.
+        On the host engine (NumPy) the reader already did σ0 dB and the
+        normalisation: the strip is used as it is. On the torch engine (a GPU, or
+        the device path run on the CPU): asynchronous copies from pinned memory
+        (``h2d``), then the same :func:`~alosmap.radiometry.model_input` there
+        (``radiometry``).
         """
+        if self.host:
+            return DeviceStrip(strip.row, strip.values, strip.valid, strip.cols)
         import torch
 
         clock = clock or StageClock()
-        if not self.gpu:
-            return DeviceStrip(
-                strip.row,
-                torch.from_numpy(strip.values),
-                torch.from_numpy(strip.valid),
-                strip.cols,
-            )
         with clock.stage("h2d", device=True):
             valid = strip.valid.to(self.device, non_blocking=True)
             raw = strip.values.to(self.device, non_blocking=True)
@@ -221,10 +236,7 @@ class StripSource:
             if self.scene.info.dtype == "uint16":  # int16 bits: see _pinned
                 raw = raw.to(torch.int32).bitwise_and_(0xFFFF)
             sc = self.scene
-            # the upload is this strip's own tensor: normalised in place
-            x = normalize(
-                to_db(raw, sc.units, sc.cf), self.radiometry, valid, inplace=True
-            )
+            x = model_input(raw, valid, self.radiometry, sc.units, sc.cf)
         return DeviceStrip(strip.row, x, valid, strip.cols)
 
 
@@ -279,8 +291,8 @@ class RowBuffer:
         return self.raw[i:j], self.valid[i:j]
 
 
-def _pinned(a: np.ndarray) -> Any:
-    """``a`` in page-locked host memory, for an asynchronous copy to the GPU.
+def _pinned(a: np.ndarray, pin: bool = True) -> Any:
+    """``a`` as a torch tensor, page-locked (``pin``) for an asynchronous copy.
 
     uint16 (ALOS-2 DN) travels as its int16 bits (:meth:`StripSource.to_device`
     undoes it): torch's unsigned 16-bit type has few GPU kernels.
@@ -288,7 +300,7 @@ def _pinned(a: np.ndarray) -> Any:
     import torch
 
     src = a.view(np.int16) if a.dtype == np.uint16 else a
-    t = torch.empty(src.shape, dtype=torch.from_numpy(src[:0]).dtype, pin_memory=True)
+    t = torch.empty(src.shape, dtype=torch.from_numpy(src[:0]).dtype, pin_memory=pin)
     t.numpy()[...] = src
     return t
 
@@ -338,10 +350,9 @@ def iter_scene_tiles(
     """
     from alosmap.io.scene import Scene
 
-    if overlap is None:
-        overlap = default_overlap(spec.tile_size)
+    opts = InferenceOptions(overlap=overlap).for_model(spec, os.fspath(path))
     with Scene(path, spec.radiometry, band=band, input_units=input_units) as scene:
-        for strip in iter_strip_tiles(scene, spec.radiometry, spec.tile_size, overlap):
+        for strip in iter_strip_tiles(scene, spec.radiometry, opts.tile, opts.overlap):
             yield from strip.tiles
 
 

@@ -4,10 +4,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alosmap.tiling import (
+    Tile,
     axis_starts,
     blend_weights,
     cut_tiles,
     discard_margin,
+    grid_part,
     tile_weights,
     window_grid,
 )
@@ -158,3 +160,45 @@ def test_cut_tiles_pads_and_skips_empty_windows(h, w, tile, data):
     kept = {t.col for t, _ in tiles}
     for col in set(cols) - kept:
         assert not valid[:, col : col + tw].any()
+
+
+@settings(max_examples=200, deadline=None)
+@given(grids(), st.data())
+def test_a_part_of_the_grid_blends_as_the_whole_grid(args, data):
+    """The windows an area takes, blended in their frame, give the area's pixels
+    the whole grid's weights; every window left out gives them weight 0."""
+    h, w, tile, overlap = args
+    r0 = data.draw(st.integers(0, h - 1))
+    c0 = data.draw(st.integers(0, w - 1))
+    area = Tile(
+        r0, c0, data.draw(st.integers(1, h - r0)), data.draw(st.integers(1, w - c0))
+    )
+    part = grid_part(h, w, tile, overlap, area)
+    f, a = part.frame, part.area
+    assert (f.row + a.row, f.col + a.col, a.height, a.width) == (
+        area.row, area.col, area.height, area.width,
+    )  # fmt: skip
+    rows = {r + f.row for r in part.rows}
+    cols = {c + f.col for c in part.cols}
+    assert rows <= set(axis_starts(h, tile, overlap))
+    assert cols <= set(axis_starts(w, tile, overlap))
+    assert part.end == max(part.rows) + min(tile, h) <= f.height
+    got = np.zeros((f.height, f.width))
+    for r in part.rows:
+        for c in part.cols:
+            t = Tile(r, c, min(tile, h), min(tile, w))
+            got[t.slices] += tile_weights(t, f.height, f.width, tile, overlap)
+    whole = np.zeros((h, w))
+    for t in (t for row in window_grid(h, w, tile, overlap) for t in row):
+        wt = tile_weights(t, h, w, tile, overlap)
+        whole[t.slices] += wt
+        if t.row not in rows or t.col not in cols:  # left out: weight 0 there
+            inside = wt[
+                max(area.row - t.row, 0) : max(area.row + area.height - t.row, 0),
+                max(area.col - t.col, 0) : max(area.col + area.width - t.col, 0),
+            ]
+            assert not inside.any()
+    np.testing.assert_array_equal(
+        got[a.row : a.row + a.height, a.col : a.col + a.width], whole[area.slices]
+    )
+    assert whole[area.slices].min() > 0

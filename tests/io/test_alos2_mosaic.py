@@ -23,7 +23,7 @@ from rasterio.crs import CRS
 from alosmap.errors import SpecError
 from alosmap.io import alos2_mosaic as mosaic
 from alosmap.io.raster import acquisition_date
-from alosmap.io.scene import Scene
+from alosmap.io.scene import Scene, scene_date
 from alosmap.radiometry import Radiometry, parse_backscatter
 from alosmap.spec import ModelSpec, load_spec
 
@@ -178,9 +178,19 @@ def test_date_range_is_read_block_by_block(tmp_path, monkeypatch):
     assert found.last == LAUNCH + timedelta(2400)
     assert found.typical == date(2020, 9, 9)  # columns 0-149: most pixels
     assert found.source == "date file N23W161_20_date_F02DAR.tif"
-    # the scene's date for build-dataset, batch records: the typical day
-    assert acquisition_date(hh, {}) == date(2020, 9, 9)
-    assert acquisition_date(hh, {"ACQUISITION_DATE": "2020-10-01"}) == date(2020, 10, 1)
+    # the scene's date for build-dataset, batch records: the typical day; the
+    # scene supplies it (io.raster reads only tags and L2.1 names)
+    assert scene_date(hh, {}) == date(2020, 9, 9)
+    assert scene_date(hh, {"ACQUISITION_DATE": "2020-10-01"}) == date(2020, 10, 1)
+    assert acquisition_date(hh, {}) is None
+
+
+def test_info_names_a_mosaic_tiles_date(cli, tmp_path):
+    """`alosmap info` on a tile gives its typical day from the date file beside it."""
+    hh, _ = make_tile(tmp_path, parts=("hh", "date"))
+    code, out, err = cli("info", hh, "--json")
+    assert code == 0, err
+    assert json.loads(out)["acquisition_date"] == "2020-09-09"
 
 
 def test_unreadable_date_file_is_read_and_reported_once(tmp_path, caplog, monkeypatch):

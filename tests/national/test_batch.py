@@ -29,6 +29,7 @@ from alosmap.national.batch import (
     run_batch,
     shard_jobs,
 )
+from alosmap.runtime.probe import cpu_bf16_problem
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +143,7 @@ def test_manifest_with_missing_and_broken_scenes(
     )
     out = tmp_path / "out"
     code, stdout, err = cli(
-        "-q", "batch", "-f", manifest, "-o", out, "-m", tiny_lulc_model
+        "-q", "batch", "--manifest", manifest, "-o", out, "-m", tiny_lulc_model
     )
     assert code == 1
     lines = _error_lines(err)
@@ -199,7 +200,7 @@ def test_manifest_with_missing_and_broken_scenes(
     # second run: the two maps are skipped, the two bad scenes fail again
     stamps = [m.stat().st_mtime_ns for m in maps]
     code, stdout, err = cli(
-        "-q", "batch", "-f", manifest, "-o", out, "-m", tiny_lulc_model
+        "-q", "batch", "--manifest", manifest, "-o", out, "-m", tiny_lulc_model
     )
     assert code == 1 and "2 of 4 scenes failed" in _error_lines(err)[0]
     assert [m.stat().st_mtime_ns for m in maps] == stamps
@@ -247,6 +248,10 @@ def test_other_model_options_are_not_mixed(
     assert cli("batch", *small_scenes, "-o", out, "--shard", "2/2")[0] == 2
 
 
+@pytest.mark.skipif(
+    cpu_bf16_problem() is not None,
+    reason="bf16 is refused on this CPU (tests/runtime/test_precision.py covers that)",
+)
 def test_precision_reaches_the_runtime_and_the_fingerprint(
     small_scenes, tiny_lulc_model, tmp_path, cli
 ):
@@ -465,6 +470,39 @@ def test_a_directory_is_a_usage_error_with_the_glob_to_use(
     assert not out.exists()
     manifest = tmp_path / "list.txt"
     manifest.write_text(f"{small_scenes[0]}\n{folder}\n")
-    code, _, err = cli("batch", "-f", manifest, "-o", out, "-m", tiny_lulc_model)
+    code, _, err = cli(
+        "batch", "--manifest", manifest, "-o", out, "-m", tiny_lulc_model
+    )
     text = "".join(err.replace("│", "").split())
     assert code == 2 and "isadirectory" in text and not out.exists()
+
+
+def test_record_area_is_the_stats_area_on_a_lonlat_map(
+    make_geotiff, tiny_lulc_model, tmp_path
+):
+    """One owner of pixel areas: a record's ``area_km2`` is ``alosmap stats``'."""
+    import numpy as np
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from alosmap.national.stats import class_areas
+
+    rng = np.random.default_rng(5)
+    dn = rng.integers(1500, 9000, size=(300, 280), dtype=np.uint16)
+    dn[:40, :50] = 0  # no data is not area
+    # 0.002° pixels from 60.3° N down to 59.7° N: areas shrink along the rows
+    scene = make_geotiff(
+        dn,
+        name="IMG-HH-lonlat.tif",
+        crs=CRS.from_epsg(4326),
+        transform=Affine(0.002, 0, 139.0, 0, -0.002, 60.3),
+        tags={"SYNTHETIC": "true"},
+    )
+    out = tmp_path / "out"
+    res = run_batch([scene], out, model=tiny_lulc_model, stac=False)
+    assert not res.failed
+    (rec,) = read_records(out)
+    stats = class_areas(out / rec["output"])
+    assert "ellipsoid" in stats.method
+    assert rec["area_km2"] == round(stats.mapped_m2 / 1e6, 6)
+    assert rec["valid_pixels"] == stats.mapped_pixels == int((dn != 0).sum())

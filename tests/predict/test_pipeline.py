@@ -331,7 +331,12 @@ def test_stopping_names_a_thread_that_is_slow_to_end(
     monkeypatch, tmp_path, make_geotiff, caplog
 ):
     """Ctrl-C while the reader waits on a slow read: the wait is announced (once),
-    the interrupt still leaves, nothing is left; a normal end announces nothing."""
+    the interrupt still leaves, nothing is left; a normal end announces nothing.
+
+    Driven by events: the read of the second strip hangs until the notice is
+    logged, and the model raises only once the reader is inside that read."""
+    import logging
+    import threading
     import time
 
     from alosmap.io.writer import MapWriter
@@ -340,14 +345,29 @@ def test_stopping_names_a_thread_that_is_slow_to_end(
 
     monkeypatch.setattr(pipeline, "_JOIN_NOTICE_S", 0.05)
     real_read, real_write = StripSource.read, MapWriter.write_rows
+    in_read, release = threading.Event(), threading.Event()
+    reads = []
 
-    def slow_read(self, row):
-        time.sleep(0.3)  # a slow network file
+    def hanging_read(self, row):
+        reads.append(row)
+        if len(reads) > 1:  # a network read that hangs until the notice is out
+            in_read.set()
+            release.wait(timeout=120)
         return real_read(self, row)
 
     def slow_write(self, *args, **kw):
         time.sleep(0.1)  # the writer draining its last rows at the end
         return real_write(self, *args, **kw)
+
+    class Released(logging.Handler):
+        def emit(self, record):
+            if "waiting for" in record.getMessage():
+                release.set()
+
+    class InterruptInRead(ConvRuntime):
+        def run(self, batch):
+            assert in_read.wait(timeout=120)
+            raise KeyboardInterrupt
 
     scene = make_geotiff(np.full((300, 300), 2000, dtype=np.uint16))
     out = tmp_path / "out"
@@ -357,11 +377,15 @@ def test_stopping_names_a_thread_that_is_slow_to_end(
     predict_scene(scene, out / "ok.tif", runtime=ConvRuntime(tile=64), **kw)
     assert "waiting for" not in caplog.text
 
-    monkeypatch.setattr(StripSource, "read", slow_read)
-    with pytest.raises(KeyboardInterrupt):
-        predict_scene(
-            scene, out / "m.tif", runtime=ExplodingRuntime(1, KeyboardInterrupt), **kw
-        )
+    monkeypatch.setattr(StripSource, "read", hanging_read)
+    handler = Released()
+    logging.getLogger("alosmap").addHandler(handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            predict_scene(scene, out / "m.tif", runtime=InterruptInRead(tile=64), **kw)
+    finally:
+        logging.getLogger("alosmap").removeHandler(handler)
+        release.set()
     notices = [r for r in caplog.records if "waiting for" in r.getMessage()]
     assert [r.getMessage() for r in notices] == [
         "waiting for the reader thread to end its current read before stopping"

@@ -1,5 +1,9 @@
 """Areas of interest: reading polygons, putting them on a raster grid, masking blocks.
 
+Used by ``predict``/``water``/``batch`` (``--bbox``, ``--aoi``: the map's window of a
+scene, :mod:`alosmap.predict.area`) and by ``evaluate`` and ``stats``; it lives in
+:mod:`alosmap.io`, below both.
+
 An AOI file holds one or more polygons; ``evaluate`` and ``stats`` keep the pixels
 whose **centre** lies inside their union (GDAL's rasterisation rule without
 ``all_touched``), so a pixel is counted once even where polygons of neighbouring
