@@ -14,8 +14,9 @@ on (:data:`BACKSCATTER_KINDS`), so that running it on the other can be flagged.
 
 All functions accept scalars or numpy arrays of any shape and never emit
 floating-point warnings: undefined results (no data, zero or negative power) are NaN.
-:func:`to_db` and :func:`normalize` also take torch tensors (the prediction pipeline
-runs them on the model's device): one formula for the host and the GPU.
+:func:`to_db`, :func:`normalize` and :func:`model_input` are written once over the
+array API (:mod:`alosmap._xp`): NumPy arrays on the host, torch tensors on the model's
+device (the prediction pipeline's device path); one formula for the host and the GPU.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+import array_api_compat
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
+from alosmap._xp import clip_, fill_where_, is_numpy, namespace_of
 from alosmap.errors import SpecError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,6 +50,7 @@ __all__ = [
     "dn_to_db",
     "guess_units",
     "linear_to_db",
+    "model_input",
     "normalize",
     "parse_backscatter",
     "to_db",
@@ -173,12 +177,13 @@ def to_db(values: _A, units: str, cf: float = CALIBRATION_FACTOR_DB) -> _A:
     input). Non-positive DN or power give -inf or NaN without a warning; callers keep
     their own validity mask.
 
-    Works on numpy arrays and on torch tensors (on their device; the pipeline's
-    device path): the same formula, in the input's float precision.
+    Written once over the array API (:mod:`alosmap._xp`): NumPy arrays on the host,
+    torch tensors on their device (the pipeline's device path), with the same
+    operations in the same order.
 
     Args:
         values: raw values of a scene (float32 strips, or any numeric array; integer
-            numpy input is computed in float64, integer tensors in float32).
+            NumPy input is computed in float64, integer tensors in float32).
         units: ``"dn"``, ``"db"`` or ``"linear"``.
         cf: calibration factor of the DN conversion, in dB.
 
@@ -189,29 +194,21 @@ def to_db(values: _A, units: str, cf: float = CALIBRATION_FACTOR_DB) -> _A:
         raise ValueError(
             f"units: expected one of {', '.join(INPUT_UNITS)}, got {units!r}"
         )
-    if not isinstance(values, np.ndarray) and hasattr(values, "log10"):
-        return _to_db_tensor(values, units, cf)
-    x = np.asarray(values)
-    if x.dtype.kind != "f":
-        x = x.astype(np.float64)
-    if units == "db":
-        return x  # type: ignore[return-value]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        y = np.log10(x)
-    y *= 20.0 if units == "dn" else 10.0  # in place: strips are large
-    if units == "dn":
-        y += y.dtype.type(cf)
-    return y
-
-
-def _to_db_tensor(t: Any, units: str, cf: float) -> Any:
-    """:func:`to_db` of a torch tensor (float32 unless it is already floating)."""
-    x = t if t.is_floating_point() else t.float()
+    x: Any = values if array_api_compat.is_array_api_obj(values) else np.asarray(values)
+    xp = namespace_of(x)
+    if not xp.isdtype(x.dtype, "real floating"):
+        x = xp.astype(x, xp.float64 if is_numpy(xp) else xp.float32)
     if units == "db":
         return x
+    y: Any
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y = xp.log10(x)
+    if isinstance(y, np.generic):  # a NumPy 0-d input gives a scalar
+        y = np.asarray(y)
+    y *= 20.0 if units == "dn" else 10.0  # in place: strips are large
     if units == "dn":
-        return x.log10().mul_(20.0).add_(cf)
-    return x.log10().mul_(10.0)
+        y += cf
+    return y
 
 
 def normalize(
@@ -220,8 +217,9 @@ def normalize(
     """Model input from σ0 dB: clip, ``(x - mean) / std``, 0 where not ``valid``.
 
     The mean and std are the training set's (a model's spec or a dataset's record),
-    never per tile. Works on numpy arrays (float32 arithmetic) and on torch tensors
-    (on their device), with the same operations in the same order.
+    never per tile. Written once over the array API: NumPy arrays (float32
+    arithmetic) and torch tensors (on their device) go through the same operations
+    in the same order.
 
     Args:
         db: σ0 in dB (NaN allowed where ``valid`` is False).
@@ -230,20 +228,38 @@ def normalize(
         inplace: overwrite ``db`` (a float32 array or tensor the caller owns)
             instead of returning a new one: strips of a scene are large.
     """
+    xp = namespace_of(db)
     lo, hi = radiometry.clip_db
-    if isinstance(db, np.ndarray):
-        x = np.clip(db, lo, hi, out=db if inplace else None)
-        x -= np.float32(radiometry.mean_db)
-        x /= np.float32(radiometry.std_db)
-    else:
-        x = db.clamp_(lo, hi) if inplace else db.clamp(lo, hi)
-        x = x.sub_(radiometry.mean_db).div_(radiometry.std_db)
+    x = clip_(db if inplace else xp.asarray(db, copy=True), lo, hi)
+    x -= radiometry.mean_db
+    # a true division, as training's data loader has always done (a CUDA division
+    # by a scalar multiplies by its reciprocal: 1 ulp apart, within the tolerance of
+    # host vs device maps)
+    x /= radiometry.std_db
     if valid is not None:
-        if isinstance(x, np.ndarray):
-            np.copyto(x, np.float32(0.0), where=~valid)
-        else:
-            x.masked_fill_(~valid, 0.0)
+        fill_where_(x, ~valid, 0.0)
     return x
+
+
+def model_input(
+    raw: _A, valid: Any, radiometry: Radiometry, units: str, cf: float
+) -> _A:
+    """Model input of a scene's raw values: σ0 dB, normalised, 0 where not ``valid``.
+
+    The one conversion of the prediction pipeline, on the host (NumPy) and on the
+    device (torch tensors): a float32 copy of ``raw``, then :func:`to_db` and
+    :func:`normalize` in place.
+
+    Args:
+        raw: the file's values (:meth:`~alosmap.io.scene.Scene.read_raw`).
+        valid: their validity (boolean, same shape).
+        radiometry: the model's radiometry (clip range, mean and std).
+        units: the scene's units (``dn``, ``db`` or ``linear``).
+        cf: the scene's calibration factor (dB).
+    """
+    xp = namespace_of(raw)
+    x = xp.astype(raw, xp.float32, copy=True)
+    return normalize(to_db(x, units, cf), radiometry, valid, inplace=True)
 
 
 def dn_to_db(

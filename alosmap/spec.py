@@ -11,7 +11,8 @@ came from. It is serialised as JSON:
 * TensorRT ``.engine``: in a ``.engine.json`` sidecar (:func:`read_engine_sidecar`),
   beside the TensorRT build record.
 
-Reading a spec never imports torch, and loading weights never unpickles anything.
+Reading a spec never imports torch (nor ``onnx``: an ``.onnx`` file's metadata is read
+from its protobuf here), and loading weights never unpickles anything.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import json
 import os
 import re
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -461,20 +462,97 @@ def read_engine_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
-def _onnx_spec_text(path: Path) -> str:
-    if not path.is_file():
-        raise ModelFileError(f"model file not found: {path}")
-    from alosmap._imports import lazy_import
+# --------------------------------------------------------------------------------------
+# .onnx model files: the metadata without the onnx package
+# --------------------------------------------------------------------------------------
+# Importing ``onnx`` costs ~0.7 CPU s (most of a 256² scene's start-up), so the few
+# fields inference needs are read from the protobuf wire format here: ModelProto
+# ``graph`` (7) and ``metadata_props`` (14, StringStringEntryProto: key 1, value 2);
+# GraphProto ``input`` (11, ValueInfoProto: name 1).
+_MODEL_GRAPH, _MODEL_METADATA, _GRAPH_INPUT = 7, 14, 11
 
-    onnx = lazy_import("onnx")
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """A protobuf varint at ``pos``: (value, position after it)."""
+    value = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise ValueError("truncated or overlong varint")
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _proto_fields(buf: bytes, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+    """(field number, bytes) of the length-delimited fields in ``buf[start:end]``.
+
+    Varint and fixed-width fields are skipped; so is the content of the others
+    until asked for (a 100 MB initializer costs nothing).
+
+    Raises:
+        ValueError: not protobuf wire format.
+    """
+    pos = start
+    while pos < end:
+        key, pos = _varint(buf, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            _, pos = _varint(buf, pos)
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+        elif wire == 2:
+            size, pos = _varint(buf, pos)
+            if pos + size > end:
+                raise ValueError("a field runs past the end")
+            yield field, buf[pos : pos + size]
+            pos += size
+        else:
+            raise ValueError(f"wire type {wire}")
+    if pos != end:
+        raise ValueError("a field runs past the end")
+
+
+def read_onnx_props(path: str | os.PathLike[str]) -> tuple[dict[str, str], str]:
+    """An ONNX file's ``metadata_props`` and its first graph input's name.
+
+    Read from the protobuf without importing ``onnx`` (see above).
+
+    Raises:
+        ModelFileError: a missing file, or not an ONNX model.
+    """
+    p = Path(path)
     try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise ModelFileError(f"{path}: not a readable ONNX model ({exc})") from exc
-    for prop in model.metadata_props:
-        if prop.key == SPEC_KEY:
-            return str(prop.value)
-    raise ModelFileError(f"{path}: an ONNX model without an alosmap spec")
+        buf = p.read_bytes()
+    except FileNotFoundError:
+        raise ModelFileError(f"model file not found: {p}") from None
+    except OSError as exc:
+        raise ModelFileError(f"{p}: not a readable ONNX model ({exc})") from exc
+    meta: dict[str, str] = {}
+    inputs: list[str] = []
+    try:
+        for field, data in _proto_fields(buf, 0, len(buf)):
+            if field == _MODEL_METADATA:
+                entry = dict(_proto_fields(data, 0, len(data)))
+                meta[entry.get(1, b"").decode()] = entry.get(2, b"").decode()
+            elif field == _MODEL_GRAPH and not inputs:
+                inputs = [
+                    dict(_proto_fields(d, 0, len(d))).get(1, b"").decode()
+                    for f, d in _proto_fields(data, 0, len(data))
+                    if f == _GRAPH_INPUT
+                ]
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{p}: not a readable ONNX model ({exc})") from exc
+    return meta, inputs[0] if inputs else "input"
+
+
+def _onnx_spec_text(path: Path) -> str:
+    meta, _ = read_onnx_props(path)
+    if SPEC_KEY not in meta:
+        raise ModelFileError(f"{path}: an ONNX model without an alosmap spec")
+    return meta[SPEC_KEY]
 
 
 def _atomic_target(
@@ -514,8 +592,9 @@ def save_model(
         OutputExistsError: ``path`` exists and ``overwrite`` is False.
         ModelFileError: the directory of ``path`` does not exist.
     """
-    from safetensors.torch import save_file
+    from alosmap._imports import lazy_import
 
+    save_file = lazy_import("safetensors.torch").save_file
     out = _atomic_target(Path(path), overwrite, inputs)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {SPEC_KEY: spec.to_json(), "format": "pt"}
@@ -534,12 +613,18 @@ def load_model(
 
     Returns:
         ``(model, spec)`` with the model in eval mode on ``device``.
-    """
-    from safetensors.torch import load_file
 
-    from alosmap.models import build_model
+    Raises:
+        ModelFileError: not an alosmap model, or weights that do not match.
+        BackendUnavailableError: PyTorch (``alosmap[torch]``) is not installed.
+    """
+    from alosmap._imports import lazy_import, require_torch
 
     spec = load_spec(path)
+    require_torch(f"{Path(path).name} (a .safetensors model)")
+    load_file = lazy_import("safetensors.torch").load_file
+    from alosmap.models import build_model
+
     model = build_model(spec.arch)
     try:
         state = load_file(str(path), device="cpu")

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Recipe of the bundled demo models (alosmap/weights/{lulc,water}.safetensors).
+# Recipe of the bundled demo models (alosmap/weights/{lulc,water}.safetensors, and the
+# .onnx beside each, exported from it: the default models of `alosmap predict`/`water`).
 #
 # Trains the small preset from scratch on synthetic scenes (scripts/make_demo_data.py;
 # a different synthetic world from sample_data/, which stays held out), evaluates on the
@@ -28,6 +29,7 @@ for task in lulc water; do
   $A train evaluate --model "$WORK/$task/model.safetensors" --data "$WORK/heldout" \
       --split test -o "$WORK/eval_${task}_heldout"
 done
+# writes alosmap/weights/$task.safetensors and alosmap/weights/$task.onnx (parity-checked)
 for task in lulc water; do
   $PY scripts/bundle_demo_model.py "$WORK/$task/model.safetensors" \
       "alosmap/weights/$task.safetensors"

@@ -123,6 +123,18 @@ CeilingProbOpt = Annotated[
         "--probabilities", help="With --ceiling: also write the probabilities."
     ),
 ]
+CeilingPathOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--path",
+        help="With --ceiling: which path to time: host (NumPy engine, the model "
+        "returns NumPy as ONNX Runtime on the CPU; no PyTorch), torch-cpu (NumPy "
+        "engine, the model returns torch CPU tensors as PyTorch) or device (the "
+        "torch engine of a GPU: raw strips, radiometry, blend and finish in torch "
+        "tensors; also runs on the CPU). Default: host on the CPU, device on a GPU.",
+        show_default=False,
+    ),
+]
 TileOverlapOpt = Annotated[
     int | None,
     typer.Option(
@@ -166,6 +178,7 @@ def bench(
     task: CeilingTaskOpt = "lulc",
     confidence: CeilingConfOpt = False,
     probabilities: CeilingProbOpt = False,
+    path: CeilingPathOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Compare backends on the same model and tiles, and time predict end to end.
@@ -190,6 +203,7 @@ def bench(
             overlap=overlap,
             confidence=confidence,
             probabilities=probabilities,
+            path=path,
             as_json=as_json,
         )
         return
@@ -273,6 +287,7 @@ def _ceiling(
     overlap: int | None,
     confidence: bool,
     probabilities: bool,
+    path: str | None,
     as_json: bool,
 ) -> None:
     """``alosmap bench --ceiling``: time predict with a zero-cost model."""
@@ -288,6 +303,20 @@ def _ceiling(
         raise typer.BadParameter(
             "--ceiling needs a scene of >= 64 px", param_hint="--size"
         )
+    paths = {"host": ("numpy", "numpy"), "torch-cpu": ("torch", "numpy")}
+    paths["device"] = ("torch", "torch")
+    if path is None:
+        path = "device" if device.startswith("cuda") else "host"
+    if path not in paths:
+        raise typer.BadParameter(
+            f"expected host, torch-cpu or device, got {path!r}", param_hint="--path"
+        )
+    if path != "device" and device.startswith("cuda"):
+        raise typer.BadParameter(
+            f"--path {path} runs on the CPU; use --path device with --device {device}",
+            param_hint="--path",
+        )
+    arrays, engine = paths[path]
     with temp_workdir() as tmp:
         result = run_ceiling(
             size,
@@ -298,6 +327,8 @@ def _ceiling(
             overlap=overlap,
             confidence=confidence,
             probabilities=probabilities,
+            arrays=arrays,
+            engine=engine,
         )
     if as_json:
         typer.echo(json.dumps(ceiling_report(result), indent=2))
@@ -355,6 +386,9 @@ def _print_variant(
     v: dict[str, Any], ref: str | None, ref_tps: dict[int, float]
 ) -> None:
     """A variant's model-only rows (its error line if it failed)."""
+    if v.get("skipped"):
+        typer.echo(f"{v['variant']:<20} skipped: {v['skipped']}")
+        return
     if v["error"]:
         typer.echo(f"{v['variant']:<20} failed: {v['error']}")
         return

@@ -426,8 +426,11 @@ def _open(args: dict[str, Any]) -> Any:
     )
 
 
-def _time_batches(rt: Runtime, x: np.ndarray, n: int) -> tuple[float, float]:
-    """One warm-up call, then ``n`` timed calls on ``x``: ``(warm-up s, timed s)``.
+def _time_batches(rt: Runtime, x: np.ndarray, n: int) -> tuple[float, float, float]:
+    """One warm-up call, then ``n`` timed calls: ``(warm-up s, timed s, timed CPU s)``.
+
+    The CPU seconds are the process's (every thread): on a shared machine they, not
+    the wall-clock seconds, say what the work costs.
 
     ``x`` is copied to the runtime's device first; on a GPU each measurement ends
     with ``torch.cuda.synchronize`` (runs are queued, not finished, when ``run``
@@ -448,11 +451,11 @@ def _time_batches(rt: Runtime, x: np.ndarray, n: int) -> tuple[float, float]:
     rt.run(batch)
     sync()
     warm = time.perf_counter() - t
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     for _ in range(n):
         rt.run(batch)
     sync()
-    return warm, time.perf_counter() - t
+    return warm, time.perf_counter() - t, time.process_time() - c
 
 
 def _predict_bench_scene(rt: Runtime, args: dict[str, Any], batch: int) -> Any:
@@ -521,12 +524,13 @@ def _model_rows(
         if x is None or x.shape[-1] != tile:
             x = rng.standard_normal((b, 1, tile, tile), dtype=np.float32)
         n = args["batches"]
-        warm, dt = _time_batches(rt, x, n)
+        warm, dt, cpu = _time_batches(rt, x, n)
         first_s = warm if first_s is None else first_s
         rows.append(
             {
                 "batch_size": b,
                 "tiles_per_s": n * b / dt,
+                "tiles_per_cpu_s": n * b / cpu,
                 "ms_per_tile": 1000.0 * dt / (n * b),
                 "warmup_s": warm,
                 "peak_mb": _peak_mb(mem),
@@ -539,8 +543,11 @@ def _e2e_row(
     rt: Runtime, args: dict[str, Any], mem: _GpuMemory | None
 ) -> dict[str, float]:
     """The end-to-end row: predict on the generated scene, and the Japan hours."""
+    c = time.process_time()
     res = _predict_bench_scene(rt, args, args["e2e_batch"])
+    cpu = time.process_time() - c
     return {
+        "tiles_per_cpu_s": res.tiles_run / cpu,
         "size": args["size"],
         "batch_size": args["e2e_batch"],
         "seconds": res.seconds,
@@ -584,6 +591,9 @@ class CompareResult:
     agreement: dict[str, float] | None = None
     e2e: dict[str, float] | None = None
     error: str | None = None
+    #: why the variant was not run: a precision the device has no native
+    #: arithmetic for (also its ``error``, so it counts as not measured)
+    skipped: str | None = None
 
 
 def compare(
@@ -664,6 +674,12 @@ class _Comparison:
         path = self.files.for_variant(v)
         if path is None:
             res.error = f"no {v.backend} model file for this variant"
+            return res, None
+        from alosmap.runtime.probe import precision_problem
+
+        why = precision_problem(v.precision, self.request.device, v.backend)
+        if why is not None:
+            res.error = res.skipped = f"{v.precision} is not native here: {why}"
             return res, None
         probs_path = self.workdir / f"probs_{v.label}.npy"
         try:

@@ -1,4 +1,4 @@
-"""Blending overlapping window predictions into finished map rows, on the device.
+"""Blending overlapping window predictions into finished map rows: one engine.
 
 :class:`StripAccumulator` sums each window's probabilities times its blend weights
 (:func:`~alosmap.tiling.tile_weights`) over a rolling band of at most ``tile`` rows,
@@ -7,31 +7,83 @@ rows into class codes of the model's legend (argmax, or a threshold for a binary
 legend: index 1, its positive class, where the probability reaches it), the confidence
 and the per-class probability bands (uint8 percent).
 
-Everything up to the uint8 rows stays where the model runs (torch tensors on the
-CPU or a GPU): the float32 band, the weights, the argmax. Only the finished uint8
-rows go back to the host; on a GPU they are copied asynchronously into page-locked
-memory, and the writer waits for the copy (:meth:`Rows.wait`) instead of the model.
+It is written once over an array namespace (:mod:`alosmap._xp`, the array API
+standard through ``array-api-compat``): NumPy arrays on the host (any runtime on the
+CPU: ONNX Runtime's NumPy outputs, or PyTorch's CPU tensors viewed as NumPy without a
+copy), torch tensors where the model runs on a GPU (the float32 band, the weights, the
+argmax stay in device memory; only the finished uint8 rows go back, copied
+asynchronously into page-locked memory, and the writer waits for the copy
+(:meth:`Rows.wait`) instead of the model). For the same probabilities both give
+bit-identical maps: every operation is one IEEE-rounded step on either library.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
+from alosmap._xp import (
+    CHUNK_ROWS,
+    add_product_,
+    bincount,
+    fill_where_,
+    is_numpy,
+    namespace,
+    percent_,
+    set_product_,
+    top_class,
+    top_class_numpy,
+)
 from alosmap.spec import ModelSpec
 from alosmap.tiling import Tile, tile_weights
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
 
 #: No data of the confidence and probabilities (as
 #: :data:`alosmap.io.writer.CONFIDENCE_NODATA`).
 PERCENT_NODATA = 255
-#: Rows of the band the CPU argmax works on at once (its working set stays in cache).
-_CPU_CHUNK_ROWS = 32
+#: Engines :func:`engine_namespace` knows: ``numpy`` (the host) or ``torch``.
+ENGINES = ("numpy", "torch")
+#: The environment variable that picks the engine (:func:`pipeline_engine`).
+ENGINE_ENV = "ALOSMAP_ENGINE"
+
+
+def engine_namespace(device: str, engine: str | None = None) -> ModuleType:
+    """The array namespace the pipeline's engine runs on for ``device``.
+
+    NumPy on the CPU, torch on a GPU (``cuda``, ``cuda:N``); ``engine`` names one
+    (``numpy`` or ``torch``) instead, for tests and ``alosmap bench --ceiling
+    --engine`` (the torch engine on the CPU is the device path without a GPU).
+
+    Raises:
+        ValueError: an unknown engine, or the NumPy engine on a GPU.
+    """
+    if engine is None:
+        engine = "torch" if device.startswith("cuda") else "numpy"
+    if engine not in ENGINES:
+        raise ValueError(f"engine: expected numpy or torch, got {engine!r}")
+    if engine == "numpy" and device.startswith("cuda"):
+        raise ValueError(f"the numpy engine runs on the CPU, not on {device}")
+    return namespace(engine)
+
+
+def pipeline_engine() -> str | None:
+    """The engine ``$ALOSMAP_ENGINE`` names (``numpy`` or ``torch``), else None.
+
+    None lets :func:`engine_namespace` choose by the device. Naming ``torch`` on the
+    CPU runs the device path (raw strips, radiometry, blend and finish in torch
+    tensors) without a GPU: for tests and ``alosmap bench --ceiling --engine``.
+
+    Raises:
+        ValueError: another name.
+    """
+    name = os.environ.get(ENGINE_ENV, "").strip().lower() or None
+    if name is not None and name not in ENGINES:
+        raise ValueError(f"${ENGINE_ENV}: expected numpy or torch, got {name!r}")
+    return name
 
 
 @dataclass
@@ -83,6 +135,7 @@ class StripAccumulator:
         want_confidence: compute the confidence (top class probability, percent).
         want_probabilities: compute the per-class probabilities (percent).
         device: where the band lives: the model's device (``cpu``, ``cuda:N``).
+        engine: ``numpy`` or ``torch`` (default: :func:`engine_namespace`'s).
     """
 
     def __init__(
@@ -97,81 +150,149 @@ class StripAccumulator:
         want_confidence: bool = False,
         want_probabilities: bool = False,
         device: str = "cpu",
+        engine: str | None = None,
     ) -> None:
-        import torch
-
-        task = spec.legend
-        self._torch = torch
-        self.device = torch.device(device)
-        self.gpu = self.device.type == "cuda"
+        xp = self.xp = engine_namespace(device, engine)
+        self.host = is_numpy(xp)
+        self.device = device
+        self.gpu = device.startswith("cuda")
         self.width, self.height = width, height
         self.k = spec.num_outputs
         self.spec = spec
         self.emit = emit
         self.tile, self.overlap = tile, overlap
         self.rows = min(tile, height)
-        self.acc = torch.zeros(
-            (self.k, self.rows, width), dtype=torch.float32, device=self.device
-        )
-        self.wsum = torch.zeros(
-            (self.rows, width), dtype=torch.float32, device=self.device
-        )
+        self.acc = xp.zeros((self.k, self.rows, width), dtype=xp.float32, device=device)
+        self.wsum = xp.zeros((self.rows, width), dtype=xp.float32, device=device)
         self.base = 0  # scene row of buffer row 0
-        self.valid: dict[int, torch.Tensor | None] = {}  # band start -> validity
+        # what the band holds (see add): rows above this scene row were written by
+        # earlier bands; in the current band (its scene row), columns left of
+        # _col_end were written by its earlier windows; the rest is stale
+        self._rows_end = 0
+        self._band_rows_end = 0
+        self._band_row = -1
+        self._col_end = 0
+        self.valid: dict[int, Any] = {}  # band start -> validity (None: none valid)
         self.want_confidence = want_confidence
         self.want_probabilities = want_probabilities
+        task = spec.legend
         self.nodata = task.nodata
         self.binary = task.binary
         # a binary task's spec carries its threshold (the Task default unless set)
         self.threshold = spec.threshold if spec.threshold is not None else 0.5
         codes = np.array([c.code for c in spec.classes], dtype=np.uint8)
-        self._codes_np = codes
-        self._codes = torch.from_numpy(codes).to(self.device)
-        self._pixels = torch.zeros(256, dtype=torch.int64, device=self.device)
-        self._weights: dict[tuple[bool, bool, bool, bool], torch.Tensor] = {}
-        self._scratch: np.ndarray | None = None  # the CPU's percent plane
+        self._codes = self.asarray(codes)
+        self._pixels = xp.zeros(256, dtype=xp.int64, device=device)
+        self._weights: dict[tuple[bool, bool, bool, bool], Any] = {}  # w, box
+        # the host's product of a window and its weights (no temporary per window)
+        self._scratch = (
+            np.empty((self.k, tile, tile), dtype=np.float32) if self.host else None
+        )
+
+    def asarray(self, a: Any) -> Any:
+        """``a`` (a NumPy array or a tensor) as an array of this engine's device.
+
+        On the host a CPU tensor is viewed, not copied.
+        """
+        if self.host:
+            return np.asarray(a)
+        return self.xp.asarray(a, device=self.device)
 
     @property
     def class_pixels(self) -> np.ndarray:
         """Pixels per output code so far (``[256]`` int64; no data not counted)."""
-        out: np.ndarray = self._pixels.cpu().numpy().copy()
+        out = _to_numpy(self._pixels).copy()
         out[self.nodata] = 0  # valid pixels never carry the no-data code
         return out
 
-    def open_band(self, row: int, valid: torch.Tensor | np.ndarray | None) -> None:
+    def open_band(self, row: int, valid: Any) -> None:
         """Register the validity of the band starting at ``row`` (None = none valid)."""
-        if isinstance(valid, np.ndarray):
-            valid = self._torch.from_numpy(valid).to(self.device)
-        self.valid[row] = valid
+        self.valid[row] = None if valid is None else self.asarray(valid)
 
-    def add(self, t: Tile, probs: torch.Tensor) -> None:
+    def add(self, t: Tile, probs: Any) -> None:
         """Blend one window's probabilities ``[K, tile, tile]`` (cropped to ``t``).
 
-        ``probs`` is a tensor on the band's device.
+        ``probs`` is an array of this engine (:meth:`asarray`) on the band's device.
         """
         if t.row > self.base:
             self.flush(t.row)
-        r0 = t.row - self.base
-        w = self._tile_weights(t)
-        rows, cols = slice(r0, r0 + t.height), slice(t.col, t.col + t.width)
-        # one fused pass: acc += probs * w
-        self.acc[:, rows, cols].addcmul_(probs[:, : t.height, : t.width], w)
-        self.wsum[rows, cols].add_(w)
+        if t.row != self._band_row:  # a new band of windows
+            self._rows_end, self._band_row, self._col_end = (
+                self._band_rows_end,
+                t.row,
+                0,
+            )
+        w, (i0, i1, j0, j1) = self._tile_weights(t)
+        # only the rows and columns with a weight > 0 (adding 0 × p changes no bit),
+        # in three blocks: rows earlier bands wrote and columns earlier windows of
+        # this band wrote get the product added; the rest, which no window wrote
+        # since the rows were finished, gets it assigned (0 + p·w is p·w, bit for
+        # bit): no zeroing of finished rows, no read of rows not yet written
+        r0, c0 = t.row - self.base + i0, t.col + j0
+        r1, c1 = r0 + i1 - i0, c0 + j1 - j0
+        fr = min(max(r0, self._rows_end - self.base), r1)
+        fc = min(max(c0, self._col_end), c1)
+        for (a, b), (c, d), assign in (
+            ((r0, fr), (c0, c1), False),
+            ((fr, r1), (c0, fc), False),
+            ((fr, r1), (fc, c1), True),
+        ):
+            if a < b and c < d:
+                self._blend(probs, w, (a, b, c, d), (r0 - i0, c0 - j0, i0, j0), assign)
+        self._col_end = max(self._col_end, c1)
+        self._band_rows_end = max(self._band_rows_end, self.base + r1)
 
-    def _tile_weights(self, t: Tile) -> torch.Tensor:
-        """The blend weights of ``t`` on the device (cached by the sides that ramp)."""
+    def _blend(
+        self,
+        probs: Any,
+        w: Any,
+        box: tuple[int, int, int, int],
+        where: tuple[int, int, int, int],
+        assign: bool,
+    ) -> None:
+        """Blend the block ``box`` (band rows ``[a, b)``, columns ``[c, d)``).
+
+        ``where``: the window's band row and column, and its first weighted row
+        and column ``(i0, j0)``, where ``w`` (its weights > 0) starts.
+        """
+        a, b, c, d = box
+        ti, tj = a - where[0], c - where[1]  # the block in the window
+        wi, wj = ti - where[2], tj - where[3]
+        acc, wsum = self.acc[:, a:b, c:d], self.wsum[a:b, c:d]
+        p = probs[:, ti : ti + b - a, tj : tj + d - c]
+        wb = w[wi : wi + b - a, wj : wj + d - c]
+        scratch = None if self._scratch is None else self._scratch[:, : b - a, : d - c]
+        if assign:
+            set_product_(acc, p, wb)
+            wsum[...] = wb
+        else:
+            add_product_(acc, p, wb, scratch)
+            wsum += wb
+
+    def _tile_weights(self, t: Tile) -> tuple[Any, tuple[int, int, int, int]]:
+        """The blend weights of ``t`` where they are > 0, on the device, and where.
+
+        Returns the weights cropped to the rows ``[i0, i1)`` and columns
+        ``[j0, j1)`` of the window outside which they are 0 (the discard margins),
+        and ``(i0, i1, j0, j1)``; cached by the sides that ramp.
+        """
         key = (
             t.row > 0,
             t.row + t.height < self.height,
             t.col > 0,
             t.col + t.width < self.width,
         )
-        w = self._weights.get(key)
-        if w is None:
+        cached = self._weights.get(key)
+        if cached is None:
             host = tile_weights(t, self.height, self.width, self.tile, self.overlap)
-            w = self._torch.from_numpy(np.array(host, dtype=np.float32)).to(self.device)
-            self._weights[key] = w
-        return w
+            rows, cols = np.flatnonzero(host.any(1)), np.flatnonzero(host.any(0))
+            if rows.size == 0:  # cannot happen for overlap < tile; keep one pixel
+                rows = cols = np.zeros(1, dtype=np.intp)
+            box = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+            crop = host[box[0] : box[1], box[2] : box[3]]
+            cached = (self.asarray(np.array(crop, dtype=np.float32)), box)
+            self._weights[key] = cached
+        return cached
 
     def flush(self, upto: int) -> None:
         """Finish rows ``[base, upto)`` and hand them to ``emit``."""
@@ -189,33 +310,31 @@ class StripAccumulator:
         # copy of the rows would cost a band's worth of memory)
         for r in range(0, keep, n):
             m = min(n, keep - r)
-            self.acc[:, r : r + m].copy_(self.acc[:, r + n : r + n + m])
-            self.wsum[r : r + m].copy_(self.wsum[r + n : r + n + m])
-        self.acc[:, keep:].zero_()
-        self.wsum[keep:].zero_()
-        self.base = upto
+            self.acc[:, r : r + m] = self.acc[:, r + n : r + n + m]
+            self.wsum[r : r + m] = self.wsum[r + n : r + n + m]
+        self.base = upto  # rows from keep on are stale: add() assigns before it adds
 
     def finish(self) -> None:
         """Finish every remaining row."""
         self.flush(self.height)
 
-    def _emit_rows(self, r0: int, r1: int, valid_band: torch.Tensor | None) -> None:
+    def _emit_rows(self, r0: int, r1: int, valid_band: Any) -> None:
         n = r1 - r0
         if n <= 0:
             return
         if valid_band is None:  # a band of windows that were all no data
             self.emit(self._blank_rows(r0, n))
             return
-        torch = self._torch
-        shape, dev = (n, self.width), self.device
-        classes = torch.empty(shape, dtype=torch.uint8, device=dev)
+        xp, dev = self.xp, self.device
+        shape = (n, self.width)
+        classes = xp.empty(shape, dtype=xp.uint8, device=dev)
         conf = prob = None
         if self.want_confidence:
-            conf = torch.empty(shape, dtype=torch.uint8, device=dev)
+            conf = xp.empty(shape, dtype=xp.uint8, device=dev)
         if self.want_probabilities:
-            prob = torch.empty((self.k, *shape), dtype=torch.uint8, device=dev)
+            prob = xp.empty((self.k, *shape), dtype=xp.uint8, device=dev)
         # on the CPU a few rows at a time: temporaries stay small (and in cache)
-        step = n if self.gpu else _CPU_CHUNK_ROWS
+        step = n if self.gpu else CHUNK_ROWS
         b0 = r0 - self.base
         for s in range(0, n, step):
             e = min(n, s + step)
@@ -230,104 +349,50 @@ class StripAccumulator:
         self.emit(self._to_host(r0, classes, conf, prob))
 
     def _finish(
-        self,
-        b0: int,
-        b1: int,
-        valid: torch.Tensor,
-        classes: torch.Tensor,
-        conf: torch.Tensor | None,
-        prob: torch.Tensor | None,
+        self, b0: int, b1: int, valid: Any, classes: Any, conf: Any, prob: Any
     ) -> None:
-        """Classes (and confidence, probabilities) of buffer rows ``[b0, b1)``."""
-        torch = self._torch
+        """Classes (and confidence, probabilities) of buffer rows ``[b0, b1)``.
+
+        The rows of the band are finished: their sums may be overwritten.
+        """
+        xp = self.xp
         wsum = self.wsum[b0:b1]
-        invalid = (wsum > 0).logical_and_(valid).logical_not_()
+        invalid = ~((wsum > 0.0) & valid)
         acc = self.acc[:, b0:b1]
         # 1 / weight sum, where a probability is needed (a class map of a
         # multi-class task needs none: the weight sum is one positive number per
         # pixel, so the argmax of the sums is the argmax of the probabilities)
-        need_inv = self.binary or conf is not None or prob is not None
-        inv = torch.reciprocal(wsum.clamp(min=1e-12)) if need_inv else wsum
+        inv = None
+        if self.binary or conf is not None or prob is not None:
+            inv = 1.0 / xp.clip(wsum, 1e-12)
         if self.binary:
             p = acc[0] * inv
-            idx = (p >= self.threshold).to(torch.uint8)
-            top = torch.maximum(p, 1.0 - p)
+            idx = xp.astype(p >= self.threshold, xp.uint8)
+            top = xp.maximum(p, 1.0 - p)
         else:
-            top, idx = self._top_class(acc)
-            if need_inv:
-                top.mul_(inv)
-        classes.copy_(self._lookup_codes(idx)).masked_fill_(invalid, self.nodata)
-        self._pixels += torch.bincount(classes.reshape(-1), minlength=256)
+            top, idx = top_class(acc)
+            if inv is not None:
+                top *= inv
+        flat = xp.take(self._codes, xp.reshape(xp.astype(idx, xp.int64), (-1,)), axis=0)
+        classes[...] = xp.reshape(flat, idx.shape)
+        fill_where_(classes, invalid, self.nodata)
+        self._pixels += bincount(classes, 256)
         if conf is not None:
-            self._to_percent(conf, top, None).masked_fill_(invalid, PERCENT_NODATA)
+            fill_where_(percent_(top, conf), invalid, PERCENT_NODATA)
         if prob is not None:
-            self._to_percent(prob, acc, inv).masked_fill_(invalid, PERCENT_NODATA)
+            fill_where_(percent_(acc, prob, inv), invalid, PERCENT_NODATA)
 
-    def _to_percent(
-        self, out: torch.Tensor, p: torch.Tensor, scale: torch.Tensor | None
-    ) -> torch.Tensor:
-        """``out`` = ``p`` (times ``scale``) as uint8 percent (:func:`_percent`).
-
-        Without ``scale``, ``p`` is a temporary of :meth:`_finish` and is
-        overwritten. On the CPU one class plane at a time, through a scratch plane
-        that stays in cache: the same values, 2.2× faster than the tensor
-        expression on one core (measured on ``[9, 32, 6000]`` rows, ``taskset -c 0``).
-        """
-        if self.gpu:
-            return out.copy_(_percent(p if scale is None else p * scale))
-        if scale is None:
-            _percent_host(p.numpy(), out.numpy())
-            return out
-        if self._scratch is None:  # rows come in chunks of at most this many
-            self._scratch = np.empty((_CPU_CHUNK_ROWS, self.width), dtype=np.float32)
-        tmp = self._scratch[: p.shape[1]]
-        s = scale.numpy()
-        for src, dst in zip(p.numpy(), out.numpy(), strict=True):
-            np.multiply(src, s, out=tmp)
-            _percent_host(tmp, dst)
-        return out
-
-    def _top_class(self, acc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Top value and first index of it over the classes of ``acc [K, n, W]``."""
-        if self.gpu:
-            top, idx = acc.max(dim=0)
-            return top, idx.to(self._torch.uint8)
-        top_np, idx_np = top_class_numpy(acc.numpy())
-        return self._torch.from_numpy(top_np), self._torch.from_numpy(idx_np)
-
-    def _lookup_codes(self, idx: torch.Tensor) -> torch.Tensor:
-        """Output codes of class indices (uint8)."""
-        if self.gpu:
-            return self._codes[idx.long()]
-        return self._torch.from_numpy(np.take(self._codes_np, idx.numpy()))
-
-    def _to_host(
-        self,
-        row: int,
-        classes: torch.Tensor,
-        conf: torch.Tensor | None,
-        prob: torch.Tensor | None,
-    ) -> Rows:
+    def _to_host(self, row: int, classes: Any, conf: Any, prob: Any) -> Rows:
         """The finished rows as host arrays (asynchronous copies from a GPU)."""
         if not self.gpu:
             return Rows(
                 row,
-                classes.numpy(),
-                None if conf is None else conf.numpy(),
-                None if prob is None else prob.numpy(),
+                _to_numpy(classes),
+                None if conf is None else _to_numpy(conf),
+                None if prob is None else _to_numpy(prob),
             )
-        torch = self._torch
-        host = [
-            None if t is None else torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
-            for t in (classes, conf, prob)
-        ]
-        for dst, src in zip(host, (classes, conf, prob), strict=True):
-            if dst is not None and src is not None:
-                dst.copy_(src, non_blocking=True)
-        event = torch.cuda.Event()
-        event.record(torch.cuda.current_stream(self.device))
-        arrays = [None if h is None else h.numpy() for h in host]
-        return Rows(row, arrays[0], arrays[1], arrays[2], ready=event)  # type: ignore[arg-type]
+        arrays, event = _copy_to_pinned((classes, conf, prob), self.device)
+        return Rows(row, arrays[0], arrays[1], arrays[2], ready=event)
 
     def _blank_rows(self, row: int, n: int) -> Rows:
         """Rows of a band whose windows were all no data."""
@@ -344,50 +409,39 @@ class StripAccumulator:
         )
 
 
-def top_class_numpy(acc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Top value and the first index of it along axis 0 of ``acc [K, n, W]``.
+def _to_numpy(a: Any) -> np.ndarray:
+    """A host array of ``a`` (a NumPy array, or a CPU tensor viewed without a copy)."""
+    if isinstance(a, np.ndarray):
+        return a
+    return np.asarray(a.cpu())
 
-    The same result as ``acc.max(0), acc.argmax(0)`` (ties go to the lower index),
-    about eight times faster on one CPU core: element-wise maxima over cache-sized
-    chunks of rows, where NumPy's argmax over a leading axis is scalar code.
 
-    Returns:
-        ``(top [n, W] float32, index [n, W] uint8)``.
+def _copy_to_pinned(arrays: tuple[Any, ...], device: str) -> tuple[list[Any], Any]:
+    """Asynchronous copies of GPU tensors into page-locked host memory.
+
+    Returns the host arrays (None stays None) and the CUDA event after the copies.
     """
-    k, n, w = acc.shape
-    top = np.empty((n, w), dtype=acc.dtype)
-    idx = np.zeros((n, w), dtype=np.uint8)
-    chunk = max(1, min(n, _CPU_CHUNK_ROWS))
-    gt = np.empty((chunk, w), dtype=bool)
-    step = np.empty((chunk, w), dtype=np.uint8)
-    for r in range(0, n, chunk):
-        e = min(n, r + chunk)
-        best, ix, g, s = top[r:e], idx[r:e], gt[: e - r], step[: e - r]
-        np.copyto(best, acc[0, r:e])
-        for c in range(1, k):
-            a = acc[c, r:e]
-            np.greater(a, best, out=g)  # strictly: the first maximum wins
-            np.maximum(best, a, out=best)
-            # ix = where(g, c, ix) in three uint8 passes (np.where/putmask are slower)
-            np.subtract(c, ix, out=s)
-            np.multiply(s, g, out=s)
-            ix += s
-    return top, idx
-
-
-def _percent(p: torch.Tensor) -> torch.Tensor:
-    """Probabilities as uint8 percent (rounded half to even, as ``np.rint``)."""
     import torch
 
-    return p.clamp(0.0, 1.0).mul_(100.0).round_().to(torch.uint8)
+    host = [
+        None if t is None else torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+        for t in arrays
+    ]
+    for dst, src in zip(host, arrays, strict=True):
+        if dst is not None and src is not None:
+            dst.copy_(src, non_blocking=True)
+    event = torch.cuda.Event()
+    event.record(torch.cuda.current_stream(device))
+    return [None if h is None else h.numpy() for h in host], event
 
 
-def _percent_host(p: np.ndarray, out: np.ndarray) -> None:
-    """:func:`_percent` on the host: ``out`` (uint8) from ``p`` (float32, clobbered)."""
-    np.clip(p, 0.0, 1.0, out=p)
-    np.multiply(p, 100.0, out=p)
-    np.rint(p, out=p)
-    np.copyto(out, p, casting="unsafe")
-
-
-__all__ = ["Emit", "Rows", "StripAccumulator", "top_class_numpy"]
+__all__ = [
+    "ENGINES",
+    "ENGINE_ENV",
+    "Emit",
+    "Rows",
+    "StripAccumulator",
+    "engine_namespace",
+    "pipeline_engine",
+    "top_class_numpy",
+]

@@ -24,6 +24,11 @@ class StageClock:
     when a stage returns, unless ``sync`` is set: then the device is synchronised
     at the end of every device stage (per-stage figures for a profile; slower).
 
+    ``seconds`` is wall-clock time; ``cpu_seconds`` is the CPU time of the thread
+    that ran the stage (:func:`time.thread_time`): on a loaded machine, or with
+    the reader, main and writer threads sharing one core, a stage's wall time
+    includes the time the other threads ran, its CPU time does not.
+
     Args:
         sync: a function that waits for the device (None: do not wait).
     """
@@ -43,24 +48,26 @@ class StageClock:
 
     def __init__(self, sync: Callable[[], None] | None = None) -> None:
         self.seconds = dict.fromkeys(self.STAGES, 0.0)
+        self.cpu_seconds = dict.fromkeys(self.STAGES, 0.0)
         self._sync = sync
         self._lock = threading.Lock()
 
-    def add(self, stage: str, seconds: float) -> None:
-        """Add ``seconds`` to ``stage``."""
+    def add(self, stage: str, seconds: float, cpu_seconds: float = 0.0) -> None:
+        """Add ``seconds`` (wall) and ``cpu_seconds`` (thread CPU) to ``stage``."""
         with self._lock:
             self.seconds[stage] += seconds
+            self.cpu_seconds[stage] += cpu_seconds
 
     @contextlib.contextmanager
     def stage(self, name: str, device: bool = False) -> Iterator[None]:
         """Time the block as ``name`` (``device``: synchronise first when profiling)."""
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         try:
             yield
         finally:
             if device and self._sync is not None:
                 self._sync()
-            self.add(name, time.perf_counter() - t0)
+            self.add(name, time.perf_counter() - t0, time.thread_time() - c0)
 
 
 def device_sync(device: str) -> Callable[[], None] | None:

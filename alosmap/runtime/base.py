@@ -14,14 +14,18 @@ the file, or one that is not installed, is an error that says what to run instea
 Precision (``precision=None`` means the backend's natural one):
 
 * torch: ``fp32`` (default), ``bf16`` or ``fp16`` through ``torch.autocast``;
-  ``fp16`` only on CUDA. ``bf16`` also works on the CPU, where it is fast only on
-  CPUs with native bf16 (AVX512-BF16/AMX). Softmax is always computed in fp32.
+  ``fp16`` only on CUDA. ``bf16`` also works on the CPU, but only CPUs with native
+  bf16 (AVX512-BF16/AMX) take it: elsewhere it would run up to 150x slower than fp32,
+  so it is refused (:func:`~alosmap.runtime.probe.precision_problem`; CUDA by compute
+  capability). Softmax is always computed in fp32.
 * onnx: the file decides (``alosmap export onnx`` writes fp32 or fp16 graphs);
   ``fp16`` with an fp32 file asks the TensorRT execution provider to build in fp16.
 * tensorrt: fixed when the engine is built; only ``None`` is accepted.
 
-The tensor protocol (:class:`Runtime`): ``run`` takes normalised tiles
-``[B, 1, H, W]`` as a torch tensor, on the runtime's device (used as it is) or on the
+The array protocol (:class:`Runtime`): :attr:`Runtime.array_kind` says what ``run``
+works on: ``numpy`` (ONNX Runtime on the CPU: NumPy arrays in and out, no PyTorch
+imported) or ``torch``. ``run`` takes normalised tiles ``[B, 1, H, W]`` of that kind;
+a torch tensor may lie on the runtime's device (used as it is) or on the
 CPU (copied to the device with ``non_blocking=True``; pinning host memory is the
 caller's business), and returns probabilities ``[B, K, H, W]`` float32 on the
 runtime's device, computed there by :func:`logits_to_probs`. The result may be a view
@@ -37,7 +41,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -69,7 +73,8 @@ SUFFIX_BACKEND = {
 BACKEND_MODULES = {"torch": "torch", "onnx": "onnxruntime", "tensorrt": "tensorrt"}
 #: The one line a user sees when a backend is missing.
 INSTALL_HINTS = {
-    "torch": "PyTorch is not installed: pip install torch",
+    "torch": "PyTorch is not installed, and .safetensors models need it: pip install "
+    "'alosmap[torch]' (or map with an .onnx model)",
     "onnx": "ONNX Runtime is not installed: pip install onnxruntime-gpu (Linux and "
     "Windows x86-64; it also runs on the CPU) or pip install onnxruntime (elsewhere)",
     "tensorrt": "TensorRT is not installed: pip install 'alosmap[tensorrt]'",
@@ -118,12 +123,18 @@ class Runtime(Protocol):
         """Intra-op CPU threads (None where the backend runs on the GPU only)."""
         ...
 
-    def run(self, batch: torch.Tensor) -> torch.Tensor:
+    @property
+    def array_kind(self) -> str:
+        """What :meth:`run` takes and returns: ``numpy`` (host) or ``torch``."""
+        ...
+
+    def run(self, batch: Any) -> Any:
         """Probabilities ``[B, K, H, W]`` float32 for normalised tiles ``[B, 1, H, W]``.
 
-        ``batch`` is on this runtime's device or on the CPU; the result is on the
-        runtime's device and may be a view of a reused buffer, valid until the next
-        call (see the module docstring for the CUDA stream order).
+        ``batch`` is of :attr:`array_kind` (a torch tensor on this runtime's device or
+        on the CPU); the result is of the same kind, on the runtime's device, and may
+        be a view of a reused buffer, valid until the next call (see the module
+        docstring for the CUDA stream order).
         """
         ...
 
@@ -132,18 +143,61 @@ class Runtime(Protocol):
         ...
 
 
-def logits_to_probs(logits: torch.Tensor) -> torch.Tensor:
+def logits_to_probs(logits: Any) -> Any:
     """Softmax over dim 1, or the sigmoid when there is one channel (float32).
 
-    Computed where ``logits`` lie (any float dtype; the maths is float32). The result is
-    a new tensor, never ``logits`` itself.
+    Computed where ``logits`` lie, in their library (a NumPy array or a torch tensor;
+    any float dtype; the maths is float32). The result is a new array, never
+    ``logits`` itself.
     """
+    if isinstance(logits, np.ndarray):
+        return _numpy_probs(logits)
     import torch
 
     x = logits.float()
     if x.shape[1] == 1:
         return torch.sigmoid(x)
     return torch.softmax(x, dim=1)
+
+
+def _numpy_probs(logits: np.ndarray) -> np.ndarray:
+    """:func:`logits_to_probs` in NumPy (float32, a new array)."""
+    x = np.array(logits, dtype=np.float32)  # a copy: the result is never ``logits``
+    if x.shape[1] == 1:
+        np.negative(x, out=x)
+        with np.errstate(over="ignore"):  # exp(large) = inf: the probability is 0
+            np.exp(x, out=x)
+        x += 1.0
+        return np.reciprocal(x, out=x)
+    x -= x.max(axis=1, keepdims=True)
+    np.exp(x, out=x)
+    x /= x.sum(axis=1, keepdims=True)
+    return x
+
+
+def check_tile_shape(shape: tuple[int, ...], spec: ModelSpec) -> None:
+    """Check a batch's shape against the model's ``[B, in_chans, tile, tile]``.
+
+    Raises:
+        SpecMismatchError: another shape.
+    """
+    tile, chans = spec.tile_size, spec.arch.in_chans
+    if len(shape) != 4 or tuple(shape[1:]) != (chans, tile, tile):
+        raise SpecMismatchError(
+            f"the model takes tiles [B, {chans}, {tile}, {tile}], got {list(shape)}"
+        )
+
+
+def host_batch(batch: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """``batch`` as a C-contiguous float32 NumPy array, checked against ``spec``.
+
+    No copy where it already is one.
+
+    Raises:
+        SpecMismatchError: not ``[B, 1, tile, tile]`` with the model's tile.
+    """
+    check_tile_shape(batch.shape, spec)
+    return np.ascontiguousarray(batch, dtype=np.float32)
 
 
 def device_batch(
@@ -166,12 +220,7 @@ def device_batch(
             f"Runtime.run takes a torch.Tensor, got {type(batch).__name__}; use "
             "alosmap.runtime.base.run_numpy for NumPy arrays"
         )
-    tile, chans = spec.tile_size, spec.arch.in_chans
-    if batch.ndim != 4 or tuple(batch.shape[1:]) != (chans, tile, tile):
-        raise SpecMismatchError(
-            f"the model takes tiles [B, {chans}, {tile}, {tile}], got "
-            f"{list(batch.shape)}"
-        )
+    check_tile_shape(tuple(batch.shape), spec)
     x = batch.detach().to(device=device, dtype=torch.float32, non_blocking=True)
     return x.contiguous()
 
@@ -180,8 +229,11 @@ def run_numpy(rt: Runtime, batch: np.ndarray) -> np.ndarray:
     """Probabilities of ``batch`` (NumPy in, float32 NumPy out, always a copy).
 
     For tests, parity checks and the benchmark; the pipeline keeps tensors on the
-    device and calls :meth:`Runtime.run` itself.
+    device and calls :meth:`Runtime.run` itself. A ``numpy`` runtime runs the array
+    as it is (no PyTorch imported).
     """
+    if getattr(rt, "array_kind", "torch") == "numpy":  # a fake may leave it out
+        return np.array(rt.run(np.ascontiguousarray(batch, dtype=np.float32)))
     import torch
 
     x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))

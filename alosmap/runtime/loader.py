@@ -21,7 +21,22 @@ from alosmap.runtime.base import (
     resolve_backend,
 )
 
-__all__ = ["load_runtime"]
+__all__ = ["check_native_precision", "load_runtime"]
+
+
+def check_native_precision(precision: str | None, device: str, backend: str) -> None:
+    """Refuse a 16-bit precision this device does not run natively (one line).
+
+    See :func:`~alosmap.runtime.probe.precision_problem`.
+
+    Raises:
+        BackendOptionError: naming the precision and why it is refused.
+    """
+    from alosmap.runtime.probe import precision_problem
+
+    why = precision_problem(precision, device, backend)
+    if why is not None:
+        raise BackendOptionError(f"--precision {precision} refused: {why}")
 
 
 def load_runtime(
@@ -55,7 +70,8 @@ def load_runtime(
         ModelFileError: unknown or unreadable model file, or a backend/file mismatch.
         BackendUnavailableError: the backend or the device is not available here.
         BackendOptionError: a precision, device or ``compile`` the backend cannot
-            honour.
+            honour, or a 16-bit precision the device has no native arithmetic for
+            (:func:`check_native_precision`).
     """
     path = Path(model_path)
     if not path.is_file():
@@ -63,6 +79,7 @@ def load_runtime(
     device = check_device(device)
     precision = check_precision(precision)
     name = resolve_backend(path, backend)
+    check_native_precision(precision, device, name)
     if compile and name != "torch":
         raise BackendOptionError(
             f"--compile is for the torch backend (torch.compile); {path.name} runs "

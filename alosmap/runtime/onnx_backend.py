@@ -13,12 +13,17 @@ Execution providers, in order of preference:
   ONNX Runtime versions, the precision and the profile), so the engine is built once,
   not at every start.
 
-Tensors (the protocol of :mod:`alosmap.runtime.base`): on the CPU the batch goes to
-``session.run`` as ``tensor.numpy()`` (no copy for a contiguous float32 CPU tensor)
-and the logits come back as a tensor. On the GPU input and output are bound to PyTorch
-device memory (IO binding with ``data_ptr()``): the batch as it lies on the device,
-the logits into a buffer kept for the next batches; the softmax/sigmoid
-(:func:`~alosmap.runtime.base.logits_to_probs`) then runs in PyTorch on the device.
+Arrays (the protocol of :mod:`alosmap.runtime.base`): on the CPU a NumPy batch goes to
+``session.run`` as it is and the probabilities come back as a NumPy array, computed
+in NumPy (:func:`~alosmap.runtime.base.logits_to_probs`): this path imports no
+PyTorch, so ``pip install alosmap`` maps with ``.onnx`` models on ONNX Runtime alone
+(:attr:`OnnxRuntime.array_kind` is ``numpy``). A torch tensor on the CPU takes the
+same path (``tensor.numpy()``: no copy for a contiguous float32 CPU tensor) and its
+probabilities, the same numbers, come back as a tensor. On the GPU input and output
+are bound to PyTorch device memory (IO binding with ``data_ptr()``): the batch as it
+lies on the device, the logits into a buffer kept for the next batches; the
+softmax/sigmoid (:func:`~alosmap.runtime.base.logits_to_probs`) then runs in PyTorch
+on the device.
 Nothing crosses to the host. Both GPU providers run on a CUDA stream of PyTorch made
 for the session (the ``user_compute_stream`` provider option), which waits for the
 caller's current stream before each run, and the current stream waits for it after;
@@ -46,12 +51,11 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from alosmap._imports import lazy_import
+from alosmap._imports import lazy_import, require_torch
 from alosmap.errors import BackendOptionError, BackendUnavailableError, ModelFileError
 from alosmap.runtime.base import (
     cache_dir,
@@ -60,10 +64,14 @@ from alosmap.runtime.base import (
     device_batch,
     device_index,
     file_sha256,
+    host_batch,
     logits_to_probs,
     physical_cores,
 )
-from alosmap.spec import SPEC_KEY, ModelSpec
+from alosmap.spec import SPEC_KEY, ModelSpec, read_onnx_props
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -78,10 +86,10 @@ DEFAULT_MAX_BATCH = 64
 #: The first ONNX Runtime whose CUDA and TensorRT EPs take ``user_compute_stream``
 #: from Python.
 USER_STREAM_MIN_ORT = (1, 18)
-#: Graph I/O element types: ONNX type name → (NumPy, PyTorch) dtype.
-_ELEMENT_TYPES: dict[str, tuple[Any, torch.dtype]] = {
-    "tensor(float)": (np.float32, torch.float32),
-    "tensor(float16)": (np.float16, torch.float16),
+#: Graph I/O element types: ONNX type name → NumPy dtype (the same name in PyTorch).
+_ELEMENT_TYPES: dict[str, Any] = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
 }
 
 
@@ -241,9 +249,10 @@ def session_stream(device: str) -> torch.cuda.Stream:
     """A new CUDA stream of PyTorch on ``device`` for ONNX Runtime to run on.
 
     Raises:
-        BackendUnavailableError: PyTorch sees no such GPU (a CPU build of PyTorch, or
-            no GPU at all).
+        BackendUnavailableError: PyTorch is not installed, or sees no such GPU (a CPU
+            build of PyTorch, or no GPU at all).
     """
+    torch = require_torch(f"--device {device} with an .onnx model")
     if torch.version.cuda is None:
         raise BackendUnavailableError(
             f"--device {device}: this PyTorch ({torch.__version__}) is a CPU build, "
@@ -449,14 +458,17 @@ def read_onnx_metadata(path: Path) -> dict[str, str]:
         ModelFileError: not a readable ONNX file, or external data ONNX Runtime
             would refuse.
     """
-    onnx = lazy_import("onnx")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise ModelFileError(f"{path}: not a readable ONNX model ({exc})") from exc
-    check_external_data(model, path)
-    meta = {p.key: p.value for p in model.metadata_props}
-    meta["__input__"] = model.graph.input[0].name if model.graph.input else "input"
+    meta, first_input = read_onnx_props(path)
+    # a tensor's external data is named by a "location" entry: a file without those
+    # bytes has none, and needs no graph walk (nor the onnx package: ~0.7 CPU s)
+    if b"location" in Path(path).read_bytes():
+        onnx = lazy_import("onnx")
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:
+            raise ModelFileError(f"{path}: not a readable ONNX model ({exc})") from exc
+        check_external_data(model, path)
+    meta["__input__"] = first_input
     return meta
 
 
@@ -526,11 +538,13 @@ class OnnxRuntime:
         self._check_active(wanted, notes)
         inp, outp = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self.input_name, self.output_name = inp.name, outp.name
-        self._in_np, self._in_dtype = _element_type(inp, self.path)
-        self._out_np, self._out_dtype = _element_type(outp, self.path)
+        self._in_np = _element_type(inp, self.path)
+        self._out_np = _element_type(outp, self.path)
         self._io_device = "cuda" if gpu else "cpu"
         self._device_id = device_index(self.device)
-        self._torch_device = torch.device(self._io_device, self._device_id)
+        #: the batches :meth:`run` is given: NumPy arrays on the CPU, torch tensors
+        #: in device memory on a GPU
+        self.array_kind = "torch" if gpu else "numpy"
         self._io = gpu or bool(io_binding)
         self._binding: Any = self.session.io_binding() if self._io else None
         #: logits buffer of the bound runs (the largest batch so far)
@@ -697,45 +711,68 @@ class OnnxRuntime:
                 "ONNX Runtime's TensorRT EP did not load%s; using the CUDA EP", why
             )
 
-    def run(self, batch: torch.Tensor) -> torch.Tensor:
+    def run(self, batch: Any) -> Any:
         """Probabilities ``[B, K, H, W]`` for normalised tiles ``[B, 1, H, W]``.
 
-        Float32, on this runtime's device; see the module docstring.
+        Float32, on this runtime's device, of the batch's kind: a NumPy array for a
+        NumPy batch (CPU only), a torch tensor for a tensor; see the module
+        docstring.
         """
         if self.session is None:
             raise BackendUnavailableError("this ONNX Runtime session was closed")
-        x = device_batch(batch, self._torch_device, self.spec).to(self._in_dtype)
+        if isinstance(batch, np.ndarray):
+            return self._run_numpy(batch)
+        import torch
+
+        if self._io_device == "cpu" and isinstance(batch, torch.Tensor):
+            # the host path whatever the batch's kind: the same numbers for both
+            host = batch.detach().to("cpu").numpy()
+            return torch.from_numpy(self._run_numpy(host))
+        dev = torch.device(self._io_device, self._device_id)
+        x = device_batch(batch, dev, self.spec).to(getattr(torch, self._in_np.__name__))
+        return logits_to_probs(self._run_bound(x))
+
+    def _run_numpy(self, batch: np.ndarray) -> np.ndarray:
+        """The NumPy path of :meth:`run` (ONNX Runtime on the CPU; no PyTorch)."""
+        if self._io_device != "cpu":
+            raise TypeError(
+                f"ONNX Runtime on {self.device} runs torch tensors in device memory; "
+                "NumPy batches run on the CPU (--device cpu)"
+            )
+        x = host_batch(batch, self.spec).astype(self._in_np, copy=False)
         if self._io:
-            logits = self._run_bound(x)
+            binding = self._binding
+            binding.bind_cpu_input(self.input_name, x)
+            binding.bind_output(self.output_name, "cpu")
+            self.session.run_with_iobinding(binding)
+            out = binding.copy_outputs_to_cpu()[0]
         else:
-            (out,) = self.session.run([self.output_name], {self.input_name: x.numpy()})
-            logits = torch.from_numpy(out)
-        return logits_to_probs(logits)
+            (out,) = self.session.run([self.output_name], {self.input_name: x})
+        return logits_to_probs(out)
 
     def _run_bound(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of ``x`` through IO binding, in the reused buffer (see the module).
 
-        ``x`` is contiguous, of the graph input's dtype, on ``self._torch_device``.
+        ``x`` is contiguous, of the graph input's dtype, on the runtime's GPU.
         """
+        import torch
+
         n = x.shape[0]
+        dev = torch.device(self._io_device, self._device_id)
         if self._out is None or self._out.shape[0] < n:
             k, tile = self.spec.num_outputs, self.spec.tile_size
-            self._out = torch.empty(
-                (n, k, tile, tile), dtype=self._out_dtype, device=self._torch_device
-            )
+            dtype = getattr(torch, self._out_np.__name__)
+            self._out = torch.empty((n, k, tile, tile), dtype=dtype, device=dev)
         out = self._out[:n]
         binding = self._binding
-        dev = (self._io_device, self._device_id)
+        where = (self._io_device, self._device_id)
         binding.bind_input(
-            self.input_name, *dev, self._in_np, tuple(x.shape), x.data_ptr()
+            self.input_name, *where, self._in_np, tuple(x.shape), x.data_ptr()
         )
         binding.bind_output(
-            self.output_name, *dev, self._out_np, tuple(out.shape), out.data_ptr()
+            self.output_name, *where, self._out_np, tuple(out.shape), out.data_ptr()
         )
-        if self._io_device == "cpu":
-            self.session.run_with_iobinding(binding)
-            return out
-        current = torch.cuda.current_stream(self._torch_device)
+        current = torch.cuda.current_stream(dev)
         if self._stream is None:  # ONNX Runtime runs on a stream of its own
             current.synchronize()
             self.session.run_with_iobinding(binding)
@@ -753,8 +790,8 @@ class OnnxRuntime:
         self._stream = None
 
 
-def _element_type(arg: Any, path: Path) -> tuple[Any, torch.dtype]:
-    """The NumPy and PyTorch dtypes of a graph input or output (float32 or fp16).
+def _element_type(arg: Any, path: Path) -> Any:
+    """The NumPy dtype of a graph input or output (float32 or float16).
 
     Raises:
         ModelFileError: another element type.
@@ -771,6 +808,8 @@ def _element_type(arg: Any, path: Path) -> tuple[Any, torch.dtype]:
 def _gpu_name(device: str) -> str:
     """The GPU's name through PyTorch when it sees the GPU, else ``gpuN``."""
     try:
+        import torch
+
         if torch.cuda.is_available():
             return str(torch.cuda.get_device_name(device_index(device)))
     except Exception as exc:  # any failure only makes the cache key less specific

@@ -1,13 +1,34 @@
-"""What can run here: backends, execution providers, devices (``alosmap info``).
+"""What can run here: backends, execution providers, devices, native precisions.
 
-:func:`describe_backends` imports each installed backend and, with ``probe=True``,
-checks each ONNX Runtime execution provider by opening a one-node session with it:
-``onnxruntime.get_available_providers()`` lists the providers the wheel was built
-with, not the ones whose libraries (CUDA, cuDNN, TensorRT) and GPU are present.
+:func:`describe_backends` (``alosmap info``) imports each installed backend and, with
+``probe=True``, checks each ONNX Runtime execution provider by opening a one-node
+session with it: ``onnxruntime.get_available_providers()`` lists the providers the
+wheel was built with, not the ones whose libraries (CUDA, cuDNN, TensorRT) and GPU
+are present.
+
+:func:`precision_problem` says why a 16-bit precision is not native on a device, so
+that it is refused before any work instead of running many times slower than fp32:
+
+* CPU, bf16 (torch): native only with AVX512-BF16 or AMX-BF16 in the CPU's flags and
+  oneDNN allowed to use them (``ONEDNN_MAX_CPU_ISA`` not capped below
+  ``AVX512_CORE_BF16``). Measured on the development machine (AMD EPYC with
+  AVX512-BF16), two 64-channel 3×3 convolutions on 2×128² plus a linear layer, one
+  core, CPU seconds fp32 / bf16: 0.093 / 0.037 as it is; 0.119 / 13.5 with
+  ``ONEDNN_MAX_CPU_ISA=AVX2`` (no bf16 instructions: PyTorch's slow reference
+  convolution, the 150× trap of an AVX2-only CPU); 0.104 / 0.173 with
+  ``AVX512_CORE`` (bf16 emulated). ``ATEN_CPU_CAPABILITY=avx2`` changes nothing
+  (0.103 / 0.041): the convolutions and matmuls are oneDNN's.
+* CPU, fp16: PyTorch refuses it itself (no fast fp16 kernels); an fp16 ``.onnx``
+  export runs on ONNX Runtime's CPU provider about as fast as fp32 (measured: the
+  small demo model, 4 tiles, one core, 0.26 / 0.26-0.27 CPU s), so it is accepted.
+* CUDA: bf16 from compute capability 8.0 (Ampere); fp16 from 7.0 (tensor cores) and
+  on 5.3, 6.0 and 6.2, the older GPUs with full-rate fp16 (6.1, consumer Pascal, runs
+  fp16 at 1/64 of its fp32 rate).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -28,11 +49,30 @@ def _version(*dists: str) -> str | None:
     return None
 
 
-def cpu_info() -> dict[str, Any]:
-    """Cores, default threads and native bf16 support of this CPU."""
+#: CPU flags (``/proc/cpuinfo``) of native bf16 arithmetic.
+BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+#: ``ONEDNN_MAX_CPU_ISA`` caps under which oneDNN uses no bf16 instructions.
+ONEDNN_NO_BF16 = frozenset(
+    {
+        "SSE41",
+        "AVX",
+        "AVX2",
+        "AVX2_VNNI",
+        "AVX2_VNNI_2",
+        "AVX512_CORE",
+        "AVX512_CORE_VNNI",
+    }
+)
+#: CUDA compute capabilities below 7.0 with full-rate fp16 arithmetic.
+_OLD_FP16_GPUS = frozenset({(5, 3), (6, 0), (6, 2)})
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_model_and_flags() -> tuple[str, frozenset[str]]:
+    """This CPU's model name and flags (``/proc/cpuinfo``; no flags elsewhere)."""
     import platform
 
-    flags: set[str] = set()
+    flags: frozenset[str] = frozenset()
     model = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -40,16 +80,96 @@ def cpu_info() -> dict[str, Any]:
                 if line.startswith("model name"):
                     model = line.split(":", 1)[1].strip()
                 elif line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
+                    flags = frozenset(line.split(":", 1)[1].split())
                     break
     except OSError:
         pass
+    return model, flags
+
+
+def cpu_bf16_problem() -> str | None:
+    """Why bf16 is not native on this CPU for PyTorch (None: it is).
+
+    See the module docstring: the CPU's flags, and oneDNN's ISA cap.
+    """
+    model, flags = cpu_model_and_flags()
+    if not flags & BF16_CPU_FLAGS:
+        return (
+            f"this CPU ({model}) has no native bf16 (AVX512-BF16 or AMX), where bf16 "
+            "runs up to 150x slower than fp32"
+        )
+    for var in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        cap = os.environ.get(var, "").strip().upper()
+        if cap in ONEDNN_NO_BF16:
+            return (
+                f"{var}={cap} keeps oneDNN from this CPU's bf16 instructions, where "
+                "bf16 runs up to 150x slower than fp32"
+            )
+    return None
+
+
+def cuda_precision_problem(precision: str, device: str) -> str | None:
+    """Why ``precision`` (bf16/fp16) is not native on the GPU ``device`` (None: it is).
+
+    None too where PyTorch or the GPU is missing: opening the runtime says so.
+    """
+    try:
+        import torch
+    except ImportError:
+        return None
+    index = int(device.split(":", 1)[1]) if ":" in device else 0
+    try:
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            return None
+        major, minor = torch.cuda.get_device_capability(index)
+        name = torch.cuda.get_device_name(index)
+    except Exception as exc:  # a broken driver: the runtime reports it
+        logger.debug("CUDA capability unavailable: %s", exc)
+        return None
+    cc = (major, minor)
+    if precision == "bf16" and cc < (8, 0):
+        return (
+            f"{name} (compute capability {major}.{minor}) has no native bf16 "
+            "(8.0 and later have it); use fp16 or fp32"
+        )
+    if precision == "fp16" and cc < (7, 0) and cc not in _OLD_FP16_GPUS:
+        return (
+            f"{name} (compute capability {major}.{minor}) has no full-rate fp16 "
+            "(7.0 and later have it); use fp32"
+        )
+    return None
+
+
+def precision_problem(precision: str | None, device: str, backend: str) -> str | None:
+    """Why ``precision`` is not native for ``backend`` on ``device`` (None: it is).
+
+    Only the speed trap is judged here (see the module docstring); what a backend
+    cannot run at all (bf16 on ONNX Runtime, fp16 in PyTorch on the CPU) its runtime
+    refuses itself.
+
+    Args:
+        precision: ``fp32``, ``bf16``, ``fp16`` or None (the backend's default).
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        backend: the resolved backend: ``torch``, ``onnx`` or ``tensorrt``.
+    """
+    if precision in (None, "fp32") or backend == "tensorrt":
+        return None
+    if device.startswith("cuda"):
+        return cuda_precision_problem(precision, device)
+    if precision == "bf16" and backend == "torch":
+        return cpu_bf16_problem()
+    return None
+
+
+def cpu_info() -> dict[str, Any]:
+    """Cores, default threads and native bf16 support of this CPU."""
+    model, _ = cpu_model_and_flags()
     return {
         "model": model,
         "logical": os.cpu_count() or 1,
         "physical": physical_cores(),
         "default_threads": physical_cores(),
-        "native_bf16": bool(flags & {"avx512_bf16", "amx_bf16"}),
+        "native_bf16": cpu_bf16_problem() is None,
     }
 
 
@@ -70,9 +190,11 @@ def _torch_info() -> dict[str, Any]:
                 }
             )
     devices = ["cpu"] + [g["device"] for g in gpus]
-    precisions = {"cpu": ["fp32", "bf16"]}
+    precisions = {"cpu": ["fp32"] + (["bf16"] if cpu_bf16_problem() is None else [])}
     if gpus:
-        precisions["cuda"] = ["fp32", "fp16"] + (["bf16"] if gpus[0]["bf16"] else [])
+        precisions["cuda"] = ["fp32"] + [
+            p for p in ("fp16", "bf16") if cuda_precision_problem(p, "cuda") is None
+        ]
     return {
         "name": "torch",
         "installed": True,

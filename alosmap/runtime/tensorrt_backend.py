@@ -252,6 +252,8 @@ class TensorRTRuntime:
     """
 
     name = "tensorrt"
+    #: :meth:`run` works on torch tensors (see :class:`~alosmap.runtime.base.Runtime`)
+    array_kind = "torch"
     #: Fixed when the engine is built (the sidecar records it), not chosen here.
     precision: str | None = None
     #: TensorRT runs on the GPU; no CPU thread count applies.

@@ -6,7 +6,8 @@ while the model runs, so GPU fp32 is a reference, not TF32); ``bf16`` and ``fp16
 reductions such as LayerNorm and the final softmax in fp32). ``fp16`` needs CUDA;
 ``bf16`` also runs on the CPU, where it pays off only on CPUs with native bf16
 (AVX512-BF16 or AMX): on the development machine's AMD EPYC, 1.46× the fp32
-throughput at batch 8 for the small preset, 99.9 % argmax agreement.
+throughput at batch 8 for the small preset, 99.9 % argmax agreement. Elsewhere it is
+refused before the model is loaded (:func:`~alosmap.runtime.loader.load_runtime`).
 
 ``compile=True`` wraps the model in ``torch.compile``. Compilation happens at the first
 batch (about 70 s for the small preset on one CPU core, for a 2 % gain there) and again
@@ -57,6 +58,8 @@ class TorchRuntime:
     """
 
     name = "torch"
+    #: :meth:`run` works on torch tensors (see :class:`~alosmap.runtime.base.Runtime`)
+    array_kind = "torch"
 
     def __init__(
         self,

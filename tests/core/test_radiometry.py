@@ -104,3 +104,32 @@ def test_guess_units_mostly_positive_db():
     db = np.array([1.0, 2.0, 3.0, 4.0, -1.0] * 40, dtype=np.float32)
     assert guess_units(db) == "db"
     assert math.isnan(float(dn_to_db(0)))
+
+
+@pytest.mark.parametrize("units", ["dn", "db", "linear"])
+def test_model_input_is_one_formula_on_numpy_and_torch(units):
+    """The host (NumPy) and device (torch) engines convert strips alike."""
+    torch = pytest.importorskip("torch")
+    from alosmap.radiometry import Radiometry, model_input
+
+    rng = np.random.default_rng(3)
+    rad = Radiometry(clip_db=(-30.0, 5.0), mean_db=-12.0, std_db=7.0)
+    dn = rng.integers(0, 40000, size=(37, 53)).astype(np.uint16)  # 0: no data
+    raw = {
+        "dn": dn,
+        "db": dn_to_db(dn),
+        "linear": db_to_linear(dn_to_db(dn)),
+    }[units]
+    valid = dn > 0
+    before = raw.copy()
+    host = model_input(raw, valid, rad, units, -83.0)
+    assert host.dtype == np.float32 and (host[~valid] == 0).all()
+    want = (np.clip(dn_to_db(dn).astype(np.float64), -30, 5) + 12.0) / 7.0
+    np.testing.assert_allclose(host[valid], want[valid], atol=2e-5)
+    src = torch.from_numpy(raw.astype(np.int32) if units == "dn" else raw)
+    dev = model_input(src, torch.from_numpy(valid), rad, units, -83.0).numpy()
+    if units == "db":  # no logarithm: the same IEEE operations, the same bits
+        np.testing.assert_array_equal(dev, host)
+    else:  # log10 of two libraries: within a few ulps (of log10(DN) ~ 4: 5e-7)
+        np.testing.assert_allclose(dev, host, rtol=0, atol=5e-6)
+    np.testing.assert_array_equal(raw, before)  # the input is not modified

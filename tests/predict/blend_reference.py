@@ -1,4 +1,4 @@
-"""A reference of the NumPy blend the device accumulator replaced (test helper).
+"""A reference of the NumPy blend the one-engine accumulator replaced (test helper).
 
 The pipeline blended window probabilities like this before it moved to torch
 tensors on the model's device: weighted sums in float32 over the scene, division by

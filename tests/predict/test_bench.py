@@ -191,3 +191,49 @@ def test_tile_helpers_use_predicts_grid_for_small_tiles(small_scene):
     agree = agreement_tiles(small_scene, spec, 9)  # a 3 × 3 spread (corners: no data)
     assert agree.shape[1:] == (1, 64, 64) and 0 < len(agree) <= 9
     assert scene_tiles(small_scene, spec, 3).shape == (3, 1, 64, 64)
+
+
+def _variant(name, backend, precision, model_tps, e2e_tps, **kw):
+    return {
+        "variant": name,
+        "backend": backend,
+        "precision": precision,
+        "error": kw.get("error"),
+        "skipped": kw.get("skipped"),
+        "rows": [] if kw.get("error") else [{"tiles_per_cpu_s": model_tps}],
+        "e2e": None if kw.get("error") else {"tiles_per_cpu_s": e2e_tps},
+    }
+
+
+def _ceilings(host, torch_cpu):
+    return [
+        {"arrays": "numpy", "probabilities": False, "tiles_per_cpu_s": host},
+        {"arrays": "torch", "probabilities": False, "tiles_per_cpu_s": torch_cpu},
+    ]
+
+
+def test_guard_ratios_and_the_regressions_they_flag():
+    from alosmap.predict.guard import check_ratios, guard_ratios
+
+    bench = {
+        "variants": [
+            _variant("torch", "torch", "fp32", 10.0, 9.5),
+            _variant("torch-bf16", "torch", "bf16", 15.0, 14.0),
+            _variant("onnx", "onnx", "fp32", 12.0, 11.0),
+            _variant("onnx-fp16", "onnx", "fp16", 0, 0, error="x", skipped="x"),
+        ]
+    }
+    r = guard_ratios(bench, _ceilings(600.0, 630.0), {2000: 200.0, 12000: 210.0})
+    assert r["precision_vs_fp32"] == {"torch-bf16": 1.5}
+    assert r["pipeline_vs_model"]["torch"] == 0.95
+    assert r["skipped"] == {"onnx-fp16": "x"}
+    assert r["ceiling_vs_model"] == 600.0 / 15.0
+    assert r["torch_cpu_vs_host_ceiling"] == 1.05
+    assert r["rss_large_vs_small"] == 1.05
+    assert check_ratios(r) == []
+    # a slower accepted precision and a pipeline that sets the speed fail
+    bench["variants"][1] = _variant("torch-bf16", "torch", "bf16", 8.0, 5.0)
+    bad = check_ratios(guard_ratios(bench, _ceilings(6.0, 6.0), {}))
+    assert any("torch-bf16: 0.80x fp32" in b for b in bad)
+    assert any("torch-bf16: end to end 0.62" in b for b in bad)
+    assert any("ceiling" in b for b in bad)

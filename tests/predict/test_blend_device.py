@@ -1,18 +1,18 @@
-"""The device accumulator against a reference of the NumPy blend it replaced.
+"""The accumulator (one engine: NumPy on the host, torch tensors on the device).
 
 :class:`blend_reference.ReferenceBlend` is the pipeline's blend as it was before it
-moved to torch tensors: the device blend must give the same maps up to float
-summation order (:func:`blend_reference.check_against_reference`).
+moved to the device: either engine must give the same maps up to float summation
+order (:func:`blend_reference.check_against_reference`), and the two engines the
+same maps bit for bit.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from blend_reference import ReferenceBlend, check_against_reference
 
-from alosmap.predict.blend import Rows, StripAccumulator, top_class_numpy
+from alosmap.predict.blend import ENGINES, Rows, StripAccumulator, top_class_numpy
 from alosmap.predict.options import DEFAULT_OVERLAP
 from alosmap.spec import ModelSpec
 from alosmap.tiling import Tile, axis_starts, tile_weights
@@ -37,8 +37,9 @@ def _run(
     seed: int = 0,
     conf: bool = True,
     prob: bool = True,
+    engine: str = "torch",
 ) -> tuple[dict[str, np.ndarray], ReferenceBlend, np.ndarray]:
-    """Feed one scene's windows to both blends; return the device maps."""
+    """Feed one scene's windows to the engine and the reference; the engine's maps."""
     rng = np.random.default_rng(seed)
     k = spec.num_outputs
     out = {
@@ -67,6 +68,7 @@ def _run(
         emit,
         want_confidence=conf,
         want_probabilities=prob,
+        engine=engine,
     )
     ref = ReferenceBlend(height, width, k)
     th, tw = min(TILE, height), min(TILE, width)
@@ -85,7 +87,7 @@ def _run(
                 e = np.exp(logits - logits.max(0))
                 p = e / e.sum(0)
             p = p.astype(np.float32)
-            acc.add(t, torch.from_numpy(p))
+            acc.add(t, acc.asarray(p))
             ref.add(t, p, tile_weights(t, height, width, TILE, overlap))
             used[t.slices] = True
     acc.finish()
@@ -106,14 +108,66 @@ def _run(
     ],
 )
 @pytest.mark.parametrize("task", ["lulc", "water"])
-def test_device_blend_matches_reference(
+def test_blend_matches_reference_and_engines_agree(
     height: int, width: int, overlap: int, task: str
 ) -> None:
     spec = _spec(task)
     rng = np.random.default_rng(height * 1000 + width)
     valid = rng.random((height, width)) > 0.05
-    out, ref, _ = _run(spec, height, width, overlap, valid)
-    check_against_reference(spec, out, ref, valid)
+    maps = {}
+    for engine in ENGINES:
+        maps[engine], ref, _ = _run(spec, height, width, overlap, valid, engine=engine)
+        check_against_reference(spec, maps[engine], ref, valid)
+    for key in ("classes", "confidence", "probabilities"):  # bit for bit
+        np.testing.assert_array_equal(maps["numpy"][key], maps["torch"][key])
+
+
+@pytest.mark.parametrize("task", ["lulc", "water"])
+@pytest.mark.parametrize(("conf", "prob"), [(False, False), (True, False)])
+def test_engines_agree_with_fewer_outputs(task: str, conf: bool, prob: bool) -> None:
+    """Classes only (no division by the weights), or with the confidence."""
+    spec = _spec(task)
+    valid = np.ones((130, 110), bool)
+    valid[40:50, 20:90] = False
+    a, ref, _ = _run(spec, 130, 110, 8, valid, conf=conf, prob=prob, engine="numpy")
+    b, _, _ = _run(spec, 130, 110, 8, valid, conf=conf, prob=prob, engine="torch")
+    check_against_reference(
+        spec,
+        {"classes": a["classes"], "confidence": a["confidence"] if conf else None},
+        ref,
+        valid,
+    )
+    np.testing.assert_array_equal(a["classes"], b["classes"])
+    np.testing.assert_array_equal(a["confidence"], b["confidence"])
+
+
+def test_host_engine_imports_no_torch() -> None:
+    """The host engine and its radiometry run without PyTorch (a lean install)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import numpy as np\n"
+        "from alosmap.predict.blend import StripAccumulator\n"
+        "from alosmap.radiometry import Radiometry, model_input\n"
+        "from alosmap.predict.pipeline import default_model_path\n"
+        "from alosmap.spec import load_spec\n"
+        "from alosmap.tiling import Tile\n"
+        "rows = []\n"
+        "spec = load_spec(default_model_path('water'))\n"
+        "acc = StripAccumulator(40, 32, 32, 8, spec, rows.append,"
+        " want_confidence=True, want_probabilities=True)\n"
+        "acc.open_band(0, np.ones((32, 40), bool))\n"
+        "raw = np.full((32, 40), 3000, np.uint16)\n"
+        "x = model_input(raw, raw > 0, Radiometry(), 'dn', -83.0)\n"
+        "p = np.full((1, 32, 32), 0.7, np.float32)\n"
+        "acc.add(Tile(0, 0, 32, 32), p)\n"
+        "acc.add(Tile(0, 8, 32, 32), p)\n"
+        "acc.finish()\n"
+        "assert rows and 'torch' not in sys.modules, sorted(sys.modules)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_no_data_bands_and_skipped_windows_stay_no_data() -> None:
@@ -161,7 +215,7 @@ def test_class_pixels_count_valid_pixels_only() -> None:
     for row in axis_starts(50, TILE, 8):
         acc.open_band(row, valid[row : row + TILE])
         for col in axis_starts(40, TILE, 8):
-            probs = torch.full((spec.num_outputs, TILE, TILE), 0.01)
+            probs = np.full((spec.num_outputs, TILE, TILE), 0.01, np.float32)
             probs[2] = 0.92
             acc.add(Tile(row, col, TILE, TILE), probs)
     acc.finish()

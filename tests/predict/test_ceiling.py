@@ -51,3 +51,29 @@ def test_ceiling_on_a_missing_gpu_is_one_line(cli):
     assert code == 1 and out == ""
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and "PyTorch sees no CUDA GPU" in lines[0]
+
+
+def test_ceiling_paths_in_cpu_seconds_with_stage_shares(tmp_path):
+    """The host path (NumPy out) and the torch CPU path; shares of the CPU time."""
+    from alosmap.predict.guard import ceiling_child
+
+    host = ceiling_child(tmp_path, size=700, arrays="numpy", engine="numpy")
+    assert host["arrays"] == "numpy" and host["engine"] == "numpy"
+    assert host["tiles"] == 16 and host["tiles_per_cpu_s"] > 0
+    assert host["cpu_seconds"] > 0
+    share = host["cpu_share"]
+    assert set(share) == {*StageClock.STAGES, "other"}
+    assert abs(sum(share.values()) - 1.0) < 1e-6
+    for stage in ("read", "blend", "finish", "cog"):
+        assert share[stage] > 0, stage
+    dev = run_ceiling(700, tmp_path, arrays="torch", engine="torch")
+    assert dev.engine == "torch" and dev.tiles == 16 and dev.tiles_per_cpu_s > 0
+
+
+def test_ceiling_cli_paths(cli):
+    code, out, err = cli("bench", "--ceiling", "--size", "600", "--path", "torch-cpu")
+    assert code == 0, err
+    assert "tiles per CPU-second" in out and "model output torch" in out
+    assert "finish" in out and "cog" in out and "%" in out
+    code, _, err = cli("bench", "--ceiling", "--path", "gpu")
+    assert code == 2 and "--path" in err

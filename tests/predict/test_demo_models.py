@@ -3,11 +3,9 @@ held-out sample_data/ scene (a different synthetic world from their training dat
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import rasterio
-from conftest import SAMPLE_SCENES
-from rasterio.warp import Resampling, reproject
+from conftest import SAMPLE_SCENES, nearest_onto
 
 from alosmap.classes import jaxa_to_lulc9_codes
 from alosmap.predict.pipeline import default_model_path, predict_scene
@@ -16,9 +14,13 @@ from alosmap.spec import load_spec
 LABELS = SAMPLE_SCENES[0].parent / "LC_N35E139.tif" if SAMPLE_SCENES else None
 
 
+@pytest.mark.parametrize("backend", ["auto", "torch"])
 @pytest.mark.parametrize("task", ["lulc", "water"])
-def test_bundled_models_are_labelled_demo_weights(task):
-    spec = load_spec(default_model_path(task))
+def test_bundled_models_are_labelled_demo_weights(task, backend):
+    path = default_model_path(task, backend)
+    # the default is the .onnx export (no PyTorch needed); torch runs the original
+    assert path.suffix == (".safetensors" if backend == "torch" else ".onnx")
+    spec = load_spec(path)
     assert spec.task == task
     assert "DEMO WEIGHTS" in spec.provenance["note"]
     assert "synthetic" in spec.provenance["note"]
@@ -26,14 +28,7 @@ def test_bundled_models_are_labelled_demo_weights(task):
 
 def _reference(scene):
     with rasterio.open(scene) as src, rasterio.open(LABELS) as lab:
-        ref = np.zeros((src.height, src.width), dtype=np.uint8)
-        reproject(
-            rasterio.band(lab, 1),
-            ref,
-            dst_transform=src.transform,
-            dst_crs=src.crs,
-            resampling=Resampling.nearest,
-        )
+        ref = nearest_onto(lab, (src.height, src.width), src.transform, src.crs)
         valid = src.read(1) > 0
     return ref, valid
 

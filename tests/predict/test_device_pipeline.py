@@ -1,7 +1,8 @@
-"""The device pipeline end to end against the NumPy path it replaced.
+"""The pipeline end to end against the NumPy path of before the device engine.
 
-Each scene is mapped by ``predict_scene`` (strips to the device, radiometry there,
-device blend) and by a reference built from the host pieces: the tiles exactly as
+Each scene is mapped by ``predict_scene`` (on the CPU the host engine; the device
+engine, torch tensors, where ``$ALOSMAP_ENGINE`` says so and on a GPU) and by a
+reference built from the host pieces: the tiles exactly as
 ``iter_scene_tiles`` cuts them on the host, the same model, and the NumPy blend of
 :mod:`blend_reference`. Maps must agree up to ties (see there); no data exactly.
 """
@@ -18,6 +19,7 @@ from blend_reference import ReferenceBlend, check_against_reference
 from conftest import _model_file
 
 from alosmap.io.scene import Scene
+from alosmap.predict.blend import ENGINE_ENV, ENGINES
 from alosmap.predict.ceiling import NullRuntime, null_probabilities
 from alosmap.predict.options import DEFAULT_OVERLAP
 from alosmap.predict.pipeline import load_model, predict_scene
@@ -112,8 +114,16 @@ def test_device_path_matches_numpy_path(
 
 
 @pytest.mark.skipif(not SAMPLE.is_dir(), reason="no sample_data/")
-def test_device_path_matches_numpy_path_on_a_sample_scene(tmp_path, tiny_lulc_model):
-    """A real-format sample scene (ALOS-2 L2.1 uint16 DN), default tiling."""
+@pytest.mark.parametrize("engine", ENGINES)
+def test_device_path_matches_numpy_path_on_a_sample_scene(
+    tmp_path, tiny_lulc_model, monkeypatch, engine
+):
+    """A real-format sample scene (ALOS-2 L2.1 uint16 DN), default tiling.
+
+    Both engines: the host's (NumPy) and the device's (torch tensors; raw strips,
+    radiometry, blend and finish in torch), here on the CPU.
+    """
+    monkeypatch.setenv(ENGINE_ENV, engine)
     scene = sorted(SAMPLE.glob("IMG-HH-*.tif"))[0]
     out = tmp_path / "m.tif"
     predict_scene(scene, out, model=tiny_lulc_model, confidence=True)
