@@ -14,7 +14,9 @@ in its legend. The truth is therefore carried beside the map as well:
   transparent). QGIS loads ``<name>.qml`` next to ``<name>.tif`` (or ``.vrt``) by
   itself when the layer is added.
 * confidence and probabilities files get a viridis ramp over 0-100 %
-  (:func:`percent_qml`).
+  (:func:`percent_qml`), in the values QGIS sees: QGIS applies a band's scale
+  before rendering, so the ramp of the probabilities (stored as percent with
+  scale 0.01) runs over 0-1, that of the confidence (no scale) over 0-100.
 
 Every file is written atomically (:func:`alosmap._fileio.atomic_write_bytes`).
 """
@@ -154,13 +156,25 @@ def class_qml(classes: Iterable[ClassInfo], nodata: int) -> bytes:
     return _qml(renderer)
 
 
-def percent_qml(band: int = 1, title: str = "confidence") -> bytes:
-    """QGIS style: viridis ramp over 0-100 % of ``band`` (no data transparent)."""
+def percent_qml(band: int = 1, title: str = "confidence", scale: float = 1.0) -> bytes:
+    """QGIS style: viridis ramp over 0-100 % of ``band`` (no data transparent).
+
+    Args:
+        band: the band the style shows.
+        title: what the percent is of, for the labels of the ramp's ends.
+        scale: the band's scale (GDAL ``scale``: a pixel means ``value * scale``);
+            QGIS's GDAL provider applies it before any renderer sees a pixel (the
+            band reads as Float32 ``value * scale + offset``; QGIS 3.22, measured:
+            a uint8 50 with scale 0.01 samples as 0.5), so the ramp's values are
+            ``percent * scale``: 0-1 for the probabilities (scale 0.01), 0-100 for
+            the confidence (no scale). The labels stay in percent.
+    """
+    top = _number(100 * scale)
     renderer = _renderer(
         "singlebandpseudocolor",
         band,
         classificationMin="0",
-        classificationMax="100",
+        classificationMax=top,
     )
     shader = ET.SubElement(renderer, "rastershader")
     ramp = ET.SubElement(
@@ -170,19 +184,24 @@ def percent_qml(band: int = 1, title: str = "confidence") -> bytes:
         classificationMode="1",
         clip="1",
         minimumValue="0",
-        maximumValue="100",
+        maximumValue=top,
         labelPrecision="0",
     )
     for value, colour in VIRIDIS:
         ET.SubElement(
             ramp,
             "item",
-            value=str(value),
+            value=_number(value * scale),
             color=colour,
             alpha="255",
             label=f"{value} % {title}" if value in (0, 100) else f"{value} %",
         )
     return _qml(renderer)
+
+
+def _number(x: float) -> str:
+    """``x`` as QGIS writes numbers in a style: shortest form, no float noise."""
+    return f"{round(x, 10):g}"
 
 
 def write_class_styles(
@@ -205,7 +224,10 @@ def write_class_styles(
 
 
 def write_percent_style(
-    path: str | os.PathLike[str], title: str = "confidence"
+    path: str | os.PathLike[str], title: str = "confidence", scale: float = 1.0
 ) -> Path:
-    """Write the viridis ``.qml`` of a percent raster (confidence, probabilities)."""
-    return atomic_write_bytes(style_path(path), percent_qml(1, title))
+    """Write the viridis ``.qml`` of a percent raster (confidence, probabilities).
+
+    ``scale`` is the band's scale (see :func:`percent_qml`).
+    """
+    return atomic_write_bytes(style_path(path), percent_qml(1, title, scale))

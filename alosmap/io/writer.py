@@ -52,12 +52,17 @@ legend's order, the model's outputs: code order for LULC's 9; a binary legend: 1
 the probability of its positive class ``legend.positive``, e.g. water), uint8
 percent 0-100, 255 = no data, band descriptions = class names, scale 0.01 (so
 ``value * scale`` is a probability), overviews by AVERAGE, a viridis ``.qml`` of
-band 1. Percentages come from :func:`encode_probabilities` (round half up).
+band 1 over 0-1 (QGIS shows the scaled values). Percentages come from
+:func:`encode_probabilities` (round half up).
 
 Every file carries provenance metadata: ``ALOSMAP_VERSION``, ``ALOSMAP_MODEL``
 (model name), ``ALOSMAP_SPEC`` (model spec JSON), ``ALOSMAP_PARAMS`` (JSON of the run
 parameters), ``ALOSMAP_TASK``, ``ALOSMAP_PRODUCT`` (``map``, ``confidence`` or
-``probabilities``), ``SOURCE_SCENE`` (file name of the input scene) and any caller tags.
+``probabilities``), ``SOURCE_SCENE`` (file name of the input scene), ``SOURCE_INPUT``
+(the input as given: a path, GDAL virtual path or URL in full, with any password or
+signature in it replaced by ``REDACTED``: :func:`input_as_given`) and any caller tags
+(the pipeline adds ``ALOSMAP_MODEL_FILE`` and ``ALOSMAP_MODEL_SHA256``, the model
+file's name and SHA-256). :func:`provenance` reads them back.
 
 Georeferencing (CRS, transform, size) is the input scene's. A scene without a CRS
 gives a map without one, with the scene's transform as rasterio reported it.
@@ -70,6 +75,8 @@ when needed. Maps: DEFLATE level 6, no predictor (small files: class maps compre
 time at level 6; level 3 builds 2-3× faster, and the predictor keeps the files close
 to level 6's size (measured in :data:`PERCENT_LEVEL`'s comment). DEFLATE rather than
 ZSTD (which the bundled GDAL supports) because every GeoTIFF reader understands it.
+Creation options given by the user (``--co``; :mod:`alosmap.io.cog_options`) override
+these for every file; with another ``COMPRESS``, GDAL's default level of that codec.
 
 Safety: an output that is one of ``inputs`` is refused whatever ``overwrite`` says;
 the leftovers of a killed run (hidden temporaries of these outputs, owned by no live
@@ -88,6 +95,7 @@ import functools
 import json
 import logging
 import os
+import re
 import threading
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
@@ -119,6 +127,7 @@ from alosmap._fileio import (
 from alosmap._version import __version__
 from alosmap.classes import ClassInfo, colormap
 from alosmap.errors import AlosmapError, OutputPathError
+from alosmap.io.cog_options import current_creation_options, parse_creation_options
 from alosmap.io.maps import sidecar_path
 from alosmap.io.style import class_qml, pam_xml, percent_qml, style_path
 from alosmap.spec import ModelSpec
@@ -132,19 +141,27 @@ __all__ = [
     "MAP_LEVEL",
     "PERCENT_LEVEL",
     "PROBABILITY_NODATA",
+    "PROBABILITY_SCALE",
+    "PROVENANCE_TAGS",
     "MapWriter",
     "OutputPathError",
+    "cog_build_options",
     "confidence_path",
     "encode_probabilities",
+    "input_as_given",
     "output_paths",
     "probabilities_path",
+    "provenance",
+    "source_name",
 ]
 
 #: Tile size of the COGs (pixels).
 BLOCKSIZE = 512
 #: Compression of the COGs.
 COMPRESS = "DEFLATE"
-#: DEFLATE level of the class maps (GDAL's default level).
+#: DEFLATE level of the class maps (GDAL's default level). Chosen from the table of
+#: ``scripts/compression_table.py`` (docs/creation-options.md): level 1 makes class
+#: maps 29-59 % larger, level 9 costs 7-10× the CPU for at most 7 % less.
 MAP_LEVEL = 6
 #: DEFLATE level of the confidence and probabilities (with the horizontal predictor).
 #: Measured with rasterio's GDAL on one core (``taskset -c 0``), COG with overviews:
@@ -155,6 +172,9 @@ MAP_LEVEL = 6
 PERCENT_LEVEL = 3
 #: No-data value of the probabilities file.
 PROBABILITY_NODATA = 255
+#: Scale of the probabilities bands (GDAL ``scale``: ``value * scale`` is a probability;
+#: QGIS applies it before rendering, so their style's ramp runs over 0-1).
+PROBABILITY_SCALE = 0.01
 #: No-data value of the confidence file.
 CONFIDENCE_NODATA = 255
 #: Suffixes accepted for map files.
@@ -178,6 +198,37 @@ _TMP_COMPRESSION: tuple[dict[str, Any], ...] = (
     {"compress": "zstd", "zstd_level": 1},
     {"compress": "deflate", "zlevel": 1},
 )
+
+
+def cog_build_options(
+    level: int,
+    predictor: bool,
+    resampling: str,
+    creation: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The COG driver's options for one file: alosmap's layout, then ``creation``.
+
+    Args:
+        level: DEFLATE level (dropped when ``creation`` names another codec: GDAL's
+            default level of that codec).
+        predictor: the horizontal predictor.
+        resampling: overview resampling (``NEAREST``, ``AVERAGE``).
+        creation: checked user options (:mod:`alosmap.io.cog_options`), which win.
+    """
+    creation = dict(creation or {})
+    options: dict[str, Any] = {
+        "COMPRESS": COMPRESS,
+        "LEVEL": level,
+        "PREDICTOR": "YES" if predictor else "NO",
+        "BLOCKSIZE": BLOCKSIZE,
+        "OVERVIEWS": "AUTO",
+        "OVERVIEW_RESAMPLING": resampling,
+        "BIGTIFF": "IF_SAFER",
+        "NUM_THREADS": "ALL_CPUS",
+    }
+    if creation.get("COMPRESS", COMPRESS) != COMPRESS:
+        del options["LEVEL"]
+    return {**options, **creation}
 
 
 def probabilities_path(path: str | os.PathLike[str]) -> Path:
@@ -237,6 +288,70 @@ def _json_tag(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, sort_keys=True, default=str)
+
+
+#: Provenance tags of a map, in the order :func:`provenance` lists them (JSON ones:
+#: :data:`_JSON_TAGS`).
+PROVENANCE_TAGS = (
+    "ALOSMAP_VERSION",
+    "ALOSMAP_PRODUCT",
+    "ALOSMAP_TASK",
+    "ALOSMAP_MODEL",
+    "ALOSMAP_MODEL_FILE",
+    "ALOSMAP_MODEL_SHA256",
+    "SOURCE_INPUT",
+    "SOURCE_SCENE",
+    "ALOSMAP_PARAMS",
+)
+_JSON_TAGS = ("ALOSMAP_PARAMS",)
+#: URL query parameters whose values are secrets (presigned URLs, API keys).
+_SECRET_QUERY = re.compile(
+    r"(?i)(^|[?&])([^=&]*(?:signature|token|secret|password|credential|key|sig)"
+    r"[^=&]*)=([^&#]*)"
+)
+#: The password of ``scheme://user:password@host``.
+_URL_PASSWORD = re.compile(r"(://[^/@:?#]*):([^/@?#]*)@")
+
+
+def input_as_given(source: str | os.PathLike[str]) -> str:
+    """The input as the user gave it, for ``SOURCE_INPUT``: secrets left out.
+
+    A local path, a GDAL virtual path or a URL is kept in full (``https://host/
+    dir/scene.tif``, ``/vsizip/archive.zip/scene.tif``), but a password in a URL
+    (``https://user:pw@host``) and the values of query parameters that hold
+    secrets (a presigned URL's ``X-Amz-Signature``, ``X-Amz-Credential``,
+    ``X-Amz-Security-Token``; ``token``, ``key``, ``sig`` ...) become ``REDACTED``:
+    map files are shared, credentials must not travel with them.
+    """
+    text = os.fspath(source)
+    text = _URL_PASSWORD.sub(r"\1:REDACTED@", text)
+    return _SECRET_QUERY.sub(r"\1\2=REDACTED", text)
+
+
+def source_name(source: str | os.PathLike[str]) -> str:
+    """The file name of an input: of a URL's path (without its query), else its own."""
+    text = os.fspath(source)
+    if "://" in text:
+        text = re.split(r"[?#]", text, maxsplit=1)[0]
+    return Path(text).name
+
+
+def provenance(tags: Mapping[str, str]) -> dict[str, Any]:
+    """The provenance tags of a map (dataset tags), JSON ones decoded.
+
+    Only the tags present, in :data:`PROVENANCE_TAGS` order; an undecodable JSON
+    tag is given as its text.
+    """
+    out: dict[str, Any] = {}
+    for key in PROVENANCE_TAGS:
+        if key not in tags:
+            continue
+        value: Any = tags[key]
+        if key in _JSON_TAGS:
+            with contextlib.suppress(ValueError):
+                value = json.loads(value)
+        out[key] = value
+    return out
 
 
 def _class_names(classes: tuple[ClassInfo, ...]) -> dict[int, str]:
@@ -370,9 +485,14 @@ class MapWriter:
         overwrite: replace existing outputs (only once the new ones are complete);
             without it no file is replaced, not even one that appears meanwhile.
         params: run parameters, stored as JSON in ``ALOSMAP_PARAMS``.
-        source_scene: the input scene; its file name goes in ``SOURCE_SCENE``.
+        source_scene: the input scene as given (path, GDAL virtual path or URL):
+            its file name goes in ``SOURCE_SCENE``, the whole of it in
+            ``SOURCE_INPUT`` (:func:`input_as_given`).
         inputs: files the outputs must not be (the scene); refused whatever
             ``overwrite`` says.
+        creation_options: COG creation options over the defaults, for every file
+            (:func:`~alosmap.io.cog_options.parse_creation_options`); None: those
+            of the enclosing :func:`~alosmap.io.cog_options.creation_options`.
 
     Raises:
         OutputExistsError: an output exists and ``overwrite`` is False.
@@ -398,6 +518,7 @@ class MapWriter:
         params: Mapping[str, Any] | None = None,
         source_scene: str | os.PathLike[str] | None = None,
         inputs: Iterable[str | os.PathLike[str]] = (),
+        creation_options: Mapping[str, str] | None = None,
     ) -> None:
         self.path = Path(path)
         self.width = int(width)
@@ -431,6 +552,11 @@ class MapWriter:
         self._valid_codes[self.nodata] = True
         self._names = _class_names(spec.classes)
         self._tags = self._make_tags(spec, params, source_scene, tags)
+        self._creation = (
+            current_creation_options()
+            if creation_options is None
+            else parse_creation_options(creation_options)
+        )
         self._files: dict[str, _Output] = {}
         try:
             self._open_all(crs, transform)
@@ -469,7 +595,8 @@ class MapWriter:
             "ALOSMAP_SPEC": spec.to_json(),
             "ALOSMAP_PARAMS": _json_tag(dict(params or {})),
             "ALOSMAP_TASK": spec.task,
-            "SOURCE_SCENE": Path(source_scene).name if source_scene else "",
+            "SOURCE_SCENE": source_name(source_scene) if source_scene else "",
+            **({"SOURCE_INPUT": input_as_given(source_scene)} if source_scene else {}),
         }
         extra = {str(k): _json_tag(v) for k, v in (tags or {}).items()}
         names = json.dumps({str(k): v for k, v in self._names.items()})
@@ -583,7 +710,7 @@ class MapWriter:
             descriptions = [c.name for c in self.spec.classes]  # model order
         for i, name in enumerate(descriptions, start=1):
             ds.set_band_description(i, name)
-        ds.scales = (0.01,) * ds.count
+        ds.scales = (PROBABILITY_SCALE,) * ds.count
         ds.offsets = (0.0,) * ds.count
 
     def _raise_if_disk_full(
@@ -833,16 +960,9 @@ class MapWriter:
 
     def _build_cog(self, out: _Output) -> Path:
         dst = self._temp_path(out.final, "cog")
-        options = {
-            "COMPRESS": COMPRESS,
-            "LEVEL": out.level,
-            "PREDICTOR": "YES" if out.predictor else "NO",
-            "BLOCKSIZE": BLOCKSIZE,
-            "OVERVIEWS": "AUTO",
-            "OVERVIEW_RESAMPLING": out.resampling,
-            "BIGTIFF": "IF_SAFER",
-            "NUM_THREADS": "ALL_CPUS",
-        }
+        options = cog_build_options(
+            out.level, out.predictor, out.resampling, self._creation
+        )
         with warnings.catch_warnings(), _gdal_lines_held(out.tmp.name, dst.name):
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             try:
@@ -868,12 +988,13 @@ class MapWriter:
             (style_path(self.path), class_qml(classes, nodata)),
             (sidecar_path(self.path), pam_xml(classes, nodata)),
         ]
-        for kind, title in (("confidence", "confidence"), ("probabilities", "")):
+        for kind, title, scale in (
+            ("confidence", "confidence", 1.0),
+            ("probabilities", "probability", PROBABILITY_SCALE),
+        ):
             if kind in self._files:
                 final = self._files[kind].final
-                files.append(
-                    (style_path(final), percent_qml(1, title or "probability"))
-                )
+                files.append((style_path(final), percent_qml(1, title, scale)))
         moves = []
         try:
             for final, data in files:
@@ -955,14 +1076,10 @@ _CE_WARNING = 2
 @functools.cache
 def _gdal_error_stack() -> tuple[Any, Any] | None:
     """GDAL's ``CPLPushErrorHandler`` and ``CPLPopErrorHandler``; None if not found."""
-    from alosmap._process import loaded_libraries
+    from alosmap._process import library_functions
 
-    for path in loaded_libraries("libgdal"):
-        try:
-            lib = ctypes.CDLL(path)
-            push, pop = lib.CPLPushErrorHandler, lib.CPLPopErrorHandler
-        except (OSError, AttributeError):
-            continue
+    names = ("CPLPushErrorHandler", "CPLPopErrorHandler")
+    for push, pop in library_functions("libgdal", *names):
         push.argtypes, push.restype = [_CPL_HANDLER], None
         pop.argtypes, pop.restype = [], None
         return push, pop

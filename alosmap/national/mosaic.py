@@ -9,7 +9,10 @@ CRS: each map is reprojected from its own CRS) and writes
   ``LC_N35E139.tif`` for LULC maps (so they line up pixel for pixel, and name for
   name, with JAXA's LULC tiles), ``WATER_N35E139.tif`` for water maps and
   ``<TASK>_N35E139.tif`` for maps of a model with its own legend (``FLOOD_...``);
-* ``lulc.vrt`` (``water.vrt``, ``<task>.vrt``), a GDAL VRT over every cell written.
+* ``lulc.vrt`` (``water.vrt``, ``<task>.vrt``), a GDAL VRT over every cell written;
+* ``stac/``, a STAC catalog: the cells as items of the collection
+  ``alosmap-<task>-mosaic``, the VRTs as its assets (with pystac installed;
+  :func:`alosmap.national.stac.write_mosaic_catalog`).
 
 A mosaic takes maps of one legend (the legend of the models that made them, from
 each map's ``ALOSMAP_SPEC`` tag): maps of different legends are never mixed.
@@ -146,6 +149,9 @@ class MosaicResult:
         valid_pixels: pixels with data per cell file name.
         confidence: the cells' confidence files (empty without confidence).
         confidence_vrt: the VRT over them (None without confidence).
+        catalog: the STAC catalog of the mosaic (``stac/catalog.json``:
+            :func:`alosmap.national.stac.write_mosaic_catalog`); None without
+            pystac.
     """
 
     cells: list[Path]
@@ -157,6 +163,7 @@ class MosaicResult:
     valid_pixels: dict[str, int] = field(default_factory=dict)
     confidence: list[Path] = field(default_factory=list)
     confidence_vrt: Path | None = None
+    catalog: Path | None = None
 
     @property
     def files(self) -> list[Path]:
@@ -501,7 +508,7 @@ def mosaic_maps(
             "no map has a valid pixel on the grid; nothing was written"
         )
     _write_vrts(vrt_path, [(cell, path) for cell, path, _ in written], run)
-    return MosaicResult(
+    result = MosaicResult(
         cells=[path for _, path, _ in written],
         vrt=vrt_path,
         maps=list(maps),
@@ -512,6 +519,20 @@ def mosaic_maps(
         confidence=[confidence_path(p) for _, p, _ in written] if with_conf else [],
         confidence_vrt=confidence_path(vrt_path) if with_conf else None,
     )
+    result.catalog = _write_catalog(result)
+    return result
+
+
+def _write_catalog(result: MosaicResult) -> Path | None:
+    """The mosaic's STAC catalog (``stac/`` beside the cells); None without pystac."""
+    from alosmap.errors import BackendUnavailableError
+    from alosmap.national.stac import write_mosaic_catalog
+
+    try:
+        return write_mosaic_catalog(result)
+    except BackendUnavailableError as exc:
+        logger.warning("no STAC catalog of the mosaic: %s", exc)
+        return None
 
 
 def _outputs(
