@@ -44,6 +44,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType, ModuleType
+from typing import Any
 
 #: GDAL block cache of the CLI (MB).
 GDAL_CACHE_MB = 64
@@ -142,6 +143,22 @@ def loaded_libraries(name: str) -> list[str]:
     return [system] if system and name == "libtiff" else []
 
 
+def library_functions(name: str, *functions: str) -> Iterator[tuple[Any, ...]]:
+    """The C ``functions`` of each loaded library ``name`` that has them all.
+
+    Libraries as :func:`loaded_libraries` finds them; one that cannot be opened or
+    lacks a function is passed over. The functions come untyped: set their
+    ``argtypes`` and ``restype`` before calling them.
+    """
+    for path in loaded_libraries(name):
+        try:
+            lib = ctypes.CDLL(path)
+            found = tuple(getattr(lib, f) for f in functions)
+        except (OSError, AttributeError):
+            continue
+        yield found
+
+
 def quiet_libtiff() -> bool:
     """Stop libtiff printing errors that GDAL does not route on stderr.
 
@@ -159,12 +176,7 @@ def quiet_libtiff() -> bool:
     if tuple(int(x) for x in re.findall(r"\d+", gdal)[:2]) < (3, 7):
         return False  # that GDAL's own process-wide handler: kept
     done = False
-    for path in loaded_libraries("libtiff"):
-        try:
-            lib = ctypes.CDLL(path)
-            set_handler = lib.TIFFSetErrorHandler
-        except (OSError, AttributeError):
-            continue
+    for (set_handler,) in library_functions("libtiff", "TIFFSetErrorHandler"):
         set_handler.argtypes = [ctypes.c_void_p]
         set_handler.restype = ctypes.c_void_p
         set_handler(None)

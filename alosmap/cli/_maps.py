@@ -42,11 +42,6 @@ def map_argument(help: str, metavar: str = "MAP", what: str = "map") -> Any:
     return typer.Argument(metavar=metavar, parser=input_file(what), help=help)
 
 
-def output_option(help: str, **extra: Any) -> Any:
-    """The ``-o/--output`` option (a file, not a directory) with ``help``."""
-    return typer.Option("--output", "-o", dir_okay=False, help=help, **extra)
-
-
 AoiOpt = Annotated[
     Path | None,
     typer.Option(

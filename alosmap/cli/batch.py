@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -32,7 +32,6 @@ def batch(
         Path | None,
         typer.Option(
             "--manifest",
-            "-f",
             parser=opt.input_file("manifest", virtual=False),
             metavar="FILE",
             help="Text file of scenes, one path per line (relative to the file; "
@@ -42,12 +41,13 @@ def batch(
     output_dir: Annotated[
         Path,
         typer.Option(
+            "--output",
             "--output-dir",
             "-o",
             file_okay=False,
             show_default=False,
             help="Directory for the maps <scene>_<task>.tif, the records "
-            "(_alosmap/) and the STAC catalog (stac/).",
+            "(_alosmap/) and the STAC catalog (stac/); --output-dir is the same.",
         ),
     ] = ...,  # type: ignore[assignment]
     task: opt.TaskOpt = None,
@@ -103,6 +103,8 @@ def batch(
             "(otherwise the batch refuses to start).",
         ),
     ] = False,
+    co: opt.CreationOpt = None,
+    as_json: _common.JsonOpt = False,
 ) -> None:
     """Map many scenes into one directory: resumable, sharded, fault tolerant.
 
@@ -111,8 +113,9 @@ def batch(
     (one per GPU, --device cuda) maps its share; --shard I/N splits the list for
     array jobs. A scene that fails is reported and the batch goes on; the exit code
     is 1 when any scene failed. --bbox or --aoi map each scene's window of the
-    area.
+    area. Prints the maps, one per line (--json: one JSON document).
     """
+    from alosmap.io.cog_options import creation_options
     from alosmap.national.batch import Shard, expand_scenes, read_manifest, run_batch
 
     params = dict(locals())
@@ -127,16 +130,34 @@ def batch(
     if manifest is not None:
         all_scenes += read_manifest(manifest)
     _refuse_directories(all_scenes)
-    res = run_batch(
-        all_scenes,
-        output_dir,
-        options,
-        shard=Shard.parse(shard) if shard else None,
-        previews=previews,
-        stac=stac,
-        progress=_common.show_progress(),
-    )
-    _report(res)
+    from alosmap._dist import dist_info
+
+    # under torchrun only rank 0 reports (the others' results are merged into it)
+    primary = dist_info().primary
+    json_doc = _common.json_document("batch", as_json and primary)
+    with json_doc as doc, creation_options(co):
+        res = run_batch(
+            all_scenes,
+            output_dir,
+            options,
+            shard=Shard.parse(shard) if shard else None,
+            previews=previews,
+            stac=stac,
+            progress=_common.show_progress(),
+        )
+        _report(res)
+        doc.update(_document(res))
+    if res.primary:
+        _common.echo_paths(res.outputs, as_json)
+    if res.failed:
+        from alosmap.errors import BatchError
+
+        if not res.primary:
+            raise typer.Exit(1)
+        total = len(res.done) + len(res.skipped) + len(res.failed)
+        raise BatchError(
+            f"{len(res.failed)} of {total} scenes failed; see {res.report}"
+        )
 
 
 def _refuse_directories(scenes: list[Path]) -> None:
@@ -154,11 +175,28 @@ def _refuse_directories(scenes: list[Path]) -> None:
             )
 
 
+def _document(res: BatchResult) -> dict[str, Any]:
+    """The ``--json`` figures of a batch (rank 0's, merged over ranks)."""
+    return {
+        "output_dir": res.out_dir,
+        "task": res.task,
+        "outputs": res.outputs,
+        "done": res.done,
+        "skipped": res.skipped,
+        "failed": [{"scene": scene, "error": error} for scene, error in res.failed],
+        "tiles": res.tiles,
+        "seconds": res.seconds,
+        "km2": res.km2,
+        "report": res.report,
+        "catalog": res.catalog,
+        "world_size": res.world_size,
+        "warnings": res.notes,
+    }
+
+
 def _report(res: BatchResult) -> None:
-    """Print the batch's outcome (rank 0); exit 1 when any scene failed."""
+    """Print the batch's outcome on stderr (rank 0)."""
     if not res.primary:
-        if res.failed:
-            raise typer.Exit(1)
         return
     for note in res.notes:
         _common.info_line(note)
@@ -171,12 +209,3 @@ def _report(res: BatchResult) -> None:
         _common.info_line(f"report: {res.report}")
     if res.catalog is not None:
         _common.info_line(f"STAC catalog: {res.catalog}")
-    for path in res.outputs:
-        typer.echo(str(path))
-    if res.failed:
-        from alosmap.errors import BatchError
-
-        total = len(res.done) + len(res.skipped) + len(res.failed)
-        raise BatchError(
-            f"{len(res.failed)} of {total} scenes failed; see {res.report}"
-        )

@@ -14,9 +14,8 @@ from alosmap.cli._maps import (
     OverwriteOpt,
     check_outputs,
     map_argument,
-    output_option,
 )
-from alosmap.cli.options import Task, input_file
+from alosmap.cli.options import Task, input_file, output_option
 
 #: Report suffixes of ``-o``.
 REPORT_SUFFIXES = (".json", ".csv", ".png")
@@ -52,9 +51,7 @@ def evaluate(
             metavar="FILE",
         ),
     ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the JSON report instead of tables.")
-    ] = False,
+    as_json: _common.JsonOpt = False,
     task: Annotated[
         Task | None,
         typer.Option(help="Task of a map without the ALOSMAP_TASK tag."),
@@ -80,7 +77,8 @@ def evaluate(
     counted. LULC (any multi-class legend): per-class IoU and accuracy, mIoU,
     mAcc (paper Table II; means over the classes present in the reference,
     absent ones marked *); water (any binary legend): IoU of the positive
-    class, precision, recall (Table III), on stdout.
+    class, precision, recall (Table III), on stdout (--json: the report as one
+    JSON document, with the files written and warnings).
     """
     from alosmap.national.evaluate import evaluate_map, format_report
 
@@ -91,21 +89,21 @@ def evaluate(
         from alosmap._imports import lazy_import
 
         lazy_import("matplotlib")
-    report = evaluate_map(
-        map_path,
-        reference,
-        task=task.value if task else None,
-        reference_legend=reference_legend,
-        aoi=aoi,
-    )
-    _write_reports(
-        outputs,
-        report,
-        title=f"{Path(map_path).name} vs {Path(reference).name} (row %)",
-    )
-    if as_json:
-        typer.echo(json.dumps(report, indent=2))
-    else:
+    with _common.json_document("evaluate", as_json) as doc:
+        report = evaluate_map(
+            map_path,
+            reference,
+            task=task.value if task else None,
+            reference_legend=reference_legend,
+            aoi=aoi,
+        )
+        _write_reports(
+            outputs,
+            report,
+            title=f"{Path(map_path).name} vs {Path(reference).name} (row %)",
+        )
+        doc.update(report, outputs=outputs)
+    if not as_json:
         typer.echo(format_report(report))
 
 

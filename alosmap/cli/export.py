@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from alosmap.cli.options import OverwriteOpt, input_file
+from alosmap.cli import _common
+from alosmap.cli.options import OverwriteOpt, input_file, output_option
 
 if TYPE_CHECKING:
     from alosmap.export.tensorrt import EngineBuild
@@ -16,11 +17,6 @@ app = typer.Typer(
     help="Export models to ONNX and TensorRT, checked against the original.",
     no_args_is_help=True,
 )
-
-
-def _output_option(help_text: str) -> Any:
-    """``--output/-o FILE``: the file an export writes."""
-    return typer.Option("--output", "-o", dir_okay=False, help=help_text)
 
 
 def _fp16_option(help_text: str) -> Any:
@@ -77,10 +73,10 @@ OnnxArg = Annotated[
         help="ONNX file written by `alosmap export onnx`.",
     ),
 ]
-OnnxOutput = Annotated[Path, _output_option("ONNX file to write.")]
+OnnxOutput = Annotated[Path, output_option("ONNX file to write.")]
 EngineOutput = Annotated[
     Path,
-    _output_option("Engine file to write (.engine); its spec goes to <engine>.json."),
+    output_option("Engine file to write (.engine); its spec goes to <engine>.json."),
 ]
 Opset = Annotated[
     int, typer.Option(min=17, help="ONNX opset (17 or later; 18 is native).")
@@ -143,36 +139,49 @@ def onnx_cmd(
     parity_scene: ParityScenes = None,
     parity_tiles: ParityTiles = 12,
     overwrite: OverwriteOpt = False,
+    as_json: _common.JsonOpt = False,
 ) -> None:
     """Export a model to ONNX: fixed tile, dynamic batch, spec in the metadata.
 
     The file is checked with onnx.checker, then real SAR tiles run through
     PyTorch and ONNX Runtime (CPU); the export fails, writing nothing, when the
     class probabilities differ by more than --tolerance. The parity line goes
-    to stderr, the written path to stdout.
+    to stderr, the written path to stdout (--json: one JSON document).
     """
     from alosmap._fileio import check_output_place
     from alosmap.export.onnx import export_onnx_file
 
     check_output_place(output)
-    res = export_onnx_file(
-        model,
-        output,
-        opset=opset,
-        fp16=fp16,
-        check=check,
-        tolerance=tolerance,
-        parity_scenes=parity_scene,
-        parity_tiles=parity_tiles,
-        overwrite=overwrite,
-    )
-    _report("onnx", res.parity, res.parity_source, res.tolerance)
-    typer.echo(
-        f"{res.precision} ONNX, opset {opset}, {res.path.stat().st_size / 2**20:.1f} "
-        f"MiB, exported in {res.seconds:.1f} s",
-        err=True,
-    )
-    typer.echo(str(res.path))
+    with _common.json_document("export onnx", as_json) as doc:
+        res = export_onnx_file(
+            model,
+            output,
+            opset=opset,
+            fp16=fp16,
+            check=check,
+            tolerance=tolerance,
+            parity_scenes=parity_scene,
+            parity_tiles=parity_tiles,
+            overwrite=overwrite,
+        )
+        _report("onnx", res.parity, res.parity_source, res.tolerance)
+        size = res.path.stat().st_size
+        typer.echo(
+            f"{res.precision} ONNX, opset {opset}, {size / 2**20:.1f} MiB, exported "
+            f"in {res.seconds:.1f} s",
+            err=True,
+        )
+        doc.update(
+            outputs=[res.path],
+            precision=res.precision,
+            opset=opset,
+            bytes=size,
+            seconds=res.seconds,
+            parity=res.parity,
+            parity_source=res.parity_source,
+            tolerance=res.tolerance,
+        )
+    _common.echo_paths([res.path], as_json)
 
 
 @app.command("tensorrt")
@@ -190,6 +199,7 @@ def tensorrt_cmd(
     parity_scene: ParityScenes = None,
     parity_tiles: ParityTiles = 12,
     overwrite: OverwriteOpt = False,
+    as_json: _common.JsonOpt = False,
 ) -> None:
     """Build a TensorRT engine (needs TensorRT and an NVIDIA GPU).
 
@@ -198,27 +208,33 @@ def tensorrt_cmd(
     model spec, and checked when the engine is loaded. After the build, real SAR
     tiles run through the engine and ONNX Runtime (CPU); the build fails,
     writing nothing, when the probabilities differ by more than --tolerance.
+    Prints the engine's path (--json: one JSON document).
     """
     from alosmap._fileio import check_output_place
     from alosmap.export.tensorrt import build_engine
 
     check_output_place(output)
-    res = build_engine(
-        onnx_model,
-        output,
-        fp16=fp16,
-        min_batch=min_batch,
-        opt_batch=_opt_batch(min_batch, opt_batch, max_batch),
-        max_batch=max_batch,
-        workspace_mib=workspace,
-        device=device,
-        check=check,
-        tolerance=tolerance,
-        parity_scenes=parity_scene,
-        parity_tiles=parity_tiles,
-        overwrite=overwrite,
-    )
-    _report_engine(res, min_batch, max_batch)
+    with _common.json_document("export tensorrt", as_json) as doc:
+        res = build_engine(
+            onnx_model,
+            output,
+            fp16=fp16,
+            min_batch=min_batch,
+            opt_batch=_opt_batch(min_batch, opt_batch, max_batch),
+            max_batch=max_batch,
+            workspace_mib=workspace,
+            device=device,
+            check=check,
+            tolerance=tolerance,
+            parity_scenes=parity_scene,
+            parity_tiles=parity_tiles,
+            overwrite=overwrite,
+        )
+        _report_engine(res, min_batch, max_batch)
+        doc.update(
+            outputs=[res.path], bytes=res.size, seconds=res.seconds, engine=res.sidecar
+        )
+    _common.echo_paths([res.path], as_json)
 
 
 def _opt_batch(min_batch: int, opt_batch: int | None, max_batch: int) -> int:
@@ -236,7 +252,7 @@ def _opt_batch(min_batch: int, opt_batch: int | None, max_batch: int) -> int:
 
 
 def _report_engine(res: EngineBuild, min_batch: int, max_batch: int) -> None:
-    """The parity and engine lines on stderr, the engine path on stdout."""
+    """The parity and engine lines on stderr."""
     parity = res.sidecar.get("parity")
     _report(
         "tensorrt",
@@ -251,4 +267,3 @@ def _report_engine(res: EngineBuild, min_batch: int, max_batch: int) -> None:
         f"{res.seconds:.1f} s",
         err=True,
     )
-    typer.echo(str(res.path))

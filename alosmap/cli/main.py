@@ -80,7 +80,33 @@ def mount(name: str, lazy: LazyApp, parent: TyperGroup) -> Command:
         settings["suggest_commands"] = parent.suggest_commands
     holder = typer.Typer(**settings)
     holder.add_typer(importlib.import_module(lazy.module).app, name=name)
-    return typer.main.get_group(holder).commands[name]
+    command = typer.main.get_group(holder).commands[name]
+    plain_flags(command, parent.context_settings.get("help_option_names"))
+    return command
+
+
+def plain_flags(command: Command, help_names: list[str] | None) -> None:
+    """Show boolean flags as plain ``--flag``/``--no-flag`` in ``--help``.
+
+    Typer's Rich help gives every option a type column, flags included
+    (``<bool>``), as if ``--confidence true`` were taken (it is refused). An empty
+    metavar leaves the column blank. Applied to ``command``, its help option and
+    every subcommand already built (lazy sub-apps are done when mounted).
+
+    Args:
+        command: a command or group.
+        help_names: the help option's names (the root's context settings), so
+            that the help option built here is the one a run would build.
+    """
+    from typer._click import Context
+
+    ctx = Context(command, help_option_names=help_names or ["--help"])
+    _plain_flags([*command.params, command.get_help_option(ctx)])
+    subcommands = getattr(command, "commands", {})
+    lazy = getattr(command, "lazy_commands", None)
+    for name in list(subcommands):
+        if lazy is None or lazy.pending(name) is None:
+            plain_flags(subcommands[name], help_names)
 
 
 class LazyCommands(MutableMapping[str, "Command"]):
@@ -133,7 +159,28 @@ class LazyCommands(MutableMapping[str, "Command"]):
         return len(self._items)
 
 
-class LazyGroup(TyperGroup):
+def _plain_flags(params: list[Any]) -> None:
+    """An empty metavar for each boolean flag among ``params`` that has none."""
+    for param in params:
+        if getattr(param, "is_bool_flag", False) and param.metavar is None:
+            param.metavar = ""
+
+
+class PlainFlagsGroup(TyperGroup):
+    """A Typer group whose ``--help`` shows boolean flags plain (``plain_flags``)."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        plain_flags(self, (self.context_settings or {}).get("help_option_names"))
+
+    def get_params(self, ctx: Context) -> list[Any]:
+        """The options; also those Typer adds later (completion) made plain."""
+        params = super().get_params(ctx)
+        _plain_flags(params)
+        return params
+
+
+class LazyGroup(PlainFlagsGroup):
     """A Typer group that mounts the sub-apps of :attr:`lazy_apps` on first use.
 
     Help listings show a lazy sub-app from its :class:`LazyApp` help; resolving its
@@ -266,6 +313,13 @@ def _run() -> None:
         app()
     except AlosmapError as exc:
         _fail(exc, str(exc))
+    except ImportError as exc:
+        from alosmap._imports import missing_extra
+
+        message = missing_extra(exc)  # torch without alosmap[torch], ...
+        if message is None:
+            raise
+        _fail(exc, message)
     except Exception as exc:
         from alosmap._fileio import is_disk_full
 

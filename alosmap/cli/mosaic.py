@@ -38,12 +38,10 @@ def mosaic(
     ],
     output: Annotated[
         Path,
-        typer.Option(
-            "--output",
-            "-o",
-            file_okay=False,
+        opt.output_option(
+            "Directory for the cell COGs and the VRT (created if missing).",
+            directory=True,
             show_default=False,
-            help="Directory for the cell COGs and the VRT (created if missing).",
         ),
     ] = ...,  # type: ignore[assignment]
     grid: Annotated[
@@ -73,6 +71,8 @@ def mosaic(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace existing cells and VRT.")
     ] = False,
+    co: opt.CreationOpt = None,
+    as_json: _common.JsonOpt = False,
 ) -> None:
     """Mosaic per-scene maps onto the JAXA 1° grid: one COG per cell plus a VRT.
 
@@ -83,21 +83,36 @@ def mosaic(
     them all, and each gets a QGIS style (.qml). Maps of different legends are
     never mixed. With confidence, each cell gets
     <cell>_confidence.tif and lulc_confidence.vrt covers them. Pixels no map covers
-    stay no data. Prints the files written, one per line.
+    stay no data. Prints the files written, one per line (--json: one JSON
+    document).
     """
+    from alosmap.io.cog_options import creation_options
     from alosmap.national.mosaic import mosaic_maps
 
-    res = mosaic_maps(
-        inputs,
-        output,
-        merge=merge.value,
-        task=task,
-        overwrite=overwrite,
-        progress=_common.show_progress(),
-    )
-    _common.info_line(
-        f"mosaic: {len(res.maps)} {res.task} maps -> {len(res.cells)} cell(s) "
-        f"(merge {res.merge}) in {res.seconds:.1f} s"
-    )
-    for path in res.files:  # cells, VRT, then their confidence files and VRT
-        typer.echo(str(path))
+    with _common.json_document("mosaic", as_json) as doc, creation_options(co):
+        res = mosaic_maps(
+            inputs,
+            output,
+            merge=merge.value,
+            task=task,
+            overwrite=overwrite,
+            progress=_common.show_progress(),
+        )
+        _common.info_line(
+            f"mosaic: {len(res.maps)} {res.task} maps -> {len(res.cells)} cell(s) "
+            f"(merge {res.merge}) in {res.seconds:.1f} s"
+        )
+        doc.update(
+            outputs=res.files,
+            cells=res.cells,
+            vrt=res.vrt,
+            confidence=res.confidence,
+            confidence_vrt=res.confidence_vrt,
+            maps=[m.path for m in res.maps],
+            task=res.task,
+            merge=res.merge,
+            seconds=res.seconds,
+            valid_pixels=res.valid_pixels,
+        )
+    # cells, VRT, then their confidence files and VRT
+    _common.echo_paths(res.files, as_json)

@@ -164,17 +164,29 @@ ModelOpt = Annotated[
         "-m",
         parser=input_file("model file", virtual=False, kind="model"),
         help="Model file (.safetensors, .onnx or TensorRT .engine). Default: the "
-        "bundled model.",
+        "bundled model (.onnx; its .safetensors with --backend torch).",
     ),
 ]
-OutputOpt = Annotated[
-    Path | None,
-    typer.Option(
+
+
+def output_option(help: str, *, directory: bool = False, **extra: Any) -> Any:
+    """The ``-o/--output`` option with ``help``: a file, or a directory.
+
+    ``directory``: the option names a directory; ``extra``: more
+    :func:`typer.Option` arguments.
+    """
+    return typer.Option(
         "--output",
         "-o",
-        dir_okay=False,
-        help="Map to write (.tif). Default: <scene>_<task>.tif here.",
-    ),
+        file_okay=not directory,
+        dir_okay=directory,
+        help=help,
+        **extra,
+    )
+
+
+OutputOpt = Annotated[
+    Path | None, output_option("Map to write (.tif). Default: <scene>_<task>.tif here.")
 ]
 TileOpt = Annotated[
     int | None,
@@ -276,6 +288,32 @@ ThreadsOpt = Annotated[
     int | None,
     typer.Option(
         min=1, help="CPU threads for the model (default: the physical cores)."
+    ),
+]
+
+
+def _creation_options(value: list[str] | None) -> list[str] | None:
+    """``--co``: checked against GDAL's list for COGs before any work, else exit 2."""
+    if value:
+        from alosmap.io.cog_options import CreationOptionError, parse_creation_options
+
+        try:
+            parse_creation_options(value)
+        except CreationOptionError as exc:
+            usage_error(str(exc))
+    return value
+
+
+CreationOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--co",
+        metavar="KEY=VALUE",
+        callback=_creation_options,
+        show_default=False,
+        help="GDAL creation option of the map COGs (class map, confidence, "
+        "probabilities), e.g. --co LEVEL=9, --co COMPRESS=ZSTD; repeatable. Checked "
+        "against GDAL's COG driver; lossy codecs and grid options are refused.",
     ),
 ]
 
@@ -397,7 +435,7 @@ def check_area(options: InferenceOptions) -> None:
     parsed, exit 1; so is a vector AOI without pyogrio, a missing install.)
     """
     from alosmap.errors import AoiError
-    from alosmap.national.aoi import parse_crs, read_area
+    from alosmap.io.aoi import parse_crs, read_area
 
     try:
         if options.bbox is None:  # --bbox-crs without --bbox: a typo all the same
@@ -448,6 +486,7 @@ __all__ = [
     "BboxOpt",
     "CompileOpt",
     "ConfOpt",
+    "CreationOpt",
     "DeviceOpt",
     "ModelOpt",
     "OutputOpt",
@@ -470,6 +509,7 @@ __all__ = [
     "flag_message",
     "inference_options",
     "input_file",
+    "output_option",
     "plain",
     "usage_error",
     "virtual_or_path",

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
-
-import typer
+from typing import TYPE_CHECKING, Any
 
 from alosmap.cli import _common
 from alosmap.cli.options import (
@@ -23,6 +21,7 @@ from alosmap.cli.options import (
     BboxOpt,
     CompileOpt,
     ConfOpt,
+    CreationOpt,
     DeviceOpt,
     ModelOpt,
     OutputOpt,
@@ -41,18 +40,35 @@ from alosmap.cli.options import (
     inference_options,
 )
 
+if TYPE_CHECKING:  # pragma: no cover
+    from alosmap.predict.pipeline import PredictResult
+
 
 def _predict(params: dict[str, Any]) -> None:
     """Run predict_scene with the command's parameters; print summary and outputs."""
+    from alosmap.io.cog_options import creation_options
     from alosmap.predict.pipeline import predict_scene
 
-    res = predict_scene(
-        params["scene"],
-        params["output"],
-        inference_options(params),
-        preview=params["preview"],
-        progress=_common.show_progress(),
-    )
+    options = inference_options(params)
+    command = "predict" if params["task"] != Task.water else "water"
+    with (
+        _common.json_document(command, params["as_json"]) as doc,
+        creation_options(params["co"]),
+    ):
+        res = predict_scene(
+            params["scene"],
+            params["output"],
+            options,
+            preview=params["preview"],
+            progress=_common.show_progress(),
+        )
+        _summary(res)
+        doc.update(_document(res, params["scene"]))
+    _common.echo_paths(res.files, params["as_json"])
+
+
+def _summary(res: PredictResult) -> None:
+    """The one-line summary on stderr: tiles, time, class shares, masked pixels."""
     names = res.class_names
     total = max(1, res.valid_pixels)
     shares = ", ".join(
@@ -69,8 +85,26 @@ def _predict(params: dict[str, Any]) -> None:
         f"{res.output.name}: {res.tiles_run}/{res.tiles_total} tiles in "
         f"{res.seconds:.1f} s ({res.tiles_per_second:.2f} tiles/s); {shares}{masked}"
     )
-    for path in res.files:  # map, confidence, probabilities, preview: one per line
-        typer.echo(str(path))
+
+
+def _document(res: PredictResult, scene: Any) -> dict[str, Any]:
+    """The ``--json`` figures of one mapped scene."""
+    return {
+        "scene": str(scene),
+        "task": res.task,
+        "outputs": res.files,
+        "map": res.output,
+        "confidence": res.confidence,
+        "probabilities": res.probabilities,
+        "preview": res.preview,
+        "tiles": {"run": res.tiles_run, "total": res.tiles_total},
+        "seconds": res.seconds,
+        "model_seconds": res.model_seconds,
+        "valid_pixels": res.valid_pixels,
+        "classes": _common.class_counts(res.class_pixels, res.class_names),
+        "masked_pixels": {"layover": res.layover_pixels, "shadow": res.shadow_pixels},
+        "date_range": res.date_range,
+    }
 
 
 def predict(
@@ -95,6 +129,8 @@ def predict(
     bbox: BboxOpt = None,
     bbox_crs: BboxCrsOpt = "EPSG:4326",
     aoi: AoiOpt = None,
+    co: CreationOpt = None,
+    as_json: _common.JsonOpt = False,
 ) -> None:
     """Map land use / land cover (or water) of a whole scene to a COG GeoTIFF.
 
@@ -105,7 +141,7 @@ def predict(
     A JAXA 25 m mosaic tile's HH file (<tile>_<yy>_sl_HH_<ver>.tif) uses the
     tile's files beside it: mask (layover and shadow become no data, counted in
     the summary), date (acquisition dates in the map's tags) and .xml.
-    Prints the files written, one per line.
+    Prints the files written, one per line (--json: one JSON document).
     """
     _predict(dict(locals()))
 

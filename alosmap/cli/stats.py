@@ -15,8 +15,8 @@ from alosmap.cli._maps import (
     OverwriteOpt,
     check_outputs,
     map_argument,
-    output_option,
 )
+from alosmap.cli.options import output_option
 
 
 class Format(str, Enum):
@@ -59,12 +59,15 @@ def stats(
         ),
     ] = None,
     overwrite: OverwriteOpt = False,
+    as_json: _common.JsonOpt = False,
 ) -> None:
     """Area per class in km² (and % of the mapped area); no data excluded.
 
     Pixel areas are exact: per row on the ellipsoid for lon/lat grids
     (pixels shrink towards the poles), |det(transform)| in m² for
     projected grids. With --aoi, pixels whose centre is inside count.
+    --json: one JSON document (the figures of --format json, the file
+    written by -o, warnings) whatever the format of -o.
     """
     from alosmap.national.stats import class_areas
 
@@ -77,21 +80,23 @@ def stats(
     if chosen is None and output is not None:
         chosen = {".csv": "csv", ".json": "json"}.get(output.suffix.lower())
     chosen = chosen or "table"
-    result = class_areas(map_path, legend=task.value if task else None, aoi=aoi)
-    if chosen == "csv":
-        text = result.to_csv()
-    elif chosen == "json":
-        text = result.to_json()
-    else:
-        text = result.format_table() + "\n"
-    if output is None:
-        typer.echo(text, nl=False)
-        return
-    from alosmap._fileio import atomic_write_bytes
+    with _common.json_document("stats", as_json) as doc:
+        result = class_areas(map_path, legend=task.value if task else None, aoi=aoi)
+        doc.update(result.to_dict(), outputs=[output] if output else [])
+        if chosen == "csv":
+            text = result.to_csv()
+        elif chosen == "json":
+            text = result.to_json()
+        else:
+            text = result.format_table() + "\n"
+        if output is not None:
+            from alosmap._fileio import atomic_write_bytes
 
-    atomic_write_bytes(output, text.encode("utf-8"))
-    _common.info_line(
-        f"wrote {output}: {result.mapped_m2 / 1e6:.4f} km² mapped in "
-        f"{len(result.classes)} classes"
-    )
-    typer.echo(str(output))
+            atomic_write_bytes(output, text.encode("utf-8"))
+            _common.info_line(
+                f"wrote {output}: {result.mapped_m2 / 1e6:.4f} km² mapped in "
+                f"{len(result.classes)} classes"
+            )
+    if as_json:
+        return
+    typer.echo(str(output) if output is not None else text, nl=output is not None)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from alosmap.cli import _common
 from alosmap.cli.options import OverwriteOpt
 
 app = typer.Typer(
@@ -118,34 +119,40 @@ def scene(
     heading: HeadingOpt = 190.0,
     scene_labels: SceneLabelsOpt = False,
     overwrite: OverwriteOpt = False,
+    as_json: _common.JsonOpt = False,
 ) -> None:
     """Write one synthetic HH scene and the JAXA-style label tile(s) it lies in.
 
     The scene is named like an ALOS-2 L2.1 product
     (IMG-HH-ALOS2<orbit><frame>-<YYMMDD>-UBSR2.1GU<A|D>.tif); the labels are
-    1°×1° tiles LC_N<lat>E<lon>.tif on EPSG:4326. Paths written go to stdout.
+    1°×1° tiles LC_N<lat>E<lon>.tif on EPSG:4326. Paths written go to stdout
+    (--json: one JSON document).
     """
-    from alosmap.cli._common import check_output_dir
     from alosmap.synthetic import generate_scene
 
-    check_output_dir(out_dir, create=True)
-    result = generate_scene(
-        out_dir,
-        seed=seed,
-        width=size,
-        pixel_size=pixel_size,
-        center_lon=lon,
-        center_lat=lat,
-        date=date,
-        heading_deg=heading,
-        write_scene_labels=scene_labels,
-        overwrite=overwrite,
-    )
-    typer.echo(str(result.path))
-    for path in result.label_tiles:
-        typer.echo(str(path))
-    if result.scene_labels is not None:
-        typer.echo(str(result.scene_labels))
+    _common.check_output_dir(out_dir, create=True)
+    with _common.json_document("synth scene", as_json) as doc:
+        result = generate_scene(
+            out_dir,
+            seed=seed,
+            width=size,
+            pixel_size=pixel_size,
+            center_lon=lon,
+            center_lat=lat,
+            date=date,
+            heading_deg=heading,
+            write_scene_labels=scene_labels,
+            overwrite=overwrite,
+        )
+        labels = [result.scene_labels] if result.scene_labels is not None else []
+        files = [result.path, *result.label_tiles, *labels]
+        doc.update(
+            outputs=files,
+            scene=result.path,
+            label_tiles=result.label_tiles,
+            scene_labels=result.scene_labels,
+        )
+    _common.echo_paths(files, as_json)
 
 
 @app.command("sample-data")
@@ -159,15 +166,18 @@ def sample_data(
         ),
     ],
     overwrite: OverwriteOpt = False,
+    as_json: _common.JsonOpt = False,
 ) -> None:
     """Regenerate the repository's sample_data/ (three scenes, one tile, SHA256SUMS).
 
     The files are byte-identical to the committed ones when the same versions of
     numpy, scipy and GDAL are used. Other files in OUT_DIR are left alone.
+    Paths written go to stdout (--json: one JSON document).
     """
-    from alosmap.cli._common import check_output_dir
     from alosmap.synthetic import make_sample_data
 
-    check_output_dir(out_dir, create=True)
-    for path in make_sample_data(out_dir, overwrite=overwrite):
-        typer.echo(str(path))
+    _common.check_output_dir(out_dir, create=True)
+    with _common.json_document("synth sample-data", as_json) as doc:
+        files = make_sample_data(out_dir, overwrite=overwrite)
+        doc.update(outputs=files)
+    _common.echo_paths(files, as_json)

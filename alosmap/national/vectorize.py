@@ -24,10 +24,14 @@ simplified, then transformed to the map's CRS and, when asked, to WGS 84:
   counter-clockwise (RFC 7946).
 
 Formats: GeoJSON (written with the standard library; RFC 7946 wants WGS 84
-lon/lat, the default; in the map's CRS a legacy ``"crs"`` member names it, which
+lon/lat, its default; in another CRS a legacy ``"crs"`` member names it, which
 GDAL and QGIS read) and GeoPackage through pyogrio (``pip install
-'alosmap[vector]'``). Each feature has ``id``, ``class``, ``code`` and
-``area_m2``.
+'alosmap[vector]'``; the map's CRS by default, a Polygon layer, GeoPackage 1.2 so
+that GDAL before 3.7 reads it without a warning). ``crs`` (``--crs``) puts either in
+WGS 84, the map's CRS or any CRS. Every feature is one Polygon (with its holes) and
+has ``id``, ``class``, ``code`` and ``area_m2``; a polygon that reprojection or
+rounding splits becomes one feature per part, its area shared out by the parts'
+areas.
 """
 
 from __future__ import annotations
@@ -60,7 +64,13 @@ from alosmap.io.maps import LEGENDS, MapInfo, legend_text, open_map
 from alosmap.io.raster import open_raster
 from alosmap.national.stats import ellipsoid_of, equal_area_xy
 
-__all__ = ["VECTOR_FORMATS", "VectorizeResult", "output_format", "vectorize_map"]
+__all__ = [
+    "VECTOR_FORMATS",
+    "VectorizeResult",
+    "output_crs",
+    "output_format",
+    "vectorize_map",
+]
 
 #: Output suffix → format.
 VECTOR_FORMATS = {".geojson": "geojson", ".json": "geojson", ".gpkg": "gpkg"}
@@ -247,46 +257,49 @@ def vectorize_map(
             binary legend (Water), else the legend's water class.
         min_area_m2: drop polygons smaller than this (m²).
         simplify: Douglas-Peucker tolerance in pixels (0 = exact pixel outlines).
-        crs: ``wgs84``, ``map`` or ``auto`` (WGS 84 for GeoJSON, the map's CRS for
-            GeoPackage).
+        crs: ``auto`` (WGS 84 for GeoJSON, the map's CRS for GeoPackage),
+            ``wgs84``, ``map``, or any CRS rasterio reads (``EPSG:3857``, WKT).
         overwrite: replace an existing output.
 
     Raises:
         OutputPathError: unknown suffix or missing directory.
         OutputExistsError: the output exists and ``overwrite`` is false.
         BackendUnavailableError: GeoPackage without pyogrio.
-        InputRasterError: bad map, unknown class, WGS 84 asked for a map without
-            CRS.
+        InputRasterError: bad map, unknown class, another CRS asked for a map
+            without one.
+        ValueError: ``crs`` is not a CRS.
     """
     out = Path(output)
     fmt = output_format(out)
     check_not_input([out], [map_path])
     _check_output(out, fmt, overwrite)
-    if crs not in ("auto", "map", "wgs84"):
-        raise ValueError(f"crs must be auto, map or wgs84; got {crs!r}")
+    target = crs if crs != "auto" else ("wgs84" if fmt == "geojson" else "map")
+    wanted = None if target == "map" else output_crs(target)
     info = open_map(map_path, legend, allowed=tuple(LEGENDS))
     code, name = _resolve_class(info, class_)
-    target = crs if crs != "auto" else ("wgs84" if fmt == "geojson" else "map")
-    if target == "wgs84" and info.crs is None:
+    if wanted is not None and info.crs is None:
         raise InputRasterError(
-            f"map {info.path} has no CRS, so polygons cannot be put in WGS 84; "
-            "use --crs map (coordinates in the map's transform units)"
+            f"map {info.path} has no CRS, so polygons cannot be put in "
+            f"{'WGS 84' if target == 'wgs84' else target}; use --crs map "
+            "(coordinates in the map's transform units)"
         )
     polys = _trace(info, code, out.parent)
     areas = _areas_m2(info, polys)
     keep = areas >= min_area_m2 if min_area_m2 > 0 else np.ones(len(polys), bool)
     dropped = int((~keep).sum())
     polys, areas = polys[keep], areas[keep]
-    out_crs = CRS.from_epsg(4326) if target == "wgs84" else info.crs
+    reproject = wanted is not None and wanted != info.crs
+    out_crs = wanted if wanted is not None else info.crs
     polys, areas = _output_geometry(
-        polys, areas, info, simplify, info.crs if target == "wgs84" else None, out_crs
+        polys, areas, info, simplify, (info.crs, out_crs) if reproject else None
     )
     props = [
         {"id": i + 1, "class": name, "code": code, "area_m2": round(float(a), 3)}
         for i, a in enumerate(areas)
     ]
     if fmt == "geojson":
-        text = _geojson(polys, props, out_crs if target == "map" else None)
+        rfc7946 = out_crs is not None and out_crs == CRS.from_epsg(4326)
+        text = _geojson(polys, props, None if rfc7946 else out_crs)
         atomic_write(
             out, lambda p: p.write_text(text, encoding="utf-8"), replace=overwrite
         )
@@ -299,6 +312,20 @@ def vectorize_map(
         area_m2=float(np.sum(areas)),
         crs=None if out_crs is None else out_crs.to_string(),
     )
+
+
+def output_crs(text: str) -> CRS:
+    """The CRS of ``--crs`` (``wgs84`` or any CRS rasterio reads).
+
+    Raises:
+        ValueError: not a CRS.
+    """
+    if text.strip().lower() == "wgs84":
+        return CRS.from_epsg(4326)
+    try:
+        return CRS.from_user_input(text)
+    except Exception as exc:  # rasterio's CRSError
+        raise ValueError(f"--crs {text!r}: not a CRS ({exc})") from exc
 
 
 def _check_output(out: Path, fmt: str, overwrite: bool) -> None:
@@ -317,15 +344,14 @@ def _output_geometry(
     areas: np.ndarray,
     info: MapInfo,
     simplify: float,
-    reproject_from: CRS | None,
-    out_crs: CRS | None,
+    reproject: tuple[CRS, CRS] | None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel-coordinate polygons as output geometries, with their areas.
+    """Pixel-coordinate polygons as output Polygons, with their areas.
 
-    Simplified (``simplify`` pixels), put in the map's CRS, reprojected to WGS 84
-    from ``reproject_from`` when given, then rounded on the grid of ``out_crs``,
-    made valid and oriented (RFC 7946). Polygons that vanish are dropped, with
-    their areas.
+    Simplified (``simplify`` pixels), put in the map's CRS, reprojected
+    ``(from, to)`` when given, then rounded on the grid of the output CRS, made
+    valid and oriented (RFC 7946). Polygons that vanish are dropped, with their
+    areas; one that splits becomes its parts (:func:`_explode`).
     """
     if not len(polys):
         return polys, areas
@@ -341,24 +367,41 @@ def _output_geometry(
             )
         ),
     )
-    if reproject_from is not None:
-        polys = _to_wgs84(polys, reproject_from)
+    out_crs = reproject[1] if reproject else info.crs
+    if reproject is not None:
+        polys = _reproject(polys, *reproject)
     geographic = out_crs is not None and out_crs.is_geographic
     grid = _GRID_DEGREES if geographic else _GRID_UNITS
     polys = _polygonal(polys)
     polys = shapely.set_precision(polys, grid)
     polys = _polygonal(polys)
     ok = ~shapely.is_empty(polys)
-    return shapely.orient_polygons(polys[ok]), areas[ok]
+    polys, areas = _explode(polys[ok], areas[ok])
+    return shapely.orient_polygons(polys), areas
 
 
-def _to_wgs84(polys: np.ndarray, src: CRS) -> np.ndarray:
-    """Reproject every vertex of the polygons to WGS 84 lon/lat in one call."""
+def _explode(polys: np.ndarray, areas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """MultiPolygons as their Polygons; each part's area its share of the whole."""
+    if all(g.geom_type == "Polygon" for g in polys):
+        return polys, areas
+    parts: list[Any] = []
+    shares: list[float] = []
+    for g, area in zip(polys, areas, strict=True):
+        pieces = list(getattr(g, "geoms", [g]))
+        sizes = shapely.area(np.array(pieces, dtype=object))
+        total = float(sizes.sum())
+        parts += pieces
+        shares += [area * (s / total if total else 1 / len(pieces)) for s in sizes]
+    return np.array(parts, dtype=object), np.array(shares)
+
+
+def _reproject(polys: np.ndarray, src: CRS, dst: CRS) -> np.ndarray:
+    """Reproject every vertex of the polygons from ``src`` to ``dst`` in one call."""
     from rasterio.warp import transform as warp_transform
 
     def fn(xy: np.ndarray) -> np.ndarray:
-        lon, lat = warp_transform(src, "EPSG:4326", xy[:, 0], xy[:, 1])
-        return np.column_stack((lon, lat))
+        x, y = warp_transform(src, dst, xy[:, 0], xy[:, 1])
+        return np.column_stack((x, y))
 
     return shapely.transform(polys, fn)
 
@@ -390,7 +433,10 @@ def _write_gpkg(
     *,
     replace: bool,
 ) -> None:
-    """Write a GeoPackage (MultiPolygon layer named after the file) atomically.
+    """Write a GeoPackage (Polygon layer named after the file) atomically.
+
+    GeoPackage 1.2: what GDAL before 3.7 writes, and reads without a warning (it
+    warns of 1.4, the default of later GDALs).
 
     ``replace``: whether a file that appeared meanwhile may be replaced.
     """
@@ -402,9 +448,7 @@ def _write_gpkg(
         np.array([p["code"] for p in props], dtype=np.int32),
         np.array([p["area_m2"] for p in props], dtype=np.float64),
     ]
-    wkb = np.array(
-        [shapely.to_wkb(shapely.MultiPolygon(_parts(g))) for g in polys], dtype=object
-    )
+    wkb = np.array([shapely.to_wkb(g) for g in polys], dtype=object)
 
     # GDAL wants the .gpkg suffix, so the temporary file gets one too
     with atomic_path(out, suffix=".gpkg", replace=replace) as tmp:
@@ -416,10 +460,7 @@ def _write_gpkg(
             fields=fields,
             layer=out.stem,
             driver="GPKG",
-            geometry_type="MultiPolygon",
+            geometry_type="Polygon",
             crs=None if crs is None else crs.to_wkt(),
+            dataset_options={"VERSION": "1.2"},
         )
-
-
-def _parts(g: Any) -> list[Any]:
-    return list(g.geoms) if g.geom_type == "MultiPolygon" else [g]

@@ -147,14 +147,13 @@ def _eager_app():
     """The app with train and export mounted by `add_typer`, as they were before."""
     import copy
 
-    from typer.core import TyperGroup
-
     from alosmap.cli.export import app as export_app
+    from alosmap.cli.main import PlainFlagsGroup
     from alosmap.cli.train import app as train_app
 
     eager = copy.copy(app)
     eager.info = copy.copy(app.info)
-    eager.info.cls = TyperGroup
+    eager.info.cls = PlainFlagsGroup  # the root's help, without the lazy mounting
     eager.registered_groups = list(app.registered_groups)
     eager.add_typer(train_app, name="train")
     eager.add_typer(export_app, name="export")

@@ -206,21 +206,21 @@ def test_a_jpg_preview_is_a_jpeg_and_other_suffixes_are_refused(
     cli, small_scene, tiny_lulc_model, tmp_path, monkeypatch
 ):
     pytest.importorskip("matplotlib")
+
+    def predict(directory, preview):
+        directory.mkdir()
+        return cli(
+            "-q", "predict", small_scene, "-m", tiny_lulc_model,
+            "-o", directory / "m.tif", "--preview", directory / preview,
+        )  # fmt: skip
+
     out = tmp_path / "out"
-    out.mkdir()
-    code, _, err = cli(
-        "-q", "predict", small_scene, "-m", tiny_lulc_model, "-o", out / "m.tif",
-        "--preview", out / "p.jpg",
-    )  # fmt: skip
+    code, _, err = predict(out, "p.jpg")
     assert code == 0, err
     assert (out / "p.jpg").read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG, not PNG
 
     other = tmp_path / "other"
-    other.mkdir()
-    code, _, err = cli(
-        "-q", "predict", small_scene, "-m", tiny_lulc_model, "-o", other / "m.tif",
-        "--preview", other / "p.gif",
-    )  # fmt: skip
+    code, _, err = predict(other, "p.gif")
     assert code == 2  # a usage error, refused before any work
     line = _one_error_line(err)
     assert "p.gif" in line and ".png, .jpg or .jpeg" in line, line

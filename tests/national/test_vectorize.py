@@ -202,3 +202,103 @@ def test_other_classes_and_bad_inputs(tmp_path, cli):
     dry = write(tmp_path / "dry.tif", np.zeros((10, 10), np.uint8))
     res = vectorize_map(dry, tmp_path / "dry.geojson")
     assert res.polygons == 0 and features(res.path) == []
+
+
+def _ogrinfo(path):
+    """``ogrinfo -so -al`` of the system's GDAL (stdout + stderr), or None."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("ogrinfo")
+    if exe is None:
+        return None
+    run = subprocess.run(
+        [exe, "-so", "-al", str(path)], capture_output=True, text=True, check=True
+    )
+    return run.stdout + run.stderr
+
+
+def _gdal_messages(path):
+    """What GDAL (pyogrio's) says while opening ``path``: warnings and errors."""
+    import ctypes
+
+    pytest.importorskip("pyogrio")
+    import pyogrio.raw
+
+    from alosmap._process import loaded_libraries
+
+    pyogrio.read_info(path)  # loads pyogrio's libgdal
+    libs = loaded_libraries("libgdal")
+    messages: list[str] = []
+    handler_t = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_int, ctypes.c_char_p)
+
+    def collect(level, number, text):
+        messages.append(f"{level}: {(text or b'').decode()}")
+
+    handler = handler_t(collect)
+    stacks = []
+    for lib_path in libs:
+        lib = ctypes.CDLL(lib_path)
+        lib.CPLPushErrorHandler.argtypes = [handler_t]
+        lib.CPLPushErrorHandler(handler)
+        stacks.append(lib)
+    try:
+        pyogrio.read_info(path)
+        pyogrio.raw.read(path)
+    finally:
+        for lib in stacks:
+            lib.CPLPopErrorHandler()
+    return messages
+
+
+def test_gpkg_is_polygons_in_map_crs_without_driver_warnings(tmp_path, water, cli):
+    raw = pytest.importorskip("pyogrio.raw")
+    path, _ = water
+    out = tmp_path / "w.gpkg"
+    code, _, err = cli("vectorize", path, "-o", out)
+    assert code == 0, err
+    meta, _, wkb, _ = raw.read(out)
+    assert meta["geometry_type"] == "Polygon"  # not MultiPolygon
+    assert {g.geom_type for g in shapely.from_wkb(wkb)} == {"Polygon"}
+    assert CRS.from_user_input(meta["crs"]) == UTM54  # the map's CRS
+    assert _gdal_messages(out) == []
+    text = _ogrinfo(out)
+    if text is not None:  # GDAL 3.6 warns of GeoPackage 1.4 files
+        assert "Geometry: Polygon" in text and "32654" in text
+        assert "Warning" not in text and "ERROR" not in text, text
+
+
+def test_geojson_is_wgs84_and_crs_chooses_any(tmp_path, water, cli):
+    path, a = water
+    out = tmp_path / "w.geojson"
+    code, _, err = cli("vectorize", path, "-o", out)
+    assert code == 0, err
+    doc = json.loads(out.read_text())
+    assert "crs" not in doc  # RFC 7946: WGS 84 lon/lat
+    lon, lat = np.array(shape(doc["features"][0]["geometry"]).exterior.coords).T
+    assert ((lon > 135) & (lon < 141) & (lat > 34)).all()
+    assert {f["geometry"]["type"] for f in doc["features"]} == {"Polygon"}
+    # any CRS: GeoPackage in Web Mercator, polygons burn back onto the map's pixels
+    raw = pytest.importorskip("pyogrio.raw")
+    merc = tmp_path / "m.gpkg"
+    code, _, err = cli("vectorize", path, "-o", merc, "--crs", "EPSG:3857")
+    assert code == 0, err
+    meta, _, wkb, _ = raw.read(merc)
+    assert CRS.from_user_input(meta["crs"]) == CRS.from_epsg(3857)
+    geoms = [
+        transform_geom("EPSG:3857", UTM54, shapely.geometry.mapping(g))
+        for g in shapely.from_wkb(wkb)
+    ]
+    burnt = burn(geoms, a.shape, UTM_T)
+    assert (burnt == (a == 1)).mean() > 0.99  # reprojected edges: a few pixels
+    if (text := _ogrinfo(merc)) is not None:
+        assert "Geometry: Polygon" in text and "Warning" not in text, text
+    code, _, err = cli("vectorize", path, "-o", tmp_path / "x.gpkg", "--crs", "EPSG:0")
+    assert code == 2 and "--crs" in err and not (tmp_path / "x.gpkg").exists()
+
+
+def test_help_says_which_crs_by_format(cli):
+    code, out, _ = cli("vectorize", "--help")
+    assert code == 0
+    text = " ".join(out.replace("│", " ").split())
+    assert "GeoJSON in WGS 84" in text and "GeoPackage in the map's CRS" in text
