@@ -4,8 +4,7 @@
 # labels over flooded vegetation or towns do), and what finetuning the bundled water
 # model with the CLI defaults does with and without those scenes.
 #
-# Data: synthetic ALOS-2-like scenes (alosmap.synthetic, 512², no sensor shift),
-# each written as one chip of float32 σ0 dB (NaN no data) with 0/1 water labels
+# Data: synthetic ALOS-2-like scenes (alosmap.synthetic, 512²), each written as one chip of float32 σ0 dB (NaN no data) with 0/1 water labels
 # (255 no label) and its own `scene` in the manifest: 5 training scenes (t1-t5; in
 # t2 and t4 the water label also covers a disc of land, about twice the scene's
 # water, so that their "water" has a land-like median), 2 validation scenes (v1, v2)
@@ -17,8 +16,12 @@
 # flagged scene) -> run_clean; IoU_water on the held-out test scenes of MODEL,
 # run_all and run_clean (pooled over their patches, `train evaluate`).
 #
+# With SHIFT=1 every chip is seen by a "new sensor" (scripts/transfer_experiment.sh's:
+# σ0' = -12 + 1.25·(σ0 + 12) + 4 dB, water 3 dB brighter still), where the bundled
+# model starts far from right, so that labels can make it better.
+#
 #   scripts/bad_label_experiment.sh [WORK_DIR]
-# Env: ALOSMAP, PYTHON, MODEL (default alosmap/weights/water.safetensors),
+# Env: ALOSMAP, PYTHON, MODEL (default alosmap/weights/water.safetensors), SHIFT (0),
 #      FT_ARGS (extra finetune options, default "--threads 2 --workers 0 --save-last":
 #      none changes the training; --save-last keeps the final epoch, scored too).
 set -euo pipefail
@@ -27,20 +30,17 @@ A=${ALOSMAP:-alosmap}
 PY=${PYTHON:-python}
 MODEL=${MODEL:-alosmap/weights/water.safetensors}
 read -r -a EXTRA <<< "${FT_ARGS:---threads 2 --workers 0 --save-last}"
+SHIFT=${SHIFT:-0}
 mkdir -p "$WORK"
 SECONDS=0
 
 # 1. the chips: $WORK/chips, manifest.csv (training + validation) and test.csv
-$PY - "$WORK" <<'EOF'
-import csv
+PYTHONPATH="$(dirname "$0")${PYTHONPATH:+:$PYTHONPATH}" $PY - "$WORK" "$SHIFT" <<'EOF'
 import sys
 from pathlib import Path
 
 import numpy as np
-import rasterio
-
-from alosmap.radiometry import dn_to_db
-from alosmap.synthetic import generate_scene
+from _water_chips import water_scene, write, write_manifest
 
 work = Path(sys.argv[1])
 out = work / "chips"
@@ -50,13 +50,8 @@ SCENES = [("t1", "train"), ("t2", "train"), ("t3", "train"), ("t4", "train"),
           ("t5", "train"), ("v1", "val"), ("v2", "val"),
           ("x1", "test"), ("x2", "test"), ("x3", "test")]
 BAD = {"t2", "t4"}  # water label also over a disc of land
-
-
-def write(path, array, profile, dtype, nodata):
-    with rasterio.open(path, "w", **dict(profile, dtype=dtype, nodata=nodata)) as ds:
-        ds.write(array.astype(dtype), 1)
-        if dtype == "float32":
-            ds.update_tags(UNITS="db")
+SHIFT = sys.argv[2] == "1"
+GAIN, REF, OFFSET, WATER_EXTRA = 1.25, -12.0, 4.0, 3.0  # dB, the "new sensor"
 
 
 def land_disc(label, db, rng):
@@ -81,18 +76,12 @@ rng = np.random.default_rng(0)
 rows = {"manifest": [], "test": []}
 print("scene  split  bad  water_px  water_median_dB  land_median_dB")
 for i, (name, split) in enumerate(SCENES):
-    scene = generate_scene(
+    db, label, codes, profile = water_scene(
         work / "scenes", seed=300 + i, width=SIZE, center_lon=138.0 + 0.2 * i,
-        center_lat=36.0, write_label_tiles=False, write_scene_labels=True,
-        overwrite=True,
+        center_lat=36.0,
     )
-    with rasterio.open(scene.path) as ds:
-        dn, profile = ds.read(1), ds.profile
-    with rasterio.open(scene.scene_labels) as ds:
-        codes = ds.read(1)
-    db = dn_to_db(dn)  # NaN at DN 0
-    label = np.where(codes == 0, 255, codes == 1).astype(np.uint8)  # JAXA 1 = water
-    label[~np.isfinite(db)] = 255
+    if SHIFT:  # the new sensor sees the true water (JAXA 1), whatever the label says
+        db = REF + GAIN * (db - REF) + OFFSET + WATER_EXTRA * (codes == 1)
     if name in BAD:
         label[land_disc(label, db, rng)] = 1
     meta = dict(profile, driver="GTiff", count=1)
@@ -105,11 +94,7 @@ for i, (name, split) in enumerate(SCENES):
     print(f"{name:5}  {split:5}  {'yes' if name in BAD else 'no ':3}  "
           f"{w.size:8d}  {np.nanmedian(w):15.1f}  {np.nanmedian(land):14.1f}")
 for key, manifest in rows.items():
-    with open(work / f"{key}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, ["image", "label", "split", "scene"],
-                                lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(manifest)
+    write_manifest(work / f"{key}.csv", manifest, ["image", "label", "split", "scene"])
 EOF
 
 BUILD=(--legend water-binary --label-nodata 255 --input-units db --patch-size 256

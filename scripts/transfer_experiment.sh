@@ -23,18 +23,13 @@ EPOCHS=${EPOCHS:-10}
 mkdir -p "$WORK"
 
 # 1. the chips: $WORK/new (the new sensor) and $WORK/alos2 (the same, unchanged)
-$PY - "$WORK" <<'EOF'
-import csv
+PYTHONPATH="$(dirname "$0")${PYTHONPATH:+:$PYTHONPATH}" $PY - "$WORK" <<'EOF'
 import sys
 from pathlib import Path
 
-import numpy as np
-import rasterio
+from _water_chips import water_scene, write, write_manifest
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
-
-from alosmap.radiometry import dn_to_db
-from alosmap.synthetic import generate_scene
 
 work = Path(sys.argv[1])
 GAIN, REF, OFFSET, WATER_EXTRA = 1.25, -12.0, 4.0, 3.0  # dB
@@ -49,27 +44,12 @@ def new_sensor(db, water):
     return out
 
 
-def write(path, array, profile, dtype, nodata):
-    with rasterio.open(path, "w", **dict(profile, dtype=dtype, nodata=nodata)) as ds:
-        ds.write(array.astype(dtype), 1)
-        if dtype == "float32":
-            ds.update_tags(UNITS="db")
-
-
 rows = {"new": [], "alos2": []}
 for s, role in ROLE.items():
-    scene = generate_scene(
+    db, label, _, profile = water_scene(
         work / "scenes", seed=100 + s, width=1024, center_lon=139.0 + 0.3 * s,
-        center_lat=35.0, write_label_tiles=False, write_scene_labels=True,
-        overwrite=True,
+        center_lat=35.0,
     )
-    with rasterio.open(scene.path) as ds:
-        dn, profile = ds.read(1), ds.profile
-    with rasterio.open(scene.scene_labels) as ds:
-        codes = ds.read(1)
-    db = dn_to_db(dn)  # NaN at DN 0
-    label = np.where(codes == 0, 255, codes == 1).astype(np.uint8)  # JAXA 1 = water
-    label[~np.isfinite(db)] = 255
     images = {"alos2": db, "new": new_sensor(db, label == 1)}
     for k, (r, c) in enumerate([(0, 0), (0, CHIP), (CHIP, 0), (CHIP, CHIP)]):
         split = "test" if role == "test" else ("val" if (s, k) in VAL else "train")
@@ -87,10 +67,7 @@ for s, role in ROLE.items():
                 {"image": f"{name}.tif", "label": f"{name}_label.tif", "split": split}
             )
 for version, manifest in rows.items():
-    with open(work / version / "manifest.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, ["image", "label", "split"], lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(manifest)
+    write_manifest(work / version / "manifest.csv", manifest, ["image", "label", "split"])
     with open(work / version / "unlabelled.txt", "w") as f:  # chips adapt may see
         f.writelines(f"{work / version / m['image']}\n" for m in manifest
                      if m["split"] != "test")

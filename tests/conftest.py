@@ -114,21 +114,67 @@ def make_geotiff(tmp_path):
     return make
 
 
-def _model_file(directory: Path, task: str, img_size: int = 256) -> Path:
+def nearest_onto(source, shape, transform, crs, dtype=np.uint8):
+    """Band 1 of the open raster ``source`` resampled (nearest) onto a grid; 0 off."""
+    from rasterio.warp import Resampling, reproject
+
+    out = np.zeros(shape, dtype)
+    reproject(
+        rasterio.band(source, 1),
+        out,
+        dst_transform=transform,
+        dst_crs=crs,
+        resampling=Resampling.nearest,
+    )
+    return out
+
+
+def write_map(path, codes, spec, *, crs=UTM54, transform=DEFAULT_TRANSFORM, **kw):
+    """Write ``codes`` as a map of ``spec`` with the real writer; the final path.
+
+    ``kw``: more :class:`~alosmap.io.writer.MapWriter` arguments; ``confidence=``
+    an array also asks for (and writes) the confidence file.
+    """
+    from alosmap.io.writer import MapWriter
+
+    codes = np.asarray(codes)
+    conf = kw.pop("confidence", None)
+    with MapWriter(
+        path,
+        width=codes.shape[1],
+        height=codes.shape[0],
+        crs=crs,
+        transform=transform,
+        spec=spec,
+        confidence=conf is not None,
+        **kw,
+    ) as w:
+        w.write_rows(0, codes, conf)
+        return w.finalize()
+
+
+def tiny_model(legend, img_size: int = 256, *, name: str):
+    """An untrained tiny model (seed 1) of ``legend`` (task or Legend), and its spec."""
     import torch
 
     from alosmap.arch import get_preset
     from alosmap.models import build_model
-    from alosmap.spec import Radiometry, default_spec, save_model
+    from alosmap.spec import Radiometry, default_spec
 
     spec = default_spec(
-        task,
+        legend,
         get_preset("tiny", img_size=img_size),
         radiometry=Radiometry(mean_db=-12.0, std_db=7.0),
-        name=f"tiny-{task}-test",
+        name=name,
     )
     torch.manual_seed(1)
-    model = build_model(spec.arch).eval()
+    return build_model(spec.arch).eval(), spec
+
+
+def _model_file(directory: Path, task: str, img_size: int = 256) -> Path:
+    from alosmap.spec import save_model
+
+    model, spec = tiny_model(task, img_size, name=f"tiny-{task}-test")
     return save_model(model, spec, directory / f"tiny-{task}.safetensors")
 
 
@@ -177,10 +223,13 @@ def write_training_data(
     ``dataset.json`` come from the train split unless ``mean_db``/``std_db`` are
     given.
     """
-    import json
-
     from alosmap.classes import jaxa_to_training
-    from alosmap.train.data import FORMAT, PatchRecord, write_manifest
+    from alosmap.train.dataset.record import (
+        MANIFEST_FIELDS,
+        DatasetRecord,
+        PatchRecord,
+        write_dataset,
+    )
 
     rng = np.random.default_rng(seed)
     codes = np.array(sorted(TRAINING_SIGMA0))
@@ -208,22 +257,18 @@ def write_training_data(
     root.mkdir(parents=True, exist_ok=True)
     np.save(root / "sar_db.npy", sar.astype(np.float16))
     np.save(root / "labels.npy", labels)
-    write_manifest(root / "manifest.csv", records)
     train = [r.index for r in records if r.split == "train"]
     tr_db = sar[train][np.isfinite(sar[train])]
     counts = {}
     for task, k in (("lulc", 9), ("water", 2)):
         y = jaxa_to_training(labels[train], task)
         counts[task] = np.bincount(y[y != 255].ravel(), minlength=k)[:k].tolist()
-    meta = {
-        "format": FORMAT,
-        "normalization": {
-            "mean_db": float(tr_db.mean()) if mean_db is None else mean_db,
-            "std_db": float(tr_db.std()) if std_db is None else std_db,
-        },
-        "class_counts": counts,
-    }
-    (root / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
+    mean = float(tr_db.mean()) if mean_db is None else mean_db
+    std = float(tr_db.std()) if std_db is None else std_db
+    record = DatasetRecord.of_jaxa_codes(
+        size, (mean, std, "train"), counts, build={}, summary={}
+    )
+    write_dataset(root, record, records, MANIFEST_FIELDS, "")
     return root
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from rasterio.warp import Resampling, reproject, transform
+from conftest import nearest_onto
+from rasterio.warp import transform
 from scipy import ndimage
 from typer.testing import CliRunner
 
@@ -209,14 +210,7 @@ def test_label_tile_format_and_coverage(scene):
         # The tile resampled onto the scene grid is the scene's ground truth.
         with rasterio.open(scene.scene_labels) as sl:
             truth = sl.read(1)
-            dst = np.zeros_like(truth)
-            reproject(
-                rasterio.band(tile, 1),
-                dst,
-                dst_transform=sl.transform,
-                dst_crs=sl.crs,
-                resampling=Resampling.nearest,
-            )
+            dst = nearest_onto(tile, truth.shape, sl.transform, sl.crs, truth.dtype)
     fp = scene.grid.footprint_mask()
     assert (truth[fp] > 0).all() and (truth[~fp] == 0).all()
     assert np.mean(dst[fp] == truth[fp]) > 0.999

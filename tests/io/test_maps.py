@@ -2,7 +2,7 @@
 
 import numpy as np
 from affine import Affine
-from conftest import LANDCOVER3, write_raster
+from conftest import LANDCOVER3, write_map, write_raster
 from rasterio.crs import CRS
 
 from alosmap.io.maps import class_names_from_file, sidecar_path
@@ -86,22 +86,11 @@ def test_old_two_band_maps_stay_readable(tmp_path, cli):
 def _custom_map(path, codes, legend, *, spec_tag=True):
     """A map of a model with ``legend`` (the real writer), or only its task tag."""
     from alosmap.arch import get_preset
-    from alosmap.io.writer import MapWriter
     from alosmap.spec import default_spec
 
     if spec_tag:
         spec = default_spec(legend, get_preset("tiny"), name="test-own-legend")
-        with MapWriter(
-            path,
-            width=codes.shape[1],
-            height=codes.shape[0],
-            crs=CRS_UTM,
-            transform=TRANSFORM,
-            spec=spec,
-        ) as w:
-            w.write_rows(0, codes)
-            w.finalize()
-        return path
+        return write_map(path, codes, spec, crs=CRS_UTM, transform=TRANSFORM)
     return write_raster(
         path,
         codes,

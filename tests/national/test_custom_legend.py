@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from conftest import write_raster
+from conftest import tiny_model, write_map, write_raster
 
 from alosmap.classes import Legend, load_legend
 
@@ -78,19 +78,10 @@ def _varied_model(directory: Path, legend: Legend, scene: Path) -> Path:
     """
     import torch
 
-    from alosmap.arch import get_preset
-    from alosmap.models import build_model
-    from alosmap.radiometry import Radiometry, dn_to_db, normalize
-    from alosmap.spec import default_spec, save_model
+    from alosmap.radiometry import dn_to_db, normalize
+    from alosmap.spec import save_model
 
-    spec = default_spec(
-        legend,
-        get_preset("tiny", img_size=TILE),
-        radiometry=Radiometry(mean_db=-12.0, std_db=7.0),
-        name=f"tiny-{legend.name}",
-    )
-    torch.manual_seed(1)
-    model = build_model(spec.arch).eval()
+    model, spec = tiny_model(legend, TILE, name=f"tiny-{legend.name}")
     with rasterio.open(scene) as ds:
         db = dn_to_db(ds.read(1)[:TILE, :TILE])
     x = normalize(db, spec.radiometry, np.isfinite(db))
@@ -362,24 +353,11 @@ def test_evaluate_map_against_itself_and_bad_legend_file(setup, cli, tmp_path):
 
 def _water_map(path: Path, codes: np.ndarray) -> Path:
     """A water map of the bundled legend, written by the real writer."""
-    from affine import Affine
-
     from alosmap.arch import get_preset
-    from alosmap.io.writer import MapWriter
     from alosmap.spec import default_spec
 
     spec = default_spec("water", get_preset("tiny"), name="test-water")
-    with MapWriter(
-        path,
-        width=codes.shape[1],
-        height=codes.shape[0],
-        crs="EPSG:32654",
-        transform=Affine(10.0, 0, 350000.0, 0, -10.0, 3910000.0),
-        spec=spec,
-    ) as w:
-        w.write_rows(0, codes.astype(np.uint8))
-        w.finalize()
-    return path
+    return write_map(path, codes.astype(np.uint8), spec)
 
 
 def test_zero_one_reference_is_not_read_as_jaxa(cli, tmp_path):
@@ -463,7 +441,6 @@ def test_mosaic_refuses_one_task_name_with_two_legends(tmp_path):
 
     from alosmap.arch import get_preset
     from alosmap.errors import MosaicInputError
-    from alosmap.io.writer import MapWriter
     from alosmap.national.mosaic import find_maps
     from alosmap.spec import default_spec
 
@@ -471,16 +448,13 @@ def test_mosaic_refuses_one_task_name_with_two_legends(tmp_path):
     for i, text in enumerate((FLOOD, other)):
         (tmp_path / f"l{i}.yaml").write_text(text)
         spec = default_spec(load_legend(tmp_path / f"l{i}.yaml"), get_preset("tiny"))
-        with MapWriter(
+        write_map(
             tmp_path / f"m{i}.tif",
-            width=4,
-            height=4,
+            np.ones((4, 4), np.uint8),
+            spec,
             crs="EPSG:4326",
             transform=Affine(1 / 120, 0, 139 + i / 60, 0, -1 / 120, 35.5),
-            spec=spec,
-        ) as w:
-            w.write_rows(0, np.ones((4, 4), np.uint8))
-            w.finalize()
+        )
     assert [m.task for m in find_maps([tmp_path / "m0.tif"])] == ["flood"]
     with pytest.raises(MosaicInputError, match=r"different legends.*Inundated"):
         find_maps([tmp_path])

@@ -15,6 +15,7 @@ import pytest
 import rasterio
 from affine import Affine
 from conftest import REPO, SAMPLE_SCENES, write_raster
+from conftest import write_map as write_spec_map
 from rio_cogeo.cogeo import cog_validate
 
 from alosmap.arch import get_preset
@@ -27,7 +28,7 @@ from alosmap.grid import (
 )
 from alosmap.io.maps import class_names_from_file
 from alosmap.io.style import style_path
-from alosmap.io.writer import MapWriter, confidence_path
+from alosmap.io.writer import confidence_path
 from alosmap.national.batch import run_batch
 from alosmap.national.mosaic import find_maps, mosaic_maps
 from alosmap.spec import default_spec
@@ -39,20 +40,15 @@ PPD = 120  # coarse grid for the hand-made maps: 1/120° pixels, 120 × 120 cell
 def write_map(path, classes, conf, *, transform, date, crs="EPSG:4326", task="lulc"):
     """A per-scene map as predict writes it (MapWriter, provenance tags)."""
     spec = default_spec(task, get_preset("tiny"), name=f"test-{task}")
-    classes = np.asarray(classes, np.uint8)
-    with MapWriter(
+    return write_spec_map(
         path,
-        width=classes.shape[1],
-        height=classes.shape[0],
+        np.asarray(classes, np.uint8),
+        spec,
         crs=crs,
         transform=transform,
-        spec=spec,
-        confidence=conf is not None,
+        confidence=None if conf is None else np.asarray(conf, np.uint8),
         tags={"ACQUISITION_DATE": date, "SOURCE_SCENE": f"{path.stem}_scene.tif"},
-    ) as w:
-        w.write_rows(0, classes, None if conf is None else np.asarray(conf, np.uint8))
-        w.finalize()
-    return path
+    )
 
 
 def map_files(d):

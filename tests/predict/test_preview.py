@@ -1,11 +1,10 @@
 import numpy as np
 import pytest
 import rasterio
-from conftest import LANDCOVER3
+from conftest import LANDCOVER3, write_map
 
 from alosmap.arch import get_preset
 from alosmap.errors import InputRasterError, OutputExistsError
-from alosmap.io.writer import MapWriter
 from alosmap.spec import default_spec
 from alosmap.synthetic import generate_scene
 
@@ -24,16 +23,7 @@ def scene_and_map(tmp_path_factory):
     assert (dn == 0).any() and (dn > 0).any()  # the corners are no data
     codes = (np.clip(dn // 600, 0, 8) + 1).astype(np.uint8)
     codes[dn == 0] = 0
-    with MapWriter(
-        d / "map.tif",
-        width=dn.shape[1],
-        height=dn.shape[0],
-        crs=crs,
-        transform=transform,
-        spec=spec,
-    ) as mw:
-        mw.write_rows(0, codes)
-        map_path = mw.finalize()
+    map_path = write_map(d / "map.tif", codes, spec, crs=crs, transform=transform)
     return d, scene.path, map_path, spec
 
 
@@ -164,16 +154,9 @@ def test_preview_legend_lists_only_present_classes(tmp_path):
     codes[:, :150] = 5  # Forest
     codes[:, 150:] = 1  # Water
     codes[0, 0] = 7  # one Solar panel pixel: lost by decimation, kept in the legend
-    with MapWriter(
-        tmp_path / "m.tif",
-        width=300,
-        height=300,
-        crs="EPSG:32654",
-        transform=rasterio.Affine(10, 0, 0, 0, -10, 0),
-        spec=spec,
-    ) as mw:
-        mw.write_rows(0, codes)
-        path = mw.finalize()
+    path = write_map(
+        tmp_path / "m.tif", codes, spec, transform=rasterio.Affine(10, 0, 0, 0, -10, 0)
+    )
     colors = {c.code: (*c.color, 255) for c in spec.classes}
     labels = [label for label, _ in _legend_entries(spec, colors, path)]
     assert [lbl.split("  ")[0] for lbl in labels] == ["Water", "Forest", "Solar panel"]
@@ -203,16 +186,9 @@ def test_preview_of_a_users_legend(tmp_path, monkeypatch):
         dn = ds.read(1)
         crs, transform = ds.crs, ds.transform
     codes = np.where(dn > 0, np.where(dn > np.median(dn[dn > 0]), 30, 10), 0)
-    with MapWriter(
-        tmp_path / "m.tif",
-        width=dn.shape[1],
-        height=dn.shape[0],
-        crs=crs,
-        transform=transform,
-        spec=spec,
-    ) as mw:
-        mw.write_rows(0, codes.astype(np.uint8))
-        path = mw.finalize()
+    path = write_map(
+        tmp_path / "m.tif", codes.astype(np.uint8), spec, crs=crs, transform=transform
+    )
     seen = {}
     figure = preview._figure
 
