@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ALOSMAP := $(VENV)/bin/alosmap
 
-.PHONY: install test test-fast test-all test-gpu lint demo sample-data clean
+.PHONY: install test test-fast test-all test-gpu lint docs demo bench bench-quick sample-data clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,19 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy
 	$(PY) scripts/check_function_length.py
 
+## the documentation site into site/ (mkdocs.yml; warnings are errors)
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
+## the speed guard: model-only, end-to-end and ceiling tiles/s per backend and precision,
+## ratios within one run, into bench.json; fails on a gross regression (docs/benchmarks.md)
+bench: $(VENV)/.installed
+	$(PY) scripts/bench_guard.py --out bench.json
+
+## its short version (what CI runs)
+bench-quick: $(VENV)/.installed
+	$(PY) scripts/bench_guard.py --quick --out bench-quick.json
+
 ## the main job on sample_data/ (see README)
 demo: $(VENV)/.installed
 	bash scripts/demo.sh $(VENV)
@@ -46,4 +59,4 @@ sample-data: $(VENV)/.installed
 	$(ALOSMAP) synth sample-data sample_data --overwrite
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build *.egg-info demo_out
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build *.egg-info demo_out site

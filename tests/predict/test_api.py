@@ -22,11 +22,14 @@ PUBLIC = {
 
 
 def _readme_example() -> str:
-    """The Python code block of the README's section "Mapping a scene"."""
+    """The README's Python example: its one ``python`` block that maps a scene."""
     text = (REPO / "README.md").read_text(encoding="utf-8")
-    section = text.split("\n## Mapping a scene\n", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
-    assert len(blocks) == 1, "expected one Python example in 'Mapping a scene'"
+    blocks = [
+        b
+        for b in re.findall(r"```python\n(.*?)```", text, flags=re.S)
+        if "predict_scene(" in b
+    ]
+    assert len(blocks) == 1, "expected one Python example of predict_scene in README"
     return blocks[0]
 
 
