@@ -7,6 +7,7 @@ exist, and hold figures that agree with the files written.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,6 +80,21 @@ def test_predict_json_agrees_with_the_map(lulc_json):
     assert 0 < doc["tiles"]["run"] <= doc["tiles"]["total"]
     assert doc["seconds"] > 0 and doc["warnings"] == []
     assert "tiles in" in err  # the summary stays on stderr
+
+
+def test_water_json_agrees_with_the_map(cli, small_scene, tiny_water_model, tmp_path):
+    m = tmp_path / "w.tif"
+    code, out, err = cli(
+        "water", small_scene, "-m", tiny_water_model, "-o", m, "--probabilities",
+        "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    doc = _doc(out)
+    assert doc["command"] == "water" and doc["map"] == str(m)
+    assert doc["outputs"] == [str(m), str(tmp_path / "w_probabilities.tif")]
+    assert all(Path(p).exists() for p in doc["outputs"])
+    counts = {c["code"]: c["pixels"] for c in doc["classes"] if c["pixels"]}
+    assert counts == _counts(m)
 
 
 def test_stats_and_vectorize_json(cli, lulc_json, tmp_path):
