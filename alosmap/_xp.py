@@ -26,6 +26,8 @@ import numpy as np
 
 #: Rows the NumPy kernels work on at once (the working set stays in cache).
 CHUNK_ROWS = 64
+#: Pixels the NumPy kernels work on at once (:func:`chunk_rows`).
+CHUNK_PIXELS = CHUNK_ROWS * 4096
 
 
 def namespace(kind: str) -> ModuleType:
@@ -78,17 +80,11 @@ def add_product_(dst: Any, a: Any, b: Any, scratch: Any = None) -> None:
 
     The product is rounded before the sum on both libraries (no fused multiply-add),
     so host and device blends are bit-identical. NumPy multiplies into ``scratch``
-    (an array of ``a``'s shape, or None) instead of a new temporary, one plane of
-    ``[K, h, w]`` at a time (it stays in cache: 7 % faster on one core than whole
-    windows, measured on ``[9, 256, 256]`` windows of a 6000-wide band).
+    (an array of ``a``'s shape, or None) instead of a new temporary, the whole block
+    at once (two calls: the blocks are window-sized or narrower, and per-plane
+    calls cost more in call overhead than they win in cache on one core).
     """
     if isinstance(dst, np.ndarray):
-        if dst.ndim == 3 and scratch is not None:  # plane by plane: scratch in cache
-            tmp = scratch[0]
-            for d, x in zip(dst, a, strict=True):
-                np.multiply(x, b, out=tmp)
-                np.add(d, tmp, out=d)
-            return
         np.add(dst, np.multiply(a, b, out=scratch), out=dst)
         return
     dst.add_(a * b)
@@ -109,64 +105,97 @@ def bincount(x: Any, length: int) -> Any:
     return x.reshape(-1).bincount(minlength=length)
 
 
-def top_class(acc: Any) -> tuple[Any, Any]:
+def top_class(acc: Any, codes: Any = None, out: Any = None) -> tuple[Any, Any]:
     """Top value and the first index of it along axis 0 of ``acc [K, n, W]``.
 
     Ties go to the lower index on both libraries. Returns ``(top [n, W],
-    index [n, W] uint8)``.
+    index [n, W] uint8)``; with ``codes`` (uint8 ``[K]``, an array of ``acc``'s
+    library) the code of the index instead of the index; with ``out`` (uint8
+    ``[n, W]``) written there.
     """
     if isinstance(acc, np.ndarray):
-        return top_class_numpy(acc)
+        return top_class_numpy(acc, codes, out)
     import torch
 
     top, idx = acc.max(dim=0)
-    return top, idx.to(torch.uint8)
+    code = idx.to(torch.uint8) if codes is None else codes[idx]
+    if out is None:
+        return top, code
+    out.copy_(code)
+    return top, out
 
 
-def top_class_numpy(acc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def select_(out: Any, mask: Any, code_false: int, code_true: int) -> Any:
+    """``out[...] = where(mask, code_true, code_false)`` (uint8) in place; ``out``."""
+    if isinstance(out, np.ndarray):
+        # two uint8 passes, wrapping modulo 256 (np.where is slower)
+        np.multiply(mask, np.uint8((code_true - code_false) % 256), out=out)
+        out += np.uint8(code_false)
+        return out
+    return out.fill_(code_false).masked_fill_(mask, code_true)
+
+
+def chunk_rows(n: int, width: int) -> int:
+    """Rows of a ``width``-wide block the NumPy kernels take at once (≥ 1, ≤ n)."""
+    return max(1, min(n, CHUNK_PIXELS // max(width, 1)))
+
+
+def top_class_numpy(
+    acc: np.ndarray, codes: np.ndarray | None = None, out: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`top_class` on NumPy: element-wise maxima over cache-sized row chunks.
 
-    The same result as ``acc.max(0), acc.argmax(0)`` (ties go to the lower index),
-    about eight times faster on one CPU core, where NumPy's argmax over a leading
-    axis is scalar code.
+    The same result as ``acc.max(0), acc.argmax(0)`` (ties go to the lower index;
+    ``codes[acc.argmax(0)]`` with ``codes``), about eight times faster on one CPU
+    core, where NumPy's argmax over a leading axis is scalar code. With ``codes``
+    the loop carries the codes themselves (no index array, no lookup pass); with
+    ``out`` (uint8 ``[n, W]``, a view is fine) they are written there.
     """
     k, n, w = acc.shape
+    code = np.arange(k, dtype=np.uint8) if codes is None else np.asarray(codes)
     top = np.empty((n, w), dtype=acc.dtype)
-    idx = np.zeros((n, w), dtype=np.uint8)
-    chunk = max(1, min(n, CHUNK_ROWS))
+    idx = np.empty((n, w), dtype=np.uint8) if out is None else out
+    chunk = chunk_rows(n, w)
     gt = np.empty((chunk, w), dtype=bool)
     step = np.empty((chunk, w), dtype=np.uint8)
     for r in range(0, n, chunk):
         e = min(n, r + chunk)
         best, ix, g, s = top[r:e], idx[r:e], gt[: e - r], step[: e - r]
         np.copyto(best, acc[0, r:e])
+        ix.fill(code[0])
         for c in range(1, k):
             a = acc[c, r:e]
             np.greater(a, best, out=g)  # strictly: the first maximum wins
             np.maximum(best, a, out=best)
-            # ix = where(g, c, ix) in three uint8 passes (np.where/putmask are slower)
-            np.subtract(c, ix, out=s)
+            # ix = where(g, code, ix) in three uint8 passes, wrapping modulo 256
+            # (np.where/putmask are slower)
+            np.subtract(code[c], ix, out=s)
             np.multiply(s, g, out=s)
             ix += s
     return top, idx
 
 
-def percent_(p: Any, out: Any, scale: Any = None) -> Any:
+def percent_(p: Any, out: Any, scale: Any = None, scratch: Any = None) -> Any:
     """``out`` (uint8) = ``p`` (times ``scale``) as percent: ``round(clip(p) * 100)``.
 
-    Rounded half to even on both libraries. ``p`` is a float32 temporary the caller
-    gives up (overwritten on NumPy); ``scale`` broadcasts against it. Returns ``out``.
+    Rounded half to even on both libraries. On NumPy ``p`` is overwritten unless
+    ``scratch`` (float32, at least ``p``'s shape) takes the intermediate values;
+    ``scale`` broadcasts against it. Returns ``out``.
     """
     if isinstance(p, np.ndarray):
         # plane by plane: each pass stays in cache
-        pairs = [(p, out)] if p.ndim == 2 else zip(p, out, strict=True)
-        for src, dst in pairs:
+        planes = [p] if p.ndim == 2 else list(p)
+        outs = [out] if p.ndim == 2 else list(out)
+        for src, dst in zip(planes, outs, strict=True):
+            h, w = src.shape
+            tmp = src if scratch is None else scratch.reshape(-1)[: h * w].reshape(h, w)
             if scale is not None:
-                np.multiply(src, scale, out=src)
-            np.clip(src, 0.0, 1.0, out=src)
-            np.multiply(src, 100.0, out=src)
-            np.rint(src, out=src)
-            np.copyto(dst, src, casting="unsafe")
+                np.multiply(src, scale, out=tmp)
+                src = tmp
+            np.clip(src, 0.0, 1.0, out=tmp)
+            np.multiply(tmp, 100.0, out=tmp)
+            np.rint(tmp, out=tmp)
+            np.copyto(dst, tmp, casting="unsafe")
         return out
     import torch
 
@@ -175,15 +204,18 @@ def percent_(p: Any, out: Any, scale: Any = None) -> Any:
 
 
 __all__ = [
+    "CHUNK_PIXELS",
     "CHUNK_ROWS",
     "add_product_",
     "bincount",
+    "chunk_rows",
     "clip_",
     "fill_where_",
     "is_numpy",
     "namespace",
     "namespace_of",
     "percent_",
+    "select_",
     "set_product_",
     "top_class",
     "top_class_numpy",

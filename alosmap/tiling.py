@@ -108,6 +108,38 @@ def window_support(
     return start + int(nonzero[0]), start + int(nonzero[-1]) + 1
 
 
+def axis_cores(
+    starts: Sequence[int], length: int, tile: int, overlap: int
+) -> dict[int, tuple[int, int]]:
+    """Each window's **core** along one axis: where it alone sets the blend.
+
+    The core of a window is the run ``[a, b)`` of its pixels (window coordinates)
+    where its blend weight is exactly 1 and every other window of ``starts`` has
+    weight 0: there the blended probabilities are the window's own, bit for bit
+    (``p · 1 / 1``), so the map can be finished straight from them. Empty
+    (``a == b``) where no such run exists.
+
+    Args:
+        starts: the window starts of the axis (:func:`axis_starts`, or a part's).
+        length: the axis' size (the raster's or the frame's).
+        tile: window size.
+        overlap: overlap of the grid.
+    """
+    size = min(tile, length)
+    count = np.zeros(length, dtype=np.int32)
+    ramps = {}
+    for s in starts:
+        r = _ramp(tile, overlap, s > 0, s + size < length)[:size]
+        ramps[s] = r
+        count[s : s + size] += r > 0
+    cores = {}
+    for s, r in ramps.items():
+        alone = np.flatnonzero((r == 1.0) & (count[s : s + size] == 1))
+        contiguous = alone.size and int(alone[-1] - alone[0]) + 1 == alone.size
+        cores[s] = (int(alone[0]), int(alone[-1]) + 1) if contiguous else (0, 0)
+    return cores
+
+
 def area_starts(length: int, tile: int, overlap: int, lo: int, hi: int) -> list[int]:
     """The window starts of an axis whose non-zero blend weight reaches ``[lo, hi)``.
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from alosmap.cli import options as opt
 from alosmap.cli.options import DeviceOpt, ThreadsOpt
+
+if TYPE_CHECKING:
+    from alosmap.predict.bench import BenchPlan, OnnxExporter
 
 
 def _ints(text: str, what: str, minimum: int) -> list[int]:
@@ -42,7 +45,7 @@ ModelFile = Annotated[
         "-m",
         help_text="Model file to measure: .safetensors (torch; exported to ONNX on "
         "the fly for onnx), .onnx or .engine. Default: a random model of "
-        "--preset.",
+        "--preset; without PyTorch, the bundled lulc.onnx.",
     ),
 ]
 OnnxFile = Annotated[
@@ -59,15 +62,22 @@ EngineFile = Annotated[
     ),
 ]
 PresetOpt = Annotated[
-    str, typer.Option(help="Architecture when no --model: paper, small or tiny.")
+    str | None,
+    typer.Option(
+        help="Architecture of the random model when no --model: paper (default), "
+        "small or tiny. Needs PyTorch.",
+        show_default=False,
+    ),
 ]
 BackendsOpt = Annotated[
-    str,
+    str | None,
     typer.Option(
         help="Variants to compare, comma-separated: backend[-options] with "
         "backend torch, onnx or tensorrt and options fp32/bf16/fp16, compile "
         "(torch) and cpu/cuda/trt (onnx execution providers). E.g. "
-        "torch,torch-bf16,torch-compile,onnx,onnx-cuda-fp16,tensorrt.",
+        "torch,torch-bf16,torch-compile,onnx,onnx-cuda-fp16,tensorrt. Default: "
+        "torch,onnx; onnx without PyTorch (torch and tensorrt need it).",
+        show_default=False,
     ),
 ]
 BatchSizesOpt = Annotated[
@@ -84,7 +94,12 @@ BatchesOpt = Annotated[
     int, typer.Option(min=1, help="Timed batches per batch size (after warm-up).")
 ]
 AgreeTilesOpt = Annotated[
-    int, typer.Option(min=1, help="Tiles compared with PyTorch fp32 (agreement).")
+    int,
+    typer.Option(
+        min=1,
+        help="Tiles compared with the reference (agreement): PyTorch fp32 with a "
+        ".safetensors model, else the first variant.",
+    ),
 ]
 SceneSizeOpt = Annotated[
     int | None,
@@ -160,8 +175,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 def bench(
     model: ModelFile = None,
-    preset: PresetOpt = "paper",
-    backends: BackendsOpt = "torch,onnx",
+    preset: PresetOpt = None,
+    backends: BackendsOpt = None,
     batch_sizes: BatchSizesOpt = "",
     batch_size: E2EBatchOpt = 8,
     batches: BatchesOpt = 3,
@@ -184,17 +199,19 @@ def bench(
     """Compare backends on the same model and tiles, and time predict end to end.
 
     For each variant: tiles/s, ms/tile and peak memory (RSS on the CPU, device memory
-    on a GPU) at each batch size, agreement with PyTorch fp32 on the same tiles
-    (argmax % and max |Δprob|), and the end-to-end time of predict on a generated
-    speckled scene of --size² px, with the hours that rate implies for all of Japan
-    (3.8·10⁹ px at 10 m). Every variant runs in its own process. Random weights are
-    used without --model: speed does not depend on the weights.
+    on a GPU) at each batch size, agreement with PyTorch fp32 (or, without a
+    .safetensors model, the first variant) on the same tiles (argmax % and max
+    |Δprob|), and the end-to-end time of predict on a generated speckled scene of
+    --size² px, with the hours that rate implies for all of Japan (3.8·10⁹ px at
+    10 m). Every variant runs in its own process. Random weights are used without
+    --model: speed does not depend on the weights. Without PyTorch (pip install
+    alosmap, no extras) the bundled lulc.onnx runs on ONNX Runtime alone.
 
     With --ceiling: the pipeline alone (reading, radiometry, blending, writing, COG)
     with a zero-cost model: the most tiles/s any model can get through predict here.
     """
-    _check_overlap(overlap, model, preset, task if ceiling else None)
     if ceiling:
+        _check_overlap(overlap, model, preset or "paper", task)
         _ceiling(
             size if size is not None else 6000,
             task=task,
@@ -207,26 +224,21 @@ def bench(
             as_json=as_json,
         )
         return
-    size = 2000 if size is None else size
-    from alosmap.errors import BackendOptionError
-    from alosmap.export.onnx import export_onnx
-    from alosmap.predict.bench import BenchRequest, parse_variants, run_bench
+    from alosmap.predict.bench import BenchRequest, run_bench
 
-    try:
-        variants = parse_variants(backends)
-    except BackendOptionError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--backends") from None
+    plan = _plan(backends, model, preset, device)
+    _check_overlap(overlap, plan.model, preset or "paper", None)
     request = BenchRequest(
-        variants=tuple(variants),
-        model=model,
-        preset=preset,
+        variants=plan.variants,
+        model=plan.model,
+        preset=preset or "paper",
         batch_sizes=tuple(
             _ints(batch_sizes, "batch sizes", 1) if batch_sizes else [batch_size]
         ),
         batch_size=batch_size,
         batches=batches,
         agree_tiles=agree_tiles,
-        size=size,
+        size=2000 if size is None else size,
         onnx=onnx,
         engine=engine,
         device=device,
@@ -234,12 +246,45 @@ def bench(
         threads=threads,
         rss_sizes=tuple(_ints(rss_sizes, "sizes", 64)),
         nodata_check=nodata_check,
+        notes=(plan.note,) if plan.note else (),
     )
-    report = run_bench(request, export_onnx=export_onnx)
+    report = run_bench(request, export_onnx=_onnx_exporter())
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:
         _print_report(report)
+
+
+def _plan(
+    backends: str | None, model: Path | None, preset: str | None, device: str
+) -> BenchPlan:
+    """The variants and model (:func:`~alosmap.predict.bench.plan_bench`).
+
+    A bad ``--backends``, or what needs PyTorch where it is not installed: one line,
+    exit 2, before any work.
+    """
+    from alosmap.errors import BackendOptionError, BackendUnavailableError
+    from alosmap.predict.bench import plan_bench
+
+    try:
+        return plan_bench(
+            backends, model, preset_given=preset is not None, device=device
+        )
+    except BackendOptionError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--backends") from None
+    except BackendUnavailableError as exc:
+        opt.usage_error(str(exc))
+
+
+def _onnx_exporter() -> OnnxExporter | None:
+    """The ONNX exporter where PyTorch is installed (it exports with it), else None."""
+    from alosmap.runtime.base import backend_installed
+
+    if not backend_installed("torch"):
+        return None
+    from alosmap.export.onnx import export_onnx
+
+    return export_onnx
 
 
 def _check_overlap(

@@ -550,6 +550,7 @@ class MapWriter:
         self._valid_codes = np.zeros(256, dtype=bool)
         self._valid_codes[[c.code for c in spec.classes]] = True
         self._valid_codes[self.nodata] = True
+        self._pixels = np.zeros(256, dtype=np.int64)  # per code, rows written
         self._names = _class_names(spec.classes)
         self._tags = self._make_tags(spec, params, source_scene, tags)
         self._creation = (
@@ -777,7 +778,7 @@ class MapWriter:
                 f"rows {row0}..{row0 + h - 1} are outside the raster "
                 f"(0..{self.height - 1})"
             )
-        nodata_mask = self._check_classes(classes)
+        counts = self._check_classes(classes)
         conf = self._check_band(
             "confidence", confidence, self.confidence, (h, self.width)
         )
@@ -789,7 +790,10 @@ class MapWriter:
         )
         if h == 0:
             return
-        has_nodata = bool(nodata_mask.any())
+        has_nodata = bool(counts[self.nodata])
+        nodata_mask = np.zeros((), dtype=bool)  # only read where has_nodata
+        if has_nodata and (conf is not None or prob is not None):
+            nodata_mask = classes == self.nodata
         if conf is not None:
             over = conf > 100
             if has_nodata:
@@ -802,7 +806,7 @@ class MapWriter:
             conf = _as_nodata(conf, nodata_mask, CONFIDENCE_NODATA, has_nodata)
         if prob is not None:
             prob = _as_nodata(prob, nodata_mask, PROBABILITY_NODATA, has_nodata)
-        self._write(row0, h, classes, conf, prob)
+        self._write(row0, h, classes, conf, prob, counts)
 
     def _write(
         self,
@@ -811,6 +815,7 @@ class MapWriter:
         classes: np.ndarray,
         conf: np.ndarray | None,
         prob: np.ndarray | None,
+        counts: np.ndarray,
     ) -> None:
         with self._lock:
             if self._state != "open" or not self._files:
@@ -823,6 +828,7 @@ class MapWriter:
             for r, (c, cf, pr) in self._blocks.add(row0, [classes, conf, prob]):
                 self._write_block(r, c, cf, pr)
             self._written[row0 : row0 + h] = True
+            self._pixels += counts
 
     def _write_block(
         self,
@@ -845,16 +851,28 @@ class MapWriter:
             raise
 
     def _check_classes(self, classes: np.ndarray) -> np.ndarray:
+        """Pixels per code of ``classes`` (``[256]``); raises on a code not valid.
+
+        One counting pass both checks the codes and counts them.
+        """
         if classes.dtype != np.uint8:
             raise ValueError(f"classes: expected uint8 codes, got {classes.dtype}")
-        if not np.take(self._valid_codes, classes).all():
-            bad = ~self._valid_codes[classes]
+        counts = np.bincount(classes.reshape(-1), minlength=256)
+        bad = np.flatnonzero(counts * ~self._valid_codes)
+        if bad.size:
             valid = np.flatnonzero(self._valid_codes).tolist()
             raise ValueError(
-                f"classes: code {int(classes[bad][0])} is not a class of the "
+                f"classes: code {int(bad[0])} is not a class of the "
                 f"{self.spec.task} map; valid codes (incl. no data): {valid}"
             )
-        return np.asarray(classes == self.nodata)
+        return counts
+
+    @property
+    def class_pixels(self) -> np.ndarray:
+        """Pixels per class code written so far (``[256]`` int64; no data: 0)."""
+        out = self._pixels.copy()
+        out[self.nodata] = 0
+        return out
 
     @staticmethod
     def _check_band(

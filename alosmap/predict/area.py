@@ -11,15 +11,15 @@ order: its class, confidence and probabilities are the whole-scene map's.
 
 :class:`MapArea` says which windows to read (the frame: a window of the scene the
 pipeline reads and blends in) and turns the frame's finished rows into the map's:
-rows and columns of the area only, pixels outside an AOI's polygons set to no data,
-and the pixels per class counted.
+rows and columns of the area only, pixels outside an AOI's polygons set to no data
+(the writer counts the pixels per class as it checks the codes).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -49,14 +49,11 @@ class MapArea:
             the area in it.
         inside: the AOI's polygons on the scene's grid (None: the whole window).
         nodata: the map's no-data code.
-        pixels: pixels per class code of the rows cropped so far (``[256]``; no
-            data not counted).
     """
 
     part: GridPart
     inside: Inside | None
     nodata: int
-    pixels: np.ndarray = field(default_factory=lambda: np.zeros(256, np.int64))
 
     @property
     def is_whole(self) -> bool:
@@ -81,8 +78,7 @@ class MapArea:
     def crop(self, rows: Rows) -> Rows | None:
         """The map's part of the frame's finished ``rows`` (None: none of it).
 
-        The rows must hold their values (:meth:`Rows.wait`). Counts the pixels
-        per class of the returned rows into :attr:`pixels`.
+        The rows must hold their values (:meth:`Rows.wait`).
         """
         a, f = self.part.area, self.part.frame
         n = rows.classes.shape[0]
@@ -100,14 +96,6 @@ class MapArea:
             inside = self.inside(Window(f.col + a.col, f.row + lo, a.width, hi - lo))
             if inside is not True:
                 _mask_outside(out, inside, self.nodata)
-        self.pixels += np.bincount(out.classes.reshape(-1), minlength=256)
-        return out
-
-    @property
-    def class_pixels(self) -> np.ndarray:
-        """Pixels per class code of the map (``[256]``; no data not counted)."""
-        out = self.pixels.copy()
-        out[self.nodata] = 0
         return out
 
 

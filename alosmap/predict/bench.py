@@ -20,8 +20,10 @@ measurement alone.
    loaded;
 3. runs a fixed set of agreement tiles, cut from the generated scene exactly as
    ``predict`` reads it (:func:`agreement_tiles`), and saves their probabilities;
-   the parent compares them with PyTorch fp32's on the same tiles: argmax
-   agreement (% of pixels) and max |Δprob|;
+   the parent compares them with the reference's on the same tiles: argmax
+   agreement (% of pixels) and max |Δprob|. The reference is PyTorch fp32 with a
+   ``.safetensors`` model, else the first variant (onnx fp32 for an ``.onnx``
+   model);
 4. end to end: :func:`~alosmap.predict.pipeline.predict_scene` on a generated
    ``size²`` scene with the open runtime (reading, blending and COG writing
    included, model loading excluded) → seconds, tiles/s, and the hours that rate
@@ -37,6 +39,10 @@ optional fraction of no-data rows at the top.
 :func:`run_bench` is the whole ``alosmap bench`` from a :class:`BenchRequest`: the
 model files (a random model without one, ONNX exports made on the fly by the exporter
 the caller passes), the comparison, then the pipeline measurements.
+:func:`plan_bench` settles the variants and the model first; without PyTorch (the
+lean install) that is ONNX Runtime alone on an ``.onnx`` model (the bundled
+``lulc.onnx`` by default): nothing here or in the children then imports torch (the
+runtime's arrays are NumPy), and what needs it is refused before any work.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -206,6 +212,8 @@ class BenchRequest:
         rss_sizes: scene sides at which the pipeline's peak RSS is also measured.
         nodata_check: also time the first variant on a ``size`` scene whose top
             30 % is no data.
+        notes: lines for the report from whoever settled the request
+            (:func:`plan_bench`).
     """
 
     variants: tuple[Variant, ...]
@@ -223,6 +231,7 @@ class BenchRequest:
     threads: int | None = None
     rss_sizes: tuple[int, ...] = ()
     nodata_check: bool = False
+    notes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -432,20 +441,13 @@ def _time_batches(rt: Runtime, x: np.ndarray, n: int) -> tuple[float, float, flo
     The CPU seconds are the process's (every thread): on a shared machine they, not
     the wall-clock seconds, say what the work costs.
 
-    ``x`` is copied to the runtime's device first; on a GPU each measurement ends
-    with ``torch.cuda.synchronize`` (runs are queued, not finished, when ``run``
-    returns). The warm-up is where ``torch.compile`` compiles, TensorRT builds and
-    the allocators grow.
+    ``x`` is put in the runtime's array kind first: a NumPy array for a host runtime
+    (ONNX Runtime on the CPU: no PyTorch imported), else a torch tensor on the
+    runtime's device; on a GPU each measurement ends with ``torch.cuda.synchronize``
+    (runs are queued, not finished, when ``run`` returns). The warm-up is where
+    ``torch.compile`` compiles, TensorRT builds and the allocators grow.
     """
-    import torch
-
-    batch = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(rt.device)
-    gpu = rt.device.startswith("cuda")
-
-    def sync() -> None:
-        if gpu:
-            torch.cuda.synchronize(rt.device)
-
+    batch, sync = _runtime_batch(rt, x)
     sync()
     t = time.perf_counter()
     rt.run(batch)
@@ -456,6 +458,22 @@ def _time_batches(rt: Runtime, x: np.ndarray, n: int) -> tuple[float, float, flo
         rt.run(batch)
     sync()
     return warm, time.perf_counter() - t, time.process_time() - c
+
+
+def _runtime_batch(rt: Runtime, x: np.ndarray) -> tuple[Any, Callable[[], None]]:
+    """``x`` as ``rt.run`` takes it, and what waits for the runtime's queued work."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if getattr(rt, "array_kind", "torch") == "numpy":  # nothing is queued on a host
+        return x, lambda: None
+    import torch
+
+    device = rt.device
+
+    def sync() -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize(device)
+
+    return torch.from_numpy(x).to(device), sync
 
 
 def _predict_bench_scene(rt: Runtime, args: dict[str, Any], batch: int) -> Any:
@@ -808,7 +826,7 @@ def run_bench(
         BenchError: no variant could be measured (each one's error named); some
             variants failing is no error: the report names their errors.
     """
-    notes: list[str] = []
+    notes = list(request.notes)
     with temp_workdir() as tmp:
         work = Path(tmp)
         files = _bench_files(request, work, notes, export_onnx)
@@ -819,6 +837,97 @@ def run_bench(
     if pipeline:
         report["pipeline"] = [asdict(r) for r in pipeline]
     return report
+
+
+#: The variants ``alosmap bench`` compares by default, with PyTorch installed.
+DEFAULT_BACKENDS = "torch,onnx"
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """What ``alosmap bench`` measures, settled from its options before any work.
+
+    Attributes:
+        variants: the runtimes to compare.
+        model: the model file; None for a random model of ``--preset``.
+        note: one line saying what was chosen because PyTorch is not installed
+            (None: nothing was).
+    """
+
+    variants: tuple[Variant, ...]
+    model: Path | None
+    note: str | None = None
+
+
+def plan_bench(
+    backends: str | None,
+    model: Path | None,
+    *,
+    preset_given: bool = False,
+    device: str = "cpu",
+) -> BenchPlan:
+    """The variants and model of ``alosmap bench``, before any work.
+
+    With PyTorch: ``backends`` (default :data:`DEFAULT_BACKENDS`) and ``model`` as
+    given (None: a random model of ``--preset``). Without PyTorch (the lean install):
+    ``backends`` default to ``onnx`` and no ``model`` means the bundled
+    ``lulc.onnx``, which the plan's note says; the agreement reference is then the
+    first variant (onnx fp32), not PyTorch fp32.
+
+    Args:
+        backends: the ``--backends`` text; None when not given.
+        model: the ``--model`` file; None when not given.
+        preset_given: whether ``--preset`` was given (a random model needs PyTorch).
+        device: the ``--device``.
+
+    Raises:
+        BackendOptionError: ``backends`` does not parse (:func:`parse_variants`).
+        BackendUnavailableError: something asked for needs PyTorch, which is not
+            installed: a torch or tensorrt variant, a ``.safetensors`` model, a
+            random ``--preset`` model or a CUDA device (one line naming
+            ``alosmap[torch]``).
+    """
+    from alosmap.runtime.base import backend_installed
+
+    if backend_installed("torch"):
+        variants = parse_variants(DEFAULT_BACKENDS if backends is None else backends)
+        return BenchPlan(tuple(variants), model)
+    variants = parse_variants("onnx" if backends is None else backends)
+    _refuse_without_torch(variants, model, preset_given and model is None, device)
+    what = []
+    if model is None:
+        from alosmap.predict.pipeline import default_model_path
+
+        model = default_model_path("lulc")
+        what.append(f"the bundled {model.name}")
+    if backends is None:
+        what.append("with onnx only")
+    note = None
+    if what:
+        from alosmap._imports import install_hint
+
+        note = (
+            f"PyTorch is not installed: measuring {' '.join(what)} "
+            f"({install_hint('torch')} for the torch variants)"
+        )
+    return BenchPlan(tuple(variants), model, note)
+
+
+def _refuse_without_torch(
+    variants: Sequence[Variant], model: Path | None, preset: bool, device: str
+) -> None:
+    """Raise the one line naming ``alosmap[torch]`` for the first thing needing it."""
+    from alosmap._imports import require_torch
+
+    needs = [f"--backends {v.label}" for v in variants if v.backend != "onnx"]
+    if model is not None and model.suffix.lower() == ".safetensors":
+        needs.append(f"--model {model.name} (a .safetensors model)")
+    if preset:
+        needs.append("--preset (a random model; pass an .onnx --model instead)")
+    if device.startswith("cuda"):
+        needs.append(f"--device {device}")
+    if needs:
+        require_torch(needs[0])  # PyTorch is not importable: this raises
 
 
 class BenchError(AlosmapError):
@@ -870,9 +979,15 @@ def _bench_files(
 
 
 def _random_model(preset: str, workdir: Path) -> Path:
-    """A LULC model of ``preset`` with random (seeded) weights: speed needs no more."""
-    import torch
+    """A LULC model of ``preset`` with random (seeded) weights: speed needs no more.
 
+    Raises:
+        BackendUnavailableError: PyTorch is not installed (one line naming
+            ``alosmap[torch]``).
+    """
+    from alosmap._imports import require_torch
+
+    torch = require_torch("a random model of --preset (no --model)")
     from alosmap.arch import get_preset
     from alosmap.classes import LULC
     from alosmap.models import build_model

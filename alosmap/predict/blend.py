@@ -19,8 +19,9 @@ bit-identical maps: every operation is one IEEE-rounded step on either library.
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -28,19 +29,19 @@ from typing import Any
 import numpy as np
 
 from alosmap._xp import (
-    CHUNK_ROWS,
     add_product_,
-    bincount,
+    chunk_rows,
     fill_where_,
     is_numpy,
     namespace,
     percent_,
+    select_,
     set_product_,
     top_class,
     top_class_numpy,
 )
 from alosmap.spec import ModelSpec
-from alosmap.tiling import Tile, tile_weights
+from alosmap.tiling import Tile, axis_cores, axis_starts, tile_weights
 
 #: No data of the confidence and probabilities (as
 #: :data:`alosmap.io.writer.CONFIDENCE_NODATA`).
@@ -124,6 +125,12 @@ class StripAccumulator:
     into classes (and confidence/probabilities), handed to ``emit`` and dropped, so at
     most ``tile`` rows are held.
 
+    A window's **core** (:func:`~alosmap.tiling.axis_cores`: where its weight is 1
+    and no other window's is > 0; about half of its pixels at the default overlap)
+    is finished straight from its probabilities when it arrives, into the band of
+    finished rows: blended, those pixels would be ``p · 1 / 1``, the same bits. Only
+    the rest, where windows meet, goes through the weighted sums.
+
     Args:
         width: scene width.
         height: scene height.
@@ -136,6 +143,10 @@ class StripAccumulator:
         want_probabilities: compute the per-class probabilities (percent).
         device: where the band lives: the model's device (``cpu``, ``cuda:N``).
         engine: ``numpy`` or ``torch`` (default: :func:`engine_namespace`'s).
+        starts: the window starts ``(rows, columns)`` that will arrive (a part's
+            grid, :class:`~alosmap.tiling.GridPart`); default: the whole
+            ``height × width`` raster's grid (:func:`~alosmap.tiling.axis_starts`).
+            A window elsewhere is refused.
     """
 
     def __init__(
@@ -151,6 +162,7 @@ class StripAccumulator:
         want_probabilities: bool = False,
         device: str = "cpu",
         engine: str | None = None,
+        starts: tuple[Sequence[int], Sequence[int]] | None = None,
     ) -> None:
         xp = self.xp = engine_namespace(device, engine)
         self.host = is_numpy(xp)
@@ -182,12 +194,39 @@ class StripAccumulator:
         self.threshold = spec.threshold if spec.threshold is not None else 0.5
         codes = np.array([c.code for c in spec.classes], dtype=np.uint8)
         self._codes = self.asarray(codes)
-        self._pixels = xp.zeros(256, dtype=xp.int64, device=device)
+        self._host_codes = codes
         self._weights: dict[tuple[bool, bool, bool, bool], Any] = {}  # w, box
+        self._init_cores(starts)
+        self.out = _Finished.empty(self, self.rows)
         # the host's product of a window and its weights (no temporary per window)
         self._scratch = (
             np.empty((self.k, tile, tile), dtype=np.float32) if self.host else None
         )
+
+    def _init_cores(self, starts: tuple[Sequence[int], Sequence[int]] | None) -> None:
+        """Each window start's core, and which rows and columns are some core's."""
+        if starts is None:
+            starts = (
+                axis_starts(self.height, self.tile, self.overlap),
+                axis_starts(self.width, self.tile, self.overlap),
+            )
+        self._row_core = axis_cores(starts[0], self.height, self.tile, self.overlap)
+        self._col_core = axis_cores(starts[1], self.width, self.tile, self.overlap)
+        #: the window start row whose core holds each row (-1: none)
+        self._core_owner = np.full(self.height, -1, dtype=np.int64)
+        for s, (a, b) in self._row_core.items():
+            self._core_owner[s + a : s + b] = s
+        self._core_rows = self._core_owner >= 0
+        cols = np.zeros(self.width, dtype=bool)
+        for s, (a, b) in self._col_core.items():
+            cols[s + a : s + b] = True
+        #: window start row → the start columns of the windows that came
+        self._came: dict[int, set[int]] = {}
+        #: runs ``[c0, c1)`` of the columns outside every core: what core rows
+        #: still take from the weighted sums (gathered side by side into one
+        #: block: many narrow blocks are slow on NumPy), and their total width
+        self._blend_cols = _runs(~cols)
+        self._blend_width = int((~cols).sum())
 
     def asarray(self, a: Any) -> Any:
         """``a`` (a NumPy array or a tensor) as an array of this engine's device.
@@ -198,13 +237,6 @@ class StripAccumulator:
             return np.asarray(a)
         return self.xp.asarray(a, device=self.device)
 
-    @property
-    def class_pixels(self) -> np.ndarray:
-        """Pixels per output code so far (``[256]`` int64; no data not counted)."""
-        out = _to_numpy(self._pixels).copy()
-        out[self.nodata] = 0  # valid pixels never carry the no-data code
-        return out
-
     def open_band(self, row: int, valid: Any) -> None:
         """Register the validity of the band starting at ``row`` (None = none valid)."""
         self.valid[row] = None if valid is None else self.asarray(valid)
@@ -213,7 +245,12 @@ class StripAccumulator:
         """Blend one window's probabilities ``[K, tile, tile]`` (cropped to ``t``).
 
         ``probs`` is an array of this engine (:meth:`asarray`) on the band's device.
+
+        Raises:
+            ValueError: ``t`` is not a window of the grid the accumulator was made for.
         """
+        if t.row not in self._row_core or t.col not in self._col_core:
+            raise ValueError(f"window {t} is not one of the accumulator's grid")
         if t.row > self.base:
             self.flush(t.row)
         if t.row != self._band_row:  # a new band of windows
@@ -222,25 +259,51 @@ class StripAccumulator:
                 t.row,
                 0,
             )
+        self._came.setdefault(t.row, set()).add(t.col)
         w, (i0, i1, j0, j1) = self._tile_weights(t)
-        # only the rows and columns with a weight > 0 (adding 0 × p changes no bit),
-        # in three blocks: rows earlier bands wrote and columns earlier windows of
-        # this band wrote get the product added; the rest, which no window wrote
-        # since the rows were finished, gets it assigned (0 + p·w is p·w, bit for
-        # bit): no zeroing of finished rows, no read of rows not yet written
+        (a, b), (c, d) = self._row_core[t.row], self._col_core[t.col]
+        if a < b and c < d:
+            self._finish_core(t, probs, (a, b, c, d))
+            # the rest of the weighted box: above, below, left and right of the core
+            rects = [(i0, a, j0, j1), (b, i1, j0, j1), (a, b, j0, c), (a, b, d, j1)]
+        else:
+            rects = [(i0, i1, j0, j1)]
+        for rect in rects:
+            self._blend_rect(t, probs, w, (i0, j0), rect)
+        self._col_end = max(self._col_end, t.col + j1)
+        self._band_rows_end = max(self._band_rows_end, t.row + i1)
+
+    def _blend_rect(
+        self,
+        t: Tile,
+        probs: Any,
+        w: Any,
+        w0: tuple[int, int],
+        rect: tuple[int, int, int, int],
+    ) -> None:
+        """Blend the window's rows ``[i0, i1)``, columns ``[j0, j1)`` (``rect``).
+
+        ``w`` holds the window's weights from its row and column ``w0`` on.
+        """
+        i0, i1, j0, j1 = rect
+        if i0 >= i1 or j0 >= j1:
+            return
+        # rows earlier bands wrote and columns earlier windows of this band wrote
+        # get the product added; the rest, which no window wrote since the rows
+        # were finished, gets it assigned (0 + p·w is p·w, bit for bit): no zeroing
+        # of finished rows, no read of rows not yet written
         r0, c0 = t.row - self.base + i0, t.col + j0
         r1, c1 = r0 + i1 - i0, c0 + j1 - j0
         fr = min(max(r0, self._rows_end - self.base), r1)
         fc = min(max(c0, self._col_end), c1)
-        for (a, b), (c, d), assign in (
+        at = (t.row - self.base, t.col, w0[0], w0[1])
+        for (ra, rb), (ca, cb), assign in (
             ((r0, fr), (c0, c1), False),
             ((fr, r1), (c0, fc), False),
             ((fr, r1), (fc, c1), True),
         ):
-            if a < b and c < d:
-                self._blend(probs, w, (a, b, c, d), (r0 - i0, c0 - j0, i0, j0), assign)
-        self._col_end = max(self._col_end, c1)
-        self._band_rows_end = max(self._band_rows_end, self.base + r1)
+            if ra < rb and ca < cb:
+                self._blend(probs, w, (ra, rb, ca, cb), at, assign)
 
     def _blend(
         self,
@@ -268,6 +331,19 @@ class StripAccumulator:
         else:
             add_product_(acc, p, wb, scratch)
             wsum += wb
+
+    def _finish_core(
+        self, t: Tile, probs: Any, core: tuple[int, int, int, int]
+    ) -> None:
+        """Finish the window's core (its rows ``[a, b)``, columns ``[c, d)``)."""
+        a, b, c, d = core
+        valid = self.valid.get(t.row)
+        r0, c0 = t.row - self.base, t.col
+        out = self.out.view(r0 + a, r0 + b, c0 + c, c0 + d)
+        invalid = None if valid is None else ~valid[a:b, c0 + c : c0 + d]
+        # the window's whole rows (contiguous), the core's columns kept
+        p = probs[:, a:b, : t.width]
+        self._finish(p, None, invalid, out, self._scratch, slice(c, d))
 
     def _tile_weights(self, t: Tile) -> tuple[Any, tuple[int, int, int, int]]:
         """The blend weights of ``t`` where they are > 0, on the device, and where.
@@ -312,6 +388,7 @@ class StripAccumulator:
             m = min(n, keep - r)
             self.acc[:, r : r + m] = self.acc[:, r + n : r + n + m]
             self.wsum[r : r + m] = self.wsum[r + n : r + n + m]
+            self.out.move(r + n, r, m)
         self.base = upto  # rows from keep on are stale: add() assigns before it adds
 
     def finish(self) -> None:
@@ -325,74 +402,124 @@ class StripAccumulator:
         if valid_band is None:  # a band of windows that were all no data
             self.emit(self._blank_rows(r0, n))
             return
-        xp, dev = self.xp, self.device
-        shape = (n, self.width)
-        classes = xp.empty(shape, dtype=xp.uint8, device=dev)
-        conf = prob = None
-        if self.want_confidence:
-            conf = xp.empty(shape, dtype=xp.uint8, device=dev)
-        if self.want_probabilities:
-            prob = xp.empty((self.k, *shape), dtype=xp.uint8, device=dev)
-        # on the CPU a few rows at a time: temporaries stay small (and in cache)
-        step = n if self.gpu else CHUNK_ROWS
         b0 = r0 - self.base
-        for s in range(0, n, step):
-            e = min(n, s + step)
-            self._finish(
-                b0 + s,
-                b0 + e,
-                valid_band[s:e],
-                classes[s:e],
-                None if conf is None else conf[s:e],
-                None if prob is None else prob[:, s:e],
-            )
-        self.emit(self._to_host(r0, classes, conf, prob))
+        self._blank_skipped_cores(r0, r1)
+        # runs of rows: outside every core the whole width comes from the sums;
+        # in a core row only the columns between cores (the cores are finished)
+        for s, e, in_core in _segments(self._core_rows[r0:r1]):
+            cols = self._blend_cols if in_core else None
+            wide = self.width if cols is None else self._blend_width
+            step = e - s if self.gpu else chunk_rows(e - s, wide)
+            for q in range(s, e, step):
+                qe = min(e, q + step)
+                self._finish_sums(b0 + q, b0 + qe, cols, valid_band[q:qe])
+        self.emit(self._to_host(r0, self.out.view(b0, b0 + n, 0, self.width)))
+
+    def _blank_skipped_cores(self, r0: int, r1: int) -> None:
+        """No data in the cores, in rows ``[r0, r1)``, of windows that never came.
+
+        The pipeline skips windows without data; their cores hold stale values.
+        """
+        for s, e, owner in _owners(self._core_owner[r0:r1]):
+            if owner < 0:
+                continue
+            came = self._came.get(int(owner), set())
+            for col, (c, d) in self._col_core.items():
+                if c < d and col not in came:
+                    box = (r0 + s - self.base, r0 + e - self.base, col + c, col + d)
+                    self.out.view(*box).blank(self.nodata)
+
+    def _finish_sums(
+        self, a: int, b: int, cols: list[tuple[int, int]] | None, valid: Any
+    ) -> None:
+        """Finish the band's rows ``[a, b)`` from the sums, at ``cols`` (None: all).
+
+        ``cols``: runs ``[c0, c1)`` of columns. ``valid``: the rows' validity, full
+        width.
+        """
+        if cols is None:
+            wsum = self.wsum[a:b]
+            invalid = ~((wsum > 0.0) & valid)
+            self._finish(self.acc[:, a:b], wsum, invalid, self.out.view(a, b, 0, None))
+            return
+        xp, dev, n = self.xp, self.device, self._blend_width
+        acc = xp.empty((self.k, b - a, n), dtype=xp.float32, device=dev)
+        wsum = xp.empty((b - a, n), dtype=xp.float32, device=dev)
+        ok = xp.empty((b - a, n), dtype=xp.bool, device=dev)
+        x = 0
+        for c0, c1 in cols:  # gather
+            e = x + c1 - c0
+            acc[:, :, x:e] = self.acc[:, a:b, c0:c1]
+            wsum[:, x:e] = self.wsum[a:b, c0:c1]
+            ok[:, x:e] = valid[:, c0:c1]
+            x = e
+        out = _Finished.empty(self, b - a, n)
+        self._finish(acc, wsum, ~((wsum > 0.0) & ok), out)
+        x = 0
+        for c0, c1 in cols:  # scatter
+            e = x + c1 - c0
+            self.out.view(a, b, c0, c1).assign(out.view(0, b - a, x, e))
+            x = e
 
     def _finish(
-        self, b0: int, b1: int, valid: Any, classes: Any, conf: Any, prob: Any
+        self,
+        acc: Any,
+        wsum: Any,
+        invalid: Any,
+        out: _Finished,
+        scratch: Any = None,
+        cols: slice | None = None,
     ) -> None:
-        """Classes (and confidence, probabilities) of buffer rows ``[b0, b1)``.
+        """Classes (and confidence, probabilities) of the sums ``acc`` into ``out``.
 
-        The rows of the band are finished: their sums may be overwritten.
+        ``wsum``: the weight sums (None: all 1, a core's own probabilities, which
+        are then not modified: ``scratch`` takes what the NumPy kernels overwrite).
+        ``invalid``: where no data goes (None: nowhere). ``cols``: the columns of
+        ``acc`` that ``out`` holds (None: all); the classes are found for every
+        column (contiguous rows are many times faster on NumPy than a narrow
+        block), the rest only for these.
         """
         xp = self.xp
-        wsum = self.wsum[b0:b1]
-        invalid = ~((wsum > 0.0) & valid)
-        acc = self.acc[:, b0:b1]
         # 1 / weight sum, where a probability is needed (a class map of a
         # multi-class task needs none: the weight sum is one positive number per
         # pixel, so the argmax of the sums is the argmax of the probabilities)
         inv = None
-        if self.binary or conf is not None or prob is not None:
+        if wsum is not None and (
+            self.binary or out.conf is not None or out.prob is not None
+        ):
             inv = 1.0 / xp.clip(wsum, 1e-12)
+        cols = slice(None) if cols is None else cols
         if self.binary:
-            p = acc[0] * inv
-            idx = xp.astype(p >= self.threshold, xp.uint8)
+            p = acc[0][:, cols] if inv is None else acc[0] * inv
+            codes = self._host_codes
+            select_(out.classes, p >= self.threshold, int(codes[0]), int(codes[1]))
             top = xp.maximum(p, 1.0 - p)
         else:
-            top, idx = top_class(acc)
+            top, code = top_class(acc, self._codes)
+            top = top[:, cols]
+            out.classes[...] = code[:, cols]
             if inv is not None:
                 top *= inv
-        flat = xp.take(self._codes, xp.reshape(xp.astype(idx, xp.int64), (-1,)), axis=0)
-        classes[...] = xp.reshape(flat, idx.shape)
-        fill_where_(classes, invalid, self.nodata)
-        self._pixels += bincount(classes, 256)
-        if conf is not None:
-            fill_where_(percent_(top, conf), invalid, PERCENT_NODATA)
-        if prob is not None:
-            fill_where_(percent_(acc, prob, inv), invalid, PERCENT_NODATA)
+        if invalid is not None:
+            fill_where_(out.classes, invalid, self.nodata)
+        if out.conf is not None:
+            percent_(top, out.conf)
+            if invalid is not None:
+                fill_where_(out.conf, invalid, PERCENT_NODATA)
+        if out.prob is not None:
+            percent_(acc[:, :, cols], out.prob, inv, scratch if wsum is None else None)
+            if invalid is not None:
+                fill_where_(out.prob, invalid, PERCENT_NODATA)
 
-    def _to_host(self, row: int, classes: Any, conf: Any, prob: Any) -> Rows:
-        """The finished rows as host arrays (asynchronous copies from a GPU)."""
+    def _to_host(self, row: int, out: _Finished) -> Rows:
+        """Copies of the finished rows ``out`` as host arrays (from a GPU: async)."""
+        arrays = (out.classes, out.conf, out.prob)
         if not self.gpu:
-            return Rows(
-                row,
-                _to_numpy(classes),
-                None if conf is None else _to_numpy(conf),
-                None if prob is None else _to_numpy(prob),
-            )
-        arrays, event = _copy_to_pinned((classes, conf, prob), self.device)
-        return Rows(row, arrays[0], arrays[1], arrays[2], ready=event)
+            c, f, p = (None if a is None else _to_numpy(a).copy() for a in arrays)
+            assert c is not None
+            return Rows(row, c, f, p)
+        host, event = _copy_to_pinned(arrays, self.device)
+        return Rows(row, host[0], host[1], host[2], ready=event)
 
     def _blank_rows(self, row: int, n: int) -> Rows:
         """Rows of a band whose windows were all no data."""
@@ -407,6 +534,87 @@ class StripAccumulator:
             if self.want_probabilities
             else None,
         )
+
+
+@dataclass
+class _Finished:
+    """Finished uint8 rows of the band, or a block of them (views).
+
+    Classes, confidence and probabilities (None: not wanted).
+    """
+
+    classes: Any
+    conf: Any = None
+    prob: Any = None
+
+    @classmethod
+    def empty(
+        cls, acc: StripAccumulator, rows: int, width: int | None = None
+    ) -> _Finished:
+        """``rows`` rows (full width by default) on ``acc``'s engine and device."""
+        xp, dev = acc.xp, acc.device
+        shape = (rows, acc.width if width is None else width)
+        return cls(
+            xp.empty(shape, dtype=xp.uint8, device=dev),
+            xp.empty(shape, dtype=xp.uint8, device=dev)
+            if acc.want_confidence
+            else None,
+            xp.empty((acc.k, *shape), dtype=xp.uint8, device=dev)
+            if acc.want_probabilities
+            else None,
+        )
+
+    def view(self, a: int, b: int, c: int, d: int | None) -> _Finished:
+        """Rows ``[a, b)``, columns ``[c, d)`` (``d`` None: to the end)."""
+        return _Finished(
+            self.classes[a:b, c:d],
+            None if self.conf is None else self.conf[a:b, c:d],
+            None if self.prob is None else self.prob[:, a:b, c:d],
+        )
+
+    def move(self, src: int, dst: int, n: int) -> None:
+        """Copy rows ``[src, src + n)`` to ``[dst, dst + n)`` (not overlapping)."""
+        self.classes[dst : dst + n] = self.classes[src : src + n]
+        if self.conf is not None:
+            self.conf[dst : dst + n] = self.conf[src : src + n]
+        if self.prob is not None:
+            self.prob[:, dst : dst + n] = self.prob[:, src : src + n]
+
+    def assign(self, src: _Finished) -> None:
+        """``self[...] = src`` (a block of the same shape)."""
+        self.classes[...] = src.classes
+        if self.conf is not None:
+            self.conf[...] = src.conf
+        if self.prob is not None:
+            self.prob[...] = src.prob
+
+    def blank(self, nodata: int) -> None:
+        """No data everywhere (``nodata`` classes, no-data percentages)."""
+        self.classes[...] = nodata
+        if self.conf is not None:
+            self.conf[...] = PERCENT_NODATA
+        if self.prob is not None:
+            self.prob[...] = PERCENT_NODATA
+
+
+def _segments(flags: np.ndarray) -> list[tuple[int, int, bool]]:
+    """Runs ``(start, end, value)`` of equal values of a 1-D bool array."""
+    return [(s, e, bool(flags[s])) for s, e, _ in _owners(flags)]
+
+
+def _owners(values: np.ndarray) -> list[tuple[int, int, Any]]:
+    """Runs ``(start, end, value)`` of equal values of a 1-D array."""
+    n = len(values)
+    if n == 0:
+        return []
+    cuts = np.flatnonzero(values[1:] != values[:-1]) + 1
+    bounds = [0, *cuts.tolist(), n]
+    return [(s, e, values[s]) for s, e in itertools.pairwise(bounds)]
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """Runs ``[start, end)`` of True of a 1-D bool array."""
+    return [(s, e) for s, e, v in _owners(mask) if v]
 
 
 def _to_numpy(a: Any) -> np.ndarray:

@@ -758,6 +758,7 @@ def _run(
         want_probabilities=opts.probabilities,
         device=device,
         engine=engine,
+        starts=(area.part.rows, area.part.cols),
     )
     strips: queue.Queue[object] = queue.Queue(maxsize=_STRIPS_IN_FLIGHT)
     slots = threading.Semaphore(_STRIPS_IN_FLIGHT)
@@ -795,7 +796,7 @@ def _run(
         bar.close()
     if write_errors:
         raise write_errors[0]
-    pixels = area.class_pixels
+    pixels = writer.class_pixels
     if pixels.sum() == 0:
         raise InputRasterError(f"{info.path}: every pixel is no data; nothing to map")
     if sc.inf_pixels:
