@@ -227,6 +227,11 @@ class StripAccumulator:
         #: block: many narrow blocks are slow on NumPy), and their total width
         self._blend_cols = _runs(~cols)
         self._blend_width = int((~cols).sum())
+        self._seams = _seams(sorted(starts[1]), self._col_core, self.width)
+        #: the current band's next seam to finish, and the seam whose sums a window
+        #: started (its index and sums) (see _add_seams)
+        self._seam_next = 0
+        self._seam_open: tuple[int, Any, Any] | None = None
 
     def asarray(self, a: Any) -> Any:
         """``a`` (a NumPy array or a tensor) as an array of this engine's device.
@@ -254,18 +259,25 @@ class StripAccumulator:
         if t.row > self.base:
             self.flush(t.row)
         if t.row != self._band_row:  # a new band of windows
+            self._close_seams(len(self._seams[0]) if self._seams else 0)
             self._rows_end, self._band_row, self._col_end = (
                 self._band_rows_end,
                 t.row,
                 0,
             )
+            self._seam_next, self._seam_open = 0, None
         self._came.setdefault(t.row, set()).add(t.col)
         w, (i0, i1, j0, j1) = self._tile_weights(t)
         (a, b), (c, d) = self._row_core[t.row], self._col_core[t.col]
         if a < b and c < d:
             self._finish_core(t, probs, (a, b, c, d))
-            # the rest of the weighted box: above, below, left and right of the core
-            rects = [(i0, a, j0, j1), (b, i1, j0, j1), (a, b, j0, c), (a, b, d, j1)]
+            # the rest of the weighted box: above and below the core, then left
+            # and right of it (seams between cores: finished as they complete)
+            rects = [(i0, a, j0, j1), (b, i1, j0, j1)]
+            if self._seams is not None:
+                self._add_seams(t, probs, w, (i0, j0, j1), (a, b, c, d))
+            else:
+                rects += [(a, b, j0, c), (a, b, d, j1)]
         else:
             rects = [(i0, i1, j0, j1)]
         for rect in rects:
@@ -332,6 +344,88 @@ class StripAccumulator:
             add_product_(acc, p, wb, scratch)
             wsum += wb
 
+    def _add_seams(
+        self,
+        t: Tile,
+        probs: Any,
+        w: Any,
+        box: tuple[int, int, int],
+        core: tuple[int, int, int, int],
+    ) -> None:
+        """The window's parts left and right of its core, in its core rows.
+
+        Seam ``j`` (:func:`_seams`: the columns between the cores of windows
+        ``j - 1`` and ``j``) takes, in the band's core rows, only those two
+        windows: its sums live in a small buffer, not in the band; window ``j``
+        adds its left part and finishes the seam, then starts seam ``j + 1``
+        with its right part. The sums are the band's, bit for bit: window
+        ``j - 1``'s product assigned, then window ``j``'s added (``0 + x`` where
+        only one of them reaches).
+
+        ``box``: the window's first weighted row ``i0`` and its weighted columns
+        ``[j0, j1)``; ``core``: its core rows and columns.
+        """
+        assert self._seams is not None
+        i0, j0, j1 = box
+        a, b, c, d = core
+        seams, index = self._seams
+        j = index[t.col]
+        self._close_seams(j)  # seams of windows that never came
+        lo = seams[j][0]
+        sums = self._seam_sums(j, b - a)
+        x0 = t.col + j0 - lo  # the window's weighted columns in the seam
+        rows, wrows = slice(a, b), slice(a - i0, b - i0)
+        add_product_(sums[0][:, :, x0:], probs[:, rows, j0:c], w[wrows, : c - j0])
+        sums[1][:, x0:] += w[wrows, : c - j0]
+        self._finish_seam(j, sums)
+        nxt = self._seam_sums(j + 1, b - a)
+        # its right part: from the core's end (the next seam's start) on
+        set_product_(nxt[0][:, :, : j1 - d], probs[:, rows, d:j1], w[wrows, d - j0 :])
+        nxt[1][:, : j1 - d] = w[wrows, d - j0 :]
+        self._seam_open = (j + 1, *nxt)
+
+    def _seam_sums(self, j: int, rows: int) -> tuple[Any, Any]:
+        """Seam ``j``'s sums and weight sums: those a window started, else zeros."""
+        if self._seam_open is not None and self._seam_open[0] == j:
+            return self._seam_open[1], self._seam_open[2]
+        xp, dev = self.xp, self.device
+        assert self._seams is not None
+        lo, hi = self._seams[0][j]
+        return (
+            xp.zeros((self.k, rows, hi - lo), dtype=xp.float32, device=dev),
+            xp.zeros((rows, hi - lo), dtype=xp.float32, device=dev),
+        )
+
+    def _finish_seam(self, j: int, sums: tuple[Any, Any]) -> None:
+        """Finish seam ``j`` of the current band's core rows from its sums."""
+        assert self._seams is not None
+        lo, hi = self._seams[0][j]
+        a, b = self._row_core[self._band_row]
+        r0 = self._band_row - self.base
+        valid = self.valid.get(self._band_row)
+        if hi > lo:
+            acc, wsum = sums
+            ok = wsum > 0.0
+            if valid is not None:
+                ok &= valid[a:b, lo:hi]
+            out = self.out.view(r0 + a, r0 + b, lo, hi)
+            self._finish(acc, wsum, ~ok, out)
+        self._seam_next = j + 1
+        self._seam_open = None
+
+    def _close_seams(self, upto: int) -> None:
+        """Finish the current band's seams before seam ``upto`` not yet finished.
+
+        Their windows on the right never came (no data, or the frame ends).
+        """
+        if self._seams is None or self._band_row < 0:
+            return
+        a, b = self._row_core.get(self._band_row, (0, 0))
+        if a >= b:
+            return
+        for j in range(self._seam_next, upto):
+            self._finish_seam(j, self._seam_sums(j, b - a))
+
     def _finish_core(
         self, t: Tile, probs: Any, core: tuple[int, int, int, int]
     ) -> None:
@@ -372,6 +466,7 @@ class StripAccumulator:
 
     def flush(self, upto: int) -> None:
         """Finish rows ``[base, upto)`` and hand them to ``emit``."""
+        self._close_seams(len(self._seams[0]) if self._seams else 0)
         starts = sorted(r for r in self.valid if r < upto)
         for i, band_row in enumerate(starts):
             end = starts[i + 1] if i + 1 < len(starts) else upto
@@ -407,6 +502,8 @@ class StripAccumulator:
         # runs of rows: outside every core the whole width comes from the sums;
         # in a core row only the columns between cores (the cores are finished)
         for s, e, in_core in _segments(self._core_rows[r0:r1]):
+            if in_core and self._seams is not None:
+                continue  # cores and seams are finished
             cols = self._blend_cols if in_core else None
             wide = self.width if cols is None else self._blend_width
             step = e - s if self.gpu else chunk_rows(e - s, wide)
@@ -424,6 +521,11 @@ class StripAccumulator:
             if owner < 0:
                 continue
             came = self._came.get(int(owner), set())
+            if not came:  # a band without windows: seams were never finished
+                self.out.view(r0 + s - self.base, r0 + e - self.base, 0, None).blank(
+                    self.nodata
+                )
+                continue
             for col, (c, d) in self._col_core.items():
                 if c < d and col not in came:
                     box = (r0 + s - self.base, r0 + e - self.base, col + c, col + d)
@@ -595,6 +697,26 @@ class _Finished:
             self.conf[...] = PERCENT_NODATA
         if self.prob is not None:
             self.prob[...] = PERCENT_NODATA
+
+
+def _seams(
+    cols: list[int], cores: dict[int, tuple[int, int]], width: int
+) -> tuple[list[tuple[int, int]], dict[int, int]] | None:
+    """The columns between the cores of the windows of a band, and each window's.
+
+    Seam ``j`` is ``[end of core j - 1, start of core j)`` (from 0 for the first,
+    to ``width`` for the last): ``len(cols) + 1`` seams. None where some window
+    has no core (overlaps of more than half a tile): the seams would mix more
+    than two windows.
+    """
+    if any(cores[c][0] >= cores[c][1] for c in cols):
+        return None
+    bounds = [0]
+    for c in cols:
+        bounds += [c + cores[c][0], c + cores[c][1]]
+    bounds.append(width)
+    seams = list(itertools.pairwise(bounds))[::2]
+    return seams, {c: i for i, c in enumerate(cols)}
 
 
 def _segments(flags: np.ndarray) -> list[tuple[int, int, bool]]:

@@ -194,6 +194,41 @@ def test_batch_of_windows_independent_of_call_pattern() -> None:
         np.testing.assert_array_equal(a[key], b[key])
 
 
+@pytest.mark.parametrize(
+    "holes",
+    [
+        [(30, 60, 20, 70)],  # whole windows without data in the middle
+        [(0, 100, 0, 40)],  # the left columns: bands start with missing windows
+        [(0, 100, 60, 100)],  # the right columns: bands end with missing windows
+        [(20, 60, 0, 100)],  # a whole band without data (its windows never come)
+        [(0, 30, 0, 100), (70, 100, 30, 60)],  # the first band, a hole below
+    ],
+)
+@pytest.mark.parametrize("task", ["lulc", "water"])
+def test_windows_without_data_leave_no_stale_pixels(
+    holes: list[tuple[int, int, int, int]], task: str
+) -> None:
+    # the pipeline skips windows without data: the cores and seams they would
+    # have finished must come out as no data, the rest as the reference blend
+    spec = _spec(task)
+    valid = np.ones((100, 100), bool)
+    for r0, r1, c0, c1 in holes:
+        valid[r0:r1, c0:c1] = False
+    maps = {}
+    for engine in ENGINES:
+        maps[engine], ref, _ = _run(spec, 100, 100, 8, valid, engine=engine)
+        check_against_reference(spec, maps[engine], ref, valid)
+    for name in maps["numpy"]:
+        np.testing.assert_array_equal(maps["numpy"][name], maps["torch"][name])
+
+
+def test_a_window_off_the_grid_is_refused() -> None:
+    acc = StripAccumulator(100, 100, TILE, 8, _spec("lulc"), lambda r: None)
+    acc.open_band(0, np.ones((TILE, 100), bool))
+    with pytest.raises(ValueError, match="not one of the accumulator's grid"):
+        acc.add(Tile(0, 5, TILE, TILE), np.zeros((9, TILE, TILE), np.float32))
+
+
 def test_top_class_numpy_is_argmax_with_first_index_on_ties() -> None:
     rng = np.random.default_rng(0)
     a = rng.integers(0, 4, size=(9, 70, 33)).astype(np.float32)  # many ties
