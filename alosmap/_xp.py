@@ -67,6 +67,13 @@ def clip_(x: Any, lo: float, hi: float) -> Any:
     return x.clamp_(lo, hi)
 
 
+def log10_(x: Any) -> Any:
+    """``log10(x)`` in place (a floating array or tensor); returns ``x``."""
+    if isinstance(x, np.ndarray):
+        return np.log10(x, out=x)
+    return x.log10_()
+
+
 def fill_where_(x: Any, mask: Any, value: float) -> Any:
     """``x[mask] = value`` in place, without a device synchronisation; returns ``x``."""
     if isinstance(x, np.ndarray):
@@ -212,6 +219,7 @@ __all__ = [
     "clip_",
     "fill_where_",
     "is_numpy",
+    "log10_",
     "namespace",
     "namespace_of",
     "percent_",

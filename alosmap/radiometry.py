@@ -29,7 +29,7 @@ import array_api_compat
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-from alosmap._xp import clip_, fill_where_, is_numpy, namespace_of
+from alosmap._xp import clip_, fill_where_, is_numpy, log10_, namespace_of
 from alosmap.errors import SpecError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -169,7 +169,9 @@ def parse_backscatter(text: str | None) -> str | None:
     return _BACKSCATTER_WORDS.get(key)
 
 
-def to_db(values: _A, units: str, cf: float = CALIBRATION_FACTOR_DB) -> _A:
+def to_db(
+    values: _A, units: str, cf: float = CALIBRATION_FACTOR_DB, *, inplace: bool = False
+) -> _A:
     """σ0 in dB from values in ``units``, computed in the values' float precision.
 
     ``dn``: ``20·log10(DN) + cf`` (= ``10·log10(DN²) + cf``); ``linear``:
@@ -186,6 +188,8 @@ def to_db(values: _A, units: str, cf: float = CALIBRATION_FACTOR_DB) -> _A:
             NumPy input is computed in float64, integer tensors in float32).
         units: ``"dn"``, ``"db"`` or ``"linear"``.
         cf: calibration factor of the DN conversion, in dB.
+        inplace: overwrite ``values`` (a floating array or tensor the caller owns)
+            instead of a new one: strips of a scene are large.
 
     Raises:
         ValueError: for other units.
@@ -202,7 +206,7 @@ def to_db(values: _A, units: str, cf: float = CALIBRATION_FACTOR_DB) -> _A:
         return x
     y: Any
     with np.errstate(divide="ignore", invalid="ignore"):
-        y = xp.log10(x)
+        y = log10_(x) if inplace and x is values else xp.log10(x)
     if isinstance(y, np.generic):  # a NumPy 0-d input gives a scalar
         y = np.asarray(y)
     y *= 20.0 if units == "dn" else 10.0  # in place: strips are large
@@ -259,7 +263,7 @@ def model_input(
     """
     xp = namespace_of(raw)
     x = xp.astype(raw, xp.float32, copy=True)
-    return normalize(to_db(x, units, cf), radiometry, valid, inplace=True)
+    return normalize(to_db(x, units, cf, inplace=True), radiometry, valid, inplace=True)
 
 
 def dn_to_db(

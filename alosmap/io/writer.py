@@ -177,6 +177,8 @@ PROBABILITY_NODATA = 255
 PROBABILITY_SCALE = 0.01
 #: No-data value of the confidence file.
 CONFIDENCE_NODATA = 255
+#: Pixels counted at once (:meth:`MapWriter.write_rows`): bounds the temporary.
+_COUNT_CHUNK = 1 << 18
 #: Suffixes accepted for map files.
 _SUFFIXES = (".tif", ".tiff")
 #: Free bytes under which a full disk is assumed after writing without an error
@@ -857,7 +859,10 @@ class MapWriter:
         """
         if classes.dtype != np.uint8:
             raise ValueError(f"classes: expected uint8 codes, got {classes.dtype}")
-        counts = np.bincount(classes.reshape(-1), minlength=256)
+        flat = classes.reshape(-1)
+        counts = np.zeros(256, dtype=np.int64)
+        for i in range(0, flat.size, _COUNT_CHUNK):  # NumPy counts via int64 copies
+            counts += np.bincount(flat[i : i + _COUNT_CHUNK], minlength=256)
         bad = np.flatnonzero(counts * ~self._valid_codes)
         if bad.size:
             valid = np.flatnonzero(self._valid_codes).tolist()

@@ -174,9 +174,7 @@ class StripAccumulator:
         self.emit = emit
         self.tile, self.overlap = tile, overlap
         self.rows = min(tile, height)
-        self.acc = xp.zeros((self.k, self.rows, width), dtype=xp.float32, device=device)
-        self.wsum = xp.zeros((self.rows, width), dtype=xp.float32, device=device)
-        self.base = 0  # scene row of buffer row 0
+        self.base = 0  # scene row of buffer row 0 (of the finished rows' band)
         # what the band holds (see add): rows above this scene row were written by
         # earlier bands; in the current band (its scene row), columns left of
         # _col_end were written by its earlier windows; the rest is stale
@@ -197,6 +195,7 @@ class StripAccumulator:
         self._host_codes = codes
         self._weights: dict[tuple[bool, bool, bool, bool], Any] = {}  # w, box
         self._init_cores(starts)
+        self._init_sums()
         self.out = _Finished.empty(self, self.rows)
         # the host's product of a window and its weights (no temporary per window)
         self._scratch = (
@@ -217,21 +216,42 @@ class StripAccumulator:
         for s, (a, b) in self._row_core.items():
             self._core_owner[s + a : s + b] = s
         self._core_rows = self._core_owner >= 0
-        cols = np.zeros(self.width, dtype=bool)
-        for s, (a, b) in self._col_core.items():
-            cols[s + a : s + b] = True
         #: window start row → the start columns of the windows that came
         self._came: dict[int, set[int]] = {}
-        #: runs ``[c0, c1)`` of the columns outside every core: what core rows
-        #: still take from the weighted sums (gathered side by side into one
-        #: block: many narrow blocks are slow on NumPy), and their total width
-        self._blend_cols = _runs(~cols)
-        self._blend_width = int((~cols).sum())
         self._seams = _seams(sorted(starts[1]), self._col_core, self.width)
         #: the current band's next seam to finish, and the seam whose sums a window
         #: started (its index and sums) (see _add_seams)
         self._seam_next = 0
         self._seam_open: tuple[int, Any, Any] | None = None
+
+    def _init_sums(self) -> None:
+        """The weighted sums' band: only the rows outside every core.
+
+        Core rows never go through the sums (cores and seams, :meth:`add`): the
+        band holds the other rows only, side by side (about a quarter of a tile's
+        rows at the default overlap: a quarter of the memory, which stays in
+        cache). ``_srow[y]`` is the place of scene row ``y`` among the rows held
+        (their count before ``y``).
+        """
+        xp, dev = self.xp, self.device
+        held = ~self._core_rows
+        self._srow = np.concatenate([[0], np.cumsum(held)]).astype(np.int64)
+        starts = sorted(self._row_core)
+        th = self.rows
+        n = max(
+            int(self._srow[min(s + th, self.height)] - self._srow[s]) for s in starts
+        )
+        self.srows = max(n, 1)
+        self.acc = xp.zeros(
+            (self.k, self.srows, self.width), dtype=xp.float32, device=dev
+        )
+        self.wsum = xp.zeros((self.srows, self.width), dtype=xp.float32, device=dev)
+        self.sbase = 0  # the held row of self.base
+
+    def _srows(self, a: int, b: int) -> slice:
+        """Band rows ``[a, b)`` (all held rows) as a slice of the sums' band."""
+        lo = int(self._srow[self.base + a]) - self.sbase
+        return slice(lo, lo + b - a)
 
     def asarray(self, a: Any) -> Any:
         """``a`` (a NumPy array or a tensor) as an array of this engine's device.
@@ -259,7 +279,7 @@ class StripAccumulator:
         if t.row > self.base:
             self.flush(t.row)
         if t.row != self._band_row:  # a new band of windows
-            self._close_seams(len(self._seams[0]) if self._seams else 0)
+            self._close_seams(len(self._seams[0]))
             self._rows_end, self._band_row, self._col_end = (
                 self._band_rows_end,
                 t.row,
@@ -269,15 +289,13 @@ class StripAccumulator:
         self._came.setdefault(t.row, set()).add(t.col)
         w, (i0, i1, j0, j1) = self._tile_weights(t)
         (a, b), (c, d) = self._row_core[t.row], self._col_core[t.col]
-        if a < b and c < d:
-            self._finish_core(t, probs, (a, b, c, d))
-            # the rest of the weighted box: above and below the core, then left
-            # and right of it (seams between cores: finished as they complete)
+        if a < b:
+            if c < d:
+                self._finish_core(t, probs, (a, b, c, d))
+            # above and below the band's core rows: the sums; in them, left and
+            # right of the window's core: seams, finished as they complete
             rects = [(i0, a, j0, j1), (b, i1, j0, j1)]
-            if self._seams is not None:
-                self._add_seams(t, probs, w, (i0, j0, j1), (a, b, c, d))
-            else:
-                rects += [(a, b, j0, c), (a, b, d, j1)]
+            self._add_seams(t, probs, w, (i0, j0, j1), (a, b, c, d))
         else:
             rects = [(i0, i1, j0, j1)]
         for rect in rects:
@@ -333,7 +351,8 @@ class StripAccumulator:
         a, b, c, d = box
         ti, tj = a - where[0], c - where[1]  # the block in the window
         wi, wj = ti - where[2], tj - where[3]
-        acc, wsum = self.acc[:, a:b, c:d], self.wsum[a:b, c:d]
+        rows = self._srows(a, b)
+        acc, wsum = self.acc[:, rows, c:d], self.wsum[rows, c:d]
         p = probs[:, ti : ti + b - a, tj : tj + d - c]
         wb = w[wi : wi + b - a, wj : wj + d - c]
         scratch = None if self._scratch is None else self._scratch[:, : b - a, : d - c]
@@ -352,31 +371,38 @@ class StripAccumulator:
         box: tuple[int, int, int],
         core: tuple[int, int, int, int],
     ) -> None:
-        """The window's parts left and right of its core, in its core rows.
+        """The window's parts outside its core, in the band's core rows.
 
-        Seam ``j`` (:func:`_seams`: the columns between the cores of windows
-        ``j - 1`` and ``j``) takes, in the band's core rows, only those two
-        windows: its sums live in a small buffer, not in the band; window ``j``
-        adds its left part and finishes the seam, then starts seam ``j + 1``
-        with its right part. The sums are the band's, bit for bit: window
-        ``j - 1``'s product assigned, then window ``j``'s added (``0 + x`` where
-        only one of them reaches).
+        Seam ``j`` (:func:`_seams`: the columns between the ``j``-th core of the
+        band and the next) takes, in the band's core rows, only the windows
+        between those cores: its sums live in a small buffer, not in the band.
+        A window with a core adds its left part to the seam before its core and
+        finishes that seam, then starts the next with its right part; a window
+        without a core (more than half a tile of overlap) adds its whole width to
+        the seam it lies in. The sums are the band's, bit for bit: the first
+        product assigned, the others added in grid order (``0 + x`` is ``x``).
 
         ``box``: the window's first weighted row ``i0`` and its weighted columns
-        ``[j0, j1)``; ``core``: its core rows and columns.
+        ``[j0, j1)``; ``core``: its core rows and columns (``c == d``: none).
         """
-        assert self._seams is not None
         i0, j0, j1 = box
         a, b, c, d = core
         seams, index = self._seams
         j = index[t.col]
-        self._close_seams(j)  # seams of windows that never came
-        lo = seams[j][0]
+        self._close_seams(j)  # seams whose last windows never came
         sums = self._seam_sums(j, b - a)
-        x0 = t.col + j0 - lo  # the window's weighted columns in the seam
+        x0 = t.col + j0 - seams[j][0]  # the window's weighted columns in the seam
+        left = c if c < d else j1
         rows, wrows = slice(a, b), slice(a - i0, b - i0)
-        add_product_(sums[0][:, :, x0:], probs[:, rows, j0:c], w[wrows, : c - j0])
-        sums[1][:, x0:] += w[wrows, : c - j0]
+        add_product_(
+            sums[0][:, :, x0 : x0 + left - j0],
+            probs[:, rows, j0:left],
+            w[wrows, : left - j0],
+        )
+        sums[1][:, x0 : x0 + left - j0] += w[wrows, : left - j0]
+        if c >= d:  # no core: the seam goes on
+            self._seam_open = (j, *sums)
+            return
         self._finish_seam(j, sums)
         nxt = self._seam_sums(j + 1, b - a)
         # its right part: from the core's end (the next seam's start) on
@@ -389,7 +415,6 @@ class StripAccumulator:
         if self._seam_open is not None and self._seam_open[0] == j:
             return self._seam_open[1], self._seam_open[2]
         xp, dev = self.xp, self.device
-        assert self._seams is not None
         lo, hi = self._seams[0][j]
         return (
             xp.zeros((self.k, rows, hi - lo), dtype=xp.float32, device=dev),
@@ -398,7 +423,6 @@ class StripAccumulator:
 
     def _finish_seam(self, j: int, sums: tuple[Any, Any]) -> None:
         """Finish seam ``j`` of the current band's core rows from its sums."""
-        assert self._seams is not None
         lo, hi = self._seams[0][j]
         a, b = self._row_core[self._band_row]
         r0 = self._band_row - self.base
@@ -418,7 +442,7 @@ class StripAccumulator:
 
         Their windows on the right never came (no data, or the frame ends).
         """
-        if self._seams is None or self._band_row < 0:
+        if self._band_row < 0:
             return
         a, b = self._row_core.get(self._band_row, (0, 0))
         if a >= b:
@@ -466,7 +490,7 @@ class StripAccumulator:
 
     def flush(self, upto: int) -> None:
         """Finish rows ``[base, upto)`` and hand them to ``emit``."""
-        self._close_seams(len(self._seams[0]) if self._seams else 0)
+        self._close_seams(len(self._seams[0]))
         starts = sorted(r for r in self.valid if r < upto)
         for i, band_row in enumerate(starts):
             end = starts[i + 1] if i + 1 < len(starts) else upto
@@ -474,17 +498,19 @@ class StripAccumulator:
         n = upto - self.base
         if n <= 0:
             return
-        keep = max(self.rows - n, 0)
         # move the still-open rows up, in runs of at most n rows from the top: no
         # run overlaps its source, and no source is overwritten before it is read
         # (the last band of a scene can move up by a few rows only; a temporary
         # copy of the rows would cost a band's worth of memory)
-        for r in range(0, keep, n):
-            m = min(n, keep - r)
-            self.acc[:, r : r + m] = self.acc[:, r + n : r + n + m]
-            self.wsum[r : r + m] = self.wsum[r + n : r + n + m]
+        for r, m in _moves(self.rows, n):
             self.out.move(r + n, r, m)
-        self.base = upto  # rows from keep on are stale: add() assigns before it adds
+        sn = int(self._srow[upto]) - self.sbase
+        for r, m in _moves(self.srows, sn):
+            for plane in self.acc:  # per plane: NumPy sees no overlap, no temporary
+                plane[r : r + m] = plane[r + sn : r + sn + m]
+            self.wsum[r : r + m] = self.wsum[r + sn : r + sn + m]
+        # rows from keep on are stale: add() assigns before it adds
+        self.base, self.sbase = upto, int(self._srow[upto])
 
     def finish(self) -> None:
         """Finish every remaining row."""
@@ -499,17 +525,15 @@ class StripAccumulator:
             return
         b0 = r0 - self.base
         self._blank_skipped_cores(r0, r1)
-        # runs of rows: outside every core the whole width comes from the sums;
-        # in a core row only the columns between cores (the cores are finished)
+        # rows outside every core come from the sums (core rows are finished:
+        # cores and seams)
         for s, e, in_core in _segments(self._core_rows[r0:r1]):
-            if in_core and self._seams is not None:
-                continue  # cores and seams are finished
-            cols = self._blend_cols if in_core else None
-            wide = self.width if cols is None else self._blend_width
-            step = e - s if self.gpu else chunk_rows(e - s, wide)
+            if in_core:
+                continue
+            step = e - s if self.gpu else chunk_rows(e - s, self.width)
             for q in range(s, e, step):
                 qe = min(e, q + step)
-                self._finish_sums(b0 + q, b0 + qe, cols, valid_band[q:qe])
+                self._finish_sums(b0 + q, b0 + qe, valid_band[q:qe])
         self.emit(self._to_host(r0, self.out.view(b0, b0 + n, 0, self.width)))
 
     def _blank_skipped_cores(self, r0: int, r1: int) -> None:
@@ -531,37 +555,15 @@ class StripAccumulator:
                     box = (r0 + s - self.base, r0 + e - self.base, col + c, col + d)
                     self.out.view(*box).blank(self.nodata)
 
-    def _finish_sums(
-        self, a: int, b: int, cols: list[tuple[int, int]] | None, valid: Any
-    ) -> None:
-        """Finish the band's rows ``[a, b)`` from the sums, at ``cols`` (None: all).
+    def _finish_sums(self, a: int, b: int, valid: Any) -> None:
+        """Finish the band's rows ``[a, b)`` (rows held) from the sums.
 
-        ``cols``: runs ``[c0, c1)`` of columns. ``valid``: the rows' validity, full
-        width.
+        ``valid``: the rows' validity.
         """
-        if cols is None:
-            wsum = self.wsum[a:b]
-            invalid = ~((wsum > 0.0) & valid)
-            self._finish(self.acc[:, a:b], wsum, invalid, self.out.view(a, b, 0, None))
-            return
-        xp, dev, n = self.xp, self.device, self._blend_width
-        acc = xp.empty((self.k, b - a, n), dtype=xp.float32, device=dev)
-        wsum = xp.empty((b - a, n), dtype=xp.float32, device=dev)
-        ok = xp.empty((b - a, n), dtype=xp.bool, device=dev)
-        x = 0
-        for c0, c1 in cols:  # gather
-            e = x + c1 - c0
-            acc[:, :, x:e] = self.acc[:, a:b, c0:c1]
-            wsum[:, x:e] = self.wsum[a:b, c0:c1]
-            ok[:, x:e] = valid[:, c0:c1]
-            x = e
-        out = _Finished.empty(self, b - a, n)
-        self._finish(acc, wsum, ~((wsum > 0.0) & ok), out)
-        x = 0
-        for c0, c1 in cols:  # scatter
-            e = x + c1 - c0
-            self.out.view(a, b, c0, c1).assign(out.view(0, b - a, x, e))
-            x = e
+        rows = self._srows(a, b)
+        wsum = self.wsum[rows]
+        invalid = ~((wsum > 0.0) & valid)
+        self._finish(self.acc[:, rows], wsum, invalid, self.out.view(a, b, 0, None))
 
     def _finish(
         self,
@@ -682,14 +684,6 @@ class _Finished:
         if self.prob is not None:
             self.prob[:, dst : dst + n] = self.prob[:, src : src + n]
 
-    def assign(self, src: _Finished) -> None:
-        """``self[...] = src`` (a block of the same shape)."""
-        self.classes[...] = src.classes
-        if self.conf is not None:
-            self.conf[...] = src.conf
-        if self.prob is not None:
-            self.prob[...] = src.prob
-
     def blank(self, nodata: int) -> None:
         """No data everywhere (``nodata`` classes, no-data percentages)."""
         self.classes[...] = nodata
@@ -701,22 +695,33 @@ class _Finished:
 
 def _seams(
     cols: list[int], cores: dict[int, tuple[int, int]], width: int
-) -> tuple[list[tuple[int, int]], dict[int, int]] | None:
-    """The columns between the cores of the windows of a band, and each window's.
+) -> tuple[list[tuple[int, int]], dict[int, int]]:
+    """The columns between the window cores of a band, and each window's seam.
 
-    Seam ``j`` is ``[end of core j - 1, start of core j)`` (from 0 for the first,
-    to ``width`` for the last): ``len(cols) + 1`` seams. None where some window
-    has no core (overlaps of more than half a tile): the seams would mix more
-    than two windows.
+    With the cores ``k = 0 .. n - 1`` of the windows that have one, seam ``j`` is
+    ``[end of core j - 1, start of core j)`` (from 0 for the first, to ``width``
+    for the last): ``n + 1`` seams. A window with a core maps to the seam on its
+    left; one without (more than half a tile of overlap) to the seam it lies in.
     """
-    if any(cores[c][0] >= cores[c][1] for c in cols):
-        return None
-    bounds = [0]
+    bounds, index = [0], {}
     for c in cols:
-        bounds += [c + cores[c][0], c + cores[c][1]]
+        a, b = cores[c]
+        index[c] = len(bounds) // 2
+        if a < b:
+            bounds += [c + a, c + b]
     bounds.append(width)
-    seams = list(itertools.pairwise(bounds))[::2]
-    return seams, {c: i for i, c in enumerate(cols)}
+    return list(itertools.pairwise(bounds))[::2], index
+
+
+def _moves(rows: int, n: int) -> list[tuple[int, int]]:
+    """Runs ``(to, count)`` that move rows ``[n, rows)`` of a band up by ``n``.
+
+    At most ``n`` rows each, from the top: no run overlaps its source.
+    """
+    if n <= 0:
+        return []
+    keep = max(rows - n, 0)
+    return [(r, min(n, keep - r)) for r in range(0, keep, n)]
 
 
 def _segments(flags: np.ndarray) -> list[tuple[int, int, bool]]:
@@ -732,11 +737,6 @@ def _owners(values: np.ndarray) -> list[tuple[int, int, Any]]:
     cuts = np.flatnonzero(values[1:] != values[:-1]) + 1
     bounds = [0, *cuts.tolist(), n]
     return [(s, e, values[s]) for s, e in itertools.pairwise(bounds)]
-
-
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """Runs ``[start, end)`` of True of a 1-D bool array."""
-    return [(s, e) for s, e, v in _owners(mask) if v]
 
 
 def _to_numpy(a: Any) -> np.ndarray:

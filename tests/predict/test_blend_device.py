@@ -105,6 +105,8 @@ def _run(
         (90, 90, 0),  # no overlap
         (90, 70, 24),  # overlap over half a tile: rows shift through a copy
         (32, 32, 8),  # exactly one tile
+        (57, 100, 8),  # last windows 1 px from the one before: cores vanish
+        (100, 57, 8),
     ],
 )
 @pytest.mark.parametrize("task", ["lulc", "water"])
