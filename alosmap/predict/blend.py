@@ -591,7 +591,7 @@ class StripAccumulator:
         if wsum is not None and (
             self.binary or out.conf is not None or out.prob is not None
         ):
-            inv = 1.0 / xp.clip(wsum, 1e-12)
+            inv = 1.0 / xp.clip(wsum, min=1e-12)
         cols = slice(None) if cols is None else cols
         if self.binary:
             p = acc[0][:, cols] if inv is None else acc[0] * inv
