@@ -2,15 +2,16 @@
 
 Radiometry (:mod:`alosmap.radiometry`), the blend and the finish of the map
 (:mod:`alosmap.predict.blend`) are written once against the Python array API
-standard, through ``array-api-compat`` (as SciPy and scikit-learn do): ``xp`` is
-``array_api_compat.numpy`` on the host (ONNX Runtime on the CPU takes and returns
-NumPy arrays) and ``array_api_compat.torch`` on the device (CUDA, TensorRT). Nothing
+standard, as SciPy and scikit-learn do: ``xp`` is NumPy on the host (ONNX Runtime
+on the CPU takes and returns NumPy arrays; NumPy 2.1 and later is an array API
+namespace itself, older NumPy goes through ``array-api-compat``'s wrapper) and
+``array_api_compat.torch`` on the device (CUDA, TensorRT). Nothing
 here imports torch unless a torch tensor or the ``torch`` namespace is asked for,
 so the host path runs without PyTorch installed.
 
 The standard has no in-place or fused forms of a few operations the pipeline runs
 on every window or row (a clip, a masked fill, a multiply-add into a view, a
-bincount, the top class with its index); those are the functions below, each one
+top class with its index); those are the functions below, each one
 expression with the same IEEE result on both libraries (so host and device maps
 are bit-identical for the same probabilities), written per library only where the
 standard's form would allocate a band-sized temporary or, on a GPU, synchronise.
@@ -109,13 +110,6 @@ def set_product_(dst: Any, a: Any, b: Any) -> None:
         np.multiply(a, b, out=dst)
         return
     dst.copy_(a * b)
-
-
-def bincount(x: Any, length: int) -> Any:
-    """Occurrences of each value ``0..length-1`` of a uint8 array (int64)."""
-    if isinstance(x, np.ndarray):
-        return np.bincount(x.reshape(-1), minlength=length)
-    return x.reshape(-1).bincount(minlength=length)
 
 
 def top_class(acc: Any, codes: Any = None, out: Any = None) -> tuple[Any, Any]:
@@ -220,7 +214,6 @@ __all__ = [
     "CHUNK_PIXELS",
     "CHUNK_ROWS",
     "add_product_",
-    "bincount",
     "chunk_rows",
     "clip_",
     "fill_where_",

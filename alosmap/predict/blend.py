@@ -1,20 +1,29 @@
 """Blending overlapping window predictions into finished map rows: one engine.
 
-:class:`StripAccumulator` sums each window's probabilities times its blend weights
-(:func:`~alosmap.tiling.tile_weights`) over a rolling band of at most ``tile`` rows,
-divides by the summed weights once a row can receive no more windows, and turns the
-rows into class codes of the model's legend (argmax, or a threshold for a binary
-legend: index 1, its positive class, where the probability reaches it), the confidence
-and the per-class probability bands (uint8 percent).
+:class:`StripAccumulator` blends each window's probabilities with its blend weights
+(:func:`~alosmap.tiling.tile_weights`), divides by the summed weights once a pixel can
+receive no more windows, and turns the pixels into class codes of the model's legend
+(argmax, or a threshold for a binary legend: index 1, its positive class, where the
+probability reaches it), the confidence and the per-class probability bands (uint8
+percent), handed on in rows.
+
+Most pixels never go through weighted sums. A window's **core**
+(:func:`~alosmap.tiling.axis_cores`: weight 1, no other window) is finished straight
+from its probabilities (``p · 1 / 1`` would be the same bits); in a band's core rows
+the **seams** between cores take only the windows between them, summed in a small
+buffer and finished as soon as the window on the right came; only the rows outside
+every core, where bands meet, are held as weighted sums, full width, in a rolling
+band. The sums run in grid order (the first product assigned, the others added),
+exactly as if every window were added into one buffer.
 
 It is written once over an array namespace (:mod:`alosmap._xp`, the array API
-standard through ``array-api-compat``): NumPy arrays on the host (any runtime on the
-CPU: ONNX Runtime's NumPy outputs, or PyTorch's CPU tensors viewed as NumPy without a
-copy), torch tensors where the model runs on a GPU (the float32 band, the weights, the
-argmax stay in device memory; only the finished uint8 rows go back, copied
-asynchronously into page-locked memory, and the writer waits for the copy
-(:meth:`Rows.wait`) instead of the model). For the same probabilities both give
-bit-identical maps: every operation is one IEEE-rounded step on either library.
+standard): NumPy arrays on the host (any runtime on the CPU: ONNX Runtime's NumPy
+outputs, or PyTorch's CPU tensors viewed as NumPy without a copy), torch tensors where
+the model runs on a GPU (the sums, the weights, the argmax stay in device memory; only
+the finished uint8 rows go back, copied asynchronously into page-locked memory, and
+the writer waits for the copy (:meth:`Rows.wait`) instead of the model). For the same
+probabilities both give bit-identical maps: every operation is one IEEE-rounded step
+on either library.
 """
 
 from __future__ import annotations
