@@ -695,7 +695,8 @@ class Scene:
             finite = np.isfinite(raw)
             self.inf_pixels += int(np.isinf(raw[valid]).sum())
             valid &= finite
-        if self.units != "db":
+        # unsigned values other than the no-data 0 are positive already
+        if self.units != "db" and not (raw.dtype.kind == "u" and self.nodata == 0):
             with np.errstate(invalid="ignore"):
                 valid &= raw > 0
         if self._mask is not None:

@@ -666,3 +666,18 @@ def test_disk_full_while_building_the_cogs_leaves_nothing(mount_tmpfs, lulc_spec
         with pytest.raises(OutputPathError, match="disk full"):
             mw.finalize()
     assert listing(disk) == ["filler"]
+
+
+@pytest.mark.parametrize("shape", [(0,), (1,), (3, 5), (7, 1001), (300, 301)])
+def test_count_bytes_is_bincount(monkeypatch, shape):
+    from alosmap.io import writer
+
+    monkeypatch.setattr(writer, "_COUNT_CHUNK", 6)  # many chunks, odd remainders
+    rng = np.random.default_rng(sum(shape))
+    a = rng.integers(0, 256, size=shape).astype(np.uint8)
+    want = np.bincount(a.reshape(-1), minlength=256)
+    np.testing.assert_array_equal(writer.count_bytes(a), want)
+    if a.ndim == 2 and a.shape[1] > 2:  # a view that is not contiguous
+        v = a[:, 1:-1]
+        want = np.bincount(v.reshape(-1), minlength=256)
+        np.testing.assert_array_equal(writer.count_bytes(v), want)
