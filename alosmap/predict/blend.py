@@ -192,6 +192,7 @@ class StripAccumulator:
         self._band_row = -1
         self._col_end = 0
         self.valid: dict[int, Any] = {}  # band start -> validity (None: none valid)
+        self._all_valid: set[int] = set()  # band starts valid everywhere (host)
         self.want_confidence = want_confidence
         self.want_probabilities = want_probabilities
         task = spec.legend
@@ -274,6 +275,10 @@ class StripAccumulator:
     def open_band(self, row: int, valid: Any) -> None:
         """Register the validity of the band starting at ``row`` (None = none valid)."""
         self.valid[row] = None if valid is None else self.asarray(valid)
+        # on the host, a band valid everywhere skips its masks (a device would
+        # have to synchronise to know)
+        if self.host and valid is not None and bool(np.all(valid)):
+            self._all_valid.add(row)
 
     def add(self, t: Tile, probs: Any) -> None:
         """Blend one window's probabilities ``[K, tile, tile]`` (cropped to ``t``).
@@ -436,6 +441,8 @@ class StripAccumulator:
         a, b = self._row_core[self._band_row]
         r0 = self._band_row - self.base
         valid = self.valid.get(self._band_row)
+        if self._band_row in self._all_valid:
+            valid = None
         if hi > lo:
             acc, wsum = sums
             ok = wsum > 0.0
@@ -464,7 +471,7 @@ class StripAccumulator:
     ) -> None:
         """Finish the window's core (its rows ``[a, b)``, columns ``[c, d)``)."""
         a, b, c, d = core
-        valid = self.valid.get(t.row)
+        valid = None if t.row in self._all_valid else self.valid.get(t.row)
         r0, c0 = t.row - self.base, t.col
         out = self.out.view(r0 + a, r0 + b, c0 + c, c0 + d)
         invalid = None if valid is None else ~valid[a:b, c0 + c : c0 + d]
@@ -504,6 +511,7 @@ class StripAccumulator:
         for i, band_row in enumerate(starts):
             end = starts[i + 1] if i + 1 < len(starts) else upto
             self._emit_rows(band_row, end, self.valid.pop(band_row))
+            self._all_valid.discard(band_row)
         n = upto - self.base
         if n <= 0:
             return
