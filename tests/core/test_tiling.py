@@ -5,6 +5,7 @@ from hypothesis import strategies as st
 
 from alosmap.tiling import (
     Tile,
+    axis_cores,
     axis_starts,
     blend_weights,
     cut_tiles,
@@ -202,3 +203,49 @@ def test_a_part_of_the_grid_blends_as_the_whole_grid(args, data):
         got[a.row : a.row + a.height, a.col : a.col + a.width], whole[area.slices]
     )
     assert whole[area.slices].min() > 0
+
+
+def _axis_weights(starts, length, tile, overlap):
+    """Each start's 1-D blend weights along the axis, on the whole axis."""
+    out = {}
+    for s in starts:
+        t = Tile(0, s, 1, min(tile, length))
+        w = np.zeros(length)
+        w[s : s + t.width] = tile_weights(t, 1, length, tile, overlap)[0]
+        out[s] = w
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(sizes, tiles, st.data())
+def test_axis_cores_are_where_a_window_alone_sets_the_blend(length, tile, data):
+    """A core is exactly the run of a window's pixels with weight 1 where every
+    other window has weight 0 (the whole run: every such pixel is in a core)."""
+    overlap = data.draw(st.integers(0, tile - 1))
+    starts = axis_starts(length, tile, overlap)
+    if data.draw(st.booleans()) and len(starts) > 2:  # a part's windows
+        i = data.draw(st.integers(0, len(starts) - 2))
+        starts = starts[i : i + data.draw(st.integers(1, len(starts) - i))]
+    weights = _axis_weights(starts, length, tile, overlap)
+    cores = axis_cores(starts, length, tile, overlap)
+    assert set(cores) == set(starts)
+    for s, w in weights.items():
+        others = sum((v > 0).astype(int) for t, v in weights.items() if t != s)
+        mine = (w == 1.0) & (others == 0)
+        a, b = cores[s]
+        got = np.zeros(length, dtype=bool)
+        got[s + a : s + b] = True
+        np.testing.assert_array_equal(got, mine)  # one contiguous run, all of it
+    for a, b in cores.values():
+        assert 0 <= a <= b <= min(tile, length)
+
+
+def test_axis_cores_of_a_regular_grid_and_of_a_last_window_close_behind():
+    # 256 / 64: weight 1 on [48, 208) of a window, the neighbours reach 16 px in
+    cores = axis_cores(axis_starts(6000, 256, 64), 6000, 256, 64)
+    assert cores[0] == (0, 208)  # the raster's edge: weight 1 from the border
+    assert cores[192] == (48, 208)
+    assert cores[5744] == (64, 256)  # the last window, 176 px after the one before
+    # a last window 32 px after the one before covers its whole core
+    cores = axis_cores(axis_starts(12000, 256, 64), 12000, 256, 64)
+    assert cores[11712] == (0, 0)
