@@ -14,7 +14,9 @@ The maps measured, all real-looking:
   data);
 * ``demo-lulc`` / ``demo-water``: the maps the bundled demo models make of the three
   1280 × 1280 sample scenes (``sample_data/IMG-HH-*.tif``), made once into
-  ``--work`` (skip them with ``--no-demo``).
+  ``--work`` (skip them with ``--no-demo``);
+* ``real-lulc`` / ``real-water``: with ``--real DIR``, the real JAXA HRLULC tiles
+  ``LC_*.tif`` of ``DIR`` (12000 × 12000 each), and their water.
 
 Each map is first written as the writer's temporary tiled GeoTIFF (ZSTD level 1),
 then built into a COG exactly as :class:`alosmap.io.writer.MapWriter` builds a class
@@ -46,7 +48,15 @@ from alosmap.io.writer import BLOCKSIZE, cog_build_options
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_data"
 #: (codec, level) measured; DEFLATE 6 is the reference of the size ratios.
-SETTINGS = [("DEFLATE", 1), ("DEFLATE", 6), ("DEFLATE", 9), ("ZSTD", 1), ("ZSTD", 9)]
+SETTINGS = [
+    ("DEFLATE", 1),
+    ("DEFLATE", 4),
+    ("DEFLATE", 5),
+    ("DEFLATE", 6),
+    ("DEFLATE", 9),
+    ("ZSTD", 1),
+    ("ZSTD", 9),
+]
 REFERENCE = ("DEFLATE", 6)
 #: Side of the JAXA window (pixels).
 SIDE = 4000
@@ -112,6 +122,17 @@ def synthetic_maps(work: Path) -> list[tuple[str, Path]]:
     )
     transform = from_origin(world.col0 * step - 180, 90 - world.row0 * step, step, step)
     return _as_maps("synth", world.labels, CRS.from_epsg(4326), transform, work)
+
+
+def real_maps(folder: Path, work: Path) -> list[tuple[str, Path]]:
+    """Real JAXA HRLULC tiles (``LC_*.tif`` of ``folder``), LULC and water."""
+    out: list[tuple[str, Path]] = []
+    for path in sorted(folder.glob("LC_*.tif")):
+        with rasterio.open(path) as src:
+            labels, crs, transform = src.read(1), src.crs, src.transform
+        maps = _as_maps(f"real-{path.stem}", labels, crs, transform, work)
+        out += [(kind.split("-")[0] + "-" + kind.split("-")[-1], p) for kind, p in maps]
+    return out
 
 
 def demo_maps(work: Path, scratch: Path) -> list[tuple[str, Path]]:
@@ -190,6 +211,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="where the demo maps are kept")
     parser.add_argument("--repeat", type=int, default=3, help="rounds (median)")
     parser.add_argument("--no-demo", action="store_true", help="JAXA maps only")
+    parser.add_argument(
+        "--real", type=Path, help="a folder of real JAXA HRLULC tiles (LC_*.tif)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
@@ -198,6 +222,8 @@ def main() -> None:
         maps = jaxa_maps(scratch) + synthetic_maps(scratch)
         if not args.no_demo:
             maps += demo_maps(work, scratch)
+        if args.real is not None:
+            maps += real_maps(args.real, scratch)
         print(table(measure(maps, args.repeat, scratch)))
 
 
