@@ -238,10 +238,11 @@ class StripAccumulator:
         """The weighted sums' band: only the rows outside every core.
 
         Core rows never go through the sums (cores and seams, :meth:`add`): the
-        band holds the other rows only, side by side (about a quarter of a tile's
-        rows at the default overlap: a quarter of the memory, which stays in
-        cache). ``_srow[y]`` is the place of scene row ``y`` among the rows held
-        (their count before ``y``).
+        band holds the other rows only, side by side (64 rows of an inner band's
+        256 at the default overlap; the band is sized by the grid's widest case,
+        all of a band's weighted rows where its windows have no core rows).
+        ``_srow[y]`` is the place of scene row ``y`` among the rows held (their
+        count before ``y``).
         """
         xp, dev = self.xp, self.device
         held = ~self._core_rows
