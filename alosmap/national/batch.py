@@ -86,7 +86,7 @@ from alosmap._version import __version__
 from alosmap.classes import Legend
 from alosmap.errors import BackendUnavailableError, BatchError
 from alosmap.io.raster import is_virtual, raster_stem
-from alosmap.predict.options import AOI_FINGERPRINT_FIELDS, InferenceOptions
+from alosmap.predict.options import OPTIONAL_FINGERPRINT_FIELDS, InferenceOptions
 
 if TYPE_CHECKING:  # pragma: no cover
     from alosmap.predict.pipeline import PredictResult, StreamedScene
@@ -299,7 +299,7 @@ def _mismatch(rec: dict[str, Any], fingerprint: dict[str, Any]) -> list[str]:
     of an AOI is not the map of the whole scene).
     """
     old = rec.get("fingerprint", {})
-    keys = [*fingerprint, *(k for k in AOI_FINGERPRINT_FIELDS if k in old)]
+    keys = [*fingerprint, *(k for k in OPTIONAL_FINGERPRINT_FIELDS if k in old)]
     return [k for k in dict.fromkeys(keys) if old.get(k) != fingerprint.get(k)]
 
 

@@ -60,6 +60,9 @@ FINGERPRINT_FIELDS = (
 #: Fingerprint fields of the area of interest, recorded only when one is set (so
 #: records of whole-scene runs keep matching).
 AOI_FINGERPRINT_FIELDS = ("bbox", "bbox_crs", "aoi_sha256")
+#: Fingerprint fields recorded only when set: the area of interest and the COGs'
+#: creation options (``--co``); a record that has one must match it.
+OPTIONAL_FINGERPRINT_FIELDS = (*AOI_FINGERPRINT_FIELDS, "creation_options")
 #: ``bbox_crs`` unless told otherwise: WGS 84 longitude/latitude.
 DEFAULT_BBOX_CRS = "EPSG:4326"
 
@@ -298,7 +301,9 @@ class ResolvedOptions(InferenceOptions):
             ``{task, model_sha256, tile, overlap, input_units, band, confidence,
             probabilities, precision}`` (in that order), then ``bbox`` and
             ``bbox_crs`` or ``aoi_sha256`` (SHA-256 of the AOI file) only when an
-            area of interest is set.
+            area of interest is set, and ``creation_options`` only inside a
+            :func:`~alosmap.io.cog_options.creation_options` block that sets some
+            (``--co``: they change the files).
 
         Raises:
             AoiError: the AOI file cannot be read.
@@ -322,6 +327,11 @@ class ResolvedOptions(InferenceOptions):
                 from alosmap.errors import AoiError
 
                 raise AoiError(f"cannot read AOI {self.aoi}: {exc}") from exc
+        from alosmap.io.cog_options import current_creation_options
+
+        creation = current_creation_options()
+        if creation:
+            fp["creation_options"] = dict(sorted(creation.items()))
         return fp
 
 

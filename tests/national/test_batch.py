@@ -252,6 +252,31 @@ def test_other_model_options_are_not_mixed(
     cpu_bf16_problem() is not None,
     reason="bf16 is refused on this CPU (tests/runtime/test_precision.py covers that)",
 )
+def test_creation_options_are_part_of_the_fingerprint(
+    small_scenes, tiny_lulc_model, tmp_path, cli
+):
+    # maps written with other --co are not reused silently, either way round
+    out = tmp_path / "out"
+    base = ("-q", "batch", *small_scenes, "-o", out, "-m", tiny_lulc_model, "--no-stac")
+    code, _, err = cli(*base, "--co", "LEVEL=9")
+    assert code == 0, err
+    recs = read_records(out)
+    assert all(r["fingerprint"]["creation_options"] == {"LEVEL": "9"} for r in recs)
+    maps = sorted(out.glob("*.tif"))
+    stamps = [m.stat().st_mtime_ns for m in maps]
+    code, _, err = cli(*base, "--co", "LEVEL=9")  # the same options: reused
+    assert code == 0 and [m.stat().st_mtime_ns for m in maps] == stamps, err
+    for other in ([], ["--co", "COMPRESS=ZSTD"]):  # without, or other options
+        code, _, err = cli(*base, *other)
+        lines = _error_lines(err)
+        assert code == 1 and len(lines) == 1, err
+        assert "creation_options" in lines[0] and "--overwrite" in lines[0]
+        assert [m.stat().st_mtime_ns for m in maps] == stamps  # nothing changed
+    code, _, err = cli(*base, "--overwrite")  # remapped with the defaults
+    assert code == 0, err
+    assert all("creation_options" not in r["fingerprint"] for r in read_records(out))
+
+
 def test_precision_reaches_the_runtime_and_the_fingerprint(
     small_scenes, tiny_lulc_model, tmp_path, cli
 ):
