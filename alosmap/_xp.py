@@ -25,10 +25,9 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-#: Rows the NumPy kernels work on at once (the working set stays in cache).
-CHUNK_ROWS = 64
-#: Pixels the NumPy kernels work on at once (:func:`chunk_rows`).
-CHUNK_PIXELS = CHUNK_ROWS * 4096
+#: Pixels the NumPy kernels work on at once (:func:`chunk_rows`: the working set
+#: stays in cache).
+CHUNK_PIXELS = 64 * 4096
 
 
 def namespace(kind: str) -> ModuleType:
@@ -112,24 +111,19 @@ def set_product_(dst: Any, a: Any, b: Any) -> None:
     dst.copy_(a * b)
 
 
-def top_class(acc: Any, codes: Any = None, out: Any = None) -> tuple[Any, Any]:
+def top_class(acc: Any, codes: Any = None) -> tuple[Any, Any]:
     """Top value and the first index of it along axis 0 of ``acc [K, n, W]``.
 
     Ties go to the lower index on both libraries. Returns ``(top [n, W],
     index [n, W] uint8)``; with ``codes`` (uint8 ``[K]``, an array of ``acc``'s
-    library) the code of the index instead of the index; with ``out`` (uint8
-    ``[n, W]``) written there.
+    library) the code of the index instead of the index.
     """
     if isinstance(acc, np.ndarray):
-        return top_class_numpy(acc, codes, out)
+        return top_class_numpy(acc, codes)
     import torch
 
     top, idx = acc.max(dim=0)
-    code = idx.to(torch.uint8) if codes is None else codes[idx]
-    if out is None:
-        return top, code
-    out.copy_(code)
-    return top, out
+    return top, idx.to(torch.uint8) if codes is None else codes[idx]
 
 
 def select_(out: Any, mask: Any, code_false: int, code_true: int) -> Any:
@@ -149,20 +143,19 @@ def chunk_rows(n: int, width: int) -> int:
 
 
 def top_class_numpy(
-    acc: np.ndarray, codes: np.ndarray | None = None, out: np.ndarray | None = None
+    acc: np.ndarray, codes: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`top_class` on NumPy: element-wise maxima over cache-sized row chunks.
 
     The same result as ``acc.max(0), acc.argmax(0)`` (ties go to the lower index;
     ``codes[acc.argmax(0)]`` with ``codes``), about eight times faster on one CPU
     core, where NumPy's argmax over a leading axis is scalar code. With ``codes``
-    the loop carries the codes themselves (no index array, no lookup pass); with
-    ``out`` (uint8 ``[n, W]``, a view is fine) they are written there.
+    the loop carries the codes themselves (no index array, no lookup pass).
     """
     k, n, w = acc.shape
     code = np.arange(k, dtype=np.uint8) if codes is None else np.asarray(codes)
     top = np.empty((n, w), dtype=acc.dtype)
-    idx = np.empty((n, w), dtype=np.uint8) if out is None else out
+    idx = np.empty((n, w), dtype=np.uint8)
     chunk = chunk_rows(n, w)
     gt = np.empty((chunk, w), dtype=bool)
     step = np.empty((chunk, w), dtype=np.uint8)
@@ -214,7 +207,6 @@ def percent_(p: Any, out: Any, scale: Any = None, scratch: Any = None) -> Any:
 
 __all__ = [
     "CHUNK_PIXELS",
-    "CHUNK_ROWS",
     "add_product_",
     "chunk_rows",
     "clip_",

@@ -293,8 +293,7 @@ class StripAccumulator:
             raise ValueError(f"window {t} is not one of the accumulator's grid")
         if t.row > self.base:
             self.flush(t.row)
-        if t.row != self._band_row:  # a new band of windows
-            self._close_seams(len(self._seams[0]))
+        if t.row != self._band_row:  # a new band (flush closed the last one's seams)
             self._rows_end, self._band_row, self._col_end = (
                 self._band_rows_end,
                 t.row,
@@ -527,7 +526,7 @@ class StripAccumulator:
             for plane in self.acc:  # per plane: NumPy sees no overlap, no temporary
                 plane[r : r + m] = plane[r + sn : r + sn + m]
             self.wsum[r : r + m] = self.wsum[r + sn : r + sn + m]
-        # rows from keep on are stale: add() assigns before it adds
+        # the rows not moved are stale: add() assigns before it adds
         self.base, self.sbase = upto, int(self._srow[upto])
 
     def finish(self) -> None:
@@ -545,7 +544,7 @@ class StripAccumulator:
         self._blank_skipped_cores(r0, r1)
         # rows outside every core come from the sums (core rows are finished:
         # cores and seams)
-        for s, e, in_core in _segments(self._core_rows[r0:r1]):
+        for s, e, in_core in _runs(self._core_rows[r0:r1]):
             if in_core:
                 continue
             step = e - s if self.gpu else chunk_rows(e - s, self.width)
@@ -559,7 +558,7 @@ class StripAccumulator:
 
         The pipeline skips windows without data; their cores hold stale values.
         """
-        for s, e, owner in _owners(self._core_owner[r0:r1]):
+        for s, e, owner in _runs(self._core_owner[r0:r1]):
             if owner < 0:
                 continue
             came = self._came.get(int(owner), set())
@@ -615,7 +614,8 @@ class StripAccumulator:
             p = acc[0][:, cols] if inv is None else acc[0] * inv
             codes = self._host_codes
             select_(out.classes, p >= self.threshold, int(codes[0]), int(codes[1]))
-            top = xp.maximum(p, 1.0 - p)
+            if out.conf is not None:
+                top = xp.maximum(p, 1.0 - p)
         else:
             top, code = top_class(acc, self._codes)
             top = top[:, cols]
@@ -670,12 +670,9 @@ class _Finished:
     prob: Any = None
 
     @classmethod
-    def empty(
-        cls, acc: StripAccumulator, rows: int, width: int | None = None
-    ) -> _Finished:
-        """``rows`` rows (full width by default) on ``acc``'s engine and device."""
-        xp, dev = acc.xp, acc.device
-        shape = (rows, acc.width if width is None else width)
+    def empty(cls, acc: StripAccumulator, rows: int) -> _Finished:
+        """``rows`` full-width rows on ``acc``'s engine and device."""
+        xp, dev, shape = acc.xp, acc.device, (rows, acc.width)
         return cls(
             xp.empty(shape, dtype=xp.uint8, device=dev),
             xp.empty(shape, dtype=xp.uint8, device=dev)
@@ -742,12 +739,7 @@ def _moves(rows: int, n: int) -> list[tuple[int, int]]:
     return [(r, min(n, keep - r)) for r in range(0, keep, n)]
 
 
-def _segments(flags: np.ndarray) -> list[tuple[int, int, bool]]:
-    """Runs ``(start, end, value)`` of equal values of a 1-D bool array."""
-    return [(s, e, bool(flags[s])) for s, e, _ in _owners(flags)]
-
-
-def _owners(values: np.ndarray) -> list[tuple[int, int, Any]]:
+def _runs(values: np.ndarray) -> list[tuple[int, int, Any]]:
     """Runs ``(start, end, value)`` of equal values of a 1-D array."""
     n = len(values)
     if n == 0:
