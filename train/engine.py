@@ -375,7 +375,13 @@ class TrainingRun(ABC, Generic[ConfigT, ResultT]):
         info = ddp.init_distributed("cuda" if wants_cuda(cfg.device) else "cpu")
         try:
             log = log or logging.getLogger(cls.__module__).info
-            return cls(cfg, info, log).run()
+            result = cls(cfg, info, log).run()
+            # the ranks leave the group together: a rank of a DDP run that left and
+            # exited while another was still ending its last epoch aborted in some
+            # runs ("terminate called without an active exception", SIGABRT), a
+            # finished run reported as a failed torchrun job
+            ddp.barrier()
+            return result
         finally:
             ddp.cleanup()
 

@@ -22,11 +22,15 @@ import sys
 
 import pytest
 import torch
+from conftest import write_training_data
 from torch.utils.data import DistributedSampler
+from train_runs import FAST
 
 from alosmap.arch import get_preset
 from alosmap.models import build_model
+from alosmap.train import distributed as ddp
 from alosmap.train.data import PatchDataset, TrainingData
+from alosmap.train.finetune import finetune
 from alosmap.train.losses import build_loss
 from alosmap.train.optim import build_optimizer, set_lr
 
@@ -112,3 +116,17 @@ def test_two_process_step_matches_single_process(make_training_data, tmp_path):
     opt.step()
     for k, p in model.named_parameters():
         assert (ckpt["model"][k] - p.detach()).abs().max().item() <= 2.5 * LR, k
+
+
+def test_the_ranks_leave_the_process_group_together(tmp_path, monkeypatch):
+    """After the run a barrier, then the group is left: under torchrun, a rank that
+    left and exited while another still ended its last epoch aborted in some runs
+    (SIGABRT after gloo's teardown: a finished run reported as a failed job)."""
+    calls: list[str] = []
+    barrier, cleanup = ddp.barrier, ddp.cleanup
+    monkeypatch.setattr(ddp, "barrier", lambda: (calls.append("barrier"), barrier()))
+    monkeypatch.setattr(ddp, "cleanup", lambda: (calls.append("cleanup"), cleanup()))
+    data = write_training_data(tmp_path / "data", splits=(("train", 4), ("val", 2)))
+    finetune(data, "water", tmp_path / "run", epochs=1, log=calls.append, **FAST)
+    assert calls[-2:] == ["barrier", "cleanup"]
+    assert calls[-3].startswith("kept epoch")  # the run's last line came before
