@@ -53,7 +53,24 @@ def _error_lines(err):
 
 
 def _subprocess_env():
-    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    # PYTHONFAULTHANDLER: SIGABRT makes a process print every thread's stack
+    return dict(
+        os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1"
+    )
+
+
+def _wait(proc: subprocess.Popen, timeout: float) -> str:
+    """``proc``'s stderr once it has ended; a test failure showing where each of its
+    threads was when it had not ended within ``timeout`` seconds."""
+    try:
+        return proc.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)  # the stacks, by PYTHONFAULTHANDLER
+        try:
+            err = proc.communicate(timeout=60)[1]
+        finally:
+            proc.kill()
+        pytest.fail(f"still running after {timeout} s; its threads:\n{err[-6000:]}")
 
 
 # -- shards ---------------------------------------------------------------------------
@@ -362,7 +379,7 @@ def _batch_blocked_on(scene: int, out: Path, model: Path) -> subprocess.Popen:
     )
     ready = proc.stdout.readline()  # blocks until the model waits (or the end)
     if ready.strip() != "READY":
-        _, err = proc.communicate(timeout=300)
+        err = _wait(proc, 300)
         pytest.fail(f"batch did not reach scene {scene}: {ready!r} {err[-2000:]}")
     return proc
 
@@ -378,7 +395,7 @@ def test_ctrl_c_keeps_the_finished_scenes_and_leaves_no_partial_one(
     maps = [out / f"{s.stem}_lulc.tif" for s in SAMPLE_SCENES]
     proc = _batch_blocked_on(2, out, tiny_lulc_model)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=300)
+    err = _wait(proc, 300)
     assert proc.returncode == 130, err[-2000:]
     assert maps[0].is_file() and record_path(out, maps[0].stem).is_file()
     assert not maps[1].exists() and not record_path(out, maps[1].stem).exists()
@@ -402,7 +419,7 @@ def test_resume_after_a_crash_redoes_only_the_unfinished_scene(
         time.sleep(0.01)
     leftovers = list(out.glob(f".{maps[2].name}.*"))
     proc.send_signal(signal.SIGKILL)
-    _, err = proc.communicate(timeout=60)
+    err = _wait(proc, 60)
     assert leftovers, err[-2000:]
     assert proc.returncode == -signal.SIGKILL
     # the unfinished scene has no finished-looking map and no record
