@@ -281,6 +281,13 @@ class StripAccumulator:
         if self.host and valid is not None and bool(np.all(valid)):
             self._all_valid.add(row)
 
+    def _mask(self, row: int) -> Any:
+        """The validity the band at ``row`` applies to its cores and seams.
+
+        None where there is none to apply: the band is valid everywhere (host).
+        """
+        return None if row in self._all_valid else self.valid.get(row)
+
     def add(self, t: Tile, probs: Any) -> None:
         """Blend one window's probabilities ``[K, tile, tile]`` (cropped to ``t``).
 
@@ -440,9 +447,7 @@ class StripAccumulator:
         lo, hi = self._seams[0][j]
         a, b = self._row_core[self._band_row]
         r0 = self._band_row - self.base
-        valid = self.valid.get(self._band_row)
-        if self._band_row in self._all_valid:
-            valid = None
+        valid = self._mask(self._band_row)
         if hi > lo:
             acc, wsum = sums
             ok = wsum > 0.0
@@ -471,7 +476,7 @@ class StripAccumulator:
     ) -> None:
         """Finish the window's core (its rows ``[a, b)``, columns ``[c, d)``)."""
         a, b, c, d = core
-        valid = None if t.row in self._all_valid else self.valid.get(t.row)
+        valid = self._mask(t.row)
         r0, c0 = t.row - self.base, t.col
         out = self.out.view(r0 + a, r0 + b, c0 + c, c0 + d)
         invalid = None if valid is None else ~valid[a:b, c0 + c : c0 + d]
