@@ -150,6 +150,18 @@ CeilingPathOpt = Annotated[
         show_default=False,
     ),
 ]
+CeilingCreationOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--co",
+        metavar="KEY=VALUE",
+        callback=opt.creation_options_callback,
+        show_default=False,
+        help="With --ceiling: a GDAL creation option of the COGs, as predict's --co "
+        "(e.g. --co LEVEL=5: the COG build's share at another DEFLATE level); "
+        "repeatable.",
+    ),
+]
 TileOverlapOpt = Annotated[
     int | None,
     typer.Option(
@@ -194,6 +206,7 @@ def bench(
     confidence: CeilingConfOpt = False,
     probabilities: CeilingProbOpt = False,
     path: CeilingPathOpt = None,
+    co: CeilingCreationOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Compare backends on the same model and tiles, and time predict end to end.
@@ -221,9 +234,15 @@ def bench(
             confidence=confidence,
             probabilities=probabilities,
             path=path,
+            creation=co,
             as_json=as_json,
         )
         return
+    if co:
+        opt.usage_error(
+            "--co is for --ceiling (the pipeline's COG build); the end-to-end runs "
+            "write predict's default COGs"
+        )
     from alosmap.predict.bench import BenchRequest, run_bench
 
     plan = _plan(backends, model, preset, device)
@@ -333,10 +352,12 @@ def _ceiling(
     confidence: bool,
     probabilities: bool,
     path: str | None,
+    creation: list[str] | None,
     as_json: bool,
 ) -> None:
     """``alosmap bench --ceiling``: time predict with a zero-cost model."""
     from alosmap.classes import TASKS
+    from alosmap.io.cog_options import creation_options
     from alosmap.predict.bench import temp_workdir
     from alosmap.predict.ceiling import ceiling_report, format_ceiling, run_ceiling
 
@@ -362,7 +383,7 @@ def _ceiling(
             param_hint="--path",
         )
     arrays, engine = paths[path]
-    with temp_workdir() as tmp:
+    with temp_workdir() as tmp, creation_options(creation):
         result = run_ceiling(
             size,
             Path(tmp),

@@ -292,7 +292,7 @@ ThreadsOpt = Annotated[
 ]
 
 
-def _creation_options(value: list[str] | None) -> list[str] | None:
+def creation_options_callback(value: list[str] | None) -> list[str] | None:
     """``--co``: checked against GDAL's list for COGs before any work, else exit 2."""
     if value:
         from alosmap.io.cog_options import CreationOptionError, parse_creation_options
@@ -309,7 +309,7 @@ CreationOpt = Annotated[
     typer.Option(
         "--co",
         metavar="KEY=VALUE",
-        callback=_creation_options,
+        callback=creation_options_callback,
         show_default=False,
         help="GDAL creation option of the map COGs (class map, confidence, "
         "probabilities), e.g. --co LEVEL=9, --co COMPRESS=ZSTD; repeatable. Checked "

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from alosmap.io.cog_options import current_creation_options
 from alosmap.predict.stages import StageClock
 from alosmap.spec import ModelSpec
 
@@ -152,6 +153,8 @@ class CeilingResult:
     cpu_seconds: float = 0.0
     tiles_per_cpu_s: float = 0.0
     cpu_share: dict[str, float] = field(default_factory=dict)
+    #: the COGs' creation options over alosmap's defaults (``--co``; empty: none)
+    creation: dict[str, str] = field(default_factory=dict)
 
 
 def run_ceiling(
@@ -252,6 +255,7 @@ def run_ceiling(
         cpu_seconds=cpu,
         tiles_per_cpu_s=res.tiles_run / cpu if cpu > 0 else float("inf"),
         cpu_share=share,
+        creation=current_creation_options(),
     )
 
 
@@ -330,7 +334,13 @@ def format_ceiling(result: CeilingResult) -> str:
     lines = [
         f"pipeline ceiling: zero-cost model, {r.size}x{r.size} scene, K = "
         f"{r.classes}, batch {r.batch_size}, overlap {r.overlap}, device "
-        f"{r.device}" + (f", with {' and '.join(extras)}" if extras else ""),
+        f"{r.device}"
+        + (f", with {' and '.join(extras)}" if extras else "")
+        + (
+            ", COG options " + " ".join(f"{k}={v}" for k, v in r.creation.items())
+            if r.creation
+            else ""
+        ),
         f"{r.tiles} tiles in {r.seconds:.2f} s: {r.tiles_per_s:.0f} tiles/s; "
         f"host-side stages alone {r.host_tiles_per_s:.0f} tiles/s; peak RSS "
         f"{r.peak_rss_mb:.0f} MB"

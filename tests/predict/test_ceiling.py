@@ -77,3 +77,38 @@ def test_ceiling_cli_paths(cli):
     assert "finish" in out and "cog" in out and "%" in out
     code, _, err = cli("bench", "--ceiling", "--path", "gpu")
     assert code == 2 and "--path" in err
+
+
+def test_ceiling_builds_its_cogs_with_the_creation_options(tmp_path):
+    import rasterio
+
+    from alosmap.io.cog_options import creation_options
+
+    with creation_options(["COMPRESS=ZSTD"]):
+        r = run_ceiling(600, tmp_path, batch_size=4)
+    assert r.creation == {"COMPRESS": "ZSTD"}
+    with rasterio.open(tmp_path / "ceiling_map.tif") as ds:
+        assert ds.compression.name.lower() == "zstd"
+    r = run_ceiling(600, tmp_path, batch_size=4)
+    assert r.creation == {}
+    with rasterio.open(tmp_path / "ceiling_map.tif") as ds:
+        assert ds.compression.name.lower() == "deflate"
+
+
+def test_ceiling_cli_creation_options(cli):
+    code, out, err = cli(
+        "bench", "--ceiling", "--size", "600", "--co", "level=1", "--json"
+    )
+    assert code == 0, err
+    assert json.loads(out)["ceiling"]["creation"] == {"LEVEL": "1"}
+    code, out, err = cli("bench", "--ceiling", "--size", "600", "--co", "LEVEL=1")
+    assert code == 0, err
+    assert "COG options LEVEL=1" in out.splitlines()[0]
+    # checked as predict's --co, before any work
+    code, out, err = cli("bench", "--ceiling", "--co", "OVERVIEW_RESAMPLING=MODE")
+    assert code == 2 and out == "" and "OVERVIEW_RESAMPLING" in err
+    # the end-to-end runs write predict's defaults: refused, not ignored
+    code, out, err = cli("bench", "--co", "LEVEL=1", "--size", "0")
+    assert code == 2 and out == ""
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "--co is for --ceiling" in lines[0]
