@@ -152,14 +152,10 @@ CeilingPathOpt = Annotated[
 ]
 CeilingCreationOpt = Annotated[
     list[str] | None,
-    typer.Option(
-        "--co",
-        metavar="KEY=VALUE",
-        callback=opt.creation_options_callback,
-        show_default=False,
-        help="With --ceiling: a GDAL creation option of the COGs, as predict's --co "
+    opt.creation_option(
+        "With --ceiling: a GDAL creation option of the COGs, as predict's --co "
         "(e.g. --co LEVEL=5: the COG build's share at another DEFLATE level); "
-        "repeatable.",
+        "repeatable."
     ),
 ]
 TileOverlapOpt = Annotated[

@@ -292,7 +292,7 @@ ThreadsOpt = Annotated[
 ]
 
 
-def creation_options_callback(value: list[str] | None) -> list[str] | None:
+def _creation_options(value: list[str] | None) -> list[str] | None:
     """``--co``: checked against GDAL's list for COGs before any work, else exit 2."""
     if value:
         from alosmap.io.cog_options import CreationOptionError, parse_creation_options
@@ -304,16 +304,23 @@ def creation_options_callback(value: list[str] | None) -> list[str] | None:
     return value
 
 
-CreationOpt = Annotated[
-    list[str] | None,
-    typer.Option(
+def creation_option(help_text: str) -> Any:
+    """The ``--co KEY=VALUE`` option (repeatable, checked before any work)."""
+    return typer.Option(
         "--co",
         metavar="KEY=VALUE",
-        callback=creation_options_callback,
+        callback=_creation_options,
         show_default=False,
-        help="GDAL creation option of the map COGs (class map, confidence, "
+        help=help_text,
+    )
+
+
+CreationOpt = Annotated[
+    list[str] | None,
+    creation_option(
+        "GDAL creation option of the map COGs (class map, confidence, "
         "probabilities), e.g. --co LEVEL=9, --co COMPRESS=ZSTD; repeatable. Checked "
-        "against GDAL's COG driver; lossy codecs and grid options are refused.",
+        "against GDAL's COG driver; lossy codecs and grid options are refused."
     ),
 ]
 
