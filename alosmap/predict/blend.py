@@ -376,7 +376,10 @@ class StripAccumulator:
         acc, wsum = self.acc[:, rows, c:d], self.wsum[rows, c:d]
         p = probs[:, ti : ti + b - a, tj : tj + d - c]
         wb = w[wi : wi + b - a, wj : wj + d - c]
-        scratch = None if self._scratch is None else self._scratch[:, : b - a, : d - c]
+        scratch = None
+        if self._scratch is not None:  # contiguous: NumPy buffers a strided output
+            n = self.k * (b - a) * (d - c)
+            scratch = self._scratch.reshape(-1)[:n].reshape(self.k, b - a, d - c)
         if assign:
             set_product_(acc, p, wb)
             wsum[...] = wb
