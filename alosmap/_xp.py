@@ -122,6 +122,13 @@ def top_class(acc: Any, codes: Any = None) -> tuple[Any, Any]:
         return top_class_numpy(acc, codes)
     import torch
 
+    if acc.device.type == "cpu" and acc.dtype == torch.float32:
+        # torch's max over dim 0 is scalar code on the CPU (9× NumPy's loop for a
+        # window's core on one core): the NumPy loop over the same memory
+        top, idx = top_class_numpy(
+            acc.numpy(), None if codes is None else codes.numpy()
+        )
+        return torch.from_numpy(top), torch.from_numpy(idx)
     top, idx = acc.max(dim=0)
     return top, idx.to(torch.uint8) if codes is None else codes[idx]
 

@@ -192,7 +192,7 @@ class StripAccumulator:
         self._band_row = -1
         self._col_end = 0
         self.valid: dict[int, Any] = {}  # band start -> validity (None: none valid)
-        self._all_valid: set[int] = set()  # band starts valid everywhere (host)
+        self._all_valid: set[int] = set()  # band starts valid everywhere (CPU)
         self.want_confidence = want_confidence
         self.want_probabilities = want_probabilities
         task = spec.legend
@@ -276,15 +276,15 @@ class StripAccumulator:
     def open_band(self, row: int, valid: Any) -> None:
         """Register the validity of the band starting at ``row`` (None = none valid)."""
         self.valid[row] = None if valid is None else self.asarray(valid)
-        # on the host, a band valid everywhere skips its masks (a device would
-        # have to synchronise to know)
-        if self.host and valid is not None and bool(np.all(valid)):
+        # on the CPU, a band valid everywhere skips its masks (a GPU would have to
+        # synchronise to know)
+        if not self.gpu and valid is not None and bool(self.valid[row].all()):
             self._all_valid.add(row)
 
     def _mask(self, row: int) -> Any:
         """The validity the band at ``row`` applies to its cores and seams.
 
-        None where there is none to apply: the band is valid everywhere (host).
+        None where there is none to apply: the band is valid everywhere (CPU).
         """
         return None if row in self._all_valid else self.valid.get(row)
 

@@ -242,6 +242,26 @@ def test_top_class_numpy_is_argmax_with_first_index_on_ties() -> None:
     np.testing.assert_array_equal(top, a.max(0))
 
 
+def test_top_class_of_cpu_tensors_is_what_a_gpu_computes() -> None:
+    """On CPU tensors top_class runs the NumPy loop (torch's max over dim 0 is
+    scalar code there); it must give what ``max(dim=0)``, the GPU's kernel, gives:
+    the first index on ties, the codes of it, on a strided view too."""
+    torch = pytest.importorskip("torch")
+    from alosmap._xp import top_class
+
+    rng = np.random.default_rng(1)
+    a = torch.from_numpy(rng.integers(0, 4, size=(9, 80, 40)).astype(np.float32))
+    view = a[:, 5:70, 3:]  # as a window's core: rows and columns of a block
+    codes = torch.tensor([1, 2, 3, 4, 5, 6, 7, 8, 10], dtype=torch.uint8)
+    for acc, c in ((a, None), (view, codes)):
+        top, code = top_class(acc, c)
+        want_top, want_idx = acc.max(dim=0)
+        assert isinstance(top, torch.Tensor) and code.dtype == torch.uint8
+        assert torch.equal(top, want_top)
+        want = want_idx.to(torch.uint8) if c is None else c[want_idx]
+        assert torch.equal(code, want)
+
+
 def test_emitted_rows_have_data_exactly_where_valid() -> None:
     spec = _spec("lulc")
     valid = np.ones((50, 40), bool)
