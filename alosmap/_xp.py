@@ -19,6 +19,7 @@ standard's form would allocate a band-sized temporary or, on a GPU, synchronise.
 
 from __future__ import annotations
 
+import math
 from types import ModuleType
 from typing import Any
 
@@ -144,6 +145,15 @@ def select_(out: Any, mask: Any, code_false: int, code_true: int) -> Any:
     return out.fill_(code_false).masked_fill_(mask, code_true)
 
 
+def leading(buf: np.ndarray, *shape: int) -> np.ndarray:
+    """The first ``prod(shape)`` elements of ``buf`` (C-contiguous) as ``shape``.
+
+    A contiguous scratch block of any shape up to ``buf``'s size: NumPy pushes a
+    strided operand (a ``buf[:, :n, :m]`` view) through its buffers, a copy per pass.
+    """
+    return buf.reshape(-1)[: math.prod(shape)].reshape(shape)
+
+
 def chunk_rows(n: int, width: int) -> int:
     """Rows of a ``width``-wide block the NumPy kernels take at once (≥ 1, ≤ n)."""
     return max(1, min(n, CHUNK_PIXELS // max(width, 1)))
@@ -197,7 +207,7 @@ def percent_(p: Any, out: Any, scale: Any = None, scratch: Any = None) -> Any:
         outs = [out] if p.ndim == 2 else list(out)
         for src, dst in zip(planes, outs, strict=True):
             h, w = src.shape
-            tmp = src if scratch is None else scratch.reshape(-1)[: h * w].reshape(h, w)
+            tmp = src if scratch is None else leading(scratch, h, w)
             if scale is not None:
                 np.multiply(src, scale, out=tmp)
                 src = tmp
@@ -219,6 +229,7 @@ __all__ = [
     "clip_",
     "fill_where_",
     "is_numpy",
+    "leading",
     "log10_",
     "namespace",
     "namespace_of",

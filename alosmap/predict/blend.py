@@ -42,6 +42,7 @@ from alosmap._xp import (
     chunk_rows,
     fill_where_,
     is_numpy,
+    leading,
     namespace,
     percent_,
     select_,
@@ -377,9 +378,8 @@ class StripAccumulator:
         p = probs[:, ti : ti + b - a, tj : tj + d - c]
         wb = w[wi : wi + b - a, wj : wj + d - c]
         scratch = None
-        if self._scratch is not None:  # contiguous: NumPy buffers a strided output
-            n = self.k * (b - a) * (d - c)
-            scratch = self._scratch.reshape(-1)[:n].reshape(self.k, b - a, d - c)
+        if self._scratch is not None:
+            scratch = leading(self._scratch, self.k, b - a, d - c)
         if assign:
             set_product_(acc, p, wb)
             wsum[...] = wb
