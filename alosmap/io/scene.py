@@ -645,7 +645,12 @@ class Scene:
         """
         return int(self.ds.block_shapes[self.band - 1][0]), self._offset[1]
 
-    def read_raw(self, row: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    def read_raw(
+        self,
+        row: int,
+        height: int,
+        out: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The file's values and validity (bool) of a full-width strip.
 
         Values keep the file's data type (integers for DN products: a quarter of the
@@ -661,6 +666,9 @@ class Scene:
         Args:
             row: first row (of :attr:`info`'s grid: the window after :meth:`crop`).
             height: number of rows (clipped to the raster).
+            out: ``(values, validity)`` arrays of the rows' shape to read into
+                instead of new ones (values of the file's data type, not float64);
+                returned.
 
         Raises:
             InputRasterError: the rows cannot be read (truncated or corrupt file).
@@ -670,7 +678,7 @@ class Scene:
         height = min(height, self.info.height - row)
         win = Window(col0, row0 + row, self.info.width, height)
         try:
-            raw = ds.read(self.band, window=win)
+            raw = ds.read(self.band, window=win, out=None if out is None else out[0])
             mask = ds.read_masks(self.band, window=win) if self.masked else None
         except (RasterioError, OSError) as exc:
             cause = read_error(
@@ -679,12 +687,13 @@ class Scene:
             raise InputRasterError(
                 f"cannot read rows {row}..{row + height} of {self.source}: {cause}"
             ) from exc
+        valid = np.empty(raw.shape, dtype=bool) if out is None else out[1]
         if self.nodata is None:
-            valid = np.ones(raw.shape, dtype=bool)
+            valid[...] = True
         elif np.isnan(self.nodata):
-            valid = ~np.isnan(raw)
+            np.logical_not(np.isnan(raw, out=valid), out=valid)
         else:
-            valid = raw != self.nodata
+            np.not_equal(raw, self.nodata, out=valid)
         if mask is not None:
             valid &= mask > 0
         if self._inside is not None:

@@ -16,6 +16,15 @@ every core, where bands meet, are held as weighted sums, full width, in a rollin
 band. The sums run in grid order (the first product assigned, the others added),
 exactly as if every window were added into one buffer.
 
+Where the grid's edge-aligned last window starts a few rows after the one before
+(2000², 12000²), the band before it has no core rows: all its weighted rows would be
+held full width until the last band came. Those two bands come **as a pair**
+(:attr:`StripAccumulator.order`: the lower band's windows interleaved, each right
+after the last upper window that reaches its columns, so every pixel still gets its
+windows in grid order), and the pair's rows are finished column by column as the
+pair passes: the rows no earlier band wrote live in a ring of a few windows' width,
+not the full width.
+
 It is written once over an array namespace (:mod:`alosmap._xp`, the array API
 standard): NumPy arrays on the host (any runtime on the CPU: ONNX Runtime's NumPy
 outputs, or PyTorch's CPU tensors viewed as NumPy without a copy), torch tensors where
@@ -51,7 +60,7 @@ from alosmap._xp import (
     top_class_numpy,
 )
 from alosmap.spec import ModelSpec
-from alosmap.tiling import Tile, axis_cores, axis_starts, tile_weights
+from alosmap.tiling import Tile, axis_cores, axis_starts, tile_weights, window_support
 
 #: No data of the confidence and probabilities (as
 #: :data:`alosmap.io.writer.CONFIDENCE_NODATA`).
@@ -184,6 +193,9 @@ class StripAccumulator:
         self.emit = emit
         self.tile, self.overlap = tile, overlap
         self.rows = min(tile, height)
+        #: ``(upper, lower)``: the grid's last two band rows when they come as a
+        #: pair (see the module), else None; :attr:`order` is the windows' order
+        self.pair: tuple[int, int] | None = None
         self.base = 0  # scene row of buffer row 0 (of the finished rows' band)
         # what the band holds (see add): rows above this scene row were written by
         # earlier bands; in the current band (its scene row), columns left of
@@ -206,8 +218,9 @@ class StripAccumulator:
         self._host_codes = codes
         self._weights: dict[tuple[bool, bool, bool, bool], Any] = {}  # w, box
         self._init_cores(starts)
+        self._init_pair()
         self._init_sums()
-        self.out = _Finished.empty(self, self.rows)
+        self.out = _Finished.empty(self, self.out_rows)
         # the host's product of a window and its weights (no temporary per window)
         self._scratch = (
             np.empty((self.k, tile, tile), dtype=np.float32) if self.host else None
@@ -220,6 +233,7 @@ class StripAccumulator:
                 axis_starts(self.height, self.tile, self.overlap),
                 axis_starts(self.width, self.tile, self.overlap),
             )
+        self.starts = (sorted(starts[0]), sorted(starts[1]))
         self._row_core = axis_cores(starts[0], self.height, self.tile, self.overlap)
         self._col_core = axis_cores(starts[1], self.width, self.tile, self.overlap)
         #: the window start row whose core holds each row (-1: none)
@@ -234,6 +248,67 @@ class StripAccumulator:
         #: started (its index and sums) (see _add_seams)
         self._seam_next = 0
         self._seam_open: tuple[int, Any, Any] | None = None
+
+    def _init_pair(self) -> None:
+        """Whether the grid's last two bands come as a pair (see the module), and how.
+
+        They do where the upper one has no core rows (every band before it has),
+        some of its rows no earlier band wrote, and a ring of the columns the pair
+        keeps open is narrower than the scene. Sets :attr:`pair`, :attr:`order`'s
+        tail and the ring's plan.
+        """
+        rows, cols = self.starts
+        self.out_rows = self.rows
+        self.pair_order: list[tuple[int, int]] = []
+        self._pair_pos: dict[tuple[int, int], int] = {}
+        self._saved: dict[int, tuple[int, int, int, Any]] = {}
+        cores = self._row_core
+        if len(rows) < 2 or any(cores[r][0] >= cores[r][1] for r in rows[:-2]):
+            return
+        upper, lower = rows[-2], rows[-1]
+        a, b = self._row_core[upper]
+        if a < b:
+            return
+        th, tw = self.rows, min(self.tile, self.width)
+        # rows below every earlier band's windows: no band before the pair wrote them
+        ends = [
+            window_support(r, th, self.height, self.tile, self.overlap)[1] for r in rows
+        ]
+        y = max([upper, *ends[:-2]])
+        held = ~self._core_rows
+        if not held[y:].any():
+            return
+        order = _pair_order(upper, lower, cols, tw)
+        # after a window, the columns left of every window still to come are final
+        front = [*itertools.accumulate([c for _, c in order[:0:-1]], min)][::-1]
+        front.append(self.width)
+        # the ring: the widest span of columns open (not final, some window's) at once
+        ring = max(
+            c + tw - f for (_, c), f in zip(order, [0, *front[:-1]], strict=True)
+        )
+        if ring >= self.width:
+            return
+        self.pair = (upper, lower)
+        self.pair_order = order
+        self._pair_pos = {w: p for p, w in enumerate(order)}
+        self._pair_front = front
+        self._pair_last = -1  # the position of the last pair window that came
+        self._front = 0  # the pair's rows are finished left of this column
+        self._ring_y, self._ring_cols = y, ring
+        self._upper_end = ends[-2]
+        self.out_rows = max(self.rows, min(self.height, lower + th) - upper)
+
+    @property
+    def order(self) -> list[tuple[int, int]]:
+        """The windows ``(row, col)`` in the order :meth:`add` takes them.
+
+        Grid order (row band by row band), the last two bands interleaved where
+        they come as a pair (:attr:`pair`). Windows without data may be left out;
+        a window after one that follows it is refused.
+        """
+        rows, cols = self.starts
+        head = rows[:-2] if self.pair is not None else rows
+        return [(r, c) for r in head for c in cols] + self.pair_order
 
     def _init_sums(self) -> None:
         """The weighted sums' band: only the rows outside every core.
@@ -250,9 +325,18 @@ class StripAccumulator:
         self._srow = np.concatenate([[0], np.cumsum(held)]).astype(np.int64)
         starts = sorted(self._row_core)
         th = self.rows
-        n = max(
-            int(self._srow[min(s + th, self.height)] - self._srow[s]) for s in starts
-        )
+        srow = self._srow
+        spans = [(s, min(s + th, self.height)) for s in starts]
+        if self.pair is not None:  # the rows from _ring_y on live in the ring
+            y = self._ring_y
+            spans = [(s, min(e, y)) for s, e in spans[:-2]] + [(self.pair[0], y)]
+            n = int(srow[self.height] - srow[self._ring_y])
+            self._ring_s0 = int(srow[self._ring_y])
+            self.racc = xp.zeros(
+                (self.k, n, self._ring_cols), dtype=xp.float32, device=dev
+            )
+            self.rwsum = xp.zeros((n, self._ring_cols), dtype=xp.float32, device=dev)
+        n = max(int(srow[b] - srow[a]) for a, b in spans)
         self.srows = max(n, 1)
         self.acc = xp.zeros(
             (self.k, self.srows, self.width), dtype=xp.float32, device=dev
@@ -264,6 +348,34 @@ class StripAccumulator:
         """Band rows ``[a, b)`` (all held rows) as a slice of the sums' band."""
         lo = int(self._srow[self.base + a]) - self.sbase
         return slice(lo, lo + b - a)
+
+    def _sum_blocks(
+        self, a: int, b: int, c: int, d: int
+    ) -> list[tuple[tuple[int, int, int, int], Any, Any]]:
+        """The sums and weight sums of band rows ``[a, b)`` (held), columns ``[c, d)``.
+
+        ``(box, sums, weight sums)`` per block of storage: the band's rows, and the
+        pair's ring (:meth:`_init_pair`), where a column ``x`` lives at ``x`` modulo
+        the ring's width (a block that wraps is two).
+        """
+        y = b if self.pair is None else min(b, max(a, self._ring_y - self.base))
+        blocks = []
+        if a < y:
+            rows = self._srows(a, y)
+            blocks.append(((a, y, c, d), self.acc[:, rows, c:d], self.wsum[rows, c:d]))
+        if y < b:
+            r0 = int(self._srow[self.base + y]) - self._ring_s0
+            rows, n = slice(r0, r0 + b - y), self._ring_cols
+            x = c
+            while x < d:  # up to the ring's end, then on from its start
+                x0 = x % n
+                e = min(d, x + n - x0)
+                ring = slice(x0, x0 + e - x)
+                blocks.append(
+                    ((y, b, x, e), self.racc[:, rows, ring], self.rwsum[rows, ring])
+                )
+                x = e
+        return blocks
 
     def asarray(self, a: Any) -> Any:
         """``a`` (a NumPy array or a tensor) as an array of this engine's device.
@@ -295,19 +407,20 @@ class StripAccumulator:
         ``probs`` is an array of this engine (:meth:`asarray`) on the band's device.
 
         Raises:
-            ValueError: ``t`` is not a window of the grid the accumulator was made for.
+            ValueError: ``t`` is not a window of the grid the accumulator was made
+                for, or it comes after a window that follows it (:attr:`order`).
         """
         if t.row not in self._row_core or t.col not in self._col_core:
             raise ValueError(f"window {t} is not one of the accumulator's grid")
+        pos = self._pair_pos.get((t.row, t.col))
+        if pos is not None and pos <= self._pair_last:
+            raise ValueError(f"window {t} came after a window that follows it")
         if t.row > self.base:
             self.flush(t.row)
-        if t.row != self._band_row:  # a new band (flush closed the last one's seams)
-            self._rows_end, self._band_row, self._col_end = (
-                self._band_rows_end,
-                t.row,
-                0,
-            )
-            self._seam_next, self._seam_open = 0, None
+        if t.row != self._band_row:
+            self._enter_band(t.row)
+        if pos:  # the windows before it came or never will: their columns are final
+            self._finish_columns(self._pair_front[pos - 1])
         self._came.setdefault(t.row, set()).add(t.col)
         w, (i0, i1, j0, j1) = self._tile_weights(t)
         (a, b), (c, d) = self._row_core[t.row], self._col_core[t.col]
@@ -324,6 +437,33 @@ class StripAccumulator:
             self._blend_rect(t, probs, w, (i0, j0), rect)
         self._col_end = max(self._col_end, t.col + j1)
         self._band_rows_end = max(self._band_rows_end, t.row + i1)
+        if pos is not None:
+            self._pair_last = pos
+            self._finish_columns(self._pair_front[pos])
+
+    def _enter_band(self, row: int) -> None:
+        """Make ``row`` the current band (flush closed the last one's seams).
+
+        A band of the pair keeps its state (the columns written, its seams) while
+        the other one's windows come.
+        """
+        if self.pair is not None and self._band_row in self.pair:
+            self._saved[self._band_row] = (
+                self._rows_end,
+                self._col_end,
+                self._seam_next,
+                self._seam_open,
+            )
+        state = self._saved.pop(row, None)
+        if state is None:
+            rows_end = self._band_rows_end
+            if self.pair is not None and row == self.pair[1]:
+                # the upper band wrote its rows (where it had windows; elsewhere
+                # the pixels are no data), whichever of the pair came first
+                rows_end = max(rows_end, self._upper_end)
+            state = (rows_end, 0, 0, None)
+        self._rows_end, self._col_end, self._seam_next, self._seam_open = state
+        self._band_row = row
 
     def _blend_rect(
         self,
@@ -370,22 +510,20 @@ class StripAccumulator:
         ``where``: the window's band row and column, and its first weighted row
         and column ``(i0, j0)``, where ``w`` (its weights > 0) starts.
         """
-        a, b, c, d = box
-        ti, tj = a - where[0], c - where[1]  # the block in the window
-        wi, wj = ti - where[2], tj - where[3]
-        rows = self._srows(a, b)
-        acc, wsum = self.acc[:, rows, c:d], self.wsum[rows, c:d]
-        p = probs[:, ti : ti + b - a, tj : tj + d - c]
-        wb = w[wi : wi + b - a, wj : wj + d - c]
-        scratch = None
-        if self._scratch is not None:
-            scratch = leading(self._scratch, self.k, b - a, d - c)
-        if assign:
-            set_product_(acc, p, wb)
-            wsum[...] = wb
-        else:
-            add_product_(acc, p, wb, scratch)
-            wsum += wb
+        for (a, b, c, d), acc, wsum in self._sum_blocks(*box):
+            ti, tj = a - where[0], c - where[1]  # the block in the window
+            wi, wj = ti - where[2], tj - where[3]
+            p = probs[:, ti : ti + b - a, tj : tj + d - c]
+            wb = w[wi : wi + b - a, wj : wj + d - c]
+            scratch = None
+            if self._scratch is not None:
+                scratch = leading(self._scratch, self.k, b - a, d - c)
+            if assign:
+                set_product_(acc, p, wb)
+                wsum[...] = wb
+            else:
+                add_product_(acc, p, wb, scratch)
+                wsum += wb
 
     def _add_seams(
         self,
@@ -513,7 +651,19 @@ class StripAccumulator:
         return cached
 
     def flush(self, upto: int) -> None:
-        """Finish rows ``[base, upto)`` and hand them to ``emit``."""
+        """Finish rows ``[base, upto)`` and hand them to ``emit``.
+
+        While the pair (:attr:`pair`) comes, its rows are not final: a flush up to
+        its lower band does nothing; one past it finishes the pair.
+        """
+        if self.pair is not None:
+            upper, lower = self.pair
+            if self.base >= upper and upto <= lower:
+                return
+            if upto > lower:
+                self._finish_columns(self.width)
+                if self._band_row == upper and lower in self._saved:
+                    self._enter_band(lower)  # its seams close below
         self._close_seams(len(self._seams[0]))
         starts = sorted(r for r in self.valid if r < upto)
         for i, band_row in enumerate(starts):
@@ -527,7 +677,7 @@ class StripAccumulator:
         # run overlaps its source, and no source is overwritten before it is read
         # (the last band of a scene can move up by a few rows only; a temporary
         # copy of the rows would cost a band's worth of memory)
-        for r, m in _moves(self.rows, n):
+        for r, m in _moves(self.out_rows, n):
             self.out.move(r + n, r, m)
         sn = int(self._srow[upto]) - self.sbase
         for r, m in _moves(self.srows, sn):
@@ -551,9 +701,9 @@ class StripAccumulator:
         b0 = r0 - self.base
         self._blank_skipped_cores(r0, r1)
         # rows outside every core come from the sums (core rows are finished:
-        # cores and seams)
+        # cores and seams; the pair's rows column by column, _finish_columns)
         for s, e, in_core in _runs(self._core_rows[r0:r1]):
-            if in_core:
+            if in_core or (self.pair is not None and r0 >= self.pair[0]):
                 continue
             step = e - s if self.gpu else chunk_rows(e - s, self.width)
             for q in range(s, e, step):
@@ -579,6 +729,35 @@ class StripAccumulator:
                 if c < d and col not in came:
                     box = (r0 + s - self.base, r0 + e - self.base, col + c, col + d)
                     self.out.view(*box).blank(self.nodata)
+
+    def _finish_columns(self, front: int) -> None:
+        """Finish the pair's rows (those held) left of column ``front``.
+
+        No window still to come reaches them (:meth:`_init_pair`).
+        """
+        c, d = self._front, front
+        if d <= c:
+            return
+        self._front = front
+        upper, lower = self.pair or (0, 0)
+        lo, hi = max(self.base, upper), min(self.height, lower + self.rows)
+        for s, e, in_core in _runs(self._core_rows[lo:hi]):
+            if in_core:
+                continue
+            for band, a, b in (
+                (upper, lo + s, min(lo + e, lower)),
+                (lower, max(lo + s, lower), lo + e),
+            ):
+                valid = self.valid.get(band)
+                if a >= b or valid is None:
+                    continue  # no rows, or a band without data (blank rows)
+                base = self.base
+                for (ra, rb, ca, cb), acc, wsum in self._sum_blocks(
+                    a - base, b - base, c, d
+                ):
+                    ok = valid[ra + base - band : rb + base - band, ca:cb]
+                    invalid = ~((wsum > 0.0) & ok)
+                    self._finish(acc, wsum, invalid, self.out.view(ra, rb, ca, cb))
 
     def _finish_sums(self, a: int, b: int, valid: Any) -> None:
         """Finish the band's rows ``[a, b)`` (rows held) from the sums.
@@ -734,6 +913,25 @@ def _seams(
             bounds += [c + a, c + b]
     bounds.append(width)
     return list(itertools.pairwise(bounds))[::2], index
+
+
+def _pair_order(
+    upper: int, lower: int, cols: Sequence[int], width: int
+) -> list[tuple[int, int]]:
+    """The windows ``(row, col)`` of two bands, interleaved as a pair.
+
+    Each lower window comes right after the last upper window that reaches its
+    columns (``width``: the windows' width): a pixel then still gets every upper
+    window before any lower one, each band in column order, as in grid order.
+    """
+    order = []
+    pending = list(cols)  # the lower windows still to place
+    for i, c in enumerate(cols):
+        order.append((upper, c))
+        nxt = cols[i + 1] if i + 1 < len(cols) else None
+        while pending and (nxt is None or nxt >= pending[0] + width):
+            order.append((lower, pending.pop(0)))
+    return order
 
 
 def _moves(rows: int, n: int) -> list[tuple[int, int]]:

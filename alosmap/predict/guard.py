@@ -18,7 +18,8 @@ variant's end to end ÷ model-only, the ceiling ÷ the fastest model-only, the
 torch CPU path ÷ the host path, peak RSS large ÷ small. :func:`check_ratios`
 fails only on gross regressions of a ratio: an accepted precision slower than
 fp32, a pipeline below :data:`MIN_PIPELINE_RATIO` of model-only, a ceiling not
-above the model.
+above the model, a peak RSS that grows with the scene by more than
+:data:`MAX_RSS_RATIO`.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ if TYPE_CHECKING:  # pragma: no cover
 MIN_PIPELINE_RATIO = 0.8
 #: An accepted precision ÷ fp32 below this is a regression (it must not be slower).
 MIN_PRECISION_RATIO = 1.0
+#: Peak RSS 12000² ÷ 2000² above this is a regression: memory grows with the
+#: scene (the target is 1.10, measured 1.02-1.07; rows held full width until
+#: the last band came gave 1.38).
+MAX_RSS_RATIO = 1.25
 
 
 @dataclass(frozen=True)
@@ -234,11 +239,18 @@ def check_ratios(
     c = ratios.get("ceiling_vs_model")
     if c is not None and c < 1.0:
         bad.append(f"pipeline ceiling {c:.2f}x the model: the pipeline sets the speed")
+    m = ratios.get("rss_large_vs_small")
+    if m is not None and m > MAX_RSS_RATIO:
+        bad.append(
+            f"peak RSS {m:.2f}x from the small scene to the large one "
+            f"(> {MAX_RSS_RATIO}): memory grows with the scene"
+        )
     return bad
 
 
 __all__ = [
     "FULL",
+    "MAX_RSS_RATIO",
     "MIN_PIPELINE_RATIO",
     "MIN_PRECISION_RATIO",
     "QUICK",

@@ -55,7 +55,7 @@ from alosmap.predict.options import (
     warn_bundled_model,
 )
 from alosmap.predict.stages import StageClock, device_sync
-from alosmap.predict.tiles import HostStrip, StripSource
+from alosmap.predict.tiles import DeviceStrip, HostStrip, StripSource
 from alosmap.spec import ModelSpec
 from alosmap.tiling import Tile, axis_starts
 
@@ -734,9 +734,6 @@ def _run(
     tile, overlap = opts.tile, opts.overlap
     device = str(rt.device)
     engine = pipeline_engine()  # numpy on the CPU, torch on a GPU
-    source = StripSource(
-        sc, spec.radiometry, tile, overlap, device, area.part, engine=engine
-    )
     total = area.part.windows
     # few strips in flight: a strip is width × tile values (memory grows with width)
     jobs: queue.Queue[object] = queue.Queue(maxsize=4)
@@ -759,6 +756,10 @@ def _run(
         device=device,
         engine=engine,
         starts=(area.part.rows, area.part.cols),
+    )
+    # the accumulator's pair of strips is read together (StripSource.read)
+    source = StripSource(
+        sc, spec.radiometry, tile, overlap, device, area.part, engine, acc.pair
     )
     strips: queue.Queue[object] = queue.Queue(maxsize=_STRIPS_IN_FLIGHT)
     slots = threading.Semaphore(_STRIPS_IN_FLIGHT)
@@ -868,7 +869,10 @@ def _threads(n: int) -> Iterator[None]:
 class _Feeder:
     """The main thread's loop: strips → device → batches → model → accumulator.
 
-    Windows go through in grid order, so the map does not depend on the batch size.
+    Windows go through in the accumulator's order (grid order, the last two bands
+    interleaved where they come as a pair: :attr:`StripAccumulator.order`; the
+    pair's upper strip waits for the lower), so the map does not depend on the
+    batch size.
     The batch is a ``[batch_size, 1, tile, tile]`` tensor on the model's device,
     reused (its padding, only for scenes smaller than a tile, stays zero). Every
     model call gets the whole tensor, the last one too (its unused slots hold
@@ -937,27 +941,50 @@ class _Feeder:
     def _feed(self, strips: Iterator[HostStrip]) -> None:
         height, width = self.acc.height, self.acc.width
         th, tw = min(self.tile, height), min(self.tile, width)
+        pair = self.acc.pair
+        upper: DeviceStrip | None = None  # the pair's upper strip, held for the lower
         for strip in strips:
             try:
-                self._cut(strip, th, tw)
+                dev = self._open(strip)
+                if dev is None:
+                    continue
+                if pair is not None and strip.row == pair[0]:
+                    upper = dev
+                    continue
+                windows = [(dev, c) for c in dev.cols]
+                if pair is not None and upper is not None and strip.row == pair[1]:
+                    windows, upper = self._pair_windows(upper, dev), None
+                self._cut(windows, th, tw)
             finally:
                 del strip
                 self.slots.release()  # the reader may read the next strip
+        if upper is not None:  # the lower strip had no data
+            self._cut([(upper, c) for c in upper.cols], th, tw)
         self._infer()
 
-    def _cut(self, strip: HostStrip, th: int, tw: int) -> None:
-        """Cut a strip's windows into the batch, running each full batch."""
-        clock = self.clock
+    def _open(self, strip: HostStrip) -> DeviceStrip | None:
+        """The strip on the device, its band opened (None: a strip without data)."""
         self.bar.update(strip.skipped)
         if not strip.cols:
             self.acc.open_band(strip.row, None)
-            return
-        dev = self.source.to_device(strip, clock)
+            return None
+        dev = self.source.to_device(strip, self.clock)
         self.acc.open_band(strip.row, dev.valid)
-        for col in dev.cols:
-            with clock.stage("cut", device=True):
+        return dev
+
+    def _pair_windows(
+        self, upper: DeviceStrip, lower: DeviceStrip
+    ) -> list[tuple[DeviceStrip, int]]:
+        """The windows with data of the accumulator's pair, in its order."""
+        have = {(s.row, c): s for s in (upper, lower) for c in s.cols}
+        return [(have[w], w[1]) for w in self.acc.pair_order if w in have]
+
+    def _cut(self, windows: list[tuple[DeviceStrip, int]], th: int, tw: int) -> None:
+        """Cut windows ``(strip, col)`` into the batch, running each full batch."""
+        for dev, col in windows:
+            with self.clock.stage("cut", device=True):
                 self.buf[len(self.pending), 0, :th, :tw] = dev.x[:, col : col + tw]
-            self.pending.append(Tile(strip.row, col, th, tw))
+            self.pending.append(Tile(dev.row, col, th, tw))
             if len(self.pending) == len(self.buf):
                 self._infer()
 

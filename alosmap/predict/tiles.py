@@ -14,7 +14,9 @@ released); :meth:`StripSource.to_device` then converts and normalises it where t
 model runs. On the CPU the conversion runs in NumPy in the reader thread (faster
 there than torch's single-threaded kernels) and the device step is free; on a GPU
 the raw values travel (a quarter of the bytes of float32 for DN), through pinned
-memory, and the radiometry runs on the GPU.
+memory, and the radiometry runs on the GPU. The accumulator's pair of strips (the
+grid's last two, where the last window starts a few rows after the one before) is
+read and converted as one block of rows, the lower strip a view of it.
 """
 
 from __future__ import annotations
@@ -159,6 +161,9 @@ class StripSource:
             thread converts them on the host; ``torch``: raw values go to
             ``device`` and are converted there); default
             :func:`~alosmap.predict.blend.engine_namespace`'s for ``device``.
+        pair: the rows of two strips the accumulator takes as a pair
+            (:attr:`~alosmap.predict.blend.StripAccumulator.pair`): read and
+            converted together, the lower strip a view of the rows they share.
     """
 
     def __init__(
@@ -170,6 +175,7 @@ class StripSource:
         device: str = "cpu",
         part: GridPart | None = None,
         engine: str | None = None,
+        pair: tuple[int, int] | None = None,
     ) -> None:
         self.scene = scene
         self.radiometry = radiometry
@@ -183,6 +189,8 @@ class StripSource:
         else:
             self.rows, self.cols = part.rows, part.cols
         self._rows = RowBuffer(scene)
+        self.pair = pair
+        self._stash: dict[int, HostStrip] = {}  # the pair's lower strip, read
 
     def __iter__(self) -> Iterator[HostStrip]:
         """Every strip, top to bottom (the reader thread's work)."""
@@ -192,26 +200,50 @@ class StripSource:
     def read(self, row: int) -> HostStrip:
         """Read the strip starting at ``row`` and find its windows with data.
 
-        Strips are read in increasing row order (the reader thread's).
+        Strips are read in increasing row order (the reader thread's). The upper
+        strip of the pair (``pair``) reads the lower one's rows too: the lower
+        strip is then views of the same arrays (no second copy of the rows they
+        share), its time counted with the upper's.
         """
+        stashed = self._stash.pop(row, None)
+        if stashed is not None:
+            return stashed
         sc = self.scene
         t0, c0 = time.perf_counter(), time.thread_time()
-        raw, valid = self._rows.get(row, row + min(self.tile, sc.info.height))
+        n = min(self.tile, sc.info.height)
+        starts = [row]
+        if self.pair is not None and row == self.pair[0]:
+            starts.append(self.pair[1])
+        raw, valid = self._rows.get(row, starts[-1] + n)
         valid = valid.copy()  # the band keeps it; not the reader's whole buffer
-        cols, skipped = window_columns(valid, self.cols, self.tile)
+        found = [
+            window_columns(valid[r - row : r - row + n], self.cols, self.tile)
+            for r in starts
+        ]
         t1, c1 = time.perf_counter(), time.thread_time()
-        if not cols:
-            return HostStrip(
-                row, None, None, [], skipped, {"read": t1 - t0}, {"read": c1 - c0}
-            )
-        if self.host:
-            values = host_input(raw, valid, self.radiometry, sc.units, sc.cf)
-            mask = valid
-        else:  # raw values, converted on the device
-            values, mask = _pinned(raw, self.gpu), _pinned(valid, self.gpu)
-        seconds = {"read": t1 - t0, "radiometry": time.perf_counter() - t1}
-        cpu = {"read": c1 - c0, "radiometry": time.thread_time() - c1}
-        return HostStrip(row, values, mask, cols, skipped, seconds, cpu)
+        seconds, cpu = {"read": t1 - t0}, {"read": c1 - c0}
+        values = mask = None
+        if any(cols for cols, _ in found):
+            if self.host:
+                values = host_input(raw, valid, self.radiometry, sc.units, sc.cf)
+                mask = valid
+            else:  # raw values, converted on the device
+                values, mask = _pinned(raw, self.gpu), _pinned(valid, self.gpu)
+            seconds["radiometry"] = time.perf_counter() - t1
+            cpu["radiometry"] = time.thread_time() - c1
+        strips = []
+        for r, (cols, skipped) in zip(starts, found, strict=True):
+            rows = slice(r - row, r - row + n)
+            if cols and values is not None and mask is not None:
+                strips.append(
+                    HostStrip(r, values[rows], mask[rows], cols, skipped, seconds, cpu)
+                )
+            else:
+                strips.append(HostStrip(r, None, None, [], skipped, seconds, cpu))
+            seconds, cpu = {}, {}  # the pair's time goes with its upper strip
+        for strip in strips[1:]:
+            self._stash[strip.row] = strip
+        return strips[0]
 
     def to_device(
         self, strip: HostStrip, clock: StageClock | None = None
@@ -249,7 +281,10 @@ class RowBuffer:
     scene's width, and at the CLI's 64 MB a 6000-wide tiled scene already missed
     (measured on one core: reading took 0.23 ms per tile instead of 0.05). Here reads
     end at block boundaries and the rows a later strip needs are kept: memory is one
-    strip plus one block row of the file's values.
+    strip plus one block row of the file's values, in buffers reused from read to
+    read (the rows kept move up, the new ones are copied in after them: no new
+    arrays per strip, whose allocation and release made the peak memory grow with
+    the width).
 
     Args:
         scene: the opened scene.
@@ -260,35 +295,68 @@ class RowBuffer:
         self.block, self.offset = scene.block_rows
         self.block = max(1, self.block)
         self.start = 0  # scene row of the buffer's first row
+        self.rows = 0  # rows the buffers hold
         self.raw: np.ndarray | None = None
         self.valid: np.ndarray | None = None
+        # the values' type in the buffers: the file's (float64 read as float32)
+        dtype = np.dtype(scene.info.dtype)
+        self.dtype = np.dtype(np.float32) if dtype == np.float64 else dtype
 
     @property
     def end(self) -> int:
         """Scene row after the buffer's last row."""
-        return self.start + (0 if self.raw is None else len(self.raw))
+        return self.start + self.rows
 
     def get(self, r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]:
-        """Values and validity of rows ``[r0, r1)`` (views; ``r0`` never decreases)."""
-        if self.raw is None or self.valid is None or not self.start <= r0 <= self.end:
-            self.raw = self.valid = None
-            self.start = r0
+        """Values and validity of rows ``[r0, r1)`` (``r0`` never decreases).
+
+        Views of the buffers: valid until the next call.
+        """
+        if not self.start <= r0 <= self.end:
+            self.start, self.rows = r0, 0
         if r1 > self.end:
             lo = self.end
             # up to a block boundary of the file, so no block is decoded twice
             hi = -(-(r1 + self.offset) // self.block) * self.block - self.offset
             hi = min(max(hi, r1), self.scene.info.height)
-            raw, valid = self.scene.read_raw(lo, hi - lo)
-            if self.raw is None or self.valid is None:
-                self.raw, self.valid = raw, valid
-            else:
-                keep = r0 - self.start  # rows before r0 are passed for good
-                self.raw = np.concatenate([self.raw[keep:], raw])
-                self.valid = np.concatenate([self.valid[keep:], valid])
-                self.start = r0
+            i = r0 - self.start  # rows before r0 are passed for good
+            keep = self.rows - i
+            need = keep + hi - lo
+            raw, valid = self.raw, self.valid
+            if raw is None or valid is None or len(raw) < need:
+                # room for a strip and a block row of the file
+                rows = min(self.scene.info.height, max(need, r1 - r0 + self.block))
+                width = self.scene.info.width
+                self.raw = np.empty((rows, width), dtype=self.dtype)
+                self.valid = np.empty((rows, width), dtype=bool)
+                if raw is not None and valid is not None:
+                    self.raw[:keep] = raw[i : i + keep]
+                    self.valid[:keep] = valid[i : i + keep]
+            else:  # the kept rows move up, in place
+                for buf in (raw, valid):
+                    for r, m in _moves(i, keep):
+                        buf[r : r + m] = buf[r + i : r + i + m]
+            assert self.raw is not None and self.valid is not None
+            into = self.raw[keep:need], self.valid[keep:need]
+            if self.dtype == np.dtype(self.scene.info.dtype):  # straight into them
+                self.scene.read_raw(lo, hi - lo, out=into)
+            else:  # float64 in the file, float32 here
+                into[0][...], into[1][...] = self.scene.read_raw(lo, hi - lo)
+            self.start, self.rows = r0, need
         assert self.raw is not None and self.valid is not None
         i, j = r0 - self.start, r1 - self.start
         return self.raw[i:j], self.valid[i:j]
+
+
+def _moves(skip: int, keep: int) -> list[tuple[int, int]]:
+    """Runs ``(to, count)`` that move rows ``[skip, skip + keep)`` of a buffer to 0.
+
+    At most ``skip`` rows each, from the top: no run overlaps its source (NumPy
+    would copy an overlapping one through a temporary).
+    """
+    if skip <= 0:
+        return []
+    return [(r, min(skip, keep - r)) for r in range(0, keep, skip)]
 
 
 def _pinned(a: np.ndarray, pin: bool = True) -> Any:

@@ -233,10 +233,13 @@ def test_guard_ratios_and_the_regressions_they_flag():
     assert check_ratios(r) == []
     # a slower accepted precision and a pipeline that sets the speed fail
     bench["variants"][1] = _variant("torch-bf16", "torch", "bf16", 8.0, 5.0)
-    bad = check_ratios(guard_ratios(bench, _ceilings(6.0, 6.0), {}))
+    bad = check_ratios(
+        guard_ratios(bench, _ceilings(6.0, 6.0), {2000: 200.0, 12000: 280.0})
+    )
     assert any("torch-bf16: 0.80x fp32" in b for b in bad)
     assert any("torch-bf16: end to end 0.62" in b for b in bad)
     assert any("ceiling" in b for b in bad)
+    assert any("peak RSS 1.40x" in b for b in bad)
     # the CI's quick plan has wider limits (two noisy batches): 0.80x fp32 passes
     # there, a pipeline at 0.62 of the model does not
     from alosmap.predict.guard import QUICK

@@ -76,26 +76,39 @@ def _run(
     ref = ReferenceBlend(height, width, k)
     th, tw = min(tile, height), min(tile, width)
     used = np.zeros((height, width), bool)
-    for row in axis_starts(height, tile, overlap):
-        band = valid[row : row + th]
-        acc.open_band(row, band if band.any() else None)
-        for col in axis_starts(width, tile, overlap):
-            if not band[:, col : col + tw].any():
-                continue  # the pipeline skips windows without data
-            t = Tile(row, col, th, tw)
-            logits = rng.normal(0, 3, size=(k, tile, tile)).astype(np.float32)
-            if k == 1:
-                p = 1 / (1 + np.exp(-logits))
-            else:
-                e = np.exp(logits - logits.max(0))
-                p = e / e.sum(0)
-            p = p.astype(np.float32)
-            acc.add(t, acc.asarray(p))
-            ref.add(t, p, tile_weights(t, height, width, tile, overlap))
-            used[t.slices] = True
+    opened: set[int] = set()
+    for row, col in acc.order:  # the pair (if any) interleaved, as the pipeline
+        _open_bands(acc, valid, row, opened)
+        if not valid[row : row + th, col : col + tw].any():
+            continue  # the pipeline skips windows without data
+        t = Tile(row, col, th, tw)
+        logits = rng.normal(0, 3, size=(k, tile, tile)).astype(np.float32)
+        if k == 1:
+            p = 1 / (1 + np.exp(-logits))
+        else:
+            e = np.exp(logits - logits.max(0))
+            p = e / e.sum(0)
+        p = p.astype(np.float32)
+        acc.add(t, acc.asarray(p))
+        ref.add(t, p, tile_weights(t, height, width, tile, overlap))
+        used[t.slices] = True
     acc.finish()
     assert sorted(rows_seen) == list(range(height)), "every row emitted once"
     return out, ref, used
+
+
+def _open_bands(
+    acc: StripAccumulator, valid: np.ndarray, row: int, opened: set[int]
+) -> None:
+    """Open the bands up to ``row`` not yet open, as the pipeline's strips come
+    (both bands of the accumulator's pair before its first window)."""
+    if acc.pair is not None and row in acc.pair:
+        row = acc.pair[1]
+    for r in acc.starts[0]:
+        if r <= row and r not in opened:
+            opened.add(r)
+            band = valid[r : r + min(acc.tile, acc.height)]
+            acc.open_band(r, band if band.any() else None)
 
 
 @pytest.mark.parametrize(
@@ -312,3 +325,69 @@ def test_any_grid_blends_as_the_reference(height, width, tile, data):
         check_against_reference(spec, maps[engine], ref, valid)
     for name in maps["numpy"]:
         np.testing.assert_array_equal(maps["numpy"][name], maps["torch"][name])
+
+
+#: A grid whose last window starts 4 rows after the one before (tile 32, overlap
+#: 8): the band before it has no core rows, and the two come as a pair.
+PAIR_H, PAIR_W = 108, 150
+
+
+@pytest.mark.parametrize(
+    "holes",
+    [
+        [],
+        [(0, PAIR_H, 60, 100)],  # windows of both bands of the pair skipped
+        [(72, 104, 0, PAIR_W)],  # the upper band without data, the lower with
+        [(76, PAIR_H, 0, PAIR_W)],  # the lower band without data
+        [(70, PAIR_H, 0, 50)],  # the pair's first windows skipped
+        [(70, PAIR_H, 100, PAIR_W)],  # and its last
+        [(0, 80, 0, PAIR_W)],  # no band before the pair has data
+    ],
+)
+@pytest.mark.parametrize("task", ["lulc", "water"])
+def test_the_last_two_bands_as_a_pair_blend_as_the_reference(
+    holes: list[tuple[int, int, int, int]], task: str
+) -> None:
+    spec = _spec(task)
+    acc = StripAccumulator(PAIR_W, PAIR_H, TILE, 8, spec, lambda r: None)
+    assert acc.pair == (72, 76)
+    valid = np.ones((PAIR_H, PAIR_W), bool)
+    for r0, r1, c0, c1 in holes:
+        valid[r0:r1, c0:c1] = False
+    maps = {}
+    for engine in ENGINES:
+        maps[engine], ref, _ = _run(spec, PAIR_H, PAIR_W, 8, valid, engine=engine)
+        check_against_reference(spec, maps[engine], ref, valid)
+    for name in maps["numpy"]:
+        np.testing.assert_array_equal(maps["numpy"][name], maps["torch"][name])
+
+
+def test_the_pair_holds_no_more_full_width_rows_than_an_even_grid() -> None:
+    """12000² (last window 32 rows after the one before) holds the rows of
+    11968² (the grid ends evenly) full width, and the pair's own rows in a
+    ring a few windows wide: not all 224 weighted rows of its upper band."""
+    spec = _spec("lulc")
+    even = StripAccumulator(11968, 11968, 256, 64, spec, lambda r: None)
+    tail = StripAccumulator(12000, 12000, 256, 64, spec, lambda r: None)
+    assert even.pair is None and tail.pair == (11712, 11744)
+    assert tail.acc.shape == (9, even.srows, 12000)
+    ring = tail.racc.shape
+    assert ring[2] <= 3 * 256 and ring[1] < 224
+
+
+def test_a_pair_window_out_of_its_order_is_refused() -> None:
+    """Grid order would hold the pair's rows full width: refused, not wrong."""
+    acc = StripAccumulator(PAIR_W, PAIR_H, TILE, 8, _spec("lulc"), lambda r: None)
+    upper, lower = acc.pair or (0, 0)
+    for r in acc.starts[0]:
+        acc.open_band(r, np.ones((TILE, PAIR_W), bool))
+    p = np.full((9, TILE, TILE), 1 / 9, np.float32)
+    for row in acc.starts[0]:
+        for col in acc.starts[1]:
+            t = Tile(row, col, TILE, TILE)
+            if row == lower and (upper, acc.starts[1][-1]) in acc.order[-3:]:
+                with pytest.raises(ValueError, match="came after a window"):
+                    acc.add(t, p)
+                return
+            acc.add(t, p)
+    pytest.fail("the grid order was taken")

@@ -10,6 +10,7 @@ Batch size and threads change the model's float rounding at most: classes stay.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,16 +30,26 @@ H, W = 600, 520
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
     """A synthetic ALOS-2-like scene (land covers the demo model tells apart)."""
+    holes = [
+        (slice(None, 260), slice(None, 258)),  # the first window: no valid pixel
+        (slice(400, 470), slice(100, 380)),  # a no-data strip across windows
+    ]
+    return write_scene(tmp_path_factory.mktemp("part"), 7, H, W, holes)
+
+
+def write_scene(out, seed: int, height: int, width: int, holes) -> Path:
+    """A synthetic scene in ``out`` with no data in ``holes`` (``(rows, cols)``)."""
     from conftest import UTM54, write_raster
 
     from alosmap.synthetic import generate_scene
 
-    out = tmp_path_factory.mktemp("part")
-    made = generate_scene(out, seed=7, width=W, height=H, write_label_tiles=False)
+    made = generate_scene(
+        out, seed=seed, width=width, height=height, write_label_tiles=False
+    )
     with rasterio.open(made.path) as ds:
         dn, tags = ds.read(1), ds.tags()
-    dn[:260, :258] = 0  # no data: the first window has no valid pixel
-    dn[400:470, 100:380] = 0  # a no-data strip across windows
+    for hole in holes:
+        dn[hole] = 0
     return write_raster(
         out / "scene.tif",
         dn,
