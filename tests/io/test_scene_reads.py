@@ -35,9 +35,12 @@ def _tiled(path, dn, block=128):
 
 
 @pytest.mark.parametrize("crop", [None, Window(37, 101, 500, 600)])
-def test_strips_come_from_whole_blocks_read_once(tmp_path, monkeypatch, crop):
+@pytest.mark.parametrize("dtype", [np.uint16, np.float64])  # float64: read as float32
+def test_strips_come_from_whole_blocks_read_once(tmp_path, monkeypatch, crop, dtype):
     rng = np.random.default_rng(0)
-    dn = rng.integers(1, 5000, size=(900, 700), dtype=np.uint16)
+    dn = rng.integers(1, 5000, size=(900, 700)).astype(dtype)
+    if dtype == np.float64:
+        dn = np.log10(dn) * 20 - 83  # σ0 dB
     dn[300:360] = 0
     path = _tiled(tmp_path / "s.tif", dn)
     calls: list[tuple[int, int]] = []
