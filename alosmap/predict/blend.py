@@ -243,7 +243,7 @@ class StripAccumulator:
         self._core_rows = self._core_owner >= 0
         #: window start row → the start columns of the windows that came
         self._came: dict[int, set[int]] = {}
-        self._seams = _seams(sorted(starts[1]), self._col_core, self.width)
+        self._seams = _seams(self.starts[1], self._col_core, self.width)
         #: the current band's next seam to finish, and the seam whose sums a window
         #: started (its index and sums) (see _add_seams)
         self._seam_next = 0
@@ -323,7 +323,7 @@ class StripAccumulator:
         xp, dev = self.xp, self.device
         held = ~self._core_rows
         self._srow = np.concatenate([[0], np.cumsum(held)]).astype(np.int64)
-        starts = sorted(self._row_core)
+        starts = self.starts[0]
         th = self.rows
         srow = self._srow
         spans = [(s, min(s + th, self.height)) for s in starts]
@@ -677,10 +677,10 @@ class StripAccumulator:
         # run overlaps its source, and no source is overwritten before it is read
         # (the last band of a scene can move up by a few rows only; a temporary
         # copy of the rows would cost a band's worth of memory)
-        for r, m in _moves(self.out_rows, n):
+        for r, m in row_moves(self.out_rows, n):
             self.out.move(r + n, r, m)
         sn = int(self._srow[upto]) - self.sbase
-        for r, m in _moves(self.srows, sn):
+        for r, m in row_moves(self.srows, sn):
             for plane in self.acc:  # per plane: NumPy sees no overlap, no temporary
                 plane[r : r + m] = plane[r + sn : r + sn + m]
             self.wsum[r : r + m] = self.wsum[r + sn : r + sn + m]
@@ -751,23 +751,22 @@ class StripAccumulator:
                 valid = self.valid.get(band)
                 if a >= b or valid is None:
                     continue  # no rows, or a band without data (blank rows)
-                base = self.base
-                for (ra, rb, ca, cb), acc, wsum in self._sum_blocks(
-                    a - base, b - base, c, d
-                ):
-                    ok = valid[ra + base - band : rb + base - band, ca:cb]
-                    invalid = ~((wsum > 0.0) & ok)
-                    self._finish(acc, wsum, invalid, self.out.view(ra, rb, ca, cb))
+                rows = valid[a - band : b - band, c:d]
+                self._finish_sums(a - self.base, b - self.base, rows, (c, d))
 
-    def _finish_sums(self, a: int, b: int, valid: Any) -> None:
+    def _finish_sums(
+        self, a: int, b: int, valid: Any, cols: tuple[int, int] | None = None
+    ) -> None:
         """Finish the band's rows ``[a, b)`` (rows held) from the sums.
 
-        ``valid``: the rows' validity.
+        ``valid``: the validity of those rows and columns; ``cols``: the columns
+        ``[c, d)`` (None: the whole width).
         """
-        rows = self._srows(a, b)
-        wsum = self.wsum[rows]
-        invalid = ~((wsum > 0.0) & valid)
-        self._finish(self.acc[:, rows], wsum, invalid, self.out.view(a, b, 0, None))
+        c, d = (0, self.width) if cols is None else cols
+        for (ra, rb, ca, cb), acc, wsum in self._sum_blocks(a, b, c, d):
+            ok = valid[ra - a : rb - a, ca - c : cb - c]
+            invalid = ~((wsum > 0.0) & ok)
+            self._finish(acc, wsum, invalid, self.out.view(ra, rb, ca, cb))
 
     def _finish(
         self,
@@ -934,7 +933,7 @@ def _pair_order(
     return order
 
 
-def _moves(rows: int, n: int) -> list[tuple[int, int]]:
+def row_moves(rows: int, n: int) -> list[tuple[int, int]]:
     """Runs ``(to, count)`` that move rows ``[n, rows)`` of a band up by ``n``.
 
     At most ``n`` rows each, from the top: no run overlaps its source.
@@ -989,5 +988,6 @@ __all__ = [
     "StripAccumulator",
     "engine_namespace",
     "pipeline_engine",
+    "row_moves",
     "top_class_numpy",
 ]

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from alosmap._xp import is_numpy
-from alosmap.predict.blend import engine_namespace
+from alosmap.predict.blend import engine_namespace, row_moves
 from alosmap.predict.options import InferenceOptions
 from alosmap.predict.stages import StageClock
 from alosmap.radiometry import Radiometry, model_input
@@ -301,6 +301,7 @@ class RowBuffer:
         # the values' type in the buffers: the file's (float64 read as float32)
         dtype = np.dtype(scene.info.dtype)
         self.dtype = np.dtype(np.float32) if dtype == np.float64 else dtype
+        self._direct = self.dtype == dtype  # read straight into the buffers
 
     @property
     def end(self) -> int:
@@ -334,11 +335,11 @@ class RowBuffer:
                     self.valid[:keep] = valid[i : i + keep]
             else:  # the kept rows move up, in place
                 for buf in (raw, valid):
-                    for r, m in _moves(i, keep):
+                    for r, m in row_moves(i + keep, i):
                         buf[r : r + m] = buf[r + i : r + i + m]
             assert self.raw is not None and self.valid is not None
             into = self.raw[keep:need], self.valid[keep:need]
-            if self.dtype == np.dtype(self.scene.info.dtype):  # straight into them
+            if self._direct:
                 self.scene.read_raw(lo, hi - lo, out=into)
             else:  # float64 in the file, float32 here
                 into[0][...], into[1][...] = self.scene.read_raw(lo, hi - lo)
@@ -346,17 +347,6 @@ class RowBuffer:
         assert self.raw is not None and self.valid is not None
         i, j = r0 - self.start, r1 - self.start
         return self.raw[i:j], self.valid[i:j]
-
-
-def _moves(skip: int, keep: int) -> list[tuple[int, int]]:
-    """Runs ``(to, count)`` that move rows ``[skip, skip + keep)`` of a buffer to 0.
-
-    At most ``skip`` rows each, from the top: no run overlaps its source (NumPy
-    would copy an overlapping one through a temporary).
-    """
-    if skip <= 0:
-        return []
-    return [(r, min(skip, keep - r)) for r in range(0, keep, skip)]
 
 
 def _pinned(a: np.ndarray, pin: bool = True) -> Any:
