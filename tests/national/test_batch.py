@@ -334,12 +334,22 @@ def test_without_pystac_the_batch_still_works(
 #: READY on stdout and then waits until the process is interrupted or killed: the
 #: test chooses the moment of its signal by an event, whatever the machine's speed
 #: or load.
+#:
+#: It waits by reading a pipe that Python's C signal handler writes to
+#: (``signal.set_wakeup_fd``), not on a lock: a lock wait without a timeout is
+#: interrupted only if the signal reaches the main thread inside the wait. One that
+#: lands just before the wait, or in another thread (the scene finishing in the
+#: background), is run by Python at its next bytecode, which a lock wait never
+#: reaches: seen twice in CI, the main thread still waiting 300 s after SIGINT.
 _BLOCK_ON_SCENE = """
-import sys, threading
+import os, signal, sys
 from alosmap.cli.main import run
 from alosmap.predict import pipeline
 
 real_stream, scenes = pipeline.stream_scene, []
+wake_r, wake_w = os.pipe()
+os.set_blocking(wake_w, False)
+signal.set_wakeup_fd(wake_w)  # a byte here for every signal, whichever thread
 
 class Blocking:
     def __init__(self, rt):
@@ -348,7 +358,8 @@ class Blocking:
         return getattr(self._rt, name)
     def run(self, batch):
         print("READY", flush=True)
-        threading.Event().wait()  # until SIGINT raises KeyboardInterrupt here
+        while True:  # SIGINT raises KeyboardInterrupt here, in or after the read
+            os.read(wake_r, 1)
 
 def stream_scene(scene, *args, **kw):
     scenes.append(scene)
