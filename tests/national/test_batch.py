@@ -341,11 +341,15 @@ def test_without_pystac_the_batch_still_works(
 #: lands just before the wait, or in another thread (the scene finishing in the
 #: background), is run by Python at its next bytecode, which a lock wait never
 #: reaches: seen twice in CI, the main thread still waiting 300 s after SIGINT.
+#: SIGINT is set to raise ``KeyboardInterrupt``, as in a program started from a
+#: terminal, whatever the test runner passes on (a background job ignores it, and
+#: Python then keeps it ignored).
 _BLOCK_ON_SCENE = """
 import os, signal, sys
 from alosmap.cli.main import run
 from alosmap.predict import pipeline
 
+signal.signal(signal.SIGINT, signal.default_int_handler)
 real_stream, scenes = pipeline.stream_scene, []
 wake_r, wake_w = os.pipe()
 os.set_blocking(wake_w, False)
