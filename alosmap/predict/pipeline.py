@@ -700,14 +700,19 @@ def _writer_loop(
 
 
 def _strips(q: queue.Queue[object]) -> Iterator[HostStrip]:
+    """The reader's strips, until its ``_STOP`` (its exception raised here).
+
+    The generator keeps no reference to a strip it has handed over (a strip is
+    tile rows × scene width: see :meth:`_Feeder._feed`).
+    """
     while True:
-        item = q.get()
-        if item is _STOP:
+        item = [q.get()]
+        if item[0] is _STOP:
             return
-        if isinstance(item, BaseException):
-            raise item
-        assert isinstance(item, HostStrip)
-        yield item
+        if isinstance(item[0], BaseException):
+            raise cast(BaseException, item.pop())
+        assert isinstance(item[0], HostStrip)
+        yield cast(HostStrip, item.pop())
 
 
 def _progress_bar(total: int, scene: Path, progress: bool) -> Progress:
@@ -944,6 +949,8 @@ class _Feeder:
         pair = self.acc.pair
         upper: DeviceStrip | None = None  # the pair's upper strip, held for the lower
         for strip in strips:
+            dev: DeviceStrip | None = None
+            windows: list[tuple[DeviceStrip, int]] = []
             try:
                 dev = self._open(strip)
                 if dev is None:
@@ -956,8 +963,10 @@ class _Feeder:
                     windows, upper = self._pair_windows(upper, dev), None
                 self._cut(windows, th, tw)
             finally:
-                del strip
-                self.slots.release()  # the reader may read the next strip
+                # the reader may read the next strip: this one is let go first (its
+                # windows are in the batch), else three strips would be alive at once
+                del strip, dev, windows
+                self.slots.release()
         if upper is not None:  # the lower strip had no data
             self._cut([(upper, c) for c in upper.cols], th, tw)
         self._infer()

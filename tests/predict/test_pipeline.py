@@ -391,3 +391,57 @@ def test_stopping_names_a_thread_that_is_slow_to_end(
         "waiting for the reader thread to end its current read before stopping"
     ]
     assert all(p.name.startswith("ok") for p in out.iterdir())  # none of m.tif
+
+
+@pytest.mark.parametrize("height", [304, 310])  # the grid ends evenly; a pair
+def test_a_strip_is_let_go_before_the_reader_may_read_another(
+    monkeypatch, tmp_path, make_geotiff, height
+):
+    """When the main thread frees a strip's slot (the reader may then read one
+    more), nothing holds that strip any more: at most two strips (tile rows × the
+    scene's width each) are alive, not three. The pair's upper strip is held for the
+    lower one, and let go with it."""
+    import weakref
+
+    from alosmap.predict import pipeline
+
+    real_open, real_init = pipeline._Feeder._open, pipeline._Feeder.__init__
+    opened: list[tuple[int, weakref.ref]] = []
+    released: list[tuple[int, list[int]]] = []
+    pairs = []
+
+    def open_(self, strip):
+        assert strip.values is not None
+        opened.append((strip.row, weakref.ref(strip.values)))
+        return real_open(self, strip)
+
+    class Slots:  # the feeder's side of the reader's semaphore
+        def __init__(self, slots):
+            self.slots = slots
+
+        def release(self):
+            alive = [row for row, ref in opened if ref() is not None]
+            released.append((opened[-1][0], alive))
+            self.slots.release()
+
+    def init(self, *args):
+        real_init(self, *args[:-1], Slots(args[-1]))
+        pairs.append(self.acc.pair)
+
+    monkeypatch.setattr(pipeline._Feeder, "_open", open_)
+    monkeypatch.setattr(pipeline._Feeder, "__init__", init)
+    rng = np.random.default_rng(3)
+    scene = make_geotiff(rng.integers(500, 5000, (height, 300), dtype=np.uint16))
+    predict_scene(
+        scene,
+        tmp_path / "m.tif",
+        runtime=ConvRuntime(tile=64),
+        overlap=16,
+        batch_size=2,
+    )
+    (pair,) = pairs
+    assert (pair is not None) == (height == 310)
+    assert len(released) == len(opened) >= 6
+    for row, alive in released:
+        # the pair's upper strip is held for the lower one; nothing else
+        assert alive == ([row] if pair is not None and row == pair[0] else []), row
